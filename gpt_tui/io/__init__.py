@@ -1,0 +1,1 @@
+"""Reading and writing models, checkpoints and tokenizers."""

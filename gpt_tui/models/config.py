@@ -1,0 +1,286 @@
+"""Model configurations for both GPT families, the named presets, and validation.
+
+Field names are the ones users already know from upstream: nanoGPT's `GPTConfig`
+(`block_size`, `vocab_size`, `n_layer`, `n_head`, `n_embd`, `dropout`, `bias`) and
+nanochat's `GPTConfig` (`sequence_len`, `vocab_size`, `n_layer`, `n_head`, `n_kv_head`,
+`n_embd`). Every problem raises `ConfigError` with one line naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+Family = Literal["nanogpt", "nanochat"]
+FAMILIES: tuple[str, ...] = ("nanogpt", "nanochat")
+
+
+class ConfigError(ValueError):
+    """A configuration the user asked for cannot be built. The message is one readable line."""
+
+
+@dataclass
+class NanoGPTConfig:
+    """GPT-2 style model, as in nanoGPT's model.py."""
+
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    family: Family = field(default="nanogpt", init=False, repr=False)
+
+    @property
+    def context_len(self) -> int:
+        return self.block_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_kv_head(self) -> int:
+        return self.n_head
+
+
+@dataclass
+class NanoChatConfig:
+    """Modern style model, as in nanochat's gpt.py.
+
+    The fields after `softcap` switch on the features later nanochat versions added;
+    they default off so that classic-era checkpoints load unchanged.
+    """
+
+    sequence_len: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 6
+    n_kv_head: int = 6
+    n_embd: int = 768
+    rope_base: float = 10000.0
+    softcap: float = 15.0  # 0 disables the logit softcap
+
+    family: Family = field(default="nanochat", init=False, repr=False)
+
+    @property
+    def context_len(self) -> int:
+        return self.sequence_len
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+ModelConfig = Union[NanoGPTConfig, NanoChatConfig]
+CONFIG_CLASSES: dict[str, type] = {"nanogpt": NanoGPTConfig, "nanochat": NanoChatConfig}
+
+
+def user_fields(config_cls: type) -> list[dataclasses.Field]:
+    """The fields a user may set (everything but the read-only `family` tag)."""
+    return [f for f in dataclasses.fields(config_cls) if f.init]
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in user_fields(type(config))}
+
+
+def _nanochat_depth(depth: int) -> dict[str, Any]:
+    # nanochat's scaling rule: width = depth * 64 rounded up to whole 128-wide heads.
+    n_head = math.ceil(depth * 64 / 128)
+    return dict(
+        n_layer=depth,
+        n_embd=n_head * 128,
+        n_head=n_head,
+        n_kv_head=n_head,
+        sequence_len=2048,
+        vocab_size=32768,
+    )
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    # Settings per family the preset fits; the first family is the default.
+    settings: dict[str, dict[str, Any]]
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.settings)
+
+
+def _both(common: dict[str, Any], nanogpt: dict[str, Any], nanochat: dict[str, Any]):
+    return {"nanogpt": {**common, **nanogpt}, "nanochat": {**common, **nanochat}}
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "tiny",
+            "two layers, 32 wide: for tests and quick looks",
+            _both(
+                dict(n_layer=2, n_head=2, n_embd=32, vocab_size=65),
+                dict(block_size=16, bias=False),
+                dict(sequence_len=16, n_kv_head=2),
+            ),
+        ),
+        Preset(
+            "small",
+            "nanoGPT's shakespeare-char shape",
+            _both(
+                dict(n_layer=6, n_head=6, n_embd=384, vocab_size=65),
+                dict(block_size=256, bias=False, dropout=0.0),
+                dict(sequence_len=256, n_kv_head=6),
+            ),
+        ),
+        Preset("gpt2", "GPT-2 124M", {"nanogpt": dict(n_layer=12, n_head=12, n_embd=768)}),
+        Preset(
+            "gpt2-medium", "GPT-2 350M", {"nanogpt": dict(n_layer=24, n_head=16, n_embd=1024)}
+        ),
+        Preset("gpt2-large", "GPT-2 774M", {"nanogpt": dict(n_layer=36, n_head=20, n_embd=1280)}),
+        Preset("gpt2-xl", "GPT-2 1558M", {"nanogpt": dict(n_layer=48, n_head=25, n_embd=1600)}),
+        *[
+            Preset(f"d{d}", f"nanochat depth {d}", {"nanochat": _nanochat_depth(d)})
+            for d in (12, 20, 26, 32)
+        ],
+    ]
+}
+for _name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    PRESETS[_name].settings["nanogpt"].update(block_size=1024, vocab_size=50257, bias=True)
+
+
+def _parse_value(name: str, raw: str, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"--set {name}={raw}: {name} takes a {kind.__name__}, e.g. --set {name}={default}"
+        ) from None
+    return raw
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """Turn ['n_layer=4', 'bias=false'] into {'n_layer': '4', 'bias': 'false'}."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: write it as key=value, e.g. --set n_layer=4")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def make_config(
+    preset: str | None = None,
+    family: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ModelConfig:
+    """Build and validate a config from a preset name, a family and `key=value` overrides.
+
+    Override values may be strings (from the command line) or typed values.
+    """
+    if family is not None and family not in FAMILIES:
+        raise ConfigError(f"unknown --arch {family!r}: choose one of {', '.join(FAMILIES)}")
+    settings: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(
+                f"unknown config {preset!r}{_suggest(preset, list(PRESETS))}; "
+                "`gpt-tui configs` lists them"
+            )
+        p = PRESETS[preset]
+        if family is None:
+            family = p.families[0]
+        elif family not in p.settings:
+            raise ConfigError(
+                f"config {preset!r} is a {p.families[0]} preset; drop --arch {family} "
+                f"or pick a preset for {family} (`gpt-tui configs`)"
+            )
+        settings.update(p.settings[family])
+    family = family or "nanogpt"
+    cls = CONFIG_CLASSES[family]
+    defaults = {f.name: f.default for f in user_fields(cls)}
+    for key, value in (overrides or {}).items():
+        if key not in defaults:
+            raise ConfigError(
+                f"unknown config field {key!r} for the {family} family"
+                f"{_suggest(key, list(defaults))}; fields: {', '.join(defaults)}"
+            )
+        settings[key] = _parse_value(key, value, defaults[key]) if isinstance(value, str) else value
+    config = cls(**settings)
+    validate(config)
+    return config
+
+
+def config_from_dict(family: str, values: dict[str, Any], source: str) -> ModelConfig:
+    """Build a config from a checkpoint's `model_args` / `model_config`, ignoring nothing silently."""
+    cls = CONFIG_CLASSES[family]
+    known = {f.name for f in user_fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: config keys {', '.join(unknown)} are not supported by the {family} "
+            "family of this gpt-tui version"
+        )
+    config = cls(**values)
+    validate(config)
+    return config
+
+
+def validate(config: ModelConfig) -> None:
+    def positive(name: str) -> None:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name}={value!r}: must be a positive whole number")
+
+    for name in ("n_layer", "n_head", "n_embd", "vocab_size"):
+        positive(name)
+    if isinstance(config, NanoGPTConfig):
+        positive("block_size")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(f"dropout={config.dropout}: must be in [0, 1)")
+    else:
+        positive("sequence_len")
+        positive("n_kv_head")
+        if config.n_kv_head > config.n_head or config.n_head % config.n_kv_head:
+            divisors = [d for d in range(1, config.n_head + 1) if config.n_head % d == 0]
+            raise ConfigError(
+                f"n_kv_head={config.n_kv_head}: must divide n_head={config.n_head}; "
+                f"choose one of {', '.join(map(str, divisors))}"
+            )
+        if config.rope_base <= 0:
+            raise ConfigError(f"rope_base={config.rope_base}: must be positive")
+        if config.softcap < 0:
+            raise ConfigError(f"softcap={config.softcap}: must be >= 0 (0 turns it off)")
+    if config.n_embd % config.n_head:
+        raise ConfigError(
+            f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
+            f"pick n_embd a multiple of {config.n_head} or another n_head"
+        )
+    if isinstance(config, NanoChatConfig) and config.head_dim % 2:
+        raise ConfigError(
+            f"head_dim={config.head_dim} (n_embd/n_head) must be even for rotary embeddings"
+        )

@@ -1,0 +1,200 @@
+"""Modern style language model, the nanochat family (classic architecture).
+
+Notable features:
+- parameter-free RMSNorm: after the token embedding, before attention and MLP, on q and k
+  (QK norm), and before the head
+- rotary position embeddings (no learned positions), base configurable
+- grouped-query attention: `n_kv_head` key/value heads shared by `n_head` query heads
+- ReLU² MLP, 4x wide
+- no biases anywhere; untied `lm_head`
+- logits squashed by a softcap: softcap * tanh(logits / softcap), computed in fp32
+- `init_weights()` zeroes `lm_head` and every output projection
+
+State-dict keys are nanochat's, so its `model_<step>.pt` files load unchanged.
+Shape letters: B batch, T time, C channels (n_embd), nh query heads, nkv key/value heads,
+hs head size, V vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import NanoChatConfig
+from .kv_cache import KVCache, attention_mask
+from .sampling import generate
+
+
+def norm(x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm with no learnable parameters."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def rotary_tables(
+    seq_len: int, head_dim: int, base: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (1, seq_len, 1, hs/2): one rotation angle per position and pair."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    t = torch.arange(seq_len, dtype=torch.float32, device=device)
+    angles = torch.outer(t, inv_freq)  # (T, hs/2)
+    return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the two halves of each head of x (B, T, nh, hs) by the position's angles."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: NanoChatConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.head_dim = config.head_dim
+        C, hs = config.n_embd, config.head_dim
+        self.c_q = nn.Linear(C, self.n_head * hs, bias=False)
+        self.c_k = nn.Linear(C, self.n_kv_head * hs, bias=False)
+        self.c_v = nn.Linear(C, self.n_kv_head * hs, bias=False)
+        self.c_proj = nn.Linear(C, C, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        B, T, C = x.size()
+        hs = self.head_dim
+        q = self.c_q(x).view(B, T, self.n_head, hs)  # (B, T, nh, hs)
+        k = self.c_k(x).view(B, T, self.n_kv_head, hs)  # (B, T, nkv, hs)
+        v = self.c_v(x).view(B, T, self.n_kv_head, hs)  # (B, T, nkv, hs)
+        cos, sin = cos_sin
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = norm(q), norm(k)  # QK norm
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.insert(self.layer_idx, k, v)  # (B, nkv, T_past + T, hs)
+        mask = attention_mask(T, k.size(2), x.device)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and T > 1,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.c_proj(y)  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: NanoChatConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.c_fc(x)).square()  # (B, T, 4C): ReLU²
+        return self.c_proj(x)  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, config: NanoChatConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(norm(x), cos_sin, kv_cache=kv_cache)  # (B, T, C)
+        x = x + self.mlp(norm(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: NanoChatConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        cos, sin = rotary_tables(config.sequence_len, config.head_dim, config.rope_base)
+        self.register_buffer("cos", cos, persistent=False)  # (1, T, 1, hs/2)
+        self.register_buffer("sin", sin, persistent=False)  # (1, T, 1, hs/2)
+        if self.lm_head.weight.device.type != "meta":
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """nanochat init: embeddings N(0, 1), Linear scaled to fan-in, head and projections zero."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=1.0)
+            elif isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                std = 1.0 / fan_in**0.5 * min(1.0, (fan_out / fan_in) ** 0.5)
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+        nn.init.zeros_(self.lm_head.weight)
+        for block in self.transformer.h:
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """All parameters; nanochat has no position embeddings to leave out."""
+        return sum(p.numel() for p in self.parameters())
+
+    def make_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        c = self.config
+        p = self.lm_head.weight
+        return KVCache(
+            c.n_layer, batch_size, c.n_kv_head, c.head_dim, max_len or c.sequence_len,
+            p.device, p.dtype,
+        )
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T = idx.size()
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.sequence_len:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than the context "
+                f"(sequence_len={self.config.sequence_len}); crop the prompt"
+            )
+        x = self.transformer.wte(idx)  # (B, T, C)
+        cos_sin = (
+            self.cos[:, start : start + T].to(x.dtype),
+            self.sin[:, start : start + T].to(x.dtype),
+        )  # 2 x (1, T, 1, hs/2)
+        x = norm(x)
+        for block in self.transformer.h:
+            x = block(x, cos_sin, kv_cache=kv_cache)  # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        x = norm(x)
+        logits = self.lm_head(x).float()  # (B, T, V), fp32 before the softcap
+        if self.config.softcap > 0:
+            cap = self.config.softcap
+            logits = cap * torch.tanh(logits / cap)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
+        """See `gpt_tui.models.sampling.generate` (temperature, top_k, top_p, seed)."""
+        return generate(self, idx, max_new_tokens, **sampling)

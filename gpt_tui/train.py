@@ -1,0 +1,180 @@
+"""A tiny char-level trainer that makes the sample models from a text file.
+
+AdamW with linear warmup and cosine decay, gradient clipping, periodic validation loss,
+deterministic for a seed and resumable: batches are drawn from a generator seeded by
+(seed, step), so a resumed run sees the same batches as an uninterrupted one.
+Output is in the upstream formats (nanoGPT ckpt.pt + meta.pkl, nanochat model/meta files),
+so the samples go through the same loaders as users' checkpoints. The optimizer state is
+kept in a separate `optim.pt`, which the shipped samples leave out to stay small.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .io.checkpoints import save_nanochat_checkpoint, save_nanogpt_checkpoint
+from .io.tokenizers import CharTokenizer
+from .models import build_model, make_config
+
+
+@dataclass
+class TrainSettings:
+    data: str
+    arch: str = "nanogpt"
+    preset: str | None = None
+    overrides: dict[str, Any] | None = None
+    steps: int = 2000
+    out: str = "out"
+    seed: int = 1337
+    device: str = "cpu"
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    min_lr: float = 2e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+
+
+def split_data(text: str, tokenizer: CharTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train on the first 90%, validate on the last 10%, as nanoGPT's prepare.py does."""
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    n = int(0.9 * len(ids))
+    return ids[:n], ids[n:]
+
+
+def get_batch(
+    data: torch.Tensor, batch_size: int, block: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    starts = torch.randint(len(data) - block - 1, (batch_size,), generator=generator)
+    x = torch.stack([data[i : i + block] for i in starts.tolist()])  # (B, T)
+    y = torch.stack([data[i + 1 : i + 1 + block] for i in starts.tolist()])  # (B, T)
+    return x, y
+
+
+def learning_rate(step: int, s: TrainSettings) -> float:
+    if step < s.warmup_steps:
+        return s.learning_rate * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    return s.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (s.learning_rate - s.min_lr)
+
+
+@torch.no_grad()
+def estimate_loss(model, data: torch.Tensor, s: TrainSettings, block: int) -> float:
+    model.eval()
+    gen = torch.Generator().manual_seed(s.seed + 10**6)  # the same val batches every time
+    losses = []
+    for _ in range(s.eval_iters):
+        x, y = get_batch(data, s.batch_size, block, gen)
+        _, loss = model(x.to(s.device), y.to(s.device))
+        losses.append(loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def _save(model, s: TrainSettings, tokenizer, step: int, best_val: float, optimizer) -> None:
+    out = Path(s.out)
+    if model.config.family == "nanogpt":
+        save_nanogpt_checkpoint(
+            out, model, iter_num=step, best_val_loss=best_val,
+            train_config=asdict(s), tokenizer=tokenizer,
+        )
+    else:
+        for old in list(out.glob("model_*.pt")) + list(out.glob("meta_*.json")):
+            old.unlink()
+        save_nanochat_checkpoint(
+            out, model, step=step, tokenizer=tokenizer,
+            extra_meta={"val_loss": best_val, "train_config": asdict(s)},
+        )
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val},
+               out / "optim.pt")
+
+
+def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
+    """The saved model state dict and optimizer file in `s.out`, if a previous run left them."""
+    out = Path(s.out)
+    optim_path = out / "optim.pt"
+    if not optim_path.exists():
+        return None, None
+    optim = torch.load(optim_path, map_location="cpu", weights_only=True)
+    if (out / "ckpt.pt").exists():
+        state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)["model"]
+    else:
+        state = torch.load(sorted(out.glob("model_*.pt"))[-1], map_location="cpu", weights_only=True)
+    return state, optim
+
+
+def train(s: TrainSettings, progress: bool = True) -> dict[str, float]:
+    """Train (or resume) and return the final train/val losses and wall time."""
+    text = Path(s.data).read_text(encoding="utf-8")
+    tokenizer = CharTokenizer.from_text(text)
+    overrides = {**(s.overrides or {}), "vocab_size": tokenizer.vocab_size}
+    config = make_config(s.preset, s.arch, overrides)
+    model = build_model(config, s.device, seed=s.seed)
+    model.train()
+    train_data, val_data = split_data(text, tokenizer)
+    block = config.context_len
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.learning_rate, betas=(0.9, 0.99),
+    )
+    start_step, best_val = 0, float("inf")
+    state, optim = _resume_state(s)
+    if state is not None:
+        model.load_state_dict(state)
+        optimizer.load_state_dict(optim["optimizer"])
+        start_step, best_val = optim["step"], optim["best_val_loss"]
+
+    t0 = time.time()
+    tokens_per_step = s.batch_size * block
+    train_loss = float("nan")
+    bar = _progress(progress)
+    with bar:
+        task = bar.add_task("training", total=s.steps, completed=start_step, loss=float("nan"), tps=0.0)
+        for step in range(start_step, s.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, s)
+            gen = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
+            x, y = get_batch(train_data, s.batch_size, block, gen)
+            _, loss = model(x.to(s.device), y.to(s.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            optimizer.step()
+            train_loss = loss.item()
+            done = step + 1
+            if done % s.eval_interval == 0 or done == s.steps:
+                val = estimate_loss(model, val_data, s, block)
+                best_val = min(best_val, val)
+                bar.console.log(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
+                _save(model, s, tokenizer, done, best_val, optimizer)
+            elapsed = max(time.time() - t0, 1e-9)
+            bar.update(task, completed=done, loss=train_loss,
+                       tps=(done - start_step) * tokens_per_step / elapsed)
+    final_train = estimate_loss(model, train_data, s, block)
+    final_val = estimate_loss(model, val_data, s, block)
+    return {"train_loss": final_train, "val_loss": final_val, "seconds": time.time() - t0,
+            "steps": s.steps}
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )

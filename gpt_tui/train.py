@@ -63,7 +63,9 @@ def learning_rate(step: int, s: TrainSettings) -> float:
     if step < s.warmup_steps:
         return s.learning_rate * (step + 1) / s.warmup_steps
     progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
-    return s.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (s.learning_rate - s.min_lr)
+    return s.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (
+        s.learning_rate - s.min_lr
+    )
 
 
 @torch.no_grad()
@@ -83,18 +85,27 @@ def _save(model, s: TrainSettings, tokenizer, step: int, best_val: float, optimi
     out = Path(s.out)
     if model.config.family == "nanogpt":
         save_nanogpt_checkpoint(
-            out, model, iter_num=step, best_val_loss=best_val,
-            train_config=asdict(s), tokenizer=tokenizer,
+            out,
+            model,
+            iter_num=step,
+            best_val_loss=best_val,
+            train_config=asdict(s),
+            tokenizer=tokenizer,
         )
     else:
         for old in list(out.glob("model_*.pt")) + list(out.glob("meta_*.json")):
             old.unlink()
         save_nanochat_checkpoint(
-            out, model, step=step, tokenizer=tokenizer,
+            out,
+            model,
+            step=step,
+            tokenizer=tokenizer,
             extra_meta={"val_loss": best_val, "train_config": asdict(s)},
         )
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val},
-               out / "optim.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val},
+        out / "optim.pt",
+    )
 
 
 def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
@@ -107,7 +118,9 @@ def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
     if (out / "ckpt.pt").exists():
         state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)["model"]
     else:
-        state = torch.load(sorted(out.glob("model_*.pt"))[-1], map_location="cpu", weights_only=True)
+        state = torch.load(
+            sorted(out.glob("model_*.pt"))[-1], map_location="cpu", weights_only=True
+        )
     return state, optim
 
 
@@ -124,8 +137,12 @@ def train(s: TrainSettings, progress: bool = True) -> dict[str, float]:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.learning_rate, betas=(0.9, 0.99),
+        [
+            {"params": decay, "weight_decay": s.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=s.learning_rate,
+        betas=(0.9, 0.99),
     )
     start_step, best_val = 0, float("inf")
     state, optim = _resume_state(s)
@@ -139,7 +156,9 @@ def train(s: TrainSettings, progress: bool = True) -> dict[str, float]:
     train_loss = float("nan")
     bar = _progress(progress)
     with bar:
-        task = bar.add_task("training", total=s.steps, completed=start_step, loss=float("nan"), tps=0.0)
+        task = bar.add_task(
+            "training", total=s.steps, completed=start_step, loss=float("nan"), tps=0.0
+        )
         for step in range(start_step, s.steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, s)
@@ -158,12 +177,20 @@ def train(s: TrainSettings, progress: bool = True) -> dict[str, float]:
                 bar.console.log(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
                 _save(model, s, tokenizer, done, best_val, optimizer)
             elapsed = max(time.time() - t0, 1e-9)
-            bar.update(task, completed=done, loss=train_loss,
-                       tps=(done - start_step) * tokens_per_step / elapsed)
+            bar.update(
+                task,
+                completed=done,
+                loss=train_loss,
+                tps=(done - start_step) * tokens_per_step / elapsed,
+            )
     final_train = estimate_loss(model, train_data, s, block)
     final_val = estimate_loss(model, val_data, s, block)
-    return {"train_loss": final_train, "val_loss": final_val, "seconds": time.time() - t0,
-            "steps": s.steps}
+    return {
+        "train_loss": final_train,
+        "val_loss": final_val,
+        "seconds": time.time() - t0,
+        "steps": s.steps,
+    }
 
 
 def _progress(enabled: bool):

@@ -46,4 +46,8 @@ class CharTokenizer:
 
     def to_meta(self) -> dict:
         """The dictionary nanoGPT's data/*/prepare.py pickles as meta.pkl."""
-        return {"vocab_size": self.vocab_size, "itos": dict(enumerate(self.chars)), "stoi": self.stoi}
+        return {
+            "vocab_size": self.vocab_size,
+            "itos": dict(enumerate(self.chars)),
+            "stoi": self.stoi,
+        }

@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 Family = Literal["nanogpt", "nanochat"]
 FAMILIES: tuple[str, ...] = ("nanogpt", "nanochat")
@@ -77,7 +77,7 @@ class NanoChatConfig:
         return self.n_embd // self.n_head
 
 
-ModelConfig = Union[NanoGPTConfig, NanoChatConfig]
+ModelConfig = NanoGPTConfig | NanoChatConfig
 CONFIG_CLASSES: dict[str, type] = {"nanogpt": NanoGPTConfig, "nanochat": NanoChatConfig}
 
 
@@ -141,9 +141,7 @@ PRESETS: dict[str, Preset] = {
             ),
         ),
         Preset("gpt2", "GPT-2 124M", {"nanogpt": dict(n_layer=12, n_head=12, n_embd=768)}),
-        Preset(
-            "gpt2-medium", "GPT-2 350M", {"nanogpt": dict(n_layer=24, n_head=16, n_embd=1024)}
-        ),
+        Preset("gpt2-medium", "GPT-2 350M", {"nanogpt": dict(n_layer=24, n_head=16, n_embd=1024)}),
         Preset("gpt2-large", "GPT-2 774M", {"nanogpt": dict(n_layer=36, n_head=20, n_embd=1280)}),
         Preset("gpt2-xl", "GPT-2 1558M", {"nanogpt": dict(n_layer=48, n_head=25, n_embd=1600)}),
         *[

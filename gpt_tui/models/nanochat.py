@@ -35,7 +35,9 @@ def rotary_tables(
     seq_len: int, head_dim: int, base: float, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, each (1, seq_len, 1, hs/2): one rotation angle per position and pair."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    inv_freq = 1.0 / (
+        base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+    )
     t = torch.arange(seq_len, dtype=torch.float32, device=device)
     angles = torch.outer(t, inv_freq)  # (T, hs/2)
     return angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
@@ -158,8 +160,13 @@ class GPT(nn.Module):
         c = self.config
         p = self.lm_head.weight
         return KVCache(
-            c.n_layer, batch_size, c.n_kv_head, c.head_dim, max_len or c.sequence_len,
-            p.device, p.dtype,
+            c.n_layer,
+            batch_size,
+            c.n_kv_head,
+            c.head_dim,
+            max_len or c.sequence_len,
+            p.device,
+            p.dtype,
         )
 
     def forward(
@@ -192,7 +199,9 @@ class GPT(nn.Module):
             logits = cap * torch.tanh(logits / cap)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+            )
         return logits, loss
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:

@@ -1,0 +1,176 @@
+"""Logit lens: the residual stream after every block, read out as if it were the last.
+
+Each block's output goes through what the model does after its last block — nanoGPT:
+`transformer.ln_f` then `lm_head`; nanochat: the parameter-free RMS norm, `lm_head` in
+fp32, then the logit softcap — so the last layer's lens is exactly the model's output, and
+the earlier layers show how the prediction forms. Blocks are the repeated modules of
+`model.transformer.h`, observed with forward hooks (removed afterwards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gpt_tui.engine.sampling import (
+    Tokenizer,
+    check_token_ids,
+    model_context_len,
+    model_device,
+    token_label,
+)
+
+
+class LensNotSupportedError(ValueError):
+    """The model's structure is not one the lens knows how to decode."""
+
+
+@dataclass(frozen=True)
+class LensToken:
+    token_id: int
+    label: str
+    prob: float  # softmax of this layer's decoded logits
+    logit: float
+
+
+@dataclass(frozen=True)
+class LensLayer:
+    """The lens at one point of the residual stream."""
+
+    layer: int  # block index; -1 for the embedding (the input to block 0)
+    name: str  # `transformer.h.3`, or `transformer.h.0.resid_pre` for the embedding
+    tokens: tuple[LensToken, ...]  # top-k, most likely first
+    entropy: float  # nats
+    final_rank: int  # rank here of the model's own top prediction (0 = top)
+    final_prob: float  # probability here of the model's own top prediction
+
+
+@dataclass(frozen=True)
+class LensResult:
+    position: int  # the position read out (non-negative, in the tokens actually used)
+    token_id: int  # the input token at that position
+    token_label: str
+    layers: tuple[LensLayer, ...]  # embedding first (if asked), then every block
+    note: str | None = None  # e.g. the prompt was cropped to the context
+
+
+def find_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(path, module) of every transformer block, in order: the modules of `transformer.h`."""
+    h = getattr(getattr(model, "transformer", None), "h", None)
+    if not isinstance(h, torch.nn.ModuleList) or len(h) == 0:
+        raise LensNotSupportedError(
+            "not supported for this model: the blocks are expected in `model.transformer.h` "
+            "(a ModuleList), as in nanoGPT and nanochat"
+        )
+    return [(f"transformer.h.{i}", block) for i, block in enumerate(h)]
+
+
+def decode_residual(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (..., V) of residual-stream activations x (..., C), as the model's head reads them."""
+    family = getattr(getattr(model, "config", None), "family", None)
+    transformer = getattr(model, "transformer", None)
+    if family == "nanogpt" and hasattr(transformer, "ln_f"):
+        return model.lm_head(transformer.ln_f(x))
+    if family == "nanochat":
+        logits = model.lm_head(F.rms_norm(x, (x.size(-1),))).float()
+        cap = model.config.softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+    raise LensNotSupportedError(
+        "the logit lens is not supported for this model: it knows how nanoGPT and nanochat "
+        "models turn the residual stream into logits, not this one"
+    )
+
+
+@torch.inference_mode()
+def lens_logits(
+    model: torch.nn.Module, idx: torch.Tensor, include_embedding: bool = True
+) -> torch.Tensor:
+    """Decoded logits at every layer for idx (1, T): (L, T, V), or (L+1, T, V) with the embedding.
+
+    One ordinary forward pass; hooks copy each block's output and, for the embedding, the
+    input of block 0.
+    """
+    blocks = find_blocks(model)
+    residuals: list[torch.Tensor] = []
+    handles = []
+    if include_embedding:
+        handles.append(
+            blocks[0][1].register_forward_pre_hook(lambda _m, args: residuals.append(args[0]))
+        )
+    for _, block in blocks:
+        handles.append(
+            block.register_forward_hook(
+                lambda _m, _a, out: residuals.append(out[0] if isinstance(out, tuple) else out)
+            )
+        )
+    try:
+        model(idx)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([decode_residual(model, r)[0] for r in residuals])  # (L, T, V)
+
+
+def logit_lens(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    ids: Sequence[int],
+    position: int = -1,
+    k: int = 10,
+    include_embedding: bool = True,
+) -> LensResult:
+    """Top-k tokens per layer at one position of the prompt `ids` (default: the last)."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        raise ValueError("the logit lens needs at least one token")
+    model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    check_token_ids(ids, min(tokenizer.vocab_size, model_vocab or tokenizer.vocab_size))
+    context = model_context_len(model)
+    note = None
+    if context is not None and len(ids) > context:
+        note = (
+            f"prompt of {len(ids)} tokens cropped from the left to the last {context} tokens "
+            "(the context length), as nanoGPT does"
+        )
+        ids = ids[-context:]
+    if not -len(ids) <= position < len(ids):
+        raise ValueError(f"position {position} is outside the {len(ids)} tokens of the prompt")
+    position %= len(ids)
+    idx = torch.tensor([ids], dtype=torch.long, device=model_device(model))
+    logits = lens_logits(model, idx, include_embedding)[:, position].float()  # (L, V)
+    probs = torch.softmax(logits, dim=-1)
+    final = int(torch.argmax(logits[-1]))
+    top = torch.topk(probs, min(k, probs.size(-1)), dim=-1)
+    ranks = (probs > probs[:, final : final + 1]).sum(dim=-1)  # (L,)
+    entropy = torch.special.entr(probs).sum(dim=-1)
+    # One host transfer per quantity, not per layer.
+    top_ids, top_probs = top.indices.tolist(), top.values.tolist()
+    top_logits = torch.gather(logits, 1, top.indices).tolist()
+    ranks_l, final_probs, entropy_l = ranks.tolist(), probs[:, final].tolist(), entropy.tolist()
+    first = -1 if include_embedding else 0
+    layers = []
+    for row in range(logits.size(0)):
+        layer = first + row
+        layers.append(
+            LensLayer(
+                layer=layer,
+                name="transformer.h.0.resid_pre" if layer < 0 else f"transformer.h.{layer}",
+                tokens=tuple(
+                    LensToken(i, token_label(tokenizer, i), p, lg)
+                    for i, p, lg in zip(top_ids[row], top_probs[row], top_logits[row], strict=True)
+                ),
+                entropy=entropy_l[row],
+                final_rank=ranks_l[row],
+                final_prob=final_probs[row],
+            )
+        )
+    return LensResult(
+        position=position,
+        token_id=ids[position],
+        token_label=token_label(tokenizer, ids[position]),
+        layers=tuple(layers),
+        note=note,
+    )

@@ -54,7 +54,8 @@ class NanoChatConfig:
     """Modern style model, as in nanochat's gpt.py.
 
     The fields after `softcap` switch on the features later nanochat versions added;
-    they default off so that classic-era checkpoints load unchanged.
+    they default off so that classic-era checkpoints load unchanged. Which era sets
+    which field is told in `gpt_tui.io.nanochat_eras`.
     """
 
     sequence_len: int = 1024
@@ -63,8 +64,18 @@ class NanoChatConfig:
     n_head: int = 6
     n_kv_head: int = 6
     n_embd: int = 768
-    rope_base: float = 10000.0
+    rope_base: float = 10000.0  # later eras: 100000
     softcap: float = 15.0  # 0 disables the logit softcap
+    padded_vocab_size: int = 0  # rows of wte / lm_head / value_embeds; 0 = vocab_size
+    resid_x0_lambdas: bool = False  # before block i: x = resid_lambdas[i]*x + x0_lambdas[i]*x0
+    value_embeds: bool = False  # value embeddings added to v on alternating layers, gated
+    ve_gate_channels: int = 32  # the gate reads this many leading channels of the block input
+    ve_gate_scale: float = 2.0  # gate = ve_gate_scale * sigmoid(ve_gate(x[..., :channels]))
+    window_pattern: str = "L"  # per layer, tiled: L full context, S short; last layer is L
+    short_window: int = 0  # tokens an S layer sees before the query; 0 = sequence_len // 2
+    smear: bool = False  # add a gated share of the previous token's embedding
+    backout: bool = False  # subtract backout_lambda * (residual after layer n_layer // 2)
+    qk_scale: float = 1.0  # q and k are each multiplied by this after QK norm
 
     family: Family = field(default="nanochat", init=False, repr=False)
 
@@ -75,6 +86,22 @@ class NanoChatConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def table_rows(self) -> int:
+        """Rows of the embedding tables and lm_head: the vocabulary plus any padding."""
+        return self.padded_vocab_size or self.vocab_size
+
+    def layer_window(self, layer_idx: int) -> int | None:
+        """Tokens before the query that layer `layer_idx` attends to; None = all of them."""
+        pattern = self.window_pattern.upper()
+        if layer_idx == self.n_layer - 1 or pattern[layer_idx % len(pattern)] == "L":
+            return None
+        return self.short_window or self.sequence_len // 2
+
+    def has_value_embeds(self, layer_idx: int) -> bool:
+        """Value embeddings sit on alternating layers, always including the last one."""
+        return self.value_embeds and layer_idx % 2 == (self.n_layer - 1) % 2
 
 
 ModelConfig = NanoGPTConfig | NanoChatConfig
@@ -154,6 +181,9 @@ for _name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
     PRESETS[_name].settings["nanogpt"].update(block_size=1024, vocab_size=50257, bias=True)
 
 
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number"}
+
+
 def _parse_value(name: str, raw: str, default: Any) -> Any:
     kind = type(default)
     try:
@@ -170,7 +200,7 @@ def _parse_value(name: str, raw: str, default: Any) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigError(
-            f"--set {name}={raw}: {name} takes a {kind.__name__}, e.g. --set {name}={default}"
+            f"--set {name}={raw}: {name} takes {_KIND_NAMES[kind]}, e.g. --set {name}={default}"
         ) from None
     return raw
 
@@ -234,7 +264,7 @@ def make_config(
 
 
 def config_from_dict(family: str, values: dict[str, Any], source: str) -> ModelConfig:
-    """Build a config from a checkpoint's `model_args` / `model_config`, ignoring nothing silently."""
+    """A config from a checkpoint's `model_args` / `model_config`; unknown keys are errors."""
     cls = CONFIG_CLASSES[family]
     known = {f.name for f in user_fields(cls)}
     unknown = sorted(set(values) - known)
@@ -273,6 +303,7 @@ def validate(config: ModelConfig) -> None:
             raise ConfigError(f"rope_base={config.rope_base}: must be positive")
         if config.softcap < 0:
             raise ConfigError(f"softcap={config.softcap}: must be >= 0 (0 turns it off)")
+        _validate_nanochat_eras(config)
     if config.n_embd % config.n_head:
         raise ConfigError(
             f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
@@ -282,3 +313,28 @@ def validate(config: ModelConfig) -> None:
         raise ConfigError(
             f"head_dim={config.head_dim} (n_embd/n_head) must be even for rotary embeddings"
         )
+
+
+def _validate_nanochat_eras(config: NanoChatConfig) -> None:
+    """The fields of the later nanochat eras."""
+    if config.padded_vocab_size and config.padded_vocab_size < config.vocab_size:
+        raise ConfigError(
+            f"padded_vocab_size={config.padded_vocab_size}: must be 0 (no padding) or at "
+            f"least vocab_size={config.vocab_size}"
+        )
+    pattern = config.window_pattern
+    if not pattern or set(pattern.upper()) - {"S", "L"}:
+        raise ConfigError(
+            f"window_pattern={pattern!r}: use only the letters S (short) and L (long), e.g. SSSL"
+        )
+    if config.short_window < 0:
+        raise ConfigError(f"short_window={config.short_window}: must be >= 0 (0 = half context)")
+    if config.value_embeds and not 0 < config.ve_gate_channels <= config.n_embd:
+        raise ConfigError(
+            f"ve_gate_channels={config.ve_gate_channels}: must be between 1 and "
+            f"n_embd={config.n_embd}"
+        )
+    if config.smear and config.n_embd < 24:
+        raise ConfigError(f"smear reads 24 channels; n_embd={config.n_embd} is too narrow")
+    if config.qk_scale <= 0:
+        raise ConfigError(f"qk_scale={config.qk_scale}: must be positive")

@@ -1,0 +1,3 @@
+from gpt_tui.cli import main
+
+main()

@@ -1,0 +1,253 @@
+"""The one object the app and the CLI talk to: a model on a device, its tokenizer, and
+everything the engine computes about it.
+
+`Session.open(ModelSpec(...))` builds or loads the model the command line asked for;
+every problem with that request raises `SessionError` (or ConfigError / CheckpointError)
+with one readable line. The session owns the hooks it adds and removes them on `close()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import DTYPES, build_model, make_config
+from ..models.config import parse_overrides
+from .summary import ModelSummary, summarize
+
+
+class SessionError(Exception):
+    """The model the user asked for cannot be opened; the message says why and what to do."""
+
+
+# nanoGPT's shakespeare_char vocabulary: what a 65-token random model most likely means.
+SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+DEFAULT_SAMPLE = "shakespeare-nanogpt"
+
+
+def samples_dir() -> Path:
+    """Where the shipped sample models live (override with GPT_TUI_SAMPLES)."""
+    override = os.environ.get("GPT_TUI_SAMPLES")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "sample_models"
+
+
+def list_samples() -> list[Path]:
+    root = samples_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@dataclass
+class ModelSpec:
+    """What the command line asked for. With none of config / checkpoint / sample given,
+    the default sample model opens."""
+
+    config: str | None = None
+    arch: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    checkpoint: str | None = None
+    meta: str | None = None
+    sample: str | None = None
+    model_file: str | None = None
+    model_class: str | None = None
+    config_class: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA if torch sees a GPU, else MPS, else CPU; explicit devices are checked."""
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SessionError(
+            f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N, mps or meta"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SessionError(
+                f"--device {name}: torch sees no CUDA GPU here; use --device cpu (or auto)"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SessionError(f"--device {name}: only {count} CUDA device(s), cuda:0..{count - 1}")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SessionError(f"--device {name}: MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "meta"):
+        raise SessionError(f"--device {name}: use auto, cpu, cuda, cuda:N, mps or meta")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name.strip().lower()]
+    except KeyError:
+        raise SessionError(f"unknown --dtype {name!r}: use float32, bfloat16 or float16") from None
+
+
+class Session:
+    """A model ready for inspection. Construct with `Session.open(spec)`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        name: str,
+        family: str,
+        source: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        info: dict[str, Any] | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.family = family
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.info = dict(info or {})
+        self.notes = list(notes or [])
+        self._summary: ModelSummary | None = None
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, spec: ModelSpec) -> Session:
+        device = resolve_device(spec.device)
+        dtype = resolve_dtype(spec.dtype)
+        overrides = parse_overrides(spec.overrides)
+        given = [n for n in ("config", "checkpoint", "sample") if getattr(spec, n)]
+        if len(given) > 1:
+            raise SessionError(f"--{given[0]} and --{given[1]} both name a model; give only one")
+        if spec.model_file and not spec.checkpoint:
+            raise SessionError("--model-file needs --checkpoint with the weights to load into it")
+        if overrides and not spec.config:
+            raise SessionError("--set changes a --config preset; it does not apply to checkpoints")
+        if spec.config:
+            return cls._from_config(spec, overrides, device, dtype)
+        if spec.checkpoint:
+            return cls._from_checkpoint(Path(spec.checkpoint), spec, device, dtype, "checkpoint")
+        # No model named: the shipped sample of the asked family (nanoGPT by default).
+        sample = spec.sample or (f"shakespeare-{spec.arch}" if spec.arch else DEFAULT_SAMPLE)
+        path = samples_dir() / sample
+        if not path.is_dir():
+            names = ", ".join(p.name for p in list_samples()) or "none are installed"
+            hint = "" if spec.sample else "; or open a random model with --config small"
+            raise SessionError(f"no sample model {sample!r} (samples: {names}){hint}")
+        return cls._from_checkpoint(path, spec, device, dtype, "sample")
+
+    @classmethod
+    def _from_config(cls, spec, overrides, device, dtype) -> Session:
+        config = make_config(spec.config, spec.arch, overrides)
+        model = build_model(config, device, dtype, seed=spec.seed)
+        notes = []
+        from ..io.tokenizers import CharTokenizer, default_tokenizer
+
+        if config.vocab_size == len(SHAKESPEARE_CHARS):
+            tokenizer = CharTokenizer(list(SHAKESPEARE_CHARS))
+        else:
+            tokenizer = default_tokenizer(config)
+        if device.type == "meta":
+            notes.append("meta device: shapes and parameter counts only, no values")
+        return cls(
+            model,
+            tokenizer,
+            name=spec.config or config.family,
+            family=config.family,
+            source="random init",
+            device=device,
+            dtype=dtype,
+            notes=notes,
+        )
+
+    @classmethod
+    def _from_checkpoint(cls, path: Path, spec, device, dtype, kind: str) -> Session:
+        from ..io.checkpoints import load_checkpoint
+
+        if spec.model_file:
+            from ..io.model_file import load_user_checkpoint
+
+            loaded = load_user_checkpoint(
+                spec.model_file,
+                path,
+                device=device,
+                dtype=dtype,
+                model_class=spec.model_class,
+                config_class=spec.config_class,
+                meta_path=spec.meta,
+            )
+        else:
+            loaded = load_checkpoint(path, device=device, dtype=dtype, meta_path=spec.meta)
+        source = f"sample {path.name}" if kind == "sample" else f"checkpoint {path}"
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            name=path.name or str(path),
+            family=loaded.family,
+            source=source,
+            device=device,
+            dtype=dtype,
+            info=loaded.info,
+        )
+
+    # -- what the panes show -------------------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        return getattr(self.model, "config", None)
+
+    @property
+    def context_len(self) -> int | None:
+        config = self.config
+        for name in ("context_len", "block_size", "sequence_len"):
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def summary(self) -> ModelSummary:
+        if self._summary is None:
+            self._summary = summarize(self.model, self.family)
+        return self._summary
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes in use: CUDA allocated / peak on a CUDA device, else the process RSS."""
+        if self.device.type == "cuda":
+            return {
+                "cuda_allocated": torch.cuda.memory_allocated(self.device),
+                "cuda_peak": torch.cuda.max_memory_allocated(self.device),
+            }
+        import psutil
+
+        return {"rss": psutil.Process().memory_info().rss}
+
+    def close(self) -> None:
+        """Remove every hook the session added and stop any paused forward pass."""

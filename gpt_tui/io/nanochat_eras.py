@@ -1,11 +1,30 @@
-"""Which nanochat era a checkpoint comes from, and the config that loads it.
+"""Which nanochat era a checkpoint comes from, and the config that loads it in our family.
 
-nanochat's gpt.py gained features over time (per-layer residual lambdas, value
-embeddings, sliding windows, ...). The era is read off the state-dict keys present.
+nanochat's gpt.py gained features over time; a checkpoint records only `model_config`
+(sequence_len, vocab_size, n_layer, n_head, n_kv_head, n_embd, and from January 2026
+window_pattern), so the era is read off the state-dict keys and shapes:
+
+- classic (Oct 2025): no extra keys. Rope base 10000, softcap 15.
+- residual lambdas (Jan 2026): `resid_lambdas` (n_layer,) and `x0_lambdas` (n_layer,);
+  vocabulary rows padded to a multiple of 64; `window_pattern` in model_config, with S
+  layers seeing sequence_len // 2 tokens back (FA3's window (left, 0): left + 1 keys).
+- value embeddings (Jan 2026): `value_embeds.{i}.weight` (Vp, n_kv_head*hs) on layers
+  with i % 2 == (n_layer-1) % 2, and `transformer.h.{i}.attn.ve_gate.weight`
+  (n_kv_head, 32); v += 2 * sigmoid(ve_gate(x[..., :32])) * ve, per kv head.
+- smear/backout (Feb 2026 on): `smear_gate.weight` (1, 24), `smear_lambda` (1,),
+  `backout_lambda` (1,); ve_gate (n_kv_head, 12) with scale 3; q and k * 1.2 after QK
+  norm; rope base 100000; S = ceil(sequence_len/4/128)*128 tokens back.
+
+Since 2026-03-02 upstream's softcap is 20, which no checkpoint records: pass
+`softcap` in `model_config` (e.g. from `--set softcap=20`) for those. Any field of our
+`NanoChatConfig` present in `model_config` wins over what the keys suggest, so our own
+checkpoints (which record every field) load exactly. Keys no era has (e.g. the bigram
+embeddings upstream tried for a day in January 2026) are named in a ConfigError.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,38 +32,94 @@ import torch
 
 from ..models.config import ConfigError, NanoChatConfig, config_from_dict
 
-# Keys every classic-era block has; anything outside these patterns is a newer feature.
-_CLASSIC_BLOCK_PARTS = ("attn.c_q", "attn.c_k", "attn.c_v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+# ve_gate input channels -> the gate's scale, as the two value-embedding eras paired them.
+VE_GATE_SCALES = {32: 2.0, 12: 3.0}
 
 
-def unknown_keys(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """State-dict keys the classic architecture does not have."""
-    out = []
-    for key in state_dict:
-        if key in ("transformer.wte.weight", "lm_head.weight"):
-            continue
-        parts = key.split(".")
-        if (
-            len(parts) >= 4
-            and parts[:2] == ["transformer", "h"]
-            and ".".join(parts[3:-1]) in _CLASSIC_BLOCK_PARTS
-        ):
-            continue
-        out.append(key)
-    return out
+def _shorten(keys: list[str]) -> str:
+    return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+
+def era_name(config: NanoChatConfig) -> str:
+    """A short name of the era whose features `config` switches on (for `doctor`)."""
+    if config.smear or config.backout:
+        return "smear/backout (Feb 2026 on)"
+    if config.value_embeds:
+        return "value embeddings (Jan 2026)"
+    if config.resid_x0_lambdas:
+        return "residual lambdas (Jan 2026)"
+    return "classic (Oct 2025)"
+
+
+def infer_era_fields(
+    model_config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str
+) -> dict[str, Any]:
+    """The NanoChatConfig fields the state-dict keys imply, beyond upstream's model_config."""
+    if "transformer.wte.weight" not in state_dict:
+        raise ConfigError(f"{source}: no transformer.wte.weight; not a nanochat state dict")
+    fields: dict[str, Any] = {}
+    rows = state_dict["transformer.wte.weight"].shape[0]
+    if rows > model_config.get("vocab_size", rows):
+        fields["padded_vocab_size"] = rows
+    if "resid_lambdas" in state_dict or "x0_lambdas" in state_dict:
+        fields["resid_x0_lambdas"] = True
+    gates = [v for k, v in state_dict.items() if k.endswith(".attn.ve_gate.weight")]
+    if gates or any(k.startswith("value_embeds.") for k in state_dict):
+        fields["value_embeds"] = True
+    if gates:
+        channels = gates[0].shape[1]
+        if channels not in VE_GATE_SCALES:
+            raise ConfigError(
+                f"{source}: ve_gate reads {channels} channels; the known eras read "
+                f"{' or '.join(map(str, VE_GATE_SCALES))}, so the gate's scale is unknown"
+            )
+        fields["ve_gate_channels"] = channels
+        fields["ve_gate_scale"] = VE_GATE_SCALES[channels]
+    fields["smear"] = "smear_gate.weight" in state_dict or "smear_lambda" in state_dict
+    fields["backout"] = "backout_lambda" in state_dict
+    if fields["smear"] or fields["backout"] or fields.get("ve_gate_channels") == 12:
+        seq = model_config.get("sequence_len", NanoChatConfig.sequence_len)
+        fields["rope_base"] = 100000.0
+        fields["qk_scale"] = 1.2
+        fields["short_window"] = math.ceil(seq / 4 / 128) * 128
+    return fields
+
+
+def check_state_dict(
+    config: NanoChatConfig, state_dict: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Raise ConfigError naming every key our model for `config` lacks, misses or shapes apart."""
+    from ..models.nanochat import GPT
+
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in GPT(config).state_dict().items()}
+    unknown = sorted(set(state_dict) - set(expected))
+    if unknown:
+        raise ConfigError(
+            f"{source}: a nanochat era this version cannot place; unknown keys: {_shorten(unknown)}"
+        )
+    missing = sorted(set(expected) - set(state_dict))
+    if missing:
+        raise ConfigError(f"{source}: keys missing for this config: {_shorten(missing)}")
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} (expected {tuple(shape)})"
+        for k, shape in expected.items()
+        if state_dict[k].shape != shape
+    ]
+    if wrong:
+        raise ConfigError(f"{source}: shapes do not fit the config: {_shorten(wrong)}")
 
 
 def nanochat_config_from_checkpoint(
     model_config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str
 ) -> NanoChatConfig:
-    """The config that loads `state_dict`, from the checkpoint's `model_config`.
+    """The config that loads `state_dict` (keys without `_orig_mod.`) into our nanochat GPT.
 
-    Raises ConfigError naming the keys of an era this version cannot place.
+    The model it builds slices padded-vocabulary logits back to `vocab_size` itself, so
+    the state dict loads as it is, strictly. Raises ConfigError naming the keys of an era
+    this version cannot place.
     """
-    extra = unknown_keys(state_dict)
-    if extra:
-        shown = ", ".join(extra[:5]) + (f" (+{len(extra) - 5} more)" if len(extra) > 5 else "")
-        raise ConfigError(
-            f"{source}: a newer nanochat era with keys this version does not support: {shown}"
-        )
-    return config_from_dict("nanochat", dict(model_config), source)
+    values = {**infer_era_fields(model_config, state_dict, source), **model_config}
+    config = config_from_dict("nanochat", values, source)
+    check_state_dict(config, state_dict, source)
+    return config

@@ -1,6 +1,6 @@
-"""Modern style language model, the nanochat family (classic architecture).
+"""Modern style language model, the nanochat family, in every era nanochat has had.
 
-Notable features:
+Notable features (classic era, October 2025):
 - parameter-free RMSNorm: after the token embedding, before attention and MLP, on q and k
   (QK norm), and before the head
 - rotary position embeddings (no learned positions), base configurable
@@ -10,9 +10,22 @@ Notable features:
 - logits squashed by a softcap: softcap * tanh(logits / softcap), computed in fp32
 - `init_weights()` zeroes `lm_head` and every output projection
 
+Added by later eras, each behind a config field that defaults off:
+- `padded_vocab_size`: embedding and head rows padded (to a multiple of 64); the logits
+  are sliced back to `vocab_size`
+- `resid_x0_lambdas`: before block i, x = resid_lambdas[i] * x + x0_lambdas[i] * x0,
+  where x0 is the normed embedding
+- `value_embeds`: on alternating layers (always the last), a per-token embedding is added
+  to v, scaled per kv head by gate = ve_gate_scale * sigmoid(ve_gate(x[..., :channels]))
+- `window_pattern`: sliding-window attention; S layers see `short_window` tokens back
+- `smear`: each position gets a gated share of the previous token's embedding
+- `backout`: the residual after layer n_layer // 2, times backout_lambda, is subtracted
+  before the final norm
+- `qk_scale`: q and k multiplied after QK norm (sharper attention)
+
 State-dict keys are nanochat's, so its `model_<step>.pt` files load unchanged.
 Shape letters: B batch, T time, C channels (n_embd), nh query heads, nkv key/value heads,
-hs head size, V vocab.
+hs head size, V vocab, Vp padded vocab.
 """
 
 from __future__ import annotations
@@ -24,6 +37,8 @@ import torch.nn.functional as F
 from .config import NanoChatConfig
 from .kv_cache import KVCache, attention_mask
 from .sampling import generate
+
+SMEAR_CHANNELS = 24  # the smear gate reads this many leading channels of the embedding
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -50,6 +65,18 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
+class NanoChatKVCache(KVCache):
+    """The shared KV cache, plus the last position's embedding that smear needs next step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prev_embedding: torch.Tensor | None = None  # (B, 1, C)
+
+    def reset(self) -> None:
+        super().reset()
+        self.prev_embedding = None
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: NanoChatConfig, layer_idx: int) -> None:
         super().__init__()
@@ -57,30 +84,48 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_kv_head = config.n_kv_head
         self.head_dim = config.head_dim
+        self.qk_scale = config.qk_scale
+        self.window = config.layer_window(layer_idx)  # tokens back; None = full context
         C, hs = config.n_embd, config.head_dim
         self.c_q = nn.Linear(C, self.n_head * hs, bias=False)
         self.c_k = nn.Linear(C, self.n_kv_head * hs, bias=False)
         self.c_v = nn.Linear(C, self.n_kv_head * hs, bias=False)
         self.c_proj = nn.Linear(C, C, bias=False)
+        if config.has_value_embeds(layer_idx):
+            self.ve_gate_channels = config.ve_gate_channels
+            self.ve_gate_scale = config.ve_gate_scale
+            self.ve_gate = nn.Linear(config.ve_gate_channels, self.n_kv_head, bias=False)
 
     def forward(
         self,
         x: torch.Tensor,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: KVCache | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.size()
         hs = self.head_dim
         q = self.c_q(x).view(B, T, self.n_head, hs)  # (B, T, nh, hs)
         k = self.c_k(x).view(B, T, self.n_kv_head, hs)  # (B, T, nkv, hs)
         v = self.c_v(x).view(B, T, self.n_kv_head, hs)  # (B, T, nkv, hs)
+        if ve is not None:
+            ve = ve.view(B, T, self.n_kv_head, hs)  # (B, T, nkv, hs)
+            gate = self.ve_gate_scale * torch.sigmoid(
+                self.ve_gate(x[..., : self.ve_gate_channels])
+            )  # (B, T, nkv)
+            v = v + gate.unsqueeze(-1) * ve  # (B, T, nkv, hs)
         cos, sin = cos_sin
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = norm(q), norm(k)  # QK norm
+        if self.qk_scale != 1.0:
+            q, k = q * self.qk_scale, k * self.qk_scale  # sharper attention
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.insert(self.layer_idx, k, v)  # (B, nkv, T_past + T, hs)
-        mask = attention_mask(T, k.size(2), x.device)
+        Tk = k.size(2)
+        # A window of w tokens back means w + 1 keys, the query's own included.
+        window = self.window + 1 if self.window is not None and self.window + 1 < Tk else None
+        mask = attention_mask(T, Tk, x.device, window=window)  # (T, Tk) or None
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -115,8 +160,9 @@ class Block(nn.Module):
         x: torch.Tensor,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: KVCache | None = None,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(norm(x), cos_sin, kv_cache=kv_cache)  # (B, T, C)
+        x = x + self.attn(norm(x), cos_sin, kv_cache=kv_cache, ve=ve)  # (B, T, C)
         x = x + self.mlp(norm(x))  # (B, T, C)
         return x
 
@@ -125,13 +171,31 @@ class GPT(nn.Module):
     def __init__(self, config: NanoChatConfig) -> None:
         super().__init__()
         self.config = config
+        C, Vp = config.n_embd, config.table_rows
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(Vp, C),
                 h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(C, Vp, bias=False)
+        if config.resid_x0_lambdas:
+            self.resid_lambdas = nn.Parameter(torch.ones(config.n_layer))  # (n_layer,)
+            self.x0_lambdas = nn.Parameter(torch.zeros(config.n_layer))  # (n_layer,)
+        if config.smear:
+            self.smear_gate = nn.Linear(SMEAR_CHANNELS, 1, bias=False)
+            self.smear_lambda = nn.Parameter(torch.zeros(1))  # (1,)
+        if config.backout:
+            self.backout_lambda = nn.Parameter(torch.full((1,), 0.2))  # (1,)
+        if config.value_embeds:
+            kv_dim = config.n_kv_head * config.head_dim
+            self.value_embeds = nn.ModuleDict(
+                {
+                    str(i): nn.Embedding(Vp, kv_dim)
+                    for i in range(config.n_layer)
+                    if config.has_value_embeds(i)
+                }
+            )
         cos, sin = rotary_tables(config.sequence_len, config.head_dim, config.rope_base)
         self.register_buffer("cos", cos, persistent=False)  # (1, T, 1, hs/2)
         self.register_buffer("sin", sin, persistent=False)  # (1, T, 1, hs/2)
@@ -139,7 +203,10 @@ class GPT(nn.Module):
             self.init_weights()
 
     def init_weights(self) -> None:
-        """nanochat init: embeddings N(0, 1), Linear scaled to fan-in, head and projections zero."""
+        """nanochat init: embeddings N(0, 1), Linear scaled to fan-in, head and projections zero.
+
+        The later eras' scalars keep their neutral values (lambdas 1 and 0, smear off).
+        """
         for module in self.modules():
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=1.0)
@@ -156,10 +223,10 @@ class GPT(nn.Module):
         """All parameters; nanochat has no position embeddings to leave out."""
         return sum(p.numel() for p in self.parameters())
 
-    def make_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+    def make_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> NanoChatKVCache:
         c = self.config
         p = self.lm_head.weight
-        return KVCache(
+        return NanoChatKVCache(
             c.n_layer,
             batch_size,
             c.n_kv_head,
@@ -169,6 +236,24 @@ class GPT(nn.Module):
             p.dtype,
         )
 
+    def smear_previous(self, x: torch.Tensor, kv_cache: KVCache | None) -> torch.Tensor:
+        """x_t += smear_lambda * sigmoid(smear_gate(x_t[:24])) * x_(t-1), for x (B, T, C).
+
+        With a cache, the previous pass's last embedding stands in for x_(t-1) at t = 0.
+        """
+        prev = x[:, :-1]  # (B, T-1, C)
+        cur = x[:, 1:]  # (B, T-1, C)
+        if kv_cache is not None:
+            if not isinstance(kv_cache, NanoChatKVCache):
+                raise TypeError("smear needs the cache from model.make_kv_cache()")
+            if kv_cache.prev_embedding is not None:
+                prev = torch.cat([kv_cache.prev_embedding, prev], dim=1)  # (B, T, C)
+                cur = x  # (B, T, C)
+            kv_cache.prev_embedding = x[:, -1:]  # (B, 1, C)
+        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(cur[..., :SMEAR_CHANNELS]))
+        smeared = cur + gate * prev  # (B, T or T-1, C)
+        return torch.cat([x[:, : x.size(1) - cur.size(1)], smeared], dim=1)  # (B, T, C)
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -176,11 +261,12 @@ class GPT(nn.Module):
         kv_cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.size()
+        c = self.config
         start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.sequence_len:
+        if start + T > c.sequence_len:
             raise ValueError(
                 f"sequence of {start + T} tokens is longer than the context "
-                f"(sequence_len={self.config.sequence_len}); crop the prompt"
+                f"(sequence_len={c.sequence_len}); crop the prompt"
             )
         x = self.transformer.wte(idx)  # (B, T, C)
         cos_sin = (
@@ -188,15 +274,27 @@ class GPT(nn.Module):
             self.sin[:, start : start + T].to(x.dtype),
         )  # 2 x (1, T, 1, hs/2)
         x = norm(x)
-        for block in self.transformer.h:
-            x = block(x, cos_sin, kv_cache=kv_cache)  # (B, T, C)
+        if c.smear:
+            x = self.smear_previous(x, kv_cache)  # (B, T, C)
+        x0 = x  # (B, T, C)
+        x_backout = None
+        for i, block in enumerate(self.transformer.h):
+            if c.resid_x0_lambdas:
+                x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0  # (B, T, C)
+            ve = None
+            if c.has_value_embeds(i):
+                ve = self.value_embeds[str(i)](idx)  # (B, T, nkv*hs)
+            x = block(x, cos_sin, kv_cache=kv_cache, ve=ve)  # (B, T, C)
+            if c.backout and i == c.n_layer // 2:
+                x_backout = x  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
+        if x_backout is not None:
+            x = x - self.backout_lambda * x_backout  # (B, T, C)
         x = norm(x)
-        logits = self.lm_head(x).float()  # (B, T, V), fp32 before the softcap
-        if self.config.softcap > 0:
-            cap = self.config.softcap
-            logits = cap * torch.tanh(logits / cap)
+        logits = self.lm_head(x)[..., : c.vocab_size].float()  # (B, T, V), fp32 before softcap
+        if c.softcap > 0:
+            logits = c.softcap * torch.tanh(logits / c.softcap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

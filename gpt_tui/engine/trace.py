@@ -15,7 +15,9 @@ import numpy as np
 
 Phase = Literal["in", "out"]
 # What a probe point is: modules found by structure, plus virtual points with no module.
-ProbeKind = Literal["embedding", "block", "attn", "mlp", "norm", "head", "leaf", "resid", "model"]
+ProbeKind = Literal[
+    "embedding", "block", "attn", "mlp", "norm", "head", "leaf", "resid", "pattern", "model"
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,21 @@ class ProbeRecord:
     device: str
     stats: TensorStats
     order: int  # position in execution order within the pass
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One stop-able moment of a stepped forward pass: a module's input or output."""
+
+    index: int  # position among the events of the pass
+    name: str  # module path (or `logits` for the model's output)
+    kind: ProbeKind
+    phase: Phase  # "in" = about to run (pre-hook), "out" = just returned
+    depth: int
+    shape: tuple[int, ...]
+    dtype: str
+    stats: TensorStats
+    pattern: AttentionPattern | None = None  # an attention module's "out", when asked for
 
 
 @dataclass(frozen=True)

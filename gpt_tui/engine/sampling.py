@@ -90,6 +90,26 @@ def token_label(tokenizer: Tokenizer, token_id: int) -> str:
     return repr(tokenizer.decode([token_id]))[1:-1]
 
 
+def decode_ids(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """Decode ids to text, writing ids beyond the tokenizer's vocabulary as `<id>`.
+
+    A model with a padded vocabulary can sample such ids; the text must still show.
+    """
+    parts: list[str] = []
+    run: list[int] = []
+    for i in ids:
+        if 0 <= i < tokenizer.vocab_size:
+            run.append(i)
+            continue
+        if run:
+            parts.append(tokenizer.decode(run))
+            run = []
+        parts.append(f"<{i}>")
+    if run:
+        parts.append(tokenizer.decode(run))
+    return "".join(parts)
+
+
 def check_token_ids(ids: Sequence[int], vocab_size: int, what: str = "token id") -> None:
     """Raise `TokenOutOfRangeError` naming the first id outside 0..vocab_size-1."""
     for i in ids:
@@ -213,7 +233,7 @@ class GenerationSession:
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self._ids)
+        return decode_ids(self.tokenizer, self._ids)
 
     @property
     def steps(self) -> list[SamplingStep]:

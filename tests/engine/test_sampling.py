@@ -11,7 +11,9 @@ from gpt_tui.engine.sampling import (
     GenerationError,
     GenerationSession,
     TokenOutOfRangeError,
+    decode_ids,
     generate_steps,
+    token_label,
 )
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
@@ -52,8 +54,8 @@ def _generate(model, n, **kw) -> list[int]:
 
 def test_greedy_equals_generate_and_temperature_zero_works(model, tok):
     session = GenerationSession(model, tok, PROMPT, temperature=0.0)
-    steps = session.run(30)  # runs past the 16-token context: cache refills
-    assert session.ids == _generate(model, 30, temperature=0.0)
+    steps = session.run(20)  # runs past the 16-token context: cache refills
+    assert session.ids == _generate(model, 20, temperature=0.0)
     assert all(s.greedy for s in steps)
     assert all(s.token_id == s.candidates[0].token_id for s in steps)
 
@@ -61,20 +63,20 @@ def test_greedy_equals_generate_and_temperature_zero_works(model, tok):
 @pytest.mark.parametrize("kw", [{}, {"top_k": 5}, {"top_p": 0.8, "temperature": 0.7}])
 def test_seeded_run_equals_generate_and_replays(model, tok, kw):
     session = GenerationSession(model, tok, PROMPT, seed=123, **kw)
-    session.run(25)
+    session.run(16)
     first = session.ids
-    assert first == _generate(model, 25, seed=123, **kw)
+    assert first == _generate(model, 16, seed=123, **kw)
     session.reset()
-    session.run(25)
+    session.run(16)
     assert session.ids == first
-    assert len(session.steps) == 25
+    assert len(session.steps) == 16
 
 
 def test_kv_cache_and_full_recomputation_give_the_same_tokens(model, tok):
     cached = GenerationSession(model, tok, PROMPT, seed=7)
     full = GenerationSession(model, tok, PROMPT, seed=7, use_kv_cache=False)
-    cached.run(20)
-    full.run(20)
+    cached.run(16)
+    full.run(16)
     assert cached.ids == full.ids
     assert full.cache_fill is None
     assert full.steps[5].computed == len(PROMPT) + 5
@@ -179,3 +181,22 @@ def test_model_without_cache_or_config_falls_back_to_recomputation(tok):
     session.run(20)
     assert session.cache_fill is None
     assert session.ids == generate(inner, torch.tensor([PROMPT]), 20, temperature=0.0)[0].tolist()
+
+
+def test_ids_beyond_the_tokenizer_still_show(tok):
+    assert token_label(tok, 67) == "<67>"
+    assert token_label(tok, 0) == tok.token_str(0)
+    assert decode_ids(tok, [20, 67, 21, 22]) == "H<67>IJ"
+
+
+class BareTokenizer:
+    """A tokenizer with no `token_str`: labels fall back to the escaped decode."""
+
+    vocab_size = 3
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join("a\n\t"[i] for i in ids)
+
+
+def test_labels_without_token_str():
+    assert [token_label(BareTokenizer(), i) for i in range(3)] == ["a", "\\n", "\\t"]

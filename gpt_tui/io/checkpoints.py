@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import re
 import warnings
@@ -112,10 +113,17 @@ def _numpy_scalars_allowed() -> Iterator[None]:
         yield
 
 
+def _first_sentence(e: BaseException) -> str:
+    """The gist of a library error: its first line, up to the first full stop."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split(". ")[0].rstrip(".")[:120]
+
+
 def _unsafe_message(name: str, global_name: str) -> str:
     return (
         f"{name} cannot be loaded safely: it holds Python objects, not just tensors "
-        f"({global_name}); refused — nothing from it was executed"
+        f"({global_name}); refused — nothing from it was executed (if you trust it, "
+        "re-save it with tensors and plain values only)"
     )
 
 
@@ -147,7 +155,7 @@ def _torch_load(path: Path) -> Any:
     except EOFError:
         raise CheckpointError(f"{path.name} is cut short (truncated file); save it again") from None
     except (RuntimeError, ValueError, OSError, KeyError, IndexError) as e:
-        detail = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        detail = _first_sentence(e)
         if kind == "zip":
             raise CheckpointError(
                 f"{path.name} is a damaged PyTorch file (truncated or corrupt zip: {detail}); "
@@ -346,6 +354,8 @@ def _nanochat_tokenizer_files(folder: Path) -> Iterator[Path]:
     # nanochat keeps base_checkpoints/<tag>/ and tokenizer/ side by side in its base dir
     for parent in list(folder.resolve().parents)[:3]:
         yield parent / "tokenizer" / "tokenizer.pkl"
+    if os.environ.get("NANOCHAT_BASE_DIR"):
+        yield Path(os.environ["NANOCHAT_BASE_DIR"]) / "tokenizer" / "tokenizer.pkl"
 
 
 def _parse_nanochat(model_file: Path, state: Any | None, meta_path: Path | None) -> _Parsed:
@@ -479,8 +489,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        detail = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path.name} is a damaged safetensors file ({detail})") from None
+        raise CheckpointError(
+            f"{path.name} is a damaged safetensors file ({_first_sentence(e)})"
+        ) from None
 
 
 def _parse_hf(weights: Path, state: Any | None, meta_path: Path | None) -> _Parsed:
@@ -700,15 +711,17 @@ def _build_and_load(p: _Parsed, device: torch.device | str, dtype: torch.dtype) 
             )
     check_fit(sd, expected, p.path.name, p.config)
     loaded: dict[str, torch.Tensor] = {}
-    for key in list(sd):
-        t = sd.pop(key)
-        loaded[key] = t.to(device=dev, dtype=dtype if t.is_floating_point() else None)
     try:
+        for key in list(sd):
+            t = sd.pop(key)
+            loaded[key] = t.to(device=dev, dtype=dtype if t.is_floating_point() else None)
         model.load_state_dict(loaded, strict=p.family != "nanogpt", assign=True)
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, MemoryError):
         raise CheckpointError(
             f"out of memory loading {p.path.name} on {dev}: try --dtype bfloat16 or --device cpu"
         ) from None
+    except (RuntimeError, AssertionError) as e:  # e.g. a device this torch build lacks
+        raise CheckpointError(f"cannot put {p.path.name} on {dev}: {_first_sentence(e)}") from None
     del loaded
     if p.family == "nanogpt":
         model.lm_head.weight = model.transformer.wte.weight

@@ -314,3 +314,22 @@ def test_nanochat_without_meta_json(tmp_path, char_tok):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path)
     assert_one_line(err, "meta_000004.json is not readable JSON")
+
+
+def test_numpy_scalars_in_a_fork_checkpoint_are_plain_data(tmp_path, char_tok):
+    np = pytest.importorskip("numpy")
+    model = tiny_model("nanogpt", char_tok.vocab_size)
+    path = save_nanogpt_checkpoint(tmp_path, model, iter_num=1, best_val_loss=2.0)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["best_val_loss"] = np.float64(1.5)
+    torch.save(ckpt, path)
+    assert load_checkpoint(path).info["best_val_loss"] == 1.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without this device")
+def test_unavailable_device_is_a_readable_error(tmp_path, char_tok):
+    model = tiny_model("nanogpt", char_tok.vocab_size)
+    save_nanogpt_checkpoint(tmp_path, model, iter_num=1, best_val_loss=2.0)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path, device="cuda")
+    assert_one_line(err, "cannot put ckpt.pt on cuda")

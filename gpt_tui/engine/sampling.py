@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from gpt_tui.models.sampling import make_generator, sample_next
+from gpt_tui.models.sampling import SamplingResult, make_generator, sample_next
 
 TOP_CANDIDATES = 10
 
@@ -260,14 +260,18 @@ class GenerationSession:
                 note = _join(note, self._crop_note("sequence"))
         computed = len(self._pending)
         idx = torch.tensor([self._pending], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
-            logits = last_position_logits(output)
-            if not torch.isfinite(logits).all():
-                raise GenerationError(
-                    f"the model's logits at position {len(self._ids) - 1} contain NaN or Inf; "
-                    "run the forward with the NaN watchpoint to find the module"
-                )
+        try:
+            with torch.inference_mode():
+                output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
+                logits = last_position_logits(output)
+                if not torch.isfinite(logits).all():
+                    raise GenerationError(
+                        f"the model's logits at position {len(self._ids) - 1} contain NaN or "
+                        "Inf; run the forward with the NaN watchpoint to find the module"
+                    )
+        except BaseException:
+            self.drop_cache()  # the cache may hold this failed pass: recompute next time
+            raise
         generator = self._generator if force_token is None else _scratch_generator()
         result = sample_next(logits, self.temperature, self.top_k, self.top_p, generator)
         token = result.token if force_token is None else int(force_token)
@@ -276,6 +280,16 @@ class GenerationSession:
         self._pending = [token]
         self._steps.append(record)
         return record
+
+    def drop_cache(self) -> None:
+        """Make the next step recompute the whole context, e.g. after interventions changed.
+
+        Keys and values cached before an intervention was added or removed describe the
+        old model; keeping them would mix the two.
+        """
+        if self._cache is not None:
+            self._cache.reset()
+        self._pending = self._window()
 
     def run(self, n: int) -> list[SamplingStep]:
         """Take `n` sampled steps; returns their records."""
@@ -297,7 +311,7 @@ class GenerationSession:
         )
 
     def _record(
-        self, result: Any, token: int, forced: bool, computed: int, note: str | None
+        self, result: SamplingResult, token: int, forced: bool, computed: int, note: str | None
     ) -> SamplingStep:
         probs = result.probs
         kept = int(torch.isfinite(result.filtered).sum())

@@ -7,6 +7,7 @@ import string
 import pytest
 import torch
 
+from gpt_tui.engine.interventions import Interventions, inject_nonfinite
 from gpt_tui.engine.sampling import (
     GenerationError,
     GenerationSession,
@@ -200,3 +201,17 @@ class BareTokenizer:
 
 def test_labels_without_token_str():
     assert [token_label(BareTokenizer(), i) for i in range(3)] == ["a", "\\n", "\\t"]
+
+
+def test_drop_cache_recomputes_and_a_failed_step_recovers(tok):
+    model = build_model(make_config("tiny"), "cpu")
+    session = GenerationSession(model, tok, PROMPT, temperature=0.0)
+    session.run(3)
+    session.drop_cache()
+    assert session.step().computed == len(PROMPT) + 3
+    with Interventions(model) as registry:
+        registry.add(inject_nonfinite("transformer.h.0.mlp"))
+        with pytest.raises(GenerationError, match="contain NaN or Inf"):
+            session.step()
+    session.run(8)  # the cache was dropped: the run continues as if nothing happened
+    assert session.ids == _generate(model, 12, temperature=0.0)

@@ -1,0 +1,635 @@
+"""The gpt-tui app: a module tree on the left, tabs on the right, the prompt at the bottom.
+
+The app is the router. Panes get data as reactive attributes and report intent as
+messages; the app turns intent into one engine call at a time in a thread worker (group
+"engine"), and the worker posts the frozen result back as a message. Keys pressed while
+the engine is busy are ignored with a short note. torch loads inside the first worker,
+so the screen paints before the model exists.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, ScrollableContainer, Vertical
+from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from .commands import GptTuiCommands
+from .driver import (
+    Driver,
+    GenerationSettings,
+    ModelInfo,
+    OpenError,
+    describe_error,
+    open_driver,
+)
+from .messages import (
+    AblationsUpdated,
+    AttentionUpdated,
+    GenerationUpdated,
+    RunUpdated,
+    SessionFailed,
+    SessionOpened,
+    StepUpdated,
+    TrainUpdated,
+)
+from .widgets.attention_heatmap import AttentionPanel
+from .widgets.diagram import Diagram
+from .widgets.generation import GeneratePanel
+from .widgets.help import HelpScreen
+from .widgets.layer_stats import StatsPanel
+from .widgets.module_tree import ModuleTree
+from .widgets.param_table import ParamTable
+from .widgets.status import StatusBar
+from .widgets.train import TrainPanel
+
+if TYPE_CHECKING:
+    from ..engine.session import ModelSpec
+
+# Set to 1 to leave out the memory figure (it changes between runs): snapshots, demos.
+HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
+MEMORY_INTERVAL = 2.0
+
+
+def _key(key: str, action: str, description: str, tooltip: str, show: bool = True) -> Binding:
+    return Binding(key, action, description, show=show, tooltip=tooltip, id=action)
+
+
+class GptTuiApp(App[int]):
+    """The inspector for one model: `GptTuiApp(ModelSpec(...)).run()`."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "gpt-tui"
+    COMMANDS = App.COMMANDS | {GptTuiCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    TABS: ClassVar[list[tuple[str, str]]] = [
+        ("stats", "Stats"),
+        ("params", "Params"),
+        ("attention", "Attention"),
+        ("generate", "Generate"),
+        ("diagram", "Diagram"),
+        ("train", "Train"),
+    ]
+
+    # What gets the keyboard focus when a tab is shown.
+    TAB_FOCUS: ClassVar[dict[str, str]] = {
+        "stats": "#stats-table",
+        "params": "ParamTable",
+        "attention": "AttentionHeatmap",
+        "generate": "#gen-candidates",
+        "diagram": "#diagram-scroll",
+        "train": "#train-grads",
+    }
+
+    # The engine keys: shown in the footer when they apply, listed in help and the palette.
+    KEY_BINDINGS: ClassVar[list[Binding]] = [
+        _key("n", "step_over", "Step over", "run to the end of the current module"),
+        _key("s", "step_into", "Step into", "stop at the next probe, going into submodules"),
+        _key("o", "step_out", "Step out", "run until the enclosing module finishes"),
+        _key("c", "continue", "Continue", "run to the next breakpoint or watchpoint"),
+        _key("b", "toggle_breakpoint", "Breakpoint", "toggle a breakpoint on the selected module"),
+        _key("w", "toggle_watch", "NaN watch", "stop at the first module producing NaN/Inf"),
+        _key("r", "run", "Run", "run the whole forward pass on the prompt"),
+        _key("x", "abort", "Abort", "abort the paused forward pass"),
+        _key("g", "generate", "Generate 1", "sample one token"),
+        _key("G", "generate_n", "Generate N", "sample N tokens (N in the Generate tab)"),
+        _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
+        _key("question_mark", "help", "Help", "the panes and keys explained"),
+        _key("q", "quit", "Quit", "leave gpt-tui"),
+    ]
+    BINDINGS: ClassVar[list[Binding]] = [
+        *KEY_BINDINGS,
+        _key("slash", "filter_tree", "Filter", "filter the module tree by name", show=False),
+        _key("escape", "focus_tree", "Tree", "back to the module tree", show=False),
+        _key("p", "focus_prompt", "Prompt", "edit the prompt", show=False),
+        *(
+            _key(str(i), f"show_tab('{tab}')", title, f"show the {title} tab", show=False)
+            for i, (tab, title) in enumerate(TABS, 1)
+        ),
+    ]
+
+    # Actions that need an open model.
+    ENGINE_ACTIONS = frozenset(
+        {
+            "step_over",
+            "step_into",
+            "step_out",
+            "continue",
+            "toggle_breakpoint",
+            "toggle_watch",
+            "run",
+            "abort",
+            "generate",
+            "generate_n",
+            "ablate",
+        }
+    )
+
+    def __init__(self, spec: ModelSpec, *, show_memory: bool | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        if show_memory is None:
+            show_memory = os.environ.get(HIDE_MEMORY_ENV, "") in ("", "0")
+        self.show_memory = show_memory
+        self.driver: Driver | None = None
+        self.info: ModelInfo | None = None
+        self.busy = False
+        self.prompt = ""
+        self.selected_path: str | None = None
+        self.open_error: str | None = None
+        self._mounted_tabs: set[str] = set()
+        self._queued: tuple[Any, tuple] | None = None
+        self._generation: Any = None
+        self._train: Any = None
+        self._train_prompt: str | None = None
+        self._run: Any = None
+        self._previous_run: Any = None
+        self._attention: Any = None
+        self.attention_layer = 0
+        self.attention_head = 0
+        self.breakpoints: frozenset[str] = frozenset()
+        self.watch_nonfinite = False
+        self.paused_at: str | None = None
+        self.ablations: tuple[str, ...] = ()
+
+    # -- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter modules…", id="tree-filter", compact=True)
+                yield ModuleTree(id="tree")
+            with Vertical(id="right"):
+                yield Static("", id="message")
+                with TabbedContent(id="tabs"):
+                    for tab, title in self.TABS:
+                        yield TabPane(title, id=tab)
+        with Horizontal(id="prompt-bar"):
+            yield Label("prompt ›", id="prompt-label")
+            yield Input(id="prompt", compact=True, placeholder="the text the model reads")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#tree").loading = True
+        self.query_one("#tabs").loading = True
+        self.query_one("#tree-filter").display = False
+        self.query_one("#message").display = False
+        self._open_session(self.spec)
+
+    # -- opening the model ---------------------------------------------------------------
+
+    @work(thread=True, group="open", exit_on_error=False)
+    def _open_session(self, spec: ModelSpec) -> None:
+        try:
+            driver = open_driver(spec)
+        except OpenError as err:
+            self.post_message(SessionFailed(str(err)))
+            return
+        self.post_message(SessionOpened(driver, driver.info()))
+
+    async def on_session_opened(self, message: SessionOpened) -> None:
+        self.driver = message.driver
+        self.info = info = message.info
+        self.prompt = info.default_prompt
+        self.query_one("#prompt", Input).value = info.default_prompt
+        self.query_one("#tree").loading = False
+        self.query_one("#tabs").loading = False
+        status = self.query_one(StatusBar)
+        status.info = info
+        if info.notes:
+            self.notify("; ".join(info.notes), title="note")
+        tree = self.query_one(ModuleTree)
+        tree.summary = info.summary
+        tree.focus()
+        if self.show_memory:
+            self._update_memory()
+            self.set_interval(MEMORY_INTERVAL, self._update_memory)
+        self._update_detail()
+        active = self.query_one(TabbedContent).active
+        await self._mount_tab(active)
+        self._feed_tab(active)
+        self.refresh_bindings()
+
+    def on_session_failed(self, message: SessionFailed) -> None:
+        self._show_open_error(message.error)
+
+    def _show_open_error(self, error: str) -> None:
+        self.open_error = error
+        self.query_one("#tree").loading = False
+        self.query_one("#tabs").loading = False
+        self.query_one(StatusBar).loading_text = "no model"
+        box = self.query_one("#message", Static)
+        box.update(
+            f"[b red]Could not open the model[/]\n\n{error}\n\n"
+            "[dim]Quit with q and start again with other model arguments "
+            "(gpt-tui --help).[/]"
+        )
+        box.display = True
+        self.query_one("#tabs").display = False
+
+    def _update_memory(self) -> None:
+        if self.driver is not None:
+            self.query_one(StatusBar).memory = self.driver.memory()
+
+    def _update_detail(self) -> None:
+        parts = [f"prompt {self.prompt!r}"]
+        if self.breakpoints:
+            parts.append(f"● {len(self.breakpoints)} breakpoint(s)")
+        if self.watch_nonfinite:
+            parts.append("NaN watch on")
+        if self.ablations:
+            parts.append("; ".join(self.ablations))
+        if self.busy:
+            parts.append("engine busy…")
+        self.query_one(StatusBar).detail = "  ".join(parts)
+
+    # -- tabs ----------------------------------------------------------------------------
+
+    async def action_show_tab(self, tab: str) -> None:
+        """Switch tabs and put the keyboard focus in the tab (escape goes back to the tree)."""
+        if self.info is None:
+            return
+        await self._mount_tab(tab)
+        self.query_one(TabbedContent).active = tab
+        self.query_one(f"#{tab}", TabPane).query_one(self.TAB_FOCUS[tab]).focus()
+
+    @on(TabbedContent.TabActivated)
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id is not None and self.info is not None:
+            await self._mount_tab(event.pane.id)
+            self._feed_tab(event.pane.id)
+
+    async def _mount_tab(self, tab: str) -> None:
+        """Tabs are built the first time they are shown."""
+        if tab not in self._mounted_tabs:
+            self._mounted_tabs.add(tab)
+            await self.query_one(f"#{tab}", TabPane).mount(self._make_tab(tab))
+
+    def _make_tab(self, tab: str):
+        if tab == "params":
+            return ParamTable(id="params-table")
+        if tab == "diagram":
+            return ScrollableContainer(Diagram(id="diagram-view"), id="diagram-scroll")
+        if tab == "generate":
+            return GeneratePanel(id="generate-panel")
+        if tab == "train":
+            return TrainPanel(id="train-panel")
+        if tab == "stats":
+            return StatsPanel(id="stats-panel")
+        assert tab == "attention"
+        assert self.info is not None
+        return AttentionPanel(self.info.n_layer, id="attention-panel")
+
+    def _feed_tab(self, tab: str) -> None:
+        info = self.info
+        if info is None:
+            return
+        if tab == "params":
+            self.query_one(ParamTable).summary = info.summary
+        elif tab == "diagram":
+            self.query_one(Diagram).info = info
+        elif tab == "generate":
+            panel = self.query_one(GeneratePanel)
+            if self._generation is None:
+                settings = panel.settings()
+                if settings is not None:
+                    self._start(self._reset_generation, self.prompt, settings)
+            else:
+                panel.view = self._generation
+        elif tab == "stats":
+            self._feed_tab_now("stats")
+        elif tab == "attention":
+            view = self._attention
+            if view is None or view.prompt != self.prompt:
+                self._start(self._attention_worker, self.prompt, self.attention_layer)
+            else:
+                self.query_one(AttentionPanel).view = view
+        elif tab == "train":
+            if self._train_prompt != self.prompt:
+                self._start(self._train_worker, self.prompt)
+            else:
+                self.query_one(TrainPanel).view = self._train
+
+    # -- engine calls --------------------------------------------------------------------
+
+    def _start(self, worker_fn, *args: Any) -> None:
+        """Run one engine call in a worker. While one runs, the next call waits (one only:
+        a third request meanwhile is dropped with a note)."""
+        if self.driver is None:
+            return
+        if self.busy:
+            if self._queued is not None:
+                self.notify("the engine is busy: key ignored", timeout=1.5)
+            else:
+                self._queued = (worker_fn, args)
+            return
+        self.busy = True
+        self._update_detail()
+        worker_fn(*args)
+        return True
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            error = worker.error
+            if worker.group == "open":
+                self._show_open_error(describe_error(error) if error else "unknown error")
+            else:
+                self.notify(
+                    describe_error(error) if error else "failed",
+                    title=f"{worker.name or 'engine'} failed",
+                    severity="error",
+                    timeout=8,
+                )
+        if worker.group == "engine" and event.state in (
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            self.busy = False
+            self._update_detail()
+            self.refresh_bindings()
+            if self._queued is not None:
+                worker_fn, args = self._queued
+                self._queued = None
+                self._start(worker_fn, *args)
+
+    # -- forward pass and stepping ------------------------------------------------------
+
+    @work(thread=True, group="engine", exit_on_error=False, name="forward pass")
+    def _run_worker(self, prompt: str) -> None:
+        assert self.driver is not None
+        self.driver.abort()  # a paused stepped pass gives way to the whole run
+        self.post_message(RunUpdated(self.driver.run(prompt)))
+
+    @work(thread=True, group="engine", exit_on_error=False, name="stepper")
+    def _step_worker(self, how: str, prompt: str, breakpoints: frozenset[str], watch: bool) -> None:
+        assert self.driver is not None
+        self.post_message(StepUpdated(self.driver.step(how, prompt, breakpoints, watch)))
+
+    @work(thread=True, group="engine", exit_on_error=False, name="abort")
+    def _abort_worker(self) -> None:
+        assert self.driver is not None
+        self.post_message(StepUpdated(self.driver.abort()))
+
+    def action_run(self) -> None:
+        self._start(self._run_worker, self.prompt)
+
+    def _step(self, how: str) -> None:
+        self._start(self._step_worker, how, self.prompt, self.breakpoints, self.watch_nonfinite)
+
+    def action_step_over(self) -> None:
+        self._step("over")
+
+    def action_step_into(self) -> None:
+        self._step("into")
+
+    def action_step_out(self) -> None:
+        self._step("out")
+
+    def action_continue(self) -> None:
+        self._step("continue")
+
+    def action_abort(self) -> None:
+        self._start(self._abort_worker)
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        self._set_run(message.run)
+        self._set_paused(None, "idle")
+        self.notify(f"forward pass: {len(message.run.records)} probes recorded", timeout=2)
+
+    def _set_run(self, run) -> None:
+        self._previous_run, self._run = self._run, run
+        shapes = run.shapes()
+        tree = self.query_one(ModuleTree)
+        tree.shapes = shapes
+        tree.nonfinite = frozenset(r.name for r in run.records if not r.stats.finite)
+        if "diagram" in self._mounted_tabs:
+            self.query_one(Diagram).shapes = shapes
+        if "stats" in self._mounted_tabs:
+            self._feed_tab_now("stats")
+        if "attention" in self._mounted_tabs and self._attention is not None:
+            # The pattern belongs to the previous pass (prompt or interventions changed).
+            self._attention = None
+            if self.query_one(TabbedContent).active == "attention":
+                self._queue_or_start(self._attention_worker, self.prompt, self.attention_layer)
+
+    def _feed_tab_now(self, tab: str) -> None:
+        if tab == "stats":
+            panel = self.query_one(StatsPanel)
+            panel.previous = self._previous_run
+            panel.run = self._run
+
+    def _queue_or_start(self, worker_fn, *args: Any) -> None:
+        if self.busy:
+            self._queued = (worker_fn, args)
+        else:
+            self._start(worker_fn, *args)
+
+    def on_step_updated(self, message: StepUpdated) -> None:
+        state = message.state
+        tree = self.query_one(ModuleTree)
+        shapes = dict(tree.shapes)
+        shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
+        tree.shapes = shapes
+        bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
+        tree.nonfinite = frozenset(bad)
+        if state.status == "paused" and state.event is not None:
+            e = state.event
+            why = {"breakpoint": " · breakpoint", "watch": " · NaN/Inf appeared here"}
+            text = f"paused at {e.name} ({e.phase}) #{e.index}{why.get(state.reason or '', '')}"
+            if state.reason == "watch":
+                text = "non-finite: " + text
+            self._set_paused(e.name, text)
+            return
+        if state.status == "finished" and state.run is not None:
+            self._set_run(state.run)
+            self._set_paused(None, f"idle · pass finished after {len(state.events)} events")
+        else:
+            self._set_paused(None, "idle · pass aborted")
+
+    def _set_paused(self, name: str | None, text: str) -> None:
+        self.paused_at = name
+        self.query_one(ModuleTree).paused = name
+        self.query_one(StatusBar).stepper = text
+        self.refresh_bindings()
+
+    def action_toggle_breakpoint(self) -> None:
+        path = self.selected_path
+        if not path:
+            self.notify("select a module in the tree first", timeout=2)
+            return
+        self.breakpoints = self.breakpoints ^ {path}
+        self.query_one(ModuleTree).breakpoints = self.breakpoints
+        self._update_detail()
+
+    def action_toggle_watch(self) -> None:
+        self.watch_nonfinite = not self.watch_nonfinite
+        self._update_detail()
+        state = "on: c stops where NaN/Inf first appears" if self.watch_nonfinite else "off"
+        self.notify(f"NaN/Inf watchpoint {state}", timeout=2)
+
+    # -- attention -----------------------------------------------------------------------
+
+    @work(thread=True, group="engine", exit_on_error=False, name="attention")
+    def _attention_worker(self, prompt: str, layer: int) -> None:
+        assert self.driver is not None
+        self.post_message(AttentionUpdated(self.driver.attention(prompt, layer)))
+
+    def on_attention_updated(self, message: AttentionUpdated) -> None:
+        self._attention = message.view
+        self.attention_layer = message.view.pattern.layer
+        if "attention" in self._mounted_tabs:
+            self.query_one(AttentionPanel).view = message.view
+
+    @on(AttentionPanel.LayerRequested)
+    def _layer_requested(self, event: AttentionPanel.LayerRequested) -> None:
+        self._start(self._attention_worker, self.prompt, event.layer)
+
+    @on(AttentionPanel.HeadChanged)
+    def _head_changed(self, event: AttentionPanel.HeadChanged) -> None:
+        self.attention_head = event.head
+
+    # -- interventions -------------------------------------------------------------------
+
+    def _selected_kind(self) -> str | None:
+        if self.info is None or self.selected_path is None:
+            return None
+        node = self.info.summary.modules.get(self.selected_path)
+        return node.kind if node is not None else None
+
+    @work(thread=True, group="engine", exit_on_error=False, name="ablation")
+    def _ablate_worker(self, path: str, kind: str, head: int, prompt: str | None) -> None:
+        assert self.driver is not None
+        self.post_message(AblationsUpdated(self.driver.toggle_ablation(path, kind, head)))
+        if prompt is not None:
+            self.post_message(RunUpdated(self.driver.run(prompt)))
+
+    def action_ablate(self) -> None:
+        kind = self._selected_kind()
+        if kind not in ("attn", "mlp") or self.selected_path is None:
+            self.notify("select an attention or MLP module in the tree", timeout=2)
+            return
+        rerun = self.prompt if self._run is not None else None
+        self._start(self._ablate_worker, self.selected_path, kind, self.attention_head, rerun)
+
+    def on_ablations_updated(self, message: AblationsUpdated) -> None:
+        self.ablations = message.active
+        self._update_detail()
+        self.notify("; ".join(message.active) or "no ablations active", title="interventions")
+
+    # -- generation ----------------------------------------------------------------------
+
+    @work(thread=True, group="engine", exit_on_error=False, name="generation")
+    def _reset_generation(self, prompt: str, settings: GenerationSettings) -> None:
+        assert self.driver is not None
+        self.post_message(GenerationUpdated(self.driver.reset_generation(prompt, settings)))
+
+    @work(thread=True, group="engine", exit_on_error=False, name="generation")
+    def _generate_worker(
+        self, prompt: str, settings: GenerationSettings, n: int, force: int | None
+    ) -> None:
+        assert self.driver is not None
+        self.post_message(GenerationUpdated(self.driver.generate(prompt, settings, n, force)))
+
+    def on_generation_updated(self, message: GenerationUpdated) -> None:
+        self._generation = message.view
+        if "generate" in self._mounted_tabs:
+            self.query_one(GeneratePanel).view = message.view
+
+    @on(GeneratePanel.StepRequested)
+    def _step_requested(self, event: GeneratePanel.StepRequested) -> None:
+        self._start(self._generate_worker, self.prompt, event.settings, event.n, event.force_token)
+
+    @on(GeneratePanel.ResetRequested)
+    def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:
+        self._start(self._reset_generation, self.prompt, event.settings)
+
+    async def _generate_panel(self) -> GeneratePanel:
+        if self.query_one(TabbedContent).active != "generate":
+            await self.action_show_tab("generate")
+        return self.query_one(GeneratePanel)
+
+    async def action_generate(self) -> None:
+        (await self._generate_panel()).request(1)
+
+    async def action_generate_n(self) -> None:
+        panel = await self._generate_panel()
+        panel.request(panel.run_length())
+
+    # -- training view -------------------------------------------------------------------
+
+    @work(thread=True, group="engine", exit_on_error=False, name="training view")
+    def _train_worker(self, prompt: str) -> None:
+        assert self.driver is not None
+        self.post_message(TrainUpdated(prompt, self.driver.train_view(prompt)))
+
+    def on_train_updated(self, message: TrainUpdated) -> None:
+        self._train, self._train_prompt = message.view, message.prompt
+        if "train" in self._mounted_tabs:
+            self.query_one(TrainPanel).view = message.view
+
+    # -- prompt, tree, filter ------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    def _prompt_submitted(self, event: Input.Submitted) -> None:
+        self.prompt = event.value
+        self._update_detail()
+        self.query_one(ModuleTree).focus()
+        active = self.query_one(TabbedContent).active
+        if active in ("train", "generate"):
+            self._generation = None if active == "generate" else self._generation
+            self._feed_tab(active)
+
+    @on(ModuleTree.ModuleHighlighted)
+    def _module_highlighted(self, event: ModuleTree.ModuleHighlighted) -> None:
+        self.selected_path = event.path
+        self.refresh_bindings()
+
+    def action_filter_tree(self) -> None:
+        box = self.query_one("#tree-filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#tree-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(ModuleTree).name_filter = event.value
+
+    @on(Input.Submitted, "#tree-filter")
+    def _filter_submitted(self) -> None:
+        self.query_one(ModuleTree).focus()
+
+    def action_focus_tree(self) -> None:
+        box = self.query_one("#tree-filter", Input)
+        if box.has_focus and not box.value:
+            box.display = False
+        self.query_one(ModuleTree).focus()
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.KEY_BINDINGS))
+
+    def action_quit(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+        self.exit(0)
+
+    # -- which keys apply now ------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.ENGINE_ACTIONS and self.driver is None:
+            return False
+        if action in ("step_out", "abort"):
+            return self.paused_at is not None
+        if action == "ablate":
+            return self._selected_kind() in ("attn", "mlp")
+        return True

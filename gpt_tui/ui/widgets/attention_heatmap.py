@@ -1,0 +1,437 @@
+"""The attention pane: a Line API heatmap of one layer and head, and all heads at a glance.
+
+`AttentionHeatmap` is a `ScrollView` whose `render_line(y)` draws two query rows per
+terminal line with the upper half block "▀" (foreground = upper row, background = lower
+row). Line 0 is the key-token axis and the first columns the query-token axis; both stay
+put while the matrix scrolls under them. Strips are cached per line and dropped when the
+data, the mode or the cursor's lines change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Static
+
+from .. import formatting as fmt
+
+if TYPE_CHECKING:
+    from ..driver import AttentionView
+
+MODES = ("pattern", "mask", "overlay")
+# A dark-to-bright ramp (magma-like); probabilities are shown on a √p scale so that the
+# small weights of long rows stay visible.
+RAMP = [
+    (0, 0, 4),
+    (28, 16, 68),
+    (79, 18, 123),
+    (129, 37, 129),
+    (181, 54, 122),
+    (229, 80, 100),
+    (251, 135, 97),
+    (254, 194, 135),
+    (252, 253, 191),
+]
+CURSOR = Style.parse("#00ffff")
+MASKED = (70, 10, 10)
+ALLOWED = (90, 90, 90)
+LABEL = Style(dim=True)
+
+
+def ramp(p: float) -> tuple[int, int, int]:
+    x = min(max(p, 0.0), 1.0) ** 0.5 * (len(RAMP) - 1)
+    i = min(int(x), len(RAMP) - 2)
+    t = x - i
+    a, b = RAMP[i], RAMP[i + 1]
+    return (
+        round(a[0] + (b[0] - a[0]) * t),
+        round(a[1] + (b[1] - a[1]) * t),
+        round(a[2] + (b[2] - a[2]) * t),
+    )
+
+
+def _rgb(c: tuple[int, int, int]) -> str:
+    return f"#{c[0]:02x}{c[1]:02x}{c[2]:02x}"
+
+
+class AttentionHeatmap(ScrollView, can_focus=True):
+    """One head's (Tq, Tk) pattern; arrows move the cursor cell."""
+
+    BINDINGS = [
+        Binding("up", "move(-1, 0)", "Up", show=False),
+        Binding("down", "move(1, 0)", "Down", show=False),
+        Binding("left", "move(0, -1)", "Left", show=False),
+        Binding("right", "move(0, 1)", "Right", show=False),
+    ]
+
+    @dataclass
+    class CursorMoved(Message):
+        row: int
+        col: int
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.weights: np.ndarray | None = None  # (Tq, Tk)
+        self.mask: np.ndarray | None = None  # (Tq, Tk) bool
+        self.tokens: tuple[str, ...] = ()
+        self.mode = "pattern"
+        self.cursor = (0, 0)
+        self._cache: dict[int, tuple[int, int, Strip]] = {}  # line -> (scroll x, width, strip)
+        self.zoom = 1  # terminal cells (columns, half lines) per matrix entry
+        self._label_width = 0
+
+    def show(
+        self,
+        weights: np.ndarray,
+        mask: np.ndarray | None,
+        tokens: tuple[str, ...],
+        mode: str,
+    ) -> None:
+        """New data (attributes down from the pane); keeps the cursor where it fits."""
+        self.weights, self.mask, self.tokens, self.mode = weights, mask, tokens, mode
+        tq, tk = weights.shape
+        self.cursor = (min(self.cursor[0], tq - 1), min(self.cursor[1], tk - 1))
+        width = max((len(fmt.printable_token(t)[:6]) for t in tokens), default=1)
+        self._label_width = 5 + 2 * width + 2
+        self._layout()
+
+    def _layout(self) -> None:
+        """Pick the zoom (cells per matrix entry) that fills the view, then the sizes."""
+        if self.weights is None:
+            return
+        tq, tk = self.weights.shape
+        cols = self.size.width - self._label_width
+        half_rows = 2 * (self.size.height - 1)
+        self.zoom = max(1, min(6, cols // tk if tk else 1, half_rows // tq if tq else 1))
+        z = self.zoom
+        self.virtual_size = Size(self._label_width + tk * z, 1 + (tq * z + 1) // 2)
+        self._cache.clear()
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._layout()
+
+    # -- drawing -------------------------------------------------------------------------
+
+    def _color(self, q: int, k: int) -> tuple[int, int, int] | None:
+        weights = self.weights
+        assert weights is not None
+        tq, tk = weights.shape
+        if q >= tq or k >= tk:
+            return None
+        allowed = True if self.mask is None else bool(self.mask[q, k])
+        if self.mode == "mask":
+            return ALLOWED if allowed else MASKED
+        if self.mode == "overlay" and not allowed:
+            return MASKED
+        return ramp(float(weights[q, k]))
+
+    def _label(self, line: int) -> str:
+        """The query rows that start on this line: index and token(s)."""
+        z = self.zoom
+        starts = [r // z for r in (2 * line, 2 * line + 1) if r % z == 0]
+        tq = self.weights.shape[0] if self.weights is not None else 0
+        starts = [q for q in starts if q < tq]
+        if not starts:
+            return ""
+
+        def tok(i: int) -> str:
+            return fmt.printable_token(self.tokens[i])[:6] if i < len(self.tokens) else ""
+
+        half = (self._label_width - 7) // 2
+        if len(starts) == 1:
+            return f"{starts[0]:>4} {tok(starts[0]):>{half}}"
+        return f"{starts[0]:>4} {tok(starts[0]):>{half}}/{tok(starts[1]):<{half}}"
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if self.weights is None:
+            return Strip.blank(width)
+        scroll_x, scroll_y = self.scroll_offset
+        if y == 0:
+            return self._axis_line(scroll_x, width)
+        line = y - 1 + scroll_y
+        cached = self._cache.get(line)
+        if cached is not None and cached[:2] == (scroll_x, width):
+            return cached[2]
+        tq, tk = self.weights.shape
+        z = self.zoom
+        q_up, q_lo = (2 * line) // z, (2 * line + 1) // z
+        if q_up >= tq:
+            return Strip.blank(width)
+        label = self._label(line).ljust(self._label_width)[: self._label_width]
+        segments = [Segment(label, LABEL)]
+        cols = max(0, width - self._label_width)
+        cq, ck = self.cursor
+        for c in range(scroll_x, min(tk * z, scroll_x + cols)):
+            k = c // z
+            upper = self._color(q_up, k)
+            lower = self._color(q_lo, k)
+            fg = CURSOR.color if (cq, ck) == (q_up, k) else None
+            bg = CURSOR.color if (cq, ck) == (q_lo, k) else None
+            style = Style(
+                color=fg or (_rgb(upper) if upper else None),
+                bgcolor=bg or (_rgb(lower) if lower else None),
+            )
+            segments.append(Segment("▀", style))
+        strip = Strip(segments).adjust_cell_length(width)
+        self._cache[line] = (scroll_x, width, strip)
+        return strip
+
+    def _axis_line(self, scroll_x: int, width: int) -> Strip:
+        """Key tokens, one character per column (the cursor's key in full below)."""
+        assert self.weights is not None
+        tk = self.weights.shape[1]
+        cols = max(0, width - self._label_width)
+        ck = self.cursor[1]
+        segments = [Segment(" q \\ k".ljust(self._label_width)[: self._label_width], LABEL)]
+        z = self.zoom
+        for c in range(scroll_x, min(tk * z, scroll_x + cols)):
+            k, offset = divmod(c, z)
+            label = fmt.printable_token(self.tokens[k]) if k < len(self.tokens) else ""
+            if z == 1:
+                char = label[:1]
+            else:  # the token's first z-1 characters, then a gap before the next key
+                char = label[offset] if offset < min(len(label), z - 1) else " "
+            style = Style(bold=True, color="cyan") if k == ck else Style(dim=True)
+            segments.append(Segment(char or " ", style))
+        return Strip(segments).adjust_cell_length(width)
+
+    # -- cursor --------------------------------------------------------------------------
+
+    def action_move(self, dq: int, dk: int) -> None:
+        if self.weights is None:
+            return
+        tq, tk = self.weights.shape
+        old = self.cursor
+        self.cursor = (min(max(old[0] + dq, 0), tq - 1), min(max(old[1] + dk, 0), tk - 1))
+        z = self.zoom
+        for q in (old[0], self.cursor[0]):
+            for line in range(q * z // 2, (q * z + z - 1) // 2 + 1):
+                self._cache.pop(line, None)
+        self._scroll_to_cursor()
+        self.refresh()
+        self.post_message(self.CursorMoved(*self.cursor))
+
+    def _scroll_to_cursor(self) -> None:
+        q, k = self.cursor
+        z = self.zoom
+        line = q * z // 2
+        visible_lines = max(1, self.size.height - 1)
+        cols = max(1, self.size.width - self._label_width)
+        x, y = self.scroll_offset
+        if line < y:
+            y = line
+        elif line >= y + visible_lines:
+            y = line - visible_lines + 1
+        if k * z < x:
+            x = k * z
+        elif (k + 1) * z > x + cols:
+            x = (k + 1) * z - cols
+        self.scroll_to(x, y, animate=False)
+
+
+def overview_text(weights: np.ndarray, width: int, cell: int = 12) -> Text:
+    """All heads as small multiples: each head mean-pooled to `cell` columns and `cell`
+    rows (two rows per line), laid out left to right and wrapped to `width`."""
+    n_head, tq, tk = weights.shape
+    per_row = max(1, (width + 1) // (cell + 2))
+    rows_idx = np.linspace(0, tq, cell + 1).astype(int)
+    cols_idx = np.linspace(0, tk, cell + 1).astype(int)
+
+    def pooled(h: int) -> np.ndarray:
+        out = np.zeros((cell, cell), dtype=np.float32)
+        for i in range(cell):
+            r0, r1 = rows_idx[i], max(rows_idx[i + 1], rows_idx[i] + 1)
+            for j in range(cell):
+                c0, c1 = cols_idx[j], max(cols_idx[j + 1], cols_idx[j] + 1)
+                block = weights[h, r0 : min(r1, tq), c0 : min(c1, tk)]
+                out[i, j] = float(block.max()) if block.size else 0.0
+        return out
+
+    text = Text()
+    for start in range(0, n_head, per_row):
+        heads = list(range(start, min(n_head, start + per_row)))
+        grids = [pooled(h) for h in heads]
+        for h in heads:
+            text.append(f"head {h}".ljust(cell + 2), style="bold")
+        text.append("\n")
+        for line in range(cell // 2):
+            for grid in grids:
+                for j in range(cell):
+                    up, lo = ramp(grid[2 * line, j]), ramp(grid[2 * line + 1, j])
+                    text.append("▀", style=Style(color=_rgb(up), bgcolor=_rgb(lo)))
+                text.append("  ")
+            text.append("\n")
+    return text
+
+
+class AttentionPanel(Vertical):
+    """Title line, heatmap (or the all-heads overview), and the cursor's exact value."""
+
+    BINDINGS = [
+        Binding(
+            "left_square_bracket",
+            "layer(-1)",
+            "Layer −",
+            id="attn.layer_prev",
+            tooltip="the previous layer",
+        ),
+        Binding(
+            "right_square_bracket",
+            "layer(1)",
+            "Layer +",
+            id="attn.layer_next",
+            tooltip="the next layer",
+        ),
+        Binding("comma", "head(-1)", "Head −", id="attn.head_prev", tooltip="the previous head"),
+        Binding("full_stop", "head(1)", "Head +", id="attn.head_next", tooltip="the next head"),
+        Binding(
+            "m",
+            "mode",
+            "Mode",
+            id="attn.mode",
+            tooltip="pattern / causal mask / pattern with the mask overlaid",
+        ),
+        Binding(
+            "v",
+            "overview",
+            "All heads",
+            id="attn.overview",
+            tooltip="all heads of this layer as small multiples",
+        ),
+    ]
+
+    view: reactive[AttentionView | None] = reactive(None, always_update=True)
+    head: reactive[int] = reactive(0)
+    mode: reactive[str] = reactive("pattern")
+    overview: reactive[bool] = reactive(False)
+
+    @dataclass
+    class LayerRequested(Message):
+        """The user wants another layer: the engine must recompute its pattern."""
+
+        layer: int
+
+    @dataclass
+    class HeadChanged(Message):
+        head: int
+
+    def __init__(self, n_layer: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.n_layer = n_layer
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="attn-title")
+        yield AttentionHeatmap(id="attn-heatmap")
+        with VerticalScroll(id="attn-overview"):
+            yield Static("", id="attn-overview-text")
+        yield Static("", id="attn-cursor")
+
+    def on_mount(self) -> None:
+        self.query_one("#attn-overview").display = False
+
+    # -- actions -------------------------------------------------------------------------
+
+    def action_layer(self, delta: int) -> None:
+        if self.view is not None and self.n_layer:
+            self.post_message(self.LayerRequested((self.view.pattern.layer + delta) % self.n_layer))
+
+    def action_head(self, delta: int) -> None:
+        if self.view is not None:
+            self.head = (self.head + delta) % self.view.pattern.weights.shape[0]
+            self.post_message(self.HeadChanged(self.head))
+
+    def action_mode(self) -> None:
+        self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+
+    def action_overview(self) -> None:
+        self.overview = not self.overview
+
+    # -- data down -----------------------------------------------------------------------
+
+    def watch_view(self) -> None:
+        self._redraw()
+
+    def watch_head(self) -> None:
+        self._redraw()
+
+    def watch_mode(self) -> None:
+        self._redraw()
+
+    def watch_overview(self, overview: bool) -> None:
+        if self.is_mounted:
+            self.query_one("#attn-overview").display = overview
+            self.query_one(AttentionHeatmap).display = not overview
+            self._redraw()
+
+    def _redraw(self) -> None:
+        view = self.view
+        if view is None or not self.is_mounted:
+            return
+        p = view.pattern
+        n_head = p.weights.shape[0]
+        head = min(self.head, n_head - 1)
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(f"layer {p.layer}/{self.n_layer - 1}", style="bold")
+        title.append(f"  head {head}/{n_head - 1}", style="bold")
+        if p.n_kv_head != n_head:
+            title.append(f" (kv head {head // (n_head // p.n_kv_head)})", style="dim")
+        title.append(f"  mode {self.mode}", style="cyan")
+        title.append("  max|W·V−y| ", style="dim")
+        ok = p.max_abs_error < 1e-3
+        title.append(f"{p.max_abs_error:.1e}", style="green" if ok else "bold red")
+        if p.window is not None:
+            title.append(f"  window {p.window}", style="dim")
+        self.query_one("#attn-title", Static).update(title)
+        heatmap = self.query_one(AttentionHeatmap)
+        heatmap.show(p.weights[head], p.mask, view.tokens, self.mode)
+        if self.overview:
+            width = max(20, self.size.width - 2)
+            self.query_one("#attn-overview-text", Static).update(overview_text(p.weights, width))
+        self._report(*heatmap.cursor)
+
+    def on_attention_heatmap_cursor_moved(self, event: AttentionHeatmap.CursorMoved) -> None:
+        event.stop()
+        self._report(event.row, event.col)
+
+    def cursor_probability(self) -> float | None:
+        """The exact weight under the cursor (what the cursor line prints)."""
+        view = self.view
+        if view is None:
+            return None
+        q, k = self.query_one(AttentionHeatmap).cursor
+        head = min(self.head, view.pattern.weights.shape[0] - 1)
+        return float(view.pattern.weights[head, q, k])
+
+    def _report(self, q: int, k: int) -> None:
+        view = self.view
+        if view is None:
+            return
+        p = self.cursor_probability()
+        tokens = view.tokens
+        allowed = view.pattern.mask is None or bool(view.pattern.mask[q, k])
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"q {q} ", style="dim")
+        line.append(repr(tokens[q])[1:-1] if q < len(tokens) else "?", style="bold")
+        line.append(" → ", style="dim")
+        line.append(f"k {k} ", style="dim")
+        line.append(repr(tokens[k])[1:-1] if k < len(tokens) else "?", style="bold")
+        line.append(f"  p = {p:.6f}", style="bold yellow")
+        if not allowed:
+            line.append("  (masked)", style="red")
+        line.append("   arrows move · [ ] layer · , . head · m mode · v all heads", style="dim")
+        self.query_one("#attn-cursor", Static).update(line)

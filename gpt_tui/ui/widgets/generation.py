@@ -1,0 +1,208 @@
+"""The generation pane: sampling settings, the text so far, the current step's candidates.
+
+The pane never calls the engine: it posts `StepRequested` / `ResetRequested` with the
+settings it parsed, and the app hands back a `GenerationView` through `view`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Button, DataTable, Input, Label, Static
+
+from .. import formatting as fmt
+from ..driver import GenerationSettings, GenerationView
+
+BAR_WIDTH = 12
+
+
+class SettingsError(ValueError):
+    """A sampling setting the user typed cannot be used; the message says which."""
+
+
+def parse_settings(temperature: str, top_k: str, top_p: str, seed: str) -> GenerationSettings:
+    """Settings from the pane's inputs; an empty top-k / top-p means off."""
+    try:
+        t = float(temperature or "1")
+    except ValueError:
+        raise SettingsError(f"temperature {temperature!r} is not a number") from None
+    if not t >= 0:
+        raise SettingsError("temperature must be >= 0 (0 is greedy)")
+    k = None
+    if top_k.strip():
+        if not top_k.strip().isdigit() or int(top_k) == 0:
+            raise SettingsError(f"top-k {top_k!r}: a positive whole number, or empty for off")
+        k = int(top_k)
+    p = None
+    if top_p.strip():
+        try:
+            p = float(top_p)
+        except ValueError:
+            raise SettingsError(f"top-p {top_p!r} is not a number") from None
+        if not 0 < p <= 1:
+            raise SettingsError("top-p must be in (0, 1], or empty for off")
+    try:
+        s = int(seed or "0")
+    except ValueError:
+        raise SettingsError(f"seed {seed!r} is not a whole number") from None
+    return GenerationSettings(temperature=t, top_k=k, top_p=p, seed=s)
+
+
+def generated_text(view: GenerationView) -> Text:
+    """The prompt dim, the generated tokens plain, the newest one highlighted."""
+    text = Text()
+    text.append(view.prompt, style="dim")
+    for piece in view.pieces[:-1]:
+        text.append(piece)
+    if view.pieces:
+        newest = view.pieces[-1]
+        shown = fmt.printable_token(newest) if newest.isspace() else newest
+        text.append(shown, style="bold black on yellow")
+        if "\n" in newest:
+            text.append("\n")
+    return text
+
+
+class GeneratePanel(Vertical):
+    """Settings row, buttons, text so far, step line, candidates table."""
+
+    BINDINGS = [
+        Binding(
+            "f",
+            "force",
+            "Force token",
+            id="gen.force",
+            tooltip="Append the highlighted candidate as the next token",
+        ),
+    ]
+
+    view: reactive[GenerationView | None] = reactive(None, always_update=True)
+
+    @dataclass
+    class StepRequested(Message):
+        n: int
+        force_token: int | None
+        settings: GenerationSettings
+
+    @dataclass
+    class ResetRequested(Message):
+        settings: GenerationSettings
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="gen-settings"):
+            yield Label("T")
+            yield Input(
+                "1.0", id="gen-temperature", compact=True, tooltip="temperature (0 = greedy)"
+            )
+            yield Label("top-k")
+            yield Input("", id="gen-top-k", compact=True, placeholder="off", tooltip="top-k")
+            yield Label("top-p")
+            yield Input("", id="gen-top-p", compact=True, placeholder="off", tooltip="top-p")
+            yield Label("seed")
+            yield Input("0", id="gen-seed", compact=True, tooltip="sampling seed")
+            yield Label("N")
+            yield Input("20", id="gen-n", compact=True, tooltip="tokens for 'run N' (G)")
+        with Horizontal(id="gen-buttons"):
+            yield Button("step (g)", id="gen-step", compact=True)
+            yield Button("run N (G)", id="gen-run", compact=True)
+            yield Button("reset", id="gen-reset", compact=True)
+        with VerticalScroll(id="gen-text-scroll"):
+            yield Static("press g to generate one token, G for N tokens", id="gen-text")
+        yield Static("", id="gen-step-line")
+        table: DataTable = DataTable(id="gen-candidates", cursor_type="row")
+        table.add_columns("#", "token", "id", "prob", "", "logit")
+        yield table
+
+    # -- intents -------------------------------------------------------------------------
+
+    def settings(self) -> GenerationSettings | None:
+        """The parsed settings, or None after telling the user what is wrong."""
+        values = [
+            self.query_one(f"#gen-{name}", Input).value
+            for name in ("temperature", "top-k", "top-p", "seed")
+        ]
+        try:
+            return parse_settings(*values)
+        except SettingsError as err:
+            self.notify(str(err), title="sampling settings", severity="error")
+            return None
+
+    def run_length(self) -> int:
+        raw = self.query_one("#gen-n", Input).value.strip()
+        return int(raw) if raw.isdigit() and int(raw) > 0 else 20
+
+    def request(self, n: int = 1, force_token: int | None = None) -> None:
+        settings = self.settings()
+        if settings is not None:
+            self.post_message(self.StepRequested(n, force_token, settings))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "gen-step":
+            self.request(1)
+        elif event.button.id == "gen-run":
+            self.request(self.run_length())
+        elif event.button.id == "gen-reset":
+            settings = self.settings()
+            if settings is not None:
+                self.post_message(self.ResetRequested(settings))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.request(force_token=int(event.row_key.value))
+
+    def action_force(self) -> None:
+        table = self.query_one("#gen-candidates", DataTable)
+        if table.row_count:
+            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+            if row_key.value is not None:
+                self.request(force_token=int(row_key.value))
+
+    # -- data down -----------------------------------------------------------------------
+
+    def watch_view(self, view: GenerationView | None) -> None:
+        if not self.is_mounted:
+            return
+        text = self.query_one("#gen-text", Static)
+        line = self.query_one("#gen-step-line", Static)
+        table = self.query_one("#gen-candidates", DataTable)
+        table.clear()
+        if view is None:
+            return
+        text.update(generated_text(view))
+        self.query_one("#gen-text-scroll", VerticalScroll).scroll_end(animate=False)
+        step = view.step
+        info = Text(no_wrap=True, overflow="ellipsis")
+        if view.cache_fill is not None:
+            used, size = view.cache_fill
+            info.append("KV ", style="dim")
+            info.append(fmt.bar(used / size if size else 0, 8), style="magenta")
+            info.append(f" {used}/{size}  ")
+        for rank, cand in enumerate(view.next_candidates, 1):
+            table.add_row(
+                str(rank),
+                Text(repr(cand.label)[1:-1], style="bold"),
+                str(cand.token_id),
+                Text(f"{cand.prob:.4f}", justify="right"),
+                Text(fmt.bar(cand.prob, BAR_WIDTH), style="green"),
+                Text(fmt.num(cand.logit), justify="right", style="dim"),
+                key=str(cand.token_id),
+            )
+        if step is None:
+            info.append(f"next token: {view.next_kept} candidates kept", style="dim")
+            line.update(info)
+            return
+        how = "forced" if step.forced else ("greedy" if step.greedy else "sampled")
+        info.append(f"step {step.index + 1}: ")
+        info.append(repr(step.token_label)[1:-1], style="bold black on yellow")
+        info.append(f" {how} p={step.token_prob:.3f}  H={step.entropy:.2f} nats  kept {step.kept}")
+        if step.note:
+            info.append(f"  {step.note}", style="italic yellow")
+        line.update(info)

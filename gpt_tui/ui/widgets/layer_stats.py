@@ -1,0 +1,132 @@
+"""The stats pane: every probe's output statistics in execution order, and the residual
+stream's rms across layers as a sparkline. `d` shows the change against the previous run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import DataTable, Label, Sparkline
+
+from .. import formatting as fmt
+
+if TYPE_CHECKING:
+    from ...engine.trace import ProbeRecord, TensorStats
+    from ..driver import RunResult
+
+COLUMNS = ("name", "shape", "mean", "std", "rms", "min", "max", "|max|", "zero%", "NaN", "Inf")
+STAT_FIELDS = ("mean", "std", "rms", "min", "max", "abs_max")
+_RESID = re.compile(r"\.(\d+)\.resid_(pre|post)$")
+
+
+def residual_rms(records: tuple[ProbeRecord, ...]) -> list[float]:
+    """The residual stream's rms entering block 0, then after every block."""
+    points: list[tuple[float, float]] = []
+    for r in records:
+        match = _RESID.search(r.name)
+        if match is None:
+            continue
+        layer, where = int(match.group(1)), match.group(2)
+        if where == "pre" and layer == 0:
+            points.append((-1.0, r.stats.rms))
+        elif where == "post":
+            points.append((float(layer), r.stats.rms))
+    points.sort()
+    return [v if math.isfinite(v) else 0.0 for _, v in points]
+
+
+def _cell(value: float, bad: bool = False) -> Text:
+    style = "bold red" if bad or not math.isfinite(value) else ""
+    return Text(fmt.num(value), justify="right", style=style)
+
+
+def _delta(now: float, before: float | None) -> Text:
+    if before is None:
+        return Text("new", justify="right", style="dim")
+    change = now - before
+    if not math.isfinite(change):
+        return Text(fmt.num(change), justify="right", style="bold red")
+    style = "green" if change > 0 else ("magenta" if change < 0 else "dim")
+    sign = "+" if change > 0 else ""
+    return Text(sign + fmt.num(change), justify="right", style=style)
+
+
+class StatsPanel(Vertical):
+    """Sparkline on top, the probe table below."""
+
+    BINDINGS = [
+        Binding(
+            "d",
+            "toggle_delta",
+            "Δ vs previous",
+            id="stats.delta",
+            tooltip="Show the change of each statistic against the previous run",
+        ),
+    ]
+
+    run: reactive[RunResult | None] = reactive(None, always_update=True)
+    previous: reactive[RunResult | None] = reactive(None, always_update=True)
+    show_delta: reactive[bool] = reactive(False)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="stats-spark-row"):
+            yield Label("resid rms ", id="stats-spark-label")
+            yield Sparkline([], id="stats-spark")
+            yield Label("", id="stats-spark-range")
+        table: DataTable = DataTable(id="stats-table", cursor_type="row")
+        table.add_columns(*COLUMNS)
+        yield table
+
+    def action_toggle_delta(self) -> None:
+        self.show_delta = not self.show_delta
+
+    def watch_run(self) -> None:
+        self._fill()
+
+    def watch_show_delta(self) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        if not self.is_mounted:
+            return
+        table = self.query_one("#stats-table", DataTable)
+        table.clear()
+        run = self.run
+        if run is None:
+            table.add_row(Text("press r to run the forward pass on the prompt", style="dim"))
+            return
+        rms = residual_rms(run.records)
+        self.query_one("#stats-spark", Sparkline).data = rms
+        span = f" {fmt.num(min(rms))}…{fmt.num(max(rms))}" if rms else ""
+        self.query_one("#stats-spark-range", Label).update(span)
+        before: dict[str, TensorStats] = {}
+        if self.show_delta and self.previous is not None:
+            before = {r.name: r.stats for r in self.previous.records}
+        for r in run.records:
+            s = r.stats
+            bad = not s.finite
+            if self.show_delta and self.previous is not None:
+                prev = before.get(r.name)
+                values = [
+                    _delta(getattr(s, f), getattr(prev, f) if prev else None) for f in STAT_FIELDS
+                ]
+            else:
+                values = [_cell(getattr(s, f)) for f in STAT_FIELDS]
+            table.add_row(
+                Text(r.name, style="bold red" if bad else ""),
+                fmt.shape(r.shape),
+                *values,
+                Text(f"{s.zero_frac * 100:.1f}", justify="right"),
+                Text(str(s.nan_count), justify="right", style="bold red" if s.nan_count else "dim"),
+                Text(str(s.inf_count), justify="right", style="bold red" if s.inf_count else "dim"),
+                key=r.name,
+            )
+        if self.show_delta and self.previous is None:
+            self.notify("no previous run to compare with yet", timeout=2)

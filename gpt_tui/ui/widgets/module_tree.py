@@ -1,0 +1,164 @@
+"""The module tree: every module with its class, last output shape and parameter count.
+
+Data comes down as reactive attributes (the summary, the last run's shapes, the paused
+module, breakpoints, non-finite modules, a name filter); the cursor's module goes up as
+`ModuleTree.ModuleHighlighted`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from .. import formatting as fmt
+
+if TYPE_CHECKING:
+    from ...engine.summary import ModelSummary
+
+# Modules expanded when the tree is first built: the path down to the blocks.
+OPEN_PATHS = ("", "transformer", "transformer.h")
+
+
+class ModuleTree(Tree[str]):
+    """Tree of module paths; node data is the path ("" for the root)."""
+
+    BINDINGS = [("slash", "app.filter_tree", "Filter")]
+
+    summary: reactive[ModelSummary | None] = reactive(None, always_update=True)
+    shapes: reactive[dict[str, tuple[int, ...]]] = reactive(dict, always_update=True)
+    paused: reactive[str | None] = reactive(None)
+    breakpoints: reactive[frozenset[str]] = reactive(frozenset)
+    nonfinite: reactive[frozenset[str]] = reactive(frozenset)
+    name_filter: reactive[str] = reactive("")
+
+    @dataclass
+    class ModuleHighlighted(Message):
+        """The cursor moved to the module at `path`."""
+
+        path: str
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("model", **kwargs)
+        self.show_root = True
+        self._path_nodes: dict[str, TreeNode[str]] = {}
+
+    @property
+    def selected_path(self) -> str | None:
+        node = self.cursor_node
+        return None if node is None else node.data
+
+    # -- building ------------------------------------------------------------------------
+
+    def _visible_paths(self) -> set[str] | None:
+        """Paths that pass the filter, with their ancestors; None when not filtering."""
+        summary = self.summary
+        needle = self.name_filter.strip().lower()
+        if summary is None or not needle:
+            return None
+        keep: set[str] = {""}
+        for path in summary.modules:
+            if needle in path.lower():
+                parts = path.split(".")
+                keep.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        return keep
+
+    def _rebuild(self) -> None:
+        summary = self.summary
+        self.clear()
+        self._path_nodes.clear()
+        if summary is None:
+            return
+        visible = self._visible_paths()
+        root = self.root
+        root.data = ""
+        self._path_nodes[""] = root
+
+        def add(parent: TreeNode[str], path: str) -> None:
+            for child in summary.modules[path].children:
+                if visible is not None and child not in visible:
+                    continue
+                has_children = bool(summary.modules[child].children)
+                node = parent.add("", data=child, allow_expand=has_children)
+                self._path_nodes[child] = node
+                add(node, child)
+                if visible is not None or child in OPEN_PATHS:
+                    node.expand()
+
+        add(root, "")
+        root.expand()
+        self._relabel()
+
+    def _label(self, path: str) -> Text:
+        summary = self.summary
+        assert summary is not None
+        node = summary.modules[path]
+        text = Text(no_wrap=True)
+        if path in self.breakpoints:
+            text.append("● ", style="bold red")
+        paused = path == self.paused
+        bad = path in self.nonfinite
+        name_style = "bold red" if bad else ("bold" if node.kind else "")
+        if paused:
+            name_style = "bold black on yellow"
+        text.append(("▶ " if paused else "") + node.name, style=name_style)
+        if bad:
+            text.append(" NaN/Inf", style="bold red")
+        if path:
+            text.append(f" {node.class_name}", style="dim")
+        shape = self.shapes.get(path)
+        if shape is not None:
+            text.append(f" {fmt.shape(shape)}", style="cyan")
+        if node.params:
+            text.append(f" {fmt.count(node.params)}", style="green")
+        return text
+
+    def _relabel(self) -> None:
+        for path, node in self._path_nodes.items():
+            node.set_label(self._label(path))
+
+    # -- reactive watchers ---------------------------------------------------------------
+
+    def watch_summary(self) -> None:
+        self._rebuild()
+
+    def watch_name_filter(self) -> None:
+        self._rebuild()
+
+    def watch_shapes(self) -> None:
+        self._relabel()
+
+    def watch_breakpoints(self) -> None:
+        self._relabel()
+
+    def watch_nonfinite(self) -> None:
+        self._relabel()
+
+    def watch_paused(self, old: str | None, new: str | None) -> None:
+        for path in (old, new):
+            if path is not None and path in self._path_nodes:
+                self._path_nodes[path].set_label(self._label(path))
+        if new is None or new not in self._path_nodes:
+            return
+        node = self._path_nodes[new]
+        parent = node.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
+        # Line numbers exist only after the tree lays out its newly expanded nodes.
+        self.call_after_refresh(self.scroll_to_node, node, animate=False)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        event.stop()
+        if event.node.data is not None:
+            self.post_message(self.ModuleHighlighted(event.node.data))
+
+    def line_of(self, path: str) -> int:
+        """The tree line a module is drawn on (-1 if collapsed away); for tests and scrolling."""
+        node = self._path_nodes.get(path)
+        return -1 if node is None else node.line

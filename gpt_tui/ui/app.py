@@ -173,7 +173,10 @@ class GptTuiApp(App[int]):
                         yield TabPane(title, id=tab)
         with Horizontal(id="prompt-bar"):
             yield Label("prompt ›", id="prompt-label")
-            yield Input(id="prompt", compact=True, placeholder="the text the model reads")
+            # Enabled once a model is open, so that keys never land in it before.
+            yield Input(
+                id="prompt", compact=True, placeholder="the text the model reads", disabled=True
+            )
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -198,7 +201,9 @@ class GptTuiApp(App[int]):
         self.driver = message.driver
         self.info = info = message.info
         self.prompt = info.default_prompt
-        self.query_one("#prompt", Input).value = info.default_prompt
+        prompt = self.query_one("#prompt", Input)
+        prompt.value = info.default_prompt
+        prompt.disabled = False
         self.query_one("#tree").loading = False
         self.query_one("#tabs").loading = False
         status = self.query_one(StatusBar)
@@ -233,6 +238,7 @@ class GptTuiApp(App[int]):
         )
         box.display = True
         self.query_one("#tabs").display = False
+        self.query_one(ModuleTree).focus()
 
     def _update_memory(self) -> None:
         if self.driver is not None:
@@ -278,7 +284,7 @@ class GptTuiApp(App[int]):
         if tab == "diagram":
             return ScrollableContainer(Diagram(id="diagram-view"), id="diagram-scroll")
         if tab == "generate":
-            return GeneratePanel(id="generate-panel")
+            return GeneratePanel(seed=self.spec.seed, id="generate-panel")
         if tab == "train":
             return TrainPanel(id="train-panel")
         if tab == "stats":
@@ -294,7 +300,9 @@ class GptTuiApp(App[int]):
         if tab == "params":
             self.query_one(ParamTable).summary = info.summary
         elif tab == "diagram":
-            self.query_one(Diagram).info = info
+            diagram = self.query_one(Diagram)
+            diagram.info = info
+            diagram.shapes = self.query_one(ModuleTree).shapes
         elif tab == "generate":
             panel = self.query_one(GeneratePanel)
             if self._generation is None:
@@ -407,12 +415,9 @@ class GptTuiApp(App[int]):
 
     def _set_run(self, run) -> None:
         self._previous_run, self._run = self._run, run
-        shapes = run.shapes()
+        self._set_shapes(run.shapes())
         tree = self.query_one(ModuleTree)
-        tree.shapes = shapes
         tree.nonfinite = frozenset(r.name for r in run.records if not r.stats.finite)
-        if "diagram" in self._mounted_tabs:
-            self.query_one(Diagram).shapes = shapes
         if "stats" in self._mounted_tabs:
             self._feed_tab_now("stats")
         if "attention" in self._mounted_tabs and self._attention is not None:
@@ -433,12 +438,17 @@ class GptTuiApp(App[int]):
         else:
             self._start(worker_fn, *args)
 
+    def _set_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.query_one(ModuleTree).shapes = shapes
+        if "diagram" in self._mounted_tabs:
+            self.query_one(Diagram).shapes = shapes
+
     def on_step_updated(self, message: StepUpdated) -> None:
         state = message.state
         tree = self.query_one(ModuleTree)
         shapes = dict(tree.shapes)
         shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
-        tree.shapes = shapes
+        self._set_shapes(shapes)
         bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
         tree.nonfinite = frozenset(bad)
         if state.status == "paused" and state.event is not None:

@@ -135,10 +135,15 @@ class Driver:
     # -- model ---------------------------------------------------------------------------
 
     def info(self) -> ModelInfo:
+        from ..engine.probes import find_probe_points
+        from ..engine.summary import summarize
+
         with self._lock:
             s = self.session
             config = s.config
-            summary = s.summary()
+            # The tree marks what the probes see (blocks, attention, MLP, ...) by kind.
+            kinds = {p.name: p.kind for p in find_probe_points(s.model) if not p.virtual}
+            summary = summarize(s.model, s.family, kinds)
 
             def field(name: str, default: int = 0) -> int:
                 value = getattr(config, name, default)
@@ -285,6 +290,8 @@ class Driver:
             else:
                 spec = HeadScale(module, head or 0) if kind == "attn" else OutputScale(module)
                 self._ablations[key] = self._interventions.add(spec)
+            if self._generation is not None:
+                self._generation.drop_cache()  # cached keys/values describe the old model
             return tuple(spec.description for spec in self._interventions.active)
 
     # -- training view -------------------------------------------------------------------

@@ -94,6 +94,10 @@ class GeneratePanel(Vertical):
     class ResetRequested(Message):
         settings: GenerationSettings
 
+    def __init__(self, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="gen-settings"):
             yield Label("T")
@@ -105,7 +109,7 @@ class GeneratePanel(Vertical):
             yield Label("top-p")
             yield Input("", id="gen-top-p", compact=True, placeholder="off", tooltip="top-p")
             yield Label("seed")
-            yield Input("0", id="gen-seed", compact=True, tooltip="sampling seed")
+            yield Input(str(self.seed), id="gen-seed", compact=True, tooltip="sampling seed")
             yield Label("N")
             yield Input("20", id="gen-n", compact=True, tooltip="tokens for 'run N' (G)")
         with Horizontal(id="gen-buttons"):

@@ -56,7 +56,7 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[Binding]) -> None:
         super().__init__()
-        self._bindings = bindings
+        self._keys = bindings
 
     def compose(self) -> ComposeResult:
         panes = Table.grid(padding=(0, 2))
@@ -68,7 +68,7 @@ class HelpScreen(ModalScreen[None]):
         keys.add_column(style="bold yellow", no_wrap=True)
         keys.add_column(style="bold", no_wrap=True)
         keys.add_column(style="dim")
-        for b in self._bindings:
+        for b in self._keys:
             keys.add_row(b.key_display or b.key, b.description, b.tooltip)
         with VerticalScroll(id="help-body"):
             yield Static(Text("gpt-tui help", style="bold reverse"), classes="help-title")

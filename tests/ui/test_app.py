@@ -1,0 +1,234 @@
+"""Pilot tests: the app driven by keys, checked against the engine computing directly."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from textual.widgets import DataTable, Input, Static, TabbedContent
+from ui_helpers import press, settle, tiny_app
+
+from gpt_tui.engine.interventions import Interventions, inject_nonfinite
+from gpt_tui.engine.probes import Probes
+from gpt_tui.engine.sampling import generate_steps
+from gpt_tui.engine.session import ModelSpec
+from gpt_tui.engine.stepping import ForwardStepper
+from gpt_tui.ui.app import GptTuiApp
+from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
+from gpt_tui.ui.widgets.diagram import Diagram
+from gpt_tui.ui.widgets.generation import GeneratePanel
+from gpt_tui.ui.widgets.help import HelpScreen
+from gpt_tui.ui.widgets.layer_stats import StatsPanel
+from gpt_tui.ui.widgets.module_tree import ModuleTree
+from gpt_tui.ui.widgets.param_table import ParamTable
+from gpt_tui.ui.widgets.status import StatusBar
+from gpt_tui.ui.widgets.train import TrainPanel
+
+SIZE = (100, 30)
+
+
+def prompt_ids(app: GptTuiApp) -> torch.Tensor:
+    session = app.driver.session
+    return torch.tensor([session.encode(app.prompt)], dtype=torch.long)
+
+
+def select(app: GptTuiApp, path: str) -> None:
+    """Put the tree cursor on a module, as arrow keys would."""
+    tree = app.query_one(ModuleTree)
+    node = tree._path_nodes[path]
+    parent = node.parent
+    while parent is not None:
+        parent.expand()
+        parent = parent.parent
+    tree.move_cursor(node)
+    app.selected_path = path
+
+
+async def test_every_tab_renders(arch: str) -> None:
+    app = tiny_app(arch)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        status = app.query_one(StatusBar)
+        assert status.info is not None and status.info.family == arch
+        assert app.prompt == "ROMEO:"
+        tree = app.query_one(ModuleTree)
+        assert "transformer.h.1.mlp" in tree._path_nodes
+        await press(pilot, "r")
+        for key, widget in [
+            ("1", StatsPanel),
+            ("2", ParamTable),
+            ("3", AttentionPanel),
+            ("4", GeneratePanel),
+            ("5", Diagram),
+            ("6", TrainPanel),
+        ]:
+            await press(pilot, key)
+            assert app.query_one(widget).is_mounted
+        assert app.query_one(ParamTable).row_count > len(app.info.summary.parameters)
+        train = app.query_one(TrainPanel).view
+        assert train is not None and math.isfinite(train.loss)
+        picture = str(app.query_one(Diagram).render())
+        if arch == "nanochat":
+            assert "rotary" in picture and "softcap" in picture and "ReLU²" in picture
+        else:
+            assert "wpe" in picture and "tied to wte" in picture and "GELU" in picture
+        assert "(1, 6, 32)" in picture  # live shapes of the last run
+
+
+async def test_run_fills_stats_with_one_row_per_probe(arch: str) -> None:
+    app = tiny_app(arch)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")
+        with Probes(app.driver.session.model) as probes:
+            probes.run(prompt_ids(app))
+            probes.flush()
+            expected = [r for r in probes.records if r.phase == "out"]
+        table = app.query_one("#stats-table", DataTable)
+        assert table.row_count == len(expected)
+        for i, record in enumerate(expected):
+            name, shape = table.get_row_at(i)[:2]
+            assert str(name) == record.name
+            assert shape == "(" + ", ".join(map(str, record.shape)) + ")"
+        tree = app.query_one(ModuleTree)
+        assert tree.shapes["transformer.h.0.mlp"] == (1, 6, 32)
+
+
+async def test_stepping_follows_the_engine_event_order() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        keys = ["s", "s", "s", "n", "s", "s", "n", "o"]
+        moves = {"s": "step_into", "n": "step_over", "o": "step_out"}
+        with ForwardStepper(app.driver.session.model, prompt_ids(app)) as reference:
+            expected = [getattr(reference, moves[k])().name for k in keys]
+        tree = app.query_one(ModuleTree)
+        for key, name in zip(keys, expected, strict=True):
+            await press(pilot, key)
+            assert app.paused_at == name
+            assert f"paused at {name}" in app.query_one(StatusBar).stepper
+            if name in tree._path_nodes:
+                assert tree.paused == name
+        await press(pilot, "c")  # no breakpoints: runs to the end
+        assert app.paused_at is None
+        assert "finished" in app.query_one(StatusBar).stepper
+
+
+async def test_breakpoint_set_with_b_stops_there() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        select(app, "transformer.h.1.mlp")
+        await press(pilot, "b")
+        assert app.query_one(ModuleTree).breakpoints == {"transformer.h.1.mlp"}
+        await press(pilot, "c")
+        assert app.paused_at == "transformer.h.1.mlp"
+        assert "breakpoint" in app.query_one(StatusBar).stepper
+        await press(pilot, "x")
+        assert app.paused_at is None
+
+
+async def test_watchpoint_stops_where_the_nan_appears() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        Interventions(app.driver.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
+        await press(pilot, "w", "c")
+        assert app.paused_at == "transformer.h.0.mlp"
+        assert "non-finite" in app.query_one(StatusBar).stepper
+        assert "transformer.h.0.mlp" in app.query_one(ModuleTree).nonfinite
+
+
+async def test_attention_cursor_reports_the_engine_probability(arch: str) -> None:
+    app = tiny_app(arch)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "3", "]", ".", "down", "down", "down", "right")
+        panel = app.query_one(AttentionPanel)
+        with Probes(app.driver.session.model, attention_layers=[1]) as probes:
+            probes.run(prompt_ids(app))
+            expected = float(probes.pattern(1).weights[1, 3, 1])
+        assert panel.view.pattern.layer == 1 and panel.head == 1
+        assert panel.cursor_probability() == expected
+        assert f"p = {expected:.6f}" in str(app.query_one("#attn-cursor", Static).render())
+
+
+async def test_generation_matches_the_engine_with_the_same_seed() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "4")
+        app.query_one("#gen-seed", Input).value = "7"
+        app.query_one("#gen-n", Input).value = "12"
+        await press(pilot, "escape", "G")
+        session = app.driver.session
+        steps = generate_steps(session.model, session.tokenizer, "ROMEO:", 12, seed=7)
+        expected = "ROMEO:" + session.decode([s.token_id for s in steps])
+        assert app.query_one(GeneratePanel).view.text == expected
+
+
+async def test_forcing_a_candidate_appends_it() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "g")
+        panel = app.query_one(GeneratePanel)
+        before = panel.view
+        second = before.next_candidates[1]
+        await press(pilot, "down", "f")  # the candidates table has the focus
+        after = panel.view
+        assert after.step.forced and after.step.token_id == second.token_id
+        assert after.text == before.text + app.driver.session.decode([second.token_id])
+
+
+async def test_keys_while_busy_never_crash() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("r", "r", "s", "g", "r")
+        await settle(pilot)
+        assert app.query_one("#stats-table", DataTable).row_count > 0
+        assert app.is_running
+
+
+async def test_ablation_toggles_on_the_selected_mlp() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")
+        select(app, "transformer.h.0.mlp")
+        await press(pilot, "a")
+        assert app.ablations and "transformer.h.0.mlp" in app.ablations[0]
+        mlp = next(r for r in app._run.records if r.name == "transformer.h.0.mlp")
+        assert mlp.stats.abs_max == 0.0  # the rerun sees the ablated output
+        await press(pilot, "a")
+        assert app.ablations == ()
+
+
+async def test_bad_config_shows_a_message_and_keeps_running() -> None:
+    app = GptTuiApp(ModelSpec(config="nope"), show_memory=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        box = app.query_one("#message", Static)
+        assert box.display
+        assert "unknown config 'nope'" in str(box.render())
+        await press(pilot, "r", "g", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await press(pilot, "escape", "q")
+    assert app.return_value == 0
+
+
+async def test_help_screen_and_command_palette_list_the_keys() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await press(pilot, "escape")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"step over")
+        await pilot.pause(0.3)  # the palette searches in a background task
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.paused_at == "transformer.wte"
+        assert app.query_one(TabbedContent).active == "stats"

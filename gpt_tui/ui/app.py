@@ -410,8 +410,7 @@ class GptTuiApp(App[int]):
 
     def on_run_updated(self, message: RunUpdated) -> None:
         self._set_run(message.run)
-        self._set_paused(None, "idle")
-        self.notify(f"forward pass: {len(message.run.records)} probes recorded", timeout=2)
+        self._set_paused(None, f"idle · forward pass recorded {len(message.run.records)} probes")
 
     def _set_run(self, run) -> None:
         self._previous_run, self._run = self._run, run

@@ -120,7 +120,8 @@ class StatsPanel(Vertical):
             else:
                 values = [_cell(getattr(s, f)) for f in STAT_FIELDS]
             table.add_row(
-                Text(r.name, style="bold red" if bad else ""),
+                # `transformer.` is on every row: leave it out to give the numbers room.
+                Text(r.name.removeprefix("transformer."), style="bold red" if bad else ""),
                 fmt.shape(r.shape),
                 *values,
                 Text(f"{s.zero_frac * 100:.1f}", justify="right"),

@@ -48,7 +48,7 @@ class StatusBar(Widget):
         line2 = Text(no_wrap=True, overflow="ellipsis")
         line2.append(" stepper ", style="dim")
         state = self.stepper
-        style = "bold green" if state == "idle" else "bold yellow"
+        style = "bold green" if state.startswith("idle") else "bold yellow"
         if state.startswith("error") or state.startswith("non-finite"):
             style = "bold red"
         line2.append(state, style=style)

@@ -262,6 +262,7 @@ class Probes:
     ) -> None:
         self.model = unwrap_model(model)
         self.points = list(points) if points is not None else find_probe_points(model, leaves)
+        self._by_name = {p.name: p for p in self.points}
         self.inputs = inputs
         self.listener = listener
         self.records: list[ProbeRecord] = []
@@ -287,10 +288,11 @@ class Probes:
         self.capture.layers = None if layers == "all" else {int(i) for i in layers}  # type: ignore[union-attr]
 
     def point(self, name: str) -> ProbePoint:
-        for p in self.points:
-            if p.name == name:
-                return p
-        raise KeyError(f"no probe point named {name!r}")
+        """The hooked point called `name`."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no probe point named {name!r}") from None
 
     # -- hooks ----------------------------------------------------------------------
 

@@ -1,0 +1,311 @@
+"""A forward pass that pauses at every probe, driven from the caller's thread like a debugger.
+
+The forward runs in its own daemon thread (under `torch.inference_mode()`, entered in that
+thread because grad mode is thread-local). Every probe hook of that pass calls back into
+the stepper, which decides *in the forward thread* whether this event is a stop: step
+over, step out and continue therefore cost no thread switch per skipped event. At a stop
+it reads the queued statistics back (one transfer per pause), publishes a `StepEvent` and
+waits on a condition variable until the caller asks for more; nothing busy-waits.
+
+Abort raises a private `BaseException` inside the paused hook, so the model's own
+`except Exception` blocks cannot swallow it; the thread unwinds and is joined, and the
+probes' hooks stay in place for the next run.
+
+Levels: every module event has the level of its module in the stack of probed modules
+open at that moment (1 = not nested in another probed module; the model's `logits`
+output is level 0). Step over from a module's "in" runs to the next "out" at the same
+level (its own end); step out runs to the next "out" one level up (the parent's end, or
+`logits`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .probes import PendingRecord, ProbePoint, Probes, first_tensor, unwrap_model
+from .trace import ProbeRecord, StepEvent
+
+
+class StepperError(RuntimeError):
+    """The model raised inside the stepped forward pass; `__cause__` is its exception."""
+
+
+class _Abort(BaseException):
+    """Raised inside the forward thread to unwind it; never reaches the caller."""
+
+
+@dataclass(frozen=True)
+class _Until:
+    """What the forward thread runs to: the next event (level None) or an "out" at a level."""
+
+    level: int | None
+
+
+class ForwardStepper:
+    """A pausable forward pass of `model` on `idx`.
+
+    Args:
+        model: the model (a `torch.compile` wrapper is unwrapped).
+        idx: token ids (B, T) on the model's device.
+        points: probe points to stop at (default: `find_probe_points(model, leaves)`).
+        probes: already attached `Probes` to reuse (their listener is taken over); by
+            default the stepper makes its own and removes them in `close()`.
+        breakpoints: module-path globs (`transformer.h.3.*`, `*.mlp`); a module's "in"
+            event whose name matches stops every kind of run.
+        watch_nonfinite: stop (once per run) at the first module whose output holds
+            NaN/Inf while its input did not: the module where the NaN appears.
+        attention_layers: layers whose "out" event of the attention module carries the
+            recomputed pattern ("all" for every layer).
+        forward_kwargs: extra keyword arguments for `model(idx, ...)`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        idx: torch.Tensor,
+        *,
+        points: Sequence[ProbePoint] | None = None,
+        leaves: bool = False,
+        probes: Probes | None = None,
+        breakpoints: Iterable[str] = (),
+        watch_nonfinite: bool = False,
+        attention_layers: Iterable[int] | str = (),
+        forward_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = unwrap_model(model)
+        self.idx = idx
+        self.breakpoints = list(breakpoints)
+        self.watch_nonfinite = watch_nonfinite
+        self.forward_kwargs = dict(forward_kwargs or {})
+        self._own_probes = probes is None
+        if probes is None:
+            probes = Probes(self.model, points, leaves=leaves, inputs=True)
+        probes.inputs = True
+        probes.attention_layers = attention_layers
+        probes.listener = self._on_record
+        self.probes = probes
+        self._cv = threading.Condition()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.events: list[StepEvent] = []
+        self.residual: list[ProbeRecord] = []  # resid_pre/mid/post records up to the pause
+        self.current: StepEvent | None = None
+        self.reason: str | None = None  # why the last stop happened: step/breakpoint/watch
+        self.finished = False
+        self.aborted = False
+        self.result: torch.Tensor | None = None
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._until: _Until | None = None
+        self._paused = False
+        self._aborting = False
+        self._watch_fired = False
+        self._converted = 0  # probe records already turned into events
+        self._stack: list[PendingRecord] = []  # "in" records of the modules open now
+        self._in_event: dict[int, StepEvent] = {}  # order of an "in" record -> its event
+        self._resid_tensor: torch.Tensor | None = None
+        self._levels: list[int] = []  # level of each event, by index
+        self._error_where = "the model"
+
+    # -- the caller's side ----------------------------------------------------------
+
+    def step_into(self) -> StepEvent | None:
+        """Run to the next event; None once the pass has finished."""
+        return self._request(_Until(None))
+
+    def step_over(self) -> StepEvent | None:
+        """At a module's "in": run to its "out" (skipping what is inside); else next event."""
+        cur = self.current
+        if cur is None or cur.phase != "in":
+            return self.step_into()
+        return self._request(_Until(self._level_of(cur)))
+
+    def step_out(self) -> StepEvent | None:
+        """Run to the "out" of the module enclosing the current event (or to `logits`)."""
+        cur = self.current
+        if cur is None:
+            return self.step_into()
+        return self._request(_Until(self._level_of(cur) - 1))
+
+    def continue_(self) -> StepEvent | None:
+        """Run to the next breakpoint or watchpoint hit; None if the pass ends first."""
+        return self._request(_Until(-1))  # no "out" event has level -1: run to the end
+
+    def abort(self) -> None:
+        """Unwind the forward thread and join it. The probes stay attached."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cv:
+            self._aborting = True
+            self._cv.notify_all()
+        thread.join()
+        self._thread = None
+
+    def restart(self, idx: torch.Tensor | None = None) -> None:
+        """Abort any run under way and get ready for a new one (same hooks, same settings)."""
+        self.abort()
+        if idx is not None:
+            self.idx = idx
+        self._reset()
+
+    def residual_tensor(self) -> torch.Tensor | None:
+        """A copy of the residual stream at the latest resid point passed (while paused)."""
+        return None if self._resid_tensor is None else self._resid_tensor.clone()
+
+    def close(self) -> None:
+        """Abort, then remove the hooks if this stepper made them."""
+        self.abort()
+        if self._own_probes:
+            self.probes.close()
+        else:
+            self.probes.listener = None
+
+    def __enter__(self) -> ForwardStepper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, until: _Until) -> StepEvent | None:
+        if self.finished:
+            return None
+        with self._cv:
+            self._until = until
+            self._paused = False
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="gpt-tui-forward", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._cv.notify_all()
+            self._cv.wait_for(lambda: self._paused or self.finished)
+        if self.finished:
+            self._thread.join()
+            self._thread = None
+            if self.error is not None:
+                raise StepperError(
+                    f"the forward pass raised {type(self.error).__name__} in "
+                    f"{self._error_where}: "
+                    f"{self.error}"
+                ) from self.error
+            return None
+        return self.current
+
+    def _level_of(self, event: StepEvent) -> int:
+        return self._levels[event.index]
+
+    # -- the forward thread's side --------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                out = self.model(self.idx, **self.forward_kwargs)
+            self._convert()
+            self.result = first_tensor(out)
+        except _Abort:
+            self.aborted = True
+        except BaseException as exc:  # delivered to the caller by _request
+            self.error = exc
+            if self._stack:
+                self._error_where = self._stack[-1].point.name
+            self._convert()
+        finally:
+            self.probes.abandon_pass()  # no-op unless the pass was unwound by _Abort
+            with self._cv:
+                self.finished = True
+                self._cv.notify_all()
+
+    def _on_record(self, rec: PendingRecord, x: torch.Tensor) -> None:
+        if threading.current_thread() is not self._thread:
+            return  # a plain model call elsewhere (e.g. after the run) is only recorded
+        if self._aborting:  # abort() from another thread while running, not paused
+            raise _Abort
+        point = rec.point
+        opened: PendingRecord | None = None
+        if point.kind == "resid":
+            self._resid_tensor = x
+            return
+        if rec.phase == "in":
+            self._stack.append(rec)
+            level = len(self._stack)
+        else:
+            level = len(self._stack)
+            opened = self._stack.pop() if self._stack and self._stack[-1].point is point else None
+            if opened is None:
+                level = 0  # an "out" with no "in": the model's output
+        self._levels.append(level)
+        reason = self._stop_reason(rec, level, opened)
+        if reason is not None:
+            self._pause(reason)
+
+    def _stop_reason(
+        self, rec: PendingRecord, level: int, opened: PendingRecord | None
+    ) -> str | None:
+        until = self._until
+        if until is not None and (
+            until.level is None or (rec.phase == "out" and until.level == level)
+        ):
+            return "step"
+        if rec.phase == "in" and any(
+            fnmatch.fnmatchcase(rec.point.name, g) for g in self.breakpoints
+        ):
+            return "breakpoint"
+        if self.watch_nonfinite and not self._watch_fired and rec.phase == "out":
+            self._convert()
+            out_ok = self.events[-1].stats.finite
+            in_event = self._in_event.get(opened.order) if opened is not None else None
+            if not out_ok and (in_event is None or in_event.stats.finite):
+                self._watch_fired = True
+                return "watch"
+        return None
+
+    def _pause(self, reason: str) -> None:
+        self._convert()
+        with self._cv:
+            self.current = self.events[-1]
+            self.reason = reason
+            self._until = None
+            self._paused = True
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._until is not None or self._aborting)
+            if self._aborting:
+                raise _Abort
+
+    def _convert(self) -> None:
+        """Read queued stats back (one transfer) and turn new records into events."""
+        self.probes.flush()
+        records = self.probes.records
+        for rec in records[self._converted :]:
+            if rec.kind == "resid":
+                self.residual.append(rec)
+                continue
+            point = self.probes.point(rec.name)
+            pattern = None
+            if rec.kind == "attn" and rec.phase == "out" and point.layer is not None:
+                wanted = self.probes.capture.calls.get(point.layer)
+                pattern = self.probes.pattern(point.layer) if wanted is not None else None
+            event = StepEvent(
+                index=len(self.events),
+                name=rec.name,
+                kind=rec.kind,
+                phase=rec.phase,
+                depth=rec.depth,
+                shape=rec.shape,
+                dtype=rec.dtype,
+                stats=rec.stats,
+                pattern=pattern,
+            )
+            if rec.phase == "in":
+                self._in_event[rec.order] = event
+            self.events.append(event)
+        self._converted = len(records)

@@ -1,0 +1,79 @@
+"""Statistics against a straightforward reference computation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gpt_tui.engine.stats import rows_to_stats, stats_row, tensor_stats
+
+
+def reference(x: torch.Tensor) -> dict[str, float]:
+    x = x.double().flatten()
+    finite = x[torch.isfinite(x)]
+    return {
+        "mean": finite.mean().item(),
+        "std": finite.std(correction=0).item(),
+        "rms": finite.square().mean().sqrt().item(),
+        "min": finite.min().item(),
+        "max": finite.max().item(),
+        "abs_max": finite.abs().max().item(),
+        "zero_frac": (x == 0).double().mean().item(),
+        "nan_count": int(torch.isnan(x).sum()),
+        "inf_count": int(torch.isinf(x).sum()),
+        "numel": x.numel(),
+    }
+
+
+def assert_matches(stats, ref: dict[str, float]) -> None:
+    for key, want in ref.items():
+        assert getattr(stats, key) == pytest.approx(want, rel=1e-4, abs=1e-5), key
+
+
+def test_plain_tensor_matches_reference() -> None:
+    x = torch.randn(3, 17, 40) * 2.5 + 0.3
+    x[0, 0, :7] = 0.0
+    assert_matches(tensor_stats(x), reference(x))
+
+
+@pytest.mark.parametrize("device_path", ["cpu-fast", "finite-path"])
+def test_nan_and_inf_are_counted_and_left_out_of_moments(device_path: str) -> None:
+    x = torch.randn(4, 50)
+    x[0, :3] = float("nan")
+    x[1, 5] = float("inf")
+    x[2, 9] = -float("inf")
+    if device_path == "finite-path":  # what accelerators always run
+        from gpt_tui.engine import stats
+
+        row = stats._finite_row(x)
+        s = rows_to_stats([row], [x.numel()])[0]
+    else:
+        s = tensor_stats(x)
+    assert (s.nan_count, s.inf_count) == (3, 2)
+    assert not s.finite
+    assert_matches(s, reference(x))
+
+
+def test_low_precision_is_measured_in_fp32() -> None:
+    x = torch.randn(64, 64).to(torch.bfloat16)
+    assert_matches(tensor_stats(x), reference(x.float()))
+
+
+def test_all_nan_gives_nan_moments_and_counts() -> None:
+    s = tensor_stats(torch.full((5,), float("nan")))
+    assert s.nan_count == 5 and math.isnan(s.mean) and math.isnan(s.max)
+
+
+def test_meta_and_empty_tensors() -> None:
+    assert stats_row(torch.empty(2, 3, device="meta")) is None
+    s = rows_to_stats([None], [6])[0]
+    assert s.numel == 6 and math.isnan(s.mean)
+    assert tensor_stats(torch.empty(0)).numel == 0
+
+
+def test_many_rows_one_batch_keep_their_order() -> None:
+    xs = [torch.randn(10) + i for i in range(5)]
+    stats = rows_to_stats([stats_row(x) for x in xs], [x.numel() for x in xs])
+    assert [round(s.mean) for s in stats] == [round(x.mean().item()) for x in xs]

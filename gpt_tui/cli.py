@@ -79,7 +79,8 @@ def _open_session(args: argparse.Namespace):
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Piped output is for reading in files and scripts: wide enough that names never wrap.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _print_json(data: Any) -> None:
@@ -281,8 +282,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate, split_text
 
     session = _open_session(args)
-    if session.device.type == "meta":
-        raise UserError("eval needs real weights; --device meta has none (use cpu or cuda)")
+    _require_weights(session, "eval")
     try:
         text = Path(args.data).read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -316,10 +316,235 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="text to start from")
+    p.add_argument("--steps", type=int, default=50, help="tokens to generate (default 50)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--candidates", type=int, default=5, help="candidates shown per step")
+    p.add_argument("--json", action="store_true")
+
+
+def _require_weights(session, what: str) -> None:
+    if session.device.type == "meta":
+        raise UserError(f"{what} needs real weights; --device meta has none (use cpu or cuda)")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .engine.sampling import GenerationError, generate_steps
+
+    session = _open_session(args)
+    _require_weights(session, "generate")
+    if args.steps < 0:
+        raise UserError(f"--steps {args.steps}: must be 0 or more")
+    try:
+        steps = generate_steps(
+            session.model,
+            session.tokenizer,
+            args.prompt,
+            args.steps,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    except GenerationError as err:
+        raise UserError(str(err)) from None
+    text = args.prompt + session.decode([s.token_id for s in steps])
+    if args.json:
+        _print_json(dict(model=session.name, prompt=args.prompt, steps=steps, text=text))
+        return 0
+    console = _console()
+    table = Table(title=f"Generation from {session.name} (seed {args.seed})")
+    for col, just in [
+        ("step", "right"),
+        ("token", "left"),
+        ("prob", "right"),
+        ("top candidates", "left"),
+        ("kv cache", "right"),
+    ]:
+        table.add_column(col, justify=just)
+    for s in steps:
+        cands = "  ".join(f"{c.label} {c.prob:.2f}" for c in s.candidates[: args.candidates])
+        fill = f"{s.cache_fill[0]}/{s.cache_fill[1]}" if s.cache_fill else "-"
+        table.add_row(str(s.index), s.token_label, f"{s.token_prob:.3f}", cands, fill)
+    console.print(table)
+    notes = {s.note for s in steps if s.note}
+    for note in sorted(notes):
+        console.print(f"[yellow]note:[/] {note}")
+    console.rule("text")
+    console.print(text, markup=False)
+    return 0
+
+
+def _fmt_stat(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _stats_table(title: str, records) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("#", "name", "shape", "mean", "std", "rms", "min", "max", "abs-max", "NaN", "Inf"):
+        table.add_column(col, justify="left" if col in ("name", "shape") else "right")
+    for r in records:
+        st = r.stats
+        bad = "[bold red]" if not st.finite else ""
+        table.add_row(
+            str(r.order),
+            ("  " * max(0, r.depth - 1)) + r.name,
+            "×".join(map(str, r.shape)),
+            *(_fmt_stat(v) for v in (st.mean, st.std, st.rms, st.min, st.max, st.abs_max)),
+            f"{bad}{st.nan_count}",
+            f"{bad}{st.inf_count}",
+        )
+    return table
+
+
+def _pattern_table(pattern, tokens: tuple[str, ...]) -> Any:
+    """Per head: where the last query looks most, and how spread out its attention is."""
+    import numpy as np
+    from rich.table import Table
+
+    w = pattern.weights  # (nh, Tq, Tk)
+    table = Table(
+        title=f"{pattern.name}: {w.shape[0]} heads, {w.shape[1]}×{w.shape[2]}, "
+        f"max |W·V − y| = {pattern.max_abs_error:.2e}"
+    )
+    for col in ("head", "last query looks at", "weight", "mean entropy (nats)", "diag share"):
+        table.add_column(col, justify="left" if col == "last query looks at" else "right")
+    for h in range(w.shape[0]):
+        last = w[h, -1]
+        k = int(np.argmax(last))
+        rows = w[h]
+        entropy = float(-(rows * np.log(np.clip(rows, 1e-12, None))).sum(-1).mean())
+        diag = float(
+            np.mean([rows[i, i - rows.shape[0] + rows.shape[1]] for i in range(rows.shape[0])])
+        )
+        table.add_row(
+            str(h),
+            f"{k}: {tokens[k] if k < len(tokens) else k}",
+            f"{last[k]:.3f}",
+            f"{entropy:.3f}",
+            f"{diag:.3f}",
+        )
+    return table
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    session = _open_session(args)
+    _require_weights(session, "trace")
+    layers = [] if args.attention is None else [args.attention]
+    n_layer = getattr(session.config, "n_layer", None)
+    if args.attention is not None and n_layer is not None and not 0 <= args.attention < n_layer:
+        raise UserError(f"--attention {args.attention}: layers are 0..{n_layer - 1}")
+    trace = session.trace(args.prompt, attention_layers=layers)
+    if args.json:
+        _print_json(
+            dict(
+                model=session.name,
+                prompt=trace.prompt,
+                tokens=trace.tokens,
+                token_ids=trace.token_ids,
+                records=trace.records,
+                attention={str(k): v for k, v in trace.patterns.items()},
+                next_tokens=trace.next_tokens,
+                note=trace.note,
+            )
+        )
+        return 0
+    console = _console()
+    console.print(
+        _stats_table(f"Forward pass of {session.name} on {len(trace.tokens)} tokens", trace.records)
+    )
+    for pattern in trace.patterns.values():
+        console.print(_pattern_table(pattern, trace.tokens))
+    top = "  ".join(f"{c.label} {c.prob:.3f}" for c in trace.next_tokens[:8])
+    console.print(f"[bold]next token[/]: {top}")
+    if trace.note:
+        console.print(f"[yellow]note:[/] {trace.note}")
+    return 0
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    from .engine.interventions import InterventionError, inject_nonfinite
+    from .engine.stepping import StepperError
+
+    session = _open_session(args)
+    _require_weights(session, "step")
+    if not args.breakpoints and not args.watch_nan:
+        raise UserError("give --break GLOB (e.g. 'transformer.h.1.*') and/or --watch-nan")
+    if args.inject_nan:
+        try:
+            session.interventions.add(inject_nonfinite(args.inject_nan))
+        except InterventionError as err:
+            raise UserError(str(err)) from None
+    stepper = session.stepper(
+        args.prompt, breakpoints=args.breakpoints, watch_nonfinite=args.watch_nan
+    )
+    try:
+        event = stepper.continue_()
+        reason = stepper.reason
+        residual = list(stepper.residual)
+    except StepperError as err:
+        raise UserError(str(err)) from None
+    finally:
+        session.close()
+    if event is None:
+        if args.json:
+            _print_json(dict(stopped=False, events=len(stepper.events)))
+        else:
+            print(f"the forward pass finished without stopping ({len(stepper.events)} events)")
+        return 0
+    if args.json:
+        _print_json(dict(stopped=True, reason=reason, event=event, residual=residual))
+        return 0
+    console = _console()
+    why = {"breakpoint": "breakpoint", "watch": "NaN/Inf watchpoint"}.get(reason or "", reason)
+    console.print(
+        f"[bold]stopped[/] at [bold]{event.name}[/] ({event.kind}, {event.phase}) "
+        f"by the {why}, event {event.index}"
+    )
+    st = event.stats
+    console.print(
+        f"  shape {'×'.join(map(str, event.shape))} {event.dtype}  mean {st.mean:.4g}  "
+        f"std {st.std:.4g}  rms {st.rms:.4g}  min {st.min:.4g}  max {st.max:.4g}  "
+        f"abs-max {st.abs_max:.4g}  zero {st.zero_frac:.1%}  NaN {st.nan_count}  "
+        f"Inf {st.inf_count}"
+    )
+    if reason == "watch":
+        console.print(
+            f"  {event.name} is the first module whose output is not finite while its input was"
+        )
+    if residual:
+        console.print(_stats_table("Residual stream so far", residual))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .engine.doctor import diagnose
+
+    session = _open_session(args)
+    lines = diagnose(session)
+    if args.json:
+        _print_json(dict(lines))
+    else:
+        width = max(len(k) for k, _ in lines)
+        for key, value in lines:
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
+    from .engine.session import check_spec
     from .ui.app import GptTuiApp
 
-    app = GptTuiApp(_spec(args))
+    spec = _spec(args)
+    check_spec(spec)  # quick mistakes go to stderr with status 2, before the screen opens
+    app = GptTuiApp(spec)
     app.run()
     return app.return_code or 0
 
@@ -332,7 +557,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="gpt-tui",
         description="A terminal inspector and debugger for nanoGPT and nanochat GPT models. "
         "With no command, opens the inspector.",
-        epilog="commands: configs, summary, samples, eval, train (gpt-tui COMMAND --help)",
+        epilog="commands: configs, summary, samples, trace, step, generate, eval, train, "
+        "doctor (gpt-tui COMMAND --help)",
     )
     _add_model_args(main)
     main.set_defaults(func=cmd_app)
@@ -362,6 +588,35 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         help="last 10%% (val), first 90%% (train) or all of the text",
     )
     p.add_argument("--json", action="store_true")
+    p = sub("trace", cmd_trace, "One forward pass: every probe's shape and statistics.")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--attention", type=int, metavar="LAYER", help="summarise this layer's heads")
+    p.add_argument("--json", action="store_true")
+    p = sub("step", cmd_step, "Run a forward pass to a breakpoint and print where it stopped.")
+    p.add_argument("--prompt", required=True)
+    p.add_argument(
+        "--break",
+        dest="breakpoints",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="module-path glob to stop at, e.g. 'transformer.h.1.*' (repeatable)",
+    )
+    p.add_argument(
+        "--watch-nan",
+        action="store_true",
+        help="stop at the first module whose output holds NaN/Inf",
+    )
+    p.add_argument(
+        "--inject-nan",
+        metavar="MODULE",
+        help="write a NaN into MODULE's output (to try the watchpoint)",
+    )
+    p.add_argument("--json", action="store_true")
+    p = sub("doctor", cmd_doctor, "What gpt-tui detected about a model, one line each.")
+    p.add_argument("--json", action="store_true")
+    p = sub("generate", cmd_generate, "Generate tokens and print each step's candidates.")
+    _add_sampling_args(p)
     p = sub("train", cmd_train, "Train a small char-level model on a text file.", model=False)
     p.add_argument("--data", required=True, help="a UTF-8 text file")
     p.add_argument("--arch", choices=["nanogpt", "nanochat"])

@@ -15,3 +15,10 @@ def shakespeare_path() -> Path:
     if not SHAKESPEARE.exists():
         pytest.skip(f"needs ../shared/data/tinyshakespeare.txt ({SHAKESPEARE} is absent)")
     return SHAKESPEARE
+
+
+def pytest_configure(config):
+    # Tests run two xdist workers on two cores; more torch threads per worker only contend.
+    import torch
+
+    torch.set_num_threads(1)

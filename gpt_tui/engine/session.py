@@ -9,6 +9,7 @@ with one readable line. The session owns the hooks it adds and removes them on `
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,33 @@ import torch
 
 from ..models import DTYPES, build_model, make_config
 from ..models.config import parse_overrides
+from .interventions import Interventions
+from .lens import LensResult, logit_lens
+from .probes import Probes
+from .sampling import (
+    Candidate,
+    GenerationSession,
+    check_token_ids,
+    last_position_logits,
+    token_label,
+)
+from .stepping import ForwardStepper
 from .summary import ModelSummary, summarize
+from .trace import AttentionPattern, ProbeRecord
+from .train_view import TrainView, train_view
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One recorded forward pass, as plain data."""
+
+    prompt: str
+    token_ids: tuple[int, ...]
+    tokens: tuple[str, ...]  # a printable label per input token
+    records: tuple[ProbeRecord, ...]  # execution order; phase "out" (and "in" if asked)
+    patterns: dict[int, AttentionPattern]  # the layers asked for
+    next_tokens: tuple[Candidate, ...]  # most likely next tokens at the last position
+    note: str | None = None  # e.g. the prompt was cropped to the context
 
 
 class SessionError(Exception):
@@ -104,6 +131,51 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise SessionError(f"unknown --dtype {name!r}: use float32, bfloat16 or float16") from None
 
 
+@dataclass(frozen=True)
+class OpenPlan:
+    """What `check_spec` worked out: where the model comes from, and on what device."""
+
+    kind: str  # "config", "checkpoint" or "sample"
+    device: torch.device
+    dtype: torch.dtype
+    overrides: dict[str, str]
+    path: Path | None = None
+
+
+def check_spec(spec: ModelSpec) -> OpenPlan:
+    """Every check that is quick (no weights read): the CLI runs it before the app starts,
+    so a mistyped preset or path is one line on stderr, not a screen to quit."""
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype)
+    overrides = parse_overrides(spec.overrides)
+    given = [n for n in ("config", "checkpoint", "sample") if getattr(spec, n)]
+    if len(given) > 1:
+        raise SessionError(f"--{given[0]} and --{given[1]} both name a model; give only one")
+    if spec.model_file and not spec.checkpoint:
+        raise SessionError("--model-file needs --checkpoint with the weights to load into it")
+    if overrides and not spec.config:
+        raise SessionError("--set changes a --config preset; it does not apply to checkpoints")
+    for flag, value in (("--meta", spec.meta), ("--model-file", spec.model_file)):
+        if value and not Path(value).expanduser().is_file():
+            raise SessionError(f"{flag} {value}: no such file")
+    if spec.config:
+        make_config(spec.config, spec.arch, overrides)  # raises ConfigError
+        return OpenPlan("config", device, dtype, overrides)
+    if spec.checkpoint:
+        path = Path(spec.checkpoint).expanduser()
+        if not path.exists():
+            raise SessionError(f"--checkpoint {spec.checkpoint}: no such file or folder")
+        return OpenPlan("checkpoint", device, dtype, overrides, path)
+    # No model named: the shipped sample of the asked family (nanoGPT by default).
+    sample = spec.sample or (f"shakespeare-{spec.arch}" if spec.arch else DEFAULT_SAMPLE)
+    path = samples_dir() / sample
+    if not path.is_dir():
+        names = ", ".join(p.name for p in list_samples()) or "none are installed"
+        hint = "" if spec.sample else "; or open a random model with --config small"
+        raise SessionError(f"no sample model {sample!r} (samples: {names}){hint}")
+    return OpenPlan("sample", device, dtype, overrides, path)
+
+
 class Session:
     """A model ready for inspection. Construct with `Session.open(spec)`."""
 
@@ -130,33 +202,18 @@ class Session:
         self.info = dict(info or {})
         self.notes = list(notes or [])
         self._summary: ModelSummary | None = None
+        self._steppers: list[ForwardStepper] = []
+        self._interventions: Interventions | None = None
+        self.last_trace: Trace | None = None
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, spec: ModelSpec) -> Session:
-        device = resolve_device(spec.device)
-        dtype = resolve_dtype(spec.dtype)
-        overrides = parse_overrides(spec.overrides)
-        given = [n for n in ("config", "checkpoint", "sample") if getattr(spec, n)]
-        if len(given) > 1:
-            raise SessionError(f"--{given[0]} and --{given[1]} both name a model; give only one")
-        if spec.model_file and not spec.checkpoint:
-            raise SessionError("--model-file needs --checkpoint with the weights to load into it")
-        if overrides and not spec.config:
-            raise SessionError("--set changes a --config preset; it does not apply to checkpoints")
-        if spec.config:
-            return cls._from_config(spec, overrides, device, dtype)
-        if spec.checkpoint:
-            return cls._from_checkpoint(Path(spec.checkpoint), spec, device, dtype, "checkpoint")
-        # No model named: the shipped sample of the asked family (nanoGPT by default).
-        sample = spec.sample or (f"shakespeare-{spec.arch}" if spec.arch else DEFAULT_SAMPLE)
-        path = samples_dir() / sample
-        if not path.is_dir():
-            names = ", ".join(p.name for p in list_samples()) or "none are installed"
-            hint = "" if spec.sample else "; or open a random model with --config small"
-            raise SessionError(f"no sample model {sample!r} (samples: {names}){hint}")
-        return cls._from_checkpoint(path, spec, device, dtype, "sample")
+        plan = check_spec(spec)
+        if plan.kind == "config":
+            return cls._from_config(spec, plan.overrides, plan.device, plan.dtype)
+        return cls._from_checkpoint(plan.path, spec, plan.device, plan.dtype, plan.kind)
 
     @classmethod
     def _from_config(cls, spec, overrides, device, dtype) -> Session:
@@ -249,5 +306,133 @@ class Session:
 
         return {"rss": psutil.Process().memory_info().rss}
 
+    # -- forward passes ------------------------------------------------------------------
+
+    def prompt_ids(self, prompt: str | Sequence[int]) -> tuple[list[int], str | None]:
+        """Token ids of a prompt, cropped from the left to the context (the note says so)."""
+        ids = self.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if not ids:
+            raise SessionError("the prompt is empty: give at least one token")
+        check_token_ids(ids, self.vocab_size, "prompt token id")
+        context = self.context_len
+        if context is not None and len(ids) > context:
+            note = (
+                f"prompt of {len(ids)} tokens cropped from the left to the last {context} "
+                "(the context length), as nanoGPT does"
+            )
+            return ids[-context:], note
+        return ids, None
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids a prompt may use: the tokenizer's, within the model's (maybe padded) vocabulary."""
+        model_vocab = getattr(self.config, "vocab_size", None)
+        return min(self.tokenizer.vocab_size, model_vocab or self.tokenizer.vocab_size)
+
+    def _tensor(self, ids: list[int]) -> torch.Tensor:
+        self._require_weights()
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    def _require_weights(self) -> None:
+        if self.device.type == "meta":
+            raise SessionError(
+                "the model is on the meta device (shapes only, no values); open it on cpu or cuda"
+            )
+
+    def trace(
+        self, prompt: str | Sequence[int], attention_layers: Iterable[int] | str = ()
+    ) -> Trace:
+        """One recorded forward pass: every probe in execution order, the patterns asked
+        for, and the most likely next tokens."""
+        ids, note = self.prompt_ids(prompt)
+        idx = self._tensor(ids)
+        with Probes(self.model, attention_layers=attention_layers) as probes:
+            logits = probes.run(idx)
+            probes.flush()
+            patterns = probes.patterns()
+        last = last_position_logits(logits).float().cpu()
+        probs = torch.softmax(last, dim=-1)
+        top = torch.topk(probs, min(10, probs.numel()))
+        candidates = tuple(
+            Candidate(i, token_label(self.tokenizer, i), float(last[i]), float(p))
+            for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        )
+        self.last_trace = Trace(
+            prompt=prompt if isinstance(prompt, str) else self.decode(ids),
+            token_ids=tuple(ids),
+            tokens=tuple(token_label(self.tokenizer, i) for i in ids),
+            records=tuple(probes.records),
+            patterns=patterns,
+            next_tokens=candidates,
+            note=note,
+        )
+        return self.last_trace
+
+    def stepper(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        breakpoints: Iterable[str] = (),
+        watch_nonfinite: bool = False,
+        attention_layers: Iterable[int] | str = (),
+    ) -> ForwardStepper:
+        """A paused forward pass on the prompt, driven with step_into/over/out/continue_.
+        The caller closes it (or the session does, on close)."""
+        ids, _ = self.prompt_ids(prompt)
+        stepper = ForwardStepper(
+            self.model,
+            self._tensor(ids),
+            breakpoints=breakpoints,
+            watch_nonfinite=watch_nonfinite,
+            attention_layers=attention_layers,
+        )
+        self._steppers.append(stepper)
+        return stepper
+
+    def generation(
+        self,
+        prompt: str | Sequence[int],
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> GenerationSession:
+        self._require_weights()
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        return GenerationSession(
+            self.model,
+            self.tokenizer,
+            ids,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            context_len=self.context_len,
+        )
+
+    def lens(self, prompt: str | Sequence[int], position: int = -1, k: int = 10) -> LensResult:
+        ids, _ = self.prompt_ids(prompt)
+        self._require_weights()
+        return logit_lens(self.model, self.tokenizer, ids, position=position, k=k)
+
+    def train_view(self, prompt: str | Sequence[int]) -> TrainView:
+        ids, _ = self.prompt_ids(prompt)
+        self._require_weights()
+        if len(ids) < 2:
+            raise SessionError("the training view needs a prompt of at least two tokens")
+        return train_view(self.model, ids)
+
+    @property
+    def interventions(self) -> Interventions:
+        """Ablations and patches on the model; they apply to every pass until removed."""
+        if self._interventions is None:
+            self._interventions = Interventions(self.model)
+        return self._interventions
+
     def close(self) -> None:
         """Remove every hook the session added and stop any paused forward pass."""
+        for stepper in self._steppers:
+            stepper.close()
+        self._steppers.clear()
+        if self._interventions is not None:
+            self._interventions.clear()

@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -753,6 +754,74 @@ def load_checkpoint(
         path=parsed.path,
         info=parsed.info,
     )
+
+
+@dataclass
+class RawCheckpoint:
+    """A checkpoint read for a user's own model file: its recorded arguments and weights,
+    not yet fitted to any of our configs (the user's config class may have other fields)."""
+
+    path: Path
+    model_args: dict[str, Any]  # nanoGPT `model_args`, or nanochat `model_config`
+    state_dict: dict[str, torch.Tensor]  # `_orig_mod.` prefixes stripped
+    tokenizer: Tokenizer | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _weights_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if (path / "ckpt.pt").is_file():
+        return path / "ckpt.pt"
+    steps = sorted(path.glob("model_*.pt"), key=lambda f: f.name)
+    if steps:
+        return steps[-1]
+    raise CheckpointError(f"{path} holds neither ckpt.pt nor model_<step>.pt")
+
+
+def read_raw_checkpoint(path: str | Path, meta_path: str | Path | None = None) -> RawCheckpoint:
+    """Read a nanoGPT ckpt.pt or nanochat model_<step>.pt safely, for `--model-file`."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    meta = Path(meta_path).expanduser() if meta_path is not None else None
+    weights = _weights_file(path)
+    obj = _torch_load(weights)
+    info: dict[str, Any] = {}
+    if isinstance(obj, Mapping) and "model" in obj and "model_args" in obj:
+        args = obj["model_args"]
+        sd = _state_dict(obj["model"], f"{weights.name} ['model']")
+        train_config = obj.get("config") if isinstance(obj.get("config"), Mapping) else {}
+        info.update(
+            iter_num=_plain(obj.get("iter_num")), best_val_loss=_plain(obj.get("best_val_loss"))
+        )
+        vocab = meta or find_meta_pkl(weights, train_config.get("dataset"))
+    elif _is_state_dict(obj):
+        meta_file = _nanochat_meta_file(weights)
+        if meta_file is None:
+            raise CheckpointError(
+                f"{weights.name}: a bare state dict needs its meta_<step>.json "
+                "(with model_config) beside it"
+            )
+        meta_json = _read_json(meta_file)
+        args = meta_json.get("model_config") if isinstance(meta_json, Mapping) else None
+        sd = _state_dict(obj, weights.name)
+        vocab = meta or next(
+            (f for f in _nanochat_tokenizer_files(weights.parent) if f.is_file()), None
+        )
+    else:
+        raise CheckpointError(
+            f"{weights.name}: --model-file needs a nanoGPT ckpt.pt (model + model_args) or a "
+            "nanochat model_<step>.pt with its meta_<step>.json"
+        )
+    if not isinstance(args, Mapping):
+        raise CheckpointError(f"{weights.name}: the recorded model arguments are not a dict")
+    args = dict(args)
+    tok = None
+    if vocab is not None:
+        limit = SimpleNamespace(vocab_size=int(args.get("vocab_size", 1 << 30)))
+        tok = _tokenizer_from_file(vocab, limit, info, explicit=meta is not None)
+    return RawCheckpoint(weights, args, strip_prefixes(sd), _finish_tokenizer(tok, info), info)
 
 
 def describe_checkpoint(path: str | Path, meta_path: str | Path | None = None) -> dict[str, Any]:

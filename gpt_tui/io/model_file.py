@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 
 from ..models.config import ConfigError
+from .checkpoints import LoadedCheckpoint, read_raw_checkpoint
+from .tokenizers import default_tokenizer
 
 COMPILED_PREFIX = "_orig_mod."
 
@@ -395,3 +397,51 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
     elif uses_flash_attn:
         parts.append("no fallback switch in this file")
     return "; ".join(parts) or "attention kernel not recognised: patterns may not be capturable"
+
+
+def load_user_checkpoint(
+    model_file: str | Path,
+    checkpoint: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    model_class: str | None = None,
+    config_class: str | None = None,
+    meta_path: str | Path | None = None,
+) -> LoadedCheckpoint:
+    """The user's own model class, built from the checkpoint's recorded arguments, weights
+    loaded: what `--model-file PATH --checkpoint CKPT` opens."""
+    raw = read_raw_checkpoint(checkpoint, meta_path)
+    model = build_user_model(
+        model_file,
+        raw.model_args,
+        raw.state_dict,
+        device,
+        dtype,
+        model_class=model_class,
+        config_class=config_class,
+    )
+    found = load_model_file(
+        model_file, model_class=model_class, config_class=config_class, model_args=raw.model_args
+    )
+    # nanochat files name their head/embedding like nanoGPT; their blocks carry c_q/c_k/c_v.
+    family = "nanochat" if any(".attn.c_q." in k for k in raw.state_dict) else "nanogpt"
+    info = {
+        **raw.info,
+        "model_file": str(found.path),
+        "model_class": found.model_class.__name__,
+        "attention_kernel": attention_kernel_report(model, found.module),
+    }
+    tokenizer = raw.tokenizer
+    if tokenizer is None:
+        tokenizer = default_tokenizer(raw.model_args.get("vocab_size", 256))
+        info.setdefault("tokenizer", tokenizer.name)
+    return LoadedCheckpoint(
+        model=model,
+        config=getattr(model, "config", None),
+        family=family,
+        tokenizer=tokenizer,
+        format="model-file",
+        path=raw.path,
+        info=info,
+    )

@@ -76,17 +76,20 @@ def _batch(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t
 
 
-def _window_of(allowed: torch.Tensor) -> tuple[bool, int | None]:
-    """Is this (Tq, Tk) mask causal (end-aligned), and is it a sliding window of w keys?"""
+def _window_of(allowed: np.ndarray) -> tuple[bool, int | None]:
+    """Is this (Tq, Tk) mask causal (end-aligned), and is it a sliding window of w keys?
+
+    Plain numpy on a small host array: a handful of tiny torch ops would each cost a
+    thread-pool round trip.
+    """
     Tq, Tk = allowed.shape
-    q_pos = torch.arange(Tk - Tq, Tk, device=allowed.device)[:, None]
-    k_pos = torch.arange(Tk, device=allowed.device)[None, :]
-    causal = not bool((allowed & (k_pos > q_pos)).any())
-    if not causal:
+    q_pos = np.arange(Tk - Tq, Tk)[:, None]
+    k_pos = np.arange(Tk)[None, :]
+    if np.any(allowed & (k_pos > q_pos)):
         return False, None
     w = int(allowed.sum(-1).max())
     band = (k_pos <= q_pos) & (k_pos > q_pos - w)
-    return True, (w if w < Tk and bool((band == allowed).all()) else None)
+    return True, (w if w < Tk and np.array_equal(band, allowed) else None)
 
 
 def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
@@ -94,7 +97,7 @@ def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
     name = f"{call.name}.pattern"
     if call.weights is not None:  # a hand-written softmax: the weights are already there
         w = _batch(call.weights, batch).float()
-        allowed = (w > 0).any(0)
+        allowed = (w > 0).any(0).cpu().numpy()
         causal, window = _window_of(allowed)
         error = float("nan")
         if call.v is not None and call.y is not None:
@@ -108,7 +111,7 @@ def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
             causal=causal,
             window=window,
             max_abs_error=error,
-            mask=allowed.cpu().numpy(),
+            mask=allowed,
         )
     assert call.q is not None and call.k is not None and call.v is not None
     q = _batch(call.q, batch).float()  # (nh, Tq, hs)
@@ -134,7 +137,7 @@ def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
     scores = scores.masked_fill(~allowed, -math.inf)
     weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
     error = float((weights @ v - _batch(call.y, batch).float()).abs().max())  # (nh, Tq, hs)
-    mask2d = allowed if allowed.dim() == 2 else allowed.reshape(-1, Tq, Tk)[0]
+    mask2d = (allowed if allowed.dim() == 2 else allowed.reshape(-1, Tq, Tk)[0]).cpu().numpy()
     causal, window = _window_of(mask2d)
     return AttentionPattern(
         layer=call.layer,
@@ -144,7 +147,7 @@ def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
         causal=causal or call.is_causal,
         window=window,
         max_abs_error=error,
-        mask=mask2d.cpu().numpy(),
+        mask=mask2d,
     )
 
 

@@ -189,13 +189,15 @@ class GeneratePanel(Vertical):
             info.append("KV ", style="dim")
             info.append(fmt.bar(used / size if size else 0, 8), style="magenta")
             info.append(f" {used}/{size}  ")
+        # Bars are relative to the most likely candidate; the number is the probability.
+        top = max((c.prob for c in view.next_candidates), default=0.0)
         for rank, cand in enumerate(view.next_candidates, 1):
             table.add_row(
                 str(rank),
                 Text(repr(cand.label)[1:-1], style="bold"),
                 str(cand.token_id),
                 Text(f"{cand.prob:.4f}", justify="right"),
-                Text(fmt.bar(cand.prob, BAR_WIDTH), style="green"),
+                Text(fmt.bar(cand.prob / top if top else 0.0, BAR_WIDTH), style="green"),
                 Text(fmt.num(cand.logit), justify="right", style="dim"),
                 key=str(cand.token_id),
             )

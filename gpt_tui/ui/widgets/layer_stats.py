@@ -80,9 +80,7 @@ class StatsPanel(Vertical):
             yield Label("resid rms ", id="stats-spark-label")
             yield Sparkline([], id="stats-spark")
             yield Label("", id="stats-spark-range")
-        table: DataTable = DataTable(id="stats-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
+        yield DataTable(id="stats-table", cursor_type="row")
 
     def action_toggle_delta(self) -> None:
         self.show_delta = not self.show_delta
@@ -97,8 +95,16 @@ class StatsPanel(Vertical):
         if not self.is_mounted:
             return
         table = self.query_one("#stats-table", DataTable)
-        table.clear()
+        # Explicit widths: auto-sizing measures nothing while the tab is hidden.
+        table.clear(columns=True)
         run = self.run
+        # `transformer.` is on every row: leave it out to give the numbers room.
+        names = [r.name.removeprefix("transformer.") for r in run.records] if run else []
+        shapes = [fmt.shape(r.shape) for r in run.records] if run else []
+        widths = [max(map(len, names), default=46), max(map(len, shapes), default=5)]
+        widths += [9] * len(STAT_FIELDS) + [5, 4, 4]
+        for label, width in zip(COLUMNS, widths, strict=True):
+            table.add_column(label, width=max(width, len(label)))
         if run is None:
             table.add_row(Text("press r to run the forward pass on the prompt", style="dim"))
             return
@@ -109,7 +115,7 @@ class StatsPanel(Vertical):
         before: dict[str, TensorStats] = {}
         if self.show_delta and self.previous is not None:
             before = {r.name: r.stats for r in self.previous.records}
-        for r in run.records:
+        for r, name, shape in zip(run.records, names, shapes, strict=True):
             s = r.stats
             bad = not s.finite
             if self.show_delta and self.previous is not None:
@@ -120,9 +126,8 @@ class StatsPanel(Vertical):
             else:
                 values = [_cell(getattr(s, f)) for f in STAT_FIELDS]
             table.add_row(
-                # `transformer.` is on every row: leave it out to give the numbers room.
-                Text(r.name.removeprefix("transformer."), style="bold red" if bad else ""),
-                fmt.shape(r.shape),
+                Text(name, style="bold red" if bad else ""),
+                shape,
                 *values,
                 Text(f"{s.zero_frac * 100:.1f}", justify="right"),
                 Text(str(s.nan_count), justify="right", style="bold red" if s.nan_count else "dim"),

@@ -60,12 +60,13 @@ def get_batch(
 
 
 def learning_rate(step: int, s: TrainSettings) -> float:
-    if step < s.warmup_steps:
-        return s.learning_rate * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
-    return s.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (
-        s.learning_rate - s.min_lr
-    )
+    """Linear warmup (at most a tenth of the run), then cosine decay to `min_lr`."""
+    warmup = min(s.warmup_steps, max(1, s.steps // 10))
+    if step < warmup:
+        return s.learning_rate * (step + 1) / warmup
+    progress = (step - warmup) / max(1, s.steps - warmup)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return s.min_lr + cosine * (s.learning_rate - s.min_lr)
 
 
 @torch.no_grad()
@@ -124,8 +125,12 @@ def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
     return state, optim
 
 
-def train(s: TrainSettings, progress: bool = True) -> dict[str, float]:
-    """Train (or resume) and return the final train/val losses and wall time."""
+def train(s: TrainSettings, progress: bool = True, stop_at: int | None = None) -> dict[str, float]:
+    """Train (or resume) and return the final train/val losses and wall time.
+
+    `stop_at` ends the run early after that step, saved, as an interruption would: running
+    again with the same settings resumes it. Ctrl-C saves the last finished step too.
+    """
     text = Path(s.data).read_text(encoding="utf-8")
     tokenizer = CharTokenizer.from_text(text)
     overrides = {**(s.overrides or {}), "vocab_size": tokenizer.vocab_size}
@@ -155,34 +160,40 @@ def train(s: TrainSettings, progress: bool = True) -> dict[str, float]:
     tokens_per_step = s.batch_size * block
     train_loss = float("nan")
     bar = _progress(progress)
+    done = start_step
     with bar:
         task = bar.add_task(
             "training", total=s.steps, completed=start_step, loss=float("nan"), tps=0.0
         )
-        for step in range(start_step, s.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, s)
-            gen = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
-            x, y = get_batch(train_data, s.batch_size, block, gen)
-            _, loss = model(x.to(s.device), y.to(s.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-            optimizer.step()
-            train_loss = loss.item()
-            done = step + 1
-            if done % s.eval_interval == 0 or done == s.steps:
-                val = estimate_loss(model, val_data, s, block)
-                best_val = min(best_val, val)
-                bar.console.log(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
-                _save(model, s, tokenizer, done, best_val, optimizer)
-            elapsed = max(time.time() - t0, 1e-9)
-            bar.update(
-                task,
-                completed=done,
-                loss=train_loss,
-                tps=(done - start_step) * tokens_per_step / elapsed,
-            )
+        try:
+            for step in range(start_step, s.steps):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, s)
+                gen = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
+                x, y = get_batch(train_data, s.batch_size, block, gen)
+                _, loss = model(x.to(s.device), y.to(s.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+                optimizer.step()
+                train_loss = loss.item()
+                done = step + 1
+                if done % s.eval_interval == 0 or done == s.steps:
+                    val = estimate_loss(model, val_data, s, block)
+                    best_val = min(best_val, val)
+                    bar.console.log(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
+                    _save(model, s, tokenizer, done, best_val, optimizer)
+                elapsed = max(time.time() - t0, 1e-9)
+                tps = (done - start_step) * tokens_per_step / elapsed
+                bar.update(task, completed=done, loss=train_loss, tps=tps)
+                if stop_at is not None and done >= stop_at:
+                    break
+        except KeyboardInterrupt:
+            bar.console.log(f"interrupted: saved step {done}; run again to resume")
+            _save(model, s, tokenizer, done, best_val, optimizer)
+            raise
+    if done % s.eval_interval and done != s.steps:
+        _save(model, s, tokenizer, done, best_val, optimizer)
     final_train = estimate_loss(model, train_data, s, block)
     final_val = estimate_loss(model, val_data, s, block)
     return {

@@ -20,7 +20,7 @@ from ..models import DTYPES, build_model, make_config
 from ..models.config import parse_overrides
 from .interventions import Interventions
 from .lens import LensResult, logit_lens
-from .probes import Probes
+from .probes import Probes, find_probe_points
 from .sampling import (
     Candidate,
     GenerationSession,
@@ -286,7 +286,9 @@ class Session:
 
     def summary(self) -> ModelSummary:
         if self._summary is None:
-            self._summary = summarize(self.model, self.family)
+            # The tree marks what the probes see (blocks, attention, MLP, ...) by kind.
+            kinds = {p.name: p.kind for p in find_probe_points(self.model) if not p.virtual}
+            self._summary = summarize(self.model, self.family, kinds)
         return self._summary
 
     def encode(self, text: str) -> list[int]:

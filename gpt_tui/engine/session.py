@@ -266,7 +266,9 @@ class Session:
             source=source,
             device=device,
             dtype=dtype,
-            info=loaded.info,
+            info={"format": loaded.format, **loaded.info},
+            # What the loader had to guess or leave out is worth a line in the status bar.
+            notes=[str(loaded.info[k]) for k in ("tokenizer_note", "note") if loaded.info.get(k)],
         )
 
     # -- what the panes show -------------------------------------------------------------

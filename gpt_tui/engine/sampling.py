@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from gpt_tui.models.sampling import SamplingResult, make_generator, sample_next
+from gpt_tui.models.sampling import SamplingResult, filter_logits, make_generator, sample_next
 
 TOP_CANDIDATES = 10
 
@@ -280,6 +280,24 @@ class GenerationSession:
         self._pending = [token]
         self._steps.append(record)
         return record
+
+    def peek(self) -> tuple[tuple[Candidate, ...], int]:
+        """The next position's top candidates and how many tokens survive filtering,
+        without drawing from the seeded generator or touching the KV cache.
+
+        One full forward over the context window, so the next real step is unaffected.
+        """
+        idx = torch.tensor([self._window()], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            logits = last_position_logits(self.model(idx)).float().cpu()
+        scaled = logits if self.temperature == 0 else logits / self.temperature
+        filtered = filter_logits(scaled, self.top_k, self.top_p)
+        probs = torch.softmax(filtered, dim=-1)
+        kept = int(torch.isfinite(filtered).sum())
+        top = torch.topk(filtered, min(TOP_CANDIDATES, kept)).indices.tolist()
+        raw, p = logits.tolist(), probs.tolist()
+        candidates = tuple(Candidate(i, token_label(self.tokenizer, i), raw[i], p[i]) for i in top)
+        return candidates, kept
 
     def drop_cache(self) -> None:
         """Make the next step recompute the whole context, e.g. after interventions changed.

@@ -518,6 +518,9 @@ class GptTuiApp(App[int]):
     def _ablate_worker(self, path: str, kind: str, head: int, prompt: str | None) -> None:
         assert self.driver is not None
         self.post_message(AblationsUpdated(self.driver.toggle_ablation(path, kind, head)))
+        state = self.driver.current_step()  # a paused pass re-ran to where it was
+        if state is not None:
+            self.post_message(StepUpdated(state))
         if prompt is not None:
             self.post_message(RunUpdated(self.driver.run(prompt)))
 

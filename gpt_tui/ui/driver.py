@@ -1,8 +1,10 @@
-"""The app's thin adapter to the engine: blocking calls, run only from thread workers.
+"""The app's thin adapter to the Session: blocking calls, run only from thread workers.
 
-Every method takes the engine lock (one engine call at a time), talks to the Session and
-the engine modules, and returns frozen records of plain CPU data for the panes. Nothing
-here touches a widget. Glue that belongs in `Session` lives here until it moves there.
+Everything here is a call of the plain Python API (`gpt_tui.engine.session.Session`), so a
+pane never shows what the CLI could not compute. The driver adds what an interactive app
+needs on top: the engine lock (one engine call at a time), the open stepper and
+generation between key presses, and frozen view records for the panes. Nothing here
+touches a widget.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch and the engine load in the worker, not at app import
+    from ..engine.lens import LensResult
     from ..engine.sampling import Candidate, GenerationSession, SamplingStep
-    from ..engine.session import ModelSpec, Session
+    from ..engine.session import ModelSpec, Session, Trace
     from ..engine.stepping import ForwardStepper
     from ..engine.summary import ModelSummary
     from ..engine.trace import AttentionPattern, ProbeRecord, StepEvent
@@ -62,6 +65,8 @@ class GenerationView:
     settings: GenerationSettings
     next_candidates: tuple[Candidate, ...]  # what the model predicts for the next position
     next_kept: int  # tokens that survive top-k / top-p at the next position
+    lens: LensResult | None = None  # the logit lens at the last position (the next token)
+    lens_error: str | None = None  # why there is no lens (e.g. a model it cannot decode)
 
     @property
     def text(self) -> str:
@@ -70,15 +75,21 @@ class GenerationView:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One recorded forward pass: every probe's output in execution order."""
+    """A recorded forward pass, or the part of a stepped one done so far (`paused`)."""
 
     prompt: str
     tokens: tuple[str, ...]  # one printable label per input token
-    records: tuple[ProbeRecord, ...]  # phase "out" only, in execution order
+    records: tuple[ProbeRecord, ...]  # execution order; a stepped pass has "in" rows too
+    note: str | None = None  # e.g. the prompt was cropped to the context
+    paused: int | None = None  # index in `records` of the row the stepper is paused at
+
+    @classmethod
+    def from_trace(cls, trace: Trace) -> RunResult:
+        return cls(trace.prompt, trace.tokens, trace.records, trace.note)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Output shape per probe name, plus `tokens` (the input ids' shape)."""
-        out = {r.name: r.shape for r in self.records}
+        out = {r.name: r.shape for r in self.records if r.phase == "out"}
         out["tokens"] = (1, len(self.tokens))
         return out
 
@@ -98,7 +109,7 @@ class StepState:
     event: StepEvent | None  # the event paused at
     reason: str | None  # step, breakpoint or watch
     events: tuple[StepEvent, ...]  # every event so far, in order
-    run: RunResult | None  # the finished pass, when status is "finished"
+    run: RunResult | None  # finished: the whole pass; paused: the records so far
 
 
 class OpenError(Exception):
@@ -124,26 +135,25 @@ class Driver:
 
     def __init__(self, session: Session, seed: int = 0) -> None:
         self.session = session
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one engine call at a time
         self._generation: GenerationSession | None = None
         self._gen_key: tuple[str, GenerationSettings] | None = None
         self._default_seed = seed
         self._stepper: ForwardStepper | None = None
+        self._step_prompt = ""
+        self._step_tokens: tuple[str, ...] = ()
         self._ablations: dict[tuple[str, int | None], int] = {}
-        self._interventions = None
+        # Aborting a running move: taken without the engine lock (see `request_abort`).
+        self._abort_lock = threading.Lock()
+        self._moving: ForwardStepper | None = None  # the stepper inside a move right now
+        self._abort_requested = False
 
     # -- model ---------------------------------------------------------------------------
 
     def info(self) -> ModelInfo:
-        from ..engine.probes import find_probe_points
-        from ..engine.summary import summarize
-
         with self._lock:
             s = self.session
             config = s.config
-            # The tree marks what the probes see (blocks, attention, MLP, ...) by kind.
-            kinds = {p.name: p.kind for p in find_probe_points(s.model) if not p.virtual}
-            summary = summarize(s.model, s.family, kinds)
 
             def field(name: str, default: int = 0) -> int:
                 value = getattr(config, name, default)
@@ -156,7 +166,7 @@ class Driver:
                 source=s.source,
                 device=str(s.device),
                 dtype=str(s.dtype).removeprefix("torch."),
-                summary=summary,
+                summary=s.summary(),
                 n_layer=field("n_layer"),
                 n_head=n_head,
                 n_kv_head=field("n_kv_head", n_head),
@@ -181,65 +191,32 @@ class Driver:
         return self.session.memory()
 
     def close(self) -> None:
+        self.request_abort()  # a running continue stops at its next module
         with self._lock:
             self._close_stepper()
-            if self._interventions is not None:
-                self._interventions.clear()
-            self.session.close()
+            self.session.close()  # steppers, interventions: every hook the session added
 
     # -- forward passes --------------------------------------------------------------------
 
-    def _ids(self, prompt: str):
-        import torch
-
-        ids = self.session.encode(prompt)
-        if not ids:
-            raise ValueError("the prompt is empty: type at least one token")
-        ctx = self.session.context_len
-        ids = ids[-ctx:] if ctx else ids
-        return torch.tensor([ids], dtype=torch.long, device=self.session.device)
-
-    def _labels(self, idx) -> tuple[str, ...]:
-        from ..engine.sampling import token_label
-
-        return tuple(token_label(self.session.tokenizer, int(i)) for i in idx[0].tolist())
-
     def run(self, prompt: str) -> RunResult:
         """A whole recorded forward pass on the prompt (breakpoints do not apply)."""
-        from ..engine.probes import Probes
-
         with self._lock:
-            idx = self._ids(prompt)
-            with Probes(self.session.model) as probes:
-                probes.run(idx)
-                probes.flush()
-                records = probes.records
-            outs = tuple(r for r in records if r.phase == "out")
-            return RunResult(prompt, self._labels(idx), outs)
+            return RunResult.from_trace(self.session.trace(prompt))
 
     def attention(self, prompt: str, layer: int) -> AttentionView:
         """The recomputed attention pattern of `layer` on the prompt."""
-        from ..engine.probes import Probes
-
         with self._lock:
-            idx = self._ids(prompt)
-            with Probes(self.session.model, attention_layers=[layer]) as probes:
-                probes.run(idx)
-                pattern = probes.pattern(layer)
-            return AttentionView(prompt, self._labels(idx), pattern)
+            trace = self.session.trace(prompt, attention_layers=[layer])
+            return AttentionView(trace.prompt, trace.tokens, trace.patterns[layer])
 
     # -- stepping ------------------------------------------------------------------------
 
     def step(self, how: str, prompt: str, breakpoints: frozenset[str], watch: bool) -> StepState:
         """Advance the stepped pass (`into`, `over`, `out`, `continue`), starting one if
-        none is under way; breakpoints and the watchpoint apply from this request on."""
-        from ..engine.stepping import ForwardStepper
-
+        none is under way; breakpoints and the watchpoint apply from this request on.
+        `request_abort` from another thread ends the move early, as "aborted"."""
         with self._lock:
-            stepper = self._stepper
-            if stepper is None:
-                stepper = ForwardStepper(self.session.model, self._ids(prompt))
-                self._stepper = stepper
+            stepper = self._stepper or self._new_stepper(prompt)
             stepper.breakpoints = sorted(breakpoints)
             stepper.watch_nonfinite = watch
             move = {
@@ -248,59 +225,138 @@ class Driver:
                 "out": stepper.step_out,
                 "continue": stepper.continue_,
             }[how]
+            with self._abort_lock:
+                self._moving, self._abort_requested = stepper, False
             try:
                 event = move()
             except BaseException:
                 self._close_stepper()
                 raise
-            events = tuple(stepper.events)
-            if event is None:
-                run = RunResult(
-                    prompt,
-                    self._labels(stepper.idx),
-                    tuple(r for r in stepper.probes.records if r.phase == "out"),
-                )
-                self._close_stepper()
-                return StepState("finished", None, None, events, run)
-            return StepState("paused", event, stepper.reason, events, None)
+            finally:
+                with self._abort_lock:
+                    self._moving = None
+                    aborted, self._abort_requested = self._abort_requested, False
+            if aborted and event is not None:  # else the pass had finished anyway
+                return self._abort_locked()
+            return self._state(stepper, event)
+
+    def request_abort(self) -> bool:
+        """Stop a move that is running now (a long `continue`); call from any thread.
+
+        Does not wait for the engine lock: it makes every module a breakpoint of the
+        running pass (the forward thread reads `breakpoints` at each module's input), so
+        the pass pauses at its next module, and `step` then aborts it and returns the
+        "aborted" state. False when no move is running (abort the paused pass instead).
+        """
+        with self._abort_lock:
+            stepper = self._moving
+            if stepper is None:
+                return False
+            self._abort_requested = True
+            stepper.breakpoints = ["*"]  # one attribute store: safe against the reader
+            return True
 
     def abort(self) -> StepState:
         with self._lock:
-            events = tuple(self._stepper.events) if self._stepper else ()
+            return self._abort_locked()
+
+    def current_step(self) -> StepState | None:
+        """The paused pass's state, None when no pass is under way."""
+        with self._lock:
+            stepper = self._stepper
+            if stepper is None or stepper.current is None:
+                return None
+            return self._state(stepper, stepper.current)
+
+    def _new_stepper(self, prompt: str) -> ForwardStepper:
+        from ..engine.sampling import token_label
+
+        ids, _ = self.session.prompt_ids(prompt)
+        self._stepper = stepper = self.session.stepper(ids)
+        self._step_prompt = prompt
+        self._step_tokens = tuple(token_label(self.session.tokenizer, i) for i in ids)
+        return stepper
+
+    def _state(
+        self,
+        stepper: ForwardStepper,
+        event: StepEvent | None,
+    ) -> StepState:
+        events = tuple(stepper.events)
+        records = tuple(stepper.probes.records)  # flushed at every pause and at the end
+        if event is None:
+            outs = tuple(r for r in records if r.phase == "out")
+            run = RunResult(self._step_prompt, self._step_tokens, outs)
             self._close_stepper()
-            return StepState("aborted", None, None, events, None)
+            return StepState("finished", None, None, events, run)
+        paused = next(
+            (
+                i
+                for i in range(len(records) - 1, -1, -1)
+                if records[i].name == event.name and records[i].phase == event.phase
+            ),
+            None,
+        )
+        so_far = RunResult(self._step_prompt, self._step_tokens, records, paused=paused)
+        return StepState("paused", event, stepper.reason, events, so_far)
+
+    def _abort_locked(self) -> StepState:
+        events = tuple(self._stepper.events) if self._stepper else ()
+        self._close_stepper()
+        return StepState("aborted", None, None, events, None)
 
     def _close_stepper(self) -> None:
         if self._stepper is not None:
             self._stepper.close()
             self._stepper = None
 
+    def _rerun_stepper(self) -> None:
+        """Recreate the paused pass and step it to the same event.
+
+        Interventions hook module outputs; probes only see a replaced output if their
+        hooks come after the intervention's, so a stepper made before an ablation changed
+        would show the old values.
+        """
+        old = self._stepper
+        if old is None:
+            return
+        target = old.current.index if old.current is not None else -1
+        breakpoints, watch = list(old.breakpoints), old.watch_nonfinite
+        self._close_stepper()
+        stepper = self._new_stepper(self._step_prompt)
+        event = None
+        while target >= 0 and (event is None or event.index < target):
+            event = stepper.step_into()
+            if event is None:  # cannot happen for the same model; leave nothing half-done
+                self._close_stepper()
+                return
+        stepper.breakpoints, stepper.watch_nonfinite = breakpoints, watch
+
     # -- interventions -------------------------------------------------------------------
 
     def toggle_ablation(self, module: str, kind: str, head: int | None) -> tuple[str, ...]:
-        """Ablate the attention head / MLP at `module`, or undo it; the active list."""
-        from ..engine.interventions import HeadScale, Interventions, OutputScale
+        """Ablate the attention head / MLP at `module`, or undo it; the active list.
+        A paused pass is re-run to where it was, with the new interventions."""
+        from ..engine.interventions import HeadScale, OutputScale
 
         with self._lock:
-            if self._interventions is None:
-                self._interventions = Interventions(self.session.model)
+            interventions = self.session.interventions
             key = (module, head if kind == "attn" else None)
             if key in self._ablations:
-                self._interventions.remove(self._ablations.pop(key))
+                interventions.remove(self._ablations.pop(key))
             else:
                 spec = HeadScale(module, head or 0) if kind == "attn" else OutputScale(module)
-                self._ablations[key] = self._interventions.add(spec)
+                self._ablations[key] = interventions.add(spec)
             if self._generation is not None:
                 self._generation.drop_cache()  # cached keys/values describe the old model
-            return tuple(spec.description for spec in self._interventions.active)
+            self._rerun_stepper()
+            return tuple(spec.description for spec in interventions.active)
 
     # -- training view -------------------------------------------------------------------
 
     def train_view(self, prompt: str) -> TrainView:
-        from ..engine.train_view import train_view
-
         with self._lock:
-            return train_view(self.session.model, self.session.encode(prompt))
+            return self.session.train_view(prompt)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -310,7 +366,12 @@ class Driver:
         prompt, settings = self._gen_key
         pieces = tuple(self.session.decode([i]) for i in gen.ids[len(gen.prompt_ids) :])
         steps = gen.steps
-        candidates, kept = self._peek(gen)
+        candidates, kept = gen.peek()
+        lens, lens_error = None, None
+        try:
+            lens = self.session.lens(gen.ids, k=1)  # the next token, as each layer reads it
+        except Exception as err:  # e.g. a user's model the lens cannot decode
+            lens_error = describe_error(err)
         return GenerationView(
             prompt=prompt,
             pieces=pieces,
@@ -319,53 +380,19 @@ class Driver:
             settings=settings,
             next_candidates=candidates,
             next_kept=kept,
+            lens=lens,
+            lens_error=lens_error,
         )
-
-    def _peek(self, gen: GenerationSession) -> tuple[tuple[Candidate, ...], int]:
-        """The next position's top candidates, without drawing from the seeded generator.
-
-        One full forward over the context window; the generation's own KV cache is left
-        alone, so the next real step is unaffected.
-        """
-        import torch
-
-        from ..engine.sampling import (
-            TOP_CANDIDATES,
-            Candidate,
-            last_position_logits,
-            token_label,
-        )
-        from ..models.sampling import filter_logits
-
-        window = gen.ids[-gen.context_len :] if gen.context_len else gen.ids
-        idx = torch.tensor([window], dtype=torch.long, device=gen.device)
-        with torch.inference_mode():
-            logits = last_position_logits(self.session.model(idx)).float().cpu()
-        scaled = logits if gen.temperature == 0 else logits / gen.temperature
-        filtered = filter_logits(scaled, gen.top_k, gen.top_p)
-        probs = torch.softmax(filtered, dim=-1)
-        kept = int(torch.isfinite(filtered).sum())
-        top = torch.topk(filtered, min(TOP_CANDIDATES, kept)).indices.tolist()
-        raw, p = logits.tolist(), probs.tolist()
-        tok = self.session.tokenizer
-        candidates = tuple(Candidate(i, token_label(tok, i), raw[i], p[i]) for i in top)
-        return candidates, kept
 
     def reset_generation(self, prompt: str, settings: GenerationSettings) -> GenerationView:
         """Start generating from `prompt` with `settings` (a fresh seeded generator)."""
-        from ..engine.sampling import GenerationSession
-
         with self._lock:
-            ids = self.session.encode(prompt)
-            self._generation = GenerationSession(
-                self.session.model,
-                self.session.tokenizer,
-                ids,
+            self._generation = self.session.generation(
+                prompt,
                 temperature=settings.temperature,
                 top_k=settings.top_k,
                 top_p=settings.top_p,
                 seed=settings.seed,
-                context_len=self.session.context_len,
             )
             self._gen_key = (prompt, settings)
             return self._view()

@@ -215,3 +215,20 @@ def test_drop_cache_recomputes_and_a_failed_step_recovers(tok):
             session.step()
     session.run(8)  # the cache was dropped: the run continues as if nothing happened
     assert session.ids == _generate(model, 12, temperature=0.0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"top_k": 5, "temperature": 0.7}])
+def test_peek_shows_the_next_step_without_changing_it(model, tok, kw):
+    session = GenerationSession(model, tok, PROMPT, seed=11, **kw)
+    session.run(3)
+    candidates, kept = session.peek()
+    assert session.steps[-1].index == 2  # peeking took no step
+    replay = GenerationSession(model, tok, PROMPT, seed=11, **kw)
+    replay.run(3)
+    step = session.step()
+    assert step.token_id == replay.step().token_id  # no draw from the generator
+    assert kept == step.kept
+    assert [c.token_id for c in candidates] == [c.token_id for c in step.candidates]
+    # A full forward against the step's KV-cached one: equal up to float rounding.
+    probs = [c.prob for c in step.candidates]
+    assert [c.prob for c in candidates] == pytest.approx(probs, rel=1e-4, abs=1e-6)

@@ -16,7 +16,7 @@ from gpt_tui.engine.stepping import ForwardStepper
 from gpt_tui.ui.app import GptTuiApp
 from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
 from gpt_tui.ui.widgets.diagram import Diagram
-from gpt_tui.ui.widgets.generation import GeneratePanel
+from gpt_tui.ui.widgets.generation import GeneratePanel, token_text
 from gpt_tui.ui.widgets.help import HelpScreen
 from gpt_tui.ui.widgets.layer_stats import StatsPanel
 from gpt_tui.ui.widgets.module_tree import ModuleTree
@@ -179,6 +179,13 @@ async def test_forcing_a_candidate_appends_it() -> None:
         after = panel.view
         assert after.step.forced and after.step.token_id == second.token_id
         assert after.text == before.text + app.driver.session.decode([second.token_id])
+        # The logit lens of the next step: the last layer's top token is the model's top.
+        lens = after.lens
+        assert lens is not None and [layer.layer for layer in lens.layers] == [-1, 0, 1]
+        top = after.next_candidates[0]
+        assert lens.layers[-1].tokens[0].token_id == top.token_id
+        line = str(app.query_one("#gen-lens", Static).render())
+        assert line.startswith("lens  emb ") and f"h1 {token_text(top.label)} " in line
 
 
 async def test_keys_while_busy_never_crash() -> None:

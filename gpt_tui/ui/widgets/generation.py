@@ -1,4 +1,5 @@
-"""The generation pane: sampling settings, the text so far, the current step's candidates.
+"""The generation pane: sampling settings, the text so far, the current step's candidates
+and its logit lens (the next token as each layer's residual stream predicts it).
 
 The pane never calls the engine: it posts `StepRequested` / `ResetRequested` with the
 settings it parsed, and the app hands back a `GenerationView` through `view`.
@@ -69,8 +70,32 @@ def generated_text(view: GenerationView) -> Text:
     return text
 
 
+def token_text(label: str) -> str:
+    """A token label on one line: escapes as in the candidates table, a space as ␣."""
+    text = repr(label)[1:-1]
+    return text.replace(" ", "␣") if text.isspace() or not text else text
+
+
+def lens_line(view: GenerationView) -> Text:
+    """`lens  emb 'R' 3%  h0 'e' 12%  h1 'e' 31%`: each layer's top token for the next
+    position; green where it already is the model's final choice."""
+    line = Text()
+    line.append("lens", style="bold")
+    if view.lens is None:
+        line.append(f"  {view.lens_error or 'not computed'}", style="dim")
+        return line
+    for layer in view.lens.layers:
+        top = layer.tokens[0]
+        line.append("  ")
+        line.append("emb" if layer.layer < 0 else f"h{layer.layer}", style="dim")
+        line.append(" ")
+        line.append(token_text(top.label), style="bold green" if layer.final_rank == 0 else "bold")
+        line.append(f" {top.prob:.0%}", style="dim")
+    return line
+
+
 class GeneratePanel(Vertical):
-    """Settings row, buttons, text so far, step line, candidates table."""
+    """Settings row, buttons, text so far, step line, lens line, candidates table."""
 
     BINDINGS = [
         Binding(
@@ -119,6 +144,7 @@ class GeneratePanel(Vertical):
         with VerticalScroll(id="gen-text-scroll"):
             yield Static("press g to generate one token, G for N tokens", id="gen-text")
         yield Static("", id="gen-step-line")
+        yield Static("", id="gen-lens")
         table: DataTable = DataTable(id="gen-candidates", cursor_type="row")
         table.add_columns("#", "token", "id", "prob", "", "logit")
         yield table
@@ -180,6 +206,7 @@ class GeneratePanel(Vertical):
         table.clear()
         if view is None:
             return
+        self.query_one("#gen-lens", Static).update(lens_line(view))
         text.update(generated_text(view))
         self.query_one("#gen-text-scroll", VerticalScroll).scroll_end(animate=False)
         step = view.step
@@ -194,7 +221,7 @@ class GeneratePanel(Vertical):
         for rank, cand in enumerate(view.next_candidates, 1):
             table.add_row(
                 str(rank),
-                Text(repr(cand.label)[1:-1], style="bold"),
+                Text(token_text(cand.label), style="bold"),
                 str(cand.token_id),
                 Text(f"{cand.prob:.4f}", justify="right"),
                 Text(fmt.bar(cand.prob / top if top else 0.0, BAR_WIDTH), style="green"),

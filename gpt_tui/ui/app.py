@@ -150,6 +150,7 @@ class GptTuiApp(App[int]):
         self._train_prompt: str | None = None
         self._run: Any = None
         self._previous_run: Any = None
+        self._stepping_run: Any = None  # the paused pass's records so far
         self._attention: Any = None
         self.attention_layer = 0
         self.attention_head = 0
@@ -414,6 +415,7 @@ class GptTuiApp(App[int]):
 
     def _set_run(self, run) -> None:
         self._previous_run, self._run = self._run, run
+        self._stepping_run = None
         self._set_shapes(run.shapes())
         tree = self.query_one(ModuleTree)
         tree.nonfinite = frozenset(r.name for r in run.records if not r.stats.finite)
@@ -428,8 +430,12 @@ class GptTuiApp(App[int]):
     def _feed_tab_now(self, tab: str) -> None:
         if tab == "stats":
             panel = self.query_one(StatsPanel)
-            panel.previous = self._previous_run
-            panel.run = self._run
+            if self._stepping_run is not None:  # compared with the last whole run
+                panel.previous = self._run
+                panel.run = self._stepping_run
+            else:
+                panel.previous = self._previous_run
+                panel.run = self._run
 
     def _queue_or_start(self, worker_fn, *args: Any) -> None:
         if self.busy:
@@ -457,12 +463,18 @@ class GptTuiApp(App[int]):
             if state.reason == "watch":
                 text = "non-finite: " + text
             self._set_paused(e.name, text)
+            self._stepping_run = state.run
+            if "stats" in self._mounted_tabs:
+                self._feed_tab_now("stats")
             return
         if state.status == "finished" and state.run is not None:
             self._set_run(state.run)
             self._set_paused(None, f"idle · pass finished after {len(state.events)} events")
         else:
             self._set_paused(None, "idle · pass aborted")
+            self._stepping_run = None
+            if "stats" in self._mounted_tabs:
+                self._feed_tab_now("stats")
 
     def _set_paused(self, name: str | None, text: str) -> None:
         self.paused_at = name

@@ -18,7 +18,7 @@ from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
 from gpt_tui.ui.widgets.diagram import Diagram
 from gpt_tui.ui.widgets.generation import GeneratePanel, token_text
 from gpt_tui.ui.widgets.help import HelpScreen
-from gpt_tui.ui.widgets.layer_stats import StatsPanel
+from gpt_tui.ui.widgets.layer_stats import StatsPanel, row_name
 from gpt_tui.ui.widgets.module_tree import ModuleTree
 from gpt_tui.ui.widgets.param_table import ParamTable
 from gpt_tui.ui.widgets.status import StatusBar
@@ -100,15 +100,24 @@ async def test_stepping_follows_the_engine_event_order() -> None:
         await settle(pilot)
         keys = ["s", "s", "s", "n", "s", "s", "n", "o"]
         moves = {"s": "step_into", "n": "step_over", "o": "step_out"}
+        expected = []  # (event name, the records up to the pause)
         with ForwardStepper(app.driver.session.model, prompt_ids(app)) as reference:
-            expected = [getattr(reference, moves[k])().name for k in keys]
+            for key in keys:
+                name = getattr(reference, moves[key])().name
+                expected.append((name, list(reference.probes.records)))
         tree = app.query_one(ModuleTree)
-        for key, name in zip(keys, expected, strict=True):
+        table = app.query_one("#stats-table", DataTable)
+        for key, (name, records) in zip(keys, expected, strict=True):
             await press(pilot, key)
             assert app.paused_at == name
             assert f"paused at {name}" in app.query_one(StatusBar).stepper
             if name in tree._path_nodes:
                 assert tree.paused == name
+            # The stats tab shows the records so far, the paused one highlighted.
+            assert table.row_count == len(records)
+            assert table.cursor_row == len(records) - 1
+            paused_row = str(table.get_row_at(table.cursor_row)[0])
+            assert paused_row == "▶ " + row_name(records[-1])
         await press(pilot, "c")  # no breakpoints: runs to the end
         assert app.paused_at is None
         assert "finished" in app.query_one(StatusBar).stepper

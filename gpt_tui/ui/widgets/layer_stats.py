@@ -1,5 +1,8 @@
 """The stats pane: every probe's output statistics in execution order, and the residual
 stream's rms across layers as a sparkline. `d` shows the change against the previous run.
+
+While a stepped pass is paused the pane shows the records collected so far, modules'
+inputs included (`(in)` rows), with the row paused at highlighted and scrolled into view.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ def residual_rms(records: tuple[ProbeRecord, ...]) -> list[float]:
             points.append((float(layer), r.stats.rms))
     points.sort()
     return [v if math.isfinite(v) else 0.0 for _, v in points]
+
+
+def row_name(record: ProbeRecord, paused: bool = False) -> str:
+    """The name column: without the `transformer.` every row has, `(in)` for inputs."""
+    name = record.name.removeprefix("transformer.")
+    name += " (in)" if record.phase == "in" else ""
+    return f"▶ {name}" if paused else name
 
 
 def _cell(value: float, bad: bool = False) -> Text:
@@ -99,7 +109,7 @@ class StatsPanel(Vertical):
         table.clear(columns=True)
         run = self.run
         # `transformer.` is on every row: leave it out to give the numbers room.
-        names = [r.name.removeprefix("transformer.") for r in run.records] if run else []
+        names = [row_name(r, i == run.paused) for i, r in enumerate(run.records)] if run else []
         shapes = [fmt.shape(r.shape) for r in run.records] if run else []
         widths = [max(map(len, names), default=46), max(map(len, shapes), default=5)]
         widths += [9] * len(STAT_FIELDS) + [5, 4, 4]
@@ -112,27 +122,33 @@ class StatsPanel(Vertical):
         self.query_one("#stats-spark", Sparkline).data = rms
         span = f" {fmt.num(min(rms))}…{fmt.num(max(rms))}" if rms else ""
         self.query_one("#stats-spark-range", Label).update(span)
-        before: dict[str, TensorStats] = {}
+        before: dict[tuple[str, str], TensorStats] = {}
         if self.show_delta and self.previous is not None:
-            before = {r.name: r.stats for r in self.previous.records}
-        for r, name, shape in zip(run.records, names, shapes, strict=True):
+            before = {(r.name, r.phase): r.stats for r in self.previous.records}
+        for i, (r, name, shape) in enumerate(zip(run.records, names, shapes, strict=True)):
             s = r.stats
             bad = not s.finite
             if self.show_delta and self.previous is not None:
-                prev = before.get(r.name)
+                prev = before.get((r.name, r.phase))
                 values = [
                     _delta(getattr(s, f), getattr(prev, f) if prev else None) for f in STAT_FIELDS
                 ]
             else:
                 values = [_cell(getattr(s, f)) for f in STAT_FIELDS]
+            if i == run.paused:
+                label = Text(name, style="bold black on yellow")
+            else:
+                label = Text(name, style="bold red" if bad else "")
             table.add_row(
-                Text(name, style="bold red" if bad else ""),
+                label,
                 shape,
                 *values,
                 Text(f"{s.zero_frac * 100:.1f}", justify="right"),
                 Text(str(s.nan_count), justify="right", style="bold red" if s.nan_count else "dim"),
                 Text(str(s.inf_count), justify="right", style="bold red" if s.inf_count else "dim"),
-                key=r.name,
+                key=str(i),
             )
+        if run.paused is not None:
+            table.move_cursor(row=run.paused, animate=False)
         if self.show_delta and self.previous is None:
             self.notify("no previous run to compare with yet", timeout=2)

@@ -96,7 +96,7 @@ class GptTuiApp(App[int]):
         _key("b", "toggle_breakpoint", "Breakpoint", "toggle a breakpoint on the selected module"),
         _key("w", "toggle_watch", "NaN watch", "stop at the first module producing NaN/Inf"),
         _key("r", "run", "Run", "run the whole forward pass on the prompt"),
-        _key("x", "abort", "Abort", "abort the paused forward pass"),
+        _key("x", "abort", "Abort", "abort the paused or running forward pass"),
         _key("g", "generate", "Generate 1", "sample one token"),
         _key("G", "generate_n", "Generate N", "sample N tokens (N in the Generate tab)"),
         _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
@@ -157,6 +157,7 @@ class GptTuiApp(App[int]):
         self.breakpoints: frozenset[str] = frozenset()
         self.watch_nonfinite = False
         self.paused_at: str | None = None
+        self.stepping = False  # a step / continue is running in the engine now
         self.ablations: tuple[str, ...] = ()
 
     # -- layout --------------------------------------------------------------------------
@@ -346,6 +347,11 @@ class GptTuiApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
+        if worker.name == "stepper":
+            self.stepping = event.state == WorkerState.RUNNING
+            if self.stepping:
+                self.query_one(StatusBar).stepper = "running…"
+            self.refresh_bindings()
         if event.state == WorkerState.ERROR:
             error = worker.error
             if worker.group == "open":
@@ -407,6 +413,11 @@ class GptTuiApp(App[int]):
         self._step("continue")
 
     def action_abort(self) -> None:
+        # A running continue is stopped at its next module without waiting for the
+        # engine; its worker then reports the aborted pass. Else abort the paused one.
+        if self.stepping and self.driver is not None and self.driver.request_abort():
+            self.query_one(StatusBar).stepper = "aborting…"
+            return
         self._start(self._abort_worker)
 
     def on_run_updated(self, message: RunUpdated) -> None:
@@ -652,7 +663,9 @@ class GptTuiApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.ENGINE_ACTIONS and self.driver is None:
             return False
-        if action in ("step_out", "abort"):
+        if action == "abort":
+            return self.paused_at is not None or self.stepping
+        if action == "step_out":
             return self.paused_at is not None
         if action == "ablate":
             return self._selected_kind() in ("attn", "mlp")

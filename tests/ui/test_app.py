@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 
 import torch
 from textual.widgets import DataTable, Input, Static, TabbedContent
@@ -135,6 +137,33 @@ async def test_breakpoint_set_with_b_stops_there() -> None:
         assert "breakpoint" in app.query_one(StatusBar).stepper
         await press(pilot, "x")
         assert app.paused_at is None
+        assert "aborted" in app.query_one(StatusBar).stepper
+        # x also stops a continue that is still running: hold the pass inside h.0.mlp.
+        reached, release = threading.Event(), threading.Event()
+
+        def hold(_module, _args, _output) -> None:
+            if threading.current_thread().name == "gpt-tui-forward":
+                reached.set()
+                release.wait(30)
+
+        mlp = app.driver.session.model.transformer.h[0].mlp
+        handle = mlp.register_forward_hook(hold)
+        try:
+            app.breakpoints = frozenset()
+            await pilot.press("c")
+            assert await asyncio.to_thread(reached.wait, 30)
+            await pilot.pause()  # the worker's "running" state reaches the app
+            assert app.stepping and "running" in app.query_one(StatusBar).stepper
+            await pilot.press("x")
+            release.set()
+            await settle(pilot)
+        finally:
+            release.set()
+            handle.remove()
+        assert not app.stepping and app.paused_at is None
+        assert "aborted" in app.query_one(StatusBar).stepper
+        assert app._run is None  # the pass never finished: no whole run was recorded
+        assert app.driver.current_step() is None
 
 
 async def test_watchpoint_stops_where_the_nan_appears() -> None:

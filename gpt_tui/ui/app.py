@@ -16,7 +16,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
-from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from .commands import GptTuiCommands
@@ -40,6 +40,7 @@ from .messages import (
 )
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.diagram import Diagram
+from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen
 from .widgets.layer_stats import StatsPanel
@@ -87,22 +88,38 @@ class GptTuiApp(App[int]):
         "train": "#train-grads",
     }
 
-    # The engine keys: shown in the footer when they apply, listed in help and the palette.
+    # The engine keys, most important first: the footer shows them in this order, with
+    # these short descriptions, as many as fit; help and the palette use KEY_TITLES.
     KEY_BINDINGS: ClassVar[list[Binding]] = [
-        _key("n", "step_over", "Step over", "run to the end of the current module"),
-        _key("s", "step_into", "Step into", "stop at the next probe, going into submodules"),
-        _key("o", "step_out", "Step out", "run until the enclosing module finishes"),
-        _key("c", "continue", "Continue", "run to the next breakpoint or watchpoint"),
-        _key("b", "toggle_breakpoint", "Breakpoint", "toggle a breakpoint on the selected module"),
-        _key("w", "toggle_watch", "NaN watch", "stop at the first module producing NaN/Inf"),
         _key("r", "run", "Run", "run the whole forward pass on the prompt"),
-        _key("x", "abort", "Abort", "abort the paused or running forward pass"),
-        _key("g", "generate", "Generate 1", "sample one token"),
-        _key("G", "generate_n", "Generate N", "sample N tokens (N in the Generate tab)"),
-        _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
-        _key("question_mark", "help", "Help", "the panes and keys explained"),
+        _key("s", "step_into", "Into", "stop at the next probe, going into submodules"),
+        _key("n", "step_over", "Over", "run to the end of the current module"),
+        _key("o", "step_out", "Out", "run until the enclosing module finishes"),
+        _key("c", "continue", "Cont", "run to the next breakpoint or watchpoint"),
+        _key("b", "toggle_breakpoint", "Break", "toggle a breakpoint on the selected module"),
+        _key("w", "toggle_watch", "NaN", "stop at the first module producing NaN/Inf"),
+        _key("g", "generate", "Gen", "sample one token"),
         _key("q", "quit", "Quit", "leave gpt-tui"),
+        _key("question_mark", "help", "Help", "the panes and keys explained"),
+        _key("x", "abort", "Abort", "abort the paused or running forward pass"),
+        _key("G", "generate_n", "Gen N", "sample N tokens (N in the Generate tab)"),
+        _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
     ]
+    KEY_TITLES: ClassVar[dict[str, str]] = {
+        "run": "Run",
+        "step_into": "Step into",
+        "step_over": "Step over",
+        "step_out": "Step out",
+        "continue": "Continue",
+        "toggle_breakpoint": "Breakpoint",
+        "toggle_watch": "NaN watch",
+        "generate": "Generate 1",
+        "quit": "Quit",
+        "help": "Help",
+        "abort": "Abort",
+        "generate_n": "Generate N",
+        "ablate": "Ablate",
+    }
     BINDINGS: ClassVar[list[Binding]] = [
         *KEY_BINDINGS,
         _key("slash", "filter_tree", "Filter", "filter the module tree by name", show=False),
@@ -179,7 +196,7 @@ class GptTuiApp(App[int]):
             yield Input(
                 id="prompt", compact=True, placeholder="the text the model reads", disabled=True
             )
-        yield Footer(compact=True)
+        yield KeyFooter([b.action for b in self.KEY_BINDINGS])
 
     def on_mount(self) -> None:
         self.query_one("#tree").loading = True
@@ -651,7 +668,7 @@ class GptTuiApp(App[int]):
         self.query_one("#prompt", Input).focus()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.KEY_BINDINGS))
+        self.push_screen(HelpScreen(self.KEY_BINDINGS, self.KEY_TITLES))
 
     def action_quit(self) -> None:
         if self.driver is not None:

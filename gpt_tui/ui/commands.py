@@ -18,7 +18,11 @@ class GptTuiCommands(Provider):
         """(title, help, action) for everything the palette offers."""
         app: GptTuiApp = self.app  # type: ignore[assignment]
         out = [
-            (f"{b.description} ({b.key_display or b.key})", b.tooltip, b.action)
+            (
+                f"{app.KEY_TITLES.get(b.action, b.description)} ({b.key_display or b.key})",
+                b.tooltip,
+                b.action,
+            )
             for b in app.KEY_BINDINGS
         ]
         out += [

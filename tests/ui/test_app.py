@@ -18,6 +18,7 @@ from gpt_tui.engine.stepping import ForwardStepper
 from gpt_tui.ui.app import GptTuiApp
 from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
 from gpt_tui.ui.widgets.diagram import Diagram
+from gpt_tui.ui.widgets.footer import FooterKey
 from gpt_tui.ui.widgets.generation import GeneratePanel, token_text
 from gpt_tui.ui.widgets.help import HelpScreen
 from gpt_tui.ui.widgets.layer_stats import StatsPanel, row_name
@@ -56,6 +57,18 @@ async def test_every_tab_renders(arch: str) -> None:
         tree = app.query_one(ModuleTree)
         assert "transformer.h.1.mlp" in tree._path_nodes
         await press(pilot, "r")
+        # The stats table: one row per probe of a plain recorded pass, with its shape.
+        with Probes(app.driver.session.model) as probes:
+            probes.run(prompt_ids(app))
+            probes.flush()
+            expected = [r for r in probes.records if r.phase == "out"]
+        table = app.query_one("#stats-table", DataTable)
+        assert table.row_count == len(expected)
+        for i, record in enumerate(expected):
+            name, shape = table.get_row_at(i)[:2]
+            assert record.name.endswith(str(name))
+            assert shape == "(" + ", ".join(map(str, record.shape)) + ")"
+        assert tree.shapes["transformer.h.0.mlp"] == (1, 6, 32)
         for key, widget in [
             ("1", StatsPanel),
             ("2", ParamTable),
@@ -77,29 +90,18 @@ async def test_every_tab_renders(arch: str) -> None:
         assert "(1, 6, 32)" in picture  # live shapes of the last run
 
 
-async def test_run_fills_stats_with_one_row_per_probe(arch: str) -> None:
-    app = tiny_app(arch)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await press(pilot, "r")
-        with Probes(app.driver.session.model) as probes:
-            probes.run(prompt_ids(app))
-            probes.flush()
-            expected = [r for r in probes.records if r.phase == "out"]
-        table = app.query_one("#stats-table", DataTable)
-        assert table.row_count == len(expected)
-        for i, record in enumerate(expected):
-            name, shape = table.get_row_at(i)[:2]
-            assert record.name.endswith(str(name))
-            assert shape == "(" + ", ".join(map(str, record.shape)) + ")"
-        tree = app.query_one(ModuleTree)
-        assert tree.shapes["transformer.h.0.mlp"] == (1, 6, 32)
+def footer_keys(app: GptTuiApp) -> list[str]:
+    """The keys the footer shows, left to right, each wholly inside the screen."""
+    width = app.size.width
+    keys = [k for k in app.query(FooterKey) if k.region.width and k.region.right <= width]
+    return [k.key_display for k in sorted(keys, key=lambda k: k.region.x)]
 
 
 async def test_stepping_follows_the_engine_event_order() -> None:
     app = tiny_app()
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:  # the smallest supported terminal
         await settle(pilot)
+        assert footer_keys(app)[:9] == ["r", "s", "n", "c", "b", "w", "g", "q", "?"]
         keys = ["s", "s", "s", "n", "s", "s", "n", "o"]
         moves = {"s": "step_into", "n": "step_over", "o": "step_out"}
         expected = []  # (event name, the records up to the pause)
@@ -120,12 +122,14 @@ async def test_stepping_follows_the_engine_event_order() -> None:
             assert table.cursor_row == len(records) - 1
             paused_row = str(table.get_row_at(table.cursor_row)[0])
             assert paused_row == "▶ " + row_name(records[-1])
+        assert footer_keys(app)[:11] == ["r", "s", "n", "o", "c", "b", "w", "g", "q", "?", "x"]
         await press(pilot, "c")  # no breakpoints: runs to the end
         assert app.paused_at is None
         assert "finished" in app.query_one(StatusBar).stepper
 
 
-async def test_breakpoint_set_with_b_stops_there() -> None:
+async def test_breakpoint_abort_and_watchpoint() -> None:
+    """b stops at a breakpoint; x aborts a paused and a running pass; w finds a NaN."""
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -164,12 +168,7 @@ async def test_breakpoint_set_with_b_stops_there() -> None:
         assert "aborted" in app.query_one(StatusBar).stepper
         assert app._run is None  # the pass never finished: no whole run was recorded
         assert app.driver.current_step() is None
-
-
-async def test_watchpoint_stops_where_the_nan_appears() -> None:
-    app = tiny_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        # w: the watchpoint stops where a NaN first appears.
         Interventions(app.driver.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
         await press(pilot, "w", "c")
         assert app.paused_at == "transformer.h.0.mlp"
@@ -191,7 +190,8 @@ async def test_attention_cursor_reports_the_engine_probability(arch: str) -> Non
         assert f"p = {expected:.6f}" in str(app.query_one("#attn-cursor", Static).render())
 
 
-async def test_generation_matches_the_engine_with_the_same_seed() -> None:
+async def test_generation_seeded_forced_and_lens() -> None:
+    """Seeded text as the engine's; forcing a candidate; the logit lens of the next step."""
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -202,21 +202,15 @@ async def test_generation_matches_the_engine_with_the_same_seed() -> None:
         session = app.driver.session
         steps = generate_steps(session.model, session.tokenizer, "ROMEO:", 12, seed=7)
         expected = "ROMEO:" + session.decode([s.token_id for s in steps])
-        assert app.query_one(GeneratePanel).view.text == expected
-
-
-async def test_forcing_a_candidate_appends_it() -> None:
-    app = tiny_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await press(pilot, "g")
         panel = app.query_one(GeneratePanel)
+        assert panel.view.text == expected
+        # Forcing the second candidate appends it.
         before = panel.view
         second = before.next_candidates[1]
-        await press(pilot, "down", "f")  # the candidates table has the focus
+        await press(pilot, "4", "down", "f")  # the tab gives the candidates table the focus
         after = panel.view
         assert after.step.forced and after.step.token_id == second.token_id
-        assert after.text == before.text + app.driver.session.decode([second.token_id])
+        assert after.text == before.text + session.decode([second.token_id])
         # The logit lens of the next step: the last layer's top token is the model's top.
         lens = after.lens
         assert lens is not None and [layer.layer for layer in lens.layers] == [-1, 0, 1]

@@ -30,7 +30,7 @@ def test_first_screen_80x24(snap_compare) -> None:
         ("generate", ("g", "g", "g")),
         ("diagram", ("r", "5")),
         ("train", ("6",)),
-        ("paused", ("b", "down", "down", "s", "s", "s")),
+        ("paused", ("down", "down", "b", "s", "s", "s")),
         ("help", ("question_mark",)),
     ],
 )

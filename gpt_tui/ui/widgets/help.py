@@ -54,9 +54,10 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "app.pop_screen", "Close help", id="help.close"),
     ]
 
-    def __init__(self, bindings: list[Binding]) -> None:
+    def __init__(self, bindings: list[Binding], titles: dict[str, str] | None = None) -> None:
         super().__init__()
         self._keys = bindings
+        self._titles = titles or {}
 
     def compose(self) -> ComposeResult:
         panes = Table.grid(padding=(0, 2))
@@ -69,7 +70,9 @@ class HelpScreen(ModalScreen[None]):
         keys.add_column(style="bold", no_wrap=True)
         keys.add_column(style="dim")
         for b in self._keys:
-            keys.add_row(b.key_display or b.key, b.description, b.tooltip)
+            keys.add_row(
+                b.key_display or b.key, self._titles.get(b.action, b.description), b.tooltip
+            )
         with VerticalScroll(id="help-body"):
             yield Static(Text("gpt-tui help", style="bold reverse"), classes="help-title")
             yield Static(panes)

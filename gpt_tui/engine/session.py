@@ -393,6 +393,12 @@ class Session:
         self._steppers.append(stepper)
         return stepper
 
+    def release(self, stepper: ForwardStepper) -> None:
+        """Close a stepper from `stepper()` and forget it."""
+        stepper.close()
+        if stepper in self._steppers:
+            self._steppers.remove(stepper)
+
     def generation(
         self,
         prompt: str | Sequence[int],

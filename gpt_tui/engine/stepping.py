@@ -150,6 +150,16 @@ class ForwardStepper:
         thread.join()
         self._thread = None
 
+    def request_abort(self) -> None:
+        """Ask the pass to unwind at its next probe, from any thread, without waiting.
+
+        For a UI whose worker is blocked in `continue_()`: that call then returns None with
+        `aborted` set. Unlike `abort()` it never joins, so it cannot race the driving call.
+        """
+        with self._cv:
+            self._aborting = True
+            self._cv.notify_all()
+
     def restart(self, idx: torch.Tensor | None = None) -> None:
         """Abort any run under way and get ready for a new one (same hooks, same settings)."""
         self.abort()
@@ -214,6 +224,7 @@ class ForwardStepper:
             self.result = first_tensor(out)
         except _Abort:
             self.aborted = True
+            self._convert()  # the events up to the abort stay readable
         except BaseException as exc:  # delivered to the caller by _request
             self.error = exc
             if self._stack:

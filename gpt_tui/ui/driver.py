@@ -146,7 +146,6 @@ class Driver:
         # Aborting a running move: taken without the engine lock (see `request_abort`).
         self._abort_lock = threading.Lock()
         self._moving: ForwardStepper | None = None  # the stepper inside a move right now
-        self._abort_requested = False
 
     # -- model ---------------------------------------------------------------------------
 
@@ -226,7 +225,7 @@ class Driver:
                 "continue": stepper.continue_,
             }[how]
             with self._abort_lock:
-                self._moving, self._abort_requested = stepper, False
+                self._moving = stepper
             try:
                 event = move()
             except BaseException:
@@ -235,25 +234,22 @@ class Driver:
             finally:
                 with self._abort_lock:
                     self._moving = None
-                    aborted, self._abort_requested = self._abort_requested, False
-            if aborted and event is not None:  # else the pass had finished anyway
+            if stepper.aborted:  # `request_abort` unwound the pass mid-move
                 return self._abort_locked()
             return self._state(stepper, event)
 
     def request_abort(self) -> bool:
         """Stop a move that is running now (a long `continue`); call from any thread.
 
-        Does not wait for the engine lock: it makes every module a breakpoint of the
-        running pass (the forward thread reads `breakpoints` at each module's input), so
-        the pass pauses at its next module, and `step` then aborts it and returns the
-        "aborted" state. False when no move is running (abort the paused pass instead).
+        Does not wait for the engine lock: the pass unwinds at its next probe and `step`
+        returns the "aborted" state. False when no move is running (abort the paused
+        pass instead).
         """
         with self._abort_lock:
             stepper = self._moving
             if stepper is None:
                 return False
-            self._abort_requested = True
-            stepper.breakpoints = ["*"]  # one attribute store: safe against the reader
+            stepper.request_abort()
             return True
 
     def abort(self) -> StepState:
@@ -307,7 +303,7 @@ class Driver:
 
     def _close_stepper(self) -> None:
         if self._stepper is not None:
-            self._stepper.close()
+            self.session.release(self._stepper)
             self._stepper = None
 
     def _rerun_stepper(self) -> None:

@@ -145,3 +145,30 @@ def test_plain_model_calls_while_paused_are_not_disturbed() -> None:
             model(IDX)  # e.g. the UI runs the lens meanwhile: must neither pause nor record
         assert stepper.continue_().name == "transformer.h.1.mlp"
         assert stepper.continue_() is None
+
+
+def test_request_abort_stops_a_running_continue_from_another_thread() -> None:
+    model = nanogpt()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(module, args, output):  # keeps the pass inside h.0.mlp until released
+        if threading.current_thread().name == "gpt-tui-forward":
+            inside.set()
+            release.wait(timeout=30)
+
+    handle = model.transformer.h[0].mlp.register_forward_hook(hold)
+    try:
+        stepper = ForwardStepper(model, IDX)
+        outcome: list = []
+        driver = threading.Thread(target=lambda: outcome.append(stepper.continue_()))
+        driver.start()
+        assert inside.wait(timeout=30)
+        stepper.request_abort()
+        release.set()
+        driver.join(timeout=30)
+        assert outcome == [None]
+        assert stepper.aborted and stepper.result is None
+        assert not forward_threads()
+        stepper.close()
+    finally:
+        handle.remove()

@@ -64,5 +64,6 @@ def test_request_abort_stops_a_running_continue(driver: Driver) -> None:
         handle.remove()
     (state,) = result
     assert state.status == "aborted"
-    assert state.events[-1].name == "transformer.h.1"  # the next module, not the end
+    names = [e.name for e in state.events]
+    assert "transformer.h.0.mlp" in names and "logits" not in names  # stopped mid-pass
     assert driver.current_step() is None

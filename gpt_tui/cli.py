@@ -14,6 +14,7 @@ Model args (shared by every command that opens a model): --config, --arch, --set
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -83,6 +84,20 @@ def _console():
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
+def _table(title: str | None = None) -> Any:
+    """A rich table: light rules on a terminal, plain aligned columns when piped."""
+    from rich import box
+    from rich.table import Table
+
+    style = box.SIMPLE_HEAD if sys.stdout.isatty() else None
+    return Table(title=title, box=style, pad_edge=False, show_edge=False)
+
+
+def _narrow() -> bool:
+    """An 80-column terminal: tables drop the less used columns and the common prefix."""
+    return sys.stdout.isatty() and _console().width < 120
+
+
 def _print_json(data: Any) -> None:
     from .engine.trace import to_jsonable
 
@@ -95,8 +110,8 @@ def _fmt_count(n: int) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
@@ -106,7 +121,6 @@ def _fmt_bytes(n: int) -> str:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
     from .models import PRESETS, build_model, make_config
 
@@ -132,7 +146,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    table = Table(title="Presets (--config NAME, --arch FAMILY where a preset fits both)")
+    table = _table("Presets (--config NAME, --arch FAMILY where a preset fits both)")
     for col in ("preset", "family", "n_layer", "n_head", "n_kv_head", "n_embd", "context", "vocab"):
         table.add_column(col, justify="left" if col in ("preset", "family") else "right")
     table.add_column("params", justify="right")
@@ -151,7 +165,6 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from rich.table import Table
     from rich.tree import Tree
 
     session = _open_session(args)
@@ -191,7 +204,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     add(tree, "")
     console.print(tree)
-    table = Table(title="Parameters")
+    table = _table("Parameters")
     for col, just in [
         ("name", "left"),
         ("shape", "left"),
@@ -222,10 +235,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
             row.tied_with or "",
         )
     console.print(table)
+    left_out = "wte" if summary.family == "nanochat" else "wpe; the tied wte is the head"
     console.print(
         f"[bold]{session.name}[/] ({summary.family}, {session.source}) on {session.device}: "
         f"{_fmt_count(summary.total_params)} parameters (tied weights once), "
-        f"{_fmt_count(summary.non_embedding_params)} without position embeddings, "
+        f"{_fmt_count(summary.non_embedding_params)} without embedding tables ({left_out}), "
         f"{_fmt_bytes(summary.total_bytes)}"
     )
     return 0
@@ -332,7 +346,6 @@ def _require_weights(session, what: str) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
     from .engine.sampling import GenerationError, generate_steps
 
@@ -358,7 +371,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _print_json(dict(model=session.name, prompt=args.prompt, steps=steps, text=text))
         return 0
     console = _console()
-    table = Table(title=f"Generation from {session.name} (seed {args.seed})")
+    table = _table(f"Generation from {session.name} (seed {args.seed})")
     for col, just in [
         ("step", "right"),
         ("token", "left"),
@@ -368,7 +381,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     ]:
         table.add_column(col, justify=just)
     for s in steps:
-        cands = "  ".join(f"{c.label} {c.prob:.2f}" for c in s.candidates[: args.candidates])
+        cands = "  ".join(f"'{c.label}' {c.prob:.2f}" for c in s.candidates[: args.candidates])
         fill = f"{s.cache_fill[0]}/{s.cache_fill[1]}" if s.cache_fill else "-"
         table.add_row(str(s.index), s.token_label, f"{s.token_prob:.3f}", cands, fill)
     console.print(table)
@@ -381,37 +394,58 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _fmt_stat(x: float) -> str:
-    return f"{x:.4g}"
+    """At most 8 characters: 0.0481, -3.9e-04, 1.23e+05."""
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+        return f"{x:.1e}"
+    return f"{x:.3g}"
 
 
 def _stats_table(title: str, records) -> Any:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("#", "name", "shape", "mean", "std", "rms", "min", "max", "abs-max", "NaN", "Inf"):
-        table.add_column(col, justify="left" if col in ("name", "shape") else "right")
+    """Probe records in execution order; on a narrow terminal the columns that answer
+    "what shape?" and "where is the NaN?" come first and rarely used ones are left out."""
+    narrow = _narrow()
+    table = _table(title)
+    cols = ["name", "shape", "NaN", "Inf", "mean", "std", "min", "max"]
+    if not narrow:
+        cols += ["abs-max", "rms", "zero"]
+    for col in cols:
+        table.add_column(
+            col,
+            justify="left" if col in ("name", "shape") else "right",
+            no_wrap=col != "name",
+            overflow="fold",
+        )
     for r in records:
         st = r.stats
         bad = "[bold red]" if not st.finite else ""
-        table.add_row(
-            str(r.order),
-            ("  " * max(0, r.depth - 1)) + r.name,
-            "×".join(map(str, r.shape)),
-            *(_fmt_stat(v) for v in (st.mean, st.std, st.rms, st.min, st.max, st.abs_max)),
-            f"{bad}{st.nan_count}",
-            f"{bad}{st.inf_count}",
-        )
+        stat = (lambda _x: "-") if r.device == "meta" else _fmt_stat  # meta: shapes only
+        name = r.name.removeprefix("transformer.") if narrow else r.name
+        if r.phase == "in":
+            name += " (in)"
+        values = {
+            "name": ("  " * max(0, r.depth - 2) if not narrow else "") + name,
+            "shape": "×".join(map(str, r.shape)),
+            "NaN": f"{bad}{st.nan_count}",
+            "Inf": f"{bad}{st.inf_count}",
+            "mean": stat(st.mean),
+            "std": stat(st.std),
+            "min": stat(st.min),
+            "max": stat(st.max),
+            "abs-max": stat(st.abs_max),
+            "rms": stat(st.rms),
+            "zero": "-" if r.device == "meta" else f"{st.zero_frac:.0%}",
+        }
+        table.add_row(*(values[c] for c in cols))
     return table
 
 
 def _pattern_table(pattern, tokens: tuple[str, ...]) -> Any:
     """Per head: where the last query looks most, and how spread out its attention is."""
     import numpy as np
-    from rich.table import Table
 
     w = pattern.weights  # (nh, Tq, Tk)
-    table = Table(
-        title=f"{pattern.name}: {w.shape[0]} heads, {w.shape[1]}×{w.shape[2]}, "
+    table = _table(
+        f"{pattern.name}: {w.shape[0]} heads, {w.shape[1]}×{w.shape[2]}, "
         f"max |W·V − y| = {pattern.max_abs_error:.2e}"
     )
     for col in ("head", "last query looks at", "weight", "mean entropy (nats)", "diag share"):
@@ -436,12 +470,11 @@ def _pattern_table(pattern, tokens: tuple[str, ...]) -> Any:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     session = _open_session(args)
-    _require_weights(session, "trace")
     layers = [] if args.attention is None else [args.attention]
     n_layer = getattr(session.config, "n_layer", None)
     if args.attention is not None and n_layer is not None and not 0 <= args.attention < n_layer:
         raise UserError(f"--attention {args.attention}: layers are 0..{n_layer - 1}")
-    trace = session.trace(args.prompt, attention_layers=layers)
+    trace = session.trace(args.prompt, attention_layers=layers, leaves=args.leaves)
     if args.json:
         _print_json(
             dict(
@@ -462,7 +495,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     )
     for pattern in trace.patterns.values():
         console.print(_pattern_table(pattern, trace.tokens))
-    top = "  ".join(f"{c.label} {c.prob:.3f}" for c in trace.next_tokens[:8])
+    top = "  ".join(f"'{c.label}' {c.prob:.3f}" for c in trace.next_tokens[:8])
     console.print(f"[bold]next token[/]: {top}")
     if trace.note:
         console.print(f"[yellow]note:[/] {trace.note}")
@@ -477,13 +510,24 @@ def cmd_step(args: argparse.Namespace) -> int:
     _require_weights(session, "step")
     if not args.breakpoints and not args.watch_nan:
         raise UserError("give --break GLOB (e.g. 'transformer.h.1.*') and/or --watch-nan")
+    names = session.probe_names(leaves=args.leaves)
+    for glob in args.breakpoints:
+        if not any(fnmatch.fnmatchcase(n, glob) for n in names):
+            leaf_hint = "" if args.leaves else "; add --leaves to stop at Linear/norm layers"
+            raise UserError(
+                f"--break {glob!r} matches no module; names look like {names[2]!r}, "
+                f"'*.mlp', 'transformer.h.1.*' (gpt-tui summary lists them){leaf_hint}"
+            )
     if args.inject_nan:
         try:
             session.interventions.add(inject_nonfinite(args.inject_nan))
         except InterventionError as err:
             raise UserError(str(err)) from None
     stepper = session.stepper(
-        args.prompt, breakpoints=args.breakpoints, watch_nonfinite=args.watch_nan
+        args.prompt,
+        breakpoints=args.breakpoints,
+        watch_nonfinite=args.watch_nan,
+        leaves=args.leaves,
     )
     try:
         event = stepper.continue_()
@@ -591,6 +635,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p = sub("trace", cmd_trace, "One forward pass: every probe's shape and statistics.")
     p.add_argument("--prompt", required=True)
     p.add_argument("--attention", type=int, metavar="LAYER", help="summarise this layer's heads")
+    p.add_argument(
+        "--leaves", action="store_true", help="also probe every Linear, norm, activation"
+    )
     p.add_argument("--json", action="store_true")
     p = sub("step", cmd_step, "Run a forward pass to a breakpoint and print where it stopped.")
     p.add_argument("--prompt", required=True)
@@ -606,6 +653,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--watch-nan",
         action="store_true",
         help="stop at the first module whose output holds NaN/Inf",
+    )
+    p.add_argument(
+        "--leaves", action="store_true", help="also stop at every Linear, norm and activation"
     )
     p.add_argument(
         "--inject-nan",
@@ -646,6 +696,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except BrokenPipeError:  # `gpt-tui summary | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 0
     except (ConfigError, SessionError, CheckpointError, TokenizerError, UserError) as err:
         print(f"gpt-tui: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -47,6 +47,10 @@ class Trace:
     note: str | None = None  # e.g. the prompt was cropped to the context
 
 
+def _join(a: str | None, b: str) -> str:
+    return f"{a}; {b}" if a else b
+
+
 class SessionError(Exception):
     """The model the user asked for cannot be opened; the message says why and what to do."""
 
@@ -344,23 +348,33 @@ class Session:
             )
 
     def trace(
-        self, prompt: str | Sequence[int], attention_layers: Iterable[int] | str = ()
+        self,
+        prompt: str | Sequence[int],
+        attention_layers: Iterable[int] | str = (),
+        leaves: bool = False,
     ) -> Trace:
         """One recorded forward pass: every probe in execution order, the patterns asked
-        for, and the most likely next tokens."""
+        for, and the most likely next tokens. `leaves` also probes every Linear, norm and
+        activation. On the meta device the pass runs too: shapes only, no values."""
         ids, note = self.prompt_ids(prompt)
-        idx = self._tensor(ids)
-        with Probes(self.model, attention_layers=attention_layers) as probes:
+        meta = self.device.type == "meta"
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        layers = () if meta else attention_layers
+        with Probes(self.model, leaves=leaves, attention_layers=layers) as probes:
             logits = probes.run(idx)
             probes.flush()
             patterns = probes.patterns()
-        last = last_position_logits(logits).float().cpu()
-        probs = torch.softmax(last, dim=-1)
-        top = torch.topk(probs, min(10, probs.numel()))
-        candidates = tuple(
-            Candidate(i, token_label(self.tokenizer, i), float(last[i]), float(p))
-            for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
-        )
+        candidates: tuple[Candidate, ...] = ()
+        if not meta:
+            last = last_position_logits(logits).float().cpu()
+            probs = torch.softmax(last, dim=-1)
+            top = torch.topk(probs, min(10, probs.numel()))
+            candidates = tuple(
+                Candidate(i, token_label(self.tokenizer, i), float(last[i]), float(p))
+                for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+            )
+        else:
+            note = _join(note, "meta device: shapes only, no values")
         self.last_trace = Trace(
             prompt=prompt if isinstance(prompt, str) else self.decode(ids),
             token_ids=tuple(ids),
@@ -372,6 +386,10 @@ class Session:
         )
         return self.last_trace
 
+    def probe_names(self, leaves: bool = False) -> list[str]:
+        """Every name a breakpoint glob can match, in module order."""
+        return [p.name for p in find_probe_points(self.model, leaves=leaves)]
+
     def stepper(
         self,
         prompt: str | Sequence[int],
@@ -379,9 +397,11 @@ class Session:
         breakpoints: Iterable[str] = (),
         watch_nonfinite: bool = False,
         attention_layers: Iterable[int] | str = (),
+        leaves: bool = False,
     ) -> ForwardStepper:
         """A paused forward pass on the prompt, driven with step_into/over/out/continue_.
-        The caller closes it (or the session does, on close)."""
+        `leaves` stops at every Linear, norm and activation too (so the NaN watchpoint
+        names the exact layer). The caller closes it (or the session does, on close)."""
         ids, _ = self.prompt_ids(prompt)
         stepper = ForwardStepper(
             self.model,
@@ -389,6 +409,7 @@ class Session:
             breakpoints=breakpoints,
             watch_nonfinite=watch_nonfinite,
             attention_layers=attention_layers,
+            leaves=leaves,
         )
         self._steppers.append(stepper)
         return stepper

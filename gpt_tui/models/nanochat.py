@@ -220,8 +220,15 @@ class GPT(nn.Module):
             nn.init.zeros_(block.mlp.c_proj.weight)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """All parameters; nanochat has no position embeddings to leave out."""
-        return sum(p.numel() for p in self.parameters())
+        """Parameters; `non_embedding` leaves out the lookup tables (`wte`, value embeddings),
+        which cost no compute. The untied `lm_head` is a matmul and counts, as nanoGPT's
+        tied head does."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel()
+            if hasattr(self, "value_embeds"):
+                n -= sum(p.numel() for p in self.value_embeds.parameters())
+        return n
 
     def make_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> NanoChatKVCache:
         c = self.config

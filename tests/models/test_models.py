@@ -38,6 +38,8 @@ def test_nanochat_depth_presets_follow_the_scaling_rule():
     # d20: 1280 wide, 10 heads; counted by hand: 2 * 32768 * 1280 + 20 * 12 * 1280**2
     model = build_model(make_config("d20"), "meta")
     assert _count(model) == 2 * 32768 * 1280 + 20 * 12 * 1280**2
+    # Non-embedding leaves out the wte lookup table but keeps the untied head (a matmul).
+    assert model.num_params(non_embedding=True) == 32768 * 1280 + 20 * 12 * 1280**2
 
 
 def test_tied_head_is_one_tensor():

@@ -178,3 +178,36 @@ def test_eval_and_train_round_trip(tmp_path, capsys):
     assert result["split"] == "val"
     assert 0 < result["loss"] < 3.2  # well below a uniform guess over 28 characters (3.33)
     assert result["tokens"] == len(text) - int(0.9 * len(text)) - 1
+
+
+def test_watchpoint_with_leaves_names_the_exact_linear(capsys):
+    args = [
+        "step",
+        "--config",
+        "tiny",
+        "--prompt",
+        "ROMEO:",
+        "--watch-nan",
+        "--leaves",
+        "--inject-nan",
+        "transformer.h.1.attn.c_attn",
+        "--json",
+    ]
+    assert run(args) == 0
+    assert json.loads(capsys.readouterr().out)["event"]["name"] == "transformer.h.1.attn.c_attn"
+
+
+def test_a_breakpoint_that_matches_nothing_is_an_error(capsys):
+    args = ["step", "--config", "tiny", "--prompt", "ROMEO:", "--break", "nothing.*"]
+    assert run(args) == 2
+    assert "matches no module" in capsys.readouterr().err
+
+
+def test_meta_trace_gives_every_shape_without_values(capsys):
+    args = ["trace", "--config", "gpt2-xl", "--device", "meta", "--prompt", "ROMEO:", "--json"]
+    assert run(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    shapes = {r["name"]: r["shape"] for r in data["records"]}
+    assert shapes["transformer.h.47.attn"] == [1, 6, 1600]
+    assert shapes["logits"] == [1, 6, 50257]
+    assert data["next_tokens"] == [] and "meta device" in data["note"]

@@ -426,12 +426,23 @@ def load_user_checkpoint(
     )
     # nanochat files name their head/embedding like nanoGPT; their blocks carry c_q/c_k/c_v.
     family = "nanochat" if any(".attn.c_q." in k for k in raw.state_dict) else "nanogpt"
+    kernel = attention_kernel_report(model, found.module)
     info = {
         **raw.info,
         "model_file": str(found.path),
         "model_class": found.model_class.__name__,
-        "attention_kernel": attention_kernel_report(model, found.module),
+        "attention_kernel": kernel,
     }
+    if "not capturable" in kernel:
+        if flash_switches(model):
+            # The file's own switch selects its manual-softmax path, which the engine sees.
+            switched = use_manual_attention(model)
+            info["note"] = (
+                f"attention: FlashAttention kernels hide the weights; switched {switched} "
+                "modules to the file's manual softmax path (flash=False) to capture patterns"
+            )
+        else:
+            info["note"] = "attention: " + kernel
     tokenizer = raw.tokenizer
     if tokenizer is None:
         tokenizer = default_tokenizer(raw.model_args.get("vocab_size", 256))

@@ -71,3 +71,32 @@ def test_greedy_generation_equals_the_files_own_forward(session):
 def test_checkpoint_info_and_kernel_report(session):
     assert session.info["iter_num"] == 7
     assert "patterns captured" in session.info["attention_kernel"]
+
+
+OPAQUE_KERNEL = '''
+
+def flash_attn_func(q, k, v):
+    """Stands in for the flash-attn package: a kernel whose weights nothing can see."""
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.exp(scores - torch.logsumexp(scores, -1, keepdim=True)) @ v
+'''
+
+
+def test_an_invisible_kernel_falls_back_to_the_files_own_switch(tmp_path):
+    source = (FIXTURES / "model.py").read_text()
+    sdpa_call = source[source.index("y = F.scaled_dot_product_attention(") :]
+    sdpa_call = sdpa_call[: sdpa_call.index(")\n") + 1]
+    source = source.replace(sdpa_call, "y = flash_attn_func(q, k, v)")
+    source = source.replace("\n\nclass LayerNorm", OPAQUE_KERNEL + "\n\nclass LayerNorm", 1)
+    (tmp_path / "model.py").write_text(source)
+    ckpt = save_user_checkpoint("model.py", tmp_path, compiled=False)
+    spec = ModelSpec(checkpoint=str(ckpt), model_file=str(tmp_path / "model.py"), device="cpu")
+    session = Session.open(spec)
+    assert "FlashAttention" in session.info["attention_kernel"]
+    assert any("manual softmax path" in note for note in session.notes)
+    trace = session.trace([1, 2, 3, 4], attention_layers="all")
+    assert set(trace.patterns) == {0, 1}
+    assert max(p.max_abs_error for p in trace.patterns.values()) <= 1e-4
+    session.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, ScrollableContainer, Vertical
@@ -52,6 +52,10 @@ from .widgets.train import TrainPanel
 if TYPE_CHECKING:
     from ..engine.session import ModelSpec
 
+# Below this width a focused tab takes the whole width (the tree comes back with escape);
+# wider, the tree shrinks to a rail of names beside it.
+NARROW_WIDTH = 100
+
 # Set to 1 to leave out the memory figure (it changes between runs): snapshots, demos.
 HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
 MEMORY_INTERVAL = 2.0
@@ -77,6 +81,9 @@ class GptTuiApp(App[int]):
         ("diagram", "Diagram"),
         ("train", "Train"),
     ]
+
+    # Shorter tab labels where the full title would push "Train" off an 80-column screen.
+    TAB_LABELS: ClassVar[dict[str, str]] = {"attention": "Attn"}
 
     # What gets the keyboard focus when a tab is shown.
     TAB_FOCUS: ClassVar[dict[str, str]] = {
@@ -189,7 +196,7 @@ class GptTuiApp(App[int]):
                 yield Static("", id="message")
                 with TabbedContent(id="tabs"):
                     for tab, title in self.TABS:
-                        yield TabPane(title, id=tab)
+                        yield TabPane(self.TAB_LABELS.get(tab, title), id=tab)
         with Horizontal(id="prompt-bar"):
             yield Label("prompt ›", id="prompt-label")
             # Enabled once a model is open, so that keys never land in it before.
@@ -258,6 +265,28 @@ class GptTuiApp(App[int]):
         box.display = True
         self.query_one("#tabs").display = False
         self.query_one(ModuleTree).focus()
+
+    # -- layout: the focused side gets the room -----------------------------------------
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        self._update_layout()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._update_layout()
+
+    def _update_layout(self) -> None:
+        """A tab with the focus gets the width its columns need: the tree becomes a rail
+        of names (or, below NARROW_WIDTH columns, steps aside) until it has the focus."""
+        focused = self.focused
+        if focused is None or focused.screen is not self.screen:
+            return
+        body = self.query_one("#body")
+        right = self.query_one("#right")
+        if focused in right.walk_children() or focused is right:
+            body.add_class("-tabs-focused")
+        elif focused in self.query_one("#left").walk_children():
+            body.remove_class("-tabs-focused")
+        body.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
     def _update_memory(self) -> None:
         if self.driver is not None:

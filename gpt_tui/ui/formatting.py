@@ -30,18 +30,36 @@ def shape(dims: tuple[int, ...] | None) -> str:
     return "(" + ", ".join(map(str, dims)) + ")"
 
 
-def num(x: float, width: int = 9) -> str:
-    """A statistic in at most `width` characters; nan/inf spelled out."""
+def short_shape(dims: tuple[int, ...] | None) -> str:
+    """A shape for narrow columns: `1×6×128` (`(1, 6, 128)` takes four more cells)."""
+    if dims is None:
+        return ""
+    return "×".join(map(str, dims)) if dims else "()"
+
+
+def _short_exponent(text: str) -> str:
+    """`4.75e-04` -> `4.75e-4`, `1.5e+03` -> `1.5e3`."""
+    mantissa, _, exponent = text.partition("e")
+    if not exponent:
+        return text
+    sign = "-" if exponent.startswith("-") else ""
+    return f"{mantissa}e{sign}{exponent.lstrip('+-').lstrip('0') or '0'}"
+
+
+def num(x: float, width: int = 8) -> str:
+    """A statistic in at most `width` (>= 7) characters, three significant digits where
+    they fit: 0.111, -0.00311, 4.75e-4, 1.51e3; nan/inf spelled out."""
     if math.isnan(x):
         return "nan"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     if x == 0:
         return "0"
-    if 1e-3 <= abs(x) < 1e5:
-        text = f"{x:.4f}"
-        return text[:width].rstrip(".")
-    return f"{x:.2e}"
+    for spec in (".3g", ".2e", ".2g", ".1e"):
+        text = _short_exponent(format(x, spec))
+        if len(text) <= width:
+            return text
+    return _short_exponent(f"{x:.0e}")
 
 
 def bar(fraction: float, width: int) -> str:

@@ -67,7 +67,7 @@ async def test_every_tab_renders(arch: str) -> None:
         for i, record in enumerate(expected):
             name, shape = table.get_row_at(i)[:2]
             assert record.name.endswith(str(name))
-            assert shape == "(" + ", ".join(map(str, record.shape)) + ")"
+            assert str(shape) == "×".join(map(str, record.shape))
         assert tree.shapes["transformer.h.0.mlp"] == (1, 6, 32)
         for key, widget in [
             ("1", StatsPanel),
@@ -97,6 +97,18 @@ def footer_keys(app: GptTuiApp) -> list[str]:
     return [k.key_display for k in sorted(keys, key=lambda k: k.region.x)]
 
 
+def visible_columns(table: DataTable) -> list[str]:
+    """The labels of the columns wholly inside the table's width, left to right."""
+    room = table.scrollable_content_region.width
+    out = []
+    for column in table.ordered_columns:
+        room -= column.get_render_width(table)
+        if room < 0:
+            break
+        out.append(str(column.label))
+    return out
+
+
 async def test_stepping_follows_the_engine_event_order() -> None:
     app = tiny_app()
     async with app.run_test(size=(80, 24)) as pilot:  # the smallest supported terminal
@@ -121,8 +133,21 @@ async def test_stepping_follows_the_engine_event_order() -> None:
             assert table.row_count == len(records)
             assert table.cursor_row == len(records) - 1
             paused_row = str(table.get_row_at(table.cursor_row)[0])
-            assert paused_row == "▶ " + row_name(records[-1])
+            assert paused_row == row_name(records[-1], paused=True)
         assert footer_keys(app)[:11] == ["r", "s", "n", "o", "c", "b", "w", "g", "q", "?", "x"]
+        # At 80 columns a focused tab takes the width: the NaN-hunting columns fit.
+        await press(pilot, "1")
+        assert not app.query_one("#left").display
+        assert visible_columns(table)[:8] == [
+            "name", "shape", "NaN", "Inf", "mean", "std", "min", "max"
+        ]
+        await press(pilot, "2")
+        params = app.query_one(ParamTable)
+        assert visible_columns(params)[:3] == ["name", "params", "share"]
+        await press(pilot, "end")
+        assert params.cursor_row == params.row_count - 1 and params.scroll_x == 0
+        await press(pilot, "escape")  # the tree comes back with the focus
+        assert app.query_one("#left").display and app.query_one(ModuleTree).has_focus
         await press(pilot, "c")  # no breakpoints: runs to the end
         assert app.paused_at is None
         assert "finished" in app.query_one(StatusBar).stepper

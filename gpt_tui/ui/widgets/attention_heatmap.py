@@ -390,10 +390,11 @@ class AttentionPanel(Vertical):
         title.append(f"  head {head}/{n_head - 1}", style="bold")
         if p.n_kv_head != n_head:
             title.append(f" (kv head {head // (n_head // p.n_kv_head)})", style="dim")
-        title.append(f"  mode {self.mode}", style="cyan")
+        # The verification figure before the mode, so that narrow screens show it too.
         title.append("  max|W·V−y| ", style="dim")
         ok = p.max_abs_error < 1e-3
         title.append(f"{p.max_abs_error:.1e}", style="green" if ok else "bold red")
+        title.append(f"  mode {self.mode}", style="cyan")
         if p.window is not None:
             title.append(f"  window {p.window}", style="dim")
         self.query_one("#attn-title", Static).update(title)

@@ -18,6 +18,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
 from .. import formatting as fmt
+from .tables import RowTable
 from ..driver import GenerationSettings, GenerationView
 
 BAR_WIDTH = 12
@@ -145,7 +146,7 @@ class GeneratePanel(Vertical):
             yield Static("press g to generate one token, G for N tokens", id="gen-text")
         yield Static("", id="gen-step-line")
         yield Static("", id="gen-lens")
-        table: DataTable = DataTable(id="gen-candidates", cursor_type="row")
+        table = RowTable(id="gen-candidates")
         table.add_columns("#", "token", "id", "prob", "", "logit")
         yield table
 
@@ -210,12 +211,14 @@ class GeneratePanel(Vertical):
         text.update(generated_text(view))
         self.query_one("#gen-text-scroll", VerticalScroll).scroll_end(animate=False)
         step = view.step
-        info = Text(no_wrap=True, overflow="ellipsis")
+        # The step's readout first, the KV cache fill after it: narrow panes wrap it.
+        info = Text()
+        cache = Text()
         if view.cache_fill is not None:
             used, size = view.cache_fill
-            info.append("KV ", style="dim")
-            info.append(fmt.bar(used / size if size else 0, 8), style="magenta")
-            info.append(f" {used}/{size}  ")
+            cache.append("  KV ", style="dim")
+            cache.append(fmt.bar(used / size if size else 0, 8), style="magenta")
+            cache.append(f" {used}/{size}")
         # Bars are relative to the most likely candidate; the number is the probability.
         top = max((c.prob for c in view.next_candidates), default=0.0)
         for rank, cand in enumerate(view.next_candidates, 1):
@@ -230,12 +233,13 @@ class GeneratePanel(Vertical):
             )
         if step is None:
             info.append(f"next token: {view.next_kept} candidates kept", style="dim")
-            line.update(info)
+            line.update(info + cache)
             return
         how = "forced" if step.forced else ("greedy" if step.greedy else "sampled")
-        info.append(f"step {step.index + 1}: ")
-        info.append(repr(step.token_label)[1:-1], style="bold black on yellow")
-        info.append(f" {how} p={step.token_prob:.3f}  H={step.entropy:.2f} nats  kept {step.kept}")
+        info.append(f"step {step.index + 1} ")
+        info.append(token_text(step.token_label), style="bold black on yellow")
+        info.append(f" {how} p={step.token_prob:.3f} H={step.entropy:.2f} nats kept {step.kept}")
+        info.append_text(cache)
         if step.note:
             info.append(f"  {step.note}", style="italic yellow")
         line.update(info)

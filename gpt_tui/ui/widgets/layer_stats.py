@@ -16,16 +16,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.widgets import DataTable, Label, Sparkline
+from textual.widgets import Label, Sparkline
 
 from .. import formatting as fmt
+from .tables import RowTable
 
 if TYPE_CHECKING:
     from ...engine.trace import ProbeRecord, TensorStats
     from ..driver import RunResult
 
-COLUMNS = ("name", "shape", "mean", "std", "rms", "min", "max", "|max|", "zero%", "NaN", "Inf")
-STAT_FIELDS = ("mean", "std", "rms", "min", "max", "abs_max")
+# What you hunt a NaN with comes first, so that it fits at 80 columns.
+COLUMNS = ("name", "shape", "NaN", "Inf", "mean", "std", "min", "max", "|max|", "rms", "zero%")
+STAT_FIELDS = ("mean", "std", "min", "max", "abs_max", "rms")
+PAUSED_MARK = "→ "  # the row / module the stepper is paused at (▶ is the tree's "collapsed")
 _RESID = re.compile(r"\.(\d+)\.resid_(pre|post)$")
 
 
@@ -49,12 +52,16 @@ def row_name(record: ProbeRecord, paused: bool = False) -> str:
     """The name column: without the `transformer.` every row has, `(in)` for inputs."""
     name = record.name.removeprefix("transformer.")
     name += " (in)" if record.phase == "in" else ""
-    return f"▶ {name}" if paused else name
+    return f"{PAUSED_MARK}{name}" if paused else name
 
 
 def _cell(value: float, bad: bool = False) -> Text:
     style = "bold red" if bad or not math.isfinite(value) else ""
     return Text(fmt.num(value), justify="right", style=style)
+
+
+def _count(n: int) -> Text:
+    return Text(str(n), justify="right", style="bold red" if n else "dim")
 
 
 def _delta(now: float, before: float | None) -> Text:
@@ -90,7 +97,9 @@ class StatsPanel(Vertical):
             yield Label("resid rms ", id="stats-spark-label")
             yield Sparkline([], id="stats-spark")
             yield Label("", id="stats-spark-range")
-        yield DataTable(id="stats-table", cursor_type="row")
+        # No cell padding: every column is sized to its widest cell plus one space, so
+        # that name, shape, NaN, Inf, mean, std, min and max fit in 80 columns.
+        yield RowTable(id="stats-table", cell_padding=0)
 
     def action_toggle_delta(self) -> None:
         self.show_delta = not self.show_delta
@@ -104,18 +113,11 @@ class StatsPanel(Vertical):
     def _fill(self) -> None:
         if not self.is_mounted:
             return
-        table = self.query_one("#stats-table", DataTable)
-        # Explicit widths: auto-sizing measures nothing while the tab is hidden.
+        table = self.query_one("#stats-table", RowTable)
         table.clear(columns=True)
         run = self.run
-        # `transformer.` is on every row: leave it out to give the numbers room.
-        names = [row_name(r, i == run.paused) for i, r in enumerate(run.records)] if run else []
-        shapes = [fmt.shape(r.shape) for r in run.records] if run else []
-        widths = [max(map(len, names), default=46), max(map(len, shapes), default=5)]
-        widths += [9] * len(STAT_FIELDS) + [5, 4, 4]
-        for label, width in zip(COLUMNS, widths, strict=True):
-            table.add_column(label, width=max(width, len(label)))
         if run is None:
+            table.add_column("", width=48)
             table.add_row(Text("press r to run the forward pass on the prompt", style="dim"))
             return
         rms = residual_rms(run.records)
@@ -125,9 +127,9 @@ class StatsPanel(Vertical):
         before: dict[tuple[str, str], TensorStats] = {}
         if self.show_delta and self.previous is not None:
             before = {(r.name, r.phase): r.stats for r in self.previous.records}
-        for i, (r, name, shape) in enumerate(zip(run.records, names, shapes, strict=True)):
+        rows = []
+        for i, r in enumerate(run.records):
             s = r.stats
-            bad = not s.finite
             if self.show_delta and self.previous is not None:
                 prev = before.get((r.name, r.phase))
                 values = [
@@ -135,19 +137,29 @@ class StatsPanel(Vertical):
                 ]
             else:
                 values = [_cell(getattr(s, f)) for f in STAT_FIELDS]
+            name = row_name(r, i == run.paused)
             if i == run.paused:
                 label = Text(name, style="bold black on yellow")
             else:
-                label = Text(name, style="bold red" if bad else "")
-            table.add_row(
-                label,
-                shape,
-                *values,
-                Text(f"{s.zero_frac * 100:.1f}", justify="right"),
-                Text(str(s.nan_count), justify="right", style="bold red" if s.nan_count else "dim"),
-                Text(str(s.inf_count), justify="right", style="bold red" if s.inf_count else "dim"),
-                key=str(i),
+                label = Text(name, style="bold red" if not s.finite else "")
+            rows.append(
+                (
+                    label,
+                    Text(fmt.short_shape(r.shape), style="cyan"),
+                    _count(s.nan_count),
+                    _count(s.inf_count),
+                    *values,
+                    Text(f"{s.zero_frac * 100:.1f}", justify="right"),
+                )
             )
+        # Explicit widths (auto-sizing measures nothing while the tab is hidden): the
+        # widest cell and one space; numbers are right-aligned, so the space leads.
+        for c, label in enumerate(COLUMNS):
+            width = max(len(label), *(row[c].cell_len for row in rows)) + 1
+            justify = "left" if c < 2 else "right"
+            table.add_column(Text(label, justify=justify), width=width)
+        for i, row in enumerate(rows):
+            table.add_row(*row, key=str(i))
         if run.paused is not None:
             table.move_cursor(row=run.paused, animate=False)
         if self.show_delta and self.previous is None:

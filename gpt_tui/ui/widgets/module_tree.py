@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 # Modules expanded when the tree is first built: the path down to the blocks.
 OPEN_PATHS = ("", "transformer", "transformer.h")
+# What a label holds at the tree's width: the name always, then the last output shape,
+# then the parameter count, the class only when there is room for it.
+WIDE = 44  # and wider: name, class, shape, params
+NARROW = 22  # narrower: the name only (the tree is a rail beside a focused tab)
 
 
 class ModuleTree(Tree[str]):
@@ -47,6 +51,7 @@ class ModuleTree(Tree[str]):
         super().__init__("model", **kwargs)
         self.show_root = True
         self._path_nodes: dict[str, TreeNode[str]] = {}
+        self._detail = "wide"
 
     @property
     def selected_path(self) -> str | None:
@@ -109,14 +114,24 @@ class ModuleTree(Tree[str]):
         text.append(("▶ " if paused else "") + node.name, style=name_style)
         if bad:
             text.append(" NaN/Inf", style="bold red")
-        if path:
+        if self._detail == "rail":
+            return text
+        if path and self._detail == "wide":
             text.append(f" {node.class_name}", style="dim")
         shape = self.shapes.get(path)
         if shape is not None:
-            text.append(f" {fmt.shape(shape)}", style="cyan")
+            text.append(f" {fmt.short_shape(shape)}", style="cyan")
         if node.params:
             text.append(f" {fmt.count(node.params)}", style="green")
         return text
+
+    def on_resize(self) -> None:
+        width = self.size.width
+        detail = "wide" if width >= WIDE else ("narrow" if width >= NARROW else "rail")
+        self.guide_depth = 4 if detail == "wide" else 2
+        if detail != self._detail:
+            self._detail = detail
+            self._relabel()
 
     def _relabel(self) -> None:
         for path, node in self._path_nodes.items():

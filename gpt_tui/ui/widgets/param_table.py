@@ -7,18 +7,22 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import DataTable
-
 from .. import formatting as fmt
+from .tables import RowTable
 
 if TYPE_CHECKING:
     from ...engine.summary import ModelSummary
     from ...engine.trace import ParamRow
 
-SHARE_WIDTH = 10
+SHARE_WIDTH = 8
 
 
-class ParamTable(DataTable):
+def short_name(name: str) -> str:
+    """Without the `transformer.` most names share (the tied `lm_head.weight` keeps its)."""
+    return name.removeprefix("transformer.")
+
+
+class ParamTable(RowTable):
     """One row per parameter tensor; a shared tensor's second name is marked, not counted."""
 
     BINDINGS = [
@@ -39,8 +43,8 @@ class ParamTable(DataTable):
         self._duplicates: set[str] = set()
 
     def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.add_columns("name", "shape", "params", "share", "bytes", "tied with")
+        # The numbers first: name, params and share fit in 80 columns; shape after.
+        self.add_columns("name", "params", "share", "bytes", "shape", "tied with")
 
     def action_toggle_sort(self) -> None:
         self.by_size = not self.by_size
@@ -54,13 +58,13 @@ class ParamTable(DataTable):
     def _row(self, row: ParamRow, total: int) -> tuple:
         counted = row.name not in self._duplicates
         share = row.numel / total if total and counted else 0.0
-        tied = Text(f"⇄ {row.tied_with}", style="magenta") if row.tied_with else Text("")
+        tied = Text(f"⇄ {short_name(row.tied_with)}", style="magenta") if row.tied_with else ""
         return (
-            Text(row.name, style="" if counted else "dim"),
-            fmt.shape(row.shape),
+            Text(short_name(row.name), style="" if counted else "dim"),
             Text(f"{row.numel:,}", justify="right", style="" if counted else "dim"),
             Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="green"),
             Text(fmt.nbytes(row.nbytes), justify="right"),
+            Text(fmt.shape(row.shape), style="cyan"),
             tied,
         )
 
@@ -92,10 +96,10 @@ class ParamTable(DataTable):
                 self._subtotal(summary, current, total)
         self.add_row(
             Text("total (shared once)", style="bold"),
-            "",
             Text(f"{total:,}", justify="right", style="bold"),
             Text(fmt.bar(1.0, SHARE_WIDTH) + " 100%", style="bold green"),
             Text(fmt.nbytes(summary.total_bytes), justify="right", style="bold"),
+            "",
             Text(f"{summary.non_embedding_params:,} non-embedding", style="dim"),
         )
 
@@ -109,9 +113,9 @@ class ParamTable(DataTable):
         share = n / total if total else 0.0
         self.add_row(
             Text(f"block {block} subtotal", style="bold cyan"),
-            "",
             Text(f"{n:,}", justify="right", style="bold cyan"),
             Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="cyan"),
             Text(fmt.nbytes(nbytes), justify="right", style="cyan"),
+            "",
             "",
         )

@@ -8,9 +8,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from .. import formatting as fmt
+from .tables import RowTable
 
 if TYPE_CHECKING:
     from ...engine.train_view import TrainView
@@ -25,7 +26,7 @@ class TrainPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("the loss and gradients of one backward pass on the prompt", id="train-head")
-        table: DataTable = DataTable(id="train-grads", cursor_type="row")
+        table = RowTable(id="train-grads")
         table.add_columns("parameter", "shape", "‖grad‖", "", "‖param‖", "ratio")
         yield table
 
@@ -40,7 +41,7 @@ class TrainPanel(Vertical):
         if view.note:
             head.append(f"\n{view.note}", style="italic yellow")
         self.query_one("#train-head", Static).update(head)
-        table = self.query_one("#train-grads", DataTable)
+        table = self.query_one("#train-grads", RowTable)
         table.clear()
         top = max((r.grad_norm for r in view.rows), default=0.0)
         for r in view.rows:

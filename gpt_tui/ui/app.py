@@ -399,16 +399,16 @@ class GptTuiApp(App[int]):
                 self.query_one(StatusBar).stepper = "running…"
             self.refresh_bindings()
         if event.state == WorkerState.ERROR:
-            error = worker.error
+            error = describe_error(worker.error) if worker.error else "unknown error"
             if worker.group == "open":
-                self._show_open_error(describe_error(error) if error else "unknown error")
+                self._show_open_error(error)
             else:
                 self.notify(
-                    describe_error(error) if error else "failed",
-                    title=f"{worker.name or 'engine'} failed",
-                    severity="error",
-                    timeout=8,
+                    error, title=f"{worker.name or 'engine'} failed", severity="error", timeout=8
                 )
+                self._after_failure(worker.name, error)
+        elif event.state == WorkerState.CANCELLED and worker.name == "stepper":
+            self._after_failure(worker.name, "cancelled")
         if worker.group == "engine" and event.state in (
             WorkerState.SUCCESS,
             WorkerState.ERROR,
@@ -421,6 +421,16 @@ class GptTuiApp(App[int]):
                 worker_fn, args = self._queued
                 self._queued = None
                 self._start(worker_fn, *args)
+
+    def _after_failure(self, name: str, error: str) -> None:
+        """Every failed engine call leaves the display true: a failed step (or a run that
+        gave up the paused pass first) shows the stepper as idle, with the reason."""
+        driver = self.driver
+        if name == "stepper" or (self.paused_at is not None and not driver.pass_open):
+            self._stepping_run = None
+            if "stats" in self._mounted_tabs:
+                self._feed_tab_now("stats")
+            self._set_paused(None, f"error · {error}")
 
     # -- forward pass and stepping ------------------------------------------------------
 

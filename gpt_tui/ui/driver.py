@@ -238,6 +238,12 @@ class Driver:
                 return self._abort_locked()
             return self._state(stepper, event)
 
+    @property
+    def pass_open(self) -> bool:
+        """A stepped pass is under way (paused). Read without the lock: for the app to
+        bring its display in line after an engine call failed."""
+        return self._stepper is not None
+
     def request_abort(self) -> bool:
         """Stop a move that is running now (a long `continue`); call from any thread.
 
@@ -414,9 +420,15 @@ class Driver:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line for a failure the user should see, without a traceback."""
+    """One line for a failure the user should see, without a traceback.
+
+    gpt-tui's own errors carry one-line messages written for users: the message only.
+    Anything else (a bug, torch running out of memory) keeps its class name as a clue.
+    """
     text = str(err).strip().splitlines()
     first = text[0] if text else ""
+    if first and type(err).__module__.startswith("gpt_tui."):
+        return first
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 

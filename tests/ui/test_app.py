@@ -245,7 +245,7 @@ async def test_generation_seeded_forced_and_lens() -> None:
         assert line.startswith("lens  emb ") and f"h1 {token_text(top.label)} " in line
 
 
-async def test_keys_while_busy_never_crash() -> None:
+async def test_keys_while_busy_never_crash_and_failures_reset_the_stepper() -> None:
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -253,6 +253,21 @@ async def test_keys_while_busy_never_crash() -> None:
         await settle(pilot)
         assert app.query_one("#stats-table", DataTable).row_count > 0
         assert app.is_running
+        # A prompt the tokenizer rejects: every failed step leaves the stepper idle, and
+        # the toast says what is wrong in the user's words (no exception class names).
+        await press(pilot, "p")
+        app.query_one("#prompt", Input).value = "héllo #x"
+        await press(pilot, "enter")
+        await press(pilot, "x")  # the paused pass was on the old prompt
+        for key in ("s", "s", "r"):
+            app.clear_notifications()
+            await press(pilot, key)
+            stepper = app.query_one(StatusBar).stepper
+            assert not app.stepping and app.paused_at is None
+            assert stepper.startswith("error · ") and "vocabulary" in stepper
+            (toast,) = app._notifications
+            assert toast.severity == "error" and toast.message.startswith("characters not in")
+        assert not app.query_one(StatusBar).loading
 
 
 async def test_ablation_toggles_on_the_selected_mlp() -> None:

@@ -286,7 +286,7 @@ class AttentionPanel(Vertical):
         Binding(
             "left_square_bracket",
             "layer(-1)",
-            "Layer −",
+            "Layer -",
             id="attn.layer_prev",
             tooltip="the previous layer",
         ),
@@ -297,7 +297,7 @@ class AttentionPanel(Vertical):
             id="attn.layer_next",
             tooltip="the next layer",
         ),
-        Binding("comma", "head(-1)", "Head −", id="attn.head_prev", tooltip="the previous head"),
+        Binding("comma", "head(-1)", "Head -", id="attn.head_prev", tooltip="the previous head"),
         Binding("full_stop", "head(1)", "Head +", id="attn.head_next", tooltip="the next head"),
         Binding(
             "m",

@@ -82,7 +82,7 @@ class StatsPanel(Vertical):
         Binding(
             "d",
             "toggle_delta",
-            "Δ vs previous",
+            "Diff",
             id="stats.delta",
             tooltip="Show the change of each statistic against the previous run",
         ),

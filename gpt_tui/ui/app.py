@@ -334,7 +334,9 @@ class GptTuiApp(App[int]):
         if tab == "generate":
             return GeneratePanel(seed=self.spec.seed, id="generate-panel")
         if tab == "train":
-            return TrainPanel(id="train-panel")
+            panel = TrainPanel(id="train-panel")
+            panel.ablations = self.ablations
+            return panel
         if tab == "stats":
             return StatsPanel(id="stats-panel")
         assert tab == "attention"
@@ -595,13 +597,18 @@ class GptTuiApp(App[int]):
 
     @work(thread=True, group="engine", exit_on_error=False, name="ablation")
     def _ablate_worker(self, path: str, kind: str, head: int, prompt: str | None) -> None:
-        assert self.driver is not None
-        self.post_message(AblationsUpdated(self.driver.toggle_ablation(path, kind, head)))
-        state = self.driver.current_step()  # a paused pass re-ran to where it was
+        driver = self.driver
+        assert driver is not None
+        active = driver.toggle_ablation(path, kind, head)
+        self.post_message(AblationsUpdated(active, driver.ablated_modules))
+        state = driver.current_step()  # a paused pass re-ran to where it was
         if state is not None:
             self.post_message(StepUpdated(state))
         if prompt is not None:
-            self.post_message(RunUpdated(self.driver.run(prompt)))
+            self.post_message(RunUpdated(driver.run(prompt)))
+        view = driver.generation_view()  # the next token's candidates and lens, re-peeked
+        if view is not None:
+            self.post_message(GenerationUpdated(view))
 
     def action_ablate(self) -> None:
         kind = self._selected_kind()
@@ -613,8 +620,18 @@ class GptTuiApp(App[int]):
 
     def on_ablations_updated(self, message: AblationsUpdated) -> None:
         self.ablations = message.active
+        self.query_one(ModuleTree).ablated = frozenset(message.modules)
         self._update_detail()
         self.notify("; ".join(message.active) or "no ablations active", title="interventions")
+        # What the panes computed before describes the model without (or with) them.
+        self._train_prompt = None
+        if "train" in self._mounted_tabs:
+            self.query_one(TrainPanel).ablations = message.active
+        if self._run is None:  # else the rerun's RunUpdated refreshes the attention
+            self._attention = None
+        active = self.query_one(TabbedContent).active
+        if active in ("train", "attention"):
+            self._feed_tab(active)
 
     # -- generation ----------------------------------------------------------------------
 

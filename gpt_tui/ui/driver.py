@@ -354,6 +354,11 @@ class Driver:
             self._rerun_stepper()
             return tuple(spec.description for spec in interventions.active)
 
+    @property
+    def ablated_modules(self) -> tuple[str, ...]:
+        """The modules with an ablation on them (an MLP, or an attention with a head)."""
+        return tuple(sorted({path for path, _ in self._ablations}))
+
     # -- training view -------------------------------------------------------------------
 
     def train_view(self, prompt: str) -> TrainView:
@@ -385,6 +390,12 @@ class Driver:
             lens=lens,
             lens_error=lens_error,
         )
+
+    def generation_view(self) -> GenerationView | None:
+        """The open generation seen again: its next-token candidates and lens recomputed
+        (after interventions changed), None when nothing is being generated."""
+        with self._lock:
+            return self._view() if self._generation is not None else None
 
     def reset_generation(self, prompt: str, settings: GenerationSettings) -> GenerationView:
         """Start generating from `prompt` with `settings` (a fresh seeded generator)."""

@@ -61,6 +61,8 @@ class AttentionUpdated(Message):
 
 @dataclass
 class AblationsUpdated(Message):
-    """The interventions now active, as the descriptions the engine gives them."""
+    """The interventions now active, as the descriptions the engine gives them, and the
+    module paths they act on."""
 
     active: tuple[str, ...]
+    modules: tuple[str, ...] = ()

@@ -271,17 +271,32 @@ async def test_keys_while_busy_never_crash_and_failures_reset_the_stepper() -> N
 
 
 async def test_ablation_toggles_on_the_selected_mlp() -> None:
+    """The rerun, the generation's candidates and lens, the tree and the Train tab all
+    show the ablated model."""
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await press(pilot, "r")
-        select(app, "transformer.h.0.mlp")
+        await press(pilot, "r", "4", "6")
+        panel = app.query_one(GeneratePanel)
+        before = panel.view
+        path = "transformer.h.1.mlp"
+        select(app, path)
         await press(pilot, "a")
-        assert app.ablations and "transformer.h.0.mlp" in app.ablations[0]
-        mlp = next(r for r in app._run.records if r.name == "transformer.h.0.mlp")
+        assert app.ablations and path in app.ablations[0]
+        mlp = next(r for r in app._run.records if r.name == path)
         assert mlp.stats.abs_max == 0.0  # the rerun sees the ablated output
+        expected, _ = app.driver.session.generation(app.prompt, seed=0).peek()
+        after = panel.view
+        assert after.next_candidates == expected != before.next_candidates
+        assert after.lens != before.lens
+        tree = app.query_one(ModuleTree)
+        assert str(tree._path_nodes[path].label).startswith("⊘ mlp")
+        head = str(app.query_one("#train-head", Static).render())
+        assert "ablations active" in head
         await press(pilot, "a")
-        assert app.ablations == ()
+        assert app.ablations == () and not tree.ablated
+        assert "ablations active" not in str(app.query_one("#train-head", Static).render())
+        assert panel.view.next_candidates == before.next_candidates
 
 
 async def test_bad_config_shows_a_message_and_keeps_running() -> None:

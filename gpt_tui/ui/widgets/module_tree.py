@@ -39,6 +39,7 @@ class ModuleTree(Tree[str]):
     paused: reactive[str | None] = reactive(None)
     breakpoints: reactive[frozenset[str]] = reactive(frozenset)
     nonfinite: reactive[frozenset[str]] = reactive(frozenset)
+    ablated: reactive[frozenset[str]] = reactive(frozenset)
     name_filter: reactive[str] = reactive("")
 
     @dataclass
@@ -106,6 +107,8 @@ class ModuleTree(Tree[str]):
         text = Text(no_wrap=True)
         if path in self.breakpoints:
             text.append("● ", style="bold red")
+        if path in self.ablated:
+            text.append("⊘ ", style="bold magenta")
         paused = path == self.paused
         bad = path in self.nonfinite
         name_style = "bold red" if bad else ("bold" if node.kind else "")
@@ -152,6 +155,9 @@ class ModuleTree(Tree[str]):
         self._relabel()
 
     def watch_nonfinite(self) -> None:
+        self._relabel()
+
+    def watch_ablated(self) -> None:
         self._relabel()
 
     def watch_paused(self, old: str | None, new: str | None) -> None:

@@ -23,12 +23,16 @@ class TrainPanel(Vertical):
     """A headline with the loss and a table of gradient norms, largest first."""
 
     view: reactive[TrainView | None] = reactive(None, always_update=True)
+    ablations: reactive[tuple[str, ...]] = reactive(tuple)
 
     def compose(self) -> ComposeResult:
         yield Static("the loss and gradients of one backward pass on the prompt", id="train-head")
         table = RowTable(id="train-grads")
         table.add_columns("parameter", "shape", "‖grad‖", "", "‖param‖", "ratio")
         yield table
+
+    def watch_ablations(self) -> None:
+        self.watch_view(self.view)
 
     def watch_view(self, view: TrainView | None) -> None:
         if view is None or not self.is_mounted:
@@ -40,6 +44,8 @@ class TrainPanel(Vertical):
         head.append(f"  ·  {view.trainable_params:,} trainable parameters", style="dim")
         if view.note:
             head.append(f"\n{view.note}", style="italic yellow")
+        if self.ablations:  # the loss and gradients are those of the ablated model
+            head.append(f"\n⊘ ablations active: {'; '.join(self.ablations)}", style="bold yellow")
         self.query_one("#train-head", Static).update(head)
         table = self.query_one("#train-grads", RowTable)
         table.clear()

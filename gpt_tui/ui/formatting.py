@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
+# Where the stepper is paused, in the tree and the stats rows (▶ is the tree's "collapsed").
+PAUSED_MARK = "→ "
 
 
 def count(n: int) -> str:

@@ -68,7 +68,7 @@ def test_open_run_step_and_quit_in_tmux(tmp_path: Path) -> None:
         _wait_for("the first stop", lambda: "paused at transformer.wte (in)" in screen(), screen)
         keys("s")
         _wait_for("the second stop", lambda: "paused at transformer.wte (out)" in screen(), screen)
-        assert "▶ wte" in screen()
+        assert "→ wte" in screen()
 
         keys("q")
         _wait_for("the app to exit", exit_file.exists, screen)

@@ -129,6 +129,8 @@ async def test_stepping_follows_the_engine_event_order() -> None:
             assert f"paused at {name}" in app.query_one(StatusBar).stepper
             if name in tree._path_nodes:
                 assert tree.paused == name
+                label = str(tree._path_nodes[name].label)
+                assert label.startswith("→ " + name.rsplit(".", 1)[-1]) and "▶" not in label
             # The stats tab shows the records so far, the paused one highlighted.
             assert table.row_count == len(records)
             assert table.cursor_row == len(records) - 1

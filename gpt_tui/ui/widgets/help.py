@@ -19,7 +19,8 @@ PANES = [
     (
         "Module tree",
         "every module with its class, last output shape and parameters; "
-        "▶ paused module, ● breakpoint, red: NaN/Inf output. / filters by name",
+        "→ paused module (▶ ▼ collapsed / expanded), ● breakpoint, ⊘ ablated, "
+        "red: NaN/Inf output. / filters by name",
     ),
     (
         "Stats",

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 # What you hunt a NaN with comes first, so that it fits at 80 columns.
 COLUMNS = ("name", "shape", "NaN", "Inf", "mean", "std", "min", "max", "|max|", "rms", "zero%")
 STAT_FIELDS = ("mean", "std", "min", "max", "abs_max", "rms")
-PAUSED_MARK = "→ "  # the row / module the stepper is paused at (▶ is the tree's "collapsed")
 _RESID = re.compile(r"\.(\d+)\.resid_(pre|post)$")
 
 
@@ -52,7 +51,7 @@ def row_name(record: ProbeRecord, paused: bool = False) -> str:
     """The name column: without the `transformer.` every row has, `(in)` for inputs."""
     name = record.name.removeprefix("transformer.")
     name += " (in)" if record.phase == "in" else ""
-    return f"{PAUSED_MARK}{name}" if paused else name
+    return f"{fmt.PAUSED_MARK}{name}" if paused else name
 
 
 def _cell(value: float, bad: bool = False) -> Text:

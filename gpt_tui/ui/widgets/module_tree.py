@@ -112,9 +112,10 @@ class ModuleTree(Tree[str]):
         paused = path == self.paused
         bad = path in self.nonfinite
         name_style = "bold red" if bad else ("bold" if node.kind else "")
-        if paused:
+        if paused:  # not ▶, which the tree draws for a collapsed node
+            text.append(fmt.PAUSED_MARK, style="bold yellow")
             name_style = "bold black on yellow"
-        text.append(("▶ " if paused else "") + node.name, style=name_style)
+        text.append(node.name, style=name_style)
         if bad:
             text.append(" NaN/Inf", style="bold red")
         if self._detail == "rail":

@@ -42,11 +42,12 @@ from .widgets.attention_heatmap import AttentionPanel
 from .widgets.diagram import Diagram
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
-from .widgets.help import HelpScreen
+from .widgets.help import HelpScreen, KeyRow, binding_rows
 from .widgets.layer_stats import StatsPanel
 from .widgets.module_tree import ModuleTree
 from .widgets.param_table import ParamTable
 from .widgets.status import StatusBar
+from .widgets.tables import RowTable
 from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
@@ -723,8 +724,48 @@ class GptTuiApp(App[int]):
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", Input).focus()
 
+    def help_sections(self) -> list[tuple[str, list[KeyRow]]]:
+        """Every key, by the pane where it works, from the live bindings."""
+        tables = binding_rows(RowTable.BINDINGS)  # Home / End in every table
+        tab_names = " ".join(self.TAB_LABELS.get(tab, title) for tab, title in self.TABS)
+        moves = ("filter_tree", "focus_tree", "focus_prompt")
+        extra = [b for b in self.BINDINGS if b.action in moves]
+        return [
+            (
+                "Anywhere",
+                binding_rows(self.KEY_BINDINGS, self.KEY_TITLES)
+                + binding_rows(extra)
+                + [
+                    (f"1–{len(self.TABS)}", "Tabs", tab_names),
+                    ("Ctrl+P", "Palette", "every command by name"),
+                ],
+            ),
+            (
+                "Module tree",
+                [
+                    ("↑ ↓", "Move", "select a module (b and a act on it)"),
+                    ("Space Enter", "Expand", "expand or collapse the module"),
+                    ("Tab", "Next pane", "to the tabs (the tree narrows to a rail)"),
+                ],
+            ),
+            ("Stats", binding_rows(StatsPanel.BINDINGS) + tables),
+            ("Params", binding_rows(ParamTable.BINDINGS) + tables),
+            (
+                "Attention",
+                [("← → ↑ ↓", "Cursor", "the query row / key column under the cursor")]
+                + binding_rows(AttentionPanel.BINDINGS),
+            ),
+            (
+                "Generate",
+                [("f Enter", "Force", "append the highlighted candidate as the next token")]
+                + [("g G", "Step / run N", "one token / N tokens (N in the pane)")]
+                + tables,
+            ),
+            ("Train", tables),
+        ]
+
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.KEY_BINDINGS, self.KEY_TITLES))
+        self.push_screen(HelpScreen(self.help_sections()))
 
     def action_quit(self) -> None:
         if self.driver is not None:

@@ -141,7 +141,14 @@ async def test_stepping_follows_the_engine_event_order() -> None:
         await press(pilot, "1")
         assert not app.query_one("#left").display
         assert visible_columns(table)[:8] == [
-            "name", "shape", "NaN", "Inf", "mean", "std", "min", "max"
+            "name",
+            "shape",
+            "NaN",
+            "Inf",
+            "mean",
+            "std",
+            "min",
+            "max",
         ]
         await press(pilot, "2")
         params = app.query_one(ParamTable)
@@ -320,6 +327,13 @@ async def test_help_screen_and_command_palette_list_the_keys() -> None:
         await settle(pilot)
         await press(pilot, "question_mark")
         assert isinstance(app.screen, HelpScreen)
+        listed = {pane: {row[0] for row in rows} for pane, rows in app.screen.sections}
+        everywhere = {"r", "s", "n", "o", "c", "b", "w", "g", "G", "x", "a", "q", "?", "/"}
+        assert everywhere | {"p", "Esc", "1–6"} <= listed["Anywhere"]
+        assert {"d", "Home", "End"} <= listed["Stats"] and "t" in listed["Params"]
+        assert {"[", "]", ",", ".", "m", "v"} <= listed["Attention"]
+        assert "f Enter" in listed["Generate"]
+        assert not any("_" in key for keys in listed.values() for key in keys)  # question_mark
         await press(pilot, "escape")
         await pilot.press("ctrl+p")
         await pilot.press(*"step over")

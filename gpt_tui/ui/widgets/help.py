@@ -24,9 +24,10 @@ PANES = [
     ),
     (
         "Stats",
-        "one row per probe in execution order: shape, mean, std, rms, min, max, "
-        "|max|, zero %, NaN, Inf; sparkline of the residual rms across layers; "
-        "d shows the change against the previous run",
+        "one row per probe in execution order: shape, NaN, Inf, mean, std, min, max, "
+        "|max|, rms, zero %; sparkline of the residual rms across layers; "
+        "d shows the change against the previous run. A focused tab takes the width: "
+        "the tree narrows (or steps aside below 100 columns) until Esc",
     ),
     (
         "Params",
@@ -48,17 +49,52 @@ PANES = [
 ]
 
 
+# Human names for Textual's key names.
+KEY_NAMES = {
+    "question_mark": "?",
+    "slash": "/",
+    "escape": "Esc",
+    "enter": "Enter",
+    "space": "Space",
+    "tab": "Tab",
+    "home": "Home",
+    "end": "End",
+    "up": "↑",
+    "down": "↓",
+    "left": "←",
+    "right": "→",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
+    "comma": ",",
+    "full_stop": ".",
+    "ctrl+p": "Ctrl+P",
+}
+
+
+def key_name(keys: str) -> str:
+    """`escape,q` -> `Esc q`; `left_square_bracket` -> `[`."""
+    return " ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+# One row of the keys table: (keys as the user presses them, what, more detail).
+KeyRow = tuple[str, str, str]
+
+
+def binding_rows(bindings: list[Binding], titles: dict[str, str] | None = None) -> list[KeyRow]:
+    titles = titles or {}
+    return [(key_name(b.key), titles.get(b.action, b.description), b.tooltip) for b in bindings]
+
+
 class HelpScreen(ModalScreen[None]):
-    """Panes and keys; any of escape, q or ? closes it."""
+    """Panes and every key, by the pane they work in; escape, q or ? closes it."""
 
     BINDINGS = [
         Binding("escape,q,question_mark", "app.pop_screen", "Close help", id="help.close"),
     ]
 
-    def __init__(self, bindings: list[Binding], titles: dict[str, str] | None = None) -> None:
+    def __init__(self, sections: list[tuple[str, list[KeyRow]]]) -> None:
         super().__init__()
-        self._keys = bindings
-        self._titles = titles or {}
+        self.sections = sections  # (pane, rows): what the screen lists, for tests too
 
     def compose(self) -> ComposeResult:
         panes = Table.grid(padding=(0, 2))
@@ -70,13 +106,13 @@ class HelpScreen(ModalScreen[None]):
         keys.add_column(style="bold yellow", no_wrap=True)
         keys.add_column(style="bold", no_wrap=True)
         keys.add_column(style="dim")
-        for b in self._keys:
-            keys.add_row(
-                b.key_display or b.key, self._titles.get(b.action, b.description), b.tooltip
-            )
+        for section, rows in self.sections:
+            keys.add_row(Text(section, style="bold cyan underline"), "", "")
+            for key, title, detail in rows:
+                keys.add_row(key, title, detail)
         with VerticalScroll(id="help-body"):
             yield Static(Text("gpt-tui help", style="bold reverse"), classes="help-title")
             yield Static(panes)
-            yield Static(Text("\nKeys (also in the command palette, ctrl+p)", style="bold"))
+            yield Static(Text("\nKeys by pane (the engine keys also in the palette, Ctrl+P)"))
             yield Static(keys)
-            yield Static(Text("\nescape closes this screen", style="dim"))
+            yield Static(Text("\nEsc, q or ? closes this screen", style="dim"))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
+
 from .. import formatting as fmt
 from .tables import RowTable
 

@@ -218,10 +218,22 @@ async def test_attention_cursor_reports_the_engine_probability(arch: str) -> Non
         panel = app.query_one(AttentionPanel)
         with Probes(app.driver.session.model, attention_layers=[1]) as probes:
             probes.run(prompt_ids(app))
-            expected = float(probes.pattern(1).weights[1, 3, 1])
+            weights = probes.pattern(1).weights
+            expected = float(weights[1, 3, 1])
+            probs, keys = torch.as_tensor(weights[1, 3]).topk(3)
         assert panel.view.pattern.layer == 1 and panel.head == 1
         assert panel.cursor_probability() == expected
-        assert f"p = {expected:.6f}" in str(app.query_one("#attn-cursor", Static).render())
+        readout = str(app.query_one("#attn-cursor", Static).render())
+        assert f"p = {expected:.6f}" in readout
+        # The query row's top keys, most attended first, with the engine's probabilities.
+        tokens = panel.view.tokens
+        looks = "  ".join(
+            f"k {k} {tokens[k]} {p:.2f}" for k, p in zip(keys.tolist(), probs.tolist(), strict=True)
+        )
+        assert f"q 3 {tokens[3]} looks at  {looks}" in readout
+        await press(pilot, "v")  # all heads: each labelled, the current one highlighted
+        picture = app.query_one("#attn-overview-text", Static).render()
+        assert all(f"head {h}" in str(picture) for h in range(app.info.n_head))
 
 
 async def test_generation_seeded_forced_and_lens() -> None:

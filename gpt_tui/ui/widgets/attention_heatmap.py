@@ -115,7 +115,9 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         tq, tk = self.weights.shape
         cols = self.size.width - self._label_width
         half_rows = 2 * (self.size.height - 1)
-        self.zoom = max(1, min(6, cols // tk if tk else 1, half_rows // tq if tq else 1))
+        zoom = max(1, min(6, cols // tk if tk else 1, half_rows // tq if tq else 1))
+        # An even zoom gives every query row the same number of terminal lines.
+        self.zoom = zoom - 1 if zoom > 1 and zoom % 2 else zoom
         z = self.zoom
         self.virtual_size = Size(self._label_width + tk * z, 1 + (tq * z + 1) // 2)
         self._cache.clear()
@@ -244,21 +246,32 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         self.scroll_to(x, y, animate=False)
 
 
-def overview_text(weights: np.ndarray, width: int, cell: int = 12) -> Text:
-    """All heads as small multiples: each head mean-pooled to `cell` columns and `cell`
-    rows (two rows per line), laid out left to right and wrapped to `width`."""
+def _spans(n: int, cells: int) -> list[tuple[int, int]]:
+    """The matrix range each of `cells` cells covers: whole repeats of each index when
+    n <= cells (every row / column equally tall / wide), else near-equal pools."""
+    if n <= cells:
+        per = cells // n
+        return [(i // per, i // per + 1) for i in range(n * per)]
+    edges = np.linspace(0, n, cells + 1).astype(int)
+    return [(int(a), int(max(b, a + 1))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def overview_text(weights: np.ndarray, width: int, cell: int = 12, current: int = -1) -> Text:
+    """All heads as small multiples, left to right and wrapped to `width`, each labelled
+    with its number (the `current` head highlighted): each head max-pooled to at most
+    `cell` columns and `cell` rows (two rows per line), every query row equally tall."""
     n_head, tq, tk = weights.shape
-    per_row = max(1, (width + 1) // (cell + 2))
-    rows_idx = np.linspace(0, tq, cell + 1).astype(int)
-    cols_idx = np.linspace(0, tk, cell + 1).astype(int)
+    rows, cols = _spans(tq, cell), _spans(tk, cell)
+    if len(rows) % 2:
+        rows.append((tq, tq))  # an empty lower half on the last line
+    grid_w = len(cols)
+    per_row = max(1, (width + 2) // (grid_w + 2))
 
     def pooled(h: int) -> np.ndarray:
-        out = np.zeros((cell, cell), dtype=np.float32)
-        for i in range(cell):
-            r0, r1 = rows_idx[i], max(rows_idx[i + 1], rows_idx[i] + 1)
-            for j in range(cell):
-                c0, c1 = cols_idx[j], max(cols_idx[j + 1], cols_idx[j] + 1)
-                block = weights[h, r0 : min(r1, tq), c0 : min(c1, tk)]
+        out = np.zeros((len(rows), grid_w), dtype=np.float32)
+        for i, (r0, r1) in enumerate(rows):
+            for j, (c0, c1) in enumerate(cols):
+                block = weights[h, r0:r1, c0:c1]
                 out[i, j] = float(block.max()) if block.size else 0.0
         return out
 
@@ -267,16 +280,24 @@ def overview_text(weights: np.ndarray, width: int, cell: int = 12) -> Text:
         heads = list(range(start, min(n_head, start + per_row)))
         grids = [pooled(h) for h in heads]
         for h in heads:
-            text.append(f"head {h}".ljust(cell + 2), style="bold")
+            style = "bold reverse" if h == current else "bold"
+            text.append(f"head {h}"[:grid_w], style=style)
+            text.append(" " * (grid_w + 2 - min(grid_w, len(f"head {h}"))))
         text.append("\n")
-        for line in range(cell // 2):
+        for line in range(len(rows) // 2):
             for grid in grids:
-                for j in range(cell):
+                for j in range(grid_w):
                     up, lo = ramp(grid[2 * line, j]), ramp(grid[2 * line + 1, j])
                     text.append("▀", style=Style(color=_rgb(up), bgcolor=_rgb(lo)))
                 text.append("  ")
             text.append("\n")
     return text
+
+
+def top_keys(row: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
+    """The `k` keys a query row attends to most: (key index, probability), largest first."""
+    order = np.argsort(-row, kind="stable")[:k]
+    return [(int(i), float(row[i])) for i in order if row[i] > 0]
 
 
 class AttentionPanel(Vertical):
@@ -402,7 +423,8 @@ class AttentionPanel(Vertical):
         heatmap.show(p.weights[head], p.mask, view.tokens, self.mode)
         if self.overview:
             width = max(20, self.size.width - 2)
-            self.query_one("#attn-overview-text", Static).update(overview_text(p.weights, width))
+            picture = overview_text(p.weights, width, current=head)
+            self.query_one("#attn-overview-text", Static).update(picture)
         self._report(*heatmap.cursor)
 
     def on_attention_heatmap_cursor_moved(self, event: AttentionHeatmap.CursorMoved) -> None:
@@ -419,20 +441,42 @@ class AttentionPanel(Vertical):
         return float(view.pattern.weights[head, q, k])
 
     def _report(self, q: int, k: int) -> None:
+        """Two lines: the cell under the cursor, then where its query row looks most."""
         view = self.view
         if view is None:
             return
         p = self.cursor_probability()
         tokens = view.tokens
+
+        def tok(i: int) -> str:
+            return repr(tokens[i])[1:-1] if i < len(tokens) else "?"
+
         allowed = view.pattern.mask is None or bool(view.pattern.mask[q, k])
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(f"q {q} ", style="dim")
-        line.append(repr(tokens[q])[1:-1] if q < len(tokens) else "?", style="bold")
+        line.append(tok(q), style="bold")
         line.append(" → ", style="dim")
         line.append(f"k {k} ", style="dim")
-        line.append(repr(tokens[k])[1:-1] if k < len(tokens) else "?", style="bold")
+        line.append(tok(k), style="bold")
         line.append(f"  p = {p:.6f}", style="bold yellow")
         if not allowed:
             line.append("  (masked)", style="red")
-        line.append("   arrows move · [ ] layer · , . head · m mode · v all heads", style="dim")
+        line.append("\n")
+        line.append_text(self.top_keys_text(q))
         self.query_one("#attn-cursor", Static).update(line)
+
+    def top_keys_text(self, q: int) -> Text:
+        """`q 5 ':' looks at  k 4 'O' 0.61  k 0 'R' 0.20  k 3 'E' 0.09` for this head."""
+        view = self.view
+        assert view is not None
+        head = min(self.head, view.pattern.weights.shape[0] - 1)
+        tokens = view.tokens
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"q {q} ", style="dim")
+        text.append(repr(tokens[q])[1:-1] if q < len(tokens) else "?", style="bold")
+        text.append(" looks at", style="dim")
+        for key, prob in top_keys(view.pattern.weights[head, q]):
+            text.append(f"  k {key} ", style="dim")
+            text.append(repr(tokens[key])[1:-1] if key < len(tokens) else "?", style="bold")
+            text.append(f" {prob:.2f}", style="yellow")
+        return text

@@ -258,6 +258,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
     for p in samples:
         readme = p / "README.md"
         first = readme.read_text().splitlines()[0].lstrip("# ") if readme.exists() else ""
+        first = first.removeprefix(f"{p.name}: ")  # the heading repeats the name
         mark = " (default)" if p.name == DEFAULT_SAMPLE else ""
         print(f"{p.name}{mark}: {first}")
     return 0

@@ -267,6 +267,26 @@ class GptTuiApp(App[int]):
         self.query_one("#tabs").display = False
         self.query_one(ModuleTree).focus()
 
+    # -- keys ----------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        """Escape and then a key, pressed quickly, arrive as one `alt+<key>`: the terminal
+        sends ESC and the key back to back, and Textual reads the pair as Alt (within
+        ESCDELAY, 100 ms). Both keys were lost (`Esc 1` did not reach the Stats tab); this
+        app binds no Alt keys, so it replays them as the two keys the user pressed."""
+        if isinstance(event, events.Key) and event.key.startswith("alt+"):
+            char = event.key.removeprefix("alt+")
+            if len(char) == 1 and char.isalnum():
+                if self.screen is self.screen_stack[0]:
+                    # Escape's work done now (replayed, it would still be bubbling up from
+                    # the focused widget when the key arrived), then the key.
+                    self.action_focus_tree(now=True)
+                else:  # a modal screen or the palette: escape closes it
+                    await super().on_event(events.Key("escape", "\x1b"))
+                await super().on_event(events.Key(char, char))
+                return
+        await super().on_event(event)
+
     # -- layout: the focused side gets the room -----------------------------------------
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
@@ -715,11 +735,15 @@ class GptTuiApp(App[int]):
     def _filter_submitted(self) -> None:
         self.query_one(ModuleTree).focus()
 
-    def action_focus_tree(self) -> None:
+    def action_focus_tree(self, now: bool = False) -> None:
         box = self.query_one("#tree-filter", Input)
         if box.has_focus and not box.value:
             box.display = False
-        self.query_one(ModuleTree).focus()
+        tree = self.query_one(ModuleTree)
+        if now:  # before the next key is handled, not after the pending messages
+            self.screen.set_focus(tree)
+        else:
+            tree.focus()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", Input).focus()

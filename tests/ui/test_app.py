@@ -157,6 +157,11 @@ async def test_stepping_follows_the_engine_event_order() -> None:
         assert params.cursor_row == params.row_count - 1 and params.scroll_x == 0
         await press(pilot, "escape")  # the tree comes back with the focus
         assert app.query_one("#left").display and app.query_one(ModuleTree).has_focus
+        # Esc then a key, fast, reaches the app as alt+key: both still count.
+        await press(pilot, "p", "alt+2")
+        assert app.query_one(TabbedContent).active == "params" and params.has_focus
+        assert app.query_one("#prompt", Input).value == "ROMEO:"
+        await press(pilot, "escape")
         await press(pilot, "c")  # no breakpoints: runs to the end
         assert app.paused_at is None
         assert "finished" in app.query_one(StatusBar).stepper

@@ -118,6 +118,13 @@ def _block_branches(block: nn.Module) -> dict[str, ProbeKind]:
     return branches
 
 
+def _is_attention_block(block: nn.Module) -> bool:
+    """A block that is itself an attention layer: Linears, none of them an MLP expansion."""
+    widths = Counter(lin.in_features for lin in _linears(block))
+    width = widths.most_common(1)[0][0] if widths else 0
+    return _branch_kind("", block, width) == "attn"
+
+
 def _is_norm(module: nn.Module) -> bool:
     if isinstance(module, _NORM_TYPES):
         return True
@@ -171,8 +178,12 @@ def find_probe_points(model: nn.Module, leaves: bool = False) -> list[ProbePoint
             seen_blocks = True
             add(ProbePoint(f"{name}.resid_pre", "resid", _depth(name) + 1, layer))
             add(ProbePoint(name, "block", _depth(name), layer, module))
-            for attr, kind in _block_branches(module).items():
+            branches = _block_branches(module)
+            for attr, kind in branches.items():
                 branch_of[f"{name}.{attr}"] = (kind, layer)
+            if "attn" not in branches.values() and _is_attention_block(module):
+                # An attention-only block (no attention child): its own calls are the pattern.
+                add(ProbePoint(f"{name}.pattern", "pattern", _depth(name) + 1, layer))
             last = [n for n, _ in module.named_modules(prefix=name)][-1]
             tails[last] = ProbePoint(f"{name}.resid_post", "resid", _depth(name) + 1, layer)
         elif name in branch_of:
@@ -307,7 +318,7 @@ class Probes:
                 for role in ("resid_pre", "resid_post")
                 if p.kind == "block"
             }
-            pattern = p.kind == "attn" and f"{p.name}.pattern" in names
+            pattern = p.kind in ("attn", "block") and f"{p.name}.pattern" in names
             mid = by_name.get(f"{p.name.rsplit('.', 1)[0]}.resid_mid") if p.kind == "attn" else None
             block_layer = p.layer if p.kind == "block" else None
             self._handles.append(

@@ -377,7 +377,16 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
     SDPA calls are seen by the engine's interception and a manual softmax by its hooks;
     FlashAttention's own functions (flash_attn_func, FA3 kernels) are invisible to both.
     """
-    source = inspect.getsource(module)
+    # The file itself and every file its modules' classes come from (sibling imports).
+    sources = {inspect.getsource(module)}
+    for sub in model.modules():
+        cls_module = inspect.getmodule(type(sub))
+        if cls_module is not None and not cls_module.__name__.startswith("torch"):
+            try:
+                sources.add(inspect.getsource(cls_module))
+            except (OSError, TypeError):  # built without a source file
+                continue
+    source = "\n".join(sources)
     uses_flash_attn = "flash_attn" in source
     uses_sdpa = "scaled_dot_product_attention" in source
     uses_softmax = "softmax" in source

@@ -19,6 +19,10 @@ CASES = {
         block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False
     ),
     "gpt.py": dict(sequence_len=16, vocab_size=65, n_layer=2, n_head=4, n_kv_head=2, n_embd=32),
+    # renamed classes, hand-written softmax, a block returning (x, None)
+    "tinylm.py": dict(vocab=40, d_model=32, n_layers=2, n_heads=4, max_len=16),
+    # the model class imports its parts from a sibling module
+    "stacked.py": dict(vocab_size=30, width=16, depth=2, heads=2),
 }
 
 
@@ -48,10 +52,12 @@ def session(request, tmp_path):
 
 def test_probes_find_every_block_attention_and_mlp(session):
     trace = session.trace([1, 2, 3, 4, 5], attention_layers="all")
-    kinds = [(r.name, r.kind) for r in trace.records if r.kind in ("block", "attn", "mlp")]
-    assert [k for _, k in kinds].count("block") == 2
-    assert [k for _, k in kinds].count("attn") == 2
-    assert [k for _, k in kinds].count("mlp") == 2
+    kinds = [r.kind for r in trace.records]
+    assert kinds.count("block") == 2
+    if "stacked" not in session.info["model_file"]:
+        assert kinds.count("attn") == 2 and kinds.count("mlp") == 2
+    # stacked.py's blocks are attention layers themselves; their patterns come all the same
+    assert set(trace.patterns) == {0, 1}
     for pattern in trace.patterns.values():
         assert pattern.max_abs_error <= 1e-4
         assert pattern.weights.shape[1:] == (5, 5)
@@ -70,6 +76,7 @@ def test_greedy_generation_equals_the_files_own_forward(session):
 
 def test_checkpoint_info_and_kernel_report(session):
     assert session.info["iter_num"] == 7
+    # stacked.py's kernel call is in its sibling file, which the report reads too
     assert "patterns captured" in session.info["attention_kernel"]
 
 

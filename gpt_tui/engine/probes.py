@@ -284,6 +284,7 @@ class Probes:
         self._thread: int | None = None  # ident of the thread running the current pass
         self._capturing = False
         self._block_inputs: dict[int, torch.Tensor] = {}
+        self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._attach()
 
@@ -411,6 +412,7 @@ class Probes:
             self._record(output_point, "out", y)
         self.flush()
         self._block_inputs = {}
+        self._last = (None, None)
         self._thread = None
 
     def abandon_pass(self) -> None:
@@ -426,6 +428,7 @@ class Probes:
             self._capturing = False
         self._pending = []
         self._block_inputs = {}
+        self._last = (None, None)
         self._thread = None
 
     def _record(
@@ -433,7 +436,12 @@ class Probes:
     ) -> torch.Tensor | None:
         """Queue a record; `row` reuses stats already computed for the same tensor."""
         if row is None:
-            row = stats_row(x)
+            # The same tensor is often recorded twice in a row (a block's output is the next
+            # block's input; the head's output is the logits): one slot catches that without
+            # keeping every activation of the pass alive.
+            last_x, last_row = self._last
+            row = last_row if last_x is x else stats_row(x)
+        self._last = (x, row)
         pending = PendingRecord(
             p, phase, tuple(x.shape), str(x.dtype).removeprefix("torch."), str(x.device),
             x.numel(), row, self._order,

@@ -23,6 +23,7 @@ passes are cheap there).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -67,9 +68,14 @@ def stats_row(x: torch.Tensor) -> torch.Tensor | None:
     if x.device.type != "cpu":
         return _finite_row(x)
     lo, hi = torch.aminmax(x)
-    if not (torch.isfinite(lo) and torch.isfinite(hi)):  # free on the CPU: no device to sync
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # free on the CPU: no device to sync
         return _finite_row(x)
-    floats = torch.stack([x.sum(), torch.linalg.vector_norm(x), lo, hi])
+    # A dot product is the cheapest sum of squares on the CPU (half a vector_norm); it can
+    # only overflow for values beyond ~1e19, where vector_norm's scaling takes over.
+    flat = x.reshape(-1)
+    sumsq = torch.dot(flat, flat)
+    norm = sumsq.sqrt() if math.isfinite(sumsq) else torch.linalg.vector_norm(x)
+    floats = torch.stack([x.sum(), norm, lo, hi])
     zero = torch.zeros((), dtype=torch.int64)
     return _pack(floats, torch.stack([torch.count_nonzero(x), zero, zero]))
 

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .ui.formatting import nbytes
+
 EXIT_USAGE = 2
 
 
@@ -107,14 +109,6 @@ def _print_json(data: Any) -> None:
 
 def _fmt_count(n: int) -> str:
     return f"{n:,}"
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -240,7 +234,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         f"[bold]{session.name}[/] ({summary.family}, {session.source}) on {session.device}: "
         f"{_fmt_count(summary.total_params)} parameters (tied weights once), "
         f"{_fmt_count(summary.non_embedding_params)} without embedding tables ({left_out}), "
-        f"{_fmt_bytes(summary.total_bytes)}"
+        f"{nbytes(summary.total_bytes)}"
     )
     return 0
 

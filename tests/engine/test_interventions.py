@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_nanochat
 
 from gpt_tui.engine.interventions import (
     ActivationPatch,
@@ -23,18 +24,11 @@ IDS_A = torch.tensor([[3, 14, 15, 9, 26, 5, 35, 8]])
 IDS_B = torch.tensor([[2, 7, 18, 28, 18, 28, 45, 9]])
 
 
-def _nanochat() -> torch.nn.Module:
-    model = build_model(make_config("tiny", "nanochat", {"n_head": 4, "n_kv_head": 2}), "cpu")
-    with torch.no_grad():  # nanochat zeroes the head and projections: give them signal
-        for name, p in model.named_parameters():
-            if name.endswith(("lm_head.weight", "c_proj.weight")):
-                p.normal_(0.0, 0.3)
-    return model
-
-
 @pytest.fixture(params=["nanogpt", "nanochat"])
 def model(request) -> torch.nn.Module:
-    return build_model(make_config("tiny"), "cpu") if request.param == "nanogpt" else _nanochat()
+    return (
+        build_model(make_config("tiny"), "cpu") if request.param == "nanogpt" else tiny_nanochat()
+    )
 
 
 @torch.inference_mode()

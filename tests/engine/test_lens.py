@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_nanochat
 
 from gpt_tui.engine.lens import LensNotSupportedError, decode_residual, lens_logits, logit_lens
 from gpt_tui.io.tokenizers import CharTokenizer
@@ -13,18 +14,11 @@ TOK = CharTokenizer([chr(ord("0") + i) for i in range(65)])
 IDS = [3, 14, 15, 9, 26, 5, 35, 8]
 
 
-def _nanochat() -> torch.nn.Module:
-    model = build_model(make_config("tiny", "nanochat", {"n_head": 4, "n_kv_head": 2}), "cpu")
-    with torch.no_grad():  # nanochat zeroes the head and projections: give them signal
-        for name, p in model.named_parameters():
-            if name.endswith(("lm_head.weight", "c_proj.weight")):
-                p.normal_(0.0, 0.3)
-    return model
-
-
 @pytest.fixture(scope="module", params=["nanogpt", "nanochat"])
 def model(request) -> torch.nn.Module:
-    return build_model(make_config("tiny"), "cpu") if request.param == "nanogpt" else _nanochat()
+    return (
+        build_model(make_config("tiny"), "cpu") if request.param == "nanogpt" else tiny_nanochat()
+    )
 
 
 def test_last_layer_equals_the_model_output(model):

@@ -6,6 +6,7 @@ import string
 
 import pytest
 import torch
+from tiny_models import tiny_nanochat
 
 from gpt_tui.engine.interventions import Interventions, inject_nonfinite
 from gpt_tui.engine.sampling import (
@@ -29,20 +30,11 @@ def tok() -> CharTokenizer:
     return CharTokenizer(CHARS)
 
 
-def _nanochat() -> torch.nn.Module:
-    model = build_model(make_config("tiny", "nanochat", {"n_head": 4, "n_kv_head": 2}), "cpu")
-    with torch.no_grad():  # nanochat zeroes the head and projections: give them signal
-        for name, p in model.named_parameters():
-            if name.endswith(("lm_head.weight", "c_proj.weight")):
-                p.normal_(0.0, 0.3)
-    return model
-
-
 @pytest.fixture(scope="module", params=["nanogpt", "nanochat"])
 def model(request) -> torch.nn.Module:
     if request.param == "nanogpt":
         return build_model(make_config("tiny"), "cpu")
-    return _nanochat()
+    return tiny_nanochat()
 
 
 PROMPT = [1, 5, 9, 20]

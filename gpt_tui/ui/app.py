@@ -106,6 +106,13 @@ class GptTuiApp(App[int]):
         _key("c", "continue", "Cont", "run to the next breakpoint or watchpoint"),
         _key("b", "toggle_breakpoint", "Break", "toggle a breakpoint on the selected module"),
         _key("w", "toggle_watch", "NaN", "stop at the first module producing NaN/Inf"),
+        _key(
+            "l",
+            "toggle_leaves",
+            "Leaves",
+            "also probe and stop at every Linear, norm and activation",
+            show=False,
+        ),
         _key("g", "generate", "Gen", "sample one token"),
         _key("q", "quit", "Quit", "leave gpt-tui"),
         _key("question_mark", "help", "Help", "the panes and keys explained"),
@@ -148,6 +155,7 @@ class GptTuiApp(App[int]):
             "continue",
             "toggle_breakpoint",
             "toggle_watch",
+            "toggle_leaves",
             "run",
             "abort",
             "generate",
@@ -181,6 +189,7 @@ class GptTuiApp(App[int]):
         self.attention_head = 0
         self.breakpoints: frozenset[str] = frozenset()
         self.watch_nonfinite = False
+        self.leaf_probes = False
         self.paused_at: str | None = None
         self.stepping = False  # a step / continue is running in the engine now
         self.ablations: tuple[str, ...] = ()
@@ -319,6 +328,8 @@ class GptTuiApp(App[int]):
             parts.append(f"● {len(self.breakpoints)} breakpoint(s)")
         if self.watch_nonfinite:
             parts.append("NaN watch on")
+        if self.leaf_probes:
+            parts.append("leaf probes on")
         if self.ablations:
             parts.append("; ".join(self.ablations))
         if self.busy:
@@ -586,6 +597,20 @@ class GptTuiApp(App[int]):
         self._update_detail()
         state = "on: c stops where NaN/Inf first appears" if self.watch_nonfinite else "off"
         self.notify(f"NaN/Inf watchpoint {state}", timeout=2)
+
+    @work(thread=True, group="engine", exit_on_error=False, name="leaf probes")
+    def _leaves_worker(self, on: bool) -> None:
+        assert self.driver is not None
+        state = self.driver.set_leaf_probes(on)
+        if state is not None:
+            self.post_message(StepUpdated(state))
+
+    def action_toggle_leaves(self) -> None:
+        self.leaf_probes = not self.leaf_probes
+        self._update_detail()
+        self._start(self._leaves_worker, self.leaf_probes)
+        state = "on: s and the NaN watch stop at every Linear, norm and activation"
+        self.notify(f"leaf probes {state if self.leaf_probes else 'off'}", timeout=2)
 
     # -- attention -----------------------------------------------------------------------
 

@@ -146,6 +146,8 @@ class Driver:
         # Aborting a running move: taken without the engine lock (see `request_abort`).
         self._abort_lock = threading.Lock()
         self._moving: ForwardStepper | None = None  # the stepper inside a move right now
+        # Also probe (and stop at) every Linear, norm and activation: finer NaN hunting.
+        self.leaf_probes = False
 
     # -- model ---------------------------------------------------------------------------
 
@@ -200,7 +202,7 @@ class Driver:
     def run(self, prompt: str) -> RunResult:
         """A whole recorded forward pass on the prompt (breakpoints do not apply)."""
         with self._lock:
-            return RunResult.from_trace(self.session.trace(prompt))
+            return RunResult.from_trace(self.session.trace(prompt, leaves=self.leaf_probes))
 
     def attention(self, prompt: str, layer: int) -> AttentionView:
         """The recomputed attention pattern of `layer` on the prompt."""
@@ -262,6 +264,13 @@ class Driver:
         with self._lock:
             return self._abort_locked()
 
+    def set_leaf_probes(self, on: bool) -> StepState | None:
+        """Probe leaves (Linear, norms, activations) from the next pass on. A paused pass
+        was probed the other way, so it ends: its "aborted" state, or None if none was."""
+        with self._lock:
+            self.leaf_probes = on
+            return self._abort_locked() if self._stepper is not None else None
+
     def current_step(self) -> StepState | None:
         """The paused pass's state, None when no pass is under way."""
         with self._lock:
@@ -274,7 +283,7 @@ class Driver:
         from ..engine.sampling import token_label
 
         ids, _ = self.session.prompt_ids(prompt)
-        self._stepper = stepper = self.session.stepper(ids)
+        self._stepper = stepper = self.session.stepper(ids, leaves=self.leaf_probes)
         self._step_prompt = prompt
         self._step_tokens = tuple(token_label(self.session.tokenizer, i) for i in ids)
         return stepper

@@ -67,3 +67,17 @@ def test_request_abort_stops_a_running_continue(driver: Driver) -> None:
     names = [e.name for e in state.events]
     assert "transformer.h.0.mlp" in names and "logits" not in names  # stopped mid-pass
     assert driver.current_step() is None
+
+
+def test_leaf_probes_let_the_stepper_stop_inside_attention(driver: Driver) -> None:
+    """With leaf probes on, step-into reaches the Linear layers and the NaN watch can name
+    them; switching ends a paused pass, which was probed the other way."""
+    driver.step("into", "ROMEO:", frozenset(), False)
+    ended = driver.set_leaf_probes(True)
+    assert ended is not None and ended.status == "aborted"
+    state = driver.step("continue", "ROMEO:", frozenset({"*.c_attn"}), False)
+    assert state.event.name == "transformer.h.0.attn.c_attn"
+    driver.abort()
+    run = driver.run("ROMEO:")
+    assert any(r.name == "transformer.h.1.mlp.c_fc" for r in run.records)
+    assert driver.set_leaf_probes(False) is None  # nothing was paused: nothing to end

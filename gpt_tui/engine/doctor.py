@@ -87,7 +87,9 @@ def diagnose(session: Session) -> list[tuple[str, str]]:
         if info.get(key):
             lines.append((key.replace("_", " "), str(info[key])))
     for key in ("iter_num", "step", "best_val_loss", "val_loss"):
-        if info.get(key) is not None:
-            lines.append((key.replace("_", " "), str(info[key])))
+        value = info.get(key)
+        if value is not None:
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            lines.append((key.replace("_", " "), shown))
     lines += [("note", note) for note in session.notes]
     return lines

@@ -133,9 +133,11 @@ class CharTokenizer:
         if unknown:
             shown = ", ".join(repr(ch) for ch in unknown[:8])
             more = f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else ""
+            known = "".join(self.chars)
+            known = known if len(known) <= 70 else known[:67] + "..."
             raise TokenizerError(
                 f"characters not in the model's {self.vocab_size}-character vocabulary: "
-                f"{shown}{more}"
+                f"{shown}{more}; it knows only {known!r}"
             )
         return [self.stoi[ch] for ch in text]
 

@@ -211,3 +211,16 @@ def test_meta_trace_gives_every_shape_without_values(capsys):
     assert shapes["transformer.h.47.attn"] == [1, 6, 1600]
     assert shapes["logits"] == [1, 6, 50257]
     assert data["next_tokens"] == [] and "meta device" in data["note"]
+
+
+def test_set_on_a_checkpoint_changes_what_it_does_not_record(tmp_path, capsys):
+    from gpt_tui.io.checkpoints import save_nanochat_checkpoint
+    from gpt_tui.models import build_model, make_config
+
+    model = build_model(make_config("tiny", "nanochat"), "cpu")
+    save_nanochat_checkpoint(tmp_path, model, step=1)
+    args = ["doctor", "--checkpoint", str(tmp_path), "--json"]
+    assert run([*args, "--set", "softcap=20"]) == 0
+    assert "softcap 20" in json.loads(capsys.readouterr().out)["architecture"]
+    assert run([*args, "--set", "bias=true"]) == 2
+    assert "nanochat model, which has no field 'bias'" in capsys.readouterr().err

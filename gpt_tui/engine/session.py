@@ -157,8 +157,8 @@ def check_spec(spec: ModelSpec) -> OpenPlan:
         raise SessionError(f"--{given[0]} and --{given[1]} both name a model; give only one")
     if spec.model_file and not spec.checkpoint:
         raise SessionError("--model-file needs --checkpoint with the weights to load into it")
-    if overrides and not spec.config:
-        raise SessionError("--set changes a --config preset; it does not apply to checkpoints")
+    if overrides and spec.model_file:
+        raise SessionError("--set does not apply to --model-file: the file's own config is used")
     for flag, value in (("--meta", spec.meta), ("--model-file", spec.model_file)):
         if value and not Path(value).expanduser().is_file():
             raise SessionError(f"{flag} {value}: no such file")
@@ -260,7 +260,13 @@ class Session:
                 meta_path=spec.meta,
             )
         else:
-            loaded = load_checkpoint(path, device=device, dtype=dtype, meta_path=spec.meta)
+            loaded = load_checkpoint(
+                path,
+                device=device,
+                dtype=dtype,
+                meta_path=spec.meta,
+                overrides=parse_overrides(spec.overrides),
+            )
         source = f"sample {path.name}" if kind == "sample" else f"checkpoint {path}"
         return cls(
             loaded.model,

@@ -44,6 +44,7 @@ from ..models.config import (
     ModelConfig,
     NanoChatConfig,
     NanoGPTConfig,
+    apply_overrides,
     config_from_dict,
     config_to_dict,
 )
@@ -737,13 +738,21 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     meta_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> LoadedCheckpoint:
     """Load a nanoGPT, nanochat or Hugging Face GPT-2 checkpoint (file or folder) safely.
 
     `meta_path` names the vocabulary file (meta.pkl, tokenizer.pkl or tokenizer.json)
-    when it is not found beside the checkpoint. Raises CheckpointError (one line).
+    when it is not found beside the checkpoint. `overrides` change config fields the
+    checkpoint does not record right (`--set softcap=20`). Raises CheckpointError (one line).
     """
     parsed = _parse(path, meta_path)
+    if overrides:
+        try:
+            parsed.config = apply_overrides(parsed.config, overrides, parsed.path.name)
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+        parsed.info["overrides"] = dict(overrides)
     model = _build_and_load(parsed, device, dtype)
     return LoadedCheckpoint(
         model=model,

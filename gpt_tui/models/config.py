@@ -221,6 +221,27 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def apply_overrides(config: ModelConfig, overrides: dict[str, Any], source: str) -> ModelConfig:
+    """A copy of `config` with `key=value` overrides (strings are typed by the field), checked.
+
+    For checkpoints: e.g. a nanochat checkpoint of an era whose softcap its meta file does
+    not record (`--set softcap=20`). Fields that change shapes fail later, at loading, with
+    the mis-shaped keys named.
+    """
+    defaults = {f.name: f.default for f in user_fields(type(config))}
+    values = {}
+    for key, value in overrides.items():
+        if key not in defaults:
+            raise ConfigError(
+                f"--set {key}: {source} is a {config.family} model, which has no field "
+                f"{key!r}{_suggest(key, list(defaults))}"
+            )
+        values[key] = _parse_value(key, value, defaults[key]) if isinstance(value, str) else value
+    updated = dataclasses.replace(config, **values)
+    validate(updated)
+    return updated
+
+
 def make_config(
     preset: str | None = None,
     family: str | None = None,

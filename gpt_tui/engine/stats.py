@@ -55,8 +55,31 @@ def _finite_row(x: torch.Tensor) -> torch.Tensor:
     return _pack(floats, torch.stack([torch.count_nonzero(x), nan, inf]))
 
 
-def stats_row(x: torch.Tensor) -> torch.Tensor | None:
-    """One packed statistics row (int64, `ROW_WIDTH`) for `x`, on `x`'s device.
+# Below this many elements a CPU tensor's stats are cheaper in numpy on the same memory
+# than as half a dozen torch ops, whose dispatch dominates for one decoding step's vectors.
+SMALL_CPU_NUMEL = 1 << 15
+
+
+def _host_row(a: np.ndarray) -> np.ndarray:
+    """The packed row of a small host array, with the same meaning as the torch path."""
+    lo, hi = a.min(), a.max()
+    nan = inf = 0
+    finite = a
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        mask = np.isfinite(a)
+        nan = int(np.isnan(a).sum())
+        inf = int(a.size - mask.sum()) - nan
+        finite = a[mask]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (np.inf, -np.inf)
+    flat = finite.reshape(-1)
+    floats = np.array([flat.sum(), np.sqrt(np.dot(flat, flat)), lo, hi], dtype=np.float32)
+    counts = np.array([np.count_nonzero(a), nan, inf], dtype=np.int64)
+    return np.concatenate([floats.view(np.int32).astype(np.int64), counts])
+
+
+def stats_row(x: torch.Tensor) -> torch.Tensor | np.ndarray | None:
+    """One packed statistics row (int64, `ROW_WIDTH`) for `x`, on `x`'s device (a numpy
+    row for small CPU tensors, already on the host).
 
     Returns None for tensors without data (the `meta` device) or of complex dtype.
     """
@@ -67,6 +90,8 @@ def stats_row(x: torch.Tensor) -> torch.Tensor | None:
         return _pack(torch.zeros(_FLOATS), torch.zeros(3)).to(x.device)
     if x.device.type != "cpu":
         return _finite_row(x)
+    if x.numel() <= SMALL_CPU_NUMEL:
+        return _host_row(x.numpy())
     lo, hi = torch.aminmax(x)
     if not (math.isfinite(lo) and math.isfinite(hi)):  # free on the CPU: no device to sync
         return _finite_row(x)
@@ -112,16 +137,20 @@ def _from_host_row(row: np.ndarray, numel: int) -> TensorStats:
     )
 
 
-def rows_to_stats(rows: Sequence[torch.Tensor | None], numels: Sequence[int]) -> list[TensorStats]:
+def rows_to_stats(
+    rows: Sequence[torch.Tensor | np.ndarray | None], numels: Sequence[int]
+) -> list[TensorStats]:
     """Turn packed rows into `TensorStats` with one host transfer per device.
 
     A None row (no data, e.g. `meta`) becomes stats of NaN with the right `numel`.
     """
     by_device: dict[torch.device, list[int]] = {}
-    for i, row in enumerate(rows):
-        if row is not None:
-            by_device.setdefault(row.device, []).append(i)
     host: dict[int, np.ndarray] = {}
+    for i, row in enumerate(rows):
+        if isinstance(row, np.ndarray):
+            host[i] = row
+        elif row is not None:
+            by_device.setdefault(row.device, []).append(i)
     for indices in by_device.values():
         stacked = torch.stack([rows[i] for i in indices]).cpu().numpy()  # the one transfer
         host.update(zip(indices, stacked, strict=True))

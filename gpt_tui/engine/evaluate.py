@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .sampling import output_logits
+
 Split = Literal["train", "val", "all"]
 
 
@@ -39,12 +41,6 @@ def split_text(text: str, split: Split) -> str:
     if split == "all":
         return text
     raise ValueError(f"unknown split {split!r}: use train, val or all")
-
-
-def logits_of(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits from one of our models, whatever the forward returns."""
-    out = model(idx)
-    return out[0] if isinstance(out, tuple) else out
 
 
 @torch.inference_mode()
@@ -74,7 +70,7 @@ def evaluate(
         for length, group in groups.items():
             x = torch.stack([data[s : s + length] for s in group]).to(device)  # (B, T)
             y = torch.stack([data[s + 1 : s + 1 + length] for s in group]).to(device)  # (B, T)
-            logits = logits_of(model, x).float()  # (B, T, V)
+            logits = output_logits(model(x)).float()  # (B, T, V)
             nats = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
             )

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gpt_tui.engine.probes import find_block_list
 from gpt_tui.engine.sampling import (
     Tokenizer,
     check_token_ids,
     model_context_len,
     model_device,
     token_label,
+    usable_vocab_size,
 )
 
 
@@ -58,14 +60,15 @@ class LensResult:
 
 
 def find_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """(path, module) of every transformer block, in order: the modules of `transformer.h`."""
-    h = getattr(getattr(model, "transformer", None), "h", None)
-    if not isinstance(h, torch.nn.ModuleList) or len(h) == 0:
+    """(path, module) of every transformer block, in order, found by structure as the
+    probes find them (the largest ModuleList of one repeated class)."""
+    found = find_block_list(model)
+    if found is None:
         raise LensNotSupportedError(
-            "not supported for this model: the blocks are expected in `model.transformer.h` "
-            "(a ModuleList), as in nanoGPT and nanochat"
+            "not supported for this model: no list of repeated transformer blocks found"
         )
-    return [(f"transformer.h.{i}", block) for i, block in enumerate(h)]
+    path, blocks = found
+    return [(f"{path}.{i}", block) for i, block in enumerate(blocks)]
 
 
 def decode_residual(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +129,7 @@ def logit_lens(
     ids = [int(i) for i in ids]
     if not ids:
         raise ValueError("the logit lens needs at least one token")
-    model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    check_token_ids(ids, min(tokenizer.vocab_size, model_vocab or tokenizer.vocab_size))
+    check_token_ids(ids, usable_vocab_size(model, tokenizer))
     context = model_context_len(model)
     note = None
     if context is not None and len(ids) > context:

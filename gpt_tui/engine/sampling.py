@@ -145,6 +145,15 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+def usable_vocab_size(model: torch.nn.Module, tokenizer: Tokenizer) -> int:
+    """Ids a prompt or forced token may use: the tokenizer's, within the model's vocabulary.
+
+    Models pad their vocabulary (GPT-2: 50304 rows for 50257 tokens); the padding has no text.
+    """
+    model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    return min(tokenizer.vocab_size, model_vocab or tokenizer.vocab_size)
+
+
 def output_logits(output: Any) -> torch.Tensor:
     """The logits of a forward's output: a tensor, or the first item of a tuple/list."""
     logits = output[0] if isinstance(output, (tuple, list)) else output
@@ -196,9 +205,7 @@ class GenerationSession:
         self.top_p = top_p
         self.seed = seed
         self.context_len = context_len or model_context_len(model)
-        # Models pad their vocabulary (GPT-2: 50304 for 50257); valid ids are the tokenizer's.
-        model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-        self.vocab_size = min(tokenizer.vocab_size, model_vocab or tokenizer.vocab_size)
+        self.vocab_size = usable_vocab_size(model, tokenizer)
         self.device = model_device(model)
         # Our families build their own cache; a user's model without one recomputes.
         has_cache = use_kv_cache and hasattr(model, "make_kv_cache")

@@ -27,6 +27,7 @@ from .sampling import (
     check_token_ids,
     last_position_logits,
     token_label,
+    usable_vocab_size,
 )
 from .stepping import ForwardStepper
 from .summary import ModelSummary, summarize
@@ -340,8 +341,7 @@ class Session:
     @property
     def vocab_size(self) -> int:
         """Ids a prompt may use: the tokenizer's, within the model's (maybe padded) vocabulary."""
-        model_vocab = getattr(self.config, "vocab_size", None)
-        return min(self.tokenizer.vocab_size, model_vocab or self.tokenizer.vocab_size)
+        return usable_vocab_size(self.model, self.tokenizer)
 
     def _tensor(self, ids: list[int]) -> torch.Tensor:
         self._require_weights()

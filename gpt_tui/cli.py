@@ -20,12 +20,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .errors import GptTuiError
 from .ui.formatting import nbytes
 
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
+class UserError(GptTuiError):
     """A problem with what the user asked for; printed as one line, exit status 2."""
 
 
@@ -684,17 +685,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = subs[argv[0]].parse_args(argv[1:])
     else:
         args = main_parser.parse_args(argv)
-    from .engine.session import SessionError
-    from .io.checkpoints import CheckpointError
-    from .io.tokenizers import TokenizerError
-    from .models.config import ConfigError
-
     try:
         return args.func(args)
     except BrokenPipeError:  # `gpt-tui summary | head`: the reader left, nothing to say
         sys.stderr.close()
         return 0
-    except (ConfigError, SessionError, CheckpointError, TokenizerError, UserError) as err:
+    except GptTuiError as err:
         print(f"gpt-tui: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except FileNotFoundError as err:

@@ -29,8 +29,10 @@ from torch.utils.hooks import RemovableHandle
 from gpt_tui.engine.lens import find_blocks
 from gpt_tui.engine.sampling import model_device
 
+from ..errors import GptTuiError
 
-class InterventionError(ValueError):
+
+class InterventionError(GptTuiError, ValueError):
     """An intervention names a module or head the model does not have."""
 
 

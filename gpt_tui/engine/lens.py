@@ -25,8 +25,10 @@ from gpt_tui.engine.sampling import (
     usable_vocab_size,
 )
 
+from ..errors import GptTuiError
 
-class LensNotSupportedError(ValueError):
+
+class LensNotSupportedError(GptTuiError, ValueError):
     """The model's structure is not one the lens knows how to decode."""
 
 

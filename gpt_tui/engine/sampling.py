@@ -21,6 +21,8 @@ import torch
 
 from gpt_tui.models.sampling import SamplingResult, filter_logits, make_generator, sample_next
 
+from ..errors import GptTuiError
+
 TOP_CANDIDATES = 10
 
 
@@ -35,7 +37,7 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
-class GenerationError(ValueError):
+class GenerationError(GptTuiError, ValueError):
     """Generation cannot start or continue as asked; the message says why."""
 
 

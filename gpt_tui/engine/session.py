@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..errors import GptTuiError
 from ..models import DTYPES, build_model, make_config
 from ..models.config import parse_overrides
 from .interventions import Interventions
@@ -52,7 +53,7 @@ def _join(a: str | None, b: str) -> str:
     return f"{a}; {b}" if a else b
 
 
-class SessionError(Exception):
+class SessionError(GptTuiError):
     """The model the user asked for cannot be opened; the message says why and what to do."""
 
 

@@ -29,11 +29,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..errors import GptTuiError
 from .probes import PendingRecord, ProbePoint, Probes, first_tensor, unwrap_model
 from .trace import ProbeRecord, StepEvent
 
 
-class StepperError(RuntimeError):
+class StepperError(GptTuiError, RuntimeError):
     """The model raised inside the stepped forward pass; `__cause__` is its exception."""
 
 

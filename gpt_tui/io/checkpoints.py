@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ..errors import GptTuiError
 from ..models import build_model
 from ..models.config import (
     ConfigError,
@@ -60,7 +61,7 @@ from .tokenizers import (
 )
 
 
-class CheckpointError(Exception):
+class CheckpointError(GptTuiError):
     """A checkpoint cannot be loaded. The message is one line: the problem and the fix."""
 
 

@@ -19,8 +19,10 @@ import pickletools
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import GptTuiError
 
-class SafePickleError(Exception):
+
+class SafePickleError(GptTuiError):
     """A pickle could not be read as plain data. The message is one readable line."""
 
 

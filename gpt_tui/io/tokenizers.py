@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import GptTuiError
 from . import safe_pickle
 
 
-class TokenizerError(ValueError):
+class TokenizerError(GptTuiError, ValueError):
     """Text or ids the tokenizer cannot handle; the message says which and why."""
 
 

@@ -14,11 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import GptTuiError
+
 Family = Literal["nanogpt", "nanochat"]
 FAMILIES: tuple[str, ...] = ("nanogpt", "nanochat")
 
 
-class ConfigError(ValueError):
+class ConfigError(GptTuiError, ValueError):
     """A configuration the user asked for cannot be built. The message is one readable line."""
 
 

@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import describe_error
+
 if TYPE_CHECKING:  # torch and the engine load in the worker, not at app import
     from ..engine.lens import LensResult
     from ..engine.sampling import Candidate, GenerationSession, SamplingStep
@@ -437,19 +439,6 @@ class Driver:
             else:
                 gen.run(n)
             return self._view()
-
-
-def describe_error(err: BaseException) -> str:
-    """One line for a failure the user should see, without a traceback.
-
-    gpt-tui's own errors carry one-line messages written for users: the message only.
-    Anything else (a bug, torch running out of memory) keeps its class name as a clue.
-    """
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    if first and type(err).__module__.startswith("gpt_tui."):
-        return first
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 __all__ = [

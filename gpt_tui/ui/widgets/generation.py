@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from ...errors import GptTuiError
 from .. import formatting as fmt
 from ..driver import GenerationSettings, GenerationView
 from .tables import RowTable
@@ -24,7 +25,7 @@ from .tables import RowTable
 BAR_WIDTH = 12
 
 
-class SettingsError(ValueError):
+class SettingsError(GptTuiError, ValueError):
     """A sampling setting the user typed cannot be used; the message says which."""
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import GptTuiError
-from .ui.formatting import nbytes
+from .formatting import nbytes
 
 EXIT_USAGE = 2
 

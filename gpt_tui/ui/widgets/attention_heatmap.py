@@ -26,7 +26,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 
 if TYPE_CHECKING:
     from ..driver import AttentionView

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 
 if TYPE_CHECKING:
     from ..driver import ModelInfo

@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from ... import formatting as fmt
 from ...errors import GptTuiError
-from .. import formatting as fmt
 from ..driver import GenerationSettings, GenerationView
 from .tables import RowTable
 

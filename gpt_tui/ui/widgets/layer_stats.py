@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Label, Sparkline
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 
 if TYPE_CHECKING:
     from ...engine.summary import ModelSummary

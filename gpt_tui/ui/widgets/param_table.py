@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.reactive import reactive
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:

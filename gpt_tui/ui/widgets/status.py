@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 from ..driver import ModelInfo
 
 

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from .. import formatting as fmt
+from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Small number and shape formatters shared by the panes (no Textual, no torch)."""
+"""Numbers, shapes and bytes as people read them: shared by the CLI and the panes."""
 
 from __future__ import annotations
 

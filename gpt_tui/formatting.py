@@ -77,3 +77,28 @@ def bar(fraction: float, width: int) -> str:
 def printable_token(label: str) -> str:
     """A token label safe for one terminal cell run: newlines and tabs made visible."""
     return label.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
+
+
+# What the prompt box shows for characters a one-line input cannot hold, and back.
+_PROMPT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t"}
+_PROMPT_UNESCAPES = {v: k for k, v in _PROMPT_ESCAPES.items()}
+
+
+def escape_prompt(text: str) -> str:
+    r"""A prompt as one line: a backslash, newline and tab written as \\, \n, \t."""
+    return "".join(_PROMPT_ESCAPES.get(ch, ch) for ch in text)
+
+
+def unescape_prompt(line: str) -> str:
+    r"""The prompt a line means: \n a newline, \t a tab, \\ a backslash; any other
+    backslash stays as typed."""
+    out, i = [], 0
+    while i < len(line):
+        pair = line[i : i + 2]
+        if pair in _PROMPT_UNESCAPES:
+            out.append(_PROMPT_UNESCAPES[pair])
+            i += 2
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)

@@ -477,8 +477,12 @@ class Probes:
 
     def run(self, idx: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """One recorded forward pass under `inference_mode`; returns the logits."""
-        with torch.inference_mode():
-            out = first_tensor(self.model(idx, **kwargs))
+        try:
+            with torch.inference_mode():
+                out = first_tensor(self.model(idx, **kwargs))
+        except BaseException:  # a cancelled or failed pass never reaches its end hook
+            self.abandon_pass()
+            raise
         if out is None:
             raise TypeError(f"{type(self.model).__name__} returned no tensor")
         return out
@@ -486,6 +490,10 @@ class Probes:
     def pattern(self, layer: int, batch: int = 0) -> AttentionPattern:
         """Attention pattern of `layer` in the last pass (it must have been requested)."""
         return self.capture.pattern(layer, batch)
+
+    def has_pattern(self, layer: int) -> bool:
+        """The last pass captured the attention inputs of `layer`."""
+        return layer in self.capture.calls
 
     def patterns(self, batch: int = 0) -> dict[int, AttentionPattern]:
         """Patterns of every layer captured in the last pass."""

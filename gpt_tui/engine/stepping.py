@@ -9,7 +9,9 @@ waits on a condition variable until the caller asks for more; nothing busy-waits
 
 Abort raises a private `BaseException` inside the paused hook, so the model's own
 `except Exception` blocks cannot swallow it; the thread unwinds and is joined, and the
-probes' hooks stay in place for the next run.
+probes' hooks stay in place for the next run. `request_abort` (from another thread, no
+join) is honoured only while a move is running: once the pass has paused it returns False
+and changes nothing, so a paused pass is never unwound behind its caller's back.
 
 Levels: every module event has the level of its module in the stack of probed modules
 open at that moment (1 = not nested in another probed module; the model's `logits`
@@ -56,8 +58,7 @@ class ForwardStepper:
         model: the model (a `torch.compile` wrapper is unwrapped).
         idx: token ids (B, T) on the model's device.
         points: probe points to stop at (default: `find_probe_points(model, leaves)`).
-        probes: already attached `Probes` to reuse (their listener is taken over); by
-            default the stepper makes its own and removes them in `close()`.
+            The stepper attaches its own probes and removes them in `close()`.
         breakpoints: module-path globs (`transformer.h.3.*`, `*.mlp`); a module's "in"
             event whose name matches stops every kind of run.
         watch_nonfinite: stop (once per run) at the first module whose output holds
@@ -74,7 +75,6 @@ class ForwardStepper:
         *,
         points: Sequence[ProbePoint] | None = None,
         leaves: bool = False,
-        probes: Probes | None = None,
         breakpoints: Iterable[str] = (),
         watch_nonfinite: bool = False,
         attention_layers: Iterable[int] | str = (),
@@ -85,13 +85,10 @@ class ForwardStepper:
         self.breakpoints = list(breakpoints)
         self.watch_nonfinite = watch_nonfinite
         self.forward_kwargs = dict(forward_kwargs or {})
-        self._own_probes = probes is None
-        if probes is None:
-            probes = Probes(self.model, points, leaves=leaves, inputs=True)
-        probes.inputs = True
-        probes.attention_layers = attention_layers
-        probes.listener = self._on_record
-        self.probes = probes
+        self.probes = Probes(
+            self.model, points, leaves=leaves, inputs=True, attention_layers=attention_layers
+        )
+        self.probes.listener = self._on_record
         self._cv = threading.Condition()
         self._reset()
 
@@ -107,12 +104,12 @@ class ForwardStepper:
         self._thread: threading.Thread | None = None
         self._until: _Until | None = None
         self._paused = False
+        self._moving = False  # a move is under way (between its request and its stop)
         self._aborting = False
         self._watch_fired = False
         self._converted = 0  # probe records already turned into events
         self._stack: list[PendingRecord] = []  # "in" records of the modules open now
         self._in_event: dict[int, StepEvent] = {}  # order of an "in" record -> its event
-        self._resid_tensor: torch.Tensor | None = None
         self._levels: list[int] = []  # level of each event, by index
         self._error_where = "the model"
 
@@ -151,34 +148,33 @@ class ForwardStepper:
         thread.join()
         self._thread = None
 
-    def request_abort(self) -> None:
-        """Ask the pass to unwind at its next probe, from any thread, without waiting.
+    def arm_move(self) -> None:
+        """Mark a move as under way before it is requested, so that a `request_abort`
+        between this call and the move's start is honoured (the driver calls it while it
+        registers the move as running)."""
+        with self._cv:
+            if not self.finished:
+                self._moving = True
 
-        For a UI whose worker is blocked in `continue_()`: that call then returns None with
-        `aborted` set. Unlike `abort()` it never joins, so it cannot race the driving call.
+    def request_abort(self) -> bool:
+        """Ask a running move to unwind at its next probe, from any thread, without waiting.
+
+        For a driver blocked in `continue_()`: that call then returns None with `aborted`
+        set. True if a move was running; False (and nothing changes) if the pass is paused
+        or over, so an abort that arrives just after a pause cannot kill the paused pass
+        while its caller reports it as paused.
         """
         with self._cv:
+            if not self._moving:
+                return False
             self._aborting = True
             self._cv.notify_all()
-
-    def restart(self, idx: torch.Tensor | None = None) -> None:
-        """Abort any run under way and get ready for a new one (same hooks, same settings)."""
-        self.abort()
-        if idx is not None:
-            self.idx = idx
-        self._reset()
-
-    def residual_tensor(self) -> torch.Tensor | None:
-        """A copy of the residual stream at the latest resid point passed (while paused)."""
-        return None if self._resid_tensor is None else self._resid_tensor.clone()
+            return True
 
     def close(self) -> None:
-        """Abort, then remove the hooks if this stepper made them."""
+        """Abort, then remove the hooks."""
         self.abort()
-        if self._own_probes:
-            self.probes.close()
-        else:
-            self.probes.listener = None
+        self.probes.close()
 
     def __enter__(self) -> ForwardStepper:
         return self
@@ -192,6 +188,7 @@ class ForwardStepper:
         with self._cv:
             self._until = until
             self._paused = False
+            self._moving = True
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="gpt-tui-forward", daemon=True
@@ -235,6 +232,7 @@ class ForwardStepper:
             self.probes.abandon_pass()  # no-op unless the pass was unwound by _Abort
             with self._cv:
                 self.finished = True
+                self._moving = False
                 self._cv.notify_all()
 
     def _on_record(self, rec: PendingRecord, x: torch.Tensor) -> None:
@@ -245,7 +243,6 @@ class ForwardStepper:
         point = rec.point
         opened: PendingRecord | None = None
         if point.kind == "resid":
-            self._resid_tensor = x
             return
         if rec.phase == "in":
             self._stack.append(rec)
@@ -288,6 +285,7 @@ class ForwardStepper:
             self.reason = reason
             self._until = None
             self._paused = True
+            self._moving = False  # from here on, request_abort leaves the pause alone
             self._cv.notify_all()
             self._cv.wait_for(lambda: self._until is not None or self._aborting)
             if self._aborting:
@@ -304,8 +302,8 @@ class ForwardStepper:
             point = self.probes.point(rec.name)
             pattern = None
             if rec.kind == "attn" and rec.phase == "out" and point.layer is not None:
-                wanted = self.probes.capture.calls.get(point.layer)
-                pattern = self.probes.pattern(point.layer) if wanted is not None else None
+                captured = self.probes.has_pattern(point.layer)
+                pattern = self.probes.pattern(point.layer) if captured else None
             event = StepEvent(
                 index=len(self.events),
                 name=rec.name,

@@ -1,45 +1,33 @@
 """The gpt-tui app: a module tree on the left, tabs on the right, the prompt at the bottom.
 
-The app is the router. Panes get data as reactive attributes and report intent as
-messages; the app turns intent into one engine call at a time in a thread worker (group
-"engine"), and the worker posts the frozen result back as a message. Keys pressed while
-the engine is busy are ignored with a short note. torch loads inside the first worker,
-so the screen paints before the model exists.
+The app renders `DebugState` snapshots and posts intents. Each key is one intent of the
+engine's `Debugger`, run in a thread worker in the order the keys were pressed (see
+`intents.py`); the worker posts the snapshot back and `_render` shows it everywhere.
+torch loads inside the first worker, so the screen paints before the model exists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
-from textual import events, on, work
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, ScrollableContainer, Vertical
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from ..errors import describe_error
+from ..formatting import escape_prompt, unescape_prompt
+from . import keys
 from .commands import GptTuiCommands
-from .driver import (
-    Driver,
-    GenerationSettings,
-    ModelInfo,
-    OpenError,
-    describe_error,
-    open_driver,
-)
-from .messages import (
-    AblationsUpdated,
-    AttentionUpdated,
-    GenerationUpdated,
-    RunUpdated,
-    SessionFailed,
-    SessionOpened,
-    StepUpdated,
-    TrainUpdated,
-)
+from .intents import IntentQueue
+from .messages import SessionFailed, SessionOpened, StateUpdated
+from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
-from .widgets.diagram import Diagram
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen, KeyRow, binding_rows
@@ -48,9 +36,10 @@ from .widgets.module_tree import ModuleTree
 from .widgets.param_table import ParamTable
 from .widgets.status import StatusBar
 from .widgets.tables import RowTable
-from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
+    from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
+    from ..engine.debugger import Debugger
     from ..engine.session import ModelSpec
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
@@ -61,9 +50,7 @@ NARROW_WIDTH = 100
 HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
 MEMORY_INTERVAL = 2.0
 
-
-def _key(key: str, action: str, description: str, tooltip: str, show: bool = True) -> Binding:
-    return Binding(key, action, description, show=show, tooltip=tooltip, id=action)
+Intent = Callable[[int], "DebugState"]  # called with the move id, in a worker thread
 
 
 class GptTuiApp(App[int]):
@@ -73,96 +60,8 @@ class GptTuiApp(App[int]):
     TITLE = "gpt-tui"
     COMMANDS = App.COMMANDS | {GptTuiCommands}
     ENABLE_COMMAND_PALETTE = True
-
-    TABS: ClassVar[list[tuple[str, str]]] = [
-        ("stats", "Stats"),
-        ("params", "Params"),
-        ("attention", "Attention"),
-        ("generate", "Generate"),
-        ("diagram", "Diagram"),
-        ("train", "Train"),
-    ]
-
-    # Shorter tab labels where the full title would push "Train" off an 80-column screen.
-    TAB_LABELS: ClassVar[dict[str, str]] = {"attention": "Attn"}
-
-    # What gets the keyboard focus when a tab is shown.
-    TAB_FOCUS: ClassVar[dict[str, str]] = {
-        "stats": "#stats-table",
-        "params": "ParamTable",
-        "attention": "AttentionHeatmap",
-        "generate": "#gen-candidates",
-        "diagram": "#diagram-scroll",
-        "train": "#train-grads",
-    }
-
-    # The engine keys, most important first: the footer shows them in this order, with
-    # these short descriptions, as many as fit; help and the palette use KEY_TITLES.
-    KEY_BINDINGS: ClassVar[list[Binding]] = [
-        _key("r", "run", "Run", "run the whole forward pass on the prompt"),
-        _key("s", "step_into", "Into", "stop at the next probe, going into submodules"),
-        _key("n", "step_over", "Over", "run to the end of the current module"),
-        _key("o", "step_out", "Out", "run until the enclosing module finishes"),
-        _key("c", "continue", "Cont", "run to the next breakpoint or watchpoint"),
-        _key("b", "toggle_breakpoint", "Break", "toggle a breakpoint on the selected module"),
-        _key("w", "toggle_watch", "NaN", "stop at the first module producing NaN/Inf"),
-        _key(
-            "l",
-            "toggle_leaves",
-            "Leaves",
-            "also probe and stop at every Linear, norm and activation",
-            show=False,
-        ),
-        _key("g", "generate", "Gen", "sample one token"),
-        _key("q", "quit", "Quit", "leave gpt-tui"),
-        _key("question_mark", "help", "Help", "the panes and keys explained"),
-        _key("x", "abort", "Abort", "abort the paused or running forward pass"),
-        _key("G", "generate_n", "Gen N", "sample N tokens (N in the Generate tab)"),
-        _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
-    ]
-    KEY_TITLES: ClassVar[dict[str, str]] = {
-        "run": "Run",
-        "step_into": "Step into",
-        "step_over": "Step over",
-        "step_out": "Step out",
-        "continue": "Continue",
-        "toggle_breakpoint": "Breakpoint",
-        "toggle_watch": "NaN watch",
-        "generate": "Generate 1",
-        "quit": "Quit",
-        "help": "Help",
-        "abort": "Abort",
-        "generate_n": "Generate N",
-        "ablate": "Ablate",
-    }
-    BINDINGS: ClassVar[list[Binding]] = [
-        *KEY_BINDINGS,
-        _key("slash", "filter_tree", "Filter", "filter the module tree by name", show=False),
-        _key("escape", "focus_tree", "Tree", "back to the module tree", show=False),
-        _key("p", "focus_prompt", "Prompt", "edit the prompt", show=False),
-        *(
-            _key(str(i), f"show_tab('{tab}')", title, f"show the {title} tab", show=False)
-            for i, (tab, title) in enumerate(TABS, 1)
-        ),
-    ]
-
-    # Actions that need an open model.
-    ENGINE_ACTIONS = frozenset(
-        {
-            "step_over",
-            "step_into",
-            "step_out",
-            "continue",
-            "toggle_breakpoint",
-            "toggle_watch",
-            "toggle_leaves",
-            "run",
-            "abort",
-            "generate",
-            "generate_n",
-            "ablate",
-        }
-    )
+    AUTO_FOCUS = "ModuleTree"
+    BINDINGS: ClassVar[list[Binding]] = keys.BINDINGS
 
     def __init__(self, spec: ModelSpec, *, show_memory: bool | None = None) -> None:
         super().__init__()
@@ -170,29 +69,32 @@ class GptTuiApp(App[int]):
         if show_memory is None:
             show_memory = os.environ.get(HIDE_MEMORY_ENV, "") in ("", "0")
         self.show_memory = show_memory
-        self.driver: Driver | None = None
+        self.debugger: Debugger | None = None
         self.info: ModelInfo | None = None
-        self.busy = False
-        self.prompt = ""
+        self.state: DebugState | None = None  # the last snapshot rendered
         self.selected_path: str | None = None
         self.open_error: str | None = None
+        self.stepping = False  # a step move is queued or running
+        self._intents = IntentQueue()
         self._mounted_tabs: set[str] = set()
-        self._queued: tuple[Any, tuple] | None = None
-        self._generation: Any = None
-        self._train: Any = None
-        self._train_prompt: str | None = None
-        self._run: Any = None
-        self._previous_run: Any = None
-        self._stepping_run: Any = None  # the paused pass's records so far
-        self._attention: Any = None
-        self.attention_layer = 0
-        self.attention_head = 0
-        self.breakpoints: frozenset[str] = frozenset()
-        self.watch_nonfinite = False
-        self.leaf_probes = False
-        self.paused_at: str | None = None
-        self.stepping = False  # a step / continue is running in the engine now
-        self.ablations: tuple[str, ...] = ()
+        self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
+        self._step_move: int | None = None  # the id of the latest step move
+        self._abort_move: int | None = None  # a step move asked to abort while running
+        self._error: str | None = None  # the last failure, until the next stepper move
+
+    # -- what the snapshot says ----------------------------------------------------------
+
+    @property
+    def prompt(self) -> str:
+        return self.state.prompt if self.state else ""
+
+    @property
+    def paused_at(self) -> str | None:
+        return self.state.paused_at if self.state else None
+
+    @property
+    def ablations(self) -> tuple[str, ...]:
+        return self.state.ablations if self.state else ()
 
     # -- layout --------------------------------------------------------------------------
 
@@ -200,50 +102,60 @@ class GptTuiApp(App[int]):
         yield StatusBar(id="status")
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield Input(placeholder="filter modules…", id="tree-filter", compact=True)
+                # Disabled until `/` opens it, so that no key ever types into it unseen.
+                yield Input(
+                    placeholder="filter modules…", id="tree-filter", compact=True, disabled=True
+                )
                 yield ModuleTree(id="tree")
             with Vertical(id="right"):
                 yield Static("", id="message")
                 with TabbedContent(id="tabs"):
-                    for tab, title in self.TABS:
-                        yield TabPane(self.TAB_LABELS.get(tab, title), id=tab)
+                    for tab in TABS:
+                        yield TabPane(tab.label, id=tab.id)
         with Horizontal(id="prompt-bar"):
             yield Label("prompt ›", id="prompt-label")
             # Enabled once a model is open, so that keys never land in it before.
             yield Input(
-                id="prompt", compact=True, placeholder="the text the model reads", disabled=True
+                id="prompt",
+                compact=True,
+                placeholder="the text the model reads (\\n for a newline)",
+                disabled=True,
+                select_on_focus=False,
             )
-        yield KeyFooter([b.action for b in self.KEY_BINDINGS])
+        yield KeyFooter([b.action for b in keys.KEY_BINDINGS])
 
     def on_mount(self) -> None:
         self.query_one("#tree").loading = True
         self.query_one("#tabs").loading = True
         self.query_one("#tree-filter").display = False
         self.query_one("#message").display = False
-        self._open_session(self.spec)
+        self.run_worker(
+            lambda: self._open(self.spec), thread=True, group="open", exit_on_error=False
+        )
 
     # -- opening the model ---------------------------------------------------------------
 
-    @work(thread=True, group="open", exit_on_error=False)
-    def _open_session(self, spec: ModelSpec) -> None:
+    def _open(self, spec: ModelSpec) -> None:
+        from ..engine.debugger import Debugger
+        from ..engine.session import Session
+        from ..errors import GptTuiError
+
         try:
-            driver = open_driver(spec)
-        except OpenError as err:
-            self.post_message(SessionFailed(str(err)))
+            debugger = Debugger(Session.open(spec), seed=spec.seed)
+        except GptTuiError as err:
+            self.post_message(SessionFailed(describe_error(err)))
             return
-        self.post_message(SessionOpened(driver, driver.info()))
+        self.post_message(SessionOpened(debugger, debugger.info(), debugger.state()))
 
     async def on_session_opened(self, message: SessionOpened) -> None:
-        self.driver = message.driver
+        self.debugger = message.debugger
         self.info = info = message.info
-        self.prompt = info.default_prompt
         prompt = self.query_one("#prompt", Input)
-        prompt.value = info.default_prompt
+        prompt.value = escape_prompt(message.state.prompt)
         prompt.disabled = False
         self.query_one("#tree").loading = False
         self.query_one("#tabs").loading = False
-        status = self.query_one(StatusBar)
-        status.info = info
+        self.query_one(StatusBar).info = info
         if info.notes:
             self.notify("; ".join(info.notes), title="note")
         tree = self.query_one(ModuleTree)
@@ -252,10 +164,8 @@ class GptTuiApp(App[int]):
         if self.show_memory:
             self._update_memory()
             self.set_interval(MEMORY_INTERVAL, self._update_memory)
-        self._update_detail()
-        active = self.query_one(TabbedContent).active
-        await self._mount_tab(active)
-        self._feed_tab(active)
+        await self._mount_tab(self.query_one(TabbedContent).active)
+        self._render(message.state)
         self.refresh_bindings()
 
     def on_session_failed(self, message: SessionFailed) -> None:
@@ -276,13 +186,162 @@ class GptTuiApp(App[int]):
         self.query_one("#tabs").display = False
         self.query_one(ModuleTree).focus()
 
+    # -- intents -------------------------------------------------------------------------
+
+    def _start(self, name: str, intent: Intent) -> int | None:
+        """Run `intent` in a worker after those asked for before it; its move id."""
+        debugger = self.debugger
+        if debugger is None:
+            return None
+        move = debugger.new_move()
+        ticket = self._intents.ticket()
+
+        def work() -> None:
+            with self._intents.turn(ticket) as open_:
+                if open_:
+                    self.post_message(StateUpdated(intent(move), name))
+
+        self.run_worker(work, name=name, group="engine", thread=True, exit_on_error=False)
+        self._update_detail()
+        return move
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.name == "stepper":
+            self.stepping = event.state in (WorkerState.PENDING, WorkerState.RUNNING)
+            self._show_stepper()
+            self.refresh_bindings()
+        if event.state == WorkerState.ERROR:
+            error = describe_error(worker.error) if worker.error else "unknown error"
+            if worker.group == "open":
+                self._show_open_error(error)
+                return
+            self.notify(error, title=f"{worker.name} failed", severity="error", timeout=8)
+            if worker.name in ("stepper", "run") or self.paused_at is not None:
+                self._error = f"error · {error}"
+                self._show_stepper()
+            self._wanted.clear()
+            debugger = self.debugger
+            if debugger is not None:  # bring the display in line with what is true now
+                self._start("refresh", lambda move: debugger.state())
+        if worker.group == "engine" and event.state in (
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            self._update_detail()
+            self.refresh_bindings()
+
+    def on_state_updated(self, message: StateUpdated) -> None:
+        state = message.state
+        if self.state is not None and state.move < self.state.move:
+            return  # an older snapshot than the one shown
+        if message.name in ("stepper", "run"):
+            self._error = None
+        if (
+            state.move == self._abort_move
+            and state.status == "paused"
+            and self.debugger is not None
+        ):
+            # x arrived just as the move paused: end the paused pass as asked.
+            debugger = self.debugger
+            self._start("abort", lambda move: debugger.abort(move=move))
+        if message.name == "prompt" and self.query_one("#prompt", Input).has_focus:
+            self.query_one(ModuleTree).focus()
+        if message.name == "ablation" and state.message:
+            self.notify(state.message, title="interventions")
+        self._render(state)
+
+    def _render(self, state: DebugState) -> None:
+        """Show a snapshot everywhere: tree, status, and every mounted tab."""
+        self.state = state
+        for view in ("attention", "generation", "train"):
+            if getattr(state, view) is not None:
+                self._wanted.discard(view)
+        tree = self.query_one(ModuleTree)
+        shapes = state.run.shapes() if state.run is not None else dict(tree.shapes)
+        shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
+        tree.shapes = shapes
+        bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
+        if state.run is not None and state.status != "paused":
+            bad |= {r.name for r in state.run.records if not r.stats.finite}
+        tree.nonfinite = frozenset(bad)
+        tree.paused = state.paused_at
+        tree.breakpoints = state.breakpoints
+        tree.ablated = frozenset(state.ablated_modules)
+        self._show_stepper()
+        self._update_detail()
+        for tab in self._mounted_tabs:
+            self._feed(tab)
+        self._fetch(self.query_one(TabbedContent).active)
+        self.refresh_bindings()
+
+    def _show_stepper(self) -> None:
+        if self.stepping:
+            text = "aborting…" if self._abort_move == self._step_move else "running…"
+        else:
+            text = self._error or (self.state.stepper_line if self.state else "idle")
+        self.query_one(StatusBar).stepper = text
+
+    def _tab_context(self) -> TabContext:
+        assert self.info is not None
+        shapes = dict(self.query_one(ModuleTree).shapes)
+        return TabContext(self.info, self.state, shapes, self.spec.seed)
+
+    def _feed(self, tab: str) -> None:
+        widget = self.query_one(f"#{tab}", TabPane).children[0]
+        TAB_BY_ID[tab].feed(widget, self._tab_context())
+
+    def _fetch(self, tab: str) -> None:
+        """Start the intent that computes what the tab shows, if the snapshot lacks it."""
+        if self.info is None or self.debugger is None:
+            return
+        wanted = TAB_BY_ID[tab].wants(self._tab_context())
+        if wanted is None or wanted in self._wanted:
+            return
+        self._wanted.add(wanted)
+        debugger = self.debugger
+        if wanted == "attention":
+            view = self.query_one(AttentionPanel).view
+            layer = view.pattern.layer if view is not None else 0
+            self._start("attention", lambda m: debugger.attention(layer, move=m))
+        elif wanted == "generation":
+            settings = self.query_one(GeneratePanel).settings()
+            if settings is None:
+                self._wanted.discard(wanted)
+                return
+            self._start("generation", lambda m: debugger.reset_generation(settings, move=m))
+        elif wanted == "train":
+            self._start("train", lambda m: debugger.train_view(move=m))
+
+    def _update_memory(self) -> None:
+        if self.debugger is not None:
+            self.query_one(StatusBar).memory = self.debugger.memory()
+
+    def _update_detail(self) -> None:
+        state = self.state
+        if state is None:
+            return
+        parts = [f"prompt {escape_prompt(state.prompt)!r}"]
+        if state.breakpoints:
+            parts.append(f"● {len(state.breakpoints)} breakpoint(s)")
+        if state.watch_nonfinite:
+            parts.append("NaN watch on")
+        if state.leaves:
+            parts.append("leaf probes on")
+        if state.ablations:
+            parts.append("; ".join(state.ablations))
+        if self._intents.pending:
+            parts.append("engine busy…")
+        self.query_one(StatusBar).detail = "  ".join(parts)
+
     # -- keys ----------------------------------------------------------------------------
 
     async def on_event(self, event: events.Event) -> None:
         """Escape and then a key, pressed quickly, arrive as one `alt+<key>`: the terminal
         sends ESC and the key back to back, and Textual reads the pair as Alt (within
-        ESCDELAY, 100 ms). Both keys were lost (`Esc 1` did not reach the Stats tab); this
-        app binds no Alt keys, so it replays them as the two keys the user pressed."""
+        ESCDELAY, 100 ms). This app binds no Alt keys, so it replays them as the two keys
+        the user pressed."""
         if isinstance(event, events.Key) and event.key.startswith("alt+"):
             char = event.key.removeprefix("alt+")
             if len(char) == 1 and char.isalnum():
@@ -295,6 +354,17 @@ class GptTuiApp(App[int]):
                 await super().on_event(events.Key(char, char))
                 return
         await super().on_event(event)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in keys.ENGINE_ACTIONS and self.debugger is None:
+            return False
+        if action == "abort":
+            return self.paused_at is not None or self.stepping
+        if action == "step_out":
+            return self.paused_at is not None
+        if action == "ablate":
+            return self._selected_kind() in ("attn", "mlp")
+        return True
 
     # -- layout: the focused side gets the room -----------------------------------------
 
@@ -318,24 +388,6 @@ class GptTuiApp(App[int]):
             body.remove_class("-tabs-focused")
         body.set_class(self.size.width < NARROW_WIDTH, "-narrow")
 
-    def _update_memory(self) -> None:
-        if self.driver is not None:
-            self.query_one(StatusBar).memory = self.driver.memory()
-
-    def _update_detail(self) -> None:
-        parts = [f"prompt {self.prompt!r}"]
-        if self.breakpoints:
-            parts.append(f"● {len(self.breakpoints)} breakpoint(s)")
-        if self.watch_nonfinite:
-            parts.append("NaN watch on")
-        if self.leaf_probes:
-            parts.append("leaf probes on")
-        if self.ablations:
-            parts.append("; ".join(self.ablations))
-        if self.busy:
-            parts.append("engine busy…")
-        self.query_one(StatusBar).detail = "  ".join(parts)
-
     # -- tabs ----------------------------------------------------------------------------
 
     async def action_show_tab(self, tab: str) -> None:
@@ -344,151 +396,33 @@ class GptTuiApp(App[int]):
             return
         await self._mount_tab(tab)
         self.query_one(TabbedContent).active = tab
-        self.query_one(f"#{tab}", TabPane).query_one(self.TAB_FOCUS[tab]).focus()
+        self.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus).focus()
 
     @on(TabbedContent.TabActivated)
     async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id is not None and self.info is not None:
             await self._mount_tab(event.pane.id)
-            self._feed_tab(event.pane.id)
+            self._fetch(event.pane.id)
 
     async def _mount_tab(self, tab: str) -> None:
-        """Tabs are built the first time they are shown."""
-        if tab not in self._mounted_tabs:
-            self._mounted_tabs.add(tab)
-            await self.query_one(f"#{tab}", TabPane).mount(self._make_tab(tab))
-
-    def _make_tab(self, tab: str):
-        if tab == "params":
-            return ParamTable(id="params-table")
-        if tab == "diagram":
-            return ScrollableContainer(Diagram(id="diagram-view"), id="diagram-scroll")
-        if tab == "generate":
-            return GeneratePanel(seed=self.spec.seed, id="generate-panel")
-        if tab == "train":
-            panel = TrainPanel(id="train-panel")
-            panel.ablations = self.ablations
-            return panel
-        if tab == "stats":
-            return StatsPanel(id="stats-panel")
-        assert tab == "attention"
-        assert self.info is not None
-        return AttentionPanel(self.info.n_layer, id="attention-panel")
-
-    def _feed_tab(self, tab: str) -> None:
-        info = self.info
-        if info is None:
+        """Tabs are built the first time they are shown, and fed what is known."""
+        if tab in self._mounted_tabs or self.info is None:
             return
-        if tab == "params":
-            self.query_one(ParamTable).summary = info.summary
-        elif tab == "diagram":
-            diagram = self.query_one(Diagram)
-            diagram.info = info
-            diagram.shapes = self.query_one(ModuleTree).shapes
-        elif tab == "generate":
-            panel = self.query_one(GeneratePanel)
-            if self._generation is None:
-                settings = panel.settings()
-                if settings is not None:
-                    self._start(self._reset_generation, self.prompt, settings)
-            else:
-                panel.view = self._generation
-        elif tab == "stats":
-            self._feed_tab_now("stats")
-        elif tab == "attention":
-            view = self._attention
-            if view is None or view.prompt != self.prompt:
-                self._start(self._attention_worker, self.prompt, self.attention_layer)
-            else:
-                self.query_one(AttentionPanel).view = view
-        elif tab == "train":
-            if self._train_prompt != self.prompt:
-                self._start(self._train_worker, self.prompt)
-            else:
-                self.query_one(TrainPanel).view = self._train
+        self._mounted_tabs.add(tab)
+        await self.query_one(f"#{tab}", TabPane).mount(TAB_BY_ID[tab].make(self._tab_context()))
+        self._feed(tab)
 
-    # -- engine calls --------------------------------------------------------------------
-
-    def _start(self, worker_fn, *args: Any) -> None:
-        """Run one engine call in a worker. While one runs, the next call waits (one only:
-        a third request meanwhile is dropped with a note)."""
-        if self.driver is None:
-            return
-        if self.busy:
-            if self._queued is not None:
-                self.notify("the engine is busy: key ignored", timeout=1.5)
-            else:
-                self._queued = (worker_fn, args)
-            return
-        self.busy = True
-        self._update_detail()
-        worker_fn(*args)
-        return True
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker.name == "stepper":
-            self.stepping = event.state == WorkerState.RUNNING
-            if self.stepping:
-                self.query_one(StatusBar).stepper = "running…"
-            self.refresh_bindings()
-        if event.state == WorkerState.ERROR:
-            error = describe_error(worker.error) if worker.error else "unknown error"
-            if worker.group == "open":
-                self._show_open_error(error)
-            else:
-                self.notify(
-                    error, title=f"{worker.name or 'engine'} failed", severity="error", timeout=8
-                )
-                self._after_failure(worker.name, error)
-        elif event.state == WorkerState.CANCELLED and worker.name == "stepper":
-            self._after_failure(worker.name, "cancelled")
-        if worker.group == "engine" and event.state in (
-            WorkerState.SUCCESS,
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
-            self.busy = False
-            self._update_detail()
-            self.refresh_bindings()
-            if self._queued is not None:
-                worker_fn, args = self._queued
-                self._queued = None
-                self._start(worker_fn, *args)
-
-    def _after_failure(self, name: str, error: str) -> None:
-        """Every failed engine call leaves the display true: a failed step (or a run that
-        gave up the paused pass first) shows the stepper as idle, with the reason."""
-        driver = self.driver
-        if name == "stepper" or (self.paused_at is not None and not driver.pass_open):
-            self._stepping_run = None
-            if "stats" in self._mounted_tabs:
-                self._feed_tab_now("stats")
-            self._set_paused(None, f"error · {error}")
-
-    # -- forward pass and stepping ------------------------------------------------------
-
-    @work(thread=True, group="engine", exit_on_error=False, name="forward pass")
-    def _run_worker(self, prompt: str) -> None:
-        assert self.driver is not None
-        self.driver.abort()  # a paused stepped pass gives way to the whole run
-        self.post_message(RunUpdated(self.driver.run(prompt)))
-
-    @work(thread=True, group="engine", exit_on_error=False, name="stepper")
-    def _step_worker(self, how: str, prompt: str, breakpoints: frozenset[str], watch: bool) -> None:
-        assert self.driver is not None
-        self.post_message(StepUpdated(self.driver.step(how, prompt, breakpoints, watch)))
-
-    @work(thread=True, group="engine", exit_on_error=False, name="abort")
-    def _abort_worker(self) -> None:
-        assert self.driver is not None
-        self.post_message(StepUpdated(self.driver.abort()))
+    # -- the forward pass and stepping ----------------------------------------------------
 
     def action_run(self) -> None:
-        self._start(self._run_worker, self.prompt)
+        debugger = self.debugger
+        assert debugger is not None
+        self._start("run", lambda m: debugger.run(move=m))
 
     def _step(self, how: str) -> None:
-        self._start(self._step_worker, how, self.prompt, self.breakpoints, self.watch_nonfinite)
+        debugger = self.debugger
+        assert debugger is not None
+        self._step_move = self._start("stepper", lambda m: debugger.step(how, move=m))
 
     def action_step_over(self) -> None:
         self._step("over")
@@ -503,135 +437,48 @@ class GptTuiApp(App[int]):
         self._step("continue")
 
     def action_abort(self) -> None:
-        # A running continue is stopped at its next module without waiting for the
-        # engine; its worker then reports the aborted pass. Else abort the paused one.
-        if self.stepping and self.driver is not None and self.driver.request_abort():
-            self.query_one(StatusBar).stepper = "aborting…"
+        """A running move is cancelled at its next module, without waiting for the
+        engine; a paused pass is ended by the abort intent."""
+        debugger = self.debugger
+        assert debugger is not None
+        if self.stepping and self._step_move is not None and debugger.cancel(self._step_move):
+            self._abort_move = self._step_move
+            self._show_stepper()
             return
-        self._start(self._abort_worker)
-
-    def on_run_updated(self, message: RunUpdated) -> None:
-        self._set_run(message.run)
-        self._set_paused(None, f"idle · forward pass recorded {len(message.run.records)} probes")
-
-    def _set_run(self, run) -> None:
-        self._previous_run, self._run = self._run, run
-        self._stepping_run = None
-        self._set_shapes(run.shapes())
-        tree = self.query_one(ModuleTree)
-        tree.nonfinite = frozenset(r.name for r in run.records if not r.stats.finite)
-        if "stats" in self._mounted_tabs:
-            self._feed_tab_now("stats")
-        if "attention" in self._mounted_tabs and self._attention is not None:
-            # The pattern belongs to the previous pass (prompt or interventions changed).
-            self._attention = None
-            if self.query_one(TabbedContent).active == "attention":
-                self._queue_or_start(self._attention_worker, self.prompt, self.attention_layer)
-
-    def _feed_tab_now(self, tab: str) -> None:
-        if tab == "stats":
-            panel = self.query_one(StatsPanel)
-            if self._stepping_run is not None:  # compared with the last whole run
-                panel.previous = self._run
-                panel.run = self._stepping_run
-            else:
-                panel.previous = self._previous_run
-                panel.run = self._run
-
-    def _queue_or_start(self, worker_fn, *args: Any) -> None:
-        if self.busy:
-            self._queued = (worker_fn, args)
-        else:
-            self._start(worker_fn, *args)
-
-    def _set_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
-        self.query_one(ModuleTree).shapes = shapes
-        if "diagram" in self._mounted_tabs:
-            self.query_one(Diagram).shapes = shapes
-
-    def on_step_updated(self, message: StepUpdated) -> None:
-        state = message.state
-        tree = self.query_one(ModuleTree)
-        shapes = dict(tree.shapes)
-        shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
-        self._set_shapes(shapes)
-        bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
-        tree.nonfinite = frozenset(bad)
-        if state.status == "paused" and state.event is not None:
-            e = state.event
-            why = {"breakpoint": " · breakpoint", "watch": " · NaN/Inf appeared here"}
-            text = f"paused at {e.name} ({e.phase}) #{e.index}{why.get(state.reason or '', '')}"
-            if state.reason == "watch":
-                text = "non-finite: " + text
-            self._set_paused(e.name, text)
-            self._stepping_run = state.run
-            if "stats" in self._mounted_tabs:
-                self._feed_tab_now("stats")
-            return
-        if state.status == "finished" and state.run is not None:
-            self._set_run(state.run)
-            self._set_paused(None, f"idle · pass finished after {len(state.events)} events")
-        else:
-            self._set_paused(None, "idle · pass aborted")
-            self._stepping_run = None
-            if "stats" in self._mounted_tabs:
-                self._feed_tab_now("stats")
-
-    def _set_paused(self, name: str | None, text: str) -> None:
-        self.paused_at = name
-        self.query_one(ModuleTree).paused = name
-        self.query_one(StatusBar).stepper = text
-        self.refresh_bindings()
+        self._start("abort", lambda m: debugger.abort(move=m))
 
     def action_toggle_breakpoint(self) -> None:
         path = self.selected_path
         if not path:
             self.notify("select a module in the tree first", timeout=2)
             return
-        self.breakpoints = self.breakpoints ^ {path}
-        self.query_one(ModuleTree).breakpoints = self.breakpoints
-        self._update_detail()
+        debugger = self.debugger
+        assert debugger is not None
+        self._start("breakpoint", lambda m: debugger.toggle_breakpoint(path, move=m))
 
     def action_toggle_watch(self) -> None:
-        self.watch_nonfinite = not self.watch_nonfinite
-        self._update_detail()
-        state = "on: c stops where NaN/Inf first appears" if self.watch_nonfinite else "off"
+        debugger = self.debugger
+        assert debugger is not None
+        on = not (self.state.watch_nonfinite if self.state else False)
+        self._start("watch", lambda m: debugger.set_watch(on, move=m))
+        state = "on: c stops where NaN/Inf first appears" if on else "off"
         self.notify(f"NaN/Inf watchpoint {state}", timeout=2)
 
-    @work(thread=True, group="engine", exit_on_error=False, name="leaf probes")
-    def _leaves_worker(self, on: bool) -> None:
-        assert self.driver is not None
-        state = self.driver.set_leaf_probes(on)
-        if state is not None:
-            self.post_message(StepUpdated(state))
-
     def action_toggle_leaves(self) -> None:
-        self.leaf_probes = not self.leaf_probes
-        self._update_detail()
-        self._start(self._leaves_worker, self.leaf_probes)
+        debugger = self.debugger
+        assert debugger is not None
+        on = not (self.state.leaves if self.state else False)
+        self._start("leaves", lambda m: debugger.set_leaves(on, move=m))
         state = "on: s and the NaN watch stop at every Linear, norm and activation"
-        self.notify(f"leaf probes {state if self.leaf_probes else 'off'}", timeout=2)
+        self.notify(f"leaf probes {state if on else 'off'}", timeout=2)
 
     # -- attention -----------------------------------------------------------------------
 
-    @work(thread=True, group="engine", exit_on_error=False, name="attention")
-    def _attention_worker(self, prompt: str, layer: int) -> None:
-        assert self.driver is not None
-        self.post_message(AttentionUpdated(self.driver.attention(prompt, layer)))
-
-    def on_attention_updated(self, message: AttentionUpdated) -> None:
-        self._attention = message.view
-        self.attention_layer = message.view.pattern.layer
-        if "attention" in self._mounted_tabs:
-            self.query_one(AttentionPanel).view = message.view
-
     @on(AttentionPanel.LayerRequested)
     def _layer_requested(self, event: AttentionPanel.LayerRequested) -> None:
-        self._start(self._attention_worker, self.prompt, event.layer)
-
-    @on(AttentionPanel.HeadChanged)
-    def _head_changed(self, event: AttentionPanel.HeadChanged) -> None:
-        self.attention_head = event.head
+        debugger = self.debugger
+        assert debugger is not None
+        self._start("attention", lambda m: debugger.attention(event.layer, move=m))
 
     # -- interventions -------------------------------------------------------------------
 
@@ -641,70 +488,56 @@ class GptTuiApp(App[int]):
         node = self.info.summary.modules.get(self.selected_path)
         return node.kind if node is not None else None
 
-    @work(thread=True, group="engine", exit_on_error=False, name="ablation")
-    def _ablate_worker(self, path: str, kind: str, head: int, prompt: str | None) -> None:
-        driver = self.driver
-        assert driver is not None
-        active = driver.toggle_ablation(path, kind, head)
-        self.post_message(AblationsUpdated(active, driver.ablated_modules))
-        state = driver.current_step()  # a paused pass re-ran to where it was
-        if state is not None:
-            self.post_message(StepUpdated(state))
-        if prompt is not None:
-            self.post_message(RunUpdated(driver.run(prompt)))
-        view = driver.generation_view()  # the next token's candidates and lens, re-peeked
-        if view is not None:
-            self.post_message(GenerationUpdated(view))
-
     def action_ablate(self) -> None:
         kind = self._selected_kind()
-        if kind not in ("attn", "mlp") or self.selected_path is None:
+        path = self.selected_path
+        if kind not in ("attn", "mlp") or path is None:
             self.notify("select an attention or MLP module in the tree", timeout=2)
             return
-        rerun = self.prompt if self._run is not None else None
-        self._start(self._ablate_worker, self.selected_path, kind, self.attention_head, rerun)
-
-    def on_ablations_updated(self, message: AblationsUpdated) -> None:
-        self.ablations = message.active
-        self.query_one(ModuleTree).ablated = frozenset(message.modules)
-        self._update_detail()
-        self.notify("; ".join(message.active) or "no ablations active", title="interventions")
-        # What the panes computed before describes the model without (or with) them.
-        self._train_prompt = None
-        if "train" in self._mounted_tabs:
-            self.query_one(TrainPanel).ablations = message.active
-        if self._run is None:  # else the rerun's RunUpdated refreshes the attention
-            self._attention = None
-        active = self.query_one(TabbedContent).active
-        if active in ("train", "attention"):
-            self._feed_tab(active)
+        head = self.query_one(AttentionPanel).head if "attention" in self._mounted_tabs else 0
+        debugger = self.debugger
+        assert debugger is not None
+        self._start("ablation", lambda m: debugger.toggle_ablation(path, kind, head, move=m))
 
     # -- generation ----------------------------------------------------------------------
 
-    @work(thread=True, group="engine", exit_on_error=False, name="generation")
-    def _reset_generation(self, prompt: str, settings: GenerationSettings) -> None:
-        assert self.driver is not None
-        self.post_message(GenerationUpdated(self.driver.reset_generation(prompt, settings)))
+    def _generation_intent(self, settings: GenerationSettings, then: Intent | None) -> None:
+        """New settings apply from the next step (the text stays), then `then`."""
+        debugger = self.debugger
+        assert debugger is not None
+        current = self.state.generation if self.state else None
+        if current is None or current.settings != settings:
 
-    @work(thread=True, group="engine", exit_on_error=False, name="generation")
-    def _generate_worker(
-        self, prompt: str, settings: GenerationSettings, n: int, force: int | None
-    ) -> None:
-        assert self.driver is not None
-        self.post_message(GenerationUpdated(self.driver.generate(prompt, settings, n, force)))
+            def apply(m: int) -> DebugState:
+                state = debugger.set_generation_settings(settings, move=m)
+                return then(m) if then is not None else state
 
-    def on_generation_updated(self, message: GenerationUpdated) -> None:
-        self._generation = message.view
-        if "generate" in self._mounted_tabs:
-            self.query_one(GeneratePanel).view = message.view
+            self._start("generation", apply)
+        elif then is not None:
+            self._start("generation", then)
 
     @on(GeneratePanel.StepRequested)
     def _step_requested(self, event: GeneratePanel.StepRequested) -> None:
-        self._start(self._generate_worker, self.prompt, event.settings, event.n, event.force_token)
+        debugger = self.debugger
+        assert debugger is not None
+        n, force = event.n, event.force_token
+        self._generation_intent(
+            event.settings, lambda m: debugger.generate(n, force_token=force, move=m)
+        )
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:
-        self._start(self._reset_generation, self.prompt, event.settings)
+        debugger = self.debugger
+        assert debugger is not None
+        settings = event.settings
+        self._start("generation", lambda m: debugger.reset_generation(settings, move=m))
+
+    @on(Input.Submitted, "#gen-temperature, #gen-top-k, #gen-top-p, #gen-seed")
+    def _settings_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        settings = self.query_one(GeneratePanel).settings()
+        if settings is not None:
+            self._generation_intent(settings, None)
 
     async def _generate_panel(self) -> GeneratePanel:
         if self.query_one(TabbedContent).active != "generate":
@@ -718,29 +551,22 @@ class GptTuiApp(App[int]):
         panel = await self._generate_panel()
         panel.request(panel.run_length())
 
-    # -- training view -------------------------------------------------------------------
-
-    @work(thread=True, group="engine", exit_on_error=False, name="training view")
-    def _train_worker(self, prompt: str) -> None:
-        assert self.driver is not None
-        self.post_message(TrainUpdated(prompt, self.driver.train_view(prompt)))
-
-    def on_train_updated(self, message: TrainUpdated) -> None:
-        self._train, self._train_prompt = message.view, message.prompt
-        if "train" in self._mounted_tabs:
-            self.query_one(TrainPanel).view = message.view
-
     # -- prompt, tree, filter ------------------------------------------------------------
 
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self, event: Input.Submitted) -> None:
-        self.prompt = event.value
-        self._update_detail()
-        self.query_one(ModuleTree).focus()
-        active = self.query_one(TabbedContent).active
-        if active in ("train", "generate"):
-            self._generation = None if active == "generate" else self._generation
-            self._feed_tab(active)
+        debugger = self.debugger
+        assert debugger is not None
+        text = unescape_prompt(event.value)
+        self._wanted.clear()
+        # The box keeps the focus until the prompt is taken: a refused one is mended there.
+        self._start("prompt", lambda m: debugger.set_prompt(text, move=m))
+
+    @on(Input.Blurred, "#prompt")
+    def _prompt_left(self) -> None:
+        """Left without Enter (Esc, a click elsewhere): the box shows the prompt in use."""
+        if self.state is not None and self._intents.pending == 0:
+            self.query_one("#prompt", Input).value = escape_prompt(self.state.prompt)
 
     @on(ModuleTree.ModuleHighlighted)
     def _module_highlighted(self, event: ModuleTree.ModuleHighlighted) -> None:
@@ -749,6 +575,7 @@ class GptTuiApp(App[int]):
 
     def action_filter_tree(self) -> None:
         box = self.query_one("#tree-filter", Input)
+        box.disabled = False
         box.display = True
         box.focus()
 
@@ -764,6 +591,7 @@ class GptTuiApp(App[int]):
         box = self.query_one("#tree-filter", Input)
         if box.has_focus and not box.value:
             box.display = False
+            box.disabled = True
         tree = self.query_one(ModuleTree)
         if now:  # before the next key is handled, not after the pending messages
             self.screen.set_focus(tree)
@@ -771,21 +599,23 @@ class GptTuiApp(App[int]):
             tree.focus()
 
     def action_focus_prompt(self) -> None:
-        self.query_one("#prompt", Input).focus()
+        box = self.query_one("#prompt", Input)
+        box.focus()
+        box.cursor_position = len(box.value)
+
+    # -- help and quit -------------------------------------------------------------------
 
     def help_sections(self) -> list[tuple[str, list[KeyRow]]]:
         """Every key, by the pane where it works, from the live bindings."""
         tables = binding_rows(RowTable.BINDINGS)  # Home / End in every table
-        tab_names = " ".join(self.TAB_LABELS.get(tab, title) for tab, title in self.TABS)
-        moves = ("filter_tree", "focus_tree", "focus_prompt")
-        extra = [b for b in self.BINDINGS if b.action in moves]
+        tab_names = " ".join(tab.label for tab in TABS)
         return [
             (
                 "Anywhere",
-                binding_rows(self.KEY_BINDINGS, self.KEY_TITLES)
-                + binding_rows(extra)
+                binding_rows(keys.KEY_BINDINGS, keys.KEY_TITLES)
+                + binding_rows(keys.MOVE_BINDINGS)
                 + [
-                    (f"1–{len(self.TABS)}", "Tabs", tab_names),
+                    (f"1–{len(TABS)}", "Tabs", tab_names),
                     ("Ctrl+P", "Palette", "every command by name"),
                 ],
             ),
@@ -796,6 +626,10 @@ class GptTuiApp(App[int]):
                     ("Space Enter", "Expand", "expand or collapse the module"),
                     ("Tab", "Next pane", "to the tabs (the tree narrows to a rail)"),
                 ],
+            ),
+            (
+                "Prompt",
+                [("\\n \\t \\\\", "Escapes", "a newline, a tab, a backslash in the prompt")],
             ),
             ("Stats", binding_rows(StatsPanel.BINDINGS) + tables),
             ("Params", binding_rows(ParamTable.BINDINGS) + tables),
@@ -808,6 +642,7 @@ class GptTuiApp(App[int]):
                 "Generate",
                 [("f Enter", "Force", "append the highlighted candidate as the next token")]
                 + [("g G", "Step / run N", "one token / N tokens (N in the pane)")]
+                + [("Enter", "Settings", "in T, top-k, top-p, seed: apply from the next step")]
                 + tables,
             ),
             ("Train", tables),
@@ -816,20 +651,11 @@ class GptTuiApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections()))
 
-    def action_quit(self) -> None:
-        if self.driver is not None:
-            self.driver.close()
+    async def action_quit(self) -> None:
+        """Leave at once: the running intent is cancelled at its next module, waiting
+        ones are dropped, the debugger's hooks and threads are gone before the exit."""
+        self._intents.close()
+        debugger = self.debugger
+        if debugger is not None:
+            await asyncio.to_thread(debugger.close)
         self.exit(0)
-
-    # -- which keys apply now ------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.ENGINE_ACTIONS and self.driver is None:
-            return False
-        if action == "abort":
-            return self.paused_at is not None or self.stepping
-        if action == "step_out":
-            return self.paused_at is not None
-        if action == "ablate":
-            return self._selected_kind() in ("attn", "mlp")
-        return True

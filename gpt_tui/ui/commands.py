@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from .app import GptTuiApp
+from .keys import KEY_BINDINGS, KEY_TITLES
+from .tabs import TABS
+from .widgets.help import key_name
 
 
 class GptTuiCommands(Provider):
@@ -16,18 +16,21 @@ class GptTuiCommands(Provider):
 
     def _commands(self) -> list[tuple[str, str, str]]:
         """(title, help, action) for everything the palette offers."""
-        app: GptTuiApp = self.app  # type: ignore[assignment]
         out = [
             (
-                f"{app.KEY_TITLES.get(b.action, b.description)} ({b.key_display or b.key})",
+                f"{KEY_TITLES.get(b.action, b.description)} ({key_name(b.key)})",
                 b.tooltip,
                 b.action,
             )
-            for b in app.KEY_BINDINGS
+            for b in KEY_BINDINGS
         ]
         out += [
-            (f"Show tab: {title}", f"switch the right pane to {title}", f"show_tab('{tab}')")
-            for tab, title in app.TABS
+            (
+                f"Show tab: {tab.title} ({tab.key})",
+                f"switch the right pane to {tab.title}",
+                f"show_tab('{tab.id}')",
+            )
+            for tab in TABS
         ]
         return out
 

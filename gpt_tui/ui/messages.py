@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from ..engine.train_view import TrainView
-    from .driver import AttentionView, Driver, GenerationView, ModelInfo, RunResult, StepState
+    from ..engine.debug_state import DebugState, ModelInfo
+    from ..engine.debugger import Debugger
 
 
 @dataclass
 class SessionOpened(Message):
-    """The model is built; the driver is the app's handle for later worker calls."""
+    """The model is built; the debugger is the app's handle for later intents."""
 
-    driver: Driver
+    debugger: Debugger
     info: ModelInfo
+    state: DebugState
 
 
 @dataclass
@@ -32,37 +33,8 @@ class SessionFailed(Message):
 
 
 @dataclass
-class GenerationUpdated(Message):
-    view: GenerationView
+class StateUpdated(Message):
+    """An intent finished: the debugger's snapshot after it, and the intent's name."""
 
-
-@dataclass
-class TrainUpdated(Message):
-    """The training view of `prompt`."""
-
-    prompt: str
-    view: TrainView
-
-
-@dataclass
-class RunUpdated(Message):
-    run: RunResult
-
-
-@dataclass
-class StepUpdated(Message):
-    state: StepState
-
-
-@dataclass
-class AttentionUpdated(Message):
-    view: AttentionView
-
-
-@dataclass
-class AblationsUpdated(Message):
-    """The interventions now active, as the descriptions the engine gives them, and the
-    module paths they act on."""
-
-    active: tuple[str, ...]
-    modules: tuple[str, ...] = ()
+    state: DebugState
+    name: str = ""

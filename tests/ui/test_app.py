@@ -31,7 +31,7 @@ SIZE = (100, 30)
 
 
 def prompt_ids(app: GptTuiApp) -> torch.Tensor:
-    session = app.driver.session
+    session = app.debugger.session
     return torch.tensor([session.encode(app.prompt)], dtype=torch.long)
 
 
@@ -58,7 +58,7 @@ async def test_every_tab_renders(arch: str) -> None:
         assert "transformer.h.1.mlp" in tree._path_nodes
         await press(pilot, "r")
         # The stats table: one row per probe of a plain recorded pass, with its shape.
-        with Probes(app.driver.session.model) as probes:
+        with Probes(app.debugger.session.model) as probes:
             probes.run(prompt_ids(app))
             probes.flush()
             expected = [r for r in probes.records if r.phase == "out"]
@@ -117,7 +117,7 @@ async def test_stepping_follows_the_engine_event_order() -> None:
         keys = ["s", "s", "s", "n", "s", "s", "n", "o"]
         moves = {"s": "step_into", "n": "step_over", "o": "step_out"}
         expected = []  # (event name, the records up to the pause)
-        with ForwardStepper(app.driver.session.model, prompt_ids(app)) as reference:
+        with ForwardStepper(app.debugger.session.model, prompt_ids(app)) as reference:
             for key in keys:
                 name = getattr(reference, moves[key])().name
                 expected.append((name, list(reference.probes.records)))
@@ -189,10 +189,11 @@ async def test_breakpoint_abort_and_watchpoint() -> None:
                 reached.set()
                 release.wait(30)
 
-        mlp = app.driver.session.model.transformer.h[0].mlp
+        mlp = app.debugger.session.model.transformer.h[0].mlp
         handle = mlp.register_forward_hook(hold)
         try:
-            app.breakpoints = frozenset()
+            select(app, "transformer.h.1.mlp")
+            await press(pilot, "b")  # the breakpoint off again: c runs into the hold
             await pilot.press("c")
             assert await asyncio.to_thread(reached.wait, 30)
             await pilot.pause()  # the worker's "running" state reaches the app
@@ -205,10 +206,10 @@ async def test_breakpoint_abort_and_watchpoint() -> None:
             handle.remove()
         assert not app.stepping and app.paused_at is None
         assert "aborted" in app.query_one(StatusBar).stepper
-        assert app._run is None  # the pass never finished: no whole run was recorded
-        assert app.driver.current_step() is None
+        assert app.state.run is None  # the pass never finished: no whole run was recorded
+        assert app.debugger.state().status == "aborted" and app.debugger._stepper is None
         # w: the watchpoint stops where a NaN first appears.
-        Interventions(app.driver.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
+        Interventions(app.debugger.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
         await press(pilot, "w", "c")
         assert app.paused_at == "transformer.h.0.mlp"
         assert "non-finite" in app.query_one(StatusBar).stepper
@@ -221,7 +222,7 @@ async def test_attention_cursor_reports_the_engine_probability(arch: str) -> Non
         await settle(pilot)
         await press(pilot, "3", "]", ".", "down", "down", "down", "right")
         panel = app.query_one(AttentionPanel)
-        with Probes(app.driver.session.model, attention_layers=[1]) as probes:
+        with Probes(app.debugger.session.model, attention_layers=[1]) as probes:
             probes.run(prompt_ids(app))
             weights = probes.pattern(1).weights
             expected = float(weights[1, 3, 1])
@@ -250,7 +251,7 @@ async def test_generation_seeded_forced_and_lens() -> None:
         app.query_one("#gen-seed", Input).value = "7"
         app.query_one("#gen-n", Input).value = "12"
         await press(pilot, "escape", "G")
-        session = app.driver.session
+        session = app.debugger.session
         steps = generate_steps(session.model, session.tokenizer, "ROMEO:", 12, seed=7)
         expected = "ROMEO:" + session.decode([s.token_id for s in steps])
         panel = app.query_one(GeneratePanel)
@@ -279,21 +280,37 @@ async def test_keys_while_busy_never_crash_and_failures_reset_the_stepper() -> N
         await settle(pilot)
         assert app.query_one("#stats-table", DataTable).row_count > 0
         assert app.is_running
-        # A prompt the tokenizer rejects: every failed step leaves the stepper idle, and
-        # the toast says what is wrong in the user's words (no exception class names).
+        # A prompt the tokenizer rejects is refused where it is typed, in the user's words
+        # (no exception class names); the runs keep the prompt in use, and the box shows
+        # it again once left.
         await press(pilot, "p")
+        app.clear_notifications()
         app.query_one("#prompt", Input).value = "héllo #x"
         await press(pilot, "enter")
-        await press(pilot, "x")  # the paused pass was on the old prompt
-        for key in ("s", "s", "r"):
-            app.clear_notifications()
-            await press(pilot, key)
-            stepper = app.query_one(StatusBar).stepper
-            assert not app.stepping and app.paused_at is None
-            assert stepper.startswith("error · ") and "vocabulary" in stepper
-            (toast,) = app._notifications
-            assert toast.severity == "error" and toast.message.startswith("characters not in")
-        assert not app.query_one(StatusBar).loading
+        (toast,) = app._notifications
+        assert toast.severity == "error" and toast.message.startswith("characters not in")
+        assert app.prompt == "ROMEO:"
+        box = app.query_one("#prompt", Input)
+        assert box.has_focus and box.value == "héllo #x"  # kept, to be mended
+        await press(pilot, "escape")  # left unmended: the box shows the prompt in use
+        assert box.value == "ROMEO:" and not box.has_focus
+        # A failing step (the model raises) leaves the stepper display true.
+        def boom(_module, _args):
+            raise RuntimeError("boom")
+
+        handle = app.debugger.session.model.transformer.h[0].register_forward_pre_hook(boom)
+        try:
+            await press(pilot, "x")
+            for key in ("c", "c"):  # c runs into h.0, where the model raises
+                app.clear_notifications()
+                await press(pilot, key)
+                stepper = app.query_one(StatusBar).stepper
+                assert not app.stepping and app.paused_at is None
+                assert stepper.startswith("error · ") and "boom" in stepper
+        finally:
+            handle.remove()
+        await press(pilot, "s")
+        assert app.paused_at is not None and not app.query_one(StatusBar).loading
 
 
 async def test_ablation_toggles_on_the_selected_mlp() -> None:
@@ -309,9 +326,9 @@ async def test_ablation_toggles_on_the_selected_mlp() -> None:
         select(app, path)
         await press(pilot, "a")
         assert app.ablations and path in app.ablations[0]
-        mlp = next(r for r in app._run.records if r.name == path)
+        mlp = next(r for r in app.state.run.records if r.name == path)
         assert mlp.stats.abs_max == 0.0  # the rerun sees the ablated output
-        expected, _ = app.driver.session.generation(app.prompt, seed=0).peek()
+        expected, _ = app.debugger.session.generation(app.prompt, seed=0).peek()
         after = panel.view
         assert after.next_candidates == expected != before.next_candidates
         assert after.lens != before.lens

@@ -29,7 +29,7 @@ from textual.widgets import Static
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ..driver import AttentionView
+    from ...engine.debug_state import AttentionView
 
 MODES = ("pattern", "mask", "overlay")
 # A dark-to-bright ramp (magma-like); probabilities are shown on a √p scale so that the

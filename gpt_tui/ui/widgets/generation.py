@@ -18,8 +18,8 @@ from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
 from ... import formatting as fmt
+from ...engine.debug_state import GenerationSettings, GenerationView
 from ...errors import GptTuiError
-from ..driver import GenerationSettings, GenerationView
 from .tables import RowTable
 
 BAR_WIDTH = 12

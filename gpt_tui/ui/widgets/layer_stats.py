@@ -22,8 +22,8 @@ from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:
+    from ...engine.debug_state import RunResult
     from ...engine.trace import ProbeRecord, TensorStats
-    from ..driver import RunResult
 
 # What you hunt a NaN with comes first, so that it fits at 80 columns.
 COLUMNS = ("name", "shape", "NaN", "Inf", "mean", "std", "min", "max", "|max|", "rms", "zero%")

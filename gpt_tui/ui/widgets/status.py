@@ -7,7 +7,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from ... import formatting as fmt
-from ..driver import ModelInfo
+from ...engine.debug_state import ModelInfo
 
 
 def memory_text(memory: dict[str, int] | None) -> str:

@@ -1,0 +1,152 @@
+"""The frozen snapshots the `Debugger` hands out: plain data, ready to render.
+
+A pane or a CLI command renders one of these and never asks a live object. Every field
+is detached CPU data (the attention weights are numpy arrays), so a snapshot can cross
+threads and outlive the pass it describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # annotations only: the UI imports this module before torch loads
+    from .lens import LensResult
+    from .sampling import Candidate, SamplingStep
+    from .summary import ModelSummary
+    from .trace import AttentionPattern, ProbeRecord, StepEvent
+    from .train_view import TrainView
+
+# idle: no stepped pass; paused: a stepped pass waits at `event`; finished / aborted:
+# the stepped pass just ended that way.
+StepStatus = Literal["idle", "paused", "finished", "aborted"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the status bar, tree, params and diagram panes show about the open model."""
+
+    name: str
+    family: str
+    source: str
+    device: str
+    dtype: str
+    summary: ModelSummary
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    n_embd: int
+    context_len: int | None
+    vocab_size: int
+    notes: tuple[str, ...]
+    default_prompt: str
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationView:
+    """The generation so far: the prompt, each generated token's text, the steps taken."""
+
+    prompt: str
+    pieces: tuple[str, ...]  # decoded text of each generated token, in order
+    steps: tuple[SamplingStep, ...]  # every step taken since the last reset
+    cache_fill: tuple[int, int] | None
+    settings: GenerationSettings  # what the next step uses
+    next_candidates: tuple[Candidate, ...]  # what the model predicts for the next position
+    next_kept: int  # tokens that survive top-k / top-p at the next position
+    lens: LensResult | None = None  # the logit lens at the last position (the next token)
+    lens_error: str | None = None  # why there is no lens (e.g. a model it cannot decode)
+
+    @property
+    def step(self) -> SamplingStep | None:
+        """The last step taken, None right after a reset."""
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def text(self) -> str:
+        return self.prompt + "".join(self.pieces)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A recorded forward pass, or the part of a stepped one done so far (`paused`)."""
+
+    prompt: str
+    tokens: tuple[str, ...]  # one printable label per input token
+    records: tuple[ProbeRecord, ...]  # execution order; a stepped pass has "in" rows too
+    note: str | None = None  # e.g. the prompt was cropped to the context
+    paused: int | None = None  # index in `records` of the row the stepper is paused at
+    token_ids: tuple[int, ...] = ()
+    next_tokens: tuple[Candidate, ...] = ()  # most likely next tokens (a whole run only)
+    patterns: dict[int, AttentionPattern] = field(default_factory=dict)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape per probe name, plus `tokens` (the input ids' shape)."""
+        out = {r.name: r.shape for r in self.records if r.phase == "out"}
+        out["tokens"] = (1, len(self.tokens))
+        return out
+
+
+@dataclass(frozen=True)
+class AttentionView:
+    prompt: str
+    tokens: tuple[str, ...]
+    pattern: AttentionPattern
+
+
+@dataclass(frozen=True)
+class DebugState:
+    """The whole debugger at one moment, taken under its lock at the end of an intent.
+
+    `move` is the id of the intent that produced it: a UI that receives snapshots out of
+    order keeps the one with the highest id.
+    """
+
+    move: int
+    prompt: str
+    status: StepStatus
+    event: StepEvent | None  # the event the stepped pass is paused at
+    reason: str | None  # why it stopped there: step, breakpoint or watch
+    events: tuple[StepEvent, ...]  # every event of the stepped pass so far
+    stepping: RunResult | None  # the stepped pass's records so far, while paused
+    run: RunResult | None  # the last whole pass (a run, or a stepped pass that finished)
+    previous_run: RunResult | None  # the whole pass before it, for the Stats diff
+    message: str  # one line about what the intent did, for a status bar
+    breakpoints: frozenset[str]
+    watch_nonfinite: bool
+    leaves: bool
+    ablations: tuple[str, ...]  # descriptions of the active interventions
+    ablated_modules: tuple[str, ...]  # modules carrying one
+    generation: GenerationView | None
+    attention: AttentionView | None
+    train: TrainView | None
+    cancelled: bool = False  # the intent was cancelled before it finished
+
+    @property
+    def paused_at(self) -> str | None:
+        return self.event.name if self.status == "paused" and self.event else None
+
+    @property
+    def stepper_line(self) -> str:
+        """Where the stepper is, in one line: `paused at transformer.h.1.mlp (in) #12 ·
+        breakpoint`, `idle · pass finished after 40 events`, ..."""
+        event = self.event
+        if self.status == "paused" and event is not None:
+            why = {"breakpoint": " · breakpoint", "watch": " · NaN/Inf appeared here"}
+            text = f"paused at {event.name} ({event.phase}) #{event.index}"
+            text += why.get(self.reason or "", "")
+            return "non-finite: " + text if self.reason == "watch" else text
+        if self.status == "finished":
+            return f"idle · pass finished after {len(self.events)} events"
+        if self.status == "aborted":
+            return "idle · pass aborted"
+        if self.run is not None:
+            return f"idle · forward pass recorded {len(self.run.records)} probes"
+        return "idle"

@@ -1,0 +1,589 @@
+"""`Debugger(session)`: the one stateful object that the app and the CLI drive.
+
+It owns the stepped forward pass, breakpoints, the NaN watchpoint, leaf probes,
+interventions, the generation under way, the attention and training views. Each public
+method is one user intent and returns a frozen `DebugState` taken under the lock.
+
+Concurrency contract
+--------------------
+- Intents run one at a time (`_lock`); call them from worker threads, never a UI thread.
+- Every intent is a *move* with an id: pass `move=debugger.new_move()` to name it before
+  it starts, or let the intent take the next id. The snapshot carries the id.
+- `cancel(move)` may be called from any thread, takes no intent lock and never waits.
+  It stops the named move if it is still running (or any running move, given None):
+  a stepped move unwinds at its next probe and reports "aborted"; a run, N generation
+  steps or a training view stop at the next block and report `cancelled`. It returns
+  False when that move is not running, e.g. it already paused: the paused pass is then
+  left alone, so a snapshot never says "paused" for a dead pass. End a paused pass with
+  the `abort()` intent.
+- `close()` cancels whatever runs, refuses the intents still waiting for the lock, then
+  stops the paused pass (its thread joined) and removes every hook. It returns within
+  one module's compute of the running move.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import GptTuiError, describe_error
+from .debug_state import (
+    AttentionView,
+    DebugState,
+    GenerationSettings,
+    GenerationView,
+    ModelInfo,
+    RunResult,
+    StepStatus,
+)
+from .interventions import HeadScale, OutputScale
+from .probes import find_block_list, unwrap_model
+from .sampling import check_sampling_settings, token_label
+
+if TYPE_CHECKING:
+    from .sampling import GenerationSession
+    from .session import Session, Trace
+    from .stepping import ForwardStepper
+    from .trace import StepEvent
+    from .train_view import TrainView
+
+# Tried in order; the first the tokenizer can encode is the default prompt.
+PROMPT_CANDIDATES = ("ROMEO:", "The meaning of life is", "Hello", "\n")
+
+MOVES = ("into", "over", "out", "continue")
+
+
+class _Cancelled(BaseException):
+    """Raised in a cancelled move's forward by a block pre-hook; never leaves the Debugger."""
+
+
+class Debugger:
+    """Debugging intents on one open `Session`."""
+
+    def __init__(self, session: Session, *, seed: int = 0) -> None:
+        self.session = session
+        self._lock = threading.Lock()  # one intent at a time
+        self._move_lock = threading.Lock()  # guards _running / _cancel; never held long
+        self._ids = itertools.count(1)
+        self._running: int | None = None  # the move holding the lock now
+        self._cancel: int | None = None  # the move asked to stop
+        self._closing = False
+        self._intent_thread: int | None = None  # the thread running the current intent
+        self._move = 0  # id of the last intent that ran
+        self._prompt = self._default_prompt()
+        self._breakpoints: frozenset[str] = frozenset()
+        self._watch = False
+        self._leaves = False
+        self._ablations: dict[tuple[str, int | None], int] = {}
+        self._stepper: ForwardStepper | None = None
+        self._step_status: StepStatus = "idle"
+        self._step_events: tuple[StepEvent, ...] = ()
+        self._stepping: RunResult | None = None
+        self._run: RunResult | None = None
+        self._previous_run: RunResult | None = None
+        self._message = ""
+        self._settings = GenerationSettings(seed=seed)
+        self._generation: GenerationSession | None = None
+        self._generation_view: GenerationView | None = None
+        self._attention: AttentionView | None = None
+        self._train: TrainView | None = None
+        self._hooks = self._add_cancel_hooks()
+
+    # -- moves and cancellation ----------------------------------------------------------
+
+    def new_move(self) -> int:
+        """An id for the next intent, to name it in `cancel` before it starts."""
+        return next(self._ids)
+
+    @contextmanager
+    def _moving(self, move: int | None) -> Iterator[int]:
+        mid = move if move is not None else self.new_move()
+        with self._lock:
+            with self._move_lock:
+                self._running = mid
+                self._intent_thread = threading.get_ident()
+            try:
+                yield mid
+            finally:
+                with self._move_lock:
+                    self._running = None
+                self._move = max(self._move, mid)
+
+    def _intent(self, move: int | None, body: Callable[[int], DebugState], what: str) -> DebugState:
+        """Run one intent under the lock; a cancelled one answers with the state it left."""
+        with self._moving(move) as mid:
+            if self._closing:
+                return self._snapshot(mid, "closing", cancelled=True)
+            try:
+                return body(mid)
+            except _Cancelled:
+                with self._move_lock:
+                    self._cancel = None  # what follows (a view, a snapshot) may run freely
+                return self._snapshot(mid, f"{what} cancelled", cancelled=True)
+
+    def cancel(self, move: int | None = None) -> bool:
+        """Stop `move` (any running move if None) if it is running now; see the module doc.
+
+        True means the move was still running when asked; a stepped move may still have
+        paused just before the request reached it (its snapshot then says so).
+        """
+        with self._move_lock:
+            running = self._running
+            if running is None or (move is not None and move != running):
+                return False
+            self._cancel = running
+            if self._stepper is not None:
+                self._stepper.request_abort()  # a stepped move unwinds at its next probe
+            return True
+
+    def _arm(self, stepper: ForwardStepper, mid: int) -> None:
+        """Let a cancel of move `mid` reach `stepper`, also one that came before this."""
+        with self._move_lock:
+            if self._running == mid:
+                stepper.arm_move()
+                if self._cancel == mid:
+                    stepper.request_abort()
+
+    def _add_cancel_hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
+        model = unwrap_model(self.session.model)
+        found = find_block_list(model)
+        modules = list(found[1]) if found is not None else list(model.children())
+
+        def check(module: torch.nn.Module, args: tuple) -> None:
+            # Only a forward run by the intent itself: a stepped pass runs in its own
+            # thread and unwinds through the stepper's abort instead.
+            if threading.get_ident() != self._intent_thread:
+                return
+            if self._closing or (self._cancel is not None and self._cancel == self._running):
+                raise _Cancelled
+
+        return [m.register_forward_pre_hook(check) for m in modules]
+
+    # -- the model -----------------------------------------------------------------------
+
+    def info(self) -> ModelInfo:
+        with self._lock:
+            s = self.session
+            config = s.config
+
+            def field(name: str, default: int = 0) -> int:
+                value = getattr(config, name, default)
+                return value if isinstance(value, int) else default
+
+            n_head = field("n_head")
+            return ModelInfo(
+                name=s.name,
+                family=s.family,
+                source=s.source,
+                device=str(s.device),
+                dtype=str(s.dtype).removeprefix("torch."),
+                summary=s.summary(),
+                n_layer=field("n_layer"),
+                n_head=n_head,
+                n_kv_head=field("n_kv_head", n_head),
+                n_embd=field("n_embd"),
+                context_len=s.context_len,
+                vocab_size=s.tokenizer.vocab_size,
+                notes=tuple(s.notes),
+                default_prompt=self._default_prompt(),
+            )
+
+    def _default_prompt(self) -> str:
+        for text in PROMPT_CANDIDATES:
+            try:
+                if self.session.encode(text):
+                    return text
+            except Exception:  # the tokenizer rejects these characters: try the next
+                continue
+        return self.session.decode([0])
+
+    def memory(self) -> dict[str, int]:
+        return self.session.memory()  # read-only and cheap: not behind the lock
+
+    def state(self) -> DebugState:
+        """The current snapshot, without doing anything."""
+        with self._lock:
+            return self._snapshot(self._move)
+
+    # -- settings ------------------------------------------------------------------------
+
+    def set_prompt(self, prompt: str, *, move: int | None = None) -> DebugState:
+        """The text every later pass reads. A prompt the tokenizer cannot encode raises
+        a one-line error and the old prompt stays."""
+        with self._moving(move) as mid:
+            self.session.prompt_ids(prompt)  # raises for an empty or unencodable prompt
+            if prompt != self._prompt:
+                self._prompt = prompt
+                self._attention = self._train = None
+                self._generation = self._generation_view = None
+            return self._snapshot(mid, f"prompt {prompt!r}")
+
+    def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
+        with self._moving(move) as mid:
+            self._breakpoints = frozenset(globs)
+            if self._stepper is not None:
+                self._stepper.breakpoints = sorted(self._breakpoints)
+            return self._snapshot(mid)
+
+    def toggle_breakpoint(self, name: str, *, move: int | None = None) -> DebugState:
+        return self.set_breakpoints(self._breakpoints ^ {name}, move=move)
+
+    def set_watch(self, on: bool, *, move: int | None = None) -> DebugState:
+        with self._moving(move) as mid:
+            self._watch = on
+            if self._stepper is not None:
+                self._stepper.watch_nonfinite = on
+            return self._snapshot(mid)
+
+    def set_leaves(self, on: bool, *, move: int | None = None) -> DebugState:
+        """Probe leaves (Linear, norms, activations) from now on. A paused pass is re-run
+        with the new probes to the same module event (its parent's, if that was a leaf)."""
+        with self._moving(move) as mid:
+            self._leaves = on
+            self._replay_paused(mid)
+            return self._snapshot(mid, f"leaf probes {'on' if on else 'off'}")
+
+    # -- forward passes ------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        attention_layers: Iterable[int] | str = (),
+        move: int | None = None,
+    ) -> DebugState:
+        """A whole recorded forward pass on the prompt; a paused stepped pass gives way."""
+
+        def body(mid: int) -> DebugState:
+            self._end_stepper("idle")
+            trace = self.session.trace(
+                self._prompt, attention_layers=attention_layers, leaves=self._leaves
+            )
+            self._set_run(_run_from_trace(trace))
+            return self._snapshot(mid, f"forward pass recorded {len(trace.records)} probes")
+
+        return self._intent(move, body, "forward pass")
+
+    def step(self, how: str, *, move: int | None = None) -> DebugState:
+        """Advance the stepped pass (`into`, `over`, `out`, `continue`), starting one on
+        the prompt if none is under way."""
+        if how not in MOVES:
+            raise ValueError(f"unknown move {how!r}: one of {', '.join(MOVES)}")
+
+        def body(mid: int) -> DebugState:
+            stepper = self._stepper or self._new_stepper(mid)
+            self._arm(stepper, mid)
+            try:
+                event = {
+                    "into": stepper.step_into,
+                    "over": stepper.step_over,
+                    "out": stepper.step_out,
+                    "continue": stepper.continue_,
+                }[how]()
+            except BaseException:
+                self._end_stepper("idle")
+                raise
+            if stepper.aborted:  # cancel() unwound the pass mid-move
+                self._end_stepper("aborted")
+                return self._snapshot(mid, "pass aborted")
+            if event is None:
+                self._set_run(self._records_of(stepper, finished=True))
+                self._end_stepper("finished")
+                return self._snapshot(mid, f"pass finished after {len(stepper.events)} events")
+            self._record_pause(stepper)
+            return self._snapshot(mid, "paused")
+
+        return self._intent(move, body, "step")
+
+    def abort(self, *, move: int | None = None) -> DebugState:
+        """End the paused stepped pass (nothing to do if none is under way)."""
+        with self._moving(move) as mid:
+            was_open = self._stepper is not None
+            self._end_stepper("aborted" if was_open else self._step_status)
+            return self._snapshot(mid, "pass aborted" if was_open else "")
+
+    def _new_stepper(self, mid: int) -> ForwardStepper:
+        ids, _ = self.session.prompt_ids(self._prompt)
+        stepper = self.session.stepper(
+            ids,
+            breakpoints=sorted(self._breakpoints),
+            watch_nonfinite=self._watch,
+            leaves=self._leaves,
+        )
+        self._stepper = stepper
+        self._step_ids = tuple(ids)
+        return stepper
+
+    def _records_of(self, stepper: ForwardStepper, finished: bool) -> RunResult:
+        records = tuple(stepper.probes.records)  # flushed at every pause and at the end
+        tokens = tuple(token_label(self.session.tokenizer, i) for i in self._step_ids)
+        if finished:
+            outs = tuple(r for r in records if r.phase == "out")
+            return RunResult(self._prompt, tokens, outs, token_ids=self._step_ids)
+        event = stepper.current
+        paused = next(
+            (
+                i
+                for i in range(len(records) - 1, -1, -1)
+                if event is not None
+                and records[i].name == event.name
+                and records[i].phase == event.phase
+            ),
+            None,
+        )
+        return RunResult(self._prompt, tokens, records, paused=paused, token_ids=self._step_ids)
+
+    def _record_pause(self, stepper: ForwardStepper) -> None:
+        self._step_status = "paused"
+        self._step_events = tuple(stepper.events)
+        self._stepping = self._records_of(stepper, finished=False)
+
+    def _end_stepper(self, status: StepStatus) -> None:
+        stepper = self._stepper
+        if stepper is not None:
+            self._step_events = tuple(stepper.events)
+            self.session.release(stepper)
+            self._stepper = None
+        self._stepping = None
+        self._step_status = status
+
+    def _replay_paused(self, mid: int) -> None:
+        """Re-run the paused pass to the event it was at, with the current probes and
+        interventions (hooks added later see a replaced output only if they run after
+        it, so a pass made before an ablation changed would show the old values)."""
+        old = self._stepper
+        if old is None or old.current is None:
+            return
+        target = old.current
+        self._end_stepper("idle")
+        names = [target.name]
+        while "." in names[-1]:  # a leaf no longer probed: stop at its parent module
+            names.append(names[-1].rsplit(".", 1)[0])
+        for name in names:
+            stepper = self._new_stepper(mid)
+            event = None
+            while not stepper.aborted:
+                self._arm(stepper, mid)
+                event = stepper.step_into()
+                if event is None or (event.name, event.phase) == (name, target.phase):
+                    break
+            if event is not None and not stepper.aborted:
+                self._record_pause(stepper)
+                return
+            self._end_stepper("idle")
+            if stepper.aborted:
+                return
+
+    def _set_run(self, run: RunResult) -> None:
+        self._previous_run, self._run = self._run, run
+
+    # -- interventions -------------------------------------------------------------------
+
+    def toggle_ablation(
+        self, module: str, kind: str, head: int | None = None, *, move: int | None = None
+    ) -> DebugState:
+        """Ablate the attention head / MLP at `module`, or undo it. Every view is brought
+        up to date: the paused pass re-runs to where it was, the last whole run is
+        recorded again, the next token's candidates are re-peeked."""
+
+        def body(mid: int) -> DebugState:
+            interventions = self.session.interventions
+            key = (module, head if kind == "attn" else None)
+            if key in self._ablations:
+                interventions.remove(self._ablations.pop(key))
+            else:
+                spec = HeadScale(module, head or 0) if kind == "attn" else OutputScale(module)
+                self._ablations[key] = interventions.add(spec)
+            self._replay_paused(mid)
+            if self._run is not None:
+                trace = self.session.trace(self._prompt, leaves=self._leaves)
+                self._set_run(_run_from_trace(trace))
+            self._attention = self._train = None
+            if self._generation is not None:
+                self._generation.drop_cache()  # cached keys/values describe the old model
+                self._generation_view = self._view_generation()
+            active = "; ".join(spec.description for spec in interventions.active)
+            return self._snapshot(mid, active or "no ablations active")
+
+        return self._intent(move, body, "ablation")
+
+    # -- views ---------------------------------------------------------------------------
+
+    def attention(self, layer: int, *, move: int | None = None) -> DebugState:
+        """The recomputed attention pattern of `layer` on the prompt."""
+
+        def body(mid: int) -> DebugState:
+            trace = self.session.trace(self._prompt, attention_layers=[layer])
+            self._attention = AttentionView(trace.prompt, trace.tokens, trace.patterns[layer])
+            return self._snapshot(mid)
+
+        return self._intent(move, body, "attention")
+
+    def train_view(self, *, move: int | None = None) -> DebugState:
+        """One forward and backward on the prompt: loss and gradient norms."""
+
+        def body(mid: int) -> DebugState:
+            self._train = self.session.train_view(self._prompt)
+            return self._snapshot(mid)
+
+        return self._intent(move, body, "training view")
+
+    # -- generation ----------------------------------------------------------------------
+
+    def reset_generation(
+        self, settings: GenerationSettings | None = None, *, move: int | None = None
+    ) -> DebugState:
+        """Start generating from the prompt afresh (a new seeded generator)."""
+
+        def body(mid: int) -> DebugState:
+            if settings is not None:
+                check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
+                self._settings = settings
+            self._start_generation()
+            return self._snapshot(mid, "generation restarted from the prompt")
+
+        return self._intent(move, body, "generation")
+
+    def set_generation_settings(
+        self, settings: GenerationSettings, *, move: int | None = None
+    ) -> DebugState:
+        """Sampling settings for the next steps; the text so far stays and the next
+        token's candidates are re-peeked. A new seed restarts (it names another run)."""
+
+        def body(mid: int) -> DebugState:
+            check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
+            restart = settings.seed != self._settings.seed
+            self._settings = settings
+            gen = self._generation
+            if gen is None or restart:
+                self._start_generation()
+            else:
+                gen.temperature, gen.top_k, gen.top_p = (
+                    settings.temperature,
+                    settings.top_k,
+                    settings.top_p,
+                )
+                self._generation_view = self._view_generation()
+            return self._snapshot(mid, "new seed: restarted" if restart else "")
+
+        return self._intent(move, body, "generation")
+
+    def generate(
+        self, n: int = 1, *, force_token: int | None = None, move: int | None = None
+    ) -> DebugState:
+        """Take `n` sampled steps (or one forced step); cancellable between and within
+        steps, keeping the tokens taken so far."""
+        if n < 1:
+            raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
+
+        def body(mid: int) -> DebugState:
+            if self._generation is None:
+                self._start_generation()
+            gen = self._generation
+            assert gen is not None
+            taken = 0
+            try:
+                if force_token is not None:
+                    gen.step(force_token=force_token)
+                else:
+                    for taken in range(n):  # noqa: B007 (read after a cancel)
+                        if self._cancel == mid:
+                            raise _Cancelled
+                        gen.step()
+            except _Cancelled:
+                with self._move_lock:
+                    self._cancel = None
+                self._generation_view = self._view_generation()
+                message = f"generation cancelled after {taken} of {n} tokens"
+                return self._snapshot(mid, message, cancelled=True)
+            self._generation_view = self._view_generation()
+            return self._snapshot(mid)
+
+        return self._intent(move, body, "generation")
+
+    def _start_generation(self) -> None:
+        s = self._settings
+        self._generation = self.session.generation(
+            self._prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed
+        )
+        self._generation_view = self._view_generation()
+
+    def _view_generation(self) -> GenerationView:
+        gen = self._generation
+        assert gen is not None
+        pieces = tuple(self.session.decode([i]) for i in gen.ids[len(gen.prompt_ids) :])
+        candidates, kept = gen.peek()
+        lens, lens_error = None, None
+        try:
+            lens = self.session.lens(gen.ids, k=1)  # the next token, as each layer reads it
+        except Exception as err:  # e.g. a user's model the lens cannot decode
+            lens_error = describe_error(err)
+        return GenerationView(
+            prompt=self._prompt,
+            pieces=pieces,
+            steps=tuple(gen.steps),
+            cache_fill=gen.cache_fill,
+            settings=self._settings,
+            next_candidates=candidates,
+            next_kept=kept,
+            lens=lens,
+            lens_error=lens_error,
+        )
+
+    # -- snapshot and end ----------------------------------------------------------------
+
+    def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
+        stepper = self._stepper
+        paused = stepper is not None and stepper.current is not None
+        interventions = self.session.interventions.active if self._ablations else ()
+        return DebugState(
+            move=mid,
+            prompt=self._prompt,
+            status=self._step_status,
+            event=stepper.current if paused else None,
+            reason=stepper.reason if paused else None,
+            events=self._step_events,
+            stepping=self._stepping if paused else None,
+            run=self._run,
+            previous_run=self._previous_run,
+            message=message,
+            breakpoints=self._breakpoints,
+            watch_nonfinite=self._watch,
+            leaves=self._leaves,
+            ablations=tuple(spec.description for spec in interventions),
+            ablated_modules=tuple(sorted({path for path, _ in self._ablations})),
+            generation=self._generation_view,
+            attention=self._attention,
+            train=self._train,
+            cancelled=cancelled,
+        )
+
+    def close(self) -> None:
+        """Stop everything, wait for the running move to unwind, remove every hook."""
+        self._closing = True
+        self.cancel()
+        with self._lock:
+            self._end_stepper("idle")
+            for handle in self._hooks:
+                handle.remove()
+            self._hooks = []
+            self.session.close()
+
+
+def _run_from_trace(trace: Trace) -> RunResult:
+    return RunResult(
+        trace.prompt,
+        trace.tokens,
+        trace.records,
+        trace.note,
+        token_ids=trace.token_ids,
+        next_tokens=trace.next_tokens,
+        patterns=trace.patterns,
+    )
+
+
+__all__ = ["Debugger", "DebugState", "GenerationSettings", "MOVES", "PROMPT_CANDIDATES"]

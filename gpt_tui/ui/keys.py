@@ -1,0 +1,91 @@
+"""Every key of the app in one place: the bindings, their titles, and which need a model.
+
+The footer shows KEY_BINDINGS in this order, with their short descriptions, as many as
+fit; help and the command palette use KEY_TITLES and the tooltips.
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+from .tabs import TABS
+
+
+def _key(key: str, action: str, description: str, tooltip: str, show: bool = True) -> Binding:
+    return Binding(key, action, description, show=show, tooltip=tooltip, id=action)
+
+
+# The engine keys, most important first.
+KEY_BINDINGS: list[Binding] = [
+    _key("r", "run", "Run", "run the whole forward pass on the prompt"),
+    _key("s", "step_into", "Into", "stop at the next probe, going into submodules"),
+    _key("n", "step_over", "Over", "run to the end of the current module"),
+    _key("o", "step_out", "Out", "run until the enclosing module finishes"),
+    _key("c", "continue", "Cont", "run to the next breakpoint or watchpoint"),
+    _key("b", "toggle_breakpoint", "Break", "toggle a breakpoint on the selected module"),
+    _key("w", "toggle_watch", "NaN", "stop at the first module producing NaN/Inf"),
+    _key(
+        "l",
+        "toggle_leaves",
+        "Leaves",
+        "also probe and stop at every Linear, norm and activation",
+        show=False,
+    ),
+    _key("g", "generate", "Gen", "sample one token"),
+    _key("q", "quit", "Quit", "leave gpt-tui"),
+    _key("question_mark", "help", "Help", "the panes and keys explained"),
+    _key("x", "abort", "Abort", "abort the paused or running forward pass"),
+    _key("G", "generate_n", "Gen N", "sample N tokens (N in the Generate tab)"),
+    _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
+]
+
+KEY_TITLES: dict[str, str] = {
+    "run": "Run",
+    "step_into": "Step into",
+    "step_over": "Step over",
+    "step_out": "Step out",
+    "continue": "Continue",
+    "toggle_breakpoint": "Breakpoint",
+    "toggle_watch": "NaN watch",
+    "toggle_leaves": "Leaf probes",
+    "generate": "Generate 1",
+    "quit": "Quit",
+    "help": "Help",
+    "abort": "Abort",
+    "generate_n": "Generate N",
+    "ablate": "Ablate",
+}
+
+# Keys that move focus; shown in help, not in the footer.
+MOVE_BINDINGS: list[Binding] = [
+    _key("slash", "filter_tree", "Filter", "filter the module tree by name", show=False),
+    _key("escape", "focus_tree", "Tree", "back to the module tree", show=False),
+    _key("p", "focus_prompt", "Prompt", "edit the prompt (\\n for a newline)", show=False),
+]
+
+TAB_BINDINGS: list[Binding] = [
+    _key(tab.key, f"show_tab('{tab.id}')", tab.title, f"show the {tab.title} tab", show=False)
+    for tab in TABS
+]
+
+BINDINGS: list[Binding] = [*KEY_BINDINGS, *MOVE_BINDINGS, *TAB_BINDINGS]
+
+# Actions that need an open model; pressed before it is open, they do nothing.
+ENGINE_ACTIONS = frozenset(
+    {
+        "step_over",
+        "step_into",
+        "step_out",
+        "continue",
+        "toggle_breakpoint",
+        "toggle_watch",
+        "toggle_leaves",
+        "run",
+        "abort",
+        "generate",
+        "generate_n",
+        "ablate",
+        "filter_tree",
+        "focus_prompt",
+    }
+)

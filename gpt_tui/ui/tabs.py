@@ -1,0 +1,158 @@
+"""The tabs of the right pane, registered in one table.
+
+Each tab names its id, label, key, the widget it builds the first time it is shown, the
+widget that takes the focus, and how it is fed from a `DebugState`. A tab whose data the
+snapshot does not have yet names the intent that computes it (`wants`); the app starts
+it. To add a pane: write the widget, then add a `Tab` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from textual.containers import ScrollableContainer
+from textual.widget import Widget
+
+from .widgets.attention_heatmap import AttentionPanel
+from .widgets.diagram import Diagram
+from .widgets.generation import GeneratePanel
+from .widgets.layer_stats import StatsPanel
+from .widgets.param_table import ParamTable
+from .widgets.train import TrainPanel
+
+if TYPE_CHECKING:
+    from ..engine.debug_state import DebugState, ModelInfo
+
+
+@dataclass(frozen=True)
+class TabContext:
+    """What a tab's builder and feeder may read: the open model and the last snapshot."""
+
+    info: ModelInfo
+    state: DebugState | None
+    shapes: dict[str, tuple[int, ...]]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Tab:
+    id: str
+    title: str  # in help and the palette
+    label: str  # on the tab itself (short enough for 80 columns)
+    key: str
+    focus: str  # selector of the widget that takes the focus when the tab is shown
+    make: Callable[[TabContext], Widget]
+    feed: Callable[[Widget, TabContext], None]
+    # The intent that computes what the tab shows, when the snapshot lacks it.
+    wants: Callable[[TabContext], str | None] = lambda ctx: None
+
+
+def _feed_stats(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, StatsPanel)
+    state = ctx.state
+    if state is None:
+        return
+    if state.stepping is not None:  # the paused pass, compared with the last whole run
+        widget.previous, widget.run = state.run, state.stepping
+    else:
+        widget.previous, widget.run = state.previous_run, state.run
+
+
+def _feed_params(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, ParamTable)
+    widget.summary = ctx.info.summary
+
+
+def _feed_diagram(widget: Widget, ctx: TabContext) -> None:
+    diagram = widget.query_one(Diagram)
+    diagram.info = ctx.info
+    diagram.shapes = ctx.shapes
+
+
+def _feed_attention(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, AttentionPanel)
+    view = ctx.state.attention if ctx.state else None
+    if view is not None and widget.view is not view:
+        widget.view = view
+
+
+def _feed_generation(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, GeneratePanel)
+    view = ctx.state.generation if ctx.state else None
+    if view is not None and widget.view is not view:
+        widget.view = view
+
+
+def _feed_train(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, TrainPanel)
+    state = ctx.state
+    if state is None:
+        return
+    widget.ablations = state.ablations
+    if state.train is not None and widget.view is not state.train:
+        widget.view = state.train
+
+
+TABS: tuple[Tab, ...] = (
+    Tab(
+        "stats",
+        "Stats",
+        "Stats",
+        "1",
+        "#stats-table",
+        lambda ctx: StatsPanel(id="stats-panel"),
+        _feed_stats,
+    ),
+    Tab(
+        "params",
+        "Params",
+        "Params",
+        "2",
+        "ParamTable",
+        lambda ctx: ParamTable(id="params-table"),
+        _feed_params,
+    ),
+    Tab(
+        "attention",
+        "Attention",
+        "Attn",
+        "3",
+        "AttentionHeatmap",
+        lambda ctx: AttentionPanel(ctx.info.n_layer, id="attention-panel"),
+        _feed_attention,
+        lambda ctx: "attention" if ctx.state is None or ctx.state.attention is None else None,
+    ),
+    Tab(
+        "generate",
+        "Generate",
+        "Generate",
+        "4",
+        "#gen-candidates",
+        lambda ctx: GeneratePanel(seed=ctx.seed, id="generate-panel"),
+        _feed_generation,
+        lambda ctx: "generation" if ctx.state is None or ctx.state.generation is None else None,
+    ),
+    Tab(
+        "diagram",
+        "Diagram",
+        "Diagram",
+        "5",
+        "#diagram-scroll",
+        lambda ctx: ScrollableContainer(Diagram(id="diagram-view"), id="diagram-scroll"),
+        _feed_diagram,
+    ),
+    Tab(
+        "train",
+        "Train",
+        "Train",
+        "6",
+        "#train-grads",
+        lambda ctx: TrainPanel(id="train-panel"),
+        _feed_train,
+        lambda ctx: "train" if ctx.state is None or ctx.state.train is None else None,
+    ),
+)
+
+TAB_BY_ID = {tab.id: tab for tab in TABS}

@@ -30,13 +30,71 @@ hs head size, V vocab, Vp padded vocab.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import NanoChatConfig
 from .kv_cache import KVCache, attention_mask
 from .sampling import generate
+
+
+@dataclass
+class NanoChatConfig:
+    """Modern style model, as in nanochat's gpt.py.
+
+    The fields after `softcap` switch on the features later nanochat versions added;
+    they default off so that classic-era checkpoints load unchanged. Which era sets
+    which field is told in `gpt_tui.io.nanochat_eras`.
+    """
+
+    sequence_len: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 6
+    n_kv_head: int = 6
+    n_embd: int = 768
+    rope_base: float = 10000.0  # later eras: 100000
+    softcap: float = 15.0  # 0 disables the logit softcap
+    padded_vocab_size: int = 0  # rows of wte / lm_head / value_embeds; 0 = vocab_size
+    resid_x0_lambdas: bool = False  # before block i: x = resid_lambdas[i]*x + x0_lambdas[i]*x0
+    value_embeds: bool = False  # value embeddings added to v on alternating layers, gated
+    ve_gate_channels: int = 32  # the gate reads this many leading channels of the block input
+    ve_gate_scale: float = 2.0  # gate = ve_gate_scale * sigmoid(ve_gate(x[..., :channels]))
+    window_pattern: str = "L"  # per layer, tiled: L full context, S short; last layer is L
+    short_window: int = 0  # tokens an S layer sees before the query; 0 = sequence_len // 2
+    smear: bool = False  # add a gated share of the previous token's embedding
+    backout: bool = False  # subtract backout_lambda * (residual after layer n_layer // 2)
+    qk_scale: float = 1.0  # q and k are each multiplied by this after QK norm
+
+    family: Literal["nanochat"] = field(default="nanochat", init=False, repr=False)
+
+    @property
+    def context_len(self) -> int:
+        return self.sequence_len
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def table_rows(self) -> int:
+        """Rows of the embedding tables and lm_head: the vocabulary plus any padding."""
+        return self.padded_vocab_size or self.vocab_size
+
+    def layer_window(self, layer_idx: int) -> int | None:
+        """Tokens before the query that layer `layer_idx` attends to; None = all of them."""
+        pattern = self.window_pattern.upper()
+        if layer_idx == self.n_layer - 1 or pattern[layer_idx % len(pattern)] == "L":
+            return None
+        return self.short_window or self.sequence_len // 2
+
+    def has_value_embeds(self, layer_idx: int) -> bool:
+        """Value embeddings sit on alternating layers, always including the last one."""
+        return self.value_embeds and layer_idx % 2 == (self.n_layer - 1) % 2
+
 
 SMEAR_CHANNELS = 24  # the smear gate reads this many leading channels of the embedding
 

@@ -18,14 +18,42 @@ Shape letters: B batch, T time, C channels (n_embd), nh heads, hs head size, V v
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import NanoGPTConfig
 from .kv_cache import KVCache, attention_mask
 from .sampling import generate
+
+
+@dataclass
+class NanoGPTConfig:
+    """GPT-2 style model, as in nanoGPT's model.py."""
+
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    family: Literal["nanogpt"] = field(default="nanogpt", init=False, repr=False)
+
+    @property
+    def context_len(self) -> int:
+        return self.block_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_kv_head(self) -> int:
+        return self.n_head
 
 
 class LayerNorm(nn.Module):

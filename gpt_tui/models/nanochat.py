@@ -356,16 +356,26 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         if x_backout is not None:
             x = x - self.backout_lambda * x_backout  # (B, T, C)
-        x = norm(x)
-        logits = self.lm_head(x)[..., : c.vocab_size].float()  # (B, T, V), fp32 before softcap
-        if c.softcap > 0:
-            logits = c.softcap * torch.tanh(logits / c.softcap)
+        logits = self.logits_from_residual(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
             )
         return logits, loss
+
+    def logits_from_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward does after the last block (and after backout): the final RMS norm,
+        the head, the padding rows dropped, the softcap in fp32.
+
+        The logit lens reads any layer's residual stream through it.
+        """
+        x = norm(x)  # (B, T, C)
+        logits = self.lm_head(x)[..., : self.config.vocab_size].float()  # (B, T, V)
+        cap = self.config.softcap
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)  # (B, T, V), squashed into (-cap, cap)
+        return logits
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
         """See `gpt_tui.models.sampling.generate` (temperature, top_k, top_p, seed)."""

@@ -192,14 +192,21 @@ class GPT(nn.Module):
             x = block(x, kv_cache=kv_cache)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.logits_from_residual(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
             )
         return logits, loss
+
+    def logits_from_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward does after the last block: the final LayerNorm, then the head.
+
+        The logit lens reads any layer's residual stream through it.
+        """
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        return self.lm_head(x)  # (B, T, V)
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
         """See `gpt_tui.models.sampling.generate` (temperature, top_k, top_p, seed)."""

@@ -66,6 +66,51 @@ FAMILIES = [
 ]
 
 
+HEAD_CASES = [
+    ("nanogpt", {}),
+    ("nanogpt", {"bias": True}),
+    ("nanochat", {}),  # classic era: softcap 15
+    ("nanochat", {"softcap": 0.0}),  # softcap off
+    ("nanochat", {"padded_vocab_size": 128, "resid_x0_lambdas": True}),  # padded vocabulary
+    (
+        "nanochat",
+        dict(
+            n_layer=4,
+            padded_vocab_size=128,
+            resid_x0_lambdas=True,
+            value_embeds=True,
+            ve_gate_channels=12,
+            smear=True,
+            backout=True,
+            qk_scale=1.2,
+            window_pattern="SL",
+            softcap=20.0,
+        ),
+    ),  # the latest era, backout included
+]
+
+
+@pytest.mark.parametrize("family,overrides", HEAD_CASES)
+def test_logits_from_residual_is_what_forward_does_after_the_last_block(family, overrides):
+    model = _randomize(build_model(make_config("tiny", family, overrides), "cpu"))
+    blocks = model.transformer.h
+    outputs: dict[int, torch.Tensor] = {}
+    for i, block in enumerate(blocks):
+        block.register_forward_hook(lambda _m, _a, out, i=i: outputs.__setitem__(i, out))
+    idx = torch.randint(0, 65, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, _ = model(idx)
+        residual = outputs[len(blocks) - 1]  # (B, T, C)
+        if getattr(model.config, "backout", False):
+            residual = residual - model.backout_lambda * outputs[len(blocks) // 2]
+        from_residual = model.logits_from_residual(residual)
+    assert logits.shape == (2, 12, 65)
+    assert torch.equal(from_residual, logits)
+    # Not the identity of some other tensor: an earlier layer's residual reads differently.
+    with torch.no_grad():
+        assert not torch.allclose(model.logits_from_residual(outputs[0]), logits)
+
+
 @pytest.mark.parametrize("family,overrides", FAMILIES)
 def test_kv_cache_gives_the_same_logits_as_full_recomputation(family, overrides):
     model = _randomize(build_model(make_config("tiny", family, overrides), "cpu"))

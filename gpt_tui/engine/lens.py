@@ -15,15 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gpt_tui.engine.probes import find_block_list
-from gpt_tui.engine.sampling import (
-    Tokenizer,
-    check_token_ids,
+from gpt_tui.engine.model_access import (
+    crop_to_context,
     model_context_len,
     model_device,
-    token_label,
     usable_vocab_size,
 )
+from gpt_tui.engine.probes import find_block_list
+from gpt_tui.engine.sampling import Tokenizer, check_token_ids, token_label
 
 from ..errors import GptTuiError
 
@@ -132,14 +131,7 @@ def logit_lens(
     if not ids:
         raise ValueError("the logit lens needs at least one token")
     check_token_ids(ids, usable_vocab_size(model, tokenizer))
-    context = model_context_len(model)
-    note = None
-    if context is not None and len(ids) > context:
-        note = (
-            f"prompt of {len(ids)} tokens cropped from the left to the last {context} tokens "
-            "(the context length), as nanoGPT does"
-        )
-        ids = ids[-context:]
+    ids, note = crop_to_context(ids, model_context_len(model))
     if not -len(ids) <= position < len(ids):
         raise ValueError(f"position {position} is outside the {len(ids)} tokens of the prompt")
     position %= len(ids)

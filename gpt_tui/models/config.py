@@ -20,6 +20,7 @@ from .nanochat import NanoChatConfig
 from .nanogpt import NanoGPTConfig
 
 FAMILIES: tuple[str, ...] = ("nanogpt", "nanochat")
+GELU_APPROXIMATIONS: tuple[str, ...] = ("none", "tanh")
 
 
 class ConfigError(GptTuiError, ValueError):
@@ -36,7 +37,13 @@ def user_fields(config_cls: type) -> list[dataclasses.Field]:
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in user_fields(type(config))}
+    """The settable fields, as a checkpoint records them: a field upstream's config lacks
+    (metadata upstream=False) only when it differs from its default."""
+    return {
+        f.name: getattr(config, f.name)
+        for f in user_fields(type(config))
+        if f.metadata.get("upstream", True) or getattr(config, f.name) != f.default
+    }
 
 
 def _nanochat_depth(depth: int) -> dict[str, Any]:
@@ -233,6 +240,11 @@ def validate(config: ModelConfig) -> None:
         positive("block_size")
         if not 0.0 <= config.dropout < 1.0:
             raise ConfigError(f"dropout={config.dropout}: must be in [0, 1)")
+        if config.gelu_approximate not in GELU_APPROXIMATIONS:
+            raise ConfigError(
+                f"gelu_approximate={config.gelu_approximate!r}: use none (exact GELU, as "
+                "nanoGPT) or tanh (GPT-2's gelu_new, as Hugging Face checkpoints)"
+            )
     else:
         positive("sequence_len")
         positive("n_kv_head")

@@ -4,7 +4,8 @@ Notable features:
 - LayerNorm with an optional bias (bias=False is slightly better and faster)
 - learned absolute position embeddings (`wpe`)
 - causal self-attention through F.scaled_dot_product_attention, one fused q/k/v projection
-- GELU MLP, 4x wide
+- GELU MLP, 4x wide: exact GELU as nanoGPT; `gelu_approximate="tanh"` gives GPT-2's
+  own tanh approximation (`gelu_new`), which Hugging Face GPT-2 checkpoints ask for
 - dropout on embeddings, attention weights and residual branches
 - `lm_head` tied to the token embedding `wte`
 - GPT-2 init: residual projections scaled by 1/sqrt(2 * n_layer)
@@ -40,6 +41,9 @@ class NanoGPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    # gpt-tui's, not nanoGPT's: "none" exact GELU, "tanh" GPT-2's gelu_new. A checkpoint
+    # records it only when set, so nanoGPT's GPTConfig(**model_args) still loads ours.
+    gelu_approximate: str = field(default="none", metadata={"upstream": False})
 
     family: Literal["nanogpt"] = field(default="nanogpt", init=False, repr=False)
 
@@ -105,7 +109,7 @@ class MLP(nn.Module):
     def __init__(self, config: NanoGPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

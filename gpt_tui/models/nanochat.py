@@ -173,10 +173,10 @@ class CausalSelfAttention(nn.Module):
             )  # (B, T, nkv)
             v = v + gate.unsqueeze(-1) * ve  # (B, T, nkv, hs)
         cos, sin = cos_sin
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q, k = norm(q), norm(k)  # QK norm
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, T, nh|nkv, hs)
+        q, k = norm(q), norm(k)  # (B, T, nh|nkv, hs): QK norm
         if self.qk_scale != 1.0:
-            q, k = q * self.qk_scale, k * self.qk_scale  # sharper attention
+            q, k = q * self.qk_scale, k * self.qk_scale  # (B, T, nh|nkv, hs): sharper attention
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.insert(self.layer_idx, k, v)  # (B, nkv, T_past + T, hs)
@@ -315,7 +315,9 @@ class GPT(nn.Module):
                 prev = torch.cat([kv_cache.prev_embedding, prev], dim=1)  # (B, T, C)
                 cur = x  # (B, T, C)
             kv_cache.prev_embedding = x[:, -1:]  # (B, 1, C)
-        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(cur[..., :SMEAR_CHANNELS]))
+        gate = self.smear_lambda * torch.sigmoid(
+            self.smear_gate(cur[..., :SMEAR_CHANNELS])
+        )  # (B, T or T-1, 1)
         smeared = cur + gate * prev  # (B, T or T-1, C)
         return torch.cat([x[:, : x.size(1) - cur.size(1)], smeared], dim=1)  # (B, T, C)
 
@@ -338,7 +340,7 @@ class GPT(nn.Module):
             self.cos[:, start : start + T].to(x.dtype),
             self.sin[:, start : start + T].to(x.dtype),
         )  # 2 x (1, T, 1, hs/2)
-        x = norm(x)
+        x = norm(x)  # (B, T, C)
         if c.smear:
             x = self.smear_previous(x, kv_cache)  # (B, T, C)
         x0 = x  # (B, T, C)

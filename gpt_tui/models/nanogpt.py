@@ -92,7 +92,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.insert(self.layer_idx, k, v)  # (B, nh, T_past + T, hs)
-        mask = attention_mask(T, k.size(2), x.device)
+        mask = attention_mask(T, k.size(2), x.device)  # (T, T_past + T), or None: causal
         y = F.scaled_dot_product_attention(
             q,
             k,

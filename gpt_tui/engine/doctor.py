@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..models.config import NanoChatConfig, NanoGPTConfig
+from ..models import NanoChatConfig, NanoGPTConfig
 from .probes import Probes, find_block_list, find_probe_points
 
 if TYPE_CHECKING:

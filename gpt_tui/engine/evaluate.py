@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .sampling import output_logits
+from .model_access import output_logits
 
 Split = Literal["train", "val", "all"]
 

@@ -27,7 +27,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from gpt_tui.engine.lens import find_blocks
-from gpt_tui.engine.sampling import model_device
+from gpt_tui.engine.model_access import model_device
 
 from ..errors import GptTuiError
 

@@ -1,10 +1,12 @@
 """Logit lens: the residual stream after every block, read out as if it were the last.
 
-Each block's output goes through what the model does after its last block — nanoGPT:
-`transformer.ln_f` then `lm_head`; nanochat: the parameter-free RMS norm, `lm_head` in
-fp32, then the logit softcap — so the last layer's lens is exactly the model's output, and
-the earlier layers show how the prediction forms. Blocks are the repeated modules of
-`model.transformer.h`, observed with forward hooks (removed afterwards).
+Each block's output goes through what the model does after its last block (its
+`logits_from_residual`: nanoGPT's `ln_f` and `lm_head`; nanochat's RMS norm, head and
+softcap; a user's file worked out by `model_access.logits_from_residual`), so the last
+layer's lens is the model's output and the earlier layers show how the prediction forms.
+When the model does more after its last block (nanochat's backout), the result's note
+says how far the last layer is from the output. Blocks are found by structure, as the
+probes find them, and observed with forward hooks (removed afterwards).
 """
 
 from __future__ import annotations
@@ -13,23 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from gpt_tui.engine.probes import find_block_list
-from gpt_tui.engine.sampling import (
-    Tokenizer,
-    check_token_ids,
+from gpt_tui.engine.model_access import (
+    UnsupportedModelError,
+    crop_to_context,
+    last_position_logits,
+    logits_from_residual,
     model_context_len,
     model_device,
-    token_label,
     usable_vocab_size,
 )
+from gpt_tui.engine.probes import find_block_list
+from gpt_tui.engine.sampling import Tokenizer, check_token_ids, token_label
 
-from ..errors import GptTuiError
 
-
-class LensNotSupportedError(GptTuiError, ValueError):
-    """The model's structure is not one the lens knows how to decode."""
+class LensNotSupportedError(UnsupportedModelError):
+    """The model has no list of transformer blocks for the lens to read."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class LensLayer:
     """The lens at one point of the residual stream."""
 
     layer: int  # block index; -1 for the embedding (the input to block 0)
-    name: str  # `transformer.h.3`, or `transformer.h.0.resid_pre` for the embedding
+    name: str  # the block's path, e.g. `transformer.h.3`; `<block 0>.resid_pre` for the embedding
     tokens: tuple[LensToken, ...]  # top-k, most likely first
     entropy: float  # nats
     final_rank: int  # rank here of the model's own top prediction (0 = top)
@@ -73,22 +74,6 @@ def find_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return [(f"{path}.{i}", block) for i, block in enumerate(blocks)]
 
 
-def decode_residual(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits (..., V) of residual-stream activations x (..., C), as the model's head reads them."""
-    family = getattr(getattr(model, "config", None), "family", None)
-    transformer = getattr(model, "transformer", None)
-    if family == "nanogpt" and hasattr(transformer, "ln_f"):
-        return model.lm_head(transformer.ln_f(x))
-    if family == "nanochat":
-        logits = model.lm_head(F.rms_norm(x, (x.size(-1),))).float()
-        cap = model.config.softcap
-        return cap * torch.tanh(logits / cap) if cap > 0 else logits
-    raise LensNotSupportedError(
-        "the logit lens is not supported for this model: it knows how nanoGPT and nanochat "
-        "models turn the residual stream into logits, not this one"
-    )
-
-
 @torch.inference_mode()
 def lens_logits(
     model: torch.nn.Module, idx: torch.Tensor, include_embedding: bool = True
@@ -98,10 +83,21 @@ def lens_logits(
     One ordinary forward pass; hooks copy each block's output and, for the embedding, the
     input of block 0.
     """
+    _, residuals, _ = _lens_pass(model, idx, include_embedding)
+    return logits_from_residual(model, residuals)  # (L, T, V)
+
+
+def _lens_pass(
+    model: torch.nn.Module, idx: torch.Tensor, include_embedding: bool
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Layer names, the residual stream at each (L, T, C), and the model's own logits at
+    the last position (V,)."""
     blocks = find_blocks(model)
-    residuals: list[torch.Tensor] = []
+    names = [name for name, _ in blocks]
+    residuals: list[torch.Tensor] = []  # each (1, T, C)
     handles = []
     if include_embedding:
+        names.insert(0, f"{names[0]}.resid_pre")
         handles.append(
             blocks[0][1].register_forward_pre_hook(lambda _m, args: residuals.append(args[0]))
         )
@@ -112,11 +108,22 @@ def lens_logits(
             )
         )
     try:
-        model(idx)
+        output = last_position_logits(model(idx))  # (V,)
     finally:
         for handle in handles:
             handle.remove()
-    return torch.stack([decode_residual(model, r)[0] for r in residuals])  # (L, T, V)
+    return names, torch.cat(residuals), output  # (L, T, C) from L tensors (1, T, C)
+
+
+def _output_gap_note(decoded_last: torch.Tensor, output: torch.Tensor) -> str | None:
+    """A note when the last block's lens is not the model's output (beyond rounding)."""
+    gap = float((decoded_last.float() - output.float()).abs().max())
+    if gap <= 1e-3 * max(1.0, float(output.float().abs().max())):
+        return None
+    return (
+        f"the last block's lens differs from the model's output by up to {gap:.3g} in a logit: "
+        "the model does more after its last block than its head (nanochat's backout does)"
+    )
 
 
 def logit_lens(
@@ -132,19 +139,18 @@ def logit_lens(
     if not ids:
         raise ValueError("the logit lens needs at least one token")
     check_token_ids(ids, usable_vocab_size(model, tokenizer))
-    context = model_context_len(model)
-    note = None
-    if context is not None and len(ids) > context:
-        note = (
-            f"prompt of {len(ids)} tokens cropped from the left to the last {context} tokens "
-            "(the context length), as nanoGPT does"
-        )
-        ids = ids[-context:]
+    ids, note = crop_to_context(ids, model_context_len(model))
     if not -len(ids) <= position < len(ids):
         raise ValueError(f"position {position} is outside the {len(ids)} tokens of the prompt")
     position %= len(ids)
     idx = torch.tensor([ids], dtype=torch.long, device=model_device(model))
-    logits = lens_logits(model, idx, include_embedding)[:, position].float()  # (L, V)
+    with torch.inference_mode():
+        names, residuals, output = _lens_pass(model, idx, include_embedding)
+        # Only the position asked for and the last one (to check against the output).
+        decoded = logits_from_residual(model, residuals[:, [position, -1]])  # (L, 2, V)
+    logits = decoded[:, 0].float()  # (L, V)
+    gap = _output_gap_note(decoded[-1, 1], output)
+    note = "; ".join(n for n in (note, gap) if n) or None
     probs = torch.softmax(logits, dim=-1)
     final = int(torch.argmax(logits[-1]))
     top = torch.topk(probs, min(k, probs.size(-1)), dim=-1)
@@ -161,7 +167,7 @@ def logit_lens(
         layers.append(
             LensLayer(
                 layer=layer,
-                name="transformer.h.0.resid_pre" if layer < 0 else f"transformer.h.{layer}",
+                name=names[row],
                 tokens=tuple(
                     LensToken(i, token_label(tokenizer, i), p, lg)
                     for i, p, lg in zip(top_ids[row], top_probs[row], top_logits[row], strict=True)

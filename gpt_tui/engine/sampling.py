@@ -15,13 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
 from gpt_tui.models.sampling import SamplingResult, filter_logits, make_generator, sample_next
 
 from ..errors import GptTuiError
+from .model_access import (
+    crop_to_context,
+    last_position_logits,
+    model_context_len,
+    model_device,
+    usable_vocab_size,
+)
 
 TOP_CANDIDATES = 10
 
@@ -132,52 +139,6 @@ def check_sampling_settings(temperature: float, top_k: int | None, top_p: float 
         raise GenerationError(f"top_p={top_p}: must be in (0, 1], or None")
 
 
-def model_context_len(model: torch.nn.Module) -> int | None:
-    """The model's context length from its config, or None when it does not say."""
-    config = getattr(model, "config", None)
-    for name in ("context_len", "block_size", "sequence_len"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def usable_vocab_size(model: torch.nn.Module, tokenizer: Tokenizer) -> int:
-    """Ids a prompt or forced token may use: the tokenizer's, within the model's vocabulary.
-
-    Models pad their vocabulary (GPT-2: 50304 rows for 50257 tokens); the padding has no text.
-    """
-    model_vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    return min(tokenizer.vocab_size, model_vocab or tokenizer.vocab_size)
-
-
-def output_logits(output: Any) -> torch.Tensor:
-    """The logits of a forward's output: a tensor, or the first item of a tuple/list."""
-    logits = output[0] if isinstance(output, (tuple, list)) else output
-    if not isinstance(logits, torch.Tensor):
-        raise GenerationError(
-            f"the model's forward returned {type(logits).__name__}, not logits (a tensor)"
-        )
-    return logits
-
-
-def last_position_logits(output: Any) -> torch.Tensor:
-    """(V,) logits of the last position of the first sequence, whatever shape came back."""
-    logits = output_logits(output)
-    if logits.dim() == 3:  # (B, T, V)
-        return logits[0, -1]
-    if logits.dim() == 2:  # (B, V): the model already kept only the last position
-        return logits[0]
-    if logits.dim() == 1:
-        return logits
-    raise GenerationError(f"cannot read logits of shape {tuple(logits.shape)}: expected (B, T, V)")
-
-
 class GenerationSession:
     """Generate one token at a time and keep the record of each step.
 
@@ -231,9 +192,8 @@ class GenerationSession:
         self._generator = make_generator(self.seed)
         if self._cache is not None:
             self._cache.reset()
-        self._pending = self._window()
+        self._pending, self._note = crop_to_context(self._ids, self.context_len)
         self._steps: list[SamplingStep] = []
-        self._note = self._crop_note("prompt")
 
     @property
     def ids(self) -> list[int]:
@@ -261,12 +221,12 @@ class GenerationSession:
         cache = self._cache
         if cache is not None and cache.used + len(self._pending) > cache.max_len:
             cache.reset()  # the sequence outgrew the context: refill from its last window
-            self._pending = self._window()
-            note = _join(note, self._crop_note("sequence"))
+            self._pending, crop = crop_to_context(self._ids, self.context_len, what="sequence")
+            note = _join(note, crop and f"{crop}; KV cache refilled")
         elif cache is None:
-            self._pending = self._window()
+            self._pending, crop = crop_to_context(self._ids, self.context_len, what="sequence")
             if self._steps:
-                note = _join(note, self._crop_note("sequence"))
+                note = _join(note, crop)
         computed = len(self._pending)
         idx = torch.tensor([self._pending], dtype=torch.long, device=self.device)
         try:
@@ -326,16 +286,7 @@ class GenerationSession:
 
     def _window(self) -> list[int]:
         """The tokens the model may see: the last `context_len`, as nanoGPT crops."""
-        return list(self._ids) if self.context_len is None else self._ids[-self.context_len :]
-
-    def _crop_note(self, what: str) -> str | None:
-        if self.context_len is None or len(self._ids) <= self.context_len:
-            return None
-        return (
-            f"{what} of {len(self._ids)} tokens cropped from the left to the last "
-            f"{self.context_len} tokens (the context length), as nanoGPT does"
-            + ("; KV cache refilled" if self._cache is not None and what == "sequence" else "")
-        )
+        return crop_to_context(self._ids, self.context_len)[0]
 
     def _record(
         self, result: SamplingResult, token: int, forced: bool, computed: int, note: str | None

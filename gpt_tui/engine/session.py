@@ -21,15 +21,9 @@ from ..models import DTYPES, build_model, make_config
 from ..models.config import parse_overrides
 from .interventions import Interventions
 from .lens import LensResult, logit_lens
+from .model_access import crop_to_context, last_position_logits, usable_vocab_size
 from .probes import Probes, find_probe_points
-from .sampling import (
-    Candidate,
-    GenerationSession,
-    check_token_ids,
-    last_position_logits,
-    token_label,
-    usable_vocab_size,
-)
+from .sampling import Candidate, GenerationSession, check_token_ids, token_label
 from .stepping import ForwardStepper
 from .summary import ModelSummary, summarize
 from .trace import AttentionPattern, ProbeRecord
@@ -330,14 +324,7 @@ class Session:
         if not ids:
             raise SessionError("the prompt is empty: give at least one token")
         check_token_ids(ids, self.vocab_size, "prompt token id")
-        context = self.context_len
-        if context is not None and len(ids) > context:
-            note = (
-                f"prompt of {len(ids)} tokens cropped from the left to the last {context} "
-                "(the context length), as nanoGPT does"
-            )
-            return ids[-context:], note
-        return ids, None
+        return crop_to_context(ids, self.context_len)
 
     @property
     def vocab_size(self) -> int:

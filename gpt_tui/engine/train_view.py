@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gpt_tui.engine.sampling import model_context_len, model_device, output_logits
+from gpt_tui.engine.model_access import (
+    crop_to_context,
+    model_context_len,
+    model_device,
+    output_logits,
+)
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,12 @@ def train_view(model: torch.nn.Module, ids: Sequence[int], train_mode: bool = Fa
     if len(ids) < 2:
         raise ValueError("the training view needs a prompt of at least two tokens")
     context = model_context_len(model)
-    notes = []
-    if context is not None and len(ids) > context + 1:
-        notes.append(
-            f"prompt of {len(ids)} tokens cropped from the left to the last {context + 1} "
-            f"(the context length plus the last target), as nanoGPT does"
-        )
-        ids = ids[-(context + 1) :]
+    ids, crop = crop_to_context(
+        ids,
+        None if context is None else context + 1,
+        limit="the context length plus the last target",
+    )
+    notes = [crop] if crop else []
     device = model_device(model)
 
     named = list(model.named_parameters())

@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 
 from . import nanochat, nanogpt
-from .config import (
-    PRESETS,
-    ConfigError,
-    ModelConfig,
-    NanoChatConfig,
-    NanoGPTConfig,
-    make_config,
-)
+from .config import PRESETS, ConfigError, ModelConfig, make_config
+from .nanochat import NanoChatConfig
+from .nanogpt import NanoGPTConfig
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

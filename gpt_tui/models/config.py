@@ -1,9 +1,10 @@
-"""Model configurations for both GPT families, the named presets, and validation.
+"""Presets, `--set` parsing and validation of the two families' configs.
 
-Field names are the ones users already know from upstream: nanoGPT's `GPTConfig`
-(`block_size`, `vocab_size`, `n_layer`, `n_head`, `n_embd`, `dropout`, `bias`) and
-nanochat's `GPTConfig` (`sequence_len`, `vocab_size`, `n_layer`, `n_head`, `n_kv_head`,
-`n_embd`). Every problem raises `ConfigError` with one line naming the field and the fix.
+The config dataclasses live beside their models, as upstream keeps them:
+`NanoGPTConfig` in `nanogpt.py` (nanoGPT's `GPTConfig` fields: `block_size`, `vocab_size`,
+`n_layer`, `n_head`, `n_embd`, `dropout`, `bias`) and `NanoChatConfig` in `nanochat.py`
+(nanochat's: `sequence_len`, `vocab_size`, `n_layer`, `n_head`, `n_kv_head`, `n_embd`).
+Every problem raises `ConfigError` with one line naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -11,99 +12,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import GptTuiError
+from .nanochat import NanoChatConfig
+from .nanogpt import NanoGPTConfig
 
-Family = Literal["nanogpt", "nanochat"]
 FAMILIES: tuple[str, ...] = ("nanogpt", "nanochat")
+GELU_APPROXIMATIONS: tuple[str, ...] = ("none", "tanh")
 
 
 class ConfigError(GptTuiError, ValueError):
     """A configuration the user asked for cannot be built. The message is one readable line."""
-
-
-@dataclass
-class NanoGPTConfig:
-    """GPT-2 style model, as in nanoGPT's model.py."""
-
-    block_size: int = 1024
-    vocab_size: int = 50304
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
-
-    family: Family = field(default="nanogpt", init=False, repr=False)
-
-    @property
-    def context_len(self) -> int:
-        return self.block_size
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def n_kv_head(self) -> int:
-        return self.n_head
-
-
-@dataclass
-class NanoChatConfig:
-    """Modern style model, as in nanochat's gpt.py.
-
-    The fields after `softcap` switch on the features later nanochat versions added;
-    they default off so that classic-era checkpoints load unchanged. Which era sets
-    which field is told in `gpt_tui.io.nanochat_eras`.
-    """
-
-    sequence_len: int = 1024
-    vocab_size: int = 50304
-    n_layer: int = 12
-    n_head: int = 6
-    n_kv_head: int = 6
-    n_embd: int = 768
-    rope_base: float = 10000.0  # later eras: 100000
-    softcap: float = 15.0  # 0 disables the logit softcap
-    padded_vocab_size: int = 0  # rows of wte / lm_head / value_embeds; 0 = vocab_size
-    resid_x0_lambdas: bool = False  # before block i: x = resid_lambdas[i]*x + x0_lambdas[i]*x0
-    value_embeds: bool = False  # value embeddings added to v on alternating layers, gated
-    ve_gate_channels: int = 32  # the gate reads this many leading channels of the block input
-    ve_gate_scale: float = 2.0  # gate = ve_gate_scale * sigmoid(ve_gate(x[..., :channels]))
-    window_pattern: str = "L"  # per layer, tiled: L full context, S short; last layer is L
-    short_window: int = 0  # tokens an S layer sees before the query; 0 = sequence_len // 2
-    smear: bool = False  # add a gated share of the previous token's embedding
-    backout: bool = False  # subtract backout_lambda * (residual after layer n_layer // 2)
-    qk_scale: float = 1.0  # q and k are each multiplied by this after QK norm
-
-    family: Family = field(default="nanochat", init=False, repr=False)
-
-    @property
-    def context_len(self) -> int:
-        return self.sequence_len
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def table_rows(self) -> int:
-        """Rows of the embedding tables and lm_head: the vocabulary plus any padding."""
-        return self.padded_vocab_size or self.vocab_size
-
-    def layer_window(self, layer_idx: int) -> int | None:
-        """Tokens before the query that layer `layer_idx` attends to; None = all of them."""
-        pattern = self.window_pattern.upper()
-        if layer_idx == self.n_layer - 1 or pattern[layer_idx % len(pattern)] == "L":
-            return None
-        return self.short_window or self.sequence_len // 2
-
-    def has_value_embeds(self, layer_idx: int) -> bool:
-        """Value embeddings sit on alternating layers, always including the last one."""
-        return self.value_embeds and layer_idx % 2 == (self.n_layer - 1) % 2
 
 
 ModelConfig = NanoGPTConfig | NanoChatConfig
@@ -116,7 +37,13 @@ def user_fields(config_cls: type) -> list[dataclasses.Field]:
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in user_fields(type(config))}
+    """The settable fields, as a checkpoint records them: a field upstream's config lacks
+    (metadata upstream=False) only when it differs from its default."""
+    return {
+        f.name: getattr(config, f.name)
+        for f in user_fields(type(config))
+        if f.metadata.get("upstream", True) or getattr(config, f.name) != f.default
+    }
 
 
 def _nanochat_depth(depth: int) -> dict[str, Any]:
@@ -313,6 +240,11 @@ def validate(config: ModelConfig) -> None:
         positive("block_size")
         if not 0.0 <= config.dropout < 1.0:
             raise ConfigError(f"dropout={config.dropout}: must be in [0, 1)")
+        if config.gelu_approximate not in GELU_APPROXIMATIONS:
+            raise ConfigError(
+                f"gelu_approximate={config.gelu_approximate!r}: use none (exact GELU, as "
+                "nanoGPT) or tanh (GPT-2's gelu_new, as Hugging Face checkpoints)"
+            )
     else:
         positive("sequence_len")
         positive("n_kv_head")

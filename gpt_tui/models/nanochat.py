@@ -30,13 +30,71 @@ hs head size, V vocab, Vp padded vocab.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import NanoChatConfig
 from .kv_cache import KVCache, attention_mask
 from .sampling import generate
+
+
+@dataclass
+class NanoChatConfig:
+    """Modern style model, as in nanochat's gpt.py.
+
+    The fields after `softcap` switch on the features later nanochat versions added;
+    they default off so that classic-era checkpoints load unchanged. Which era sets
+    which field is told in `gpt_tui.io.nanochat_eras`.
+    """
+
+    sequence_len: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 6
+    n_kv_head: int = 6
+    n_embd: int = 768
+    rope_base: float = 10000.0  # later eras: 100000
+    softcap: float = 15.0  # 0 disables the logit softcap
+    padded_vocab_size: int = 0  # rows of wte / lm_head / value_embeds; 0 = vocab_size
+    resid_x0_lambdas: bool = False  # before block i: x = resid_lambdas[i]*x + x0_lambdas[i]*x0
+    value_embeds: bool = False  # value embeddings added to v on alternating layers, gated
+    ve_gate_channels: int = 32  # the gate reads this many leading channels of the block input
+    ve_gate_scale: float = 2.0  # gate = ve_gate_scale * sigmoid(ve_gate(x[..., :channels]))
+    window_pattern: str = "L"  # per layer, tiled: L full context, S short; last layer is L
+    short_window: int = 0  # tokens an S layer sees before the query; 0 = sequence_len // 2
+    smear: bool = False  # add a gated share of the previous token's embedding
+    backout: bool = False  # subtract backout_lambda * (residual after layer n_layer // 2)
+    qk_scale: float = 1.0  # q and k are each multiplied by this after QK norm
+
+    family: Literal["nanochat"] = field(default="nanochat", init=False, repr=False)
+
+    @property
+    def context_len(self) -> int:
+        return self.sequence_len
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def table_rows(self) -> int:
+        """Rows of the embedding tables and lm_head: the vocabulary plus any padding."""
+        return self.padded_vocab_size or self.vocab_size
+
+    def layer_window(self, layer_idx: int) -> int | None:
+        """Tokens before the query that layer `layer_idx` attends to; None = all of them."""
+        pattern = self.window_pattern.upper()
+        if layer_idx == self.n_layer - 1 or pattern[layer_idx % len(pattern)] == "L":
+            return None
+        return self.short_window or self.sequence_len // 2
+
+    def has_value_embeds(self, layer_idx: int) -> bool:
+        """Value embeddings sit on alternating layers, always including the last one."""
+        return self.value_embeds and layer_idx % 2 == (self.n_layer - 1) % 2
+
 
 SMEAR_CHANNELS = 24  # the smear gate reads this many leading channels of the embedding
 
@@ -115,10 +173,10 @@ class CausalSelfAttention(nn.Module):
             )  # (B, T, nkv)
             v = v + gate.unsqueeze(-1) * ve  # (B, T, nkv, hs)
         cos, sin = cos_sin
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q, k = norm(q), norm(k)  # QK norm
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, T, nh|nkv, hs)
+        q, k = norm(q), norm(k)  # (B, T, nh|nkv, hs): QK norm
         if self.qk_scale != 1.0:
-            q, k = q * self.qk_scale, k * self.qk_scale  # sharper attention
+            q, k = q * self.qk_scale, k * self.qk_scale  # (B, T, nh|nkv, hs): sharper attention
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.insert(self.layer_idx, k, v)  # (B, nkv, T_past + T, hs)
@@ -257,7 +315,9 @@ class GPT(nn.Module):
                 prev = torch.cat([kv_cache.prev_embedding, prev], dim=1)  # (B, T, C)
                 cur = x  # (B, T, C)
             kv_cache.prev_embedding = x[:, -1:]  # (B, 1, C)
-        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(cur[..., :SMEAR_CHANNELS]))
+        gate = self.smear_lambda * torch.sigmoid(
+            self.smear_gate(cur[..., :SMEAR_CHANNELS])
+        )  # (B, T or T-1, 1)
         smeared = cur + gate * prev  # (B, T or T-1, C)
         return torch.cat([x[:, : x.size(1) - cur.size(1)], smeared], dim=1)  # (B, T, C)
 
@@ -280,7 +340,7 @@ class GPT(nn.Module):
             self.cos[:, start : start + T].to(x.dtype),
             self.sin[:, start : start + T].to(x.dtype),
         )  # 2 x (1, T, 1, hs/2)
-        x = norm(x)
+        x = norm(x)  # (B, T, C)
         if c.smear:
             x = self.smear_previous(x, kv_cache)  # (B, T, C)
         x0 = x  # (B, T, C)
@@ -298,16 +358,26 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         if x_backout is not None:
             x = x - self.backout_lambda * x_backout  # (B, T, C)
-        x = norm(x)
-        logits = self.lm_head(x)[..., : c.vocab_size].float()  # (B, T, V), fp32 before softcap
-        if c.softcap > 0:
-            logits = c.softcap * torch.tanh(logits / c.softcap)
+        logits = self.logits_from_residual(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
             )
         return logits, loss
+
+    def logits_from_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward does after the last block (and after backout): the final RMS norm,
+        the head, the padding rows dropped, the softcap in fp32.
+
+        The logit lens reads any layer's residual stream through it.
+        """
+        x = norm(x)  # (B, T, C)
+        logits = self.lm_head(x)[..., : self.config.vocab_size].float()  # (B, T, V)
+        cap = self.config.softcap
+        if cap > 0:
+            logits = cap * torch.tanh(logits / cap)  # (B, T, V), squashed into (-cap, cap)
+        return logits
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
         """See `gpt_tui.models.sampling.generate` (temperature, top_k, top_p, seed)."""

@@ -4,7 +4,8 @@ Notable features:
 - LayerNorm with an optional bias (bias=False is slightly better and faster)
 - learned absolute position embeddings (`wpe`)
 - causal self-attention through F.scaled_dot_product_attention, one fused q/k/v projection
-- GELU MLP, 4x wide
+- GELU MLP, 4x wide: exact GELU as nanoGPT; `gelu_approximate="tanh"` gives GPT-2's
+  own tanh approximation (`gelu_new`), which Hugging Face GPT-2 checkpoints ask for
 - dropout on embeddings, attention weights and residual branches
 - `lm_head` tied to the token embedding `wte`
 - GPT-2 init: residual projections scaled by 1/sqrt(2 * n_layer)
@@ -18,14 +19,45 @@ Shape letters: B batch, T time, C channels (n_embd), nh heads, hs head size, V v
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import NanoGPTConfig
 from .kv_cache import KVCache, attention_mask
 from .sampling import generate
+
+
+@dataclass
+class NanoGPTConfig:
+    """GPT-2 style model, as in nanoGPT's model.py."""
+
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    # gpt-tui's, not nanoGPT's: "none" exact GELU, "tanh" GPT-2's gelu_new. A checkpoint
+    # records it only when set, so nanoGPT's GPTConfig(**model_args) still loads ours.
+    gelu_approximate: str = field(default="none", metadata={"upstream": False})
+
+    family: Literal["nanogpt"] = field(default="nanogpt", init=False, repr=False)
+
+    @property
+    def context_len(self) -> int:
+        return self.block_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_kv_head(self) -> int:
+        return self.n_head
 
 
 class LayerNorm(nn.Module):
@@ -60,7 +92,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.insert(self.layer_idx, k, v)  # (B, nh, T_past + T, hs)
-        mask = attention_mask(T, k.size(2), x.device)
+        mask = attention_mask(T, k.size(2), x.device)  # (T, T_past + T), or None: causal
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -77,7 +109,7 @@ class MLP(nn.Module):
     def __init__(self, config: NanoGPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -164,14 +196,21 @@ class GPT(nn.Module):
             x = block(x, kv_cache=kv_cache)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        logits = self.logits_from_residual(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
             )
         return logits, loss
+
+    def logits_from_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward does after the last block: the final LayerNorm, then the head.
+
+        The logit lens reads any layer's residual stream through it.
+        """
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        return self.lm_head(x)  # (B, T, V)
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
         """See `gpt_tui.models.sampling.generate` (temperature, top_k, top_p, seed)."""

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpt_tui.models.config import ConfigError, make_config, parse_overrides
+from gpt_tui.models.config import ConfigError, config_to_dict, make_config, parse_overrides
 
 
 def test_overrides_are_typed_from_the_field_defaults():
@@ -29,6 +29,8 @@ def test_overrides_are_typed_from_the_field_defaults():
         ("smal", None, {}, r"unknown config 'smal' \(did you mean 'small'\?\)"),
         ("gpt2", "nanochat", {}, r"'gpt2' is a nanogpt preset"),
         ("small", "nanogpt", {"dropout": "1.5"}, r"dropout=1.5"),
+        ("small", None, {"gelu_approximate": "fast"}, r"gelu_approximate='fast': use none"),
+        ("tiny", "nanochat", {"gelu_approximate": "tanh"}, r"unknown config field"),
     ],
 )
 def test_bad_configs_name_the_field_and_the_fix(preset, family, overrides, message):
@@ -40,3 +42,13 @@ def test_bad_configs_name_the_field_and_the_fix(preset, family, overrides, messa
 def test_set_without_equals_sign_is_explained():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["n_layer"])
+
+
+def test_gelu_approximate_is_set_and_recorded_only_when_not_exact():
+    exact = make_config("gpt2")
+    assert exact.gelu_approximate == "none"
+    # nanoGPT's GPTConfig(**model_args) must still load what gpt-tui saves.
+    assert "gelu_approximate" not in config_to_dict(exact)
+    tanh = make_config("gpt2", overrides=parse_overrides(["gelu_approximate=tanh"]))
+    assert tanh.gelu_approximate == "tanh"
+    assert config_to_dict(tanh)["gelu_approximate"] == "tanh"

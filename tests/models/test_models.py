@@ -1,5 +1,7 @@
 """The two families: exact parameter counts, KV-cached decoding, generation."""
 
+import math
+
 import pytest
 import torch
 
@@ -64,6 +66,70 @@ FAMILIES = [
     ("nanochat", {"n_head": 4, "n_kv_head": 2}),  # grouped-query attention
     ("nanochat", {"n_head": 4, "n_kv_head": 1}),  # multi-query attention
 ]
+
+
+HEAD_CASES = [
+    ("nanogpt", {}),
+    ("nanogpt", {"bias": True}),
+    ("nanochat", {}),  # classic era: softcap 15
+    ("nanochat", {"softcap": 0.0}),  # softcap off
+    ("nanochat", {"padded_vocab_size": 128, "resid_x0_lambdas": True}),  # padded vocabulary
+    (
+        "nanochat",
+        dict(
+            n_layer=4,
+            padded_vocab_size=128,
+            resid_x0_lambdas=True,
+            value_embeds=True,
+            ve_gate_channels=12,
+            smear=True,
+            backout=True,
+            qk_scale=1.2,
+            window_pattern="SL",
+            softcap=20.0,
+        ),
+    ),  # the latest era, backout included
+]
+
+
+@pytest.mark.parametrize("family,overrides", HEAD_CASES)
+def test_logits_from_residual_is_what_forward_does_after_the_last_block(family, overrides):
+    model = _randomize(build_model(make_config("tiny", family, overrides), "cpu"))
+    blocks = model.transformer.h
+    outputs: dict[int, torch.Tensor] = {}
+    for i, block in enumerate(blocks):
+        block.register_forward_hook(lambda _m, _a, out, i=i: outputs.__setitem__(i, out))
+    idx = torch.randint(0, 65, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits, _ = model(idx)
+        residual = outputs[len(blocks) - 1]  # (B, T, C)
+        if getattr(model.config, "backout", False):
+            residual = residual - model.backout_lambda * outputs[len(blocks) // 2]
+        from_residual = model.logits_from_residual(residual)
+    assert logits.shape == (2, 12, 65)
+    assert torch.equal(from_residual, logits)
+    # Not the identity of some other tensor: an earlier layer's residual reads differently.
+    with torch.no_grad():
+        assert not torch.allclose(model.logits_from_residual(outputs[0]), logits)
+
+
+def test_gelu_is_exact_by_default_and_tanh_on_request():
+    x = torch.linspace(-4, 4, 101)
+    exact = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    tanh = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    models = {}
+    for setting in ("none", "tanh"):
+        config = make_config("tiny", overrides={"gelu_approximate": setting})
+        models[setting] = _randomize(build_model(config, "cpu"))
+    default = build_model(make_config("tiny"), "cpu")
+    assert torch.allclose(default.transformer.h[0].mlp.gelu(x), exact, atol=1e-6)
+    assert torch.allclose(models["tanh"].transformer.h[0].mlp.gelu(x), tanh, atol=1e-6)
+    assert not torch.allclose(exact, tanh, atol=1e-4)
+    idx = torch.randint(0, 65, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = models["none"](idx)[0], models["tanh"](idx)[0]
+    assert torch.equal(models["none"].lm_head.weight, models["tanh"].lm_head.weight)
+    assert not torch.allclose(a, b, atol=1e-6)  # same weights, different activation
 
 
 @pytest.mark.parametrize("family,overrides", FAMILIES)

@@ -14,7 +14,6 @@ from io_helpers import TEXT, logits, tiny_model
 from gpt_tui.io.checkpoints import (
     CheckpointError,
     LoadedCheckpoint,
-    describe_checkpoint,
     find_meta_pkl,
     load_checkpoint,
     save_nanochat_checkpoint,
@@ -118,17 +117,6 @@ def test_old_nanogpt_mask_buffers_are_ignored(tmp_path, char_tok):
     torch.save(ckpt, path)
     loaded = load_checkpoint(path)
     assert torch.equal(logits(loaded.model, [1, 2]), logits(model, [1, 2]))
-
-
-def test_describe_checkpoint(tmp_path, char_tok):
-    model = tiny_model("nanochat", char_tok.vocab_size)
-    save_nanochat_checkpoint(tmp_path, model, step=3, tokenizer=char_tok)
-    desc = describe_checkpoint(tmp_path)
-    assert desc["format"] == "nanochat"
-    assert desc["config"]["n_layer"] == 2
-    assert desc["params"] == sum(p.numel() for p in model.parameters())
-    assert desc["tokenizer"] == "char"
-    json.dumps(desc)  # plain data
 
 
 # --- vocabularies -----------------------------------------------------------------------

@@ -10,8 +10,10 @@ file's own code failed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,13 +360,24 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
                 sources.add(inspect.getsource(cls_module))
             except (OSError, TypeError):  # built without a source file
                 continue
+    package = module.__name__.rpartition(".")[0]
+    if package:  # the package's other modules, e.g. nanochat's flash_attention.py
+        for name, sub_module in list(sys.modules.items()):
+            if name.startswith(package + ".") and sub_module is not None:
+                with contextlib.suppress(OSError, TypeError):
+                    sources.add(inspect.getsource(sub_module))
     source = "\n".join(sources)
     uses_flash_attn = "flash_attn" in source
     uses_sdpa = "scaled_dot_product_attention" in source
     uses_softmax = "softmax" in source
     switches = flash_switches(model)
     parts = []
-    if uses_flash_attn:
+    if uses_flash_attn and (uses_sdpa or uses_softmax):
+        parts.append(
+            "FlashAttention functions with a fallback: patterns captured where the fallback "
+            "runs (CPU, or no FlashAttention installed)"
+        )
+    elif uses_flash_attn:
         parts.append("FlashAttention functions: patterns not capturable by SDPA interception")
     if uses_sdpa:
         parts.append("SDPA: patterns captured at the kernel call")
@@ -375,7 +388,7 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
             f"`flash` switch on {len(switches)} modules: off selects the manual softmax path "
             "(use_manual_attention)"
         )
-    elif uses_flash_attn:
+    elif uses_flash_attn and not (uses_sdpa or uses_softmax):
         parts.append("no fallback switch in this file")
     return "; ".join(parts) or "attention kernel not recognised: patterns may not be capturable"
 

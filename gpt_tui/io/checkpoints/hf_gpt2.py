@@ -162,7 +162,10 @@ def parse_hf_gpt2(weights: Path, state: Any | None) -> Parsed:
             )
     else:
         config = _gpt2_config_from_weights(sd, weights.name)
-        info["note"] = "no config.json: shapes read off the weights, n_head assumes 64-wide heads"
+        info["note"] = (
+            "no config.json: shapes read off the weights, n_head assumes 64-wide heads"
+            + (", GELU is GPT-2's tanh approximation" if has_gelu_field() else "")
+        )
     folder = weights.parent
     pairs = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]
     vocab = [folder for a, b in pairs if (folder / a).is_file() and (folder / b).is_file()][:1]

@@ -78,6 +78,9 @@ def load_checkpoint(
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
         parsed.info["overrides"] = dict(overrides)
+    softcap = parsed.info.pop("softcap_note", None)
+    if softcap and "softcap" not in (overrides or {}):
+        parsed.info.setdefault("notes", []).append(softcap)
     tok = choose_tokenizer(parsed.config.vocab_size, parsed.vocab_files, named, parsed.info)
     model = build_and_load(parsed, device, dtype)
     return LoadedCheckpoint(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models.config import ConfigError
-from ..nanochat_eras import nanochat_config_from_checkpoint
+from ..nanochat_eras import nanochat_config_from_checkpoint, softcap_note
 from .reading import CheckpointError, Parsed, plain, read_json, state_dict_of, torch_load
 
 NANOCHAT_MODEL = re.compile(r"model_(\d+)\.pt$")
@@ -83,12 +83,14 @@ def parse_nanochat(model_file: Path, state: Any | None) -> Parsed:
         raise CheckpointError(str(e)) from None
     except TypeError as e:
         raise CheckpointError(f"{meta_file.name}: model_config does not fit ({e})") from None
+    info = nanochat_info(meta_file, meta)
+    info["softcap_note"] = softcap_note(config, meta["model_config"], model_file.name)
     return Parsed(
         "nanochat",
         "nanochat",
         model_file,
         config,
         sd,
-        nanochat_info(meta_file, meta),
+        info,
         nanochat_vocab_files(model_file.parent),
     )

@@ -221,14 +221,11 @@ def load_user_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
 
 
 def _to_dtype(model: nn.Module, dtype: torch.dtype) -> list[str]:
-    """Move the model to `dtype`, except floating buffers the file built in a dtype of its
-    own (nanochat keeps its rotary cos/sin in bfloat16 and asserts so in forward).
-    Returns the names of the buffers kept."""
-    default = torch.get_default_dtype()
+    """Move the parameters to `dtype`; floating buffers keep the dtype the file built them
+    in when it differs (nanochat asserts its rotary cos/sin are in its own compute dtype:
+    bfloat16 before March 2026, float32 on CPU since). Returns the names of those kept."""
     kept = {
-        name: b
-        for name, b in model.named_buffers()
-        if b.is_floating_point() and b.dtype not in (default, dtype)
+        name: b for name, b in model.named_buffers() if b.is_floating_point() and b.dtype != dtype
     }
     model.to(dtype=dtype)
     for name, b in kept.items():
@@ -246,14 +243,15 @@ def build_user_model(
     model_class: str | None = None,
     config_class: str | None = None,
     notes: list[str] | None = None,
+    found: ModelFile | None = None,
 ) -> nn.Module:
-    """Import the file, build its model from `model_args`, load the weights, eval().
-
-    What the build had to decide (buffers kept in the file's own dtype) goes to `notes`.
-    """
-    found = load_model_file(
-        path, model_class=model_class, config_class=config_class, model_args=model_args
-    )
+    """Import the file (unless `found` is it, imported), build its model from `model_args`,
+    load the weights, eval(). What the build had to decide (buffers kept in the file's own
+    dtype) goes to `notes`."""
+    if found is None:
+        found = load_model_file(
+            path, model_class=model_class, config_class=config_class, model_args=model_args
+        )
     source = str(found.path)
     config = make_user_config(found.config_class, model_args, source)
     try:
@@ -372,7 +370,8 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
     uses_softmax = "softmax" in source
     switches = flash_switches(model)
     parts = []
-    if uses_flash_attn and (uses_sdpa or uses_softmax):
+    fallback = uses_sdpa and not switches  # e.g. nanochat's flash_attention.py on CPU
+    if uses_flash_attn and fallback:
         parts.append(
             "FlashAttention functions with a fallback: patterns captured where the fallback "
             "runs (CPU, or no FlashAttention installed)"
@@ -388,9 +387,29 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
             f"`flash` switch on {len(switches)} modules: off selects the manual softmax path "
             "(use_manual_attention)"
         )
-    elif uses_flash_attn and not (uses_sdpa or uses_softmax):
+    elif uses_flash_attn and not fallback:
         parts.append("no fallback switch in this file")
     return "; ".join(parts) or "attention kernel not recognised: patterns may not be capturable"
+
+
+def check_forward(model: nn.Module, path: Path, dtype: torch.dtype) -> None:
+    """Run two tokens through the model once, so a file that cannot run as loaded (a dtype
+    its own asserts refuse, a missing kernel) fails here in one line, not mid-session."""
+    device = next(model.parameters()).device
+    if device.type == "meta":
+        return
+    idx = torch.zeros((1, 2), dtype=torch.long, device=device)
+    try:
+        with torch.no_grad():
+            model(idx)
+    except Exception as e:
+        hint = "; try --dtype float32" if dtype != torch.float32 else ""
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelFileError(
+            f"{where(path, e)}: {type(model).__name__} cannot run as loaded "
+            f"({str(dtype).removeprefix('torch.')} on {device}): {type(e).__name__}: "
+            f"{detail}{hint}"
+        ) from None
 
 
 def load_user_checkpoint(
@@ -410,22 +429,22 @@ def load_user_checkpoint(
     raw = read_raw_checkpoint(checkpoint, meta_path, tokenizer)
     notes: list[str] = []
     with captured_output(notes, Path(model_file).name):
-        model = build_user_model(
-            model_file,
-            raw.model_args,
-            raw.state_dict,
-            device,
-            dtype,
-            model_class=model_class,
-            config_class=config_class,
-            notes=notes,
-        )
         found = load_model_file(
             model_file,
             model_class=model_class,
             config_class=config_class,
             model_args=raw.model_args,
         )
+        model = build_user_model(
+            model_file,
+            raw.model_args,
+            raw.state_dict,
+            device,
+            dtype,
+            notes=notes,
+            found=found,
+        )
+        check_forward(model, found.path, dtype)
     # nanochat files name their head/embedding like nanoGPT; their blocks carry c_q/c_k/c_v.
     family = "nanochat" if any(".attn.c_q." in k for k in raw.state_dict) else "nanogpt"
     kernel = attention_kernel_report(model, found.module)

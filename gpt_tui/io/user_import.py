@@ -87,22 +87,16 @@ def package_of(path: Path) -> tuple[Path, str] | None:
     return found
 
 
-def _package_paths(module: ModuleType) -> list[Path]:
-    return [Path(p).resolve() for p in getattr(module, "__path__", [])]
-
-
 def _install_packages(root: Path, dotted: str) -> None:
-    """Import the packages above the file from `root` itself, regular or namespace, so a
-    same-named package elsewhere on sys.path (installed, or met earlier) cannot shadow
-    them; a different one already imported is dropped first."""
+    """Import the packages above the file afresh from `root` itself, regular or namespace:
+    a same-named package elsewhere on sys.path (installed, or met earlier) cannot shadow
+    them, and an edited file is read again, as a standalone file is."""
     parts = dotted.split(".")[:-1]
+    top = parts[0]
+    for loaded in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[loaded]
     for i in range(1, len(parts) + 1):
         name, folder = ".".join(parts[:i]), root.joinpath(*parts[:i])
-        existing = sys.modules.get(name)
-        if existing is not None and folder.resolve() in _package_paths(existing):
-            continue
-        for loaded in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
-            del sys.modules[loaded]
         init = folder / "__init__.py"
         if init.is_file():
             spec = importlib.util.spec_from_file_location(

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.io.model_file import import_model_file, load_user_checkpoint
+from gpt_tui.io.model_file import ModelFileError, import_model_file, load_user_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKOUT = REPO / "tests" / "fixtures" / "nanochat_checkout"
@@ -114,3 +114,17 @@ def test_rotary_buffers_keep_the_files_dtype(tmp_path, dtype):
         assert torch.isfinite(loaded.model(ids())).all()
     kept_note = [n for n in loaded.info["notes"] if "stay in bfloat16" in n]
     assert bool(kept_note) == (dtype == torch.float32)
+
+
+def test_a_file_that_cannot_run_as_loaded_fails_at_load_in_one_line(tmp_path):
+    copy = tmp_path / "checkout"
+    shutil.copytree(CHECKOUT, copy)
+    gpt_file = copy / "nanochat" / "gpt.py"
+    _, ckpt = write_checkpoint(gpt_file, tmp_path / "ckpt")
+    source = gpt_file.read_text()
+    gpt_file.write_text(source.replace("self.cos.dtype == torch.bfloat16", "T > 99"))
+    with pytest.raises(ModelFileError) as err:
+        load_user_checkpoint(gpt_file, ckpt, dtype=torch.bfloat16)
+    msg = str(err.value)
+    assert "\n" not in msg and "cannot run as loaded (bfloat16 on cpu)" in msg
+    assert f"{gpt_file}:" in msg and msg.endswith("try --dtype float32")

@@ -20,30 +20,26 @@ from typing import Any
 import torch
 
 from ...models.config import ConfigError, apply_overrides
-from .build import build_and_load, check_fit
+from .build import build_and_load
 from .detect import parse
-from .hf_gpt2 import gpt2_config_from_hf, hf_gpt2_to_nanogpt
+from .hf_gpt2 import gpt2_config_from_hf
 from .nanogpt import find_meta_pkl
-from .raw import RawCheckpoint, read_raw_checkpoint
-from .reading import CheckpointError, LoadedCheckpoint, UnsafeCheckpointError, strip_prefixes
+from .raw import read_raw_checkpoint
+from .reading import CheckpointError, LoadedCheckpoint, UnsafeCheckpointError
 from .save import atomic_write, save_nanochat_checkpoint, save_nanogpt_checkpoint
 from .vocab import choose_tokenizer
 
 __all__ = [
     "CheckpointError",
     "LoadedCheckpoint",
-    "RawCheckpoint",
     "UnsafeCheckpointError",
     "atomic_write",
-    "check_fit",
     "find_meta_pkl",
     "gpt2_config_from_hf",
-    "hf_gpt2_to_nanogpt",
     "load_checkpoint",
     "read_raw_checkpoint",
     "save_nanochat_checkpoint",
     "save_nanogpt_checkpoint",
-    "strip_prefixes",
 ]
 
 

@@ -237,6 +237,8 @@ class Session:
             tokenizer = CharTokenizer(list(SHAKESPEARE_CHARS))
         else:
             tokenizer = default_tokenizer(config)
+            if getattr(tokenizer, "reason", ""):  # raw bytes: say why and how to get BPE
+                notes.append(tokenizer.reason)
         if device.type == "meta":
             notes.append("meta device: shapes and parameter counts only, no values")
         return cls(

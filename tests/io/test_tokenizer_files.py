@@ -143,3 +143,12 @@ def test_describe_says_which_tokenizer_and_how_to_get_bpe(tmp_path):
         f"gpt2, {bpe.vocab_size} tokens, from {tmp_path / 'gpt2'}"
     )
     assert "--tokenizer" not in describe_tokenizer(ByteTokenizer(65, "no vocabulary"))
+
+
+def test_a_gpt2_config_without_bpe_says_how_to_get_it():
+    session = Session.open(ModelSpec(config="gpt2", device="meta"))
+    try:
+        assert isinstance(session.tokenizer, ByteTokenizer)
+        assert any("--tokenizer path/to/gpt2.tiktoken" in note for note in session.notes)
+    finally:
+        session.close()

@@ -69,7 +69,7 @@ def test_kill_9_during_saves_never_loses_the_model(tmp_path, server, arch):
     rng = random.Random(f"kill-{arch}")
     out = tmp_path / "run"
     lines = server[1]
-    steps, kills, step_on_disk = 40, 11, 0
+    steps, kills, step_on_disk = 60, 11, 0  # 11 rounds advance at most 47 steps
     for _ in range(kills):
         _run(server, out, arch, steps)
         pid = int(lines.read().removeprefix("pid "))

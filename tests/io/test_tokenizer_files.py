@@ -152,3 +152,17 @@ def test_a_gpt2_config_without_bpe_says_how_to_get_it():
         assert any("--tokenizer path/to/gpt2.tiktoken" in note for note in session.notes)
     finally:
         session.close()
+
+
+def test_a_hostile_tokenizer_pickle_is_refused_and_runs_nothing(tmp_path):
+    from io_helpers import hostile_pickles
+
+    from gpt_tui.io.checkpoints import UnsafeCheckpointError
+
+    marker = tmp_path / "PAYLOAD_RAN"
+    save_nanogpt_checkpoint(tmp_path / "ck", tiny_model("nanogpt", 30), iter_num=1, best_val_loss=1)
+    for name, data in hostile_pickles(marker).items():
+        (tmp_path / f"{name}.pkl").write_bytes(data)
+        with pytest.raises(UnsafeCheckpointError):
+            load_checkpoint(tmp_path / "ck", tokenizer=tmp_path / f"{name}.pkl")
+    assert not marker.exists()

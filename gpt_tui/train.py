@@ -134,10 +134,12 @@ def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
             return None, None
         state = torch.load(latest, map_location="cpu", weights_only=True)
         step = int(latest.stem.removeprefix("model_"))
-    optim_path = _optim_file(out, step)
-    if not optim_path.exists():
-        return None, None
-    return state, torch.load(optim_path, map_location="cpu", weights_only=True)
+    for optim_path in (_optim_file(out, step), out / "optim.pt"):  # optim.pt: older versions
+        if optim_path.exists():
+            optim = torch.load(optim_path, map_location="cpu", weights_only=True)
+            if optim["step"] == step:
+                return state, optim
+    return None, None
 
 
 def train(

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 from . import safe_pickle
 from .tokenizers import (
-    GPT2_PAT_STR,
     CharTokenizer,
     TiktokenTokenizer,
     Tokenizer,
@@ -29,6 +26,7 @@ from .tokenizers import (
     gpt2_bpe_from_files,
     gpt2_tokenizer,
     printable,
+    tiktoken_file,
 )
 
 # The two spellings of GPT-2's vocabulary pair: (ranks, merges).
@@ -69,40 +67,6 @@ def encoding_from_state(state: Any, source: str) -> TiktokenTokenizer:
     except Exception as e:  # noqa: BLE001 - tiktoken rejects bad tables in several ways
         raise TokenizerError(f"{source}: tiktoken rejected the encoding ({e})") from None
     return TiktokenTokenizer(encoding)
-
-
-def tiktoken_file(path: Path) -> TiktokenTokenizer:
-    """A `.tiktoken` ranks file. The file records no split pattern or special tokens:
-    GPT-2's pattern is used, with `<|endoftext|>` after the last rank."""
-    tiktoken = _import_tiktoken()
-    if tiktoken is None:
-        raise TokenizerError(f"{path.name} is a tiktoken file; pip install tiktoken to use it")
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as e:
-        raise TokenizerError(f"cannot read {path}: {e.strerror or e}") from None
-    ranks: dict[bytes, int] = {}
-    for n, line in enumerate(lines, 1):
-        try:
-            if line.strip():
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-        except (ValueError, binascii.Error):
-            raise TokenizerError(
-                f"{path.name}:{n}: not a .tiktoken line (expected 'base64token rank')"
-            ) from None
-    if not ranks or sorted(ranks.values()) != list(range(len(ranks))):
-        raise TokenizerError(f"{path.name}: ranks are not 0..N-1, so not a BPE ranks file")
-    try:
-        encoding = tiktoken.Encoding(
-            name=path.stem,
-            pat_str=GPT2_PAT_STR,
-            mergeable_ranks=ranks,
-            special_tokens={"<|endoftext|>": len(ranks)},
-        )
-    except Exception as e:  # noqa: BLE001 - tiktoken rejects bad tables in several ways
-        raise TokenizerError(f"{path.name}: tiktoken rejected the ranks ({e})") from None
-    return TiktokenTokenizer(encoding, name=f"tiktoken:{path.stem}")
 
 
 class HFTokenizer:

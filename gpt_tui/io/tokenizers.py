@@ -10,6 +10,8 @@ the network; without them the caller gets a `ByteTokenizer` that says why.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -256,6 +258,10 @@ GPT2_FILES: dict[str, tuple[str, str]] = {
         "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
         "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     ),
+    "r50k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
+        "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+    ),
 }
 # GPT-2's pre-tokenizer split, in tiktoken's equivalent form (r50k_pat_str).
 GPT2_PAT_STR = (
@@ -354,6 +360,41 @@ def gpt2_bpe_from_files(vocab_bpe: str | Path, encoder_json: str | Path) -> Tikt
     return TiktokenTokenizer(encoding, name="gpt2")
 
 
+def tiktoken_file(path: Path, name: str | None = None) -> TiktokenTokenizer:
+    """A `.tiktoken` ranks file (GPT-2's is tiktoken's `r50k_base`). The file records no
+    split pattern or special tokens: GPT-2's pattern is used, with `<|endoftext|>` after
+    the last rank. Read here, not by tiktoken's loader, which copies it into its cache."""
+    tiktoken = _import_tiktoken()
+    if tiktoken is None:
+        raise TokenizerError(f"{path.name} is a tiktoken file; pip install tiktoken to use it")
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as e:
+        raise TokenizerError(f"cannot read {path}: {e.strerror or e}") from None
+    ranks: dict[bytes, int] = {}
+    for n, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            raise TokenizerError(
+                f"{path.name}:{n}: not a .tiktoken line (expected 'base64token rank')"
+            ) from None
+    if not ranks or sorted(ranks.values()) != list(range(len(ranks))):
+        raise TokenizerError(f"{path.name}: ranks are not 0..N-1, so not a BPE ranks file")
+    try:
+        encoding = tiktoken.Encoding(
+            name=path.stem,
+            pat_str=GPT2_PAT_STR,
+            mergeable_ranks=ranks,
+            special_tokens={"<|endoftext|>": len(ranks)},
+        )
+    except Exception as e:  # noqa: BLE001 - tiktoken rejects bad tables in several ways
+        raise TokenizerError(f"{path.name}: tiktoken rejected the ranks ({e})") from None
+    return TiktokenTokenizer(encoding, name=name or f"tiktoken:{path.stem}")
+
+
 def gpt2_tokenizer() -> TiktokenTokenizer | None:
     """GPT-2 BPE if tiktoken and its cached files are here; None otherwise. Never downloads."""
     tiktoken = _import_tiktoken()
@@ -363,12 +404,14 @@ def gpt2_tokenizer() -> TiktokenTokenizer | None:
     if loaded is not None:
         return TiktokenTokenizer(loaded, name="gpt2")
     files = {key: _cached_file(url, sha) for key, (url, sha) in GPT2_FILES.items()}
-    if any(p is None for p in files.values()):
-        return None
     try:
-        return gpt2_bpe_from_files(files["vocab_bpe"], files["encoder_json"])
+        if files.get("vocab_bpe") and files.get("encoder_json"):
+            return gpt2_bpe_from_files(files["vocab_bpe"], files["encoder_json"])
+        if files.get("r50k_base"):  # the same ranks, as tiktoken's r50k_base caches them
+            return tiktoken_file(files["r50k_base"], name="gpt2")
     except TokenizerError:
         return None
+    return None
 
 
 GET_BPE_HINT = (

@@ -166,3 +166,24 @@ def test_a_hostile_tokenizer_pickle_is_refused_and_runs_nothing(tmp_path):
         with pytest.raises(UnsafeCheckpointError):
             load_checkpoint(tmp_path / "ck", tokenizer=tmp_path / f"{name}.pkl")
     assert not marker.exists()
+
+
+def test_gpt2_bpe_from_a_cached_r50k_base(tmp_path, monkeypatch):
+    """tiktoken's r50k_base (GPT-2's ranks as a .tiktoken file), cached by an earlier run."""
+    import hashlib
+
+    from gpt_tui.io import tokenizers
+
+    write_data_gym_bpe(tmp_path / "src", MERGES)
+    write_tiktoken(tmp_path / "r50k.tiktoken", load_tokenizer_path(tmp_path / "src"))
+    data = (tmp_path / "r50k.tiktoken").read_bytes()
+    url, _ = tokenizers.GPT2_FILES["r50k_base"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(data)
+    files = dict(tokenizers.GPT2_FILES, r50k_base=(url, hashlib.sha256(data).hexdigest()))
+    monkeypatch.setattr(tokenizers, "GPT2_FILES", files)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    tok = default_tokenizer(50304)
+    assert tok.name == "gpt2"
+    assert tok.encode(TEXT) == load_tokenizer_path(tmp_path / "src").encode(TEXT)

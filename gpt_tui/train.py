@@ -5,13 +5,15 @@ deterministic for a seed and resumable: batches are drawn from a generator seede
 (seed, step), so a resumed run sees the same batches as an uninterrupted one.
 Output is in the upstream formats (nanoGPT ckpt.pt + meta.pkl, nanochat model/meta files),
 so the samples go through the same loaders as users' checkpoints. The optimizer state is
-kept in a separate `optim.pt`, which the shipped samples leave out to stay small.
+kept in a separate `optim_<step>.pt`, which the shipped samples leave out to stay small.
+Saves are atomic (see io/checkpoints/save.py): a kill never loses the last checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 import torch
 
 from .io.checkpoints import save_nanochat_checkpoint, save_nanogpt_checkpoint
+from .io.checkpoints.nanochat import latest_model_file
+from .io.checkpoints.save import atomic_torch_save
 from .io.tokenizers import CharTokenizer
 from .models import build_model, make_config
 
@@ -82,8 +86,18 @@ def estimate_loss(model, data: torch.Tensor, s: TrainSettings, block: int) -> fl
     return sum(losses) / len(losses)
 
 
+def _optim_file(out: Path, step: int) -> Path:
+    return out / f"optim_{step:06d}.pt"
+
+
 def _save(model, s: TrainSettings, tokenizer, step: int, best_val: float, optimizer) -> None:
+    """Save atomically, newest first: the optimizer state for `step`, then the model, and
+    only then remove the older step's files. A kill at any moment leaves a loadable
+    checkpoint, and the optimizer state of its step beside it."""
     out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val}
+    atomic_torch_save(state, _optim_file(out, step))
     if model.config.family == "nanogpt":
         save_nanogpt_checkpoint(
             out,
@@ -94,42 +108,51 @@ def _save(model, s: TrainSettings, tokenizer, step: int, best_val: float, optimi
             tokenizer=tokenizer,
         )
     else:
-        for old in list(out.glob("model_*.pt")) + list(out.glob("meta_*.json")):
-            old.unlink()
         save_nanochat_checkpoint(
             out,
             model,
             step=step,
             tokenizer=tokenizer,
             extra_meta={"val_loss": best_val, "train_config": asdict(s)},
+            keep_old=False,
         )
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "step": step, "best_val_loss": best_val},
-        out / "optim.pt",
-    )
+    for old in out.glob("optim_*.pt"):
+        if old != _optim_file(out, step):
+            old.unlink(missing_ok=True)
 
 
 def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
-    """The saved model state dict and optimizer file in `s.out`, if a previous run left them."""
+    """The saved model state dict and the optimizer state of the same step, if a previous
+    run left them; a checkpoint without its optimizer state is not resumed (None, None)."""
     out = Path(s.out)
-    optim_path = out / "optim.pt"
-    if not optim_path.exists():
-        return None, None
-    optim = torch.load(optim_path, map_location="cpu", weights_only=True)
     if (out / "ckpt.pt").exists():
-        state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)["model"]
+        ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+        state, step = ckpt["model"], ckpt["iter_num"]
     else:
-        state = torch.load(
-            sorted(out.glob("model_*.pt"))[-1], map_location="cpu", weights_only=True
-        )
-    return state, optim
+        latest = latest_model_file(out) if out.is_dir() else None
+        if latest is None:
+            return None, None
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+        step = int(latest.stem.removeprefix("model_"))
+    for optim_path in (_optim_file(out, step), out / "optim.pt"):  # optim.pt: older versions
+        if optim_path.exists():
+            optim = torch.load(optim_path, map_location="cpu", weights_only=True)
+            if optim["step"] == step:
+                return state, optim
+    return None, None
 
 
-def train(s: TrainSettings, progress: bool = True, stop_at: int | None = None) -> dict[str, float]:
+def train(
+    s: TrainSettings,
+    progress: bool = True,
+    stop_at: int | None = None,
+    on_save: Callable[[int], None] | None = None,
+) -> dict[str, float]:
     """Train (or resume) and return the final train/val losses and wall time.
 
     `stop_at` ends the run early after that step, saved, as an interruption would: running
     again with the same settings resumes it. Ctrl-C saves the last finished step too.
+    `on_save(step)` is called after each save is complete on disk.
     """
     text = Path(s.data).read_text(encoding="utf-8")
     tokenizer = CharTokenizer.from_text(text)
@@ -155,6 +178,11 @@ def train(s: TrainSettings, progress: bool = True, stop_at: int | None = None) -
         model.load_state_dict(state)
         optimizer.load_state_dict(optim["optimizer"])
         start_step, best_val = optim["step"], optim["best_val_loss"]
+
+    def save(step: int) -> None:
+        _save(model, s, tokenizer, step, best_val, optimizer)
+        if on_save is not None:
+            on_save(step)
 
     t0 = time.time()
     tokens_per_step = s.batch_size * block
@@ -182,7 +210,7 @@ def train(s: TrainSettings, progress: bool = True, stop_at: int | None = None) -
                     val = estimate_loss(model, val_data, s, block)
                     best_val = min(best_val, val)
                     bar.console.log(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
-                    _save(model, s, tokenizer, done, best_val, optimizer)
+                    save(done)
                 elapsed = max(time.time() - t0, 1e-9)
                 tps = (done - start_step) * tokens_per_step / elapsed
                 bar.update(task, completed=done, loss=train_loss, tps=tps)
@@ -190,10 +218,10 @@ def train(s: TrainSettings, progress: bool = True, stop_at: int | None = None) -
                     break
         except KeyboardInterrupt:
             bar.console.log(f"interrupted: saved step {done}; run again to resume")
-            _save(model, s, tokenizer, done, best_val, optimizer)
+            save(done)
             raise
     if done % s.eval_interval and done != s.steps:
-        _save(model, s, tokenizer, done, best_val, optimizer)
+        save(done)
     final_train = estimate_loss(model, train_data, s, block)
     final_val = estimate_loss(model, val_data, s, block)
     return {

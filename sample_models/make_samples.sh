@@ -13,4 +13,4 @@ OMP_NUM_THREADS=1 gpt-tui train --data "$data" --arch nanochat "${shape[@]}" \
   --set sequence_len=128 --set n_kv_head=4 --out sample_models/shakespeare-nanochat &
 wait
 # The optimizer state is only for resuming; the shipped samples leave it out.
-rm -f sample_models/shakespeare-*/optim.pt
+rm -f sample_models/shakespeare-*/optim_*.pt

@@ -58,3 +58,14 @@ def test_nanochat_samples_are_written_in_nanochat_layout(tmp_path):
     loaded = load_checkpoint(out)
     assert loaded.family == "nanochat"
     assert loaded.tokenizer.decode(loaded.tokenizer.encode("To be")) == "To be"
+
+
+def test_resumes_from_the_optim_pt_of_older_versions(tmp_path):
+    s = settings(tmp_path, "old", steps=30)
+    train(s, progress=False, stop_at=10)
+    out = tmp_path / "old"
+    (out / "optim_000010.pt").rename(out / "optim.pt")  # as gpt-tui named it before
+    s.eval_interval = 5
+    steps_seen = []
+    train(s, progress=False, on_save=steps_seen.append)
+    assert steps_seen == [15, 20, 25, 30]  # resumed at 10, not restarted from 0

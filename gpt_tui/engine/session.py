@@ -86,6 +86,7 @@ class ModelSpec:
     model_file: str | None = None
     model_class: str | None = None
     config_class: str | None = None
+    tokenizer: str | None = None  # a local tokenizer file or folder (--tokenizer)
     device: str = "auto"
     dtype: str = "float32"
     seed: int = 0
@@ -222,10 +223,16 @@ class Session:
         notes = []
         from ..io.tokenizers import CharTokenizer, default_tokenizer
 
-        if config.vocab_size == len(SHAKESPEARE_CHARS):
+        if spec.tokenizer:
+            from ..io.checkpoints.vocab import choose_tokenizer
+
+            tokenizer = choose_tokenizer(config.vocab_size, [], spec.tokenizer, {})
+        elif config.vocab_size == len(SHAKESPEARE_CHARS):
             tokenizer = CharTokenizer(list(SHAKESPEARE_CHARS))
         else:
             tokenizer = default_tokenizer(config)
+            if getattr(tokenizer, "reason", ""):  # raw bytes: say why and how to get BPE
+                notes.append(tokenizer.reason)
         if device.type == "meta":
             notes.append("meta device: shapes and parameter counts only, no values")
         return cls(
@@ -254,6 +261,7 @@ class Session:
                 model_class=spec.model_class,
                 config_class=spec.config_class,
                 meta_path=spec.meta,
+                tokenizer=spec.tokenizer,
             )
         else:
             loaded = load_checkpoint(
@@ -262,6 +270,7 @@ class Session:
                 dtype=dtype,
                 meta_path=spec.meta,
                 overrides=parse_overrides(spec.overrides),
+                tokenizer=spec.tokenizer,
             )
         source = f"sample {path.name}" if kind == "sample" else f"checkpoint {path}"
         return cls(
@@ -274,7 +283,8 @@ class Session:
             dtype=dtype,
             info={"format": loaded.format, **loaded.info},
             # What the loader had to guess or leave out is worth a line in the status bar.
-            notes=[str(loaded.info[k]) for k in ("tokenizer_note", "note") if loaded.info.get(k)],
+            notes=[str(loaded.info[k]) for k in ("tokenizer_note", "note") if loaded.info.get(k)]
+            + list(loaded.info.get("notes", [])),
         )
 
     # -- what the panes show -------------------------------------------------------------

@@ -10,12 +10,10 @@ file's own code failed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
-import importlib.util
 import inspect
 import sys
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +23,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..models.config import ConfigError
 from .checkpoints import LoadedCheckpoint, read_raw_checkpoint
-from .tokenizers import default_tokenizer
+from .user_import import ModelFileError, captured_output, import_model_file, where
 
 COMPILED_PREFIX = "_orig_mod."
-
-
-class ModelFileError(ConfigError):
-    """The user's model file cannot be imported, searched or built. One readable line."""
 
 
 @dataclass(frozen=True)
@@ -44,52 +37,6 @@ class ModelFile:
     module: ModuleType
     model_class: type[nn.Module]
     config_class: type
-
-
-def _module_name(path: Path) -> str:
-    # Unique per file, so two users' `model.py` never share a sys.modules entry.
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    return f"gpt_tui_user_{path.stem}_{digest}"
-
-
-def _where(path: Path, exc: BaseException) -> str:
-    """`file:line` of the deepest frame in the model's folder (its file or a sibling)."""
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).parent == path.parent
-    ]
-    if not frames:
-        return str(path)
-    return f"{frames[-1].filename}:{frames[-1].lineno}"
-
-
-def import_model_file(path: str | Path) -> ModuleType:
-    """Import the file as a fresh module, with its folder on sys.path for sibling imports."""
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    name = _module_name(path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ModelFileError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        del sys.modules[name]
-        raise ModelFileError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
-    except ImportError as e:
-        del sys.modules[name]
-        raise ModelFileError(
-            f"{_where(path, e)}: {e} (is it installed, or next to the model file?)"
-        ) from None
-    except Exception as e:
-        del sys.modules[name]
-        raise ModelFileError(f"{_where(path, e)}: {type(e).__name__}: {e}") from None
-    return module
 
 
 def _classes(module: ModuleType) -> list[type]:
@@ -273,6 +220,20 @@ def load_user_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
 
+def _to_dtype(model: nn.Module, dtype: torch.dtype) -> list[str]:
+    """Move the parameters to `dtype`; floating buffers keep the dtype the file built them
+    in when it differs (nanochat asserts its rotary cos/sin are in its own compute dtype:
+    bfloat16 before March 2026, float32 on CPU since). Returns the names of those kept."""
+    kept = {
+        name: b for name, b in model.named_buffers() if b.is_floating_point() and b.dtype != dtype
+    }
+    model.to(dtype=dtype)
+    for name, b in kept.items():
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, leaf, b)
+    return list(kept)
+
+
 def build_user_model(
     path: str | Path,
     model_args: Mapping[str, Any],
@@ -281,11 +242,16 @@ def build_user_model(
     dtype: torch.dtype = torch.float32,
     model_class: str | None = None,
     config_class: str | None = None,
+    notes: list[str] | None = None,
+    found: ModelFile | None = None,
 ) -> nn.Module:
-    """Import the file, build its model from `model_args`, load the weights, eval()."""
-    found = load_model_file(
-        path, model_class=model_class, config_class=config_class, model_args=model_args
-    )
+    """Import the file (unless `found` is it, imported), build its model from `model_args`,
+    load the weights, eval(). What the build had to decide (buffers kept in the file's own
+    dtype) goes to `notes`."""
+    if found is None:
+        found = load_model_file(
+            path, model_class=model_class, config_class=config_class, model_args=model_args
+        )
     source = str(found.path)
     config = make_user_config(found.config_class, model_args, source)
     try:
@@ -293,12 +259,18 @@ def build_user_model(
             model = found.model_class(config)
     except Exception as e:
         raise ModelFileError(
-            f"{_where(found.path, e)}: building {found.model_class.__name__} failed: "
+            f"{where(found.path, e)}: building {found.model_class.__name__} failed: "
             f"{type(e).__name__}: {e}"
         ) from None
     model = unwrap_compiled(model)
     load_user_weights(model, state_dict, source)
-    model.to(dtype=dtype)
+    kept = _to_dtype(model, dtype)
+    if kept and notes is not None:
+        dtypes = sorted({str(model.get_buffer(n).dtype).removeprefix("torch.") for n in kept})
+        notes.append(
+            f"buffers {', '.join(kept[:4])} stay in {', '.join(dtypes)} as {found.path.name} "
+            f"builds them; the weights are in {str(dtype).removeprefix('torch.')}"
+        )
     return model.eval()
 
 
@@ -386,13 +358,25 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
                 sources.add(inspect.getsource(cls_module))
             except (OSError, TypeError):  # built without a source file
                 continue
+    package = module.__name__.rpartition(".")[0]
+    if package:  # the package's other modules, e.g. nanochat's flash_attention.py
+        for name, sub_module in list(sys.modules.items()):
+            if name.startswith(package + ".") and sub_module is not None:
+                with contextlib.suppress(OSError, TypeError):
+                    sources.add(inspect.getsource(sub_module))
     source = "\n".join(sources)
     uses_flash_attn = "flash_attn" in source
     uses_sdpa = "scaled_dot_product_attention" in source
     uses_softmax = "softmax" in source
     switches = flash_switches(model)
     parts = []
-    if uses_flash_attn:
+    fallback = uses_sdpa and not switches  # e.g. nanochat's flash_attention.py on CPU
+    if uses_flash_attn and fallback:
+        parts.append(
+            "FlashAttention functions with a fallback: patterns captured where the fallback "
+            "runs (CPU, or no FlashAttention installed)"
+        )
+    elif uses_flash_attn:
         parts.append("FlashAttention functions: patterns not capturable by SDPA interception")
     if uses_sdpa:
         parts.append("SDPA: patterns captured at the kernel call")
@@ -403,9 +387,29 @@ def attention_kernel_report(model: nn.Module, module: ModuleType) -> str:
             f"`flash` switch on {len(switches)} modules: off selects the manual softmax path "
             "(use_manual_attention)"
         )
-    elif uses_flash_attn:
+    elif uses_flash_attn and not fallback:
         parts.append("no fallback switch in this file")
     return "; ".join(parts) or "attention kernel not recognised: patterns may not be capturable"
+
+
+def check_forward(model: nn.Module, path: Path, dtype: torch.dtype) -> None:
+    """Run two tokens through the model once, so a file that cannot run as loaded (a dtype
+    its own asserts refuse, a missing kernel) fails here in one line, not mid-session."""
+    device = next(model.parameters()).device
+    if device.type == "meta":
+        return
+    idx = torch.zeros((1, 2), dtype=torch.long, device=device)
+    try:
+        with torch.no_grad():
+            model(idx)
+    except Exception as e:
+        hint = "; try --dtype float32" if dtype != torch.float32 else ""
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelFileError(
+            f"{where(path, e)}: {type(model).__name__} cannot run as loaded "
+            f"({str(dtype).removeprefix('torch.')} on {device}): {type(e).__name__}: "
+            f"{detail}{hint}"
+        ) from None
 
 
 def load_user_checkpoint(
@@ -417,22 +421,30 @@ def load_user_checkpoint(
     model_class: str | None = None,
     config_class: str | None = None,
     meta_path: str | Path | None = None,
+    tokenizer: str | Path | None = None,
 ) -> LoadedCheckpoint:
     """The user's own model class, built from the checkpoint's recorded arguments, weights
-    loaded: what `--model-file PATH --checkpoint CKPT` opens."""
-    raw = read_raw_checkpoint(checkpoint, meta_path)
-    model = build_user_model(
-        model_file,
-        raw.model_args,
-        raw.state_dict,
-        device,
-        dtype,
-        model_class=model_class,
-        config_class=config_class,
-    )
-    found = load_model_file(
-        model_file, model_class=model_class, config_class=config_class, model_args=raw.model_args
-    )
+    loaded: what `--model-file PATH --checkpoint CKPT` opens. What the file prints while
+    it is imported and built becomes `info["notes"]`, never output of ours."""
+    raw = read_raw_checkpoint(checkpoint, meta_path, tokenizer)
+    notes: list[str] = []
+    with captured_output(notes, Path(model_file).name):
+        found = load_model_file(
+            model_file,
+            model_class=model_class,
+            config_class=config_class,
+            model_args=raw.model_args,
+        )
+        model = build_user_model(
+            model_file,
+            raw.model_args,
+            raw.state_dict,
+            device,
+            dtype,
+            notes=notes,
+            found=found,
+        )
+        check_forward(model, found.path, dtype)
     # nanochat files name their head/embedding like nanoGPT; their blocks carry c_q/c_k/c_v.
     family = "nanochat" if any(".attn.c_q." in k for k in raw.state_dict) else "nanogpt"
     kernel = attention_kernel_report(model, found.module)
@@ -441,6 +453,7 @@ def load_user_checkpoint(
         "model_file": str(found.path),
         "model_class": found.model_class.__name__,
         "attention_kernel": kernel,
+        "notes": notes,
     }
     if "not capturable" in kernel:
         if flash_switches(model):
@@ -452,15 +465,11 @@ def load_user_checkpoint(
             )
         else:
             info["note"] = "attention: " + kernel
-    tokenizer = raw.tokenizer
-    if tokenizer is None:
-        tokenizer = default_tokenizer(raw.model_args.get("vocab_size", 256))
-        info.setdefault("tokenizer", tokenizer.name)
     return LoadedCheckpoint(
         model=model,
         config=getattr(model, "config", None),
         family=family,
-        tokenizer=tokenizer,
+        tokenizer=raw.tokenizer,
         format="model-file",
         path=raw.path,
         info=info,

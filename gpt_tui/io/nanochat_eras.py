@@ -11,15 +11,19 @@ window_pattern), so the era is read off the state-dict keys and shapes:
 - value embeddings (Jan 2026): `value_embeds.{i}.weight` (Vp, n_kv_head*hs) on layers
   with i % 2 == (n_layer-1) % 2, and `transformer.h.{i}.attn.ve_gate.weight`
   (n_kv_head, 32); v += 2 * sigmoid(ve_gate(x[..., :32])) * ve, per kv head.
-- smear/backout (Feb 2026 on): `smear_gate.weight` (1, 24), `smear_lambda` (1,),
-  `backout_lambda` (1,); ve_gate (n_kv_head, 12) with scale 3; q and k * 1.2 after QK
-  norm; rope base 100000; S = ceil(sequence_len/4/128)*128 tokens back.
+- autoresearch round 1 (2026-03-09): ve_gate (n_kv_head, 12) with scale 3; q and k * 1.15
+  after QK norm; rope base 100000; S = ceil(sequence_len/3/128)*128 tokens back.
+- smear/backout (2026-03-14 on): `smear_gate.weight` (1, 24), `smear_lambda` (1,),
+  `backout_lambda` (1,); ve_gate as above; q and k * 1.2; S = ceil(sequence_len/4/128)*128.
 
-Since 2026-03-02 upstream's softcap is 20, which no checkpoint records: pass
-`softcap` in `model_config` (e.g. from `--set softcap=20`) for those. Any field of our
-`NanoChatConfig` present in `model_config` wins over what the keys suggest, so our own
-checkpoints (which record every field) load exactly. Keys no era has (e.g. the bigram
-embeddings upstream tried for a day in January 2026) are named in a ConfigError.
+The logit softcap is 15 in every era except for code from 2026-03-02 to 2026-03-09, which
+used 20; checkpoints of that week have the value-embedding keys (ve_gate of 32 channels)
+like those of January to March 9, and nothing they record tells the two apart. Such
+checkpoints load with 15 and a note; pass `softcap` in `model_config` (e.g. from
+`--set softcap=20`) for one trained that week. Any field of our `NanoChatConfig` present
+in `model_config` wins over what the keys suggest, so our own checkpoints (which record
+every field) load exactly. Keys no era has (e.g. the bigram embeddings upstream tried for
+a day in January 2026) are named in a ConfigError.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ def _shorten(keys: list[str]) -> str:
 def era_name(config: NanoChatConfig) -> str:
     """A short name of the era whose features `config` switches on (for `doctor`)."""
     if config.smear or config.backout:
-        return "smear/backout (Feb 2026 on)"
+        return "smear/backout (2026-03-14 on)"
+    if config.value_embeds and config.ve_gate_channels == 12:
+        return "autoresearch round 1 (2026-03-09)"
     if config.value_embeds:
         return "value embeddings (Jan 2026)"
     if config.resid_x0_lambdas:
@@ -79,10 +85,24 @@ def infer_era_fields(
     fields["backout"] = "backout_lambda" in state_dict
     if fields["smear"] or fields["backout"] or fields.get("ve_gate_channels") == 12:
         seq = model_config.get("sequence_len", NanoChatConfig.sequence_len)
+        late = fields["smear"] or fields["backout"]
         fields["rope_base"] = 100000.0
-        fields["qk_scale"] = 1.2
-        fields["short_window"] = math.ceil(seq / 4 / 128) * 128
+        fields["qk_scale"] = 1.2 if late else 1.15
+        fields["short_window"] = math.ceil(seq / (4 if late else 3) / 128) * 128
     return fields
+
+
+def softcap_note(
+    config: NanoChatConfig, model_config: Mapping[str, Any], source: str
+) -> str | None:
+    """A note when the checkpoint may come from the one week whose softcap was 20."""
+    if "softcap" in model_config or not config.value_embeds or config.ve_gate_channels != 32:
+        return None
+    return (
+        f"{source}: softcap {config.softcap:g} assumed; nanochat used 20 from 2026-03-02 to "
+        "2026-03-09 and checkpoints of that week look the same: if yours is one, pass "
+        "--set softcap=20"
+    )
 
 
 def check_state_dict(

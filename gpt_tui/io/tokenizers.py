@@ -10,6 +10,8 @@ the network; without them the caller gets a `ByteTokenizer` that says why.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -20,7 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import GptTuiError
-from . import safe_pickle
 
 
 class TokenizerError(GptTuiError, ValueError):
@@ -257,12 +258,15 @@ GPT2_FILES: dict[str, tuple[str, str]] = {
         "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
         "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     ),
+    "r50k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
+        "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+    ),
 }
 # GPT-2's pre-tokenizer split, in tiktoken's equivalent form (r50k_pat_str).
 GPT2_PAT_STR = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 )
-GPT2_SPECIAL = {"<|endoftext|>": 50256}
 
 
 def tiktoken_cache_dir() -> Path | None:
@@ -293,29 +297,102 @@ def _import_tiktoken() -> Any:
     return tiktoken
 
 
+def _data_gym_byte_decoder() -> dict[str, int]:
+    """GPT-2's encoder.json spells bytes as characters: printable non-space bytes as
+    themselves, the other 68 bytes as chr(256), chr(257), ... in byte order."""
+    kept = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    decoder = {chr(b): b for b in kept}
+    others = [b for b in range(256) if b not in set(kept)]
+    decoder.update({chr(256 + n): b for n, b in enumerate(others)})
+    return decoder
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"cannot read {path.name} ({type(e).__name__})") from None
+
+
 def gpt2_bpe_from_files(vocab_bpe: str | Path, encoder_json: str | Path) -> TiktokenTokenizer:
-    """GPT-2 BPE from local `vocab.bpe` + `encoder.json` (HF: `merges.txt` + `vocab.json`)."""
+    """GPT-2 BPE from local `vocab.bpe` + `encoder.json` (HF: `merges.txt` + `vocab.json`).
+
+    The ranks are encoder.json's (tiktoken merges by rank); vocab.bpe is checked to list
+    one merge per non-byte token. Read here, not by tiktoken, whose loader copies local
+    files into its cache keyed by path (a changed file would come back stale).
+    """
     tiktoken = _import_tiktoken()
     if tiktoken is None:
         raise TokenizerError("GPT-2 BPE needs tiktoken: pip install 'gpt-tui[tokenizers]'")
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
+    vocab_bpe, encoder_json = Path(vocab_bpe), Path(encoder_json)
+    names = f"{vocab_bpe.name} + {encoder_json.name}"
     try:
-        ranks = data_gym_to_mergeable_bpe_ranks(
-            vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json)
+        encoder = json.loads(_read_text(encoder_json))
+    except json.JSONDecodeError:
+        encoder = None
+    if not isinstance(encoder, dict):
+        raise TokenizerError(f"{encoder_json.name} is not a JSON object: not GPT-2's encoder")
+    merges = [
+        line for line in _read_text(vocab_bpe).splitlines() if line and not line.startswith("#")
+    ]
+    decoder = _data_gym_byte_decoder()
+    special = {k: v for k, v in encoder.items() if k.startswith("<|")}
+    try:
+        ranks = {
+            bytes(decoder[ch] for ch in token): int(rank)
+            for token, rank in encoder.items()
+            if token not in special
+        }
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise TokenizerError(f"{names}: encoder.json is not GPT-2's byte-level layout") from None
+    if sorted(ranks.values()) != list(range(len(ranks))) or len(merges) != len(ranks) - 256:
+        raise TokenizerError(
+            f"{names} do not match: {len(ranks)} tokens need {len(ranks) - 256} merges, "
+            f"vocab.bpe lists {len(merges)}"
         )
+    specials = {str(k): int(v) for k, v in special.items()} or {"<|endoftext|>": len(ranks)}
+    try:
         encoding = tiktoken.Encoding(
-            name="gpt2",
+            name="gpt2", pat_str=GPT2_PAT_STR, mergeable_ranks=ranks, special_tokens=specials
+        )
+    except Exception as e:  # noqa: BLE001 - tiktoken rejects bad tables in several ways
+        raise TokenizerError(f"{names}: tiktoken rejected the vocabulary ({e})") from None
+    return TiktokenTokenizer(encoding, name="gpt2")
+
+
+def tiktoken_file(path: Path, name: str | None = None) -> TiktokenTokenizer:
+    """A `.tiktoken` ranks file (GPT-2's is tiktoken's `r50k_base`). The file records no
+    split pattern or special tokens: GPT-2's pattern is used, with `<|endoftext|>` after
+    the last rank. Read here, not by tiktoken's loader, which copies it into its cache."""
+    tiktoken = _import_tiktoken()
+    if tiktoken is None:
+        raise TokenizerError(f"{path.name} is a tiktoken file; pip install tiktoken to use it")
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as e:
+        raise TokenizerError(f"cannot read {path}: {e.strerror or e}") from None
+    ranks: dict[bytes, int] = {}
+    for n, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            raise TokenizerError(
+                f"{path.name}:{n}: not a .tiktoken line (expected 'base64token rank')"
+            ) from None
+    if not ranks or sorted(ranks.values()) != list(range(len(ranks))):
+        raise TokenizerError(f"{path.name}: ranks are not 0..N-1, so not a BPE ranks file")
+    try:
+        encoding = tiktoken.Encoding(
+            name=path.stem,
             pat_str=GPT2_PAT_STR,
             mergeable_ranks=ranks,
             special_tokens={"<|endoftext|>": len(ranks)},
         )
-    except Exception as e:  # noqa: BLE001 - tiktoken checks with assert / KeyError / ValueError
-        raise TokenizerError(
-            f"{Path(vocab_bpe).name} + {Path(encoder_json).name} are not a GPT-2 BPE "
-            f"vocabulary ({type(e).__name__})"
-        ) from None
-    return TiktokenTokenizer(encoding, name="gpt2")
+    except Exception as e:  # noqa: BLE001 - tiktoken rejects bad tables in several ways
+        raise TokenizerError(f"{path.name}: tiktoken rejected the ranks ({e})") from None
+    return TiktokenTokenizer(encoding, name=name or f"tiktoken:{path.stem}")
 
 
 def gpt2_tokenizer() -> TiktokenTokenizer | None:
@@ -327,12 +404,19 @@ def gpt2_tokenizer() -> TiktokenTokenizer | None:
     if loaded is not None:
         return TiktokenTokenizer(loaded, name="gpt2")
     files = {key: _cached_file(url, sha) for key, (url, sha) in GPT2_FILES.items()}
-    if any(p is None for p in files.values()):
-        return None
     try:
-        return gpt2_bpe_from_files(files["vocab_bpe"], files["encoder_json"])
+        if files.get("vocab_bpe") and files.get("encoder_json"):
+            return gpt2_bpe_from_files(files["vocab_bpe"], files["encoder_json"])
+        if files.get("r50k_base"):  # the same ranks, as tiktoken's r50k_base caches them
+            return tiktoken_file(files["r50k_base"], name="gpt2")
     except TokenizerError:
         return None
+    return None
+
+
+GET_BPE_HINT = (
+    "pass --tokenizer path/to/gpt2.tiktoken (or GPT-2's encoder.json + vocab.bpe) for GPT-2 BPE"
+)
 
 
 def gpt2_unavailable_reason() -> str:
@@ -342,8 +426,22 @@ def gpt2_unavailable_reason() -> str:
     where = f"in {cache}" if cache else "(TIKTOKEN_CACHE_DIR is empty: caching off)"
     return (
         f"GPT-2 BPE files are not cached {where} and there is no download here; showing raw "
-        "bytes (run tiktoken.get_encoding('gpt2') once with network, or set TIKTOKEN_CACHE_DIR)"
+        f"bytes ({GET_BPE_HINT})"
     )
+
+
+def describe_tokenizer(tok: Tokenizer, source: str | None = None) -> str:
+    """One line for the status bar and `doctor`: which tokenizer, its size, where it came
+    from; for raw bytes, why, and how to get BPE."""
+    text = f"{tok.name}, {tok.vocab_size:,} tokens"
+    if source and source != "default":
+        text += f", from {source}"
+    reason = getattr(tok, "reason", "")
+    if isinstance(tok, ByteTokenizer):
+        text += f": {reason}" if reason else ": raw bytes"
+        if tok.vocab_size >= 50257 and GET_BPE_HINT not in text:
+            text += f"; {GET_BPE_HINT}"
+    return text
 
 
 def default_tokenizer(config: Any) -> Tokenizer:
@@ -362,81 +460,3 @@ def default_tokenizer(config: Any) -> Tokenizer:
     return ByteTokenizer(
         vocab, reason=f"no vocabulary found for this {vocab}-token model; showing raw bytes"
     )
-
-
-# --- reading tokenizer files ------------------------------------------------------------
-
-
-def encoding_from_state(state: Any, source: str) -> TiktokenTokenizer:
-    """Build a tiktoken Encoding from a pickled Encoding's state, after checking it is data."""
-    tiktoken = _import_tiktoken()
-    if tiktoken is None:
-        raise TokenizerError(f"{source} is a tiktoken tokenizer; pip install tiktoken to use it")
-    if isinstance(state, str):  # a registered encoding pickled by name, e.g. "gpt2"
-        if state == "gpt2":
-            bpe = gpt2_tokenizer()
-            if bpe is not None:
-                return bpe
-        raise TokenizerError(f"{source} names tiktoken's {state!r} encoding, not cached offline")
-    ok = (
-        isinstance(state, Mapping)
-        and isinstance(state.get("name"), str)
-        and isinstance(state.get("pat_str"), str)
-        and isinstance(state.get("mergeable_ranks"), Mapping)
-        and isinstance(state.get("special_tokens"), Mapping)
-        and all(
-            isinstance(k, bytes) and type(v) is int for k, v in state["mergeable_ranks"].items()
-        )
-        and all(isinstance(k, str) and type(v) is int for k, v in state["special_tokens"].items())
-    )
-    if not ok:
-        raise TokenizerError(f"{source}: the pickled tiktoken Encoding has an unexpected layout")
-    try:
-        encoding = tiktoken.Encoding(
-            name=state["name"],
-            pat_str=state["pat_str"],
-            mergeable_ranks=dict(state["mergeable_ranks"]),
-            special_tokens=dict(state["special_tokens"]),
-        )
-    except Exception as e:  # noqa: BLE001 - tiktoken rejects bad tables in several ways
-        raise TokenizerError(f"{source}: tiktoken rejected the encoding ({e})") from None
-    return TiktokenTokenizer(encoding)
-
-
-def load_tokenizer_file(path: str | Path) -> Tokenizer:
-    """A tokenizer from a file, by its content: our char JSON, a nanoGPT meta.pkl, or a
-    nanochat tokenizer.pkl (pickled tiktoken Encoding), read through the safe unpickler.
-
-    Raises TokenizerError, or safe_pickle.UnsafePickleError for a pickle that wants to run code.
-    """
-    path = Path(path)
-    try:
-        head = path.read_bytes()
-    except FileNotFoundError:
-        raise TokenizerError(f"{path}: no such file") from None
-    except OSError as e:
-        raise TokenizerError(f"cannot read {path}: {e.strerror or e}") from None
-    if head[:1] == b"\x80" or path.suffix == ".pkl":
-        try:
-            obj = safe_pickle.loads(head, path.name)
-        except safe_pickle.UnsafePickleError:
-            raise
-        except safe_pickle.SafePickleError as e:
-            raise TokenizerError(str(e)) from None
-        if isinstance(obj, safe_pickle.EncodingState):
-            return encoding_from_state(obj.state, path.name)
-        return CharTokenizer.from_meta(obj, path.name)
-    try:
-        data = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TokenizerError(
-            f"{path.name} is neither JSON nor a pickle: not a tokenizer gpt-tui can read"
-        ) from None
-    if isinstance(data, Mapping) and data.get("type") == "char":
-        return CharTokenizer.from_json(data, path.name)
-    if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
-        raise TokenizerError(
-            f"{path.name} is a Hugging Face tokenizers file, which gpt-tui does not read; "
-            "for GPT-2 put vocab.json + merges.txt beside the weights"
-        )
-    raise TokenizerError(f"{path.name}: JSON without a known tokenizer layout")

@@ -14,7 +14,6 @@ from io_helpers import TEXT, logits, tiny_model
 from gpt_tui.io.checkpoints import (
     CheckpointError,
     LoadedCheckpoint,
-    describe_checkpoint,
     find_meta_pkl,
     load_checkpoint,
     save_nanochat_checkpoint,
@@ -118,17 +117,6 @@ def test_old_nanogpt_mask_buffers_are_ignored(tmp_path, char_tok):
     torch.save(ckpt, path)
     loaded = load_checkpoint(path)
     assert torch.equal(logits(loaded.model, [1, 2]), logits(model, [1, 2]))
-
-
-def test_describe_checkpoint(tmp_path, char_tok):
-    model = tiny_model("nanochat", char_tok.vocab_size)
-    save_nanochat_checkpoint(tmp_path, model, step=3, tokenizer=char_tok)
-    desc = describe_checkpoint(tmp_path)
-    assert desc["format"] == "nanochat"
-    assert desc["config"]["n_layer"] == 2
-    assert desc["params"] == sum(p.numel() for p in model.parameters())
-    assert desc["tokenizer"] == "char"
-    json.dumps(desc)  # plain data
 
 
 # --- vocabularies -----------------------------------------------------------------------
@@ -333,3 +321,40 @@ def test_unavailable_device_is_a_readable_error(tmp_path, char_tok):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path, device="cuda")
     assert_one_line(err, "cannot put ckpt.pt on cuda")
+
+
+# --- nanochat eras the checkpoint cannot tell apart -------------------------------------
+
+
+def _value_embeds_checkpoint(folder: Path, channels: int, **recorded) -> Path:
+    """A nanochat checkpoint with value embeddings whose ve_gate reads `channels`."""
+    from gpt_tui.io.checkpoints import save_nanochat_checkpoint as save
+    from gpt_tui.models.config import config_to_dict
+
+    gate = {"ve_gate_channels": channels, "ve_gate_scale": 2.0 if channels == 32 else 3.0}
+    model = tiny_model("nanochat", 40, value_embeds=True, n_embd=64, n_head=4, **gate)
+    save(folder, model, step=5)
+    meta = folder / "meta_000005.json"
+    data = json.loads(meta.read_text())
+    upstream = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
+    data["model_config"] = {k: config_to_dict(model.config)[k] for k in upstream} | recorded
+    meta.write_text(json.dumps(data))
+    return folder
+
+
+def test_softcap_week_is_noted_and_set_silences_it(tmp_path):
+    folder = _value_embeds_checkpoint(tmp_path / "ve", 32)
+    loaded = load_checkpoint(folder)
+    assert loaded.config.softcap == 15
+    assert any("--set softcap=20" in note for note in loaded.info["notes"])
+    loaded = load_checkpoint(folder, overrides={"softcap": "20"})
+    assert loaded.config.softcap == 20 and not loaded.info.get("notes")
+
+
+def test_round_one_era_has_its_own_scale_and_window(tmp_path):
+    """2026-03-09 to 03-14: ve_gate of 12 channels but no smear yet: q, k * 1.15 and
+    short windows of ceil(T/3/128)*128."""
+    loaded = load_checkpoint(_value_embeds_checkpoint(tmp_path / "r1", 12, sequence_len=512))
+    assert (loaded.config.qk_scale, loaded.config.short_window) == (1.15, 256)
+    assert loaded.config.rope_base == 1e5 and not loaded.config.smear
+    assert not loaded.info.get("notes")  # softcap 15 is certain for this era

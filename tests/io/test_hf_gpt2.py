@@ -9,6 +9,7 @@ import torch
 from io_helpers import MERGES, logits, tiny_model, write_data_gym_bpe
 
 from gpt_tui.io.checkpoints import CheckpointError, load_checkpoint
+from gpt_tui.io.checkpoints.hf_gpt2 import has_gelu_field
 from gpt_tui.io.tokenizers import ByteTokenizer, TiktokenTokenizer
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -18,8 +19,9 @@ CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_
 
 
 def gpt2_like():
-    """A small GPT-2-shaped nanogpt model (biases on, as GPT-2 has)."""
-    return tiny_model("nanogpt", VOCAB, bias=True, block_size=16, n_head=2, n_embd=32)
+    """A small GPT-2-shaped nanogpt model (biases on and tanh GELU, as GPT-2 has)."""
+    gelu = {"gelu_approximate": "tanh"} if has_gelu_field() else {}
+    return tiny_model("nanogpt", VOCAB, bias=True, block_size=16, n_head=2, n_embd=32, **gelu)
 
 
 def hf_state_dict(model, prefix: str, with_head: bool) -> dict[str, torch.Tensor]:
@@ -67,7 +69,10 @@ def test_safetensors_folder_gives_the_same_logits(tmp_path, prefix):
     ids = [5, 17, 2, 299, 0, 42]
     assert torch.equal(logits(loaded.model, ids), logits(model, ids))
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
-    assert "gelu_new" in loaded.info["note"]
+    if has_gelu_field():
+        assert loaded.config.gelu_approximate == "tanh" and "note" not in loaded.info
+    else:
+        assert "gelu_new" in loaded.info["note"]
 
 
 def test_pytorch_model_bin_with_head(tmp_path):
@@ -81,7 +86,8 @@ def test_pytorch_model_bin_with_head(tmp_path):
 
 
 def test_single_safetensors_file_without_config(tmp_path):
-    model = tiny_model("nanogpt", VOCAB, bias=True, n_head=1, n_embd=64)  # 64-wide heads
+    gelu = {"gelu_approximate": "tanh"} if has_gelu_field() else {}  # GPT2Config's default
+    model = tiny_model("nanogpt", VOCAB, bias=True, n_head=1, n_embd=64, **gelu)  # 64-wide heads
     path = tmp_path / "gpt2-ish.safetensors"
     safetensors_torch.save_file(hf_state_dict(model, "", False), path)
     loaded = load_checkpoint(path)

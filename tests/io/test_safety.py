@@ -16,7 +16,8 @@ from gpt_tui.io.checkpoints import (
     save_nanochat_checkpoint,
     save_nanogpt_checkpoint,
 )
-from gpt_tui.io.tokenizers import CharTokenizer, load_tokenizer_file
+from gpt_tui.io.tokenizer_files import load_tokenizer_file
+from gpt_tui.io.tokenizers import CharTokenizer
 
 
 def test_the_payload_is_live(tmp_path, marker):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import time
 
 import pytest
 from io_helpers import MERGES, TEXT, write_data_gym_bpe
 
 from gpt_tui.io import tokenizers
+from gpt_tui.io.tokenizer_files import load_tokenizer_file
 from gpt_tui.io.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
@@ -17,7 +19,6 @@ from gpt_tui.io.tokenizers import (
     Tokenizer,
     TokenizerError,
     default_tokenizer,
-    load_tokenizer_file,
     printable,
 )
 from gpt_tui.models import make_config
@@ -139,16 +140,17 @@ def test_gpt2_bpe_from_the_tiktoken_cache(tmp_path, monkeypatch):
     assert tokenizers.gpt2_tokenizer() is None
 
 
-def test_load_tokenizer_file_by_content(tmp_path, char_tok):
+def test_load_tokenizer_file_by_content(tmp_path, char_tok, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if not installed
     (tmp_path / "a.json").write_text(json.dumps(char_tok.to_json()))
     (tmp_path / "b.bin").write_bytes(pickle.dumps(char_tok.to_meta()))
     (tmp_path / "hf.json").write_text(json.dumps({"model": {"type": "BPE"}}))
     (tmp_path / "junk").write_bytes(b"\x00\x01garbage")
     assert load_tokenizer_file(tmp_path / "a.json").chars == char_tok.chars
     assert load_tokenizer_file(tmp_path / "b.bin").chars == char_tok.chars
-    with pytest.raises(TokenizerError, match="Hugging Face tokenizers file"):
+    with pytest.raises(TokenizerError, match="Hugging Face tokenizer; pip install tokenizers"):
         load_tokenizer_file(tmp_path / "hf.json")
-    with pytest.raises(TokenizerError, match="neither JSON nor a pickle"):
+    with pytest.raises(TokenizerError, match="neither JSON, a pickle nor a .tiktoken file"):
         load_tokenizer_file(tmp_path / "junk")
     with pytest.raises(TokenizerError, match="no such file"):
         load_tokenizer_file(tmp_path / "missing.pkl")

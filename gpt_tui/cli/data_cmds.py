@@ -26,9 +26,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..engine.evaluate import evaluate, split_text
 
+    text = read_text(args.data)
     session = open_session(args)
     require_weights(session, "eval")
-    text = read_text(args.data)
     part = split_text(text, args.split)
     ids = session.encode(part)
     if len(ids) < 2:

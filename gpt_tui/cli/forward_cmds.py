@@ -137,8 +137,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Only the candidates wrap on a narrow terminal; the other cells stay whole.
     table.add_column("top candidates")
     table.add_column("kv cache", justify="right", no_wrap=True)
+    shown = args.candidates
+    if render.narrow():  # as many candidates as fit beside the other columns, one line each
+        token_width = max((len(s.token_label) for s in steps), default=1)
+        label_width = max((len(c.label) for s in steps for c in s.candidates), default=1)
+        room = console.width - 34 - max(0, token_width - 5)  # 4 columns and 4 rules
+        shown = max(1, min(shown, (room + 2) // (label_width + 9)))
     for s in steps:
-        cands = "  ".join(f"'{c.label}' {c.prob:.2f}" for c in s.candidates[: args.candidates])
+        cands = "  ".join(f"'{c.label}' {c.prob:.2f}" for c in s.candidates[:shown])
         fill = f"{s.cache_fill[0]}/{s.cache_fill[1]}" if s.cache_fill else "-"
         table.add_row(str(s.index), s.token_label, f"{s.token_prob:.3f}", cands, fill)
     console.print(table)

@@ -189,8 +189,9 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     """The top-level parser (opens the app) and one parser per command."""
     main = Parser(
         prog="gpt-tui",
-        description="A terminal inspector and debugger for nanoGPT and nanochat GPT models. "
-        "With no command, opens the inspector.",
+        usage="gpt-tui [COMMAND] [options]",
+        description="A terminal inspector and debugger for nanoGPT and nanochat GPT models.\n"
+        "With no command, opens the inspector on the model the options name.",
         epilog=_commands_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -57,11 +57,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             dict(model=session.name, source=session.source, data=args.data, **result.__dict__)
         )
     else:
-        print(
+        # A terminal wraps a long path at its width; piped, each line stays whole.
+        render.console().print(
             f"{session.name} on {args.data} ({args.split}, "
             f"{render.plural(result.tokens, 'token')}, "
             f"{render.plural(result.windows, 'window')} of {context}):\n"
-            f"  loss {result.loss:.4f} nats/token, {result.bits_per_char:.4f} bits/char"
+            f"  loss {result.loss:.4f} nats/token, {result.bits_per_char:.4f} bits/char",
+            markup=False,
+            soft_wrap=not render.is_terminal(),
         )
     return 0
 

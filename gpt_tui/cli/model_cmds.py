@@ -155,18 +155,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         render.print_json({f.topic: f.value for f in findings})
         return 0
     if render.is_terminal():
+        from rich.text import Text
+
         # A two-column table keeps long findings aligned when they wrap at 80 columns.
         table = render.table()
         table.show_header = False
         table.add_column("topic", no_wrap=True, style="bold")
         table.add_column("finding", overflow="fold")
         for f in findings:
-            table.add_row(f.topic, f.text)
+            table.add_row(f.topic, Text(f.text))  # findings quote user text: no markup
         render.console().print(table)
     else:
         width = max(len(f.topic) for f in findings)
         for f in findings:
-            print(f"{f.topic:<{width}}  {f.text}")
+            for i, line in enumerate(f.text.splitlines()):
+                print(f"{f.topic if i == 0 else '':<{width}}  {line}")
     return 0
 
 

@@ -220,4 +220,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         return subs[argv[0]].parse_args(argv[1:])
     if argv and not argv[0].startswith("-"):
         unknown_command(main, argv[0])
-    return main.parse_args(argv)
+    args, extra = main.parse_known_args(argv)
+    if extra:
+        late = next((word for word in extra if word in COMMANDS), None)
+        if late is not None:
+            main.error(f"the command goes first: gpt-tui {late} [options]")
+        main.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args

@@ -40,6 +40,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
         (["NOSUCH", "--help"], ["unknown command 'NOSUCH'"]),
         (["sumary"], ["did you mean 'summary'"]),
         (["summary", "--frobnicate"], ["unrecognized arguments: --frobnicate"]),
+        (["--frobnicate"], ["unrecognized arguments: --frobnicate"]),
+        ([*TINY, "trace", "--prompt", "a"], ["the command goes first: gpt-tui trace"]),
         # numbers outside their meaning
         (["generate", *TINY, "--prompt", "a", "--steps", "0"], ["--steps", "1 or more"]),
         (["summary", *TINY, "--depth", "-1"], ["--depth", "0 or more"]),

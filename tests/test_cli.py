@@ -135,10 +135,21 @@ def test_meta_device_cannot_generate(capsys):
 def test_doctor_reports_what_was_found(capsys):
     assert run(["doctor", "--config", "tiny", "--arch", "nanochat", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["blocks"] == "2 at transformer.h"
-    assert data["probes"].startswith("2 blocks, 2 attention, 2 MLP")
-    assert data["attention"].startswith("captured (ok)")
-    assert data["architecture"].startswith("nanochat, era classic")
+    assert data["blocks"] == {"count": 2, "path": "transformer.h"}
+    assert (data["probes"]["blocks"], data["probes"]["attention"], data["probes"]["mlp"]) == (
+        2,
+        2,
+        2,
+    )
+    assert data["attention"]["captured"] and data["attention"]["ok"]
+    assert data["attention"]["max_abs_error"] <= 1e-4
+    assert data["architecture"]["family"] == "nanochat"
+    assert data["architecture"]["era"].startswith("classic")
+    assert data["parameters"] == {
+        "total": 28_736,
+        "non_embedding": 28_736 - 65 * 32,
+        "embedding_tables": ["transformer.wte.weight"],
+    }
 
 
 def test_eval_and_train_round_trip(tmp_path, capsys):
@@ -221,6 +232,6 @@ def test_set_on_a_checkpoint_changes_what_it_does_not_record(tmp_path, capsys):
     save_nanochat_checkpoint(tmp_path, model, step=1)
     args = ["doctor", "--checkpoint", str(tmp_path), "--json"]
     assert run([*args, "--set", "softcap=20"]) == 0
-    assert "softcap 20" in json.loads(capsys.readouterr().out)["architecture"]
+    assert json.loads(capsys.readouterr().out)["architecture"]["softcap"] == 20
     assert run([*args, "--set", "bias=true"]) == 2
     assert "nanochat model, which has no field 'bias'" in capsys.readouterr().err

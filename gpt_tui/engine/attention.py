@@ -12,6 +12,9 @@ y = att @ v`) are captured too: inside an attention module with no SDPA call, th
 softmax output over the last dim is the pattern itself, and the next matmul that uses it
 gives v and y for the check.
 
+`head_summaries(pattern)` condenses a pattern per head (where the last query looks, how
+spread out the rows are, how much each query attends to itself) for the CLI and the panes.
+
 Which layer a call belongs to: `Probes` announces the attention module that is running
 (`enter_module` / `exit_module` from its hooks). Without probes, the i-th SDPA call of a
 pass is layer i.
@@ -35,16 +38,6 @@ _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "s
 _SOFTMAX = frozenset({F.softmax, torch.softmax, torch.Tensor.softmax})
 _DROPOUT = frozenset({F.dropout, torch.dropout})
 _MATMUL = frozenset({torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm})
-
-
-def causal_mask(T: int, window: int | None = None) -> np.ndarray:
-    """(T, T) bool, True = query row may attend to key column; `window` keeps the last w keys."""
-    q = np.arange(T)[:, None]
-    k = np.arange(T)[None, :]
-    allowed = k <= q
-    if window is not None:
-        allowed &= k > q - window
-    return allowed
 
 
 @dataclass
@@ -245,3 +238,39 @@ class AttentionCapture(TorchFunctionMode):
                 "request the layer before the forward pass"
             )
         return recompute_pattern(self.calls[layer], batch)
+
+
+@dataclass(frozen=True)
+class HeadSummary:
+    """One head of a pattern in four numbers."""
+
+    head: int
+    last_query_argmax: int  # key position the last query weighs most
+    last_query_weight: float  # that weight
+    mean_entropy: float  # nats per query row, averaged over the rows (0 = one key only)
+    diagonal_share: float  # mean weight a query puts on its own position
+
+
+def head_summaries(pattern: AttentionPattern) -> tuple[HeadSummary, ...]:
+    """Per head of `pattern`: where the last query looks, entropy and diagonal share.
+
+    Queries are aligned to the end of the keys (query i is key position i + Tk - Tq), as
+    they are with a KV cache; a fully masked row counts as entropy 0.
+    """
+    w = pattern.weights.astype(np.float64)  # (nh, Tq, Tk)
+    _, Tq, Tk = w.shape
+    entropy = -(w * np.log(np.clip(w, 1e-12, None))).sum(-1).mean(-1)  # (nh,)
+    rows = np.arange(Tq)
+    diagonal = w[:, rows, rows + Tk - Tq].mean(-1)  # (nh,)
+    last = w[:, -1, :]  # (nh, Tk)
+    argmax = last.argmax(-1)  # (nh,)
+    return tuple(
+        HeadSummary(
+            head=h,
+            last_query_argmax=int(argmax[h]),
+            last_query_weight=float(last[h, argmax[h]]),
+            mean_entropy=float(entropy[h]),
+            diagonal_share=float(diagonal[h]),
+        )
+        for h in range(w.shape[0])
+    )

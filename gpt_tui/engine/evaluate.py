@@ -16,9 +16,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..errors import GptTuiError
 from .model_access import output_logits
 
 Split = Literal["train", "val", "all"]
+
+
+class EvalError(GptTuiError, ValueError):
+    """The text cannot be evaluated (too short); the message says what to give instead."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ def split_text(text: str, split: Split) -> str:
         return text[n:]
     if split == "all":
         return text
-    raise ValueError(f"unknown split {split!r}: use train, val or all")
+    raise EvalError(f"unknown split {split!r}: use train, val or all")
 
 
 @torch.inference_mode()
@@ -57,7 +62,7 @@ def evaluate(
 ) -> EvalResult:
     """Mean loss over `ids` in windows of `context + 1` tokens (inputs and shifted targets)."""
     if len(ids) < 2:
-        raise ValueError("the text is too short to evaluate: it needs at least two tokens")
+        raise EvalError("the text is too short to evaluate: it needs at least two tokens")
     data = torch.tensor(ids, dtype=torch.long)
     starts = list(range(0, len(ids) - 1, context))
     total_nats, total_tokens = 0.0, 0

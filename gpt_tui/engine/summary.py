@@ -75,18 +75,32 @@ class ModelSummary:
     class_name: str
     config: dict
     total_params: int  # shared tensors once
-    non_embedding_params: int  # as nanoGPT reports it: without position embeddings
+    non_embedding_params: int  # without the lookup tables below (nanoGPT: wpe only)
     total_bytes: int
     block_params: dict[int, int]  # per-block subtotals
     parameters: list[ParamRow]
     modules: dict[str, ModuleNode]  # by path; "" is the root
+    embedding_params: tuple[str, ...] = ()  # tables left out of non_embedding_params
+    tied_head_embedding: str | None = None  # an embedding shared with the head: counted
 
 
-def _non_embedding(model: nn.Module, total: int, rows: list[ParamRow]) -> int:
-    if hasattr(model, "num_params"):
-        return int(model.num_params(non_embedding=True))
-    # A foreign model: leave out learned position embeddings, as nanoGPT does.
-    return total - sum(r.numel for r in rows if r.name.endswith("wpe.weight"))
+def embedding_tables(model: nn.Module) -> tuple[tuple[str, ...], str | None]:
+    """Names of the lookup tables a non-embedding count leaves out, and the name of a table
+    tied to the output head (it is a matmul there, so it counts, as in nanoGPT)."""
+    owners: dict[int, list[nn.Module]] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            owners.setdefault(id(p), []).append(module)
+    tables, tied = [], None
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.Embedding):
+            continue
+        name = f"{path}.weight" if path else "weight"
+        if any(not isinstance(m, nn.Embedding) for m in owners[id(module.weight)]):
+            tied = tied or name
+        else:
+            tables.append(name)
+    return tuple(tables), tied
 
 
 def module_tree(
@@ -120,6 +134,8 @@ def summarize(
     for r in unique:
         if r.block is not None:
             per_block[r.block] = per_block.get(r.block, 0) + r.numel
+    tables, tied = embedding_tables(model)
+    sizes = {r.name: r.numel for r in unique}
     config = getattr(model, "config", None)
     config_dict = {}
     if config is not None:
@@ -132,9 +148,11 @@ def summarize(
         class_name=type(model).__name__,
         config=config_dict,
         total_params=total,
-        non_embedding_params=_non_embedding(model, total, rows),
+        non_embedding_params=total - sum(sizes.get(name, 0) for name in tables),
         total_bytes=sum(r.nbytes for r in unique),
         block_params=per_block,
         parameters=rows,
         modules=module_tree(model, kinds),
+        embedding_params=tables,
+        tied_head_embedding=tied,
     )

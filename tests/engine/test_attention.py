@@ -10,8 +10,19 @@ import torch
 import torch.nn.functional as F
 from test_probes import IDX, Foreign, nanochat, nanogpt
 
-from gpt_tui.engine.attention import AttentionCapture, causal_mask
+from gpt_tui.engine.attention import AttentionCapture, head_summaries
 from gpt_tui.engine.probes import Probes
+from gpt_tui.engine.trace import AttentionPattern
+
+
+def causal_mask(T: int, window: int | None = None) -> np.ndarray:
+    """(T, T) bool, True = query row may attend to key column; `window` keeps the last w keys."""
+    q = np.arange(T)[:, None]
+    k = np.arange(T)[None, :]
+    allowed = k <= q
+    if window is not None:
+        allowed &= k > q - window
+    return allowed
 
 
 def check_rows(weights: np.ndarray, mask: np.ndarray) -> None:
@@ -19,7 +30,7 @@ def check_rows(weights: np.ndarray, mask: np.ndarray) -> None:
     assert np.all(weights[:, ~mask] == 0.0)
 
 
-def test_causal_mask() -> None:
+def test_causal_mask_helper() -> None:
     np.testing.assert_array_equal(causal_mask(3), [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
     np.testing.assert_array_equal(causal_mask(4, window=2)[3], [0, 0, 1, 1])
 
@@ -104,3 +115,45 @@ def test_float_mask_and_scale() -> None:
     p = capture.pattern(0)
     assert p.weights.shape == (2, 4, 6) and np.all(p.weights[:, :, 0] == 0)
     assert not p.causal and p.max_abs_error <= 1e-5
+
+
+def pattern_of(weights: np.ndarray) -> AttentionPattern:
+    return AttentionPattern(
+        layer=0,
+        name="t.pattern",
+        weights=weights,
+        n_kv_head=weights.shape[0],
+        causal=True,
+        window=None,
+        max_abs_error=0.0,
+    )
+
+
+def test_head_summaries_of_known_patterns() -> None:
+    T = 5
+    mask = causal_mask(T)
+    uniform = mask / mask.sum(-1, keepdims=True)  # row k spreads over k + 1 keys
+    identity = np.eye(T)
+    last_first = np.eye(T)
+    last_first[-1] = [0.7, 0.1, 0.1, 0.05, 0.05]  # the last query looks back at position 0
+    heads = head_summaries(pattern_of(np.stack([uniform, identity, last_first])))
+    assert [s.head for s in heads] == [0, 1, 2]
+    u, i, f = heads
+    assert u.mean_entropy == pytest.approx(np.mean([math.log(k + 1) for k in range(T)]))
+    assert u.diagonal_share == pytest.approx(np.mean([1 / (k + 1) for k in range(T)]))
+    assert u.last_query_weight == pytest.approx(1 / T)
+    assert i.mean_entropy == pytest.approx(0.0, abs=1e-9)
+    assert i.diagonal_share == 1.0
+    assert (i.last_query_argmax, i.last_query_weight) == (T - 1, 1.0)
+    assert (f.last_query_argmax, f.last_query_weight) == (0, pytest.approx(0.7))
+    assert f.diagonal_share == pytest.approx((4 + 0.05) / T)
+    assert all(isinstance(v, (int, float)) for s in heads for v in vars(s).values())
+
+
+def test_head_summaries_align_queries_to_the_end_of_the_keys() -> None:
+    # A cached step: 2 queries over 4 keys; query j sits at key position j + 2.
+    w = np.zeros((1, 2, 4))
+    w[0, 0, 2] = 1.0
+    w[0, 1, 3] = 1.0
+    (s,) = head_summaries(pattern_of(w))
+    assert s.diagonal_share == 1.0 and s.last_query_argmax == 3

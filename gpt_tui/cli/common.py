@@ -1,0 +1,45 @@
+"""What every command that opens a model shares: the user-error type and the session."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..errors import GptTuiError
+
+if TYPE_CHECKING:
+    from ..engine.session import ModelSpec, Session
+
+
+class UserError(GptTuiError):
+    """A problem with what the user asked for; printed as one line, exit status 2."""
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    from ..engine.session import ModelSpec
+
+    return ModelSpec(
+        config=args.config,
+        arch=args.arch,
+        overrides=list(args.overrides),
+        checkpoint=args.checkpoint,
+        meta=args.meta,
+        sample=args.sample,
+        model_file=args.model_file,
+        model_class=args.model_class,
+        config_class=args.config_class,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
+
+
+def open_session(args: argparse.Namespace) -> Session:
+    from ..engine.session import Session
+
+    return Session.open(model_spec(args))
+
+
+def require_weights(session: Session, what: str) -> None:
+    if session.device.type == "meta":
+        raise UserError(f"{what} needs real weights; --device meta has none (use cpu or cuda)")

@@ -158,8 +158,14 @@ class AttentionHeatmap(ScrollView, can_focus=True):
             return f"{starts[0]:>4} {tok(starts[0]):>{half}}"
         return f"{starts[0]:>4} {tok(starts[0]):>{half}}/{tok(starts[1]):<{half}}"
 
+    def _view_size(self) -> tuple[int, int]:
+        """Columns and lines the matrix can use: the widget minus its scrollbars (a long
+        prompt brings a horizontal one that hides the bottom line) and the key axis line."""
+        size = self.scrollable_content_region.size
+        return max(1, size.width - self._label_width), max(1, size.height - 1)
+
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_content_region.width
         if self.weights is None:
             return Strip.blank(width)
         scroll_x, scroll_y = self.scroll_offset
@@ -231,14 +237,13 @@ class AttentionHeatmap(ScrollView, can_focus=True):
     def _scroll_to_cursor(self) -> None:
         q, k = self.cursor
         z = self.zoom
-        line = q * z // 2
-        visible_lines = max(1, self.size.height - 1)
-        cols = max(1, self.size.width - self._label_width)
+        first, last = q * z // 2, (q * z + z - 1) // 2  # the lines the row is drawn on
+        cols, visible_lines = self._view_size()
         x, y = self.scroll_offset
-        if line < y:
-            y = line
-        elif line >= y + visible_lines:
-            y = line - visible_lines + 1
+        if first < y:
+            y = first
+        elif last >= y + visible_lines:
+            y = last - visible_lines + 1
         if k * z < x:
             x = k * z
         elif (k + 1) * z > x + cols:

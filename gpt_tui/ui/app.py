@@ -323,18 +323,13 @@ class GptTuiApp(App[int]):
             self.query_one(StatusBar).memory = self.driver.memory()
 
     def _update_detail(self) -> None:
-        parts = [f"prompt {self.prompt!r}"]
-        if self.breakpoints:
-            parts.append(f"● {len(self.breakpoints)} breakpoint(s)")
-        if self.watch_nonfinite:
-            parts.append("NaN watch on")
-        if self.leaf_probes:
-            parts.append("leaf probes on")
-        if self.ablations:
-            parts.append("; ".join(self.ablations))
-        if self.busy:
-            parts.append("engine busy…")
-        self.query_one(StatusBar).detail = "  ".join(parts)
+        status = self.query_one(StatusBar)
+        status.prompt = self.prompt
+        status.breakpoints = len(self.breakpoints)
+        status.watch = self.watch_nonfinite
+        status.leaves = self.leaf_probes
+        status.ablations = len(self.ablations)
+        status.busy = self.busy
 
     # -- tabs ----------------------------------------------------------------------------
 

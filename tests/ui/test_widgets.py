@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
+from gpt_tui import formatting as fmt
+from gpt_tui.engine.summary import summarize
 from gpt_tui.engine.trace import AttentionPattern, ProbeRecord, TensorStats
-from gpt_tui.ui.driver import AttentionView, RunResult
+from gpt_tui.models import build_model, make_config
+from gpt_tui.ui.driver import AttentionView, ModelInfo, RunResult
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap, AttentionPanel
 from gpt_tui.ui.widgets.layer_stats import StatsPanel
+from gpt_tui.ui.widgets.module_tree import ModuleTree
+from gpt_tui.ui.widgets.status import StatusBar
 from gpt_tui.ui.widgets.tables import RowTable
 
 
@@ -118,3 +124,70 @@ async def test_stats_paused_row_stays_in_view_after_a_layout_change() -> None:
         await pilot.pause()
         await pilot.pause()
         assert row_visible(table, 30)
+
+
+@pytest.mark.parametrize("width", [29, 26, 44, 60])
+async def test_tree_labels_never_cut_parameter_counts(width: int) -> None:
+    # GPT-2 124M on `meta`: real counts, no memory used.
+    model = build_model(make_config("gpt2"), "meta")
+    summary = summarize(model)
+    tree = ModuleTree()
+    async with Host(tree).run_test(size=(width, 60)) as pilot:
+        tree.summary = summary
+        tree.shapes = {path: (1, 256, 384) for path in summary.modules}
+        tree.name_filter = "h.0."  # every match and its ancestors expanded
+        await pilot.pause()
+        for path in ("transformer.h.0.mlp.c_fc", "transformer.h.0.attn", "transformer.h"):
+            line = tree.line_of(path)
+            assert line >= 0
+            drawn = "".join(s.text for s in tree.render_line(line - tree.scroll_offset.y))
+            count = fmt.count(summary.modules[path].params)
+            assert drawn.rstrip().endswith(count), (path, drawn)
+
+
+async def test_attention_title_gives_layer_and_head_ranges() -> None:
+    panel = AttentionPanel(n_layer=4)
+    async with Host(panel).run_test(size=(80, 18)) as pilot:
+        panel.view = attention_view(6, n_head=4, layer=3)
+        await pilot.pause()
+        title = str(panel.query_one("#attn-title", Static).render())
+        assert title.startswith("layer 3 (0–3)  head 0 (0–3)")
+
+
+def status_lines(bar: StatusBar) -> list[str]:
+    return bar.render().plain.split("\n")
+
+
+async def test_status_indicators_always_fit_at_80_columns() -> None:
+    bar = StatusBar()
+    async with Host(bar).run_test(size=(80, 4)) as pilot:
+        bar.stepper = "paused at transformer.h.11.attn.c_attn (in) #123 · breakpoint"
+        bar.prompt = "ROMEO: " + "x" * 80
+        bar.memory = {"rss": 317 * 2**20}
+        await pilot.pause()
+        assert "●" not in status_lines(bar)[1]  # nothing switched on, nothing shown
+        bar.breakpoints, bar.watch, bar.leaves, bar.ablations, bar.busy = 2, True, True, 1, True
+        await pilot.pause()
+        line = status_lines(bar)[1]
+        assert len(line) <= 80
+        assert line.rstrip().endswith("●2 ⚑NaN ◆leaf ⊘1 ⧗")
+        assert "paused at transformer.h.11" in line
+
+
+async def test_status_model_line_drops_the_source_before_the_memory() -> None:
+    bar = StatusBar()
+    model = build_model(make_config("gpt2"), "meta")
+    info = ModelInfo(
+        "gpt2-medium", "nanogpt", "/home/someone/checkpoints/ckpt.pt", "cpu", "float32",
+        summarize(model, "nanogpt"), 12, 12, 12, 768, 1024, 50304, (), "ROMEO:",
+    )  # fmt: skip
+    async with Host(bar).run_test(size=(80, 4)) as pilot:
+        bar.info, bar.memory = info, {"rss": 317 * 2**20}
+        await pilot.pause()
+        line = status_lines(bar)[0]
+        assert len(line) <= 80
+        assert "gpt2-medium" in line and "RSS 317.0 MiB" in line and "124.4M params" in line
+        assert "ckpt.pt" not in line
+        bar.styles.width = 140
+        await pilot.pause()
+        assert "ckpt.pt" in status_lines(bar)[0]

@@ -412,8 +412,9 @@ class AttentionPanel(Vertical):
         n_head = p.weights.shape[0]
         head = min(self.head, n_head - 1)
         title = Text(no_wrap=True, overflow="ellipsis")
-        title.append(f"layer {p.layer}/{self.n_layer - 1}", style="bold")
-        title.append(f"  head {head}/{n_head - 1}", style="bold")
+        # "layer 0/3" read as "0 of 3" for a 4-layer model: the range says it.
+        title.append(f"layer {p.layer} (0–{self.n_layer - 1})", style="bold")
+        title.append(f"  head {head} (0–{n_head - 1})", style="bold")
         if p.n_kv_head != n_head:
             title.append(f" (kv head {head // (n_head // p.n_kv_head)})", style="dim")
         # The verification figure before the mode, so that narrow screens show it too.

@@ -83,7 +83,7 @@ def record(name: str, order: int, phase: str = "out", same_as: str | None = None
     kind = "resid" if "resid" in name else "block"
     return ProbeRecord(
         name, kind, phase, name.count("."), (1, 6, 128), "float32", "cpu",
-        stats(order / 10), order,
+        stats(order / 10), order, same_as,
     )  # fmt: skip
 
 
@@ -191,3 +191,43 @@ async def test_status_model_line_drops_the_source_before_the_memory() -> None:
         bar.styles.width = 140
         await pilot.pause()
         assert "ckpt.pt" in status_lines(bar)[0]
+
+
+def boundary_records() -> tuple[ProbeRecord, ...]:
+    """A stepped pass at a block boundary: h.0's output is four records of one tensor."""
+    h0 = "transformer.h.0"
+    return (
+        record("transformer.h.0.mlp", 0),
+        record(h0, 1),
+        record(f"{h0}.resid_post", 2, same_as=h0),
+        record("transformer.h.1", 3, "in", same_as=h0),
+        record("transformer.h.1.resid_pre", 4, same_as=h0),
+        record("transformer.h.1.attn", 5),
+        record("lm_head", 6),
+        record("logits", 7, same_as="lm_head"),
+    )
+
+
+def table_names(panel: StatsPanel) -> list[str]:
+    table = panel.query_one(RowTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def test_stats_shows_one_tensor_once_with_its_other_names() -> None:
+    panel = StatsPanel()
+    async with Host(panel).run_test(size=(100, 20)) as pilot:
+        panel.run = RunResult("p", ("a",), boundary_records())
+        await pilot.pause()
+        assert table_names(panel) == [
+            "h.0.mlp",
+            "h.0 = resid_post = h.1.resid_pre",
+            "h.1 (in) = h.0",  # an input stays a row (the stepper stops there)
+            "h.1.attn",
+            "lm_head = logits",
+        ]
+        # Paused at an alias: its tensor's row is the paused one.
+        panel.run = RunResult("p", ("a",), boundary_records(), paused=7)
+        await pilot.pause()
+        table = panel.query_one(RowTable)
+        assert table.cursor_row == 4
+        assert table_names(panel)[4] == "→ lm_head = logits"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -47,11 +48,47 @@ def residual_rms(records: tuple[ProbeRecord, ...]) -> list[float]:
     return [v if math.isfinite(v) else 0.0 for _, v in points]
 
 
-def row_name(record: ProbeRecord, paused: bool = False) -> str:
-    """The name column: without the `transformer.` every row has, `(in)` for inputs."""
-    name = record.name.removeprefix("transformer.")
+def short_name(name: str) -> str:
+    return name.removeprefix("transformer.")
+
+
+def row_name(record: ProbeRecord, paused: bool = False, aliases: tuple[str, ...] = ()) -> str:
+    """The name column: without the `transformer.` every row has, `(in)` for inputs, and
+    the other names of the same tensor (`h.0 = resid_post = h.1.resid_pre`)."""
+    name = short_name(record.name)
     name += " (in)" if record.phase == "in" else ""
+    for alias in aliases:  # a name under this row's own path is shown from there on
+        name += " = " + short_name(alias.removeprefix(f"{record.name}."))
+    if record.phase == "in" and record.same_as is not None:
+        name += f" = {short_name(record.same_as)}"
     return f"{fmt.PAUSED_MARK}{name}" if paused else name
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a record, the other names of its tensor, and the indices of
+    every record it stands for (itself and those aliases)."""
+
+    index: int
+    aliases: tuple[str, ...] = ()
+    members: tuple[int, ...] = ()
+
+
+def merge_aliases(records: tuple[ProbeRecord, ...]) -> list[Row]:
+    """The rows to show. An output that is the same tensor as an earlier output is named
+    on that output's row instead of repeating it."""
+    rows: list[Row] = []
+    row_of: dict[str, int] = {}  # name of an output shown as a row -> its position in rows
+    for i, r in enumerate(records):
+        head = row_of.get(r.same_as) if r.phase == "out" and r.same_as else None
+        if head is not None:
+            row = rows[head]
+            rows[head] = Row(row.index, (*row.aliases, r.name), (*row.members, i))
+            continue
+        if r.phase == "out":
+            row_of[r.name] = len(rows)
+        rows.append(Row(i, (), (i,)))
+    return rows
 
 
 def _cell(value: float, bad: bool = False) -> Text:
@@ -126,8 +163,11 @@ class StatsPanel(Vertical):
         before: dict[tuple[str, str], TensorStats] = {}
         if self.show_delta and self.previous is not None:
             before = {(r.name, r.phase): r.stats for r in self.previous.records}
+        shown = merge_aliases(run.records)
+        paused_row = None
         rows = []
-        for i, r in enumerate(run.records):
+        for n, row in enumerate(shown):
+            r = run.records[row.index]
             s = r.stats
             if self.show_delta and self.previous is not None:
                 prev = before.get((r.name, r.phase))
@@ -136,11 +176,16 @@ class StatsPanel(Vertical):
                 ]
             else:
                 values = [_cell(getattr(s, f)) for f in STAT_FIELDS]
-            name = row_name(r, i == run.paused)
-            if i == run.paused:
+            paused = run.paused in row.members  # `logits` is paused at on lm_head's row
+            if paused:
+                paused_row = n
+            name = row_name(r, paused, row.aliases)
+            if paused:
                 label = Text(name, style="bold black on yellow")
             else:
                 label = Text(name, style="bold red" if not s.finite else "")
+                if " = " in name:  # the tensor's other names
+                    label.stylize("dim", name.index(" = "))
             rows.append(
                 (
                     label,
@@ -159,7 +204,7 @@ class StatsPanel(Vertical):
             table.add_column(Text(label, justify=justify), width=width)
         for i, row in enumerate(rows):
             table.add_row(*row, key=str(i))
-        if run.paused is not None:
-            table.move_cursor(row=run.paused, animate=False)
+        if paused_row is not None:
+            table.move_cursor(row=paused_row, animate=False)
         if self.show_delta and self.previous is None:
             self.notify("no previous run to compare with yet", timeout=2)

@@ -64,6 +64,7 @@ class GenerationView:
     pieces: tuple[str, ...]  # decoded text of each generated token, in order
     step: SamplingStep | None  # the last step taken, None right after a reset
     cache_fill: tuple[int, int] | None
+    cache_layers: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...]  # K, V shape, bytes
     settings: GenerationSettings
     next_candidates: tuple[Candidate, ...]  # what the model predicts for the next position
     next_kept: int  # tokens that survive top-k / top-p at the next position
@@ -84,10 +85,11 @@ class RunResult:
     records: tuple[ProbeRecord, ...]  # execution order; a stepped pass has "in" rows too
     note: str | None = None  # e.g. the prompt was cropped to the context
     paused: int | None = None  # index in `records` of the row the stepper is paused at
+    token_ids: tuple[int, ...] = ()  # the input ids, one per token
 
     @classmethod
     def from_trace(cls, trace: Trace) -> RunResult:
-        return cls(trace.prompt, trace.tokens, trace.records, trace.note)
+        return cls(trace.prompt, trace.tokens, trace.records, trace.note, token_ids=trace.token_ids)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Output shape per probe name, plus `tokens` (the input ids' shape)."""
@@ -395,6 +397,7 @@ class Driver:
             pieces=pieces,
             step=steps[-1] if steps else None,
             cache_fill=gen.cache_fill,
+            cache_layers=gen.cache_layers(),
             settings=settings,
             next_candidates=candidates,
             next_kept=kept,

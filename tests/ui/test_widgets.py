@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import string
+
 import numpy as np
 import pytest
 from textual.app import App, ComposeResult
@@ -10,11 +13,20 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from gpt_tui import formatting as fmt
+from gpt_tui.engine.sampling import GenerationSession
 from gpt_tui.engine.summary import summarize
 from gpt_tui.engine.trace import AttentionPattern, ProbeRecord, TensorStats
+from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
-from gpt_tui.ui.driver import AttentionView, ModelInfo, RunResult
+from gpt_tui.ui.driver import (
+    AttentionView,
+    GenerationSettings,
+    GenerationView,
+    ModelInfo,
+    RunResult,
+)
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap, AttentionPanel
+from gpt_tui.ui.widgets.generation import GeneratePanel
 from gpt_tui.ui.widgets.layer_stats import StatsPanel
 from gpt_tui.ui.widgets.module_tree import ModuleTree
 from gpt_tui.ui.widgets.status import StatusBar
@@ -231,3 +243,68 @@ async def test_stats_shows_one_tensor_once_with_its_other_names() -> None:
         table = panel.query_one(RowTable)
         assert table.cursor_row == 4
         assert table_names(panel)[4] == "→ lm_head = logits"
+
+
+async def test_generate_pane_shows_kv_shapes_and_memory_per_layer() -> None:
+    chars = "\n !$&',-.3:;?" + string.ascii_uppercase + string.ascii_lowercase
+    model = build_model(make_config("tiny"), "cpu")  # 2 layers, 32 wide
+    session = GenerationSession(model, CharTokenizer(chars), [30, 27], seed=0)
+    session.run(3)
+    layers = session.cache_layers()
+    cfg = model.config
+    kv_shape = (1, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+    assert layers == ((kv_shape, kv_shape, 2 * 4 * math.prod(kv_shape)),) * cfg.n_layer
+    candidates, kept = session.peek()
+    view = GenerationView(
+        "RO", ("a", "b", "c"), session.steps[-1], session.cache_fill, layers,
+        GenerationSettings(), candidates, kept,
+    )  # fmt: skip
+    panel = GeneratePanel()
+    async with Host(panel).run_test(size=(120, 30)) as pilot:
+        panel.view = view
+        await pilot.pause()
+        kv = str(panel.query_one("#gen-kv", Static).render())
+        shape = fmt.short_shape(kv_shape)
+        each = fmt.nbytes(layers[0][2])
+        used, size = session.cache_fill
+        assert f"{used}/{size} · L0–{cfg.n_layer - 1} K {shape} V {shape} {each} each" in kv
+        assert f"{fmt.nbytes(layers[0][2] * cfg.n_layer)} in all" in kv
+
+
+async def test_attention_legend_names_the_visible_rows_and_the_scale() -> None:
+    panel = AttentionPanel(n_layer=4)
+    async with Host(panel).run_test(size=(80, 18)) as pilot:
+        panel.view = attention_view(79)
+        await pilot.pause()
+        heatmap = panel.query_one(AttentionHeatmap)
+        heatmap.focus()
+        for _ in range(40):
+            await pilot.press("down")
+        await pilot.pause()
+        legend = str(panel.query_one("#attn-legend", Static).render())
+        (r0, r1), (c0, c1) = heatmap.visible()
+        assert legend.startswith(f"rows {r0}–{r1} of 79 · keys {c0}–{c1} of 79")
+        assert "p 0 " in legend and " .25 " in legend and legend.rstrip().endswith(" 1")
+        assert r0 > 0 and r0 <= 40 <= r1
+        # The first and last matrix lines on screen are labelled with those rows.
+        first = "".join(s.text for s in heatmap.render_line(1))
+        lines = heatmap.scrollable_content_region.height - 1
+        last = "".join(s.text for s in heatmap.render_line(lines))
+        assert first.split()[0] == str(r0) and last.split()[0] in (str(r1), str(r1 - 1))
+        await pilot.press("m")  # the mask's colours in mask mode
+        legend = str(panel.query_one("#attn-legend", Static).render())
+        assert "may attend" in legend and "masked" in legend and "p 0" not in legend
+
+
+async def test_stats_token_strip_gives_position_token_and_id() -> None:
+    panel = StatsPanel()
+    async with Host(panel).run_test(size=(100, 20)) as pilot:
+        records = boundary_records()
+        panel.run = RunResult("RO:", ("R", "O", "␣"), records, token_ids=(30, 27, 1))
+        await pilot.pause()
+        strip = str(panel.query_one("#stats-tokens", Static).render())
+        assert strip.startswith("T=3 (pos token id) │ 0 R 30  1 O 27  2 ␣ 1")
+        panel.run = RunResult("RO:", ("R", "O", "␣"), records)  # ids not known
+        await pilot.pause()
+        strip = str(panel.query_one("#stats-tokens", Static).render())
+        assert strip.startswith("T=3 (pos token) │ 0 R  1 O  2 ␣")

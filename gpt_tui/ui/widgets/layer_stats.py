@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.widgets import Label, Sparkline
+from textual.widgets import Label, Sparkline, Static
 
 from ... import formatting as fmt
 from .tables import RowTable
@@ -91,6 +91,21 @@ def merge_aliases(records: tuple[ProbeRecord, ...]) -> list[Row]:
     return rows
 
 
+def token_strip(tokens: tuple[str, ...], ids: tuple[int, ...]) -> Text:
+    """`T=6 (pos token id) │ 0 R 30  1 O 27 …`: each input position, its token and (when
+    known) its id."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"T={len(tokens)}", style="bold")
+    text.append(" (pos token id) │" if ids else " (pos token) │", style="dim")
+    for pos, token in enumerate(tokens):
+        text.append(f" {pos} ", style="dim")
+        text.append(fmt.printable_token(token), style="bold")
+        if pos < len(ids):
+            text.append(f" {ids[pos]}", style="cyan")
+        text.append(" ")
+    return text
+
+
 def _cell(value: float, bad: bool = False) -> Text:
     style = "bold red" if bad or not math.isfinite(value) else ""
     return Text(fmt.num(value), justify="right", style=style)
@@ -133,6 +148,7 @@ class StatsPanel(Vertical):
             yield Label("resid rms ", id="stats-spark-label")
             yield Sparkline([], id="stats-spark")
             yield Label("", id="stats-spark-range")
+        yield Static("", id="stats-tokens")
         # No cell padding: every column is sized to its widest cell plus one space, so
         # that name, shape, NaN, Inf, mean, std, min and max fit in 80 columns.
         yield RowTable(id="stats-table", cell_padding=0)
@@ -156,6 +172,7 @@ class StatsPanel(Vertical):
             table.add_column("", width=48)
             table.add_row(Text("press r to run the forward pass on the prompt", style="dim"))
             return
+        self.query_one("#stats-tokens", Static).update(token_strip(run.tokens, run.token_ids))
         rms = residual_rms(run.records)
         self.query_one("#stats-spark", Sparkline).data = rms
         span = f" {fmt.num(min(rms))}…{fmt.num(max(rms))}" if rms else ""

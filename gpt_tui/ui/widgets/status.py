@@ -30,11 +30,14 @@ def memory_text(memory: dict[str, int] | None) -> str:
     return f"RSS {fmt.nbytes(memory.get('rss', 0))}"
 
 
+KEEP = 9  # a part of this priority is never left out, only cut short
+
+
 def _fit(parts: list[tuple[str, str, int]], width: int) -> Text:
     """Join (text, style, priority) parts, leaving out the lowest priorities (the last
     one first on ties) until the line fits; what still does not fit ends in an ellipsis."""
     kept = list(parts)
-    while len(kept) > 1 and sum(len(t) for t, _, _ in kept) > width:
+    while sum(len(t) for t, _, _ in kept) > width and any(p < KEEP for _, _, p in kept):
         lowest = min(p for _, _, p in kept)
         drop = max(i for i, (_, _, p) in enumerate(kept) if p == lowest)
         del kept[drop]
@@ -80,14 +83,16 @@ class StatusBar(Widget):
     def _model_line(self, width: int) -> Text:
         info = self.info
         if info is None:
-            return _fit(
-                [(" gpt-tui ", "bold reverse", 9), (f"  {self.loading_text}", "italic", 8)], width
-            )
+            loading = [
+                (" gpt-tui ", "bold reverse", KEEP),
+                (f"  {self.loading_text}", "italic", KEEP),
+            ]
+            return _fit(loading, width)
         mem = memory_text(self.memory)
         return _fit(
             [
                 (" gpt-tui ", "bold reverse", 2),
-                (f" {info.name}", "bold", 9),
+                (f" {info.name}", "bold", KEEP),
                 (f" {info.family}", "cyan", 3),
                 (f" · {info.device} · {info.dtype}", "", 6),
                 (f" · {fmt.count(info.summary.total_params)} params", "bold", 7),
@@ -106,8 +111,8 @@ class StatusBar(Widget):
         left = _fit(
             [
                 (" stepper ", "dim", 1),
-                (state, style, 9),
-                (f"  prompt {self.prompt!r}" if self.prompt else "", "dim", 5),
+                (state, style, KEEP),
+                (f"  prompt {self.prompt!r}" if self.prompt else "", "dim", KEEP),
             ],
             max(1, width - marks.cell_len - 1),
         )

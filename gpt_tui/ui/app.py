@@ -753,7 +753,9 @@ class GptTuiApp(App[int]):
 
     @on(Input.Submitted, "#tree-filter")
     def _filter_submitted(self) -> None:
-        self.query_one(ModuleTree).focus()
+        tree = self.query_one(ModuleTree)
+        tree.select_first_match()
+        tree.focus()
 
     def action_focus_tree(self, now: bool = False) -> None:
         box = self.query_one("#tree-filter", Input)

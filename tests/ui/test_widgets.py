@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import string
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -308,3 +309,52 @@ async def test_stats_token_strip_gives_position_token_and_id() -> None:
         await pilot.pause()
         strip = str(panel.query_one("#stats-tokens", Static).render())
         assert strip.startswith("T=3 (pos token) │ 0 R  1 O  2 ␣")
+
+
+def column_labels(panel: StatsPanel) -> list[str]:
+    return [str(c.label) for c in panel.query_one(RowTable).ordered_columns]
+
+
+async def test_stats_diff_mode_is_marked_and_refuses_runs_of_other_lengths() -> None:
+    panel = StatsPanel()
+    records = boundary_records()
+    async with Host(panel).run_test(size=(100, 20)) as pilot:
+        note = panel.query_one("#stats-delta", Static)
+        panel.run = RunResult("RO:", ("R", "O", ":"), records)
+        await pilot.pause()
+        assert not note.display and "mean" in column_labels(panel)
+        panel.show_delta = True
+        await pilot.pause()
+        assert note.display and "no previous run" in str(note.render())
+        # Same length: Δ headers, and each cell is the change.
+        shifted = tuple(replace(r, stats=stats(r.stats.mean - 1.0)) for r in records)
+        panel.previous = RunResult("RO!", ("R", "O", "!"), shifted)
+        panel.run = RunResult("RO:", ("R", "O", ":"), records)
+        await pilot.pause()
+        labels = column_labels(panel)
+        assert labels[:2] == ["name", "shape"] and "Δmean" in labels and "Δrms" in labels
+        assert "Δ against the previous run ('RO!')" in str(note.render())
+        mean = labels.index("Δmean")
+        assert str(panel.query_one(RowTable).get_row_at(0)[mean]).strip() == "+1"
+        # Another length: plain values and the reason.
+        panel.previous = RunResult("ROMEO", tuple("ROMEO"), shifted)
+        panel.run = RunResult("RO:", ("R", "O", ":"), records)
+        await pilot.pause()
+        assert "mean" in column_labels(panel) and "Δmean" not in column_labels(panel)
+        assert "Δ not compared: the previous run had T=5 tokens, this one T=3" in str(note.render())
+        panel.show_delta = False
+        await pilot.pause()
+        assert not note.display
+
+
+async def test_tree_filter_selects_the_first_match() -> None:
+    model = build_model(make_config("tiny"), "meta")
+    tree = ModuleTree()
+    async with Host(tree).run_test(size=(60, 40)) as pilot:
+        tree.summary = summarize(model)
+        tree.name_filter = "mlp"
+        assert tree.select_first_match() == "transformer.h.0.mlp"
+        await pilot.pause()
+        assert tree.selected_path == "transformer.h.0.mlp"
+        tree.name_filter = "nothing like it"
+        assert tree.select_first_match() is None

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # What you hunt a NaN with comes first, so that it fits at 80 columns.
 COLUMNS = ("name", "shape", "NaN", "Inf", "mean", "std", "min", "max", "|max|", "rms", "zero%")
 STAT_FIELDS = ("mean", "std", "min", "max", "abs_max", "rms")
+DELTA_COLUMNS = ("mean", "std", "min", "max", "|max|", "rms")  # headed Δ in diff mode
 _RESID = re.compile(r"\.(\d+)\.resid_(pre|post)$")
 
 
@@ -149,6 +150,7 @@ class StatsPanel(Vertical):
             yield Sparkline([], id="stats-spark")
             yield Label("", id="stats-spark-range")
         yield Static("", id="stats-tokens")
+        yield Static("", id="stats-delta")
         # No cell padding: every column is sized to its widest cell plus one space, so
         # that name, shape, NaN, Inf, mean, std, min and max fit in 80 columns.
         yield RowTable(id="stats-table", cell_padding=0)
@@ -177,16 +179,17 @@ class StatsPanel(Vertical):
         self.query_one("#stats-spark", Sparkline).data = rms
         span = f" {fmt.num(min(rms))}…{fmt.num(max(rms))}" if rms else ""
         self.query_one("#stats-spark-range", Label).update(span)
+        compare = self._compared()
         before: dict[tuple[str, str], TensorStats] = {}
-        if self.show_delta and self.previous is not None:
-            before = {(r.name, r.phase): r.stats for r in self.previous.records}
+        if compare is not None:
+            before = {(r.name, r.phase): r.stats for r in compare.records}
         shown = merge_aliases(run.records)
         paused_row = None
         rows = []
         for n, row in enumerate(shown):
             r = run.records[row.index]
             s = r.stats
-            if self.show_delta and self.previous is not None:
+            if compare is not None:
                 prev = before.get((r.name, r.phase))
                 values = [
                     _delta(getattr(s, f), getattr(prev, f) if prev else None) for f in STAT_FIELDS
@@ -216,6 +219,8 @@ class StatsPanel(Vertical):
         # Explicit widths (auto-sizing measures nothing while the tab is hidden): the
         # widest cell and one space; numbers are right-aligned, so the space leads.
         for c, label in enumerate(COLUMNS):
+            if compare is not None and label in DELTA_COLUMNS:
+                label = f"Δ{label}"
             width = max(len(label), *(row[c].cell_len for row in rows)) + 1
             justify = "left" if c < 2 else "right"
             table.add_column(Text(label, justify=justify), width=width)
@@ -223,5 +228,26 @@ class StatsPanel(Vertical):
             table.add_row(*row, key=str(i))
         if paused_row is not None:
             table.move_cursor(row=paused_row, animate=False)
-        if self.show_delta and self.previous is None:
-            self.notify("no previous run to compare with yet", timeout=2)
+
+    def _compared(self) -> RunResult | None:
+        """The run the Δ columns are taken against, None when not comparing; the line
+        above the table says which, or why not (runs of different lengths are not)."""
+        note = self.query_one("#stats-delta", Static)
+        note.display = self.show_delta
+        run, previous = self.run, self.previous
+        if not self.show_delta or run is None:
+            return None
+        if previous is None:
+            note.update(Text("Δ: no previous run to compare with yet", style="yellow"))
+            return None
+        if len(previous.tokens) != len(run.tokens):
+            note.update(
+                Text(
+                    f"Δ not compared: the previous run had T={len(previous.tokens)} "
+                    f"tokens, this one T={len(run.tokens)}",
+                    style="yellow",
+                )
+            )
+            return None
+        note.update(Text(f"Δ against the previous run ({previous.prompt!r})", style="bold"))
+        return previous

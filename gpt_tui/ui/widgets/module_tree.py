@@ -192,6 +192,25 @@ class ModuleTree(Tree[str]):
         # Line numbers exist only after the tree lays out its newly expanded nodes.
         self.call_after_refresh(self.scroll_to_node, node, animate=False)
 
+    def select_first_match(self) -> str | None:
+        """Move the cursor to the first module (in tree order) whose path contains the
+        filter, not its ancestors that are shown for context; the path, None if none."""
+        needle = self.name_filter.strip().lower()
+        summary = self.summary
+        if not needle or summary is None:
+            return None
+        path = next((p for p in summary.modules if p and needle in p.lower()), None)
+        if path is None:
+            return None
+        # Line numbers exist only after the tree lays out the filtered nodes.
+        self.call_after_refresh(self._move_to, path)
+        return path
+
+    def _move_to(self, path: str) -> None:
+        node = self._path_nodes.get(path)
+        if node is not None:
+            self.move_cursor(node, animate=False)
+
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
         event.stop()
         if event.node.data is not None:

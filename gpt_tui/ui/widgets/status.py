@@ -112,7 +112,7 @@ class StatusBar(Widget):
             [
                 (" stepper ", "dim", 1),
                 (state, style, KEEP),
-                (f"  prompt {self.prompt!r}" if self.prompt else "", "dim", KEEP),
+                (f"  prompt {self.prompt!r}" if self.info else "", "dim", KEEP),
             ],
             max(1, width - marks.cell_len - 1),
         )

@@ -66,7 +66,7 @@ async def test_every_tab_renders(arch: str) -> None:
         assert table.row_count == len(expected)
         for i, record in enumerate(expected):
             name, shape = table.get_row_at(i)[:2]
-            assert record.name.endswith(str(name).split(" = ")[0])
+            assert record.name.endswith(str(name).split("=")[0])
             assert str(shape) == "×".join(map(str, record.shape))
         assert tree.shapes["transformer.h.0.mlp"] == (1, 6, 32)
         for key, widget in [

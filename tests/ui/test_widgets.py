@@ -233,17 +233,17 @@ async def test_stats_shows_one_tensor_once_with_its_other_names() -> None:
         await pilot.pause()
         assert table_names(panel) == [
             "h.0.mlp",
-            "h.0 = resid_post = h.1.resid_pre",
-            "h.1 (in) = h.0",  # an input stays a row (the stepper stops there)
+            "h.0=resid_post=h.1.resid_pre",
+            "h.1 (in)=h.0",  # an input stays a row (the stepper stops there)
             "h.1.attn",
-            "lm_head = logits",
+            "lm_head=logits",
         ]
         # Paused at an alias: its tensor's row is the paused one.
         panel.run = RunResult("p", ("a",), boundary_records(), paused=7)
         await pilot.pause()
         table = panel.query_one(RowTable)
         assert table.cursor_row == 4
-        assert table_names(panel)[4] == "→ lm_head = logits"
+        assert table_names(panel)[4] == "→ lm_head=logits"
 
 
 async def test_generate_pane_shows_kv_shapes_and_memory_per_layer() -> None:
@@ -269,7 +269,7 @@ async def test_generate_pane_shows_kv_shapes_and_memory_per_layer() -> None:
         each = fmt.nbytes(layers[0][2])
         used, size = session.cache_fill
         assert f"{used}/{size} · L0–{cfg.n_layer - 1} K {shape} V {shape} {each} each" in kv
-        assert f"{fmt.nbytes(layers[0][2] * cfg.n_layer)} in all" in kv
+        assert f" · {fmt.nbytes(layers[0][2] * cfg.n_layer)}, " in kv
 
 
 async def test_attention_legend_names_the_visible_rows_and_the_scale() -> None:

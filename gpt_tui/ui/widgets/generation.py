@@ -74,8 +74,8 @@ def generated_text(view: GenerationView) -> Text:
 
 def kv_text(view: GenerationView) -> Text:
     """The KV cache: its fill, then each layer's key and value shapes and memory, layers
-    of one shape together: `KV ▌ 7/128 · L0–3 K 1×4×128×32 V 1×4×128×32 32.0 KiB each ·
-    128.0 KiB in all, 7.0 KiB used`. Empty without a cache."""
+    of one shape together: `KV ▌ 7/128 · L0–3 K 1×4×128×32 V 1×4×128×32 128.0 KiB each ·
+    512.0 KiB, 28.0 KiB used`. Empty without a cache."""
     text = Text()
     if view.cache_fill is None:
         return text
@@ -99,7 +99,7 @@ def kv_text(view: GenerationView) -> Text:
         text.append(f" {fmt.nbytes(nbytes)}" + (" each" if last > first else ""))
     total = sum(nbytes for _, _, nbytes in layers)
     if total:
-        text.append(f" · {fmt.nbytes(total)} in all, {fmt.nbytes(total * used / size)} used")
+        text.append(f" · {fmt.nbytes(total)}, {fmt.nbytes(total * used / size)} used")
     return text
 
 

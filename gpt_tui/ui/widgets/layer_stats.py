@@ -55,13 +55,14 @@ def short_name(name: str) -> str:
 
 def row_name(record: ProbeRecord, paused: bool = False, aliases: tuple[str, ...] = ()) -> str:
     """The name column: without the `transformer.` every row has, `(in)` for inputs, and
-    the other names of the same tensor (`h.0 = resid_post = h.1.resid_pre`)."""
+    the other names of the same tensor (`h.0=resid_post=h.1.resid_pre`; no spaces, so
+    that the NaN-hunting columns still fit beside the tree's rail at 120 columns)."""
     name = short_name(record.name)
     name += " (in)" if record.phase == "in" else ""
     for alias in aliases:  # a name under this row's own path is shown from there on
-        name += " = " + short_name(alias.removeprefix(f"{record.name}."))
+        name += "=" + short_name(alias.removeprefix(f"{record.name}."))
     if record.phase == "in" and record.same_as is not None:
-        name += f" = {short_name(record.same_as)}"
+        name += f"={short_name(record.same_as)}"
     return f"{fmt.PAUSED_MARK}{name}" if paused else name
 
 
@@ -204,8 +205,8 @@ class StatsPanel(Vertical):
                 label = Text(name, style="bold black on yellow")
             else:
                 label = Text(name, style="bold red" if not s.finite else "")
-                if " = " in name:  # the tensor's other names
-                    label.stylize("dim", name.index(" = "))
+                if "=" in name:  # the tensor's other names
+                    label.stylize("dim", name.index("="))
             rows.append(
                 (
                     label,

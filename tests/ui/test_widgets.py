@@ -75,16 +75,18 @@ async def test_heatmap_cursor_stays_on_screen_with_a_long_prompt() -> None:
         await pilot.pause()
         heatmap = panel.query_one(AttentionHeatmap)
         heatmap.focus()
-        for _ in range(78):
-            await pilot.press("down")
+        await pilot.press("down", "down")  # the keys, then the same action row by row
+        assert heatmap.cursor == (2, 0)
+        for _ in range(76):
+            heatmap.action_move(1, 0)
             assert cursor_line_visible(heatmap), heatmap.cursor
         for _ in range(78):
-            await pilot.press("right")
+            heatmap.action_move(0, 1)
         await pilot.pause()
         assert heatmap.cursor == (78, 78)
         assert cursor_line_visible(heatmap)
         for _ in range(78):
-            await pilot.press("up")
+            heatmap.action_move(-1, 0)
             assert cursor_line_visible(heatmap), heatmap.cursor
 
 

@@ -28,7 +28,7 @@ from gpt_tui.ui.driver import (
 )
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap, AttentionPanel
 from gpt_tui.ui.widgets.generation import GeneratePanel
-from gpt_tui.ui.widgets.layer_stats import StatsPanel
+from gpt_tui.ui.widgets.layer_stats import StatsPanel, row_name
 from gpt_tui.ui.widgets.module_tree import ModuleTree
 from gpt_tui.ui.widgets.status import StatusBar
 from gpt_tui.ui.widgets.tables import RowTable
@@ -236,7 +236,7 @@ async def test_stats_shows_one_tensor_once_with_its_other_names() -> None:
         assert table_names(panel) == [
             "h.0.mlp",
             "h.0=resid_post=h.1.resid_pre",
-            "h.1 (in)=h.0",  # an input stays a row (the stepper stops there)
+            "h.1 (in)",  # an input stays a row (the stepper stops there)
             "h.1.attn",
             "lm_head=logits",
         ]
@@ -360,3 +360,12 @@ async def test_tree_filter_selects_the_first_match() -> None:
         assert tree.selected_path == "transformer.h.0.mlp"
         tree.name_filter = "nothing like it"
         assert tree.select_first_match() is None
+
+
+def test_alias_names_are_short_for_children_and_siblings() -> None:
+    proj = record("transformer.h.0.mlp.c_proj", 0)
+    aliases = ("transformer.h.0.mlp.dropout", "transformer.h.0.mlp")
+    assert row_name(proj, aliases=aliases) == "h.0.mlp.c_proj=dropout=h.0.mlp"
+    block = record("transformer.h.0", 1)
+    aliases = ("transformer.h.0.resid_post", "transformer.h.1.resid_pre")
+    assert row_name(block, paused=True, aliases=aliases) == "→ h.0=resid_post=h.1.resid_pre"

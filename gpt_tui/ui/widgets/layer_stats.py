@@ -59,10 +59,13 @@ def row_name(record: ProbeRecord, paused: bool = False, aliases: tuple[str, ...]
     that the NaN-hunting columns still fit beside the tree's rail at 120 columns)."""
     name = short_name(record.name)
     name += " (in)" if record.phase == "in" else ""
-    for alias in aliases:  # a name under this row's own path is shown from there on
-        name += "=" + short_name(alias.removeprefix(f"{record.name}."))
-    if record.phase == "in" and record.same_as is not None:
-        name += f"={short_name(record.same_as)}"
+    parent = record.name.rpartition(".")[0]
+    for alias in aliases:  # below this row's path from there, a sibling by its own name
+        if alias.startswith(f"{record.name}."):
+            alias = alias.removeprefix(f"{record.name}.")
+        elif parent and alias.rpartition(".")[0] == parent:
+            alias = alias.rpartition(".")[2]
+        name += "=" + short_name(alias)
     return f"{fmt.PAUSED_MARK}{name}" if paused else name
 
 

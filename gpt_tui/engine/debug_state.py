@@ -58,6 +58,8 @@ class GenerationView:
     pieces: tuple[str, ...]  # decoded text of each generated token, in order
     steps: tuple[SamplingStep, ...]  # every step taken since the last reset
     cache_fill: tuple[int, int] | None
+    # Per layer: the KV cache's key shape, value shape and bytes (() without a cache).
+    cache_layers: tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...]
     settings: GenerationSettings  # what the next step uses
     next_candidates: tuple[Candidate, ...]  # what the model predicts for the next position
     next_kept: int  # tokens that survive top-k / top-p at the next position

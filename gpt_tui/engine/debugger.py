@@ -527,6 +527,7 @@ class Debugger:
             pieces=pieces,
             steps=tuple(gen.steps),
             cache_fill=gen.cache_fill,
+            cache_layers=gen.cache_layers(),
             settings=self._settings,
             next_candidates=candidates,
             next_kept=kept,

@@ -242,6 +242,16 @@ class PendingRecord:
     numel: int
     row: torch.Tensor | None
     order: int
+    same_as: str | None = None  # the first "out" record of the same tensor in this pass
+
+
+@dataclass(frozen=True)
+class _Last:
+    """The last tensor recorded, its stats row, and its first "out" record's name."""
+
+    tensor: torch.Tensor | None = None
+    row: torch.Tensor | None = None
+    first_out: str | None = None
 
 
 # Called in the forward thread for every record as it is made (the stepper pauses here).
@@ -284,7 +294,7 @@ class Probes:
         self._thread: int | None = None  # ident of the thread running the current pass
         self._capturing = False
         self._block_inputs: dict[int, torch.Tensor] = {}
-        self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self._last: _Last = _Last()
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._attach()
 
@@ -412,7 +422,7 @@ class Probes:
             self._record(output_point, "out", y)
         self.flush()
         self._block_inputs = {}
-        self._last = (None, None)
+        self._last = _Last()
         self._thread = None
 
     def abandon_pass(self) -> None:
@@ -428,23 +438,26 @@ class Probes:
             self._capturing = False
         self._pending = []
         self._block_inputs = {}
-        self._last = (None, None)
+        self._last = _Last()
         self._thread = None
 
     def _record(
         self, p: ProbePoint, phase: Phase, x: torch.Tensor, row: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """Queue a record; `row` reuses stats already computed for the same tensor."""
+        # The same tensor is often recorded several times in a row (a block's output is its
+        # resid_post, the next block's input and resid_pre; the head's output is the
+        # logits): one slot catches that without keeping every activation of the pass alive.
+        last = self._last
+        same = last.tensor is x
         if row is None:
-            # The same tensor is often recorded twice in a row (a block's output is the next
-            # block's input; the head's output is the logits): one slot catches that without
-            # keeping every activation of the pass alive.
-            last_x, last_row = self._last
-            row = last_row if last_x is x else stats_row(x)
-        self._last = (x, row)
+            row = last.row if same else stats_row(x)
+        same_as = last.first_out if same else None
+        first_out = same_as or (p.name if phase == "out" else None)
+        self._last = _Last(x, row, first_out)
         pending = PendingRecord(
             p, phase, tuple(x.shape), str(x.dtype).removeprefix("torch."), str(x.device),
-            x.numel(), row, self._order,
+            x.numel(), row, self._order, same_as,
         )  # fmt: skip
         self._order += 1
         self._pending.append(pending)
@@ -467,6 +480,7 @@ class Probes:
                 device=r.device,
                 stats=s,
                 order=r.order,
+                same_as=r.same_as,
             )
             for r, s in zip(pending, stats, strict=True)
         ]

@@ -213,6 +213,17 @@ class GenerationSession:
         """(positions used, positions available) of the KV cache, None without a cache."""
         return None if self._cache is None else (self._cache.used, self._cache.max_len)
 
+    def cache_layers(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...], int], ...]:
+        """Per layer: the KV cache's key shape, value shape and bytes, as allocated for all
+        its positions (`cache_fill` says how many are used); () without our cache."""
+        cache = self._cache
+        if not isinstance(getattr(cache, "k", None), torch.Tensor):
+            return ()
+        return tuple(
+            (tuple(k.shape), tuple(v.shape), k.nbytes + v.nbytes)
+            for k, v in zip(cache.k, cache.v, strict=True)
+        )
+
     def step(self, force_token: int | None = None) -> SamplingStep:
         """Predict the next token, sample it (or take `force_token`), append it; its record."""
         if force_token is not None:

@@ -53,6 +53,9 @@ class ProbeRecord:
     device: str
     stats: TensorStats
     order: int  # position in execution order within the pass
+    # The name of an earlier "out" record of this very tensor, when there is one: a block's
+    # output is also its `resid_post` and the next block's `resid_pre` (and input).
+    same_as: str | None = None
 
 
 @dataclass(frozen=True)

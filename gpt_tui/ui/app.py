@@ -322,18 +322,13 @@ class GptTuiApp(App[int]):
         state = self.state
         if state is None:
             return
-        parts = [f"prompt {escape_prompt(state.prompt)!r}"]
-        if state.breakpoints:
-            parts.append(f"● {len(state.breakpoints)} breakpoint(s)")
-        if state.watch_nonfinite:
-            parts.append("NaN watch on")
-        if state.leaves:
-            parts.append("leaf probes on")
-        if state.ablations:
-            parts.append("; ".join(state.ablations))
-        if self._intents.pending:
-            parts.append("engine busy…")
-        self.query_one(StatusBar).detail = "  ".join(parts)
+        status = self.query_one(StatusBar)
+        status.prompt = escape_prompt(state.prompt)
+        status.breakpoints = len(state.breakpoints)
+        status.watch = state.watch_nonfinite
+        status.leaves = state.leaves
+        status.ablations = len(state.ablations)
+        status.busy = self._intents.pending > 0
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -585,7 +580,9 @@ class GptTuiApp(App[int]):
 
     @on(Input.Submitted, "#tree-filter")
     def _filter_submitted(self) -> None:
-        self.query_one(ModuleTree).focus()
+        tree = self.query_one(ModuleTree)
+        tree.select_first_match()
+        tree.focus()
 
     def action_focus_tree(self, now: bool = False) -> None:
         box = self.query_one("#tree-filter", Input)

@@ -286,3 +286,34 @@ def test_exception_in_forward_leaves_probes_usable() -> None:
         assert probes.records[-1].name == "logits"
         assert set(probes.patterns()) == {0, 1}
     assert not torch.overrides._get_current_function_mode_stack()
+
+
+@pytest.mark.parametrize("make", [nanogpt, nanochat])
+def test_records_of_one_tensor_name_its_first_output(make) -> None:
+    with Probes(make(), inputs=True) as probes:
+        probes.run(IDX)
+    by_key = {(r.name, r.phase): r for r in probes.records}
+    same = {key: r.same_as for key, r in by_key.items()}
+    # A block boundary: one tensor, four records.
+    assert same[("transformer.h.0", "out")] is None
+    assert same[("transformer.h.0.resid_post", "out")] == "transformer.h.0"
+    assert same[("transformer.h.1", "in")] == "transformer.h.0"
+    assert same[("transformer.h.1.resid_pre", "out")] == "transformer.h.0"
+    # Different tensors are not linked, whatever their values.
+    for name in ("transformer.h.0.attn", "transformer.h.0.resid_mid", "transformer.h.0.mlp"):
+        assert same[(name, "out")] is None
+    assert same[("transformer.h.0.mlp", "in")] is None  # ln_2's output, not probed
+    for r in probes.records:
+        if r.same_as is not None:
+            first = by_key[(r.same_as, "out")]
+            assert first.order < r.order and first.same_as is None
+            assert first.stats == r.stats and first.shape == r.shape
+
+
+def test_same_as_follows_leaves_and_the_head() -> None:
+    with Probes(nanogpt(), leaves=True) as probes:
+        probes.run(IDX)
+    same = {r.name: r.same_as for r in probes.records if r.phase == "out"}
+    assert same["transformer.h.0.resid_pre"] == "transformer.drop"  # dropout in eval: x itself
+    assert same["logits"] == "lm_head"
+    assert same["transformer.h.0.ln_1"] is None

@@ -27,44 +27,14 @@ from textual.strip import Strip
 from textual.widgets import Static
 
 from ... import formatting as fmt
+from .attention_pictures import ALLOWED, MASKED, legend_text, overview_text, ramp, rgb, top_keys
 
 if TYPE_CHECKING:
     from ...engine.debug_state import AttentionView
 
 MODES = ("pattern", "mask", "overlay")
-# A dark-to-bright ramp (magma-like); probabilities are shown on a √p scale so that the
-# small weights of long rows stay visible.
-RAMP = [
-    (0, 0, 4),
-    (28, 16, 68),
-    (79, 18, 123),
-    (129, 37, 129),
-    (181, 54, 122),
-    (229, 80, 100),
-    (251, 135, 97),
-    (254, 194, 135),
-    (252, 253, 191),
-]
 CURSOR = Style.parse("#00ffff")
-MASKED = (70, 10, 10)
-ALLOWED = (90, 90, 90)
 LABEL = Style(dim=True)
-
-
-def ramp(p: float) -> tuple[int, int, int]:
-    x = min(max(p, 0.0), 1.0) ** 0.5 * (len(RAMP) - 1)
-    i = min(int(x), len(RAMP) - 2)
-    t = x - i
-    a, b = RAMP[i], RAMP[i + 1]
-    return (
-        round(a[0] + (b[0] - a[0]) * t),
-        round(a[1] + (b[1] - a[1]) * t),
-        round(a[2] + (b[2] - a[2]) * t),
-    )
-
-
-def _rgb(c: tuple[int, int, int]) -> str:
-    return f"#{c[0]:02x}{c[1]:02x}{c[2]:02x}"
 
 
 class AttentionHeatmap(ScrollView, can_focus=True):
@@ -81,6 +51,9 @@ class AttentionHeatmap(ScrollView, can_focus=True):
     class CursorMoved(Message):
         row: int
         col: int
+
+    class Scrolled(Message):
+        """Other query rows or key columns came into view (see `visible`)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -122,9 +95,33 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         self.virtual_size = Size(self._label_width + tk * z, 1 + (tq * z + 1) // 2)
         self._cache.clear()
         self.refresh()
+        # What is visible is known once the scrollbars this size brings are laid out.
+        self.call_after_refresh(self.post_message, self.Scrolled())
 
     def on_resize(self) -> None:
         self._layout()
+        self.post_message(self.Scrolled())
+
+    def watch_scroll_x(self, old: float, new: float) -> None:
+        super().watch_scroll_x(old, new)
+        if round(old) != round(new):
+            self.post_message(self.Scrolled())
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if round(old) != round(new):
+            self.post_message(self.Scrolled())
+
+    def visible(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(first, last) query row and (first, last) key column on screen, wholly or in part."""
+        if self.weights is None:
+            return (0, -1), (0, -1)
+        tq, tk = self.weights.shape
+        cols, lines = self._view_size()
+        x, y = self.scroll_offset
+        z = self.zoom
+        rows = (2 * y // z, min(tq - 1, (2 * (y + lines) - 1) // z))
+        return rows, (x // z, min(tk - 1, (x + cols - 1) // z))
 
     # -- drawing -------------------------------------------------------------------------
 
@@ -158,8 +155,14 @@ class AttentionHeatmap(ScrollView, can_focus=True):
             return f"{starts[0]:>4} {tok(starts[0]):>{half}}"
         return f"{starts[0]:>4} {tok(starts[0]):>{half}}/{tok(starts[1]):<{half}}"
 
+    def _view_size(self) -> tuple[int, int]:
+        """Columns and lines the matrix can use: the widget minus its scrollbars (a long
+        prompt brings a horizontal one that hides the bottom line) and the key axis line."""
+        size = self.scrollable_content_region.size
+        return max(1, size.width - self._label_width), max(1, size.height - 1)
+
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_content_region.width
         if self.weights is None:
             return Strip.blank(width)
         scroll_x, scroll_y = self.scroll_offset
@@ -185,8 +188,8 @@ class AttentionHeatmap(ScrollView, can_focus=True):
             fg = CURSOR.color if (cq, ck) == (q_up, k) else None
             bg = CURSOR.color if (cq, ck) == (q_lo, k) else None
             style = Style(
-                color=fg or (_rgb(upper) if upper else None),
-                bgcolor=bg or (_rgb(lower) if lower else None),
+                color=fg or (rgb(upper) if upper else None),
+                bgcolor=bg or (rgb(lower) if lower else None),
             )
             segments.append(Segment("▀", style))
         strip = Strip(segments).adjust_cell_length(width)
@@ -231,73 +234,18 @@ class AttentionHeatmap(ScrollView, can_focus=True):
     def _scroll_to_cursor(self) -> None:
         q, k = self.cursor
         z = self.zoom
-        line = q * z // 2
-        visible_lines = max(1, self.size.height - 1)
-        cols = max(1, self.size.width - self._label_width)
+        first, last = q * z // 2, (q * z + z - 1) // 2  # the lines the row is drawn on
+        cols, visible_lines = self._view_size()
         x, y = self.scroll_offset
-        if line < y:
-            y = line
-        elif line >= y + visible_lines:
-            y = line - visible_lines + 1
+        if first < y:
+            y = first
+        elif last >= y + visible_lines:
+            y = last - visible_lines + 1
         if k * z < x:
             x = k * z
         elif (k + 1) * z > x + cols:
             x = (k + 1) * z - cols
         self.scroll_to(x, y, animate=False)
-
-
-def _spans(n: int, cells: int) -> list[tuple[int, int]]:
-    """The matrix range each of `cells` cells covers: whole repeats of each index when
-    n <= cells (every row / column equally tall / wide), else near-equal pools."""
-    if n <= cells:
-        per = cells // n
-        return [(i // per, i // per + 1) for i in range(n * per)]
-    edges = np.linspace(0, n, cells + 1).astype(int)
-    return [(int(a), int(max(b, a + 1))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
-def overview_text(weights: np.ndarray, width: int, cell: int = 12, current: int = -1) -> Text:
-    """All heads as small multiples, left to right and wrapped to `width`, each labelled
-    with its number (the `current` head highlighted): each head max-pooled to at most
-    `cell` columns and `cell` rows (two rows per line), every query row equally tall."""
-    n_head, tq, tk = weights.shape
-    rows, cols = _spans(tq, cell), _spans(tk, cell)
-    if len(rows) % 2:
-        rows.append((tq, tq))  # an empty lower half on the last line
-    grid_w = len(cols)
-    per_row = max(1, (width + 2) // (grid_w + 2))
-
-    def pooled(h: int) -> np.ndarray:
-        out = np.zeros((len(rows), grid_w), dtype=np.float32)
-        for i, (r0, r1) in enumerate(rows):
-            for j, (c0, c1) in enumerate(cols):
-                block = weights[h, r0:r1, c0:c1]
-                out[i, j] = float(block.max()) if block.size else 0.0
-        return out
-
-    text = Text()
-    for start in range(0, n_head, per_row):
-        heads = list(range(start, min(n_head, start + per_row)))
-        grids = [pooled(h) for h in heads]
-        for h in heads:
-            style = "bold reverse" if h == current else "bold"
-            text.append(f"head {h}"[:grid_w], style=style)
-            text.append(" " * (grid_w + 2 - min(grid_w, len(f"head {h}"))))
-        text.append("\n")
-        for line in range(len(rows) // 2):
-            for grid in grids:
-                for j in range(grid_w):
-                    up, lo = ramp(grid[2 * line, j]), ramp(grid[2 * line + 1, j])
-                    text.append("▀", style=Style(color=_rgb(up), bgcolor=_rgb(lo)))
-                text.append("  ")
-            text.append("\n")
-    return text
-
-
-def top_keys(row: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
-    """The `k` keys a query row attends to most: (key index, probability), largest first."""
-    order = np.argsort(-row, kind="stable")[:k]
-    return [(int(i), float(row[i])) for i in order if row[i] > 0]
 
 
 class AttentionPanel(Vertical):
@@ -360,6 +308,7 @@ class AttentionPanel(Vertical):
         yield AttentionHeatmap(id="attn-heatmap")
         with VerticalScroll(id="attn-overview"):
             yield Static("", id="attn-overview-text")
+        yield Static("", id="attn-legend")
         yield Static("", id="attn-cursor")
 
     def on_mount(self) -> None:
@@ -407,8 +356,9 @@ class AttentionPanel(Vertical):
         n_head = p.weights.shape[0]
         head = min(self.head, n_head - 1)
         title = Text(no_wrap=True, overflow="ellipsis")
-        title.append(f"layer {p.layer}/{self.n_layer - 1}", style="bold")
-        title.append(f"  head {head}/{n_head - 1}", style="bold")
+        # "layer 0/3" read as "0 of 3" for a 4-layer model: the range says it.
+        title.append(f"layer {p.layer} (0–{self.n_layer - 1})", style="bold")
+        title.append(f"  head {head} (0–{n_head - 1})", style="bold")
         if p.n_kv_head != n_head:
             title.append(f" (kv head {head // (n_head // p.n_kv_head)})", style="dim")
         # The verification figure before the mode, so that narrow screens show it too.
@@ -426,10 +376,31 @@ class AttentionPanel(Vertical):
             picture = overview_text(p.weights, width, current=head)
             self.query_one("#attn-overview-text", Static).update(picture)
         self._report(*heatmap.cursor)
+        self._legend()
 
     def on_attention_heatmap_cursor_moved(self, event: AttentionHeatmap.CursorMoved) -> None:
         event.stop()
         self._report(event.row, event.col)
+
+    def on_attention_heatmap_scrolled(self, event: AttentionHeatmap.Scrolled) -> None:
+        event.stop()
+        self._legend()
+
+    def _legend(self) -> None:
+        """The colour scale, then which query rows (and key columns) are on screen."""
+        view = self.view
+        if view is None or not self.is_mounted:
+            return
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if not self.overview:
+            (r0, r1), (c0, c1) = self.query_one(AttentionHeatmap).visible()
+            tq, tk = view.pattern.weights.shape[1:]
+            text.append(f"rows {r0}–{r1} of {tq}", style="bold")
+            if (c0, c1) != (0, tk - 1):
+                text.append(f" · keys {c0}–{c1} of {tk}", style="bold")
+            text.append("  ")
+        text.append_text(legend_text(self.mode))
+        self.query_one("#attn-legend", Static).update(text)
 
     def cursor_probability(self) -> float | None:
         """The exact weight under the cursor (what the cursor line prints)."""

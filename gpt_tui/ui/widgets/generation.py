@@ -72,6 +72,37 @@ def generated_text(view: GenerationView) -> Text:
     return text
 
 
+def kv_text(view: GenerationView) -> Text:
+    """The KV cache: its fill, then each layer's key and value shapes and memory, layers
+    of one shape together: `KV ▌ 7/128 · L0–3 K 1×4×128×32 V 1×4×128×32 128.0 KiB each ·
+    512.0 KiB, 28.0 KiB used`. Empty without a cache."""
+    text = Text()
+    if view.cache_fill is None:
+        return text
+    used, size = view.cache_fill
+    text.append("KV ", style="dim")
+    text.append(fmt.bar(used / size if size else 0, 8), style="magenta")
+    text.append(f" {used}/{size}")
+    layers = view.cache_layers
+    groups: list[tuple[int, int, tuple]] = []  # first layer, last layer, (k, v, bytes)
+    for i, layer in enumerate(layers):
+        if groups and groups[-1][2] == layer:
+            groups[-1] = (groups[-1][0], i, layer)
+        else:
+            groups.append((i, i, layer))
+    for first, last, (k, v, nbytes) in groups:
+        text.append(f" · L{first}" + (f"–{last}" if last > first else ""), style="bold")
+        text.append(" K ", style="dim")
+        text.append(fmt.short_shape(k), style="cyan")
+        text.append(" V ", style="dim")
+        text.append(fmt.short_shape(v), style="cyan")
+        text.append(f" {fmt.nbytes(nbytes)}" + (" each" if last > first else ""))
+    total = sum(nbytes for _, _, nbytes in layers)
+    if total:
+        text.append(f" · {fmt.nbytes(total)}, {fmt.nbytes(total * used / size)} used")
+    return text
+
+
 def token_text(label: str) -> str:
     """A token label on one line: escapes as in the candidates table, a space as ␣."""
     text = repr(label)[1:-1]
@@ -146,6 +177,7 @@ class GeneratePanel(Vertical):
         with VerticalScroll(id="gen-text-scroll"):
             yield Static("press g to generate one token, G for N tokens", id="gen-text")
         yield Static("", id="gen-step-line")
+        yield Static("", id="gen-kv")
         yield Static("", id="gen-lens")
         table = RowTable(id="gen-candidates")
         table.add_columns("#", "token", "id", "prob", "", "logit")
@@ -212,14 +244,8 @@ class GeneratePanel(Vertical):
         text.update(generated_text(view))
         self.query_one("#gen-text-scroll", VerticalScroll).scroll_end(animate=False)
         step = view.step
-        # The step's readout first, the KV cache fill after it: narrow panes wrap it.
+        self.query_one("#gen-kv", Static).update(kv_text(view))
         info = Text()
-        cache = Text()
-        if view.cache_fill is not None:
-            used, size = view.cache_fill
-            cache.append("  KV ", style="dim")
-            cache.append(fmt.bar(used / size if size else 0, 8), style="magenta")
-            cache.append(f" {used}/{size}")
         # Bars are relative to the most likely candidate; the number is the probability.
         top = max((c.prob for c in view.next_candidates), default=0.0)
         for rank, cand in enumerate(view.next_candidates, 1):
@@ -234,13 +260,12 @@ class GeneratePanel(Vertical):
             )
         if step is None:
             info.append(f"next token: {view.next_kept} candidates kept", style="dim")
-            line.update(info + cache)
+            line.update(info)
             return
         how = "forced" if step.forced else ("greedy" if step.greedy else "sampled")
         info.append(f"step {step.index + 1} ")
         info.append(token_text(step.token_label), style="bold black on yellow")
         info.append(f" {how} p={step.token_prob:.3f} H={step.entropy:.2f} nats kept {step.kept}")
-        info.append_text(cache)
         if step.note:
             info.append(f"  {step.note}", style="italic yellow")
         line.update(info)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 # Modules expanded when the tree is first built: the path down to the blocks.
 OPEN_PATHS = ("", "transformer", "transformer.h")
-# What a label holds at the tree's width: the name always, then the last output shape,
-# then the parameter count, the class only when there is room for it.
+# What a label holds at the tree's width: the name always, then what fits of the parameter
+# count, the last output shape and (wide trees only) the class.
 WIDE = 44  # and wider: name, class, shape, params
 NARROW = 22  # narrower: the name only (the tree is a rail beside a focused tab)
 
@@ -53,6 +53,7 @@ class ModuleTree(Tree[str]):
         self.show_root = True
         self._path_nodes: dict[str, TreeNode[str]] = {}
         self._detail = "wide"
+        self._width = 0  # the width the labels were fitted to
 
     @property
     def selected_path(self) -> str | None:
@@ -120,21 +121,37 @@ class ModuleTree(Tree[str]):
             text.append(" NaN/Inf", style="bold red")
         if self._detail == "rail":
             return text
-        if path and self._detail == "wide":
-            text.append(f" {node.class_name}", style="dim")
+        # Beside the name, what fits on the line: the parameter count first (it must never
+        # be cut), then the shape, then the class (wide trees only); shown in that order.
+        room = self._room(node.depth, bool(node.children)) - text.cell_len
         shape = self.shapes.get(path)
-        if shape is not None:
-            text.append(f" {fmt.short_shape(shape)}", style="cyan")
-        if node.params:
-            text.append(f" {fmt.count(node.params)}", style="green")
+        extras = {
+            "params": (f" {fmt.count(node.params)}" if node.params else "", "green"),
+            "shape": (f" {fmt.short_shape(shape)}" if shape is not None else "", "cyan"),
+            "class": (f" {node.class_name}" if path and self._detail == "wide" else "", "dim"),
+        }
+        shown = set()
+        for key, (extra, _) in extras.items():  # in the order they are kept
+            if extra and len(extra) <= room:
+                shown.add(key)
+                room -= len(extra)
+        for key in ("class", "shape", "params"):  # in the order they are drawn
+            if key in shown:
+                text.append(*extras[key])
         return text
+
+    def _room(self, depth: int, expandable: bool) -> int:
+        """Cells left for a label after the guides, the ▼ of a node with children and
+        the scrollbar's column (kept free whether or not the bar is shown)."""
+        return self.size.width - 1 - self.guide_depth * depth - (2 if expandable else 0)
 
     def on_resize(self) -> None:
         width = self.size.width
         detail = "wide" if width >= WIDE else ("narrow" if width >= NARROW else "rail")
         self.guide_depth = 4 if detail == "wide" else 2
-        if detail != self._detail:
-            self._detail = detail
+        self._detail = detail
+        if width != self._width:
+            self._width = width
             self._relabel()
 
     def _relabel(self) -> None:
@@ -174,6 +191,25 @@ class ModuleTree(Tree[str]):
             parent = parent.parent
         # Line numbers exist only after the tree lays out its newly expanded nodes.
         self.call_after_refresh(self.scroll_to_node, node, animate=False)
+
+    def select_first_match(self) -> str | None:
+        """Move the cursor to the first module (in tree order) whose path contains the
+        filter, not its ancestors that are shown for context; the path, None if none."""
+        needle = self.name_filter.strip().lower()
+        summary = self.summary
+        if not needle or summary is None:
+            return None
+        path = next((p for p in summary.modules if p and needle in p.lower()), None)
+        if path is None:
+            return None
+        # Line numbers exist only after the tree lays out the filtered nodes.
+        self.call_after_refresh(self._move_to, path)
+        return path
+
+    def _move_to(self, path: str) -> None:
+        node = self._path_nodes.get(path)
+        if node is not None:
+            self.move_cursor(node, animate=False)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
         event.stop()

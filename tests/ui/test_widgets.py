@@ -14,18 +14,18 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from gpt_tui import formatting as fmt
-from gpt_tui.engine.sampling import GenerationSession
-from gpt_tui.engine.summary import summarize
-from gpt_tui.engine.trace import AttentionPattern, ProbeRecord, TensorStats
-from gpt_tui.io.tokenizers import CharTokenizer
-from gpt_tui.models import build_model, make_config
-from gpt_tui.ui.driver import (
+from gpt_tui.engine.debug_state import (
     AttentionView,
     GenerationSettings,
     GenerationView,
     ModelInfo,
     RunResult,
 )
+from gpt_tui.engine.sampling import GenerationSession
+from gpt_tui.engine.summary import summarize
+from gpt_tui.engine.trace import AttentionPattern, ProbeRecord, TensorStats
+from gpt_tui.io.tokenizers import CharTokenizer
+from gpt_tui.models import build_model, make_config
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap, AttentionPanel
 from gpt_tui.ui.widgets.generation import GeneratePanel
 from gpt_tui.ui.widgets.layer_stats import StatsPanel, row_name
@@ -259,7 +259,7 @@ async def test_generate_pane_shows_kv_shapes_and_memory_per_layer() -> None:
     assert layers == ((kv_shape, kv_shape, 2 * 4 * math.prod(kv_shape)),) * cfg.n_layer
     candidates, kept = session.peek()
     view = GenerationView(
-        "RO", ("a", "b", "c"), session.steps[-1], session.cache_fill, layers,
+        "RO", ("a", "b", "c"), tuple(session.steps), session.cache_fill, layers,
         GenerationSettings(), candidates, kept,
     )  # fmt: skip
     panel = GeneratePanel()

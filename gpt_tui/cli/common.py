@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import GptTuiError
 
 if TYPE_CHECKING:
+    from ..engine.debugger import Debugger
     from ..engine.session import ModelSpec, Session
 
 
@@ -24,6 +25,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
         overrides=list(args.overrides),
         checkpoint=args.checkpoint,
         meta=args.meta,
+        tokenizer=args.tokenizer,
         sample=args.sample,
         model_file=args.model_file,
         model_class=args.model_class,
@@ -38,6 +40,19 @@ def open_session(args: argparse.Namespace) -> Session:
     from ..engine.session import Session
 
     return Session.open(model_spec(args))
+
+
+def open_debugger(args: argparse.Namespace, prompt: str) -> Debugger:
+    """The same Debugger the app drives, on the command's model and prompt."""
+    from ..engine.debugger import Debugger
+
+    debugger = Debugger(open_session(args), seed=args.seed)
+    try:
+        debugger.set_prompt(prompt)
+    except BaseException:
+        debugger.close()
+        raise
+    return debugger
 
 
 def require_weights(session: Session, what: str) -> None:

@@ -6,85 +6,87 @@ import argparse
 import fnmatch
 
 from . import render
-from .common import UserError, open_session, require_weights
+from .common import UserError, open_debugger, require_weights
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    session = open_session(args)
-    layers = [] if args.attention is None else [args.attention]
-    n_layer = getattr(session.config, "n_layer", None)
-    if args.attention is not None and n_layer is not None and not 0 <= args.attention < n_layer:
-        raise UserError(f"--attention {args.attention}: layers are 0..{n_layer - 1}")
-    trace = session.trace(args.prompt, attention_layers=layers, leaves=args.leaves)
+    debugger = open_debugger(args, args.prompt)
+    try:
+        session = debugger.session
+        layers = [] if args.attention is None else [args.attention]
+        n_layer = getattr(session.config, "n_layer", None)
+        if args.attention is not None and n_layer is not None and not 0 <= args.attention < n_layer:
+            raise UserError(f"--attention {args.attention}: layers are 0..{n_layer - 1}")
+        debugger.set_leaves(args.leaves)
+        run = debugger.run(attention_layers=layers).run
+    finally:
+        debugger.close()
+    assert run is not None
     if args.json:
         render.print_json(
             dict(
                 model=session.name,
-                prompt=trace.prompt,
-                tokens=trace.tokens,
-                token_ids=trace.token_ids,
-                records=trace.records,
-                attention={str(k): v for k, v in trace.patterns.items()},
-                next_tokens=trace.next_tokens,
-                note=trace.note,
+                prompt=run.prompt,
+                tokens=run.tokens,
+                token_ids=run.token_ids,
+                records=run.records,
+                attention={str(k): v for k, v in run.patterns.items()},
+                next_tokens=run.next_tokens,
+                note=run.note,
             )
         )
         return 0
     console = render.console()
-    title = f"Forward pass of {session.name} on {render.plural(len(trace.tokens), 'token')}"
-    console.print(render.stats_table(title, trace.records))
-    for pattern in trace.patterns.values():
-        console.print(render.pattern_table(pattern, trace.tokens))
-    top = "  ".join(f"'{c.label}' {c.prob:.3f}" for c in trace.next_tokens[:8])
+    title = f"Forward pass of {session.name} on {render.plural(len(run.tokens), 'token')}"
+    console.print(render.stats_table(title, run.records))
+    for pattern in run.patterns.values():
+        console.print(render.pattern_table(pattern, run.tokens))
+    top = "  ".join(f"'{c.label}' {c.prob:.3f}" for c in run.next_tokens[:8])
     console.print(f"[bold]next token[/]: {top}")
-    if trace.note:
-        console.print(f"[yellow]note:[/] {trace.note}")
+    if run.note:
+        console.print(f"[yellow]note:[/] {run.note}")
     return 0
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    from ..engine.interventions import InterventionError, inject_nonfinite
-    from ..engine.stepping import StepperError
+    from ..engine.interventions import inject_nonfinite
 
-    session = open_session(args)
-    require_weights(session, "step")
     if not args.breakpoints and not args.watch_nan:
         raise UserError("give --break GLOB (e.g. 'transformer.h.1.*') and/or --watch-nan")
-    names = session.probe_names(leaves=args.leaves)
-    for glob in args.breakpoints:
-        if not any(fnmatch.fnmatchcase(n, glob) for n in names):
-            leaf_hint = "" if args.leaves else "; add --leaves to stop at Linear/norm layers"
-            raise UserError(
-                f"--break {glob!r} matches no module; names look like {names[2]!r}, "
-                f"'*.mlp', 'transformer.h.1.*' (gpt-tui summary lists them){leaf_hint}"
-            )
-    if args.inject_nan:
-        try:
-            session.interventions.add(inject_nonfinite(args.inject_nan))
-        except InterventionError as err:
-            raise UserError(str(err)) from None
-    stepper = session.stepper(
-        args.prompt,
-        breakpoints=args.breakpoints,
-        watch_nonfinite=args.watch_nan,
-        leaves=args.leaves,
-    )
+    debugger = open_debugger(args, args.prompt)
     try:
-        event = stepper.continue_()
-        reason = stepper.reason
-        residual = list(stepper.residual)
-    except StepperError as err:
-        raise UserError(str(err)) from None
+        session = debugger.session
+        require_weights(session, "step")
+        names = session.probe_names(leaves=args.leaves)
+        for glob in args.breakpoints:
+            if not any(fnmatch.fnmatchcase(n, glob) for n in names):
+                leaf_hint = "" if args.leaves else "; add --leaves to stop at Linear/norm layers"
+                raise UserError(
+                    f"--break {glob!r} matches no module; names look like {names[2]!r}, "
+                    f"'*.mlp', 'transformer.h.1.*' (gpt-tui summary lists them){leaf_hint}"
+                )
+        if args.inject_nan:
+            debugger.add_intervention(inject_nonfinite(args.inject_nan))
+        debugger.set_breakpoints(args.breakpoints)
+        debugger.set_watch(args.watch_nan)
+        debugger.set_leaves(args.leaves)
+        state = debugger.step("continue")  # the app's `c`
     finally:
-        session.close()
+        debugger.close()
+    event, reason = state.event, state.reason
+    events = [dict(index=e.index, name=e.name, phase=e.phase) for e in state.events]
     if event is None:
         if args.json:
-            render.print_json(dict(stopped=False, events=len(stepper.events)))
+            render.print_json(dict(stopped=False, events=events))
         else:
-            print(f"the forward pass finished without stopping ({len(stepper.events)} events)")
+            print(f"the forward pass finished without stopping ({len(state.events)} events)")
         return 0
+    assert state.stepping is not None
+    residual = [r for r in state.stepping.records if r.kind == "resid"]
     if args.json:
-        render.print_json(dict(stopped=True, reason=reason, event=event, residual=residual))
+        render.print_json(
+            dict(stopped=True, reason=reason, event=event, residual=residual, events=events)
+        )
         return 0
     console = render.console()
     why = {"breakpoint": "breakpoint", "watch": "NaN/Inf watchpoint"}.get(reason or "", reason)
@@ -109,24 +111,20 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..engine.sampling import GenerationError, generate_steps
+    from ..engine.debug_state import GenerationSettings
 
-    session = open_session(args)
-    require_weights(session, "generate")
+    debugger = open_debugger(args, args.prompt)
     try:
-        steps = generate_steps(
-            session.model,
-            session.tokenizer,
-            args.prompt,
-            args.steps,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
-    except GenerationError as err:
-        raise UserError(str(err)) from None
-    text = args.prompt + session.decode([s.token_id for s in steps])
+        session = debugger.session
+        require_weights(session, "generate")
+        settings = GenerationSettings(args.temperature, args.top_k, args.top_p, args.seed)
+        debugger.reset_generation(settings)
+        view = debugger.generate(args.steps).generation  # the app's `G`
+    finally:
+        debugger.close()
+    assert view is not None
+    steps = view.steps
+    text = view.text
     if args.json:
         render.print_json(dict(model=session.name, prompt=args.prompt, steps=steps, text=text))
         return 0

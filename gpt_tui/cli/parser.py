@@ -82,6 +82,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--checkpoint", metavar="PATH", help="a nanoGPT / nanochat / GPT-2 checkpoint")
     g.add_argument("--meta", metavar="PATH", help="nanoGPT meta.pkl with the char vocabulary")
+    g.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="a local tokenizer: .tiktoken, GPT-2 encoder.json + vocab.bpe, or tokenizer.json",
+    )
     g.add_argument("--sample", metavar="NAME", help="a shipped sample model (gpt-tui samples)")
     g.add_argument("--model-file", metavar="PATH.py", help="your own model.py / gpt.py")
     g.add_argument("--model-class", metavar="NAME", help="model class in --model-file")

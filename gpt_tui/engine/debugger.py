@@ -41,7 +41,7 @@ from .debug_state import (
     RunResult,
     StepStatus,
 )
-from .interventions import HeadScale, OutputScale
+from .interventions import HeadScale, InterventionSpec, OutputScale
 from .probes import find_block_list, unwrap_model
 from .sampling import check_sampling_settings, token_label
 
@@ -398,18 +398,31 @@ class Debugger:
             else:
                 spec = HeadScale(module, head or 0) if kind == "attn" else OutputScale(module)
                 self._ablations[key] = interventions.add(spec)
-            self._replay_paused(mid)
-            if self._run is not None:
-                trace = self.session.trace(self._prompt, leaves=self._leaves)
-                self._set_run(_run_from_trace(trace))
-            self._attention = self._train = None
-            if self._generation is not None:
-                self._generation.drop_cache()  # cached keys/values describe the old model
-                self._generation_view = self._view_generation()
-            active = "; ".join(spec.description for spec in interventions.active)
-            return self._snapshot(mid, active or "no ablations active")
+            return self._interventions_changed(mid)
 
         return self._intent(move, body, "ablation")
+
+    def add_intervention(self, spec: InterventionSpec, *, move: int | None = None) -> DebugState:
+        """Any intervention (e.g. `inject_nonfinite(module)` to try the NaN watchpoint);
+        it stays for the session. The views are brought up to date as for an ablation."""
+
+        def body(mid: int) -> DebugState:
+            self.session.interventions.add(spec)
+            return self._interventions_changed(mid)
+
+        return self._intent(move, body, "intervention")
+
+    def _interventions_changed(self, mid: int) -> DebugState:
+        self._replay_paused(mid)
+        if self._run is not None:
+            trace = self.session.trace(self._prompt, leaves=self._leaves)
+            self._set_run(_run_from_trace(trace))
+        self._attention = self._train = None
+        if self._generation is not None:
+            self._generation.drop_cache()  # cached keys/values describe the old model
+            self._generation_view = self._view_generation()
+        active = self.session.interventions.active
+        return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
 
     # -- views ---------------------------------------------------------------------------
 
@@ -540,7 +553,7 @@ class Debugger:
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
         stepper = self._stepper
         paused = stepper is not None and stepper.current is not None
-        interventions = self.session.interventions.active if self._ablations else ()
+        interventions = self.session.interventions.active
         return DebugState(
             move=mid,
             prompt=self._prompt,

@@ -651,8 +651,14 @@ class GptTuiApp(App[int]):
     async def action_quit(self) -> None:
         """Leave at once: the running intent is cancelled at its next module, waiting
         ones are dropped, the debugger's hooks and threads are gone before the exit."""
+        await self._close_debugger()
+        self.exit(0)
+
+    async def on_unmount(self) -> None:
+        await self._close_debugger()  # however the app ends: no thread or hook left
+
+    async def _close_debugger(self) -> None:
         self._intents.close()
         debugger = self.debugger
         if debugger is not None:
             await asyncio.to_thread(debugger.close)
-        self.exit(0)

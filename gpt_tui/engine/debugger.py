@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import GptTuiError, describe_error
+from ..errors import GptTuiError
 from .debug_state import (
     AttentionView,
     DebugState,
@@ -43,17 +43,15 @@ from .debug_state import (
 )
 from .interventions import HeadScale, InterventionSpec, OutputScale
 from .probes import find_block_list, unwrap_model
-from .sampling import check_sampling_settings, token_label
+from .sampling import check_sampling_settings
+from .views import default_prompt, generation_view, model_info, run_from_trace, stepped_run
 
 if TYPE_CHECKING:
     from .sampling import GenerationSession
-    from .session import Session, Trace
+    from .session import Session
     from .stepping import ForwardStepper
     from .trace import StepEvent
     from .train_view import TrainView
-
-# Tried in order; the first the tokenizer can encode is the default prompt.
-PROMPT_CANDIDATES = ("ROMEO:", "The meaning of life is", "Hello", "\n")
 
 MOVES = ("into", "over", "out", "continue")
 
@@ -75,7 +73,7 @@ class Debugger:
         self._closing = False
         self._intent_thread: int | None = None  # the thread running the current intent
         self._move = 0  # id of the last intent that ran
-        self._prompt = self._default_prompt()
+        self._prompt = default_prompt(session)
         self._breakpoints: frozenset[str] = frozenset()
         self._watch = False
         self._leaves = False
@@ -168,39 +166,7 @@ class Debugger:
 
     def info(self) -> ModelInfo:
         with self._lock:
-            s = self.session
-            config = s.config
-
-            def field(name: str, default: int = 0) -> int:
-                value = getattr(config, name, default)
-                return value if isinstance(value, int) else default
-
-            n_head = field("n_head")
-            return ModelInfo(
-                name=s.name,
-                family=s.family,
-                source=s.source,
-                device=str(s.device),
-                dtype=str(s.dtype).removeprefix("torch."),
-                summary=s.summary(),
-                n_layer=field("n_layer"),
-                n_head=n_head,
-                n_kv_head=field("n_kv_head", n_head),
-                n_embd=field("n_embd"),
-                context_len=s.context_len,
-                vocab_size=s.tokenizer.vocab_size,
-                notes=tuple(s.notes),
-                default_prompt=self._default_prompt(),
-            )
-
-    def _default_prompt(self) -> str:
-        for text in PROMPT_CANDIDATES:
-            try:
-                if self.session.encode(text):
-                    return text
-            except Exception:  # the tokenizer rejects these characters: try the next
-                continue
-        return self.session.decode([0])
+            return model_info(self.session)
 
     def memory(self) -> dict[str, int]:
         return self.session.memory()  # read-only and cheap: not behind the lock
@@ -263,7 +229,7 @@ class Debugger:
             trace = self.session.trace(
                 self._prompt, attention_layers=attention_layers, leaves=self._leaves
             )
-            self._set_run(_run_from_trace(trace))
+            self._set_run(run_from_trace(trace))
             return self._snapshot(mid, f"forward pass recorded {len(trace.records)} probes")
 
         return self._intent(move, body, "forward pass")
@@ -291,7 +257,9 @@ class Debugger:
                 self._end_stepper("aborted")
                 return self._snapshot(mid, "pass aborted")
             if event is None:
-                self._set_run(self._records_of(stepper, finished=True))
+                self._set_run(
+                    stepped_run(stepper, self.session, self._prompt, self._step_ids, finished=True)
+                )
                 self._end_stepper("finished")
                 return self._snapshot(mid, f"pass finished after {len(stepper.events)} events")
             self._record_pause(stepper)
@@ -318,29 +286,10 @@ class Debugger:
         self._step_ids = tuple(ids)
         return stepper
 
-    def _records_of(self, stepper: ForwardStepper, finished: bool) -> RunResult:
-        records = tuple(stepper.probes.records)  # flushed at every pause and at the end
-        tokens = tuple(token_label(self.session.tokenizer, i) for i in self._step_ids)
-        if finished:
-            outs = tuple(r for r in records if r.phase == "out")
-            return RunResult(self._prompt, tokens, outs, token_ids=self._step_ids)
-        event = stepper.current
-        paused = next(
-            (
-                i
-                for i in range(len(records) - 1, -1, -1)
-                if event is not None
-                and records[i].name == event.name
-                and records[i].phase == event.phase
-            ),
-            None,
-        )
-        return RunResult(self._prompt, tokens, records, paused=paused, token_ids=self._step_ids)
-
     def _record_pause(self, stepper: ForwardStepper) -> None:
         self._step_status = "paused"
         self._step_events = tuple(stepper.events)
-        self._stepping = self._records_of(stepper, finished=False)
+        self._stepping = stepped_run(stepper, self.session, self._prompt, self._step_ids)
 
     def _end_stepper(self, status: StepStatus) -> None:
         stepper = self._stepper
@@ -416,11 +365,13 @@ class Debugger:
         self._replay_paused(mid)
         if self._run is not None:
             trace = self.session.trace(self._prompt, leaves=self._leaves)
-            self._set_run(_run_from_trace(trace))
+            self._set_run(run_from_trace(trace))
         self._attention = self._train = None
         if self._generation is not None:
             self._generation.drop_cache()  # cached keys/values describe the old model
-            self._generation_view = self._view_generation()
+            self._generation_view = generation_view(
+                self.session, self._generation, self._prompt, self._settings
+            )
         active = self.session.interventions.active
         return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
 
@@ -480,7 +431,9 @@ class Debugger:
                     settings.top_k,
                     settings.top_p,
                 )
-                self._generation_view = self._view_generation()
+                self._generation_view = generation_view(
+                    self.session, self._generation, self._prompt, self._settings
+                )
             return self._snapshot(mid, "new seed: restarted" if restart else "")
 
         return self._intent(move, body, "generation")
@@ -510,10 +463,14 @@ class Debugger:
             except _Cancelled:
                 with self._move_lock:
                     self._cancel = None
-                self._generation_view = self._view_generation()
+                self._generation_view = generation_view(
+                    self.session, self._generation, self._prompt, self._settings
+                )
                 message = f"generation cancelled after {taken} of {n} tokens"
                 return self._snapshot(mid, message, cancelled=True)
-            self._generation_view = self._view_generation()
+            self._generation_view = generation_view(
+                self.session, self._generation, self._prompt, self._settings
+            )
             return self._snapshot(mid)
 
         return self._intent(move, body, "generation")
@@ -523,30 +480,13 @@ class Debugger:
         self._generation = self.session.generation(
             self._prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed
         )
-        self._generation_view = self._view_generation()
-
-    def _view_generation(self) -> GenerationView:
-        gen = self._generation
-        assert gen is not None
-        pieces = tuple(self.session.decode([i]) for i in gen.ids[len(gen.prompt_ids) :])
-        candidates, kept = gen.peek()
-        lens, lens_error = None, None
-        try:
-            lens = self.session.lens(gen.ids, k=1)  # the next token, as each layer reads it
-        except Exception as err:  # e.g. a user's model the lens cannot decode
-            lens_error = describe_error(err)
-        return GenerationView(
-            prompt=self._prompt,
-            pieces=pieces,
-            steps=tuple(gen.steps),
-            cache_fill=gen.cache_fill,
-            cache_layers=gen.cache_layers(),
-            settings=self._settings,
-            next_candidates=candidates,
-            next_kept=kept,
-            lens=lens,
-            lens_error=lens_error,
+        self._generation_view = generation_view(
+            self.session, self._generation, self._prompt, self._settings
         )
+
+    def _refresh_generation(self) -> None:
+        gen, prompt, settings = self._generation, self._prompt, self._settings
+        self._generation_view = generation_view(self.session, gen, prompt, settings)
 
     # -- snapshot and end ----------------------------------------------------------------
 
@@ -588,16 +528,4 @@ class Debugger:
             self.session.close()
 
 
-def _run_from_trace(trace: Trace) -> RunResult:
-    return RunResult(
-        trace.prompt,
-        trace.tokens,
-        trace.records,
-        trace.note,
-        token_ids=trace.token_ids,
-        next_tokens=trace.next_tokens,
-        patterns=trace.patterns,
-    )
-
-
-__all__ = ["Debugger", "DebugState", "GenerationSettings", "MOVES", "PROMPT_CANDIDATES"]
+__all__ = ["Debugger", "DebugState", "GenerationSettings", "MOVES"]

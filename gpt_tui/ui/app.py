@@ -17,25 +17,24 @@ from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from ..errors import describe_error
-from ..formatting import escape_prompt, unescape_prompt
+from ..formatting import escape_prompt
 from . import keys
 from .commands import GptTuiCommands
+from .help_sections import help_sections
 from .intents import IntentQueue
 from .messages import SessionFailed, SessionOpened, StateUpdated
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
-from .widgets.help import HelpScreen, KeyRow, binding_rows
-from .widgets.layer_stats import StatsPanel
+from .widgets.help import HelpScreen
 from .widgets.module_tree import ModuleTree
-from .widgets.param_table import ParamTable
+from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
-from .widgets.tables import RowTable
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
@@ -112,16 +111,7 @@ class GptTuiApp(App[int]):
                 with TabbedContent(id="tabs"):
                     for tab in TABS:
                         yield TabPane(tab.label, id=tab.id)
-        with Horizontal(id="prompt-bar"):
-            yield Label("prompt ›", id="prompt-label")
-            # Enabled once a model is open, so that keys never land in it before.
-            yield Input(
-                id="prompt",
-                compact=True,
-                placeholder="the text the model reads (\\n for a newline)",
-                disabled=True,
-                select_on_focus=False,
-            )
+        yield PromptBar(id="prompt-bar")
         yield KeyFooter([b.action for b in keys.KEY_BINDINGS])
 
     def on_mount(self) -> None:
@@ -150,9 +140,9 @@ class GptTuiApp(App[int]):
     async def on_session_opened(self, message: SessionOpened) -> None:
         self.debugger = message.debugger
         self.info = info = message.info
-        prompt = self.query_one("#prompt", Input)
-        prompt.value = escape_prompt(message.state.prompt)
-        prompt.disabled = False
+        bar = self.query_one(PromptBar)
+        bar.prompt = message.state.prompt
+        bar.enable()
         self.query_one("#tree").loading = False
         self.query_one("#tabs").loading = False
         self.query_one(StatusBar).info = info
@@ -204,6 +194,13 @@ class GptTuiApp(App[int]):
         self.run_worker(work, name=name, group="engine", thread=True, exit_on_error=False)
         self._update_detail()
         return move
+
+    def _call(self, name: str, method: str, *args: object, **kwargs: object) -> int | None:
+        """`_start` for one Debugger method: `_call("run", "run")` runs `debugger.run()`."""
+        debugger = self.debugger
+        assert debugger is not None
+        bound = getattr(debugger, method)
+        return self._start(name, lambda m: bound(*args, move=m, **kwargs))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -269,6 +266,7 @@ class GptTuiApp(App[int]):
         tree.paused = state.paused_at
         tree.breakpoints = state.breakpoints
         tree.ablated = frozenset(state.ablated_modules)
+        self.query_one(PromptBar).prompt = state.prompt
         self._show_stepper()
         self._update_detail()
         for tab in self._mounted_tabs:
@@ -300,19 +298,17 @@ class GptTuiApp(App[int]):
         if wanted is None or wanted in self._wanted:
             return
         self._wanted.add(wanted)
-        debugger = self.debugger
         if wanted == "attention":
             view = self.query_one(AttentionPanel).view
-            layer = view.pattern.layer if view is not None else 0
-            self._start("attention", lambda m: debugger.attention(layer, move=m))
+            self._call("attention", "attention", view.pattern.layer if view is not None else 0)
         elif wanted == "generation":
             settings = self.query_one(GeneratePanel).settings()
             if settings is None:
                 self._wanted.discard(wanted)
                 return
-            self._start("generation", lambda m: debugger.reset_generation(settings, move=m))
+            self._call("generation", "reset_generation", settings)
         elif wanted == "train":
-            self._start("train", lambda m: debugger.train_view(move=m))
+            self._call("train", "train_view")
 
     def _update_memory(self) -> None:
         if self.debugger is not None:
@@ -410,14 +406,10 @@ class GptTuiApp(App[int]):
     # -- the forward pass and stepping ----------------------------------------------------
 
     def action_run(self) -> None:
-        debugger = self.debugger
-        assert debugger is not None
-        self._start("run", lambda m: debugger.run(move=m))
+        self._call("run", "run")
 
     def _step(self, how: str) -> None:
-        debugger = self.debugger
-        assert debugger is not None
-        self._step_move = self._start("stepper", lambda m: debugger.step(how, move=m))
+        self._step_move = self._call("stepper", "step", how)
 
     def action_step_over(self) -> None:
         self._step("over")
@@ -440,30 +432,24 @@ class GptTuiApp(App[int]):
             self._abort_move = self._step_move
             self._show_stepper()
             return
-        self._start("abort", lambda m: debugger.abort(move=m))
+        self._call("abort", "abort")
 
     def action_toggle_breakpoint(self) -> None:
         path = self.selected_path
         if not path:
             self.notify("select a module in the tree first", timeout=2)
             return
-        debugger = self.debugger
-        assert debugger is not None
-        self._start("breakpoint", lambda m: debugger.toggle_breakpoint(path, move=m))
+        self._call("breakpoint", "toggle_breakpoint", path)
 
     def action_toggle_watch(self) -> None:
-        debugger = self.debugger
-        assert debugger is not None
         on = not (self.state.watch_nonfinite if self.state else False)
-        self._start("watch", lambda m: debugger.set_watch(on, move=m))
+        self._call("watch", "set_watch", on)
         state = "on: c stops where NaN/Inf first appears" if on else "off"
         self.notify(f"NaN/Inf watchpoint {state}", timeout=2)
 
     def action_toggle_leaves(self) -> None:
-        debugger = self.debugger
-        assert debugger is not None
         on = not (self.state.leaves if self.state else False)
-        self._start("leaves", lambda m: debugger.set_leaves(on, move=m))
+        self._call("leaves", "set_leaves", on)
         state = "on: s and the NaN watch stop at every Linear, norm and activation"
         self.notify(f"leaf probes {state if on else 'off'}", timeout=2)
 
@@ -471,9 +457,7 @@ class GptTuiApp(App[int]):
 
     @on(AttentionPanel.LayerRequested)
     def _layer_requested(self, event: AttentionPanel.LayerRequested) -> None:
-        debugger = self.debugger
-        assert debugger is not None
-        self._start("attention", lambda m: debugger.attention(event.layer, move=m))
+        self._call("attention", "attention", event.layer)
 
     # -- interventions -------------------------------------------------------------------
 
@@ -490,49 +474,31 @@ class GptTuiApp(App[int]):
             self.notify("select an attention or MLP module in the tree", timeout=2)
             return
         head = self.query_one(AttentionPanel).head if "attention" in self._mounted_tabs else 0
-        debugger = self.debugger
-        assert debugger is not None
-        self._start("ablation", lambda m: debugger.toggle_ablation(path, kind, head, move=m))
+        self._call("ablation", "toggle_ablation", path, kind, head)
 
     # -- generation ----------------------------------------------------------------------
 
-    def _generation_intent(self, settings: GenerationSettings, then: Intent | None) -> None:
-        """New settings apply from the next step (the text stays), then `then`."""
-        debugger = self.debugger
-        assert debugger is not None
+    def _apply_settings(self, settings: GenerationSettings) -> None:
+        """New sampling settings apply from the next step; the text so far stays."""
         current = self.state.generation if self.state else None
         if current is None or current.settings != settings:
-
-            def apply(m: int) -> DebugState:
-                state = debugger.set_generation_settings(settings, move=m)
-                return then(m) if then is not None else state
-
-            self._start("generation", apply)
-        elif then is not None:
-            self._start("generation", then)
+            self._call("generation", "set_generation_settings", settings)
 
     @on(GeneratePanel.StepRequested)
     def _step_requested(self, event: GeneratePanel.StepRequested) -> None:
-        debugger = self.debugger
-        assert debugger is not None
-        n, force = event.n, event.force_token
-        self._generation_intent(
-            event.settings, lambda m: debugger.generate(n, force_token=force, move=m)
-        )
+        self._apply_settings(event.settings)  # intents run in order: before the step
+        self._call("generation", "generate", event.n, force_token=event.force_token)
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:
-        debugger = self.debugger
-        assert debugger is not None
-        settings = event.settings
-        self._start("generation", lambda m: debugger.reset_generation(settings, move=m))
+        self._call("generation", "reset_generation", event.settings)
 
     @on(Input.Submitted, "#gen-temperature, #gen-top-k, #gen-top-p, #gen-seed")
     def _settings_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         settings = self.query_one(GeneratePanel).settings()
         if settings is not None:
-            self._generation_intent(settings, None)
+            self._apply_settings(settings)
 
     async def _generate_panel(self) -> GeneratePanel:
         if self.query_one(TabbedContent).active != "generate":
@@ -548,20 +514,11 @@ class GptTuiApp(App[int]):
 
     # -- prompt, tree, filter ------------------------------------------------------------
 
-    @on(Input.Submitted, "#prompt")
-    def _prompt_submitted(self, event: Input.Submitted) -> None:
-        debugger = self.debugger
-        assert debugger is not None
-        text = unescape_prompt(event.value)
+    @on(PromptBar.Submitted)
+    def _prompt_submitted(self, event: PromptBar.Submitted) -> None:
         self._wanted.clear()
         # The box keeps the focus until the prompt is taken: a refused one is mended there.
-        self._start("prompt", lambda m: debugger.set_prompt(text, move=m))
-
-    @on(Input.Blurred, "#prompt")
-    def _prompt_left(self) -> None:
-        """Left without Enter (Esc, a click elsewhere): the box shows the prompt in use."""
-        if self.state is not None and self._intents.pending == 0:
-            self.query_one("#prompt", Input).value = escape_prompt(self.state.prompt)
+        self._call("prompt", "set_prompt", event.text)
 
     @on(ModuleTree.ModuleHighlighted)
     def _module_highlighted(self, event: ModuleTree.ModuleHighlighted) -> None:
@@ -596,57 +553,12 @@ class GptTuiApp(App[int]):
             tree.focus()
 
     def action_focus_prompt(self) -> None:
-        box = self.query_one("#prompt", Input)
-        box.focus()
-        box.cursor_position = len(box.value)
+        self.query_one(PromptBar).edit()
 
     # -- help and quit -------------------------------------------------------------------
 
-    def help_sections(self) -> list[tuple[str, list[KeyRow]]]:
-        """Every key, by the pane where it works, from the live bindings."""
-        tables = binding_rows(RowTable.BINDINGS)  # Home / End in every table
-        tab_names = " ".join(tab.label for tab in TABS)
-        return [
-            (
-                "Anywhere",
-                binding_rows(keys.KEY_BINDINGS, keys.KEY_TITLES)
-                + binding_rows(keys.MOVE_BINDINGS)
-                + [
-                    (f"1–{len(TABS)}", "Tabs", tab_names),
-                    ("Ctrl+P", "Palette", "every command by name"),
-                ],
-            ),
-            (
-                "Module tree",
-                [
-                    ("↑ ↓", "Move", "select a module (b and a act on it)"),
-                    ("Space Enter", "Expand", "expand or collapse the module"),
-                    ("Tab", "Next pane", "to the tabs (the tree narrows to a rail)"),
-                ],
-            ),
-            (
-                "Prompt",
-                [("\\n \\t \\\\", "Escapes", "a newline, a tab, a backslash in the prompt")],
-            ),
-            ("Stats", binding_rows(StatsPanel.BINDINGS) + tables),
-            ("Params", binding_rows(ParamTable.BINDINGS) + tables),
-            (
-                "Attention",
-                [("← → ↑ ↓", "Cursor", "the query row / key column under the cursor")]
-                + binding_rows(AttentionPanel.BINDINGS),
-            ),
-            (
-                "Generate",
-                [("f Enter", "Force", "append the highlighted candidate as the next token")]
-                + [("g G", "Step / run N", "one token / N tokens (N in the pane)")]
-                + [("Enter", "Settings", "in T, top-k, top-p, seed: apply from the next step")]
-                + tables,
-            ),
-            ("Train", tables),
-        ]
-
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.help_sections()))
+        self.push_screen(HelpScreen(help_sections()))
 
     async def action_quit(self) -> None:
         """Leave at once: the running intent is cancelled at its next module, waiting

@@ -294,6 +294,7 @@ async def test_keys_while_busy_never_crash_and_failures_reset_the_stepper() -> N
         assert box.has_focus and box.value == "héllo #x"  # kept, to be mended
         await press(pilot, "escape")  # left unmended: the box shows the prompt in use
         assert box.value == "ROMEO:" and not box.has_focus
+
         # A failing step (the model raises) leaves the stepper display true.
         def boom(_module, _args):
             raise RuntimeError("boom")

@@ -1,0 +1,55 @@
+"""Every key of the app, by the pane where it works: what the help screen lists."""
+
+from __future__ import annotations
+
+from .keys import KEY_BINDINGS, KEY_TITLES, MOVE_BINDINGS
+from .tabs import TABS
+from .widgets.attention_heatmap import AttentionPanel
+from .widgets.help import KeyRow, binding_rows
+from .widgets.layer_stats import StatsPanel
+from .widgets.param_table import ParamTable
+from .widgets.tables import RowTable
+
+
+def help_sections() -> list[tuple[str, list[KeyRow]]]:
+    """Every key, by the pane where it works, from the live bindings."""
+    tables = binding_rows(RowTable.BINDINGS)  # Home / End in every table
+    tab_names = " ".join(tab.label for tab in TABS)
+    return [
+        (
+            "Anywhere",
+            binding_rows(KEY_BINDINGS, KEY_TITLES)
+            + binding_rows(MOVE_BINDINGS)
+            + [
+                (f"1–{len(TABS)}", "Tabs", tab_names),
+                ("Ctrl+P", "Palette", "every command by name"),
+            ],
+        ),
+        (
+            "Module tree",
+            [
+                ("↑ ↓", "Move", "select a module (b and a act on it)"),
+                ("Space Enter", "Expand", "expand or collapse the module"),
+                ("Tab", "Next pane", "to the tabs (the tree narrows to a rail)"),
+            ],
+        ),
+        (
+            "Prompt",
+            [("\\n \\t \\\\", "Escapes", "a newline, a tab, a backslash in the prompt")],
+        ),
+        ("Stats", binding_rows(StatsPanel.BINDINGS) + tables),
+        ("Params", binding_rows(ParamTable.BINDINGS) + tables),
+        (
+            "Attention",
+            [("← → ↑ ↓", "Cursor", "the query row / key column under the cursor")]
+            + binding_rows(AttentionPanel.BINDINGS),
+        ),
+        (
+            "Generate",
+            [("f Enter", "Force", "append the highlighted candidate as the next token")]
+            + [("g G", "Step / run N", "one token / N tokens (N in the pane)")]
+            + [("Enter", "Settings", "in T, top-k, top-p, seed: apply from the next step")]
+            + tables,
+        ),
+        ("Train", tables),
+    ]

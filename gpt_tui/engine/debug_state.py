@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: the UI imports this module before torch loads
+    from .attention import HeadSummary
     from .lens import LensResult
     from .sampling import Candidate, SamplingStep
     from .summary import ModelSummary
@@ -101,6 +102,7 @@ class AttentionView:
     prompt: str
     tokens: tuple[str, ...]
     pattern: AttentionPattern
+    heads: tuple[HeadSummary, ...] = ()  # per head: entropy, diagonal share, last query
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import GptTuiError
+from .attention import head_summaries
 from .debug_state import (
     AttentionView,
     DebugState,
@@ -382,7 +383,9 @@ class Debugger:
 
         def body(mid: int) -> DebugState:
             trace = self.session.trace(self._prompt, attention_layers=[layer])
-            self._attention = AttentionView(trace.prompt, trace.tokens, trace.patterns[layer])
+            pattern = trace.patterns[layer]
+            heads = head_summaries(pattern)
+            self._attention = AttentionView(trace.prompt, trace.tokens, pattern, heads)
             return self._snapshot(mid)
 
         return self._intent(move, body, "attention")

@@ -79,3 +79,27 @@ async def test_quit_during_a_long_generation_exits_at_once() -> None:
     assert not [t for t in threading.enumerate() if t.name == "gpt-tui-forward"]
     for module in model.modules():  # only the test's own hooks were ever left, now gone
         assert not module._forward_pre_hooks and not module._forward_hooks
+
+
+async def test_attention_tab_shows_the_engines_head_summaries() -> None:
+    from textual.widgets import Static
+
+    from gpt_tui.engine.attention import head_summaries
+    from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
+
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "3", "]")  # layer 1
+        view = app.query_one(AttentionPanel).view
+        assert view is not None and view.pattern.layer == 1
+        assert view.heads == head_summaries(view.pattern)
+        title = str(app.query_one("#attn-title", Static).render())
+        assert f"H {view.heads[0].mean_entropy:.2f} nats" in title
+        await press(pilot, "v")
+        table = str(app.query_one("#attn-overview-text", Static).render())
+        for h in view.heads:
+            assert (
+                f"head {h.head:<2} H {h.mean_entropy:5.2f} nats  diag {h.diagonal_share:4.2f}"
+                in table
+            )

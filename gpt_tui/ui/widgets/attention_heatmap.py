@@ -248,6 +248,20 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         self.scroll_to(x, y, animate=False)
 
 
+def head_table(view: AttentionView, current: int) -> Text:
+    """One line per head: how spread its attention is (mean entropy), how much each
+    query keeps to itself (diagonal share), and where the last query looks most."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for h in view.heads:
+        k = h.last_query_argmax
+        token = fmt.printable_token(view.tokens[k]) if k < len(view.tokens) else "?"
+        style = "bold reverse" if h.head == current else ""
+        text.append(f"head {h.head:<2}", style=style)
+        text.append(f" H {h.mean_entropy:5.2f} nats  diag {h.diagonal_share:4.2f}")
+        text.append(f"  last q → k {k} {token} {h.last_query_weight:.2f}\n", style="dim")
+    return text
+
+
 class AttentionPanel(Vertical):
     """Title line, heatmap (or the all-heads overview), and the cursor's exact value."""
 
@@ -368,12 +382,16 @@ class AttentionPanel(Vertical):
         title.append(f"  mode {self.mode}", style="cyan")
         if p.window is not None:
             title.append(f"  window {p.window}", style="dim")
+        if head < len(view.heads):
+            summary = view.heads[head]
+            title.append(f"  H {summary.mean_entropy:.2f} nats", style="magenta")
+            title.append(f"  diag {summary.diagonal_share:.2f}", style="magenta")
         self.query_one("#attn-title", Static).update(title)
         heatmap = self.query_one(AttentionHeatmap)
         heatmap.show(p.weights[head], p.mask, view.tokens, self.mode)
         if self.overview:
             width = max(20, self.size.width - 2)
-            picture = overview_text(p.weights, width, current=head)
+            picture = head_table(view, head) + overview_text(p.weights, width, current=head)
             self.query_one("#attn-overview-text", Static).update(picture)
         self._report(*heatmap.cursor)
         self._legend()

@@ -103,3 +103,68 @@ async def test_attention_tab_shows_the_engines_head_summaries() -> None:
                 f"head {h.head:<2} H {h.mean_entropy:5.2f} nats  diag {h.diagonal_share:4.2f}"
                 in table
             )
+
+
+async def test_keys_while_the_model_opens_never_type_into_a_hidden_filter(monkeypatch) -> None:
+    from gpt_tui.engine.session import Session
+
+    opening, go = threading.Event(), threading.Event()
+    real_open = Session.open.__func__
+
+    def slow_open(cls, spec):
+        opening.set()
+        assert go.wait(30)
+        return real_open(cls, spec)
+
+    monkeypatch.setattr(Session, "open", classmethod(slow_open))
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert await asyncio.to_thread(opening.wait, 30)
+        await pilot.press("r", "l", "m", "/", "x")  # before the model exists
+        go.set()
+        await settle(pilot)
+        box = app.query_one("#tree-filter", Input)
+        tree = app.query_one(ModuleTree)
+        assert box.value == "" and not box.display and tree.name_filter == ""
+        assert "lm_head" in tree._path_nodes and tree.has_focus
+        assert app.state is not None and app.state.run is None  # r did not run either
+
+
+async def test_prompt_box_keeps_its_text_takes_escapes_and_never_lies() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        box = app.query_one("#prompt", Input)
+        await press(pilot, "p", "x")  # the first key edits the prompt, it does not wipe it
+        assert box.value == "ROMEO:x"
+        await press(pilot, "escape")  # left without Enter: the prompt in use is shown
+        assert box.value == "ROMEO:" and app.prompt == "ROMEO:"
+        await press(pilot, "p")
+        box.value = "ROMEO:\\nJULIET:"
+        await press(pilot, "enter")
+        assert app.prompt == "ROMEO:\nJULIET:"
+        assert box.value == "ROMEO:\\nJULIET:" and not box.has_focus
+        await press(pilot, "r")
+        assert app.state.run.token_ids == tuple(app.debugger.session.encode("ROMEO:\nJULIET:"))
+
+
+async def test_new_sampling_settings_keep_the_text_and_repeek() -> None:
+    from gpt_tui.ui.widgets.generation import GeneratePanel
+
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "4", "g", "g")
+        before = app.query_one(GeneratePanel).view
+        assert len(before.steps) == 2 and before.next_kept > 1
+        top_k = app.query_one("#gen-top-k", Input)
+        top_k.focus()
+        top_k.value = "1"
+        await press(pilot, "enter")
+        after = app.query_one(GeneratePanel).view
+        assert after.steps == before.steps and after.text == before.text  # nothing lost
+        assert after.next_kept == 1 and after.settings.top_k == 1  # candidates re-peeked
+        await press(pilot, "escape", "g")
+        third = app.query_one(GeneratePanel).view
+        assert third.steps[:2] == before.steps
+        assert third.steps[-1].token_id == after.next_candidates[0].token_id  # greedy now

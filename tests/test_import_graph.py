@@ -76,6 +76,7 @@ def graph() -> dict[str, set[str]]:
 def test_no_import_circles() -> None:
     edges = graph()
     assert "gpt_tui.engine.debugger" in edges and edges["gpt_tui.ui.app"]
+
     # A package's __init__ importing its own modules is how packages work, not a circle.
     def deps(m: str) -> set[str]:
         return {d for d in edges[m] if not (d.startswith(m + ".") or m.startswith(d + "."))}

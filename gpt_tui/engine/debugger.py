@@ -43,6 +43,7 @@ from .debug_state import (
     StepStatus,
 )
 from .interventions import HeadScale, InterventionSpec, OutputScale
+from .model_access import raised_in_user_code
 from .probes import find_block_list, unwrap_model
 from .sampling import check_sampling_settings
 from .views import default_prompt, generation_view, model_info, run_from_trace, stepped_run
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
     from .train_view import TrainView
 
 MOVES = ("into", "over", "out", "continue")
+
+
+class ModelRaisedError(GptTuiError):
+    """The user's own model code raised (an assert on the prompt length, a shape check)."""
 
 
 class _Cancelled(BaseException):
@@ -120,6 +125,14 @@ class Debugger:
                 return self._snapshot(mid, "closing", cancelled=True)
             try:
                 return body(mid)
+            except Exception as err:
+                where = raised_in_user_code(err, self.session.model)
+                if where is None:
+                    raise
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ModelRaisedError(
+                    f"your model raised {type(err).__name__} at {where}: {first or '(no message)'}"
+                ) from err
             except _Cancelled:
                 with self._move_lock:
                     self._cancel = None  # what follows (a view, a snapshot) may run freely

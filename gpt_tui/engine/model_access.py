@@ -13,6 +13,7 @@ import ast
 import inspect
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -179,3 +180,22 @@ def _softcap_of(model: nn.Module) -> float:
         ):
             return float(node.value.value)
     return 0.0
+
+
+def raised_in_user_code(err: BaseException, model: torch.nn.Module) -> str | None:
+    """`file:line` of the innermost frame of `err` in the model's own source folder, when
+    the model is not one of gpt-tui's families (their failures are gpt-tui's bugs)."""
+    try:
+        source = Path(inspect.getfile(type(unwrap_model(model)))).resolve()
+    except (TypeError, OSError):
+        return None
+    if Path(__file__).resolve().parents[1] in source.parents:  # gpt_tui/
+        return None  # gpt_tui's own model
+    where = None
+    tb = err.__traceback__
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename).resolve()
+        if path.parent == source.parent:
+            where = f"{path.name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where

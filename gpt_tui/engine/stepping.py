@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
+from .model_access import raised_in_user_code
 from .probes import PendingRecord, ProbePoint, Probes, first_tensor, unwrap_model
 from .trace import ProbeRecord, StepEvent
 
@@ -201,10 +202,11 @@ class ForwardStepper:
             self._thread.join()
             self._thread = None
             if self.error is not None:
+                where = raised_in_user_code(self.error, self.model)
+                at = f" at {where}" if where else ""
                 raise StepperError(
                     f"the forward pass raised {type(self.error).__name__} in "
-                    f"{self._error_where}: "
-                    f"{self.error}"
+                    f"{self._error_where}{at}: {self.error}"
                 ) from self.error
             return None
         return self.current

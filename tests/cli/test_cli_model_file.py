@@ -93,3 +93,24 @@ def test_non_embedding_count_of_a_model_file_leaves_out_its_tables(tmp_path):
         assert data["embedding_params"] == left_out
         expected = data["total_params"] - sum(sizes[n] for n in left_out)
         assert data["non_embedding_params"] == expected < data["total_params"]
+
+
+def test_a_model_that_refuses_the_prompt_is_one_line_naming_its_code(tmp_path):
+    """nanoGPT-style files assert on the prompt; a one-token prompt to a model that
+    asserts T > 1 is the user's model speaking, said in one line with exit status 2."""
+    source = (FIXTURES / "model.py").read_text()
+    marker = "        b, t = idx.size()\n"
+    assert marker in source
+    strict = source.replace(marker, marker + '        assert t > 1, "needs two tokens"\n')
+    model_file = tmp_path / "model.py"
+    model_file.write_text(strict)
+    ckpt = checkpoint(model_file, ARGS["model.py"], tmp_path)
+    line = strict[: strict.index("needs two tokens")].count("\n") + 1
+    for command in (["trace"], ["step", "--watch-nan"], ["generate", "--steps", "2"]):
+        result = gpt_tui(
+            *command, "--model-file", str(model_file), "--checkpoint", str(ckpt), "--prompt", "!"
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert "AssertionError" in result.stderr and "needs two tokens" in result.stderr
+        assert f" at model.py:{line}" in result.stderr  # where in their code

@@ -41,6 +41,7 @@ class ModelInfo:
     vocab_size: int
     notes: tuple[str, ...]
     default_prompt: str
+    tokenizer: str = ""  # which tokenizer, its size, where from (for bytes: how to get BPE)
 
 
 @dataclass(frozen=True)

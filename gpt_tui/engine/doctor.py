@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..io.model_file import flash_switches
+from ..io.tokenizers import describe_tokenizer
 from ..models import NanoChatConfig, NanoGPTConfig
 from .probes import Probes, find_block_list, find_probe_points
 
@@ -156,7 +157,7 @@ def diagnose(session: Session) -> list[Finding]:
         Finding(
             "tokenizer",
             dict(name=tok_name, vocab_size=tok.vocab_size),
-            f"{tok_name}, {tok.vocab_size} tokens",
+            describe_tokenizer(tok, session.info.get("tokenizer_source")),
         ),
         Finding("torch", torch.__version__, torch.__version__),
     ]

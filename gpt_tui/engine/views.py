@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import describe_error
+from ..io.tokenizers import describe_tokenizer
 from .debug_state import GenerationSettings, GenerationView, ModelInfo, RunResult
 from .sampling import token_label
 
@@ -56,6 +57,7 @@ def model_info(session: Session) -> ModelInfo:
         vocab_size=session.tokenizer.vocab_size,
         notes=tuple(session.notes),
         default_prompt=default_prompt(session),
+        tokenizer=describe_tokenizer(session.tokenizer, session.info.get("tokenizer_source")),
     )
 
 

@@ -11,36 +11,34 @@ from .tabs import TABS
 from .widgets.help import key_name
 
 
+def palette_commands() -> list[tuple[str, str, str]]:
+    """(title, help, action) for everything the palette offers, keys named as people read
+    them (`Help (?)`, never `question_mark`)."""
+    out = [
+        (f"{KEY_TITLES.get(b.action, b.description)} ({key_name(b.key)})", b.tooltip, b.action)
+        for b in KEY_BINDINGS
+    ]
+    out += [
+        (
+            f"Show tab: {tab.title} ({tab.key})",
+            f"switch the right pane to {tab.title}",
+            f"show_tab('{tab.id}')",
+        )
+        for tab in TABS
+    ]
+    return out
+
+
 class GptTuiCommands(Provider):
     """Commands from the app's key bindings (with their keys) and one per tab."""
 
-    def _commands(self) -> list[tuple[str, str, str]]:
-        """(title, help, action) for everything the palette offers."""
-        out = [
-            (
-                f"{KEY_TITLES.get(b.action, b.description)} ({key_name(b.key)})",
-                b.tooltip,
-                b.action,
-            )
-            for b in KEY_BINDINGS
-        ]
-        out += [
-            (
-                f"Show tab: {tab.title} ({tab.key})",
-                f"switch the right pane to {tab.title}",
-                f"show_tab('{tab.id}')",
-            )
-            for tab in TABS
-        ]
-        return out
-
     async def discover(self) -> Hits:
-        for title, help_text, action in self._commands():
+        for title, help_text, action in palette_commands():
             yield DiscoveryHit(title, partial(self.app.run_action, action), help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, help_text, action in self._commands():
+        for title, help_text, action in palette_commands():
             score = matcher.match(title)
             if score > 0:
                 yield Hit(

@@ -168,3 +168,22 @@ async def test_new_sampling_settings_keep_the_text_and_repeek() -> None:
         third = app.query_one(GeneratePanel).view
         assert third.steps[:2] == before.steps
         assert third.steps[-1].token_id == after.next_candidates[0].token_id  # greedy now
+
+
+def test_the_palette_names_keys_as_people_read_them() -> None:
+    from gpt_tui.ui.commands import palette_commands
+
+    titles = [title for title, _, _ in palette_commands()]
+    assert "Help (?)" in titles and "Step into (s)" in titles and "Show tab: Stats (1)" in titles
+    assert not any("question_mark" in t or "_" in t.split("(")[-1] for t in titles)
+
+
+async def test_a_60x20_terminal_keeps_working() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot)
+        await press(pilot, "r", "s", "s", "3", "4", "g", "6", "question_mark", "escape", "x")
+        assert app.is_running and app.state is not None and app.state.run is not None
+        assert app.state.generation is not None and len(app.state.generation.steps) == 1
+        await press(pilot, "q")
+    assert app.return_value == 0

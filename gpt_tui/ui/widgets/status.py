@@ -98,6 +98,7 @@ class StatusBar(Widget):
                 (f" · {fmt.count(info.summary.total_params)} params", "bold", 7),
                 (f" · {mem}" if mem else "", "", 5),
                 (f" · {info.source}", "dim", 1),
+                (f" · {info.tokenizer}" if info.tokenizer else "", "dim", 0),
             ],
             width,
         )

@@ -8,7 +8,7 @@ import threading
 
 import torch
 from textual.widgets import DataTable, Input, Static, TabbedContent
-from ui_helpers import press, settle, tiny_app
+from ui_helpers import press, select, settle, tiny_app
 
 from gpt_tui.engine.interventions import Interventions, inject_nonfinite
 from gpt_tui.engine.probes import Probes
@@ -33,18 +33,6 @@ SIZE = (100, 30)
 def prompt_ids(app: GptTuiApp) -> torch.Tensor:
     session = app.debugger.session
     return torch.tensor([session.encode(app.prompt)], dtype=torch.long)
-
-
-def select(app: GptTuiApp, path: str) -> None:
-    """Put the tree cursor on a module, as arrow keys would."""
-    tree = app.query_one(ModuleTree)
-    node = tree._path_nodes[path]
-    parent = node.parent
-    while parent is not None:
-        parent.expand()
-        parent = parent.parent
-    tree.move_cursor(node)
-    app.selected_path = path
 
 
 async def test_every_tab_renders(arch: str) -> None:

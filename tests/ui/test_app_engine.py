@@ -9,22 +9,11 @@ import sys
 import threading
 
 from textual.widgets import Input
-from ui_helpers import press, settle, tiny_app
+from ui_helpers import press, select, settle, tiny_app
 
 from gpt_tui.ui.widgets.module_tree import ModuleTree
 
 SIZE = (100, 30)
-
-
-def select(app, path: str) -> None:
-    tree = app.query_one(ModuleTree)
-    node = tree._path_nodes[path]
-    parent = node.parent
-    while parent is not None:
-        parent.expand()
-        parent = parent.parent
-    tree.move_cursor(node)
-    app.selected_path = path
 
 
 async def test_gpt_tui_step_and_the_app_stop_at_the_same_events() -> None:

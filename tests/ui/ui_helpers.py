@@ -26,3 +26,17 @@ async def press(pilot: Pilot, *keys: str) -> None:
     for key in keys:
         await pilot.press(key)
         await settle(pilot)
+
+
+def select(app: GptTuiApp, path: str) -> None:
+    """Put the tree cursor on a module, as arrow keys would."""
+    from gpt_tui.ui.widgets.module_tree import ModuleTree
+
+    tree = app.query_one(ModuleTree)
+    node = tree._path_nodes[path]
+    parent = node.parent
+    while parent is not None:
+        parent.expand()
+        parent = parent.parent
+    tree.move_cursor(node)
+    app.selected_path = path

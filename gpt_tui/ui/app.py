@@ -146,6 +146,8 @@ class GptTuiApp(App[int]):
         self.query_one("#tree").loading = False
         self.query_one("#tabs").loading = False
         self.query_one(StatusBar).info = info
+        self.state = message.state
+        self._update_detail()  # the prompt in the status line from the first frame on
         if info.notes:
             self.notify("; ".join(info.notes), title="note")
         tree = self.query_one(ModuleTree)
@@ -252,9 +254,7 @@ class GptTuiApp(App[int]):
     def _render(self, state: DebugState) -> None:
         """Show a snapshot everywhere: tree, status, and every mounted tab."""
         self.state = state
-        for view in ("attention", "generation", "train"):
-            if getattr(state, view) is not None:
-                self._wanted.discard(view)
+        self._wanted = {view for view in self._wanted if getattr(state, view) is None}
         tree = self.query_one(ModuleTree)
         shapes = state.run.shapes() if state.run is not None else dict(tree.shapes)
         shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
@@ -292,23 +292,17 @@ class GptTuiApp(App[int]):
 
     def _fetch(self, tab: str) -> None:
         """Start the intent that computes what the tab shows, if the snapshot lacks it."""
-        if self.info is None or self.debugger is None:
+        spec = TAB_BY_ID[tab]
+        view = spec.view
+        if self.debugger is None or self.state is None or view is None or view in self._wanted:
             return
-        wanted = TAB_BY_ID[tab].wants(self._tab_context())
-        if wanted is None or wanted in self._wanted:
+        if getattr(self.state, view) is not None or tab not in self._mounted_tabs:
             return
-        self._wanted.add(wanted)
-        if wanted == "attention":
-            view = self.query_one(AttentionPanel).view
-            self._call("attention", "attention", view.pattern.layer if view is not None else 0)
-        elif wanted == "generation":
-            settings = self.query_one(GeneratePanel).settings()
-            if settings is None:
-                self._wanted.discard(wanted)
-                return
-            self._call("generation", "reset_generation", settings)
-        elif wanted == "train":
-            self._call("train", "train_view")
+        request = spec.request(self.query_one(f"#{tab}", TabPane).children[0])
+        if request is not None:
+            self._wanted.add(view)
+            method, args = request
+            self._call(view, method, *args)
 
     def _update_memory(self) -> None:
         if self.debugger is not None:

@@ -1,9 +1,10 @@
 """The tabs of the right pane, registered in one table.
 
 Each tab names its id, label, key, the widget it builds the first time it is shown, the
-widget that takes the focus, and how it is fed from a `DebugState`. A tab whose data the
-snapshot does not have yet names the intent that computes it (`wants`); the app starts
-it. To add a pane: write the widget, then add a `Tab` here.
+widget that takes the focus, and how it is fed from a `DebugState`. A tab that shows one
+of the snapshot's views (`view`, a DebugState field) says which Debugger call computes it
+when the snapshot lacks it (`request`); the app makes that call. To add a pane: write the
+widget, then add a `Tab` here.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class Tab:
     focus: str  # selector of the widget that takes the focus when the tab is shown
     make: Callable[[TabContext], Widget]
     feed: Callable[[Widget, TabContext], None]
-    # The intent that computes what the tab shows, when the snapshot lacks it.
-    wants: Callable[[TabContext], str | None] = lambda ctx: None
+    view: str | None = None  # the DebugState field the tab shows, computed on demand
+    # The Debugger method and arguments that compute it, given the tab's widget.
+    request: Callable[[Widget], tuple[str, tuple] | None] = lambda widget: None
 
 
 def _feed_stats(widget: Widget, ctx: TabContext) -> None:
@@ -83,6 +85,12 @@ def _feed_generation(widget: Widget, ctx: TabContext) -> None:
     view = ctx.state.generation if ctx.state else None
     if view is not None and widget.view is not view:
         widget.view = view
+
+
+def _request_generation(widget: Widget) -> tuple[str, tuple] | None:
+    assert isinstance(widget, GeneratePanel)
+    settings = widget.settings()  # None after saying what is wrong with them
+    return None if settings is None else ("reset_generation", (settings,))
 
 
 def _feed_train(widget: Widget, ctx: TabContext) -> None:
@@ -122,7 +130,8 @@ TABS: tuple[Tab, ...] = (
         "AttentionHeatmap",
         lambda ctx: AttentionPanel(ctx.info.n_layer, id="attention-panel"),
         _feed_attention,
-        lambda ctx: "attention" if ctx.state is None or ctx.state.attention is None else None,
+        "attention",
+        lambda w: ("attention", (w.view.pattern.layer if w.view is not None else 0,)),
     ),
     Tab(
         "generate",
@@ -132,7 +141,8 @@ TABS: tuple[Tab, ...] = (
         "#gen-candidates",
         lambda ctx: GeneratePanel(seed=ctx.seed, id="generate-panel"),
         _feed_generation,
-        lambda ctx: "generation" if ctx.state is None or ctx.state.generation is None else None,
+        "generation",
+        _request_generation,
     ),
     Tab(
         "diagram",
@@ -151,7 +161,8 @@ TABS: tuple[Tab, ...] = (
         "#train-grads",
         lambda ctx: TrainPanel(id="train-panel"),
         _feed_train,
-        lambda ctx: "train" if ctx.state is None or ctx.state.train is None else None,
+        "train",
+        lambda w: ("train_view", ()),
     ),
 )
 

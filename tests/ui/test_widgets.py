@@ -153,7 +153,7 @@ async def test_tree_labels_never_cut_parameter_counts(width: int) -> None:
         tree.name_filter = "h.0."  # every match and its ancestors expanded
         await pilot.pause()
         for path in ("transformer.h.0.mlp.c_fc", "transformer.h.0.attn", "transformer.h"):
-            line = tree.line_of(path)
+            line = tree._path_nodes[path].line
             assert line >= 0
             drawn = "".join(s.text for s in tree.render_line(line - tree.scroll_offset.y))
             count = fmt.count(summary.modules[path].params)

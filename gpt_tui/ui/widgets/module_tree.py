@@ -215,8 +215,3 @@ class ModuleTree(Tree[str]):
         event.stop()
         if event.node.data is not None:
             self.post_message(self.ModuleHighlighted(event.node.data))
-
-    def line_of(self, path: str) -> int:
-        """The tree line a module is drawn on (-1 if collapsed away); for tests and scrolling."""
-        node = self._path_nodes.get(path)
-        return -1 if node is None else node.line

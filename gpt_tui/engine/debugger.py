@@ -306,11 +306,15 @@ class Debugger:
         self._stepping = stepped_run(stepper, self.session, self._prompt, self._step_ids)
 
     def _end_stepper(self, status: StepStatus) -> None:
+        """Close the stepped pass. Its events stay in the snapshot when it `finished` or
+        was `aborted`; `idle` (a whole run took over) forgets them."""
         stepper = self._stepper
         if stepper is not None:
             self._step_events = tuple(stepper.events)
             self.session.release(stepper)
             self._stepper = None
+        if status == "idle":
+            self._step_events = ()
         self._stepping = None
         self._step_status = status
 

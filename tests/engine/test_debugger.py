@@ -86,6 +86,9 @@ def test_the_moves_give_the_events_a_whole_run_records(dbg: Debugger) -> None:
     stepped = [(r.name, r.stats) for r in state.run.records]
     assert stepped == [(r.name, r.stats) for r in whole.run.records if r.phase == "out"]
     assert state.previous_run is whole.run  # the Stats diff compares with the run before
+    dbg.set_prompt("JULIET")
+    again = dbg.run()  # a whole run forgets the stepped pass's events (their shapes)
+    assert again.events == () and again.run.token_ids != whole.run.token_ids
 
 
 def test_abort_after_the_move_paused_leaves_the_pass_paused(dbg: Debugger) -> None:

@@ -32,7 +32,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except BrokenPipeError:  # `gpt-tui summary | head`: the reader left, nothing to say
-        sys.stderr.close()
+        _drop_stdout()
         return 0
     except GptTuiError as err:
         print(f"gpt-tui: error: {describe_error(err)}", file=sys.stderr)
@@ -49,5 +49,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _drop_stdout() -> None:
+    """The reader of a pipe left: send what is still buffered nowhere, so that Python's
+    own flush at exit does not fail and turn a finished command into status 1."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+        code = 0
+    sys.exit(code)

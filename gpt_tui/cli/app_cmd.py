@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import model_spec
 
@@ -15,4 +16,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     check_spec(spec)  # quick mistakes go to stderr with status 2, before the screen opens
     app = GptTuiApp(spec)
     app.run()
+    if app.open_error:  # the model could not be opened: said on the screen, and here
+        print(f"gpt-tui: error: {app.open_error}", file=sys.stderr)
+        return 2
     return app.return_code or 0

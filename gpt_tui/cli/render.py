@@ -27,11 +27,17 @@ NARROW_BELOW = 120  # columns
 def console() -> Console:
     from rich.console import Console
 
-    terminal = Console(highlight=False)
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with status 1 here; the reader leaving (`| head`) is no failure:
+            # the command's handler ends with status 0.
+            raise BrokenPipeError
+
+    terminal = PipeConsole(highlight=False)
     if terminal.is_terminal:
         return terminal
     # Piped output is for reading in files and scripts: wide enough that names never wrap.
-    return Console(highlight=False, width=200)
+    return PipeConsole(highlight=False, width=200)
 
 
 def is_terminal() -> bool:

@@ -23,6 +23,7 @@ Concurrency contract
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -194,21 +195,34 @@ class Debugger:
 
     def set_prompt(self, prompt: str, *, move: int | None = None) -> DebugState:
         """The text every later pass reads. A prompt the tokenizer cannot encode raises
-        a one-line error and the old prompt stays."""
-        with self._moving(move) as mid:
+        a one-line error and the old prompt stays.
+        The views made on the old prompt go; a paused pass re-runs on the new prompt to
+        the same module event, as for leaf probes."""
+
+        def body(mid: int) -> DebugState:
             self.session.prompt_ids(prompt)  # raises for an empty or unencodable prompt
             if prompt != self._prompt:
                 self._prompt = prompt
                 self._attention = self._train = None
                 self._generation = self._generation_view = None
+                self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
+
+        return self._intent(move, body, "prompt")
 
     def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
         with self._moving(move) as mid:
             self._breakpoints = frozenset(globs)
             if self._stepper is not None:
                 self._stepper.breakpoints = sorted(self._breakpoints)
-            return self._snapshot(mid)
+            names = self.session.probe_names(leaves=self._leaves)
+            unseen = sorted(g for g in self._breakpoints if not fnmatch.filter(names, g))
+            if unseen and not self._leaves:
+                hint = "; leaf probes (l) stop at Linear, norm and activation layers"
+            else:
+                hint = ""
+            message = f"{', '.join(unseen)}: no probe there, never stops{hint}" if unseen else ""
+            return self._snapshot(mid, message)
 
     def toggle_breakpoint(self, name: str, *, move: int | None = None) -> DebugState:
         return self.set_breakpoints(self._breakpoints ^ {name}, move=move)
@@ -387,9 +401,7 @@ class Debugger:
         self._attention = self._train = None
         if self._generation is not None:
             self._generation.drop_cache()  # cached keys/values describe the old model
-            self._generation_view = generation_view(
-                self.session, self._generation, self._prompt, self._settings
-            )
+            self._refresh_generation()
         active = self.session.interventions.active
         return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
 
@@ -451,18 +463,22 @@ class Debugger:
                     settings.top_k,
                     settings.top_p,
                 )
-                self._generation_view = generation_view(
-                    self.session, self._generation, self._prompt, self._settings
-                )
+                self._refresh_generation()
             return self._snapshot(mid, "new seed: restarted" if restart else "")
 
         return self._intent(move, body, "generation")
 
     def generate(
-        self, n: int = 1, *, force_token: int | None = None, move: int | None = None
+        self,
+        n: int = 1,
+        *,
+        force_token: int | None = None,
+        progress: Callable[[DebugState], None] | None = None,
+        move: int | None = None,
     ) -> DebugState:
         """Take `n` sampled steps (or one forced step); cancellable between and within
-        steps, keeping the tokens taken so far."""
+        steps, keeping the tokens taken so far. `progress` gets a snapshot after each
+        token (its candidates are the step's own; the lens waits for the end)."""
         if n < 1:
             raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
 
@@ -480,17 +496,18 @@ class Debugger:
                         if self._cancel == mid:
                             raise _Cancelled
                         gen.step()
+                        if progress is not None and taken < n - 1:
+                            self._generation_view = generation_view(
+                                self.session, gen, self._prompt, self._settings, peek=False
+                            )
+                            progress(self._snapshot(mid, f"generating {taken + 1} of {n}"))
             except _Cancelled:
                 with self._move_lock:
                     self._cancel = None
-                self._generation_view = generation_view(
-                    self.session, self._generation, self._prompt, self._settings
-                )
+                self._refresh_generation()
                 message = f"generation cancelled after {taken} of {n} tokens"
                 return self._snapshot(mid, message, cancelled=True)
-            self._generation_view = generation_view(
-                self.session, self._generation, self._prompt, self._settings
-            )
+            self._refresh_generation()
             return self._snapshot(mid)
 
         return self._intent(move, body, "generation")
@@ -500,9 +517,7 @@ class Debugger:
         self._generation = self.session.generation(
             self._prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed
         )
-        self._generation_view = generation_view(
-            self.session, self._generation, self._prompt, self._settings
-        )
+        self._refresh_generation()
 
     def _refresh_generation(self) -> None:
         gen, prompt, settings = self._generation, self._prompt, self._settings

@@ -105,16 +105,23 @@ def generation_view(
     gen: GenerationSession | None,
     prompt: str,
     settings: GenerationSettings,
+    peek: bool = True,
 ) -> GenerationView:
-    """The generation so far, with the next token's candidates and logit lens."""
+    """The generation so far, with the next token's candidates and logit lens; without
+    `peek` (progress during N steps), the last step's candidates and no lens."""
     assert gen is not None
     pieces = tuple(session.decode([i]) for i in gen.ids[len(gen.prompt_ids) :])
-    candidates, kept = gen.peek()
     lens, lens_error = None, None
-    try:
-        lens = session.lens(gen.ids, k=1)  # the next token, as each layer reads it
-    except Exception as err:  # e.g. a user's model the lens cannot decode
-        lens_error = describe_error(err)
+    if peek or not gen.steps:
+        candidates, kept = gen.peek()
+        try:
+            lens = session.lens(gen.ids, k=1)  # the next token, as each layer reads it
+        except Exception as err:  # e.g. a user's model the lens cannot decode
+            lens_error = describe_error(err)
+    else:
+        last = gen.steps[-1]
+        candidates, kept = last.candidates, last.kept
+        lens_error = "the lens follows when the run stops"
     return GenerationView(
         prompt=prompt,
         pieces=pieces,

@@ -21,7 +21,6 @@ from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from ..errors import describe_error
-from ..formatting import escape_prompt
 from . import keys
 from .commands import GptTuiCommands
 from .help_sections import help_sections
@@ -79,6 +78,8 @@ class GptTuiApp(App[int]):
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
         self._step_move: int | None = None  # the id of the latest step move
         self._abort_move: int | None = None  # a step move asked to abort while running
+        self._generate_move: int | None = None  # the latest generate intent
+        self._generating = False  # it is queued or running
         self._error: str | None = None  # the last failure, until the next stepper move
 
     # -- what the snapshot says ----------------------------------------------------------
@@ -206,9 +207,13 @@ class GptTuiApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
+        running = event.state in (WorkerState.PENDING, WorkerState.RUNNING)
         if worker.name == "stepper":
-            self.stepping = event.state in (WorkerState.PENDING, WorkerState.RUNNING)
+            self.stepping = running
             self._show_stepper()
+            self.refresh_bindings()
+        elif worker.name == "generating":
+            self._generating = running
             self.refresh_bindings()
         if event.state == WorkerState.ERROR:
             error = describe_error(worker.error) if worker.error else "unknown error"
@@ -249,6 +254,8 @@ class GptTuiApp(App[int]):
             self.query_one(ModuleTree).focus()
         if message.name == "ablation" and state.message:
             self.notify(state.message, title="interventions")
+        if message.name in ("breakpoint", "generating") and state.message:
+            self.notify(state.message, timeout=4)
         self._render(state)
 
     def _render(self, state: DebugState) -> None:
@@ -257,7 +264,8 @@ class GptTuiApp(App[int]):
         self._wanted = {view for view in self._wanted if getattr(state, view) is None}
         tree = self.query_one(ModuleTree)
         shapes = state.run.shapes() if state.run is not None else dict(tree.shapes)
-        shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
+        if state.status == "paused":  # the paused pass's outputs so far are the newest
+            shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
         tree.shapes = shapes
         bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
         if state.run is not None and state.status != "paused":
@@ -313,7 +321,7 @@ class GptTuiApp(App[int]):
         if state is None:
             return
         status = self.query_one(StatusBar)
-        status.prompt = escape_prompt(state.prompt)
+        status.prompt = state.prompt  # shown as a repr: a newline reads \n
         status.breakpoints = len(state.breakpoints)
         status.watch = state.watch_nonfinite
         status.leaves = state.leaves
@@ -344,7 +352,7 @@ class GptTuiApp(App[int]):
         if action in keys.ENGINE_ACTIONS and self.debugger is None:
             return False
         if action == "abort":
-            return self.paused_at is not None or self.stepping
+            return self.paused_at is not None or self.stepping or self._generating
         if action == "step_out":
             return self.paused_at is not None
         if action == "ablate":
@@ -426,6 +434,8 @@ class GptTuiApp(App[int]):
             self._abort_move = self._step_move
             self._show_stepper()
             return
+        if self._generating and debugger.cancel(self._generate_move):
+            return  # the generation stops at its next block, keeping its tokens
         self._call("abort", "abort")
 
     def action_toggle_breakpoint(self) -> None:
@@ -481,7 +491,17 @@ class GptTuiApp(App[int]):
     @on(GeneratePanel.StepRequested)
     def _step_requested(self, event: GeneratePanel.StepRequested) -> None:
         self._apply_settings(event.settings)  # intents run in order: before the step
-        self._call("generation", "generate", event.n, force_token=event.force_token)
+        self._generate_move = self._call(
+            "generating",
+            "generate",
+            event.n,
+            force_token=event.force_token,
+            progress=self._progress,
+        )
+
+    def _progress(self, state: DebugState) -> None:
+        """Called in the worker after each of N tokens: show the text as it grows."""
+        self.post_message(StateUpdated(state, "progress"))
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:
@@ -504,7 +524,9 @@ class GptTuiApp(App[int]):
 
     async def action_generate_n(self) -> None:
         panel = await self._generate_panel()
-        panel.request(panel.run_length())
+        n = panel.run_length()
+        if n is not None:
+            panel.request(n)
 
     # -- prompt, tree, filter ------------------------------------------------------------
 

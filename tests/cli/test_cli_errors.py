@@ -145,3 +145,21 @@ def test_entry_point_is_the_package_main():
     from gpt_tui.cli import main
 
     assert callable(main)
+
+
+def test_a_reader_that_leaves_early_is_no_failure() -> None:
+    """`gpt-tui summary | head -1`: the pipe closes before the table is written."""
+    import subprocess
+    import sys
+
+    for command in (["summary", "--config", "tiny"], ["configs"]):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "gpt_tui", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # the reader is gone before a byte was written
+        err = child.stderr.read()
+        assert child.wait(timeout=120) == 0, err
+        assert err == b""

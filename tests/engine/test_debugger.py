@@ -238,3 +238,31 @@ def test_two_quick_moves_from_two_threads(dbg: Debugger) -> None:
     first, second = sorted([a[0], b[0]], key=lambda s: s.event.index)
     assert (first.event.index, second.event.index) == (0, 1)
     assert first.move != second.move
+
+
+def test_new_prompt_while_paused_reruns_the_pass_on_it(dbg: Debugger) -> None:
+    dbg.set_breakpoints({"transformer.h.1"})
+    old = dbg.step("continue")
+    new = dbg.set_prompt("JULIET: hi")
+    assert new.status == "paused" and new.event.name == old.event.name == "transformer.h.1"
+    assert new.stepping.token_ids == tuple(dbg.session.encode("JULIET: hi"))
+    assert new.event.shape[1] == len("JULIET: hi") != old.event.shape[1]
+
+
+def test_a_breakpoint_no_probe_reaches_says_so(dbg: Debugger) -> None:
+    state = dbg.toggle_breakpoint("transformer.drop")
+    assert "transformer.drop: no probe there" in state.message and "leaf probes" in state.message
+    assert dbg.toggle_breakpoint("transformer.h.0.mlp").message.startswith("transformer.drop")
+    dbg.set_breakpoints({"transformer.h.0.mlp"})
+    assert dbg.state().message == ""
+
+
+def test_generate_reports_progress_after_each_token(dbg: Debugger) -> None:
+    seen: list[DebugState] = []
+    final = dbg.generate(4, progress=seen.append)
+    assert [len(s.generation.steps) for s in seen] == [1, 2, 3]
+    assert [s.message for s in seen] == [f"generating {i} of 4" for i in (1, 2, 3)]
+    assert len(final.generation.steps) == 4 and final.generation.lens is not None
+    assert all(
+        s.generation.steps == final.generation.steps[: len(s.generation.steps)] for s in seen
+    )

@@ -176,3 +176,70 @@ async def test_a_60x20_terminal_keeps_working() -> None:
         assert app.state.generation is not None and len(app.state.generation.steps) == 1
         await press(pilot, "q")
     assert app.return_value == 0
+
+
+async def test_x_stops_a_running_generation_and_g_shows_progress() -> None:
+    from gpt_tui.ui.widgets.generation import GeneratePanel
+
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "4")
+        app.query_one("#gen-n", Input).value = "500"
+        await press(pilot, "escape")
+        third, go = threading.Event(), threading.Event()
+        calls = []
+
+        def hold(_module, _args, _output) -> None:
+            calls.append(1)
+            if len(calls) == 3:  # inside the third token's forward (after two progress posts)
+                third.set()
+                go.wait(30)
+
+        handle = app.debugger.session.model.transformer.h[0].register_forward_hook(hold)
+        try:
+            await pilot.press("G")
+            assert await asyncio.to_thread(third.wait, 30)
+            await pilot.pause()
+            shown = app.query_one(GeneratePanel).view
+            assert shown is not None and len(shown.steps) >= 1  # tokens appear as they come
+            assert app.check_action("abort", ()) is True
+            await pilot.press("x")
+            go.set()
+            await settle(pilot)
+        finally:
+            go.set()
+            handle.remove()
+        state = app.state
+        assert state.cancelled and state.message.startswith("generation cancelled after 2 of 500")
+        assert len(app.query_one(GeneratePanel).view.steps) == 2
+
+
+async def test_a_bad_n_is_said_not_replaced() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "4")
+        app.query_one("#gen-n", Input).value = "abc"
+        app.clear_notifications()
+        await press(pilot, "escape", "G")
+        (toast,) = app._notifications
+        assert "N 'abc'" in toast.message and app.state.generation.steps == ()
+
+
+def test_the_app_command_exits_2_when_the_model_cannot_open(monkeypatch, capsys) -> None:
+    import argparse
+
+    from gpt_tui.cli.app_cmd import cmd_app
+    from gpt_tui.ui.app import GptTuiApp
+
+    def run_and_fail(self) -> None:  # what the screen does when the load fails, then q
+        self.open_error = "rand.pt is not a PyTorch checkpoint"
+
+    monkeypatch.setattr(GptTuiApp, "run", run_and_fail)
+    from gpt_tui.cli.parser import build_parser
+
+    args = build_parser()[0].parse_args(["--config", "tiny"])
+    assert isinstance(args, argparse.Namespace)
+    assert cmd_app(args) == 2
+    assert capsys.readouterr().err.strip() == "gpt-tui: error: rand.pt is not a PyTorch checkpoint"

@@ -197,9 +197,13 @@ class GeneratePanel(Vertical):
             self.notify(str(err), title="sampling settings", severity="error")
             return None
 
-    def run_length(self) -> int:
-        raw = self.query_one("#gen-n", Input).value.strip()
-        return int(raw) if raw.isdigit() and int(raw) > 0 else 20
+    def run_length(self) -> int | None:
+        """N for `G`, or None after saying what is wrong with it."""
+        raw = self.query_one("#gen-n", Input).value.strip() or "20"
+        if not raw.isdigit() or int(raw) == 0:
+            self.notify(f"N {raw!r}: a positive whole number", title="generation", severity="error")
+            return None
+        return int(raw)
 
     def request(self, n: int = 1, force_token: int | None = None) -> None:
         settings = self.settings()
@@ -211,7 +215,9 @@ class GeneratePanel(Vertical):
         if event.button.id == "gen-step":
             self.request(1)
         elif event.button.id == "gen-run":
-            self.request(self.run_length())
+            n = self.run_length()
+            if n is not None:
+                self.request(n)
         elif event.button.id == "gen-reset":
             settings = self.settings()
             if settings is not None:

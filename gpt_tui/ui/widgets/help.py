@@ -116,3 +116,6 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("\nKeys by pane (the engine keys also in the palette, Ctrl+P)"))
             yield Static(keys)
             yield Static(Text("\nEsc, q or ? closes this screen", style="dim"))
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()  # arrows and PageDown scroll at once

@@ -155,6 +155,9 @@ class ModuleTree(Tree[str]):
             self._relabel()
 
     def _relabel(self) -> None:
+        # Labels fit the width they were made at; a tree hidden at narrow widths has none,
+        # so the next resize (shown again) must make them anew.
+        self._width = self.size.width
         for path, node in self._path_nodes.items():
             node.set_label(self._label(path))
 

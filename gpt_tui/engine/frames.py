@@ -18,7 +18,7 @@ import ast
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, FrameType
@@ -30,6 +30,7 @@ import torch.nn as nn
 from ..errors import GptTuiError
 from .probes import unwrap_model
 from .stats import rows_to_stats, stats_row
+from .tensors import TensorView, view_tensor
 
 LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -112,7 +113,7 @@ class Evaluation:
 
 
 def model_files(model: nn.Module) -> tuple[str, ...]:
-    """The model's own source files, canonical (resolved) paths, sorted."""
+    """The model's own source files, canonical (resolved) paths: its class's file first."""
     try:
         source = Path(inspect.getfile(type(unwrap_model(model)))).resolve()
     except (TypeError, OSError):
@@ -121,7 +122,8 @@ def model_files(model: nn.Module) -> tuple[str, ...]:
         files = {source, _OUR_MODELS / "kv_cache.py", _OUR_MODELS / "sampling.py"}
     else:
         files = {p.resolve() for p in source.parent.glob("*.py")} | {source}
-    return tuple(sorted(str(p) for p in files if p.is_file()))
+    others = sorted(str(p) for p in files - {source} if p.is_file())
+    return (str(source), *others)
 
 
 def _functions(path: str) -> list[str]:
@@ -269,6 +271,19 @@ def evaluate_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
         first = (str(err).strip().splitlines() or [""])[0]
         return Evaluation(expr, None, f"{type(err).__name__}: {first}".rstrip(": ")), None
     return Evaluation(expr, summarise([(expr, result)])[0]), result
+
+
+def view_in_frame(
+    frame: FrameType, expr: str, fixed: Sequence[int] = (), **window: int
+) -> TensorView:
+    """The tensor viewer's data for `expr` evaluated in `frame` (in the frame's thread)."""
+    evaluation, value = evaluate_in(frame, expr)
+    if evaluation.error is not None:
+        raise EvaluateError(f"{expr}: {evaluation.error}")
+    if not isinstance(value, torch.Tensor):
+        shown = evaluation.value.repr if evaluation.value else ""
+        raise EvaluateError(f"{expr} is not a tensor: {shown}")
+    return view_tensor(value, fixed, **window)
 
 
 class LineTracer:

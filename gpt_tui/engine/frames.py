@@ -462,7 +462,8 @@ class LineTracer:
             path=frame.f_code.co_filename,
             line=frame.f_lineno,
             function=here.function,
-            module=here.module,
+            # a plain function (nanochat's norm) runs in the module of its nearest caller
+            module=next((e.module for e in reversed(stack) if e.module), None),
             reason=reason,
             stack=tuple(stack),
             source=_source(frame),

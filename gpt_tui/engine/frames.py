@@ -230,13 +230,17 @@ def short_repr(value: object) -> str:
 def summarise(items: Iterable[tuple[str, object]]) -> tuple[Value, ...]:
     """Values for named objects; every tensor's statistics come back in one transfer."""
     items = list(items)
-    tensors = [(i, v) for i, (_, v) in enumerate(items) if isinstance(v, torch.Tensor)]
+    tensors = [
+        (i, v)
+        for i, (_, v) in enumerate(items)
+        if isinstance(v, torch.Tensor) and v.layout == torch.strided  # not sparse
+    ]
     rows = [stats_row(t) for _, t in tensors]
     numels = [t.numel() for _, t in tensors]
     stats = dict(zip((i for i, _ in tensors), rows_to_stats(rows, numels), strict=True))
     out = []
     for i, (name, value) in enumerate(items):
-        if not isinstance(value, torch.Tensor):
+        if i not in stats:
             out.append(Value(name, "value", short_repr(value)))
             continue
         st = stats[i]

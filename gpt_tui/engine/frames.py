@@ -271,7 +271,7 @@ def evaluate_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
     the raw result (None after an error)."""
     try:
         result = eval(compile(expr, "<expression>", "eval"), frame.f_globals, frame.f_locals)
-    except Exception as err:
+    except BaseException as err:  # the user's code, even `exit()`: one line, still paused
         first = (str(err).strip().splitlines() or [""])[0]
         return Evaluation(expr, None, f"{type(err).__name__}: {first}".rstrip(": ")), None
     return Evaluation(expr, summarise([(expr, result)])[0]), result

@@ -125,6 +125,8 @@ def cmd_step(args: argparse.Namespace) -> int:
         )
     if residual:
         console.print(render.stats_table("Residual stream so far", residual))
+    if args.evals or args.show:
+        console.print("[yellow]note:[/] --eval and --show run only at a pause at a line")
     return 0
 
 

@@ -129,3 +129,11 @@ def test_the_pause_reads_at_80_columns() -> None:
     assert any(text.startswith("q ") and "1×9×384 float32" in text for text in lines)
     assert "  torch.Size([1, 9, 384])" in lines
     assert any("x[0, :, :]: rows 0..8 of 9, columns 0..5 of 384" in text for text in lines)
+
+
+def test_a_module_breakpoint_reached_first_says_the_expressions_did_not_run(capsys) -> None:
+    args = ["step", "--config", "tiny", "--prompt", "RO", "--break", "transformer.h.0"]
+    assert run([*args, "--break-at", "MLP.forward", "--eval", "x.shape"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at transformer.h.0 " in out
+    assert "note: --eval and --show run only at a pause at a line" in out

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
+from typing import TYPE_CHECKING
 
-from . import render
+from . import render, step_lines
 from .common import UserError, open_debugger, require_weights
+
+if TYPE_CHECKING:
+    from ..engine.debug_state import DebugState
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -51,8 +56,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_step(args: argparse.Namespace) -> int:
     from ..engine.interventions import inject_nonfinite
 
-    if not args.breakpoints and not args.watch_nan:
-        raise UserError("give --break GLOB (e.g. 'transformer.h.1.*') and/or --watch-nan")
+    if (args.evals or args.show) and not args.line_breakpoints:
+        raise UserError("--eval and --show need --break-at: expressions run at a paused line")
+    if not args.breakpoints and not args.watch_nan and not args.line_breakpoints:
+        raise UserError(
+            "give --break GLOB (e.g. 'transformer.h.1.*'), --break-at FILE:LINE|FUNCTION "
+            "and/or --watch-nan"
+        )
     debugger = open_debugger(args, args.prompt)
     try:
         session = debugger.session
@@ -68,13 +78,21 @@ def cmd_step(args: argparse.Namespace) -> int:
         if args.inject_nan:
             debugger.add_intervention(inject_nonfinite(args.inject_nan))
         debugger.set_breakpoints(args.breakpoints)
+        debugger.set_line_breakpoints(args.line_breakpoints)
         debugger.set_watch(args.watch_nan)
         debugger.set_leaves(args.leaves)
         state = debugger.step("continue")  # the app's `c`
+        if state.frame is not None:
+            for expr in args.evals:
+                state = debugger.evaluate(expr)
+            if args.show:
+                state = debugger.view_tensor(args.show)
     finally:
         debugger.close()
     event, reason = state.event, state.reason
     events = [dict(index=e.index, name=e.name, phase=e.phase) for e in state.events]
+    if state.frame is not None:
+        return _print_line_pause(state, args)
     if event is None:
         if args.json:
             render.print_json(dict(stopped=False, events=events))
@@ -107,6 +125,28 @@ def cmd_step(args: argparse.Namespace) -> int:
         )
     if residual:
         console.print(render.stats_table("Residual stream so far", residual))
+    if args.evals or args.show:
+        console.print("[yellow]note:[/] --eval and --show run only at a pause at a line")
+    return 0
+
+
+def _print_line_pause(state: DebugState, args: argparse.Namespace) -> int:
+    frame = state.frame
+    assert frame is not None
+    if args.json:
+        data = dict(
+            stopped=True,
+            reason=frame.reason,
+            frame=step_lines.frame_json(frame),
+            eval=[step_lines.evaluation_json(e) for e in state.evaluations],
+            event=state.event,
+            events=[dict(index=e.index, name=e.name, phase=e.phase) for e in state.events],
+        )
+        if args.show and state.tensor_view is not None:
+            data["show"] = dict(expr=args.show, **dataclasses.asdict(state.tensor_view))
+        render.print_json(data)
+        return 0
+    step_lines.print_pause(state, args.show)
     return 0
 
 

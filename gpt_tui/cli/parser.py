@@ -159,6 +159,29 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             help="module-path glob to stop at, e.g. 'transformer.h.1.*' (repeatable)",
         )
         p.add_argument(
+            "--break-at",
+            dest="line_breakpoints",
+            action="append",
+            default=[],
+            metavar="FILE:LINE|FUNCTION",
+            help="stop at a line of the model's code, as pdb: 'nanogpt.py:96', 'norm', "
+            "'CausalSelfAttention.forward' (repeatable)",
+        )
+        p.add_argument(
+            "--eval",
+            dest="evals",
+            action="append",
+            default=[],
+            metavar="EXPR",
+            help="evaluate EXPR in the paused frame, like pdb's p: it runs your code "
+            "(repeatable; needs --break-at)",
+        )
+        p.add_argument(
+            "--show",
+            metavar="NAME",
+            help="print a 2-D slice of this local's (or expression's) values (needs --break-at)",
+        )
+        p.add_argument(
             "--watch-nan",
             action="store_true",
             help="stop at the first module whose output holds NaN/Inf",

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: the UI imports this module before torch loads
     from .attention import HeadSummary
+    from .frames import Evaluation, FrameSnapshot
     from .lens import LensResult
     from .sampling import Candidate, SamplingStep
     from .summary import ModelSummary
+    from .tensors import TensorView
     from .trace import AttentionPattern, ProbeRecord, StepEvent
     from .train_view import TrainView
 
@@ -133,16 +135,29 @@ class DebugState:
     attention: AttentionView | None
     train: TrainView | None
     cancelled: bool = False  # the intent was cancelled before it finished
+    frame: FrameSnapshot | None = None  # the line the pass is paused at (None at a module)
+    line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
+    evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
+    tensor_view: TensorView | None = None  # the viewer's tensor at this pause
 
     @property
     def paused_at(self) -> str | None:
-        return self.event.name if self.status == "paused" and self.event else None
+        """The module the pass is paused at (at a line: the module running that line)."""
+        if self.status != "paused":
+            return None
+        if self.frame is not None:
+            return self.frame.module or (self.event.name if self.event else self.frame.where)
+        return self.event.name if self.event else None
 
     @property
     def stepper_line(self) -> str:
         """Where the stepper is, in one line: `paused at transformer.h.1.mlp (in) #12 ·
         breakpoint`, `idle · pass finished after 40 events`, ..."""
-        event = self.event
+        event, frame = self.event, self.frame
+        if self.status == "paused" and frame is not None:
+            text = f"paused at {frame.where} in {frame.function}"
+            text += f" ({frame.module})" if frame.module else ""
+            return text + (" · breakpoint" if frame.reason == "breakpoint" else "")
         if self.status == "paused" and event is not None:
             why = {"breakpoint": " · breakpoint", "watch": " · NaN/Inf appeared here"}
             text = f"paused at {event.name} ({event.phase}) #{event.index}"

@@ -28,6 +28,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import torch
@@ -43,10 +44,19 @@ from .debug_state import (
     RunResult,
     StepStatus,
 )
+from .frames import (
+    LINE_MOVES,
+    EvaluateError,
+    Evaluation,
+    model_files,
+    resolve_breakpoints,
+    view_in_frame,
+)
 from .interventions import HeadScale, InterventionSpec, OutputScale
 from .model_access import raised_in_user_code
 from .probes import find_block_list, unwrap_model
 from .sampling import check_sampling_settings
+from .tensors import TensorView
 from .views import default_prompt, generation_view, model_info, run_from_trace, stepped_run
 
 if TYPE_CHECKING:
@@ -97,6 +107,9 @@ class Debugger:
         self._generation_view: GenerationView | None = None
         self._attention: AttentionView | None = None
         self._train: TrainView | None = None
+        self._line_breakpoints: frozenset[str] = frozenset()
+        self._evaluations: tuple[Evaluation, ...] = ()
+        self._tensor_view: TensorView | None = None
         self._hooks = self._add_cancel_hooks()
 
     # -- moves and cancellation ----------------------------------------------------------
@@ -268,32 +281,36 @@ class Debugger:
         if how not in MOVES:
             raise ValueError(f"unknown move {how!r}: one of {', '.join(MOVES)}")
 
-        def body(mid: int) -> DebugState:
-            stepper = self._stepper or self._new_stepper(mid)
-            self._arm(stepper, mid)
-            try:
-                event = {
-                    "into": stepper.step_into,
-                    "over": stepper.step_over,
-                    "out": stepper.step_out,
-                    "continue": stepper.continue_,
-                }[how]()
-            except BaseException:
-                self._end_stepper("idle")
-                raise
-            if stepper.aborted:  # cancel() unwound the pass mid-move
-                self._end_stepper("aborted")
-                return self._snapshot(mid, "pass aborted")
-            if event is None:
-                self._set_run(
-                    stepped_run(stepper, self.session, self._prompt, self._step_ids, finished=True)
-                )
-                self._end_stepper("finished")
-                return self._snapshot(mid, f"pass finished after {len(stepper.events)} events")
-            self._record_pause(stepper)
-            return self._snapshot(mid, "paused")
+        def advance(stepper: ForwardStepper) -> object:
+            return {
+                "into": stepper.step_into,
+                "over": stepper.step_over,
+                "out": stepper.step_out,
+                "continue": stepper.continue_,
+            }[how]()
 
-        return self._intent(move, body, "step")
+        return self._intent(move, lambda mid: self._advance(mid, advance), "step")
+
+    def _advance(self, mid: int, advance: Callable[[ForwardStepper], object]) -> DebugState:
+        """One move of the stepped pass (started on the prompt if none is under way)."""
+        stepper = self._stepper or self._new_stepper(mid)
+        self._arm(stepper, mid)
+        try:
+            advance(stepper)
+        except BaseException:
+            self._end_stepper("idle")
+            raise
+        if stepper.aborted:  # cancel() unwound the pass mid-move
+            self._end_stepper("aborted")
+            return self._snapshot(mid, "pass aborted")
+        if stepper.finished:
+            self._set_run(
+                stepped_run(stepper, self.session, self._prompt, self._step_ids, finished=True)
+            )
+            self._end_stepper("finished")
+            return self._snapshot(mid, f"pass finished after {len(stepper.events)} events")
+        self._record_pause(stepper)
+        return self._snapshot(mid, "paused")
 
     def abort(self, *, move: int | None = None) -> DebugState:
         """End the paused stepped pass (nothing to do if none is under way)."""
@@ -312,9 +329,12 @@ class Debugger:
         )
         self._stepper = stepper
         self._step_ids = tuple(ids)
+        if self._line_breakpoints:
+            stepper.set_line_breakpoints(self._line_breakpoints)
         return stepper
 
     def _record_pause(self, stepper: ForwardStepper) -> None:
+        self._evaluations, self._tensor_view = (), None  # handles valid for one pause only
         self._step_status = "paused"
         self._step_events = tuple(stepper.events)
         self._stepping = stepped_run(stepper, self.session, self._prompt, self._step_ids)
@@ -330,6 +350,7 @@ class Debugger:
         if status == "idle":
             self._step_events = ()
         self._stepping = None
+        self._evaluations, self._tensor_view = (), None
         self._step_status = status
 
     def _replay_paused(self, mid: int) -> None:
@@ -523,11 +544,68 @@ class Debugger:
         gen, prompt, settings = self._generation, self._prompt, self._settings
         self._generation_view = generation_view(self.session, gen, prompt, settings)
 
+    # -- line stepping (frames.py): line breakpoints, line moves, expressions ------------
+
+    def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
+        """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
+        matches nothing raises `BreakpointError` and the old set stays."""
+        with self._moving(move) as mid:
+            specs = frozenset(specs)
+            resolve_breakpoints(specs, model_files(self.session.model))
+            self._line_breakpoints = specs
+            if self._stepper is not None:
+                self._stepper.set_line_breakpoints(specs)
+            return self._snapshot(mid)
+
+    def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
+        return self.set_line_breakpoints(self._line_breakpoints ^ {spec}, move=move)
+
+    def step_line(self, how: str, *, move: int | None = None) -> DebugState:
+        """A line move (`next`, `into`, `return`, `continue`), starting a pass if needed."""
+        if how not in LINE_MOVES:
+            raise ValueError(f"unknown line move {how!r}: one of {', '.join(LINE_MOVES)}")
+        return self._intent(
+            move, lambda mid: self._advance(mid, lambda s: s.step_line(how)), "step"
+        )
+
+    def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
+        """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
+        line in the evaluation (and the message); the pass stays paused."""
+        with self._moving(move) as mid:
+            result = self._paused_stepper().evaluate(expr)
+            self._evaluations = (*self._evaluations, result)
+            shown = result.error or (result.value.repr if result.value else "")
+            return self._snapshot(mid, f"{expr} → {shown}")
+
+    def view_tensor(
+        self,
+        expr: str,
+        fixed: tuple[int, ...] = (),
+        *,
+        row_start: int = 0,
+        col_start: int = 0,
+        move: int | None = None,
+    ) -> DebugState:
+        """The tensor viewer's data for a local or an expression at the paused line."""
+
+        def view(frame: FrameType) -> TensorView:
+            return view_in_frame(frame, expr, fixed, row_start=row_start, col_start=col_start)
+
+        with self._moving(move) as mid:
+            self._tensor_view = self._paused_stepper().in_frame(view)
+            return self._snapshot(mid, f"{expr}: {self._tensor_view.summary}")
+
+    def _paused_stepper(self) -> ForwardStepper:
+        stepper = self._stepper
+        if stepper is None or stepper.frame is None:
+            raise EvaluateError("expressions need a pass paused at a line (a line breakpoint)")
+        return stepper
+
     # -- snapshot and end ----------------------------------------------------------------
 
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
         stepper = self._stepper
-        paused = stepper is not None and stepper.current is not None
+        paused = stepper is not None and (stepper.current or stepper.frame) is not None
         interventions = self.session.interventions.active
         return DebugState(
             move=mid,
@@ -549,6 +627,10 @@ class Debugger:
             attention=self._attention,
             train=self._train,
             cancelled=cancelled,
+            frame=stepper.frame if paused else None,
+            line_breakpoints=self._line_breakpoints,
+            evaluations=self._evaluations,
+            tensor_view=self._tensor_view,
         )
 
     def close(self) -> None:

@@ -18,23 +18,34 @@ open at that moment (1 = not nested in another probed module; the model's `logit
 output is level 0). Step over from a module's "in" runs to the next "out" at the same
 level (its own end); step out runs to the next "out" one level up (the parent's end, or
 `logits`).
+
+Line events (`frames.LineTracer`) join the same stream: while a line breakpoint or a line
+move is armed, the forward thread traces the model's own files and pauses at lines exactly
+as it pauses at probes; `sys.settrace` is set and cleared only in that thread, and is
+cleared before the thread ends. `evaluate` and `in_frame` hand work to the paused forward
+thread through the same condition variable and wait for its answer.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
+from .frames import LINE_MOVES, EvaluateError, Evaluation, FrameSnapshot, LineTracer, evaluate_in
 from .model_access import raised_in_user_code
 from .probes import PendingRecord, ProbePoint, Probes, first_tensor, unwrap_model
 from .trace import ProbeRecord, StepEvent
+
+_T = TypeVar("_T")
 
 
 class StepperError(GptTuiError, RuntimeError):
@@ -90,6 +101,7 @@ class ForwardStepper:
             self.model, points, leaves=leaves, inputs=True, attention_layers=attention_layers
         )
         self.probes.listener = self._on_record
+        self.lines = LineTracer(self.model, self._pause_at_line)
         self._cv = threading.Condition()
         self._reset()
 
@@ -97,6 +109,7 @@ class ForwardStepper:
         self.events: list[StepEvent] = []
         self.residual: list[ProbeRecord] = []  # resid_pre/mid/post records up to the pause
         self.current: StepEvent | None = None
+        self.frame: FrameSnapshot | None = None  # the line paused at (None at a module)
         self.reason: str | None = None  # why the last stop happened: step/breakpoint/watch
         self.finished = False
         self.aborted = False
@@ -113,6 +126,10 @@ class ForwardStepper:
         self._in_event: dict[int, StepEvent] = {}  # order of an "in" record -> its event
         self._levels: list[int] = []  # level of each event, by index
         self._error_where = "the model"
+        self._task: Callable[[FrameType], Any] | None = None  # work for the paused frame
+        self._task_done = False
+        self._task_result: Any = None
+        self._task_error: BaseException | None = None
 
     # -- the caller's side ----------------------------------------------------------
 
@@ -137,6 +154,43 @@ class ForwardStepper:
     def continue_(self) -> StepEvent | None:
         """Run to the next breakpoint or watchpoint hit; None if the pass ends first."""
         return self._request(_Until(-1))  # no "out" event has level -1: run to the end
+
+    def set_line_breakpoints(self, specs: Iterable[str]) -> None:
+        """`FILE:LINE` / `FUNCTION` breakpoints in the model's files (raises
+        `BreakpointError` for one that matches nothing). Call it while not moving."""
+        self.lines.set_breakpoints(specs)
+
+    def step_line(self, how: str) -> StepEvent | None:
+        """A line move: next (over calls), into (the next model line), return (to the
+        model caller) or continue. Module breakpoints and the watchpoint still stop it."""
+        if how not in LINE_MOVES:
+            raise ValueError(f"unknown line move {how!r}: one of {', '.join(LINE_MOVES)}")
+        {
+            "next": self.lines.set_next,
+            "into": self.lines.set_step,
+            "return": self.lines.set_return,
+            "continue": self.lines.set_continue,
+        }[how]()
+        return self._request(_Until(-1))
+
+    def evaluate(self, expr: str) -> Evaluation:
+        """pdb's `p expr` in the paused frame, run in the forward thread."""
+        return self.in_frame(lambda frame: evaluate_in(frame, expr)[0])
+
+    def in_frame(self, task: Callable[[FrameType], _T]) -> _T:
+        """Run `task(frame)` in the forward thread on the frame paused at; its exception
+        is raised here. Only at a line pause."""
+        with self._cv:
+            if not self._paused or self.frame is None:
+                raise EvaluateError("expressions need a pause at a line (a line breakpoint)")
+            self._task, self._task_done = task, False
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._task_done or self.finished)
+            result, error = self._task_result, self._task_error
+            self._task = self._task_result = self._task_error = None
+        if error is not None:
+            raise error
+        return result
 
     def abort(self) -> None:
         """Unwind the forward thread and join it. The probes stay attached."""
@@ -219,6 +273,8 @@ class ForwardStepper:
     def _run(self) -> None:
         try:
             with torch.inference_mode():
+                if self.lines.armed:
+                    self.lines.sync()
                 out = self.model(self.idx, **self.forward_kwargs)
             self._convert()
             self.result = first_tensor(out)
@@ -231,15 +287,17 @@ class ForwardStepper:
                 self._error_where = self._stack[-1].point.name
             self._convert()
         finally:
+            sys.settrace(None)
             self.probes.abandon_pass()  # no-op unless the pass was unwound by _Abort
             with self._cv:
                 self.finished = True
+                self.frame = None
                 self._moving = False
                 self._cv.notify_all()
 
     def _on_record(self, rec: PendingRecord, x: torch.Tensor) -> None:
-        if threading.current_thread() is not self._thread:
-            return  # a plain model call elsewhere (e.g. after the run) is only recorded
+        if threading.current_thread() is not self._thread or self._task is not None:
+            return  # a model call elsewhere, or from an expression at a pause: only recorded
         if self._aborting:  # abort() from another thread while running, not paused
             raise _Abort
         point = rec.point
@@ -280,18 +338,49 @@ class ForwardStepper:
                 return "watch"
         return None
 
-    def _pause(self, reason: str) -> None:
+    def _pause_at_line(self, frame: FrameType, reason: str) -> None:
+        self._pause(reason, frame)
+
+    def _pause(self, reason: str, frame: FrameType | None = None) -> None:
+        """Publish the pause and wait (in the forward thread) for a move, an abort, or a
+        task on the paused frame; then arm or disarm line tracing for what comes next."""
         self._convert()
+        snapshot = self.lines.snapshot(frame, reason) if frame is not None else None
         with self._cv:
-            self.current = self.events[-1]
+            self.current = self.events[-1] if self.events else None
+            self.frame = snapshot
             self.reason = reason
             self._until = None
             self._paused = True
             self._moving = False  # from here on, request_abort leaves the pause alone
             self._cv.notify_all()
-            self._cv.wait_for(lambda: self._until is not None or self._aborting)
-            if self._aborting:
-                raise _Abort
+        while True:
+            with self._cv:
+                self._cv.wait_for(
+                    lambda: self._until is not None or self._aborting or self._task is not None
+                )
+                if self._aborting:
+                    raise _Abort
+                if self._until is not None:
+                    break
+                task = self._task
+            self._run_task(task, frame)  # outside the lock: a cancel never waits for it
+        self.lines.sync()
+
+    def _run_task(self, task: Callable[[FrameType], Any], frame: FrameType | None) -> None:
+        """Run the caller's task on the paused frame and hand back its outcome."""
+        assert frame is not None
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = task(frame)
+        except Exception as err:  # handed to the caller; the pass stays paused
+            error = err
+        with self._cv:
+            self._task_result, self._task_error = result, error
+            self._task_done = True
+            self._task = None
+            self._cv.notify_all()
 
     def _convert(self) -> None:
         """Read queued stats back (one transfer) and turn new records into events."""

@@ -1,0 +1,142 @@
+"""Moves: how the Debugger runs intents, one at a time, each cancellable.
+
+Concurrency contract
+--------------------
+- Intents run one at a time (`_lock`); call them from worker threads, never a UI thread.
+- Every intent is a *move* with an id: pass `move=debugger.new_move()` to name it before
+  it starts, or let the intent take the next id. The snapshot carries the id.
+- `cancel(move)` may be called from any thread, takes no intent lock and never waits.
+  It stops the named move if it is still running (or any running move, given None):
+  a stepped move unwinds at its next probe and reports "aborted"; a run, N generation
+  steps or a training view stop at the next block and report `cancelled`. It returns
+  False when that move is not running, e.g. it already paused: the paused pass is then
+  left alone, so a snapshot never says "paused" for a dead pass. End a paused pass with
+  the `abort()` intent.
+- `close()` cancels whatever runs, refuses the intents still waiting for the lock, then
+  stops the paused pass (its thread joined) and removes every hook. It returns within
+  one module's compute of the running move.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import GptTuiError
+from .model_access import raised_in_user_code
+from .probes import find_block_list, unwrap_model
+
+if TYPE_CHECKING:
+    from .debug_state import DebugState
+    from .session import Session
+    from .stepping import ForwardStepper
+
+
+class ModelRaisedError(GptTuiError):
+    """The user's own model code raised (an assert on the prompt length, a shape check)."""
+
+
+class MoveCancelled(BaseException):
+    """Raised in a cancelled move's forward by a block pre-hook; never leaves the Debugger."""
+
+
+class Moves:
+    """The lock, the move ids and cancellation that every Debugger intent goes through.
+    A subclass provides `_snapshot(mid, message, cancelled)` and sets `_stepper`."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._lock = threading.Lock()  # one intent at a time
+        self._move_lock = threading.Lock()  # guards _running / _cancel; never held long
+        self._ids = itertools.count(1)
+        self._running: int | None = None  # the move holding the lock now
+        self._cancel: int | None = None  # the move asked to stop
+        self._closing = False
+        self._intent_thread: int | None = None  # the thread running the current intent
+        self._move = 0  # id of the last intent that ran
+        self._stepper: ForwardStepper | None = None  # the stepped pass a cancel must reach
+        self._hooks = self._add_cancel_hooks()
+
+    def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
+        raise NotImplementedError
+
+    def new_move(self) -> int:
+        """An id for the next intent, to name it in `cancel` before it starts."""
+        return next(self._ids)
+
+    @contextmanager
+    def _moving(self, move: int | None) -> Iterator[int]:
+        mid = move if move is not None else self.new_move()
+        with self._lock:
+            with self._move_lock:
+                self._running = mid
+                self._intent_thread = threading.get_ident()
+            try:
+                yield mid
+            finally:
+                with self._move_lock:
+                    self._running = None
+                self._move = max(self._move, mid)
+
+    def _intent(self, move: int | None, body: Callable[[int], DebugState], what: str) -> DebugState:
+        """Run one intent under the lock; a cancelled one answers with the state it left."""
+        with self._moving(move) as mid:
+            if self._closing:
+                return self._snapshot(mid, "closing", cancelled=True)
+            try:
+                return body(mid)
+            except Exception as err:
+                where = raised_in_user_code(err, self.session.model)
+                if where is None:
+                    raise
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise ModelRaisedError(
+                    f"your model raised {type(err).__name__} at {where}: {first or '(no message)'}"
+                ) from err
+            except MoveCancelled:
+                with self._move_lock:
+                    self._cancel = None  # what follows (a view, a snapshot) may run freely
+                return self._snapshot(mid, f"{what} cancelled", cancelled=True)
+
+    def cancel(self, move: int | None = None) -> bool:
+        """Stop `move` (any running move if None) if it is running now; see the module doc.
+
+        True means the move was still running when asked; a stepped move may still have
+        paused just before the request reached it (its snapshot then says so).
+        """
+        with self._move_lock:
+            running = self._running
+            if running is None or (move is not None and move != running):
+                return False
+            self._cancel = running
+            if self._stepper is not None:
+                self._stepper.request_abort()  # a stepped move unwinds at its next probe
+            return True
+
+    def _arm(self, stepper: ForwardStepper, mid: int) -> None:
+        """Let a cancel of move `mid` reach `stepper`, also one that came before this."""
+        with self._move_lock:
+            if self._running == mid:
+                stepper.arm_move()
+                if self._cancel == mid:
+                    stepper.request_abort()
+
+    def _add_cancel_hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
+        model = unwrap_model(self.session.model)
+        found = find_block_list(model)
+        modules = list(found[1]) if found is not None else list(model.children())
+
+        def check(module: torch.nn.Module, args: tuple) -> None:
+            # Only a forward run by the intent itself: a stepped pass runs in its own
+            # thread and unwinds through the stepper's abort instead.
+            if threading.get_ident() != self._intent_thread:
+                return
+            if self._closing or (self._cancel is not None and self._cancel == self._running):
+                raise MoveCancelled
+
+        return [m.register_forward_pre_hook(check) for m in modules]

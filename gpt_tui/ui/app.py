@@ -337,6 +337,8 @@ class GptTuiApp(App[int]):
         the user pressed."""
         if isinstance(event, events.Key) and event.key.startswith("alt+"):
             char = event.key.removeprefix("alt+")
+            if char.startswith("shift+") and len(char) == 7:  # Esc then G: alt+shift+g
+                char = char[-1].upper()
             if len(char) == 1 and char.isalnum():
                 if self.screen is self.screen_stack[0]:
                     # Escape's work done now (replayed, it would still be bubbling up from

@@ -243,3 +243,14 @@ def test_the_app_command_exits_2_when_the_model_cannot_open(monkeypatch, capsys)
     assert isinstance(args, argparse.Namespace)
     assert cmd_app(args) == 2
     assert capsys.readouterr().err.strip() == "gpt-tui: error: rand.pt is not a PyTorch checkpoint"
+
+
+async def test_escape_then_shift_key_fast_still_counts() -> None:
+    """Esc then G within the terminal's escape delay reaches Textual as alt+shift+g."""
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "4")
+        app.query_one("#gen-n", Input).value = "3"
+        await press(pilot, "alt+shift+g")
+        assert len(app.state.generation.steps) == 3

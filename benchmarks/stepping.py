@@ -26,21 +26,21 @@ def main() -> None:
     preset = sys.argv[2] if len(sys.argv) > 2 else "small"
     model = build_model(make_config(preset), "cpu")
     idx = torch.randint(0, model.config.vocab_size, (1, 64))
-    stepper = ForwardStepper(model, idx)
 
+    # A stepper runs one pass; each run gets a fresh one, made and closed outside the timer.
     def stepped() -> tuple[float, int]:
-        stepper.restart()
-        start = time.perf_counter()
-        pauses = 0
-        while stepper.step_into() is not None:
-            pauses += 1
-        return time.perf_counter() - start, pauses
+        with ForwardStepper(model, idx) as stepper:
+            start = time.perf_counter()
+            pauses = 0
+            while stepper.step_into() is not None:
+                pauses += 1
+            return time.perf_counter() - start, pauses
 
     def straight() -> float:
-        stepper.restart()
-        start = time.perf_counter()
-        stepper.continue_()
-        return time.perf_counter() - start
+        with ForwardStepper(model, idx) as stepper:
+            start = time.perf_counter()
+            stepper.continue_()
+            return time.perf_counter() - start
 
     stepped(), straight()  # warm up
     paused_times, plain_times = [], []
@@ -49,7 +49,6 @@ def main() -> None:
         elapsed, pauses = stepped()
         paused_times.append(elapsed)
         plain_times.append(straight())
-    stepper.close()
     paused, plain = statistics.median(paused_times), statistics.median(plain_times)
     per_pause = max(paused - plain, 0.0) / pauses * 1e3
     print(

@@ -254,3 +254,14 @@ async def test_escape_then_shift_key_fast_still_counts() -> None:
         app.query_one("#gen-n", Input).value = "3"
         await press(pilot, "alt+shift+g")
         assert len(app.state.generation.steps) == 3
+
+
+async def test_filter_then_enter_lands_on_the_first_match() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "slash", "m", "l", "p", "enter")
+        tree = app.query_one(ModuleTree)
+        assert tree.has_focus and app.selected_path == "transformer.h.0.mlp"
+        await press(pilot, "b")  # b acts on the match
+        assert app.state.breakpoints == {"transformer.h.0.mlp"}

@@ -262,18 +262,7 @@ class GptTuiApp(App[int]):
         """Show a snapshot everywhere: tree, status, and every mounted tab."""
         self.state = state
         self._wanted = {view for view in self._wanted if getattr(state, view) is None}
-        tree = self.query_one(ModuleTree)
-        shapes = state.run.shapes() if state.run is not None else dict(tree.shapes)
-        if state.status == "paused":  # the paused pass's outputs so far are the newest
-            shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
-        tree.shapes = shapes
-        bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
-        if state.run is not None and state.status != "paused":
-            bad |= {r.name for r in state.run.records if not r.stats.finite}
-        tree.nonfinite = frozenset(bad)
-        tree.paused = state.paused_at
-        tree.breakpoints = state.breakpoints
-        tree.ablated = frozenset(state.ablated_modules)
+        self.query_one(ModuleTree).show_state(state)
         self.query_one(PromptBar).prompt = state.prompt
         self._show_stepper()
         self._update_detail()
@@ -317,38 +306,25 @@ class GptTuiApp(App[int]):
             self.query_one(StatusBar).memory = self.debugger.memory()
 
     def _update_detail(self) -> None:
-        state = self.state
-        if state is None:
-            return
-        status = self.query_one(StatusBar)
-        status.prompt = state.prompt  # shown as a repr: a newline reads \n
-        status.breakpoints = len(state.breakpoints)
-        status.watch = state.watch_nonfinite
-        status.leaves = state.leaves
-        status.ablations = len(state.ablations)
-        status.busy = self._intents.pending > 0
+        if self.state is not None:
+            self.query_one(StatusBar).show_state(self.state, busy=self._intents.pending > 0)
 
     # -- keys ----------------------------------------------------------------------------
 
     async def on_event(self, event: events.Event) -> None:
-        """Escape and then a key, pressed quickly, arrive as one `alt+<key>`: the terminal
-        sends ESC and the key back to back, and Textual reads the pair as Alt (within
-        ESCDELAY, 100 ms). This app binds no Alt keys, so it replays them as the two keys
-        the user pressed."""
-        if isinstance(event, events.Key) and event.key.startswith("alt+"):
-            char = event.key.removeprefix("alt+")
-            if char.startswith("shift+") and len(char) == 7:  # Esc then G: alt+shift+g
-                char = char[-1].upper()
-            if len(char) == 1 and char.isalnum():
-                if self.screen is self.screen_stack[0]:
-                    # Escape's work done now (replayed, it would still be bubbling up from
-                    # the focused widget when the key arrived), then the key.
-                    self.action_focus_tree(now=True)
-                else:  # a modal screen or the palette: escape closes it
-                    await super().on_event(events.Key("escape", "\x1b"))
-                await super().on_event(events.Key(char, char))
-                return
-        await super().on_event(event)
+        """Esc and a key pressed quickly arrive as `alt+<key>` (see `keys.after_escape`):
+        replayed as the two keys the user pressed."""
+        char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
+        if char is None:
+            await super().on_event(event)
+            return
+        if self.screen is self.screen_stack[0]:
+            # Escape's work done now (replayed, it would still be bubbling up from the
+            # focused widget when the key arrived), then the key.
+            self.action_focus_tree(now=True)
+        else:  # a modal screen or the palette: escape closes it
+            await super().on_event(events.Key("escape", "\x1b"))
+        await super().on_event(events.Key(char, char))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in keys.ENGINE_ACTIONS and self.debugger is None:

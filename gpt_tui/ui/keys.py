@@ -89,3 +89,15 @@ ENGINE_ACTIONS = frozenset(
         "focus_prompt",
     }
 )
+
+
+def after_escape(key: str) -> str | None:
+    """The key pressed just after Esc, when the two arrived as one: the terminal sends ESC
+    and the key back to back, and Textual reads the pair as Alt (within ESCDELAY, 100 ms).
+    The app binds no Alt keys, so `alt+2` is Esc then 2 and `alt+shift+g` Esc then G."""
+    if not key.startswith("alt+"):
+        return None
+    char = key.removeprefix("alt+")
+    if char.startswith("shift+") and len(char) == 7:
+        char = char[-1].upper()
+    return char if len(char) == 1 and char.isalnum() else None

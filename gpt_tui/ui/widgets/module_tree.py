@@ -19,6 +19,7 @@ from textual.widgets.tree import TreeNode
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
+    from ...engine.debug_state import DebugState
     from ...engine.summary import ModelSummary
 
 # Modules expanded when the tree is first built: the path down to the blocks.
@@ -153,6 +154,22 @@ class ModuleTree(Tree[str]):
         if width != self._width:
             self._width = width
             self._relabel()
+
+    def show_state(self, state: DebugState) -> None:
+        """Marks and shapes from a snapshot: the last whole run's output shapes (a paused
+        pass's outputs so far are newer), non-finite outputs, the paused module,
+        breakpoints and ablations."""
+        shapes = state.run.shapes() if state.run is not None else dict(self.shapes)
+        if state.status == "paused":
+            shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
+        self.shapes = shapes
+        bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
+        if state.run is not None and state.status != "paused":
+            bad |= {r.name for r in state.run.records if not r.stats.finite}
+        self.nonfinite = frozenset(bad)
+        self.paused = state.paused_at
+        self.breakpoints = state.breakpoints
+        self.ablated = frozenset(state.ablated_modules)
 
     def _relabel(self) -> None:
         # Labels fit the width they were made at; a tree hidden at narrow widths has none,

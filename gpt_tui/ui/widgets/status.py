@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from ... import formatting as fmt
-from ...engine.debug_state import ModelInfo
+from ...engine.debug_state import DebugState, ModelInfo
 
 
 def memory_text(memory: dict[str, int] | None) -> str:
@@ -64,6 +64,15 @@ class StatusBar(Widget):
     leaves: reactive[bool] = reactive(False)  # leaf probes
     ablations: reactive[int] = reactive(0)  # how many are active
     busy: reactive[bool] = reactive(False)  # the engine is working
+
+    def show_state(self, state: DebugState, busy: bool) -> None:
+        """The compact marks and the prompt from a snapshot."""
+        self.prompt = state.prompt  # shown as a repr: a newline reads \n
+        self.breakpoints = len(state.breakpoints)
+        self.watch = state.watch_nonfinite
+        self.leaves = state.leaves
+        self.ablations = len(state.ablations)
+        self.busy = busy
 
     def indicators(self) -> Text:
         """What is switched on, as compact marks (empty when nothing is)."""

@@ -205,7 +205,7 @@ class ForwardStepper:
 
     def arm_move(self) -> None:
         """Mark a move as under way before it is requested, so that a `request_abort`
-        between this call and the move's start is honoured (the driver calls it while it
+        between this call and the move's start is honoured (the Debugger calls it while it
         registers the move as running)."""
         with self._cv:
             if not self.finished:
@@ -214,7 +214,7 @@ class ForwardStepper:
     def request_abort(self) -> bool:
         """Ask a running move to unwind at its next probe, from any thread, without waiting.
 
-        For a driver blocked in `continue_()`: that call then returns None with `aborted`
+        For a Debugger blocked in `continue_()`: that call then returns None with `aborted`
         set. True if a move was running; False (and nothing changes) if the pass is paused
         or over, so an abort that arrives just after a pause cannot kill the paused pass
         while its caller reports it as paused.

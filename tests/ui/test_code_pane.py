@@ -92,3 +92,25 @@ async def test_break_step_evaluate_and_view_in_the_code_tab() -> None:
         await press(pilot, "escape", "x")
         assert app.state.status != "paused" and app.state.frame is None
         assert "Not paused at a line" in plain(where)
+
+
+async def test_n_starts_a_pass_at_the_first_line_and_b_marks_the_cursor_line() -> None:
+    """N from idle stops at GPT.forward's first line (the Stats tab, fed a pass with no
+    records yet, keeps working); b in the source toggles a breakpoint at the cursor line."""
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "N")
+        frame = app.state.frame
+        assert frame is not None and frame.function == "GPT.forward"
+        source = app.query_one(SourceView)
+        assert source.has_focus and app.query_one("#tabs").active == "code"
+        await press(pilot, "down", "b")
+        line = frame.source[source.cursor_row].number
+        assert app.state.line_breakpoints == {f"nanogpt.py:{line}"}
+        assert str(source.get_row_at(source.cursor_row)[0]) == " ●"
+        await press(pilot, "b")
+        assert app.state.line_breakpoints == frozenset()
+        await press(pilot, "1")  # the Stats tab shows the paused pass
+        await press(pilot, "escape", "x")
+        assert app.state.status != "paused"

@@ -188,7 +188,8 @@ class CodePane(Vertical):
         else:
             head = Text(f"{frame.where} ", style="bold yellow")
             head.append(f"{frame.function}", style="bold")
-            head.append(f" ({frame.module})" if frame.module else "", style="cyan")
+            module = (frame.module or "").strip("()")  # the root is `(model)`
+            head.append(f" ({module})" if module else "", style="cyan")
             if frame.returned is not None:
                 head.append(f"  returned {frame.returned.repr}", style="green")
             head.append("\n" + frame.stack_line, style="dim")

@@ -9,7 +9,8 @@ from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
 import gpt_tui.models.nanogpt as nanogpt_module
-from gpt_tui.ui.widgets.code_pane import SourceView, VariablesTable
+from gpt_tui.engine.frames import FrameSnapshot, SourceLine
+from gpt_tui.ui.widgets.code_pane import SourceView, VariablesTable, breakpoint_lines
 from gpt_tui.ui.widgets.tensor_viewer import TensorViewer, number
 
 SIZE = (120, 40)
@@ -20,6 +21,19 @@ def kernel_line() -> int:
     """The line of nanogpt.py's attention kernel call."""
     lines = Path(nanogpt_module.__file__).read_text().splitlines()
     return next(i for i, text in enumerate(lines, 1) if MARKER in text)
+
+
+def test_breakpoint_lines_match_the_file_by_suffix_and_the_function_by_name() -> None:
+    source = tuple(SourceLine(n, "x", n == 12) for n in (10, 11, 12))
+    frame = FrameSnapshot(
+        "nanogpt.py", "/m/models/nanogpt.py", 12, "CausalSelfAttention.forward", None,
+        "step", (), source, (),
+    )  # fmt: skip
+    specs = frozenset({"nanogpt.py:11", "models/nanogpt.py:12", "nanochat.py:10", "gpt.py:10"})
+    assert breakpoint_lines(specs, frame) == {11, 12}
+    for spec in ("forward", "CausalSelfAttention.forward"):
+        assert breakpoint_lines(frozenset({spec}), frame) == {10}
+    assert breakpoint_lines(frozenset({"Attention.forward", "norm"}), frame) == set()
 
 
 async def submit(pilot, selector: str, text: str) -> None:

@@ -10,6 +10,7 @@ messages and the app hands back the snapshot's parts through `show`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import ClassVar
 
 from rich.syntax import Syntax
@@ -33,12 +34,17 @@ MAX_EVALS = 3  # the newest evaluations shown
 
 
 def breakpoint_lines(specs: frozenset[str], frame: FrameSnapshot) -> set[int]:
-    """The lines of `frame`'s file that carry a `FILE:LINE` breakpoint (file by suffix)."""
+    """The lines of `frame`'s file that carry a `FILE:LINE` breakpoint (the file by its
+    name or the end of its path), and the `def` line of the paused function when a
+    `FUNCTION` breakpoint names it."""
     lines = set()
     for spec in specs:
         file, _, line = spec.rpartition(":")
-        if file and line.isdigit() and frame.path.endswith(file.lstrip("./")):
+        parts = PurePath(file).parts
+        if file and line.isdigit() and PurePath(frame.path).parts[-len(parts) :] == parts:
             lines.add(int(line))
+        elif not file and frame.source and f".{frame.function}".endswith(f".{spec}"):
+            lines.add(frame.source[0].number)
     return lines
 
 

@@ -28,12 +28,14 @@ from .intents import IntentQueue
 from .messages import SessionFailed, SessionOpened, StateUpdated
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
+from .widgets.code_pane import CodePane, SourceView
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen
 from .widgets.module_tree import ModuleTree
 from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
+from .widgets.tensor_viewer import TensorViewer
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
@@ -113,7 +115,7 @@ class GptTuiApp(App[int]):
                     for tab in TABS:
                         yield TabPane(tab.label, id=tab.id)
         yield PromptBar(id="prompt-bar")
-        yield KeyFooter([b.action for b in keys.KEY_BINDINGS])
+        yield KeyFooter(keys.FOOTER_RANK)
 
     def on_mount(self) -> None:
         self.query_one("#tree").loading = True
@@ -333,6 +335,8 @@ class GptTuiApp(App[int]):
             return self.paused_at is not None or self.stepping or self._generating
         if action == "step_out":
             return self.paused_at is not None
+        if action == "step_line" and parameters == ("return",):
+            return self.state is not None and self.state.frame is not None
         if action == "ablate":
             return self._selected_kind() in ("attn", "mlp")
         return True
@@ -402,6 +406,26 @@ class GptTuiApp(App[int]):
 
     def action_continue(self) -> None:
         self._step("continue")
+
+    async def action_step_line(self, how: str) -> None:
+        """A line move; the Code tab comes up to show where it stops."""
+        self._step_move = self._call("stepper", "step_line", how)
+        focused = self.focused
+        if focused is None or not any(isinstance(w, CodePane) for w in focused.ancestors):
+            await self.action_show_tab("code")
+
+    @on(CodePane.BreakpointTyped)
+    @on(SourceView.LineToggled)
+    def _line_breakpoint(self, event: CodePane.BreakpointTyped | SourceView.LineToggled) -> None:
+        self._call("line_breakpoint", "toggle_line_breakpoint", event.spec)
+
+    @on(CodePane.EvaluateRequested)
+    def _evaluate(self, event: CodePane.EvaluateRequested) -> None:
+        self._call("evaluate", "evaluate", event.expr)
+
+    @on(TensorViewer.IndexRequested)
+    def _view_tensor(self, event: TensorViewer.IndexRequested) -> None:
+        self._call("tensor_view", "view_tensor", event.expr, event.fixed)
 
     def action_abort(self) -> None:
         """A running move is cancelled at its next module, without waiting for the

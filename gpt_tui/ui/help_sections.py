@@ -5,10 +5,12 @@ from __future__ import annotations
 from .keys import KEY_BINDINGS, KEY_TITLES, MOVE_BINDINGS
 from .tabs import TABS
 from .widgets.attention_heatmap import AttentionPanel
+from .widgets.code_pane import CodePane, SourceView
 from .widgets.help import KeyRow, binding_rows
 from .widgets.layer_stats import StatsPanel
 from .widgets.param_table import ParamTable
 from .widgets.tables import RowTable
+from .widgets.tensor_viewer import TensorViewer
 
 
 def help_sections() -> list[tuple[str, list[KeyRow]]]:
@@ -52,4 +54,14 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + tables,
         ),
         ("Train", tables),
+        (
+            "Code",
+            binding_rows(SourceView.BINDINGS)
+            + [("Enter", "View", "in Variables: open the tensor in the viewer")]
+            + binding_rows(CodePane.BINDINGS)
+            + binding_rows(TensorViewer.BINDINGS)
+            + [("Enter", "Evaluate", "in p expr: evaluate in the paused frame, like pdb's p")]
+            + [("Enter", "Break at", "in break at: toggle a FUNCTION or FILE:LINE breakpoint")]
+            + tables,
+        ),
     ]

@@ -37,7 +37,15 @@ KEY_BINDINGS: list[Binding] = [
     _key("x", "abort", "Abort", "abort the paused or running forward pass"),
     _key("G", "generate_n", "Gen N", "sample N tokens (N in the Generate tab)"),
     _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
+    _key("N", "step_line('next')", "Line", "next line of the model's code, over calls"),
+    _key("S", "step_line('into')", "Line in", "next line, into a called model function"),
+    _key("U", "step_line('return')", "Line up", "run to the return of the current function"),
+    _key("C", "step_line('continue')", "Line cont", "run to the next line breakpoint"),
 ]
+
+# The footer's order: the line keys rank after the focused pane's own keys, so that they
+# show where there is room and never push a pane's keys out.
+FOOTER_RANK = [b.action for b in KEY_BINDINGS if not b.action.startswith("step_line")]
 
 KEY_TITLES: dict[str, str] = {
     "run": "Run",
@@ -54,6 +62,10 @@ KEY_TITLES: dict[str, str] = {
     "abort": "Abort",
     "generate_n": "Generate N",
     "ablate": "Ablate",
+    "step_line('next')": "Next line",
+    "step_line('into')": "Line into",
+    "step_line('return')": "Line return",
+    "step_line('continue')": "Line continue",
 }
 
 # Keys that move focus; shown in help, not in the footer.
@@ -85,6 +97,7 @@ ENGINE_ACTIONS = frozenset(
         "generate",
         "generate_n",
         "ablate",
+        "step_line",
         "filter_tree",
         "focus_prompt",
     }

@@ -17,6 +17,7 @@ from textual.containers import ScrollableContainer
 from textual.widget import Widget
 
 from .widgets.attention_heatmap import AttentionPanel
+from .widgets.code_pane import CodePane
 from .widgets.diagram import Diagram
 from .widgets.generation import GeneratePanel
 from .widgets.layer_stats import StatsPanel
@@ -103,6 +104,14 @@ def _feed_train(widget: Widget, ctx: TabContext) -> None:
         widget.view = state.train
 
 
+def _feed_code(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, CodePane)
+    state = ctx.state
+    if state is not None:
+        frame = state.frame if state.status == "paused" else None
+        widget.show(frame, state.line_breakpoints, state.evaluations, state.tensor_view)
+
+
 TABS: tuple[Tab, ...] = (
     Tab(
         "stats",
@@ -163,6 +172,15 @@ TABS: tuple[Tab, ...] = (
         _feed_train,
         "train",
         lambda w: ("train_view", ()),
+    ),
+    Tab(
+        "code",
+        "Code",
+        "Code",
+        "7",
+        "#code-source",
+        lambda ctx: CodePane(id="code-panel"),
+        _feed_code,
     ),
 )
 

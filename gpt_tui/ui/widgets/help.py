@@ -46,6 +46,12 @@ PANES = [
     ),
     ("Diagram", "the architecture drawn from the config with the last run's shapes"),
     ("Train", "loss on the prompt and gradient norms per parameter"),
+    (
+        "Code",
+        "the pass paused at a line of the model's code (N S U C): the function's source "
+        "(→ current line, ● line breakpoint), the stack, the locals, expressions and a "
+        "tensor viewer (colour-scaled values, row / column norms, histogram)",
+    ),
 ]
 
 
@@ -67,6 +73,8 @@ KEY_NAMES = {
     "right_square_bracket": "]",
     "comma": ",",
     "full_stop": ".",
+    "left_curly_bracket": "{",
+    "right_curly_bracket": "}",
     "ctrl+p": "Ctrl+P",
 }
 

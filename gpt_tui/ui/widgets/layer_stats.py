@@ -225,7 +225,7 @@ class StatsPanel(Vertical):
         for c, label in enumerate(COLUMNS):
             if compare is not None and label in DELTA_COLUMNS:
                 label = f"Δ{label}"
-            width = max(len(label), *(row[c].cell_len for row in rows)) + 1
+            width = max([len(label), *(row[c].cell_len for row in rows)]) + 1
             justify = "left" if c < 2 else "right"
             table.add_column(Text(label, justify=justify), width=width)
         for i, row in enumerate(rows):

@@ -1,0 +1,239 @@
+"""The Code pane: the forward pass paused at a line of the model's own code.
+
+Where the pass stands and its stack, the paused function's source (current line, line
+breakpoints, a cursor; `b` toggles a breakpoint at the cursor), the frame's locals
+(Enter on a tensor opens the viewer), expressions evaluated at the pause, and a box to set
+a breakpoint by `FILE:LINE` or function name. The pane never calls the engine: it posts
+messages and the app hands back the snapshot's parts through `show`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import ClassVar
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
+
+from ...engine.frames import Evaluation, FrameSnapshot, Value
+from ...engine.tensors import TensorView
+from .tables import RowTable
+from .tensor_viewer import TensorViewer, number
+
+NOT_PAUSED = (
+    "Not paused at a line. Type a function (norm, CausalSelfAttention.forward) or "
+    "FILE:LINE (nanogpt.py:96) in [b]break at[/] and Enter; C runs to it, N to the first line."
+)
+MAX_EVALS = 3  # the newest evaluations shown
+
+
+def breakpoint_lines(specs: frozenset[str], frame: FrameSnapshot) -> set[int]:
+    """The lines of `frame`'s file that carry a `FILE:LINE` breakpoint (the file by its
+    name or the end of its path), and the `def` line of the paused function when a
+    `FUNCTION` breakpoint names it."""
+    lines = set()
+    for spec in specs:
+        file, _, line = spec.rpartition(":")
+        parts = PurePath(file).parts
+        if file and line.isdigit() and PurePath(frame.path).parts[-len(parts) :] == parts:
+            lines.add(int(line))
+        elif not file and frame.source and f".{frame.function}".endswith(f".{spec}"):
+            lines.add(frame.source[0].number)
+    return lines
+
+
+def value_cells(value: Value) -> tuple[str, ...]:
+    """A local's row: name, shape (or repr), dtype, mean, std, min, max, NaN/Inf."""
+    if value.kind != "tensor" or value.shape is None:
+        return (value.name, value.repr, "", "", "", "", "", "")
+    stats = [value.mean, value.std, value.min, value.max]
+    cells = ["" if x is None else number(x) for x in stats]
+    bad = (value.nan or 0) + (value.inf or 0)
+    flag = f"{value.nan}/{value.inf}" if bad else ""
+    shape = "(" + ", ".join(map(str, value.shape)) + ")"
+    return (value.name, shape, value.dtype or "", *cells, flag)
+
+
+class SourceView(RowTable):
+    """The paused function's lines; the row cursor is the line `b` toggles."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "toggle_line", "Line break", tooltip="toggle a breakpoint at this line"),
+    ]
+
+    @dataclass
+    class LineToggled(Message):
+        spec: str  # `nanogpt.py:96`
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(show_header=False, **kwargs)
+        self.frame: FrameSnapshot | None = None
+        self._centre_row = 0
+        self.add_columns("mark", "line", "code")
+
+    def show(self, frame: FrameSnapshot | None, marks: set[int]) -> None:
+        moved = frame is None or self.frame is None or frame.where != self.frame.where
+        cursor = self.cursor_row
+        self.frame = frame
+        self.clear()
+        if frame is None:
+            return
+        code = "\n".join(line.text for line in frame.source)
+        lines = Syntax(code, "python", theme="ansi_dark").highlight(code).split("\n")
+        for line, text in zip(frame.source, lines, strict=False):
+            mark = ("→" if line.current else " ") + ("●" if line.number in marks else " ")
+            style = "bold yellow" if line.current else "red" if line.number in marks else "dim"
+            text.rstrip()
+            if line.current:
+                text.stylize("bold")
+            self.add_row(Text(mark, style=style), Text(str(line.number), style=style), text)
+        current = next((i for i, line in enumerate(frame.source) if line.current), 0)
+        self.move_cursor(row=current if moved else cursor, animate=False)
+        if moved:  # the current line in the middle, with what leads to it above
+            self._centre_row = current
+            self.call_after_refresh(self._centre)
+
+    def _centre(self) -> None:
+        height = self.scrollable_content_region.height
+        self.scroll_to(y=max(self._centre_row - height // 2, 0), animate=False, force=True)
+
+    def action_toggle_line(self) -> None:
+        if self.frame is not None and self.frame.source:
+            line = self.frame.source[min(self.cursor_row, len(self.frame.source) - 1)]
+            self.post_message(self.LineToggled(f"{self.frame.file}:{line.number}"))
+
+
+class VariablesTable(RowTable):
+    """The frame's locals; Enter on a tensor asks for the viewer."""
+
+    @dataclass
+    class TensorChosen(Message):
+        name: str
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.values: tuple[Value, ...] = ()
+        self.add_columns("name", "shape / value", "dtype", "mean", "std", "min", "max", "NaN/Inf")
+
+    def show(self, values: tuple[Value, ...]) -> None:
+        values = tuple(sorted(values, key=lambda v: v.kind != "tensor"))  # tensors first
+        if values == self.values:
+            return
+        chosen = self.values[self.cursor_row].name if self.cursor_row < len(self.values) else ""
+        self.values = values
+        self.clear()
+        for value in values:
+            self.add_row(*value_cells(value))
+        names = [v.name for v in values]
+        self.move_cursor(row=names.index(chosen) if chosen in names else 0, animate=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.cursor_row < len(self.values) and self.values[event.cursor_row].kind == "tensor":
+            self.post_message(self.TensorChosen(self.values[event.cursor_row].name))
+
+
+def evaluations_text(evaluations: tuple[Evaluation, ...]) -> Text:
+    text = Text()
+    for ev in evaluations[-MAX_EVALS:]:
+        text.append(f"{ev.expr} → ", style="bold")
+        if ev.error is not None:
+            text.append(ev.error, style="red")
+        elif ev.value is not None:
+            text.append(ev.value.repr)
+        text.append("\n")
+    text.rstrip()
+    return text
+
+
+class CodePane(Vertical):
+    """Fed with `show(frame, line_breakpoints, evaluations, tensor_view)`."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("v", "toggle_viewer", "Vars/View", tooltip="switch Variables / tensor viewer"),
+    ]
+
+    @dataclass
+    class BreakpointTyped(Message):
+        spec: str
+
+    @dataclass
+    class EvaluateRequested(Message):
+        expr: str
+
+    def compose(self) -> ComposeResult:
+        yield Static(NOT_PAUSED, id="code-where")
+        yield SourceView(id="code-source")
+        yield VariablesTable(id="code-vars")
+        yield TensorViewer(id="code-viewer")
+        yield Static("", id="code-evals")
+        with Horizontal(id="code-inputs"):
+            yield Input(placeholder="p expr (q.shape)", id="code-eval", compact=True)
+            yield Input(placeholder="break at: norm, nanogpt.py:96", id="code-break", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#code-viewer").display = False
+
+    def show(
+        self,
+        frame: FrameSnapshot | None,
+        line_breakpoints: frozenset[str],
+        evaluations: tuple[Evaluation, ...],
+        tensor_view: TensorView | None,
+    ) -> None:
+        where = self.query_one("#code-where", Static)
+        if frame is None:
+            marks = ", ".join(sorted(line_breakpoints)) or "none"
+            where.update(f"{NOT_PAUSED}\nLine breakpoints: {marks}")
+        else:
+            head = Text(f"{frame.where} ", style="bold yellow")
+            head.append(f"{frame.function}", style="bold")
+            module = (frame.module or "").strip("()")  # the root is `(model)`
+            head.append(f" ({module})" if module else "", style="cyan")
+            if frame.returned is not None:
+                head.append(f"  returned {frame.returned.repr}", style="green")
+            head.append("\n" + frame.stack_line, style="dim")
+            where.update(head)
+        marks_in = breakpoint_lines(line_breakpoints, frame) if frame else set()
+        self.query_one(SourceView).show(frame, marks_in)
+        self.query_one(VariablesTable).show(frame.locals if frame else ())
+        evals = self.query_one("#code-evals", Static)
+        evals.update(evaluations_text(evaluations))
+        evals.display = bool(evaluations)
+        viewer = self.query_one(TensorViewer)
+        viewer.view = tensor_view
+        if tensor_view is None and viewer.display:
+            self._show_viewer(False)
+
+    def _show_viewer(self, on: bool) -> None:
+        self.query_one(TensorViewer).display = on
+        self.query_one(VariablesTable).display = not on
+        (self.query_one(TensorViewer) if on else self.query_one(VariablesTable)).focus()
+
+    def action_toggle_viewer(self) -> None:
+        viewer = self.query_one(TensorViewer)
+        self._show_viewer(not viewer.display and viewer.view is not None)
+
+    def on_variables_table_tensor_chosen(self, event: VariablesTable.TensorChosen) -> None:
+        event.stop()
+        viewer = self.query_one(TensorViewer)
+        viewer.expr = event.name
+        self._show_viewer(True)
+        self.post_message(TensorViewer.IndexRequested(event.name, ()))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        if not text:
+            return
+        if event.input.id == "code-eval":
+            self.post_message(self.EvaluateRequested(text))
+        else:
+            self.post_message(self.BreakpointTyped(text))
+        event.input.value = ""

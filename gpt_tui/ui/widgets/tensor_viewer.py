@@ -1,0 +1,152 @@
+"""The tensor viewer: a 2-D slice of a tensor at a line pause, as colour-scaled cells.
+
+The engine returns the values (`TensorView`); this widget only draws them. Rows are the
+tensor's second-to-last dimension, columns its last; `[` `]` and `{` `}` change the
+index of the two dimensions before them (head and batch for `q`), which asks the engine
+for a new view; the arrows scroll the cells held.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from rich.color import Color
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from ...engine.tensors import TensorView
+
+CELL = 7  # characters per value, its space included
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def number(x: float) -> str:
+    """A value in at most 6 characters: `0.123`, `-1.5`, `1.2e+04`, `nan`."""
+    if not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-3 or abs(x) >= 1e4:
+        return f"{x:.0e}"
+    return f"{x:.3g}" if abs(x) >= 1 else f"{x:.3f}".replace("0.", ".", 1)
+
+
+def cell_style(x: float, scale: float) -> Style:
+    """Blue for negative, red for positive, stronger with |x| / scale; NaN/Inf yellow."""
+    if not math.isfinite(x):
+        return Style(color="black", bgcolor="yellow")
+    t = min(abs(x) / scale, 1.0) if scale > 0 else 0.0
+    base = (40, 90, 200) if x < 0 else (200, 60, 50)
+    rgb = tuple(int(30 + (c - 30) * t) for c in base)
+    return Style(color="white", bgcolor=Color.from_rgb(*rgb))
+
+
+def histogram_line(counts: np.ndarray) -> str:
+    peak = int(counts.max()) if counts.size else 0
+    if peak == 0:
+        return ""
+    return "".join(BARS[math.ceil(int(c) / peak * (len(BARS) - 1))] for c in counts)
+
+
+class TensorViewer(Widget, can_focus=True):
+    """Draws `view`; posts `IndexRequested` when the leading indices change."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left_square_bracket", "index(-1, -1)", "Prev index", tooltip="previous head"),
+        Binding("right_square_bracket", "index(-1, 1)", "Next index", tooltip="next head"),
+        Binding(
+            "left_curly_bracket",
+            "index(-2, -1)",
+            "Prev outer",
+            show=False,
+            tooltip="previous index of the dimension before (the batch)",
+        ),
+        Binding(
+            "right_curly_bracket",
+            "index(-2, 1)",
+            "Next outer",
+            show=False,
+            tooltip="next index of the dimension before (the batch)",
+        ),
+        Binding("up", "scroll_cells(-1, 0)", "Up", show=False, tooltip="scroll the rows"),
+        Binding("down", "scroll_cells(1, 0)", "Down", show=False, tooltip="scroll the rows"),
+        Binding("left", "scroll_cells(0, -1)", "Left", show=False, tooltip="scroll the columns"),
+        Binding("right", "scroll_cells(0, 1)", "Right", show=False, tooltip="scroll the columns"),
+    ]
+
+    @dataclass
+    class IndexRequested(Message):
+        expr: str
+        fixed: tuple[int, ...]
+
+    view: reactive[TensorView | None] = reactive(None)
+    expr: reactive[str] = reactive("")
+    top = reactive(0)  # the first row and column drawn, within the values held
+    left = reactive(0)
+
+    def watch_view(self, old: TensorView | None, new: TensorView | None) -> None:
+        if old is None or new is None or old.shape != new.shape:
+            self.top = self.left = 0
+
+    def action_index(self, dim: int, delta: int) -> None:
+        view = self.view
+        if view is None or len(view.fixed) < -dim:
+            return
+        fixed = list(view.fixed)
+        size = view.shape[len(view.fixed) + dim]
+        fixed[dim] = (fixed[dim] + delta) % size
+        self.post_message(self.IndexRequested(self.expr, tuple(fixed)))
+
+    def action_scroll_cells(self, rows: int, cols: int) -> None:
+        if self.view is None:
+            return
+        n_rows, n_cols = self.view.values.shape
+        self.top = min(max(self.top + rows, 0), max(n_rows - 1, 0))
+        self.left = min(max(self.left + cols, 0), max(n_cols - 1, 0))
+
+    def render(self) -> Text:
+        view = self.view
+        if view is None:
+            return Text("Enter on a tensor in Variables opens it here.", style="dim")
+        width = max(self.size.width, 40)
+        lead = ", ".join(map(str, view.fixed))
+        text = Text(no_wrap=True, overflow="ellipsis")
+        title = f"{self.expr}[{lead}{', ' if lead else ''}:, :]"
+        text.append(title, style="bold")
+        text.append(f"  {view.summary}"[: max(width - len(title), 0)] + "\n", style="dim")
+        lo, hi = view.hist_edges[0], view.hist_edges[-1]
+        text.append(f"hist {number(float(lo))} ", style="dim")
+        text.append(histogram_line(view.hist_counts), style="green")
+        text.append(f" {number(float(hi))}", style="dim")
+        rows, columns = view.slice_shape
+        text.append(f"  {rows}×{columns}  [ ] index  arrows scroll\n", style="dim")
+        label_w = len(str(view.slice_shape[0] + view.row_start)) + 1
+        n_cols = max(1, (width - label_w - CELL - 1) // CELL)
+        n_rows = max(1, self.size.height - 4)
+        values = view.values[self.top : self.top + n_rows, self.left : self.left + n_cols]
+        finite = view.values[np.isfinite(view.values)]
+        scale = float(np.abs(finite).max()) if finite.size else 0.0
+        c0 = view.col_start + self.left
+        text.append(" " * label_w)
+        for j in range(values.shape[1]):
+            text.append(f"{c0 + j:>{CELL - 1}} ", style="dim")
+        text.append(f"{'‖row‖':>{CELL}}\n", style="dim")
+        for i, row in enumerate(values):
+            r = view.row_start + self.top + i
+            text.append(f"{r:>{label_w - 1}} ", style="dim")
+            for x in row:
+                text.append(f"{number(float(x)):>{CELL - 1}}", style=cell_style(float(x), scale))
+                text.append(" ")
+            text.append(f"{number(float(view.row_norms[r])):>{CELL}}\n", style="cyan")
+        cols = view.col_norms[c0 : c0 + values.shape[1]]
+        text.append(f"{'‖·‖':>{label_w - 1}} ", style="dim")
+        for x in cols:
+            text.append(f"{number(float(x)):>{CELL - 1}} ", style="cyan")
+        return text

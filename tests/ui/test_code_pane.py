@@ -1,0 +1,130 @@
+"""The Code tab: a line breakpoint set in the app, line stepping, locals, expressions and
+the tensor viewer, checked against what the engine reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Input, Static
+from ui_helpers import press, settle, tiny_app
+
+import gpt_tui.models.nanogpt as nanogpt_module
+from gpt_tui.engine.frames import FrameSnapshot, SourceLine
+from gpt_tui.ui.widgets.code_pane import SourceView, VariablesTable, breakpoint_lines
+from gpt_tui.ui.widgets.tensor_viewer import TensorViewer, number
+
+SIZE = (120, 40)
+MARKER = "y = F.scaled_dot_product_attention("
+
+
+def kernel_line() -> int:
+    """The line of nanogpt.py's attention kernel call."""
+    lines = Path(nanogpt_module.__file__).read_text().splitlines()
+    return next(i for i, text in enumerate(lines, 1) if MARKER in text)
+
+
+def test_breakpoint_lines_match_the_file_by_suffix_and_the_function_by_name() -> None:
+    source = tuple(SourceLine(n, "x", n == 12) for n in (10, 11, 12))
+    frame = FrameSnapshot(
+        "nanogpt.py", "/m/models/nanogpt.py", 12, "CausalSelfAttention.forward", None,
+        "step", (), source, (),
+    )  # fmt: skip
+    specs = frozenset({"nanogpt.py:11", "models/nanogpt.py:12", "nanochat.py:10", "gpt.py:10"})
+    assert breakpoint_lines(specs, frame) == {11, 12}
+    for spec in ("forward", "CausalSelfAttention.forward"):
+        assert breakpoint_lines(frozenset({spec}), frame) == {10}
+    assert breakpoint_lines(frozenset({"Attention.forward", "norm"}), frame) == set()
+
+
+async def submit(pilot, selector: str, text: str) -> None:
+    box = pilot.app.query_one(selector, Input)
+    box.focus()
+    box.value = text
+    await press(pilot, "enter")
+
+
+def plain(widget: Static) -> str:
+    return str(widget.render())
+
+
+async def test_break_step_evaluate_and_view_in_the_code_tab() -> None:
+    line = kernel_line()
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        where = app.query_one("#code-where", Static)
+        assert "Not paused at a line" in plain(where)
+        await submit(pilot, "#code-break", f"nanogpt.py:{line}")
+        assert app.state.line_breakpoints == {f"nanogpt.py:{line}"}
+        assert f"nanogpt.py:{line}" in plain(where)
+
+        await press(pilot, "escape", "C")
+        state = app.state
+        frame = state.frame
+        assert state.status == "paused" and frame is not None and frame.line == line
+        assert frame.where in plain(where) and frame.stack_line in plain(where)
+        info = app.info
+        hs = info.n_embd // info.n_head
+        table = app.query_one(VariablesTable)
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        engine = {v.name: v for v in frame.locals}
+        for name in ("q", "k", "v"):
+            assert engine[name].shape == (1, info.n_head, 6, hs)  # "ROMEO:" is 6 chars
+            assert rows[name][1] == str(engine[name].shape).replace(",)", ")")
+        source = app.query_one(SourceView)
+        current = source.get_row_at(source.cursor_row)
+        assert str(current[0]) == "→●" and str(current[1]) == str(line)
+
+        await press(pilot, "N")
+        assert app.state.frame.line == line + 1
+        assert str(source.get_row_at(source.cursor_row)[0]).startswith("→")
+
+        await submit(pilot, "#code-eval", "q.shape")
+        assert app.state.evaluations[-1].value.repr == f"torch.Size([1, {info.n_head}, 6, {hs}])"
+        await submit(pilot, "#code-eval", "q.no_such_thing")
+        failed = app.state.evaluations[-1]
+        assert failed.value is None and failed.error.startswith("AttributeError")
+        evals = plain(app.query_one("#code-evals", Static))
+        assert "torch.Size" in evals and failed.error in evals
+        assert app.state.status == "paused" and app.state.frame.line == line + 1
+
+        table.focus()
+        table.move_cursor(row=list(rows).index("q"))
+        await press(pilot, "enter")
+        viewer = app.query_one(TensorViewer)
+        assert viewer.display and not table.display
+        assert app.state.tensor_view.shape == engine["q"].shape
+        await press(pilot, "right_square_bracket")  # the next head
+        assert app.state.tensor_view.fixed == (0, 1)
+        await submit(pilot, "#code-eval", "q[0, 1, 2, 3].item()")
+        value = float(app.state.evaluations[-1].value.repr)
+        shown = str(viewer.render()).splitlines()
+        row = next(r for r in shown if r.split()[0] == "2").split()
+        assert row[1 + 3] == number(value)  # the label, then columns 0, 1, 2, 3
+
+        await press(pilot, "escape", "x")
+        assert app.state.status != "paused" and app.state.frame is None
+        assert "Not paused at a line" in plain(where)
+
+
+async def test_n_starts_a_pass_at_the_first_line_and_b_marks_the_cursor_line() -> None:
+    """N from idle stops at GPT.forward's first line (the Stats tab, fed a pass with no
+    records yet, keeps working); b in the source toggles a breakpoint at the cursor line."""
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "N")
+        frame = app.state.frame
+        assert frame is not None and frame.function == "GPT.forward"
+        source = app.query_one(SourceView)
+        assert source.has_focus and app.query_one("#tabs").active == "code"
+        await press(pilot, "down", "b")
+        line = frame.source[source.cursor_row].number
+        assert app.state.line_breakpoints == {f"nanogpt.py:{line}"}
+        assert str(source.get_row_at(source.cursor_row)[0]) == " ●"
+        await press(pilot, "b")
+        assert app.state.line_breakpoints == frozenset()
+        await press(pilot, "1")  # the Stats tab shows the paused pass
+        await press(pilot, "escape", "x")
+        assert app.state.status != "paused"

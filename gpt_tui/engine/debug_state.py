@@ -156,7 +156,8 @@ class DebugState:
         event, frame = self.event, self.frame
         if self.status == "paused" and frame is not None:
             text = f"paused at {frame.where} in {frame.function}"
-            text += f" ({frame.module})" if frame.module else ""
+            module = frame.module.strip("()")  # the root is named "(model)"
+            text += f" ({module})" if module else ""
             return text + (" · breakpoint" if frame.reason == "breakpoint" else "")
         if self.status == "paused" and event is not None:
             why = {"breakpoint": " · breakpoint", "watch": " · NaN/Inf appeared here"}

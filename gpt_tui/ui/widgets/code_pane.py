@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from rich.syntax import Syntax
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -97,6 +98,11 @@ class SourceView(RowTable):
         self.move_cursor(row=current if moved else cursor, animate=False)
         if moved:  # the current line in the middle, with what leads to it above
             self._centre_row = current
+            self.call_after_refresh(self._centre)
+
+    def on_resize(self, event: events.Resize) -> None:
+        super().on_resize(event)
+        if self.frame is not None:  # centred again once the layout has its final height
             self.call_after_refresh(self._centre)
 
     def _centre(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
@@ -24,7 +23,7 @@ from ..errors import describe_error
 from . import keys
 from .commands import GptTuiCommands
 from .help_sections import help_sections
-from .intents import IntentQueue
+from .intents import Intents
 from .messages import SessionFailed, SessionOpened, StateUpdated
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
@@ -32,6 +31,7 @@ from .widgets.code_pane import CodePane, SourceView
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen
+from .widgets.module_pane import ModulePane
 from .widgets.module_tree import ModuleTree
 from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
@@ -49,8 +49,6 @@ NARROW_WIDTH = 100
 # Set to 1 to leave out the memory figure (it changes between runs): snapshots, demos.
 HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
 MEMORY_INTERVAL = 2.0
-
-Intent = Callable[[int], "DebugState"]  # called with the move id, in a worker thread
 
 
 class GptTuiApp(App[int]):
@@ -75,7 +73,7 @@ class GptTuiApp(App[int]):
         self.selected_path: str | None = None
         self.open_error: str | None = None
         self.stepping = False  # a step move is queued or running
-        self._intents = IntentQueue()
+        self._intents = Intents(self)
         self._mounted_tabs: set[str] = set()
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
         self._step_move: int | None = None  # the id of the latest step move
@@ -103,12 +101,7 @@ class GptTuiApp(App[int]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         with Horizontal(id="body"):
-            with Vertical(id="left"):
-                # Disabled until `/` opens it, so that no key ever types into it unseen.
-                yield Input(
-                    placeholder="filter modules…", id="tree-filter", compact=True, disabled=True
-                )
-                yield ModuleTree(id="tree")
+            yield ModulePane(id="left")
             with Vertical(id="right"):
                 yield Static("", id="message")
                 with TabbedContent(id="tabs"):
@@ -120,7 +113,6 @@ class GptTuiApp(App[int]):
     def on_mount(self) -> None:
         self.query_one("#tree").loading = True
         self.query_one("#tabs").loading = True
-        self.query_one("#tree-filter").display = False
         self.query_one("#message").display = False
         self.run_worker(
             lambda: self._open(self.spec), thread=True, group="open", exit_on_error=False
@@ -183,30 +175,6 @@ class GptTuiApp(App[int]):
 
     # -- intents -------------------------------------------------------------------------
 
-    def _start(self, name: str, intent: Intent) -> int | None:
-        """Run `intent` in a worker after those asked for before it; its move id."""
-        debugger = self.debugger
-        if debugger is None:
-            return None
-        move = debugger.new_move()
-        ticket = self._intents.ticket()
-
-        def work() -> None:
-            with self._intents.turn(ticket) as open_:
-                if open_:
-                    self.post_message(StateUpdated(intent(move), name))
-
-        self.run_worker(work, name=name, group="engine", thread=True, exit_on_error=False)
-        self._update_detail()
-        return move
-
-    def _call(self, name: str, method: str, *args: object, **kwargs: object) -> int | None:
-        """`_start` for one Debugger method: `_call("run", "run")` runs `debugger.run()`."""
-        debugger = self.debugger
-        assert debugger is not None
-        bound = getattr(debugger, method)
-        return self._start(name, lambda m: bound(*args, move=m, **kwargs))
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         running = event.state in (WorkerState.PENDING, WorkerState.RUNNING)
@@ -229,12 +197,8 @@ class GptTuiApp(App[int]):
             self._wanted.clear()
             debugger = self.debugger
             if debugger is not None:  # bring the display in line with what is true now
-                self._start("refresh", lambda move: debugger.state())
-        if worker.group == "engine" and event.state in (
-            WorkerState.SUCCESS,
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
+                self._intents.start("refresh", lambda move: debugger.state())
+        if worker.group == "engine":  # the busy mark, and keys that apply now
             self._update_detail()
             self.refresh_bindings()
 
@@ -251,7 +215,7 @@ class GptTuiApp(App[int]):
         ):
             # x arrived just as the move paused: end the paused pass as asked.
             debugger = self.debugger
-            self._start("abort", lambda move: debugger.abort(move=move))
+            self._intents.start("abort", lambda move: debugger.abort(move=move))
         if message.name == "prompt" and self.query_one("#prompt", Input).has_focus:
             self.query_one(ModuleTree).focus()
         if message.name == "ablation" and state.message:
@@ -301,7 +265,7 @@ class GptTuiApp(App[int]):
         if request is not None:
             self._wanted.add(view)
             method, args = request
-            self._call(view, method, *args)
+            self._intents.call(view, method, *args)
 
     def _update_memory(self) -> None:
         if self.debugger is not None:
@@ -390,10 +354,10 @@ class GptTuiApp(App[int]):
     # -- the forward pass and stepping ----------------------------------------------------
 
     def action_run(self) -> None:
-        self._call("run", "run")
+        self._intents.call("run", "run")
 
     def _step(self, how: str) -> None:
-        self._step_move = self._call("stepper", "step", how)
+        self._step_move = self._intents.call("stepper", "step", how)
 
     def action_step_over(self) -> None:
         self._step("over")
@@ -409,7 +373,7 @@ class GptTuiApp(App[int]):
 
     async def action_step_line(self, how: str) -> None:
         """A line move; the Code tab comes up to show where it stops."""
-        self._step_move = self._call("stepper", "step_line", how)
+        self._step_move = self._intents.call("stepper", "step_line", how)
         focused = self.focused
         if focused is None or not any(isinstance(w, CodePane) for w in focused.ancestors):
             await self.action_show_tab("code")
@@ -417,15 +381,15 @@ class GptTuiApp(App[int]):
     @on(CodePane.BreakpointTyped)
     @on(SourceView.LineToggled)
     def _line_breakpoint(self, event: CodePane.BreakpointTyped | SourceView.LineToggled) -> None:
-        self._call("line_breakpoint", "toggle_line_breakpoint", event.spec)
+        self._intents.call("line_breakpoint", "toggle_line_breakpoint", event.spec)
 
     @on(CodePane.EvaluateRequested)
     def _evaluate(self, event: CodePane.EvaluateRequested) -> None:
-        self._call("evaluate", "evaluate", event.expr)
+        self._intents.call("evaluate", "evaluate", event.expr)
 
     @on(TensorViewer.IndexRequested)
     def _view_tensor(self, event: TensorViewer.IndexRequested) -> None:
-        self._call("tensor_view", "view_tensor", event.expr, event.fixed)
+        self._intents.call("tensor_view", "view_tensor", event.expr, event.fixed)
 
     def action_abort(self) -> None:
         """A running move is cancelled at its next module, without waiting for the
@@ -438,24 +402,24 @@ class GptTuiApp(App[int]):
             return
         if self._generating and debugger.cancel(self._generate_move):
             return  # the generation stops at its next block, keeping its tokens
-        self._call("abort", "abort")
+        self._intents.call("abort", "abort")
 
     def action_toggle_breakpoint(self) -> None:
         path = self.selected_path
         if not path:
             self.notify("select a module in the tree first", timeout=2)
             return
-        self._call("breakpoint", "toggle_breakpoint", path)
+        self._intents.call("breakpoint", "toggle_breakpoint", path)
 
     def action_toggle_watch(self) -> None:
         on = not (self.state.watch_nonfinite if self.state else False)
-        self._call("watch", "set_watch", on)
+        self._intents.call("watch", "set_watch", on)
         state = "on: c stops where NaN/Inf first appears" if on else "off"
         self.notify(f"NaN/Inf watchpoint {state}", timeout=2)
 
     def action_toggle_leaves(self) -> None:
         on = not (self.state.leaves if self.state else False)
-        self._call("leaves", "set_leaves", on)
+        self._intents.call("leaves", "set_leaves", on)
         state = "on: s and the NaN watch stop at every Linear, norm and activation"
         self.notify(f"leaf probes {state if on else 'off'}", timeout=2)
 
@@ -463,7 +427,7 @@ class GptTuiApp(App[int]):
 
     @on(AttentionPanel.LayerRequested)
     def _layer_requested(self, event: AttentionPanel.LayerRequested) -> None:
-        self._call("attention", "attention", event.layer)
+        self._intents.call("attention", "attention", event.layer)
 
     # -- interventions -------------------------------------------------------------------
 
@@ -480,7 +444,7 @@ class GptTuiApp(App[int]):
             self.notify("select an attention or MLP module in the tree", timeout=2)
             return
         head = self.query_one(AttentionPanel).head if "attention" in self._mounted_tabs else 0
-        self._call("ablation", "toggle_ablation", path, kind, head)
+        self._intents.call("ablation", "toggle_ablation", path, kind, head)
 
     # -- generation ----------------------------------------------------------------------
 
@@ -488,12 +452,12 @@ class GptTuiApp(App[int]):
         """New sampling settings apply from the next step; the text so far stays."""
         current = self.state.generation if self.state else None
         if current is None or current.settings != settings:
-            self._call("generation", "set_generation_settings", settings)
+            self._intents.call("generation", "set_generation_settings", settings)
 
     @on(GeneratePanel.StepRequested)
     def _step_requested(self, event: GeneratePanel.StepRequested) -> None:
         self._apply_settings(event.settings)  # intents run in order: before the step
-        self._generate_move = self._call(
+        self._generate_move = self._intents.call(
             "generating",
             "generate",
             event.n,
@@ -507,7 +471,7 @@ class GptTuiApp(App[int]):
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:
-        self._call("generation", "reset_generation", event.settings)
+        self._intents.call("generation", "reset_generation", event.settings)
 
     @on(Input.Submitted, "#gen-temperature, #gen-top-k, #gen-top-p, #gen-seed")
     def _settings_submitted(self, event: Input.Submitted) -> None:
@@ -536,7 +500,7 @@ class GptTuiApp(App[int]):
     def _prompt_submitted(self, event: PromptBar.Submitted) -> None:
         self._wanted.clear()
         # The box keeps the focus until the prompt is taken: a refused one is mended there.
-        self._call("prompt", "set_prompt", event.text)
+        self._intents.call("prompt", "set_prompt", event.text)
 
     @on(ModuleTree.ModuleHighlighted)
     def _module_highlighted(self, event: ModuleTree.ModuleHighlighted) -> None:
@@ -544,26 +508,10 @@ class GptTuiApp(App[int]):
         self.refresh_bindings()
 
     def action_filter_tree(self) -> None:
-        box = self.query_one("#tree-filter", Input)
-        box.disabled = False
-        box.display = True
-        box.focus()
-
-    @on(Input.Changed, "#tree-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.query_one(ModuleTree).name_filter = event.value
-
-    @on(Input.Submitted, "#tree-filter")
-    def _filter_submitted(self) -> None:
-        tree = self.query_one(ModuleTree)
-        tree.select_first_match()
-        tree.focus()
+        self.query_one(ModulePane).open_filter()
 
     def action_focus_tree(self, now: bool = False) -> None:
-        box = self.query_one("#tree-filter", Input)
-        if box.has_focus and not box.value:
-            box.display = False
-            box.disabled = True
+        self.query_one(ModulePane).close_empty_filter()
         tree = self.query_one(ModuleTree)
         if now:  # before the next key is handled, not after the pending messages
             self.screen.set_focus(tree)

@@ -2,14 +2,22 @@
 
 The Debugger's lock makes intents exclusive but not ordered (a lock is not a queue), so
 each worker takes a ticket on the UI thread and waits for its turn. Closing lets every
-waiting worker leave without running its intent.
+waiting worker leave without running its intent. Each finished intent posts its snapshot
+to the app as a `StateUpdated` message.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from .messages import StateUpdated
+
+if TYPE_CHECKING:
+    from ..engine.debug_state import DebugState
+    from .app import GptTuiApp
 
 
 class IntentQueue:
@@ -47,3 +55,43 @@ class IntentQueue:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+
+
+class Intents:
+    """The app's way to ask the Debugger: `call("run", "run")` runs `debugger.run(move=…)`
+    in a worker, after the intents asked for before it; the snapshot comes back as a
+    message. Names group workers: "stepper" and "generating" moves can be cancelled."""
+
+    def __init__(self, app: GptTuiApp) -> None:
+        self._app = app
+        self._queue = IntentQueue()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.pending
+
+    def start(self, name: str, intent: Callable[[int], DebugState]) -> int | None:
+        """Run `intent` (called with its move id) in a worker; the move id."""
+        app, debugger = self._app, self._app.debugger
+        if debugger is None:
+            return None
+        move = debugger.new_move()
+        ticket = self._queue.ticket()
+
+        def work() -> None:
+            with self._queue.turn(ticket) as open_:
+                if open_:
+                    app.post_message(StateUpdated(intent(move), name))
+
+        app.run_worker(work, name=name, group="engine", thread=True, exit_on_error=False)
+        return move
+
+    def call(self, name: str, method: str, *args: object, **kwargs: object) -> int | None:
+        """`start` for one Debugger method, its arguments and the move id."""
+        debugger = self._app.debugger
+        assert debugger is not None
+        bound = getattr(debugger, method)
+        return self.start(name, lambda move: bound(*args, move=move, **kwargs))
+
+    def close(self) -> None:
+        self._queue.close()

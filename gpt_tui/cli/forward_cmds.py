@@ -54,14 +54,17 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_step(args: argparse.Namespace) -> int:
+    from ..engine.debug_state import GenerationSettings
     from ..engine.interventions import inject_nonfinite
 
-    if (args.evals or args.show) and not args.line_breakpoints:
-        raise UserError("--eval and --show need --break-at: expressions run at a paused line")
-    if not args.breakpoints and not args.watch_nan and not args.line_breakpoints:
+    if (args.evals or args.show) and not (args.line_breakpoints or args.token):
         raise UserError(
-            "give --break GLOB (e.g. 'transformer.h.1.*'), --break-at FILE:LINE|FUNCTION "
-            "and/or --watch-nan"
+            "--eval and --show need --break-at or --token: expressions run at a paused line"
+        )
+    if not (args.breakpoints or args.watch_nan or args.line_breakpoints or args.token):
+        raise UserError(
+            "give --break GLOB (e.g. 'transformer.h.1.*'), --break-at FILE:LINE|FUNCTION, "
+            "--token N and/or --watch-nan"
         )
     debugger = open_debugger(args, args.prompt)
     try:
@@ -81,7 +84,14 @@ def cmd_step(args: argparse.Namespace) -> int:
         debugger.set_line_breakpoints(args.line_breakpoints)
         debugger.set_watch(args.watch_nan)
         debugger.set_leaves(args.leaves)
-        state = debugger.step("continue")  # the app's `c`
+        if args.token:  # the app's `g` N-1 times, then `t`
+            settings = GenerationSettings(args.temperature, args.top_k, args.top_p, args.seed)
+            debugger.reset_generation(settings)
+            if args.token > 1:
+                debugger.generate(args.token - 1)
+            state = debugger.step_token()
+        else:
+            state = debugger.step("continue")  # the app's `c`
         if state.frame is not None:
             for expr in args.evals:
                 state = debugger.evaluate(expr)

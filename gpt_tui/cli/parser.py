@@ -194,6 +194,18 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             metavar="MODULE",
             help="write a NaN into MODULE's output (to try the watchpoint)",
         )
+        p.add_argument(
+            "--token",
+            type=whole(1),
+            metavar="N",
+            help="step into the N-th generated token instead of the prompt's forward: its "
+            "forward and its sampling, stopping in sample_next unless a breakpoint comes first",
+        )
+        p.add_argument("--temperature", type=real(0), default=1.0, help="with --token")
+        p.add_argument("--top-k", type=whole(1), default=None, help="with --token")
+        p.add_argument(
+            "--top-p", type=real(0, above=True, high=1), default=None, help="with --token"
+        )
     elif name == "generate":
         add_sampling_args(p)
         return  # it adds --json

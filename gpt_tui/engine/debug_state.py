@@ -156,7 +156,7 @@ class DebugState:
         event, frame = self.event, self.frame
         if self.status == "paused" and frame is not None:
             text = f"paused at {frame.where} in {frame.function}"
-            module = frame.module.strip("()")  # the root is named "(model)"
+            module = (frame.module or "").strip("()")  # the root is "(model)"; none in sampling
             text += f" ({module})" if module else ""
             return text + (" · breakpoint" if frame.reason == "breakpoint" else "")
         if self.status == "paused" and event is not None:

@@ -2,7 +2,9 @@
 
 It owns the stepped forward pass, breakpoints, the NaN watchpoint, leaf probes,
 interventions, the generation under way, the attention and training views. Each public
-method is one user intent and returns a frozen `DebugState` taken under the lock.
+method is one user intent and returns a frozen `DebugState` taken under the lock. The
+generation intents are in generation_intents.py and the line-level ones in
+line_intents.py, mixins that share this object's state.
 
 The concurrency contract (move ids, cancellation, close) is in `moves.py`.
 """
@@ -11,10 +13,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable
-from types import FrameType
 from typing import TYPE_CHECKING
 
-from ..errors import GptTuiError
 from .attention import head_summaries
 from .debug_state import (
     AttentionView,
@@ -25,19 +25,13 @@ from .debug_state import (
     RunResult,
     StepStatus,
 )
-from .frames import (
-    LINE_MOVES,
-    EvaluateError,
-    Evaluation,
-    model_files,
-    resolve_breakpoints,
-    view_in_frame,
-)
+from .frames import Evaluation
+from .generation_intents import GenerationIntents
 from .interventions import HeadScale, InterventionSpec, OutputScale
-from .moves import MoveCancelled, Moves
-from .sampling import check_sampling_settings
+from .line_intents import LineIntents
+from .moves import Moves
 from .tensors import TensorView
-from .views import default_prompt, generation_view, model_info, run_from_trace, stepped_run
+from .views import default_prompt, model_info, run_from_trace, stepped_run
 
 if TYPE_CHECKING:
     from .sampling import GenerationSession
@@ -49,7 +43,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(Moves):
+class Debugger(GenerationIntents, LineIntents, Moves):
     """Debugging intents on one open `Session`."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
@@ -73,6 +67,7 @@ class Debugger(Moves):
         self._line_breakpoints: frozenset[str] = frozenset()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
+        self._token_pass = False
 
     # -- the model -----------------------------------------------------------------------
 
@@ -187,6 +182,10 @@ class Debugger(Moves):
         if stepper.aborted:  # cancel() unwound the pass mid-move
             self._end_stepper("aborted")
             return self._snapshot(mid, "pass aborted")
+        if stepper.finished and self._token_pass:
+            self._end_stepper("finished")
+            self._refresh_generation()
+            return self._snapshot(mid, f"sampled {stepper.returned.token_label!r}")
         if stepper.finished:
             self._set_run(
                 stepped_run(stepper, self.session, self._prompt, self._step_ids, finished=True)
@@ -204,12 +203,14 @@ class Debugger(Moves):
             return self._snapshot(mid, "pass aborted" if was_open else "")
 
     def _new_stepper(self, mid: int) -> ForwardStepper:
-        ids, _ = self.session.prompt_ids(self._prompt)
+        gen = self._generation if self._token_pass else None
+        ids = gen.pending if gen is not None else self.session.prompt_ids(self._prompt)[0]
         stepper = self.session.stepper(
             ids,
             breakpoints=sorted(self._breakpoints),
             watch_nonfinite=self._watch,
             leaves=self._leaves,
+            call=gen.step if gen is not None else None,
         )
         self._stepper = stepper
         self._step_ids = tuple(ids)
@@ -236,12 +237,16 @@ class Debugger(Moves):
         self._stepping = None
         self._evaluations, self._tensor_view = (), None
         self._step_status = status
+        self._token_pass = False
 
     def _replay_paused(self, mid: int) -> None:
         """Re-run the paused pass to the event it was at, with the current probes and
         interventions (hooks added later see a replaced output only if they run after
         it, so a pass made before an ablation changed would show the old values)."""
         old = self._stepper
+        if self._token_pass:  # the generation moved on inside it: no replay, unwind it
+            self._end_stepper("aborted")
+            return
         if old is None or old.current is None:
             return
         target = old.current
@@ -332,158 +337,6 @@ class Debugger(Moves):
             return self._snapshot(mid)
 
         return self._intent(move, body, "training view")
-
-    # -- generation ----------------------------------------------------------------------
-
-    def reset_generation(
-        self, settings: GenerationSettings | None = None, *, move: int | None = None
-    ) -> DebugState:
-        """Start generating from the prompt afresh (a new seeded generator)."""
-
-        def body(mid: int) -> DebugState:
-            if settings is not None:
-                check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
-                self._settings = settings
-            self._start_generation()
-            return self._snapshot(mid, "generation restarted from the prompt")
-
-        return self._intent(move, body, "generation")
-
-    def set_generation_settings(
-        self, settings: GenerationSettings, *, move: int | None = None
-    ) -> DebugState:
-        """Sampling settings for the next steps; the text so far stays and the next
-        token's candidates are re-peeked. A new seed restarts (it names another run)."""
-
-        def body(mid: int) -> DebugState:
-            check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
-            restart = settings.seed != self._settings.seed
-            self._settings = settings
-            gen = self._generation
-            if gen is None or restart:
-                self._start_generation()
-            else:
-                gen.temperature, gen.top_k, gen.top_p = (
-                    settings.temperature,
-                    settings.top_k,
-                    settings.top_p,
-                )
-                self._refresh_generation()
-            return self._snapshot(mid, "new seed: restarted" if restart else "")
-
-        return self._intent(move, body, "generation")
-
-    def generate(
-        self,
-        n: int = 1,
-        *,
-        force_token: int | None = None,
-        progress: Callable[[DebugState], None] | None = None,
-        move: int | None = None,
-    ) -> DebugState:
-        """Take `n` sampled steps (or one forced step); cancellable between and within
-        steps, keeping the tokens taken so far. `progress` gets a snapshot after each
-        token (its candidates are the step's own; the lens waits for the end)."""
-        if n < 1:
-            raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
-
-        def body(mid: int) -> DebugState:
-            if self._generation is None:
-                self._start_generation()
-            gen = self._generation
-            assert gen is not None
-            taken = 0
-            try:
-                if force_token is not None:
-                    gen.step(force_token=force_token)
-                else:
-                    for taken in range(n):  # noqa: B007 (read after a cancel)
-                        if self._cancel == mid:
-                            raise MoveCancelled
-                        gen.step()
-                        if progress is not None and taken < n - 1:
-                            self._generation_view = generation_view(
-                                self.session, gen, self._prompt, self._settings, peek=False
-                            )
-                            progress(self._snapshot(mid, f"generating {taken + 1} of {n}"))
-            except MoveCancelled:
-                with self._move_lock:
-                    self._cancel = None
-                self._refresh_generation()
-                message = f"generation cancelled after {taken} of {n} tokens"
-                return self._snapshot(mid, message, cancelled=True)
-            self._refresh_generation()
-            return self._snapshot(mid)
-
-        return self._intent(move, body, "generation")
-
-    def _start_generation(self) -> None:
-        s = self._settings
-        self._generation = self.session.generation(
-            self._prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed
-        )
-        self._refresh_generation()
-
-    def _refresh_generation(self) -> None:
-        gen, prompt, settings = self._generation, self._prompt, self._settings
-        self._generation_view = generation_view(self.session, gen, prompt, settings)
-
-    # -- line stepping (frames.py): line breakpoints, line moves, expressions ------------
-
-    def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
-        """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
-        matches nothing raises `BreakpointError` and the old set stays."""
-        with self._moving(move) as mid:
-            specs = frozenset(specs)
-            resolve_breakpoints(specs, model_files(self.session.model))
-            self._line_breakpoints = specs
-            if self._stepper is not None:
-                self._stepper.set_line_breakpoints(specs)
-            return self._snapshot(mid)
-
-    def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
-        return self.set_line_breakpoints(self._line_breakpoints ^ {spec}, move=move)
-
-    def step_line(self, how: str, *, move: int | None = None) -> DebugState:
-        """A line move (`next`, `into`, `return`, `continue`), starting a pass if needed."""
-        if how not in LINE_MOVES:
-            raise ValueError(f"unknown line move {how!r}: one of {', '.join(LINE_MOVES)}")
-        return self._intent(
-            move, lambda mid: self._advance(mid, lambda s: s.step_line(how)), "step"
-        )
-
-    def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
-        """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
-        line in the evaluation (and the message); the pass stays paused."""
-        with self._moving(move) as mid:
-            result = self._paused_stepper().evaluate(expr)
-            self._evaluations = (*self._evaluations, result)
-            shown = result.error or (result.value.repr if result.value else "")
-            return self._snapshot(mid, f"{expr} → {shown}")
-
-    def view_tensor(
-        self,
-        expr: str,
-        fixed: tuple[int, ...] = (),
-        *,
-        row_start: int = 0,
-        col_start: int = 0,
-        move: int | None = None,
-    ) -> DebugState:
-        """The tensor viewer's data for a local or an expression at the paused line."""
-
-        def view(frame: FrameType) -> TensorView:
-            return view_in_frame(frame, expr, fixed, row_start=row_start, col_start=col_start)
-
-        with self._moving(move) as mid:
-            self._tensor_view = self._paused_stepper().in_frame(view)
-            return self._snapshot(mid, f"{expr}: {self._tensor_view.summary}")
-
-    def _paused_stepper(self) -> ForwardStepper:
-        stepper = self._stepper
-        if stepper is None or stepper.frame is None:
-            raise EvaluateError("expressions need a pass paused at a line (a line breakpoint)")
-        return stepper
 
     # -- snapshot and end ----------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from .tensors import TensorView, view_tensor
 
 LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[1] / "models"
+SAMPLING_FILE = str(_OUR_MODELS / "sampling.py")  # the one sampling pipeline
 _REPR_WIDTH = 60
 
 
@@ -119,9 +120,10 @@ def model_files(model: nn.Module) -> tuple[str, ...]:
     except (TypeError, OSError):
         return ()
     if source.parent == _OUR_MODELS:
-        files = {source, _OUR_MODELS / "kv_cache.py", _OUR_MODELS / "sampling.py"}
+        files = {source, _OUR_MODELS / "kv_cache.py"}
     else:
         files = {p.resolve() for p in source.parent.glob("*.py")} | {source}
+    files.add(Path(SAMPLING_FILE))  # every model's tokens are sampled there
     others = sorted(str(p) for p in files - {source} if p.is_file())
     return (str(source), *others)
 
@@ -173,6 +175,10 @@ class Breakpoints:
     specs: frozenset[str]
     lines: frozenset[tuple[str, int]]
     functions: frozenset[tuple[str, str]]  # (path, qualified name)
+
+    def in_file(self, path: str) -> bool:
+        """Whether any of them stops in the file at `path` (canonical)."""
+        return any(p == path for p, _ in self.lines) or any(p == path for p, _ in self.functions)
 
 
 def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpoints:

@@ -209,6 +209,11 @@ class GenerationSession:
         return list(self._steps)
 
     @property
+    def pending(self) -> list[int]:
+        """The ids the next step's forward computes (the new token with a warm cache)."""
+        return list(self._pending)
+
+    @property
     def cache_fill(self) -> tuple[int, int] | None:
         """(positions used, positions available) of the KV cache, None without a cache."""
         return None if self._cache is None else (self._cache.used, self._cache.max_len)
@@ -225,9 +230,23 @@ class GenerationSession:
         )
 
     def step(self, force_token: int | None = None) -> SamplingStep:
-        """Predict the next token, sample it (or take `force_token`), append it; its record."""
+        """Predict the next token, sample it (or take `force_token`), append it; its record.
+
+        A step that raises or is unwound (a stepped token aborted at a line of its
+        sampling) leaves the run as it was: no token, the generator's state put back.
+        """
         if force_token is not None:
             check_token_ids([force_token], self.vocab_size, "forced token id")
+        generator_state, note = self._generator.get_state(), self._note
+        try:
+            return self._step(force_token)
+        except BaseException:
+            self._generator.set_state(generator_state)
+            self._note = note
+            self.drop_cache()  # the cache may hold this failed pass: recompute next time
+            raise
+
+    def _step(self, force_token: int | None) -> SamplingStep:
         note, self._note = self._note, None  # the prompt's crop note goes on the first step
         cache = self._cache
         if cache is not None and cache.used + len(self._pending) > cache.max_len:
@@ -240,18 +259,14 @@ class GenerationSession:
                 note = _join(note, crop)
         computed = len(self._pending)
         idx = torch.tensor([self._pending], dtype=torch.long, device=self.device)
-        try:
-            with torch.inference_mode():
-                output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
-                logits = last_position_logits(output)
-                if not torch.isfinite(logits).all():
-                    raise GenerationError(
-                        f"the model's logits at position {len(self._ids) - 1} contain NaN or "
-                        "Inf; run the forward with the NaN watchpoint to find the module"
-                    )
-        except BaseException:
-            self.drop_cache()  # the cache may hold this failed pass: recompute next time
-            raise
+        with torch.inference_mode():
+            output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
+            logits = last_position_logits(output)
+            if not torch.isfinite(logits).all():
+                raise GenerationError(
+                    f"the model's logits at position {len(self._ids) - 1} contain NaN or "
+                    "Inf; run the forward with the NaN watchpoint to find the module"
+                )
         generator = self._generator if force_token is None else _scratch_generator()
         result = sample_next(logits, self.temperature, self.top_k, self.top_p, generator)
         token = result.token if force_token is None else int(force_token)

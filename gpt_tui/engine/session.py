@@ -9,7 +9,7 @@ with one readable line. The session owns the hooks it adds and removes them on `
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,10 +402,12 @@ class Session:
         watch_nonfinite: bool = False,
         attention_layers: Iterable[int] | str = (),
         leaves: bool = False,
+        call: Callable[[], Any] | None = None,
     ) -> ForwardStepper:
         """A paused forward pass on the prompt, driven with step_into/over/out/continue_.
         `leaves` stops at every Linear, norm and activation too (so the NaN watchpoint
-        names the exact layer). The caller closes it (or the session does, on close)."""
+        names the exact layer); `call` replaces the forward (see `ForwardStepper`). The
+        caller closes it (or the session does, on close)."""
         ids, _ = self.prompt_ids(prompt)
         stepper = ForwardStepper(
             self.model,
@@ -414,6 +416,7 @@ class Session:
             watch_nonfinite=watch_nonfinite,
             attention_layers=attention_layers,
             leaves=leaves,
+            call=call,
         )
         self._steppers.append(stepper)
         return stepper

@@ -78,6 +78,9 @@ class ForwardStepper:
         attention_layers: layers whose "out" event of the attention module carries the
             recomputed pattern ("all" for every layer).
         forward_kwargs: extra keyword arguments for `model(idx, ...)`.
+        call: run `call()` in the forward thread instead of `model(idx, ...)`, e.g. one
+            generation step (its forward and its sampling, which line stepping can enter);
+            what it returns is kept in `returned`.
     """
 
     def __init__(
@@ -91,8 +94,10 @@ class ForwardStepper:
         watch_nonfinite: bool = False,
         attention_layers: Iterable[int] | str = (),
         forward_kwargs: dict[str, Any] | None = None,
+        call: Callable[[], Any] | None = None,
     ) -> None:
         self.model = unwrap_model(model)
+        self.call = call
         self.idx = idx
         self.breakpoints = list(breakpoints)
         self.watch_nonfinite = watch_nonfinite
@@ -114,6 +119,7 @@ class ForwardStepper:
         self.finished = False
         self.aborted = False
         self.result: torch.Tensor | None = None
+        self.returned: Any = None  # what `call()` returned
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._until: _Until | None = None
@@ -275,9 +281,11 @@ class ForwardStepper:
             with torch.inference_mode():
                 if self.lines.armed:
                     self.lines.sync()
-                out = self.model(self.idx, **self.forward_kwargs)
+                if self.call is not None:
+                    self.returned = self.call()
+                else:
+                    self.result = first_tensor(self.model(self.idx, **self.forward_kwargs))
             self._convert()
-            self.result = first_tensor(out)
         except _Abort:
             self.aborted = True
             self._convert()  # the events up to the abort stay readable

@@ -374,6 +374,14 @@ class GptTuiApp(App[int]):
     async def action_step_line(self, how: str) -> None:
         """A line move; the Code tab comes up to show where it stops."""
         self._step_move = self._intents.call("stepper", "step_line", how)
+        await self._show_code()
+
+    async def action_step_token(self) -> None:
+        """Step into the next token's forward and sampling; stops in the Code tab."""
+        self._step_move = self._intents.call("stepper", "step_token")
+        await self._show_code()
+
+    async def _show_code(self) -> None:
         focused = self.focused
         if focused is None or not any(isinstance(w, CodePane) for w in focused.ancestors):
             await self.action_show_tab("code")

@@ -60,7 +60,8 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + [("Enter", "View", "in Variables: open the tensor in the viewer")]
             + binding_rows(CodePane.BINDINGS)
             + binding_rows(TensorViewer.BINDINGS)
-            + [("Enter", "Evaluate", "in p expr: evaluate in the paused frame, like pdb's p")]
+            + [("Enter", "Evaluate", "in the expression box: evaluate, like pdb's p")]
+            + [("v EXPR", "View", "in the expression box: open EXPR's result in the viewer")]
             + [("Enter", "Break at", "in break at: toggle a FUNCTION or FILE:LINE breakpoint")]
             + tables,
         ),

@@ -41,11 +41,13 @@ KEY_BINDINGS: list[Binding] = [
     _key("S", "step_line('into')", "Line in", "next line, into a called model function"),
     _key("U", "step_line('return')", "Line up", "run to the return of the current function"),
     _key("C", "step_line('continue')", "Line cont", "run to the next line breakpoint"),
+    _key("T", "step_token", "Token", "step into the next token's forward and its sampling"),
 ]
 
 # The footer's order: the line keys rank after the focused pane's own keys, so that they
 # show where there is room and never push a pane's keys out.
-FOOTER_RANK = [b.action for b in KEY_BINDINGS if not b.action.startswith("step_line")]
+LINE_ACTIONS = ("step_line", "step_token")
+FOOTER_RANK = [b.action for b in KEY_BINDINGS if not b.action.startswith(LINE_ACTIONS)]
 
 KEY_TITLES: dict[str, str] = {
     "run": "Run",
@@ -66,6 +68,7 @@ KEY_TITLES: dict[str, str] = {
     "step_line('into')": "Line into",
     "step_line('return')": "Line return",
     "step_line('continue')": "Line continue",
+    "step_token": "Step into token",
 }
 
 # Keys that move focus; shown in help, not in the footer.
@@ -98,6 +101,7 @@ ENGINE_ACTIONS = frozenset(
         "generate_n",
         "ablate",
         "step_line",
+        "step_token",
         "filter_tree",
         "focus_prompt",
     }

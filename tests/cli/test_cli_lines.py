@@ -137,3 +137,43 @@ def test_a_module_breakpoint_reached_first_says_the_expressions_did_not_run(caps
     out = capsys.readouterr().out
     assert "stopped at transformer.h.0 " in out
     assert "note: --eval and --show run only at a pause at a line" in out
+
+
+def test_token_steps_into_the_sampling_of_the_nth_token(capsys) -> None:
+    sampling = {"--temperature": "0.8", "--top-k": "5"}
+    common = ["--config", "tiny", "--prompt", PROMPT, "--seed", "3"]
+    common += [arg for pair in sampling.items() for arg in pair]
+    data = step_json(capsys, *common, "--token", "2")
+    frame = data["frame"]
+    assert (frame["file"], frame["function"]) == ("sampling.py", "sample_next")
+    names = locals_of(data)
+    assert names["logits"]["shape"] == [PRESETS["tiny"].settings["nanogpt"]["vocab_size"]]
+    assert names["top_k"]["repr"] == "5"
+    # A breakpoint of the user's in the sampling code is where it stops instead.
+    line = line_of(MODELS / "sampling.py", "token = int(torch.multinomial(")
+    data = step_json(
+        capsys,
+        *common,
+        "--token",
+        "2",
+        "--break-at",
+        f"sampling.py:{line}",
+        "--eval",
+        "int((probs > 0).sum())",
+    )
+    assert data["frame"]["line"] == line
+    assert data["eval"][0]["repr"] == "5"  # top-k kept five tokens
+    # The token it is about to draw is the second one `generate` draws with these settings.
+    assert run(["generate", *common, "--steps", "2", "--json"]) == 0
+    generated = json.loads(capsys.readouterr().out)
+    data = step_json(
+        capsys,
+        *common,
+        "--token",
+        "2",
+        "--break-at",
+        f"sampling.py:{line + 1}",
+        "--eval",
+        "token",
+    )
+    assert int(data["eval"][0]["repr"]) == generated["steps"][1]["token_id"]

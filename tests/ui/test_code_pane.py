@@ -128,3 +128,38 @@ async def test_n_starts_a_pass_at_the_first_line_and_b_marks_the_cursor_line() -
         await press(pilot, "1")  # the Stats tab shows the paused pass
         await press(pilot, "escape", "x")
         assert app.state.status != "paused"
+
+
+async def test_t_steps_into_a_tokens_sampling_and_v_views_an_expression() -> None:
+    """T stops in sample_next with the logits as a local; `v EXPR` opens an expression's
+    result in the viewer; C finishes the token, which joins the Generate tab's text."""
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "T")
+        frame = app.state.frame
+        assert frame is not None and frame.function == "sample_next"
+        assert app.query_one("#tabs").active == "code"
+        assert "sampling.py" in plain(app.query_one("#code-where", Static))
+        for _ in range(10):  # to the line after the softmax
+            if "probs" in {v.name for v in app.state.frame.locals}:
+                break
+            await press(pilot, "N")
+        assert app.state.frame.function == "sample_next"
+        await submit(pilot, "#code-eval", "p float(probs.sum())")
+        assert abs(float(app.state.evaluations[-1].value.repr) - 1) < 1e-5
+        # The same pause shown again keeps the current line in sight.
+        source = app.query_one(SourceView)
+        top, height = source.scroll_y, source.scrollable_content_region.height
+        assert top <= source.cursor_row < top + height
+        await submit(pilot, "#code-eval", "v probs.view(5, -1)")
+        viewer = app.query_one(TensorViewer)
+        assert viewer.display and app.state.tensor_view.shape[0] == 5
+        assert viewer.expr == "probs.view(5, -1)"
+        await press(pilot, "escape", "C")
+        state = app.state
+        assert state.status == "finished" and state.frame is None
+        assert state.generation is not None and len(state.generation.steps) == 1
+        await press(pilot, "4")  # the Generate tab shows the token taken
+        shown = str(app.query_one("#gen-text", Static).render())
+        assert shown.startswith(state.generation.prompt) and len(shown) > len("ROMEO:")

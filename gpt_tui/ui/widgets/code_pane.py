@@ -80,7 +80,7 @@ class SourceView(RowTable):
 
     def show(self, frame: FrameSnapshot | None, marks: set[int]) -> None:
         moved = frame is None or self.frame is None or frame.where != self.frame.where
-        cursor = self.cursor_row
+        cursor, scrolled = self.cursor_row, self.scroll_y
         self.frame = frame
         self.clear()
         if frame is None:
@@ -99,6 +99,8 @@ class SourceView(RowTable):
         if moved:  # the current line in the middle, with what leads to it above
             self._centre_row = current
             self.call_after_refresh(self._centre)
+        else:  # the same pause shown again (clear() scrolled to the top): stay put
+            self.call_after_refresh(self.scroll_to, y=scrolled, animate=False, force=True)
 
     def on_resize(self, event: events.Resize) -> None:
         super().on_resize(event)
@@ -180,7 +182,7 @@ class CodePane(Vertical):
         yield TensorViewer(id="code-viewer")
         yield Static("", id="code-evals")
         with Horizontal(id="code-inputs"):
-            yield Input(placeholder="p expr (q.shape)", id="code-eval", compact=True)
+            yield Input(placeholder="q.shape · v expr: view", id="code-eval", compact=True)
             yield Input(placeholder="break at: norm, nanogpt.py:96", id="code-break", compact=True)
 
     def on_mount(self) -> None:
@@ -228,10 +230,13 @@ class CodePane(Vertical):
 
     def on_variables_table_tensor_chosen(self, event: VariablesTable.TensorChosen) -> None:
         event.stop()
+        self._open_viewer(event.name)
+
+    def _open_viewer(self, expr: str) -> None:
         viewer = self.query_one(TensorViewer)
-        viewer.expr = event.name
+        viewer.expr = expr
         self._show_viewer(True)
-        self.post_message(TensorViewer.IndexRequested(event.name, ()))
+        self.post_message(TensorViewer.IndexRequested(expr, ()))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -239,7 +244,15 @@ class CodePane(Vertical):
         if not text:
             return
         if event.input.id == "code-eval":
-            self.post_message(self.EvaluateRequested(text))
+            command, _, rest = text.partition(" ")
+            if command in ("v", "view") and rest.strip():  # an expression into the viewer
+                self._open_viewer(rest.strip())
+            else:  # pdb's `p expr` or the bare expression
+                self.post_message(
+                    self.EvaluateRequested(
+                        rest.strip() if command == "p" and rest.strip() else text
+                    )
+                )
         else:
             self.post_message(self.BreakpointTyped(text))
         event.input.value = ""

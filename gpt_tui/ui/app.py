@@ -40,7 +40,7 @@ from .widgets.tensor_viewer import TensorViewer
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
     from ..engine.debugger import Debugger
-    from ..engine.session import ModelSpec
+    from ..engine.session import ModelSpec, Session
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
@@ -61,9 +61,19 @@ class GptTuiApp(App[int]):
     AUTO_FOCUS = "ModuleTree"
     BINDINGS: ClassVar[list[Binding]] = keys.BINDINGS
 
-    def __init__(self, spec: ModelSpec, *, show_memory: bool | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        show_memory: bool | None = None,
+        session: Session | None = None,
+        prompt: str | None = None,
+    ) -> None:
+        """`session`: an open one to inspect (a live model) instead of opening `spec`;
+        `prompt`: the prompt to start with instead of the model's default."""
         super().__init__()
         self.spec = spec
+        self._session, self._start_prompt = session, prompt
         if show_memory is None:
             show_memory = os.environ.get(HIDE_MEMORY_ENV, "") in ("", "0")
         self.show_memory = show_memory
@@ -126,7 +136,9 @@ class GptTuiApp(App[int]):
         from ..errors import GptTuiError
 
         try:
-            debugger = Debugger(Session.open(spec), seed=spec.seed)
+            debugger = Debugger(self._session or Session.open(spec), seed=spec.seed)
+            if self._start_prompt:
+                debugger.set_prompt(self._start_prompt)
         except GptTuiError as err:
             self.post_message(SessionFailed(describe_error(err)))
             return

@@ -1,0 +1,159 @@
+"""gpt-tui inside the user's own script: `gpt_tui.watch(model)` and `gpt_tui.inspect(model)`.
+
+import gpt_tui
+
+with gpt_tui.watch(model, optimizer=optimizer) as watch:
+    for step in range(max_iters):
+        logits, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+gpt_tui.inspect(model, x)  # the debugger on the live model; returns when you quit
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn as nn
+
+from .engine.watch import Finding, NonFiniteError, Watch
+from .engine.watch_report import save_case
+from .errors import GptTuiError
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+OnFinding = Literal["raise", "report", "open"]
+
+
+class NoTerminalError(GptTuiError):
+    """The debugger needs an interactive terminal, and this process has none."""
+
+
+def _require_terminal(what: str) -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise NoTerminalError(
+            f"{what} opens the debugger, which needs an interactive terminal, and this "
+            "process has none (a batch job or a pipe): use gpt_tui.watch(model, "
+            "on='report') and open the report later"
+        )
+
+
+class WatchHandle:
+    """What `watch` yields: the finding once there is one, and `close()`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: torch.optim.Optimizer | None,
+        every: int,
+        on: OnFinding,
+        report: str | Path | None,
+    ) -> None:
+        if on not in ("raise", "report", "open"):
+            raise GptTuiError(f"on={on!r}: one of 'raise', 'report', 'open'")
+        self.model, self.optimizer, self.on = model, optimizer, on
+        self.report = None if report is None else Path(report)
+        self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
+
+    @property
+    def finding(self) -> Finding | None:
+        return self._watch.finding
+
+    def close(self) -> None:
+        self._watch.close()
+
+    def _found(self, finding: Finding, batch: tuple[Any, ...]) -> None:
+        if self.report is not None:
+            folder = save_case(self.report, self.model, finding, batch, self.optimizer)
+            finding = Finding(
+                finding.step, finding.phase, finding.where, finding.detail, str(folder)
+            )
+            self._watch.finding = finding
+        print(f"gpt-tui: {finding.summary}", file=sys.stderr)
+        if self.on == "open" and sys.stdin.isatty() and sys.stdout.isatty():
+            idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
+            targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
+            inspect(self.model, idx, targets=targets[0] if targets else None)
+        elif self.on in ("raise", "open"):
+            raise NonFiniteError(finding)
+
+
+@contextmanager
+def watch(
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    every: int = 1,
+    on: OnFinding = "raise",
+    report: str | Path | None = "gpt-tui-report",
+) -> Iterator[WatchHandle]:
+    """Watch a training loop for its first non-finite value (see `engine/watch.py`).
+
+    At the first one it names the phase (forward, loss, backward, optimizer) and the
+    module, saves a reproducible case into `report` (None: no report), then acts on `on`:
+    "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
+    when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
+    debugger on the model and that batch when a terminal is present (else raises).
+    The hooks are removed when the block ends.
+    """
+    handle = WatchHandle(model, optimizer=optimizer, every=every, on=on, report=report)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def inspect(
+    model: nn.Module,
+    idx: torch.Tensor | None = None,
+    *,
+    tokenizer: Any = None,
+    targets: torch.Tensor | None = None,
+) -> None:
+    """Open the debugger on the live model, in this process; return when the user quits.
+
+    `idx` (B, T) is the batch, its first row the prompt. The model keeps its device and
+    dtype. On return everything is as it was: the parameters bit-identical, the training
+    flag and grad mode restored, every hook removed, no thread left behind.
+    """
+    _require_terminal("gpt_tui.inspect")
+    run_inspector(model, idx, tokenizer=tokenizer, run=lambda app: app.run())
+
+
+def run_inspector(
+    model: nn.Module,
+    idx: torch.Tensor | None,
+    *,
+    tokenizer: Any,
+    run: Callable[[App], object],
+) -> None:
+    """`inspect` without the terminal check: `run(app)` runs the app to its end (a test
+    drives it with Textual's Pilot)."""
+    from .engine.live_session import live_session
+    from .engine.session import ModelSpec
+    from .ui.app import GptTuiApp
+
+    grad_mode, training = torch.is_grad_enabled(), model.training
+    threads = set(threading.enumerate())
+    session, prompt = live_session(model, idx, tokenizer=tokenizer)
+    try:
+        run(GptTuiApp(ModelSpec(), session=session, prompt=prompt))
+    finally:
+        session.close()
+        model.train(training)
+        torch.set_grad_enabled(grad_mode)
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(timeout=10)  # the app's workers end with it: nothing outlives the call
+
+
+__all__ = ["NonFiniteError", "NoTerminalError", "Finding", "watch", "inspect"]

@@ -1,0 +1,46 @@
+"""`gpt_tui.inspect(model, idx)`: the debugger on a live model in the user's process, driven
+here with Pilot; after `q` everything is as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import torch
+from ui_helpers import press, settle
+
+from gpt_tui.live import run_inspector
+from gpt_tui.models import build_model, make_config
+
+
+def test_inspect_opens_the_live_model_and_q_leaves_everything_as_it_was() -> None:
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    idx = torch.tensor([[18, 47, 56, 57, 58, 1], [1, 2, 3, 4, 5, 6]])  # "First " in chars
+    threads = set(threading.enumerate())
+    seen = {}
+
+    async def drive(app) -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            seen["prompt"] = app.state.prompt
+            seen["name"] = app.info.name
+            await press(pilot, "w", "r", "6")  # the NaN watch, a run, the Train tab
+            seen["records"] = len(app.state.run.records)
+            await pilot.press("q")
+        seen["returned"] = app.return_code
+
+    with torch.no_grad():  # grad mode as the caller had it comes back
+        run_inspector(model, idx, tokenizer=None, run=lambda app: asyncio.run(drive(app)))
+        assert not torch.is_grad_enabled()
+    assert seen["name"] == "GPT (live)" and seen["records"] > 0
+    assert len(seen["prompt"]) == 6 and seen["returned"] == 0
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(
+        not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks) for m in model.modules()
+    )
+    assert set(threading.enumerate()) <= threads

@@ -37,6 +37,7 @@ from .interventions import HeadScale, InterventionSpec, OutputScale
 from .moves import MoveCancelled, Moves
 from .sampling import check_sampling_settings
 from .tensors import TensorView
+from .training_intents import TrainingIntents
 from .views import default_prompt, generation_view, model_info, run_from_trace, stepped_run
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(Moves):
+class Debugger(Moves, TrainingIntents):
     """Debugging intents on one open `Session`."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
@@ -73,6 +74,7 @@ class Debugger(Moves):
         self._line_breakpoints: frozenset[str] = frozenset()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
+        self._init_training()
 
     # -- the model -----------------------------------------------------------------------
 
@@ -515,6 +517,7 @@ class Debugger(Moves):
             line_breakpoints=self._line_breakpoints,
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
+            training=self._training,
         )
 
     def close(self) -> None:

@@ -293,7 +293,14 @@ class Stepper:
         fp16_cuda = self.dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16_cuda else None
 
-    def step(self, batch: Batch, check: Callable[[], None] | None = None) -> StepReport:
+    def step(
+        self,
+        batch: Batch,
+        check: Callable[[], None] | None = None,
+        before: dict[str, torch.Tensor] | None = None,
+    ) -> StepReport:
+        """One step; `before` may hold copies of the weights as they are now (by name),
+        which spares copying them again to measure the update."""
         opts, model = self.opts, self.model
         x, y = batch.x.to(self.device), batch.y.to(self.device)
         model.train(opts.train_mode)
@@ -341,48 +348,49 @@ class Stepper:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        norms = torch.stack([g.detach().float().norm() for g in grads])
-        bad = sum(int((~torch.isfinite(g)).sum()) for g in grads)
-        total = float(torch.linalg.vector_norm(norms))
-        if first is None and bad:
-            i = next(i for i, g in enumerate(grads) if not bool(torch.isfinite(g).all()))
+        norms = torch.stack([g.detach().float().norm() for g in grads]).tolist()  # one transfer
+        total = math.sqrt(sum(n * n for n in norms))
+        # Only a gradient whose norm is not finite can hold NaN/Inf: count those alone.
+        bad = {i: int((~torch.isfinite(grads[i])).sum()) for i, n in enumerate(norms)
+               if not math.isfinite(n)}  # fmt: skip
+        if first is None and any(bad.values()):
+            i = next(i for i, count in bad.items() if count)
             first = NonFinite("backward", f"the gradient of {self.names[i]}")
-        stats = dict(grad_norm=total, nonfinite_grads=bad)
-        if opts.clip is not None and math.isfinite(total):
-            torch.nn.utils.clip_grad_norm_(self.params, opts.clip)
-        clipped = float(torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads])))
-        report["first_nonfinite"] = first
+        report.update(first_nonfinite=first, grad_norm=total, nonfinite_grads=sum(bad.values()))
+        clipped = total
+        if opts.clip is not None and math.isfinite(total) and total > opts.clip:
+            coef = opts.clip / (total + 1e-6)  # as torch's clip_grad_norm_
+            for g in grads:
+                g.mul_(coef)
+            clipped = total * coef
+        report["grad_norm_clipped"] = clipped
         if first is not None and opts.watch_nan:
-            params = self._rows(norms, None)
-            return StepReport(
-                **report, **stats, params=params, grad_norm_clipped=clipped,
-                phases_run=tuple(phases),
-            )  # fmt: skip
-        before = [p.detach().clone() for p in self.params]
-        scaler_note = None
+            return StepReport(**report, params=self._rows(norms, None), phases_run=tuple(phases))
+        saved = before or {}
+        old = [saved[n] if n in saved else p.detach().clone()
+               for n, p in zip(self.names, self.params, strict=True)]  # fmt: skip
         if self.scaler is not None:
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scaler.get_scale() < scale:
                 new = self.scaler.get_scale()
-                scaler_note = f"fp16 overflow: step skipped, scale {scale:g} -> {new:g}"
+                report["scaler"] = f"fp16 overflow: step skipped, scale {scale:g} -> {new:g}"
         else:
             self.optimizer.step()
         phases.append("optimizer")
         updates = torch.stack(
             [torch.stack([(p.detach() - b).float().norm(), b.float().norm()])
-             for p, b in zip(self.params, before, strict=True)]
-        )  # fmt: skip
+             for p, b in zip(self.params, old, strict=True)]
+        ).tolist()  # fmt: skip
         if first is None:
-            broken = [n for n, p in zip(self.names, self.params, strict=True)
-                      if not bool(torch.isfinite(p).all())]  # fmt: skip
+            broken = [n for n, (d, _) in zip(self.names, updates, strict=True)
+                      if not math.isfinite(d)]  # fmt: skip
             if broken:
-                first = NonFinite("optimizer", f"the update of {broken[0]}")
+                report["first_nonfinite"] = NonFinite("optimizer", f"the update of {broken[0]}")
         return StepReport(
-            **{**report, "first_nonfinite": first}, **stats,
-            params=self._rows(norms, updates), grad_norm_clipped=clipped,
-            phases_run=tuple(phases), kept=opts.keep, scaler=scaler_note,
+            **report, params=self._rows(norms, updates), phases_run=tuple(phases),
+            kept=opts.keep,
         )  # fmt: skip
 
     def _forward_nonfinite(
@@ -395,14 +403,14 @@ class Stepper:
             return NonFinite("loss", note or "cross-entropy of finite logits")
         return None
 
-    def _rows(self, grad_norms: torch.Tensor, updates: torch.Tensor | None) -> tuple[ParamRow, ...]:
-        gn = grad_norms.tolist()
-        pn = torch.stack([p.detach().float().norm() for p in self.params]).tolist()
+    def _rows(self, gn: list[float], updates: list[list[float]] | None) -> tuple[ParamRow, ...]:
+        """Per parameter: grad norm, weight norm (before the update) and update ratio."""
         ratios: list[float | None] = [None] * len(gn)
-        if updates is not None:
-            up = updates.tolist()
-            ratios = [d / w if w > 0 else None for d, w in up]
-            pn = [w for _, w in up]  # the norm before the update
+        if updates is None:
+            pn = torch.stack([p.detach().float().norm() for p in self.params]).tolist()
+        else:
+            ratios = [d / w if w > 0 else None for d, w in updates]
+            pn = [w for _, w in updates]
         return tuple(
             ParamRow(n, tuple(p.shape), g, w, r)
             for n, p, g, w, r in zip(self.names, self.params, gn, pn, ratios, strict=True)
@@ -417,5 +425,5 @@ def train_step(
 ) -> StepReport:
     """One step on `batch`; the model is exactly as before unless `opts.keep`."""
     opts = opts or StepOptions()
-    with torch.inference_mode(False), restored(model, keep=opts.keep):
-        return Stepper(model, opts).step(batch, check)
+    with torch.inference_mode(False), restored(model, keep=opts.keep) as saved:
+        return Stepper(model, opts).step(batch, check, saved)

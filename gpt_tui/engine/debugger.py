@@ -517,7 +517,7 @@ class Debugger(Moves, TrainingIntents):
             line_breakpoints=self._line_breakpoints,
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
-            training=self._training,
+            training=self._training_state(),
         )
 
     def close(self) -> None:

@@ -41,6 +41,10 @@ class TrainingView:
     health: Health | None = None
 
     @property
+    def loss(self) -> float | None:
+        return self.report.loss if self.report is not None else None
+
+    @property
     def phase(self) -> TrainPhase:
         return self.timeline[self.position][0] if self.timeline else "batch"
 
@@ -116,6 +120,7 @@ class TrainingIntents:
 
     session: Session
     _prompt: str
+    _watch: bool
     _cancel: int | None
     _closing: bool
     _intent: Callable[[int | None, Callable[[int], DebugState], str], DebugState]
@@ -127,6 +132,7 @@ class TrainingIntents:
         self._train_seed = 0
         self._train_prompt: str | None = None  # the prompt the batch was made from
         self._train_batch: Batch | None = None
+        self._train_interventions: tuple[str, ...] = ()  # those the view was made under
         self._training: TrainingView | None = None
 
     # -- the batch -----------------------------------------------------------------------
@@ -183,13 +189,26 @@ class TrainingIntents:
             decode = self._train_source.decode
         check_vocab(batch, self.session.vocab_size)
         self._train_batch = batch
+        self._train_interventions = self._interventions_now()
         opts = options or (self._training.options if self._training else StepOptions())
         self._training = TrainingView(batch_view(batch, decode, self._train_seed), opts)
         return self._training
 
+    def _interventions_now(self) -> tuple[str, ...]:
+        return tuple(spec.description for spec in self.session.interventions.active)
+
+    def _training_stale(self) -> bool:
+        """A batch from an older prompt, or a step taken before the interventions changed."""
+        return (self._train_source is None and self._train_prompt != self._prompt) or (
+            self._train_interventions != self._interventions_now()
+        )
+
+    def _training_state(self) -> TrainingView | None:
+        """The view for a snapshot: None once stale, so that a pane asks for a new one."""
+        return None if self._training is None or self._training_stale() else self._training
+
     def _current_training(self) -> TrainingView:
-        stale = self._train_source is None and self._train_prompt != self._prompt
-        if self._training is None or stale:
+        if self._training is None or self._training_stale():
             return self._make_batch()
         return self._training
 
@@ -213,9 +232,10 @@ class TrainingIntents:
             view = self._current_training()
             if view.report is None or view.phase == "done":
                 assert self._train_batch is not None
-                report = train_step(
-                    self.session.model, self._train_batch, view.options, self._check_cancel(mid)
-                )
+                opts = self._watched(view.options)
+                model, batch = self.session.model, self._train_batch
+                report = train_step(model, batch, opts, self._check_cancel(mid))
+                view = replace(view, options=opts)
                 view = replace(view, report=report, position=0, timeline=timeline(report))
                 if how != "continue":
                     self._training = view
@@ -225,6 +245,10 @@ class TrainingIntents:
             return self._snapshot(mid, self._step_message(view))
 
         return self._intent(move, body, "training step")
+
+    def _watched(self, options: StepOptions) -> StepOptions:
+        """The Debugger's NaN watch (the app's `w`) watches the training step too."""
+        return replace(options, watch_nan=True) if self._watch else options
 
     def _next_position(self, view: TrainingView, how: str) -> int:
         steps, at = view.timeline, view.position
@@ -283,9 +307,9 @@ class TrainingIntents:
                 check_vocab(batch, vocab)
                 return batch
 
-            health = train_health(
-                self.session.model, batches, n, view.options, self._check_cancel(mid), progress
-            )
+            opts = self._watched(view.options)
+            model = self.session.model
+            health = train_health(model, batches, n, opts, self._check_cancel(mid), progress)
             self._training = replace(view, health=health)
             where = health.stopped
             message = f"health: {len(health.steps)} steps"

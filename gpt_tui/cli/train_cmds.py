@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..io.batches import BatchView
 
 TOP_PARAMS = 12  # rows of the gradient table in text output
-TEXT_WIDTH = 60  # characters of a decoded row shown in text output
+TEXT_WIDTH = 56  # characters of a decoded row shown in text output
 
 
 def add_train_step_args(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -308,6 +309,8 @@ class Stepper:
             p.grad = None
         record = _Backward()
         with ExitStack() as stack:
+            # Overflowing statistics are what is being debugged here: no numpy warnings.
+            stack.enter_context(np.errstate(over="ignore", invalid="ignore"))
             if opts.inject_nan:  # before the probes, so that they see the NaN
                 for h in inject_nonfinite(opts.inject_nan).install(unwrap_model(model)):
                     stack.callback(h.remove)

@@ -249,3 +249,40 @@ def test_a_val_batch_of_the_sample_scores_near_its_eval_loss(shakespeare_path):
     source = open_source(str(shakespeare_path), session.encode, decode, split="val")
     report = train_step(session.model, source.get_batch(8, context, seed=0))
     assert abs(report.loss - expected) < 0.3
+
+
+def test_float16_autocast_runs_on_cpu_without_a_scaler():
+    report = train_step(tiny().model, random_batch(), StepOptions(dtype="float16"))
+    assert abs(report.loss - math.log(65)) < 0.3 and report.scaler is None
+    assert report.first_nonfinite is None
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_cancelled_step_stops_at_the_next_module_and_puts_the_weights_back(where):
+    debugger = Debugger(tiny())
+    model = debugger.session.model
+    before = weights(model)
+    mid = debugger.new_move()
+    block = model.transformer.h[0] if where == "forward" else model.transformer.h[1]
+    seen = []
+
+    def cancel(*_args):
+        seen.append(where)
+        assert debugger.cancel(mid)
+
+    if where == "forward":
+        handle = block.register_forward_hook(cancel)
+    else:
+        handle = block.register_full_backward_hook(cancel)
+    try:
+        state = debugger.train_step("into", move=mid)
+        assert state.cancelled and seen == [where]
+        assert state.message == "training step cancelled"
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert all(p.grad is None for p in model.parameters())
+        handle.remove()
+        state = debugger.train_step("into")  # the next move runs
+        assert not state.cancelled and state.training.report is not None
+    finally:
+        handle.remove()
+        debugger.close()

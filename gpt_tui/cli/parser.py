@@ -197,7 +197,7 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             help="write a NaN into MODULE's output (to try the watchpoint)",
         )
     elif name == "train-step":
-        add_train_step_args(p)
+        add_train_step_args(p, whole, real)
         return  # it adds --json
     elif name == "generate":
         add_sampling_args(p)

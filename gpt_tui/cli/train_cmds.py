@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import render
@@ -19,10 +20,9 @@ TOP_PARAMS = 12  # rows of the gradient table in text output
 TEXT_WIDTH = 56  # characters of a decoded row shown in text output
 
 
-def add_train_step_args(p: argparse.ArgumentParser) -> None:
-    from .parser import real, whole
-
-    # The model arguments' --seed seeds the batches too; --dtype is the autocast dtype.
+def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
+    """The command's arguments; `whole` and `real` are the parser's checked number types.
+    The model arguments' --seed seeds the batches too; --dtype is the autocast dtype."""
     p.add_argument("--data", metavar="FILE", help="a text file or a nanoGPT train.bin / val.bin")
     p.add_argument("--split", choices=["all", "val"], default="all", help="of a text file")
     p.add_argument("--prompt", help="the batch when there is no --data (default: the model's)")

@@ -37,6 +37,9 @@ from .stats import rows_to_stats, stats_row
 from .trace import ProbeRecord, TensorStats
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
+# An embedding's input is token ids: its backward hook sees grad_output only, as wanted.
+warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+
 ZERO_TARGETS = "the loss averages over zero targets: NaN (every target is -1)"
 
 
@@ -110,7 +113,8 @@ class StepReport:
 
 @dataclass
 class _Backward:
-    """Backward hooks: stats rows as autograd calls them, and the injected NaN."""
+    """What the backward hooks saw, in the order autograd called them: per module its
+    name, kind, and the stats rows and sizes of grad_output and grad_input."""
 
     rows: list[tuple[str, str, Any, int, Any, int]] = field(default_factory=list)
 
@@ -338,10 +342,7 @@ class Stepper:
             if first is not None and opts.watch_nan:
                 return StepReport(**report, phases_run=tuple(phases))
             scaled = self.scaler.scale(loss) if self.scaler is not None else loss
-            with warnings.catch_warnings():
-                # An embedding's input is token ids: its hook sees grad_output only, as wanted.
-                warnings.filterwarnings("ignore", "Full backward hook is firing")
-                scaled.backward()
+            scaled.backward()
             phases.append("backward")
         events = _events(record)
         where = backward_watch(events)

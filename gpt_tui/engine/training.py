@@ -17,7 +17,6 @@ Stats are computed on the device in the hooks and read back once per phase.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -37,9 +36,6 @@ from .stats import rows_to_stats, stats_row
 from .trace import ProbeRecord, TensorStats
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
-# An embedding's input is token ids: its backward hook sees grad_output only, as wanted.
-warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
-
 ZERO_TARGETS = "the loss averages over zero targets: NaN (every target is -1)"
 
 
@@ -173,7 +169,15 @@ def _grad_hooks(
             )
             record.rows.append((name, kind, *rows))
 
-        handles.append(point.module.register_full_backward_hook(hook))
+        if isinstance(point.module, nn.Embedding):
+            # Its input is token ids, with no gradient: a hook on its output's gradient.
+            def on_output(_m: nn.Module, _args: tuple, out: Any, hook=hook) -> None:
+                if isinstance(out, torch.Tensor) and out.requires_grad:
+                    out.register_hook(lambda g, m=_m: hook(m, (None,), (g,)))
+
+            handles.append(point.module.register_forward_hook(on_output))
+        else:
+            handles.append(point.module.register_full_backward_hook(hook))
     return handles
 
 

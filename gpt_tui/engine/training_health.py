@@ -157,8 +157,12 @@ def train_health(
             steps.append(step)
             if progress is not None:
                 progress(step)
-            if report.first_nonfinite is not None:
-                stopped, stopped_step = report.first_nonfinite, i
+            hit = report.first_nonfinite
+            # An fp16 overflow in backward that the gradient scaler caught (it skipped the
+            # step and lowered its scale) is how mixed precision works: not a stop.
+            handled = report.scaler is not None and hit is not None and hit.phase == "backward"
+            if hit is not None and not handled:
+                stopped, stopped_step = hit, i
                 break
     done = tuple(steps)
     return Health(done, flags(done), stopped, stopped_step, report)

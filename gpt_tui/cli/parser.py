@@ -13,6 +13,7 @@ from .app_cmd import cmd_app
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
+from .train_cmds import add_train_step_args, cmd_train_step
 
 EXIT_USAGE = 2
 
@@ -118,6 +119,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "generate": (cmd_generate, "Generate tokens and print each step's candidates.", True),
     "eval": (cmd_eval, "Mean loss of a model over a text file, in context windows.", True),
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
+    "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
 }
 
@@ -206,6 +208,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--top-p", type=real(0, above=True, high=1), default=None, help="with --token"
         )
+    elif name == "train-step":
+        add_train_step_args(p, whole, real)
+        return  # it adds --json
     elif name == "generate":
         add_sampling_args(p)
         return  # it adds --json

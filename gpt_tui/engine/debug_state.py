@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # annotations only: the UI imports this module before torch l
     from .tensors import TensorView
     from .trace import AttentionPattern, ProbeRecord, StepEvent
     from .train_view import TrainView
+    from .training_intents import TrainingView
 
 # idle: no stepped pass; paused: a stepped pass waits at `event`; finished / aborted:
 # the stepped pass just ended that way.
@@ -139,6 +140,7 @@ class DebugState:
     line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
+    training: TrainingView | None = None  # the training debugger (training_intents.py)
 
     @property
     def paused_at(self) -> str | None:

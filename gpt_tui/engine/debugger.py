@@ -31,6 +31,7 @@ from .interventions import HeadScale, InterventionSpec, OutputScale
 from .line_intents import LineIntents
 from .moves import Moves
 from .tensors import TensorView
+from .training_intents import TrainingIntents
 from .views import default_prompt, model_info, run_from_trace, stepped_run
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, Moves):
+class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
     """Debugging intents on one open `Session`."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
@@ -68,6 +69,7 @@ class Debugger(GenerationIntents, LineIntents, Moves):
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
         self._token_pass = False
+        self._init_training()
 
     # -- the model -----------------------------------------------------------------------
 
@@ -368,6 +370,7 @@ class Debugger(GenerationIntents, LineIntents, Moves):
             line_breakpoints=self._line_breakpoints,
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
+            training=self._training_state(),
         )
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ from .widgets.module_tree import ModuleTree
 from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
 from .widgets.tensor_viewer import TensorViewer
+from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
@@ -488,6 +489,10 @@ class GptTuiApp(App[int]):
     def _progress(self, state: DebugState) -> None:
         """Called in the worker after each of N tokens: show the text as it grows."""
         self.post_message(StateUpdated(state, "progress"))
+
+    @on(TrainPanel.Requested)
+    def _train_requested(self, event: TrainPanel.Requested) -> None:
+        self._intents.call("training", event.method, *event.args)
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:

@@ -100,8 +100,8 @@ def _feed_train(widget: Widget, ctx: TabContext) -> None:
     if state is None:
         return
     widget.ablations = state.ablations
-    if state.train is not None and widget.view is not state.train:
-        widget.view = state.train
+    if state.training is not None and widget.view is not state.training:
+        widget.view = state.training
 
 
 def _feed_code(widget: Widget, ctx: TabContext) -> None:
@@ -170,8 +170,8 @@ TABS: tuple[Tab, ...] = (
         "#train-grads",
         lambda ctx: TrainPanel(id="train-panel"),
         _feed_train,
-        "train",
-        lambda w: ("train_view", ()),
+        "training",
+        lambda w: ("train_step", ("into",)),
     ),
     Tab(
         "code",

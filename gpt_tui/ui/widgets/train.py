@@ -1,62 +1,125 @@
-"""The training view: the loss on the prompt and every parameter's gradient norm, sorted."""
+"""The training debugger: one training step on a batch, walked phase by phase.
+
+The phase line and loss, the batch (input over target, aligned), where the step is (a
+module's forward output, its gradients in backward, the loss, the optimizer's update),
+the gradient and update table, and sparklines over a health run. With the focus here the
+step keys drive the training step: s into the next event, n / o to the next phase, c to
+the first non-finite value (with the NaN watch, w) or the end; h runs 20 steps of health.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from ... import formatting as fmt
 from .tables import RowTable
+from .train_parts import batch_text, current_text, head_text, health_text
 
 if TYPE_CHECKING:
-    from ...engine.train_view import TrainView
+    from ...engine.training_intents import TrainingView
 
-BAR_WIDTH = 14
+BAR_WIDTH = 10
+HEALTH_STEPS = 20
 
 
 class TrainPanel(Vertical):
-    """A headline with the loss and a table of gradient norms, largest first."""
+    """The Train tab. It posts `Requested(method, args)` for the app to run on the
+    Debugger (`train_step`, `train_health`) and shows the `TrainingView` it is fed."""
 
-    view: reactive[TrainView | None] = reactive(None, always_update=True)
+    DEFAULT_CSS = """
+    TrainPanel > #train-head { height: auto; padding: 0 1; }
+    TrainPanel > #train-batch { height: auto; max-height: 6; padding: 0 1; }
+    TrainPanel > #train-current { height: auto; padding: 0 1; background: $boost; }
+    TrainPanel > #train-grads { height: 1fr; }
+    TrainPanel > #train-health { height: auto; max-height: 9; padding: 0 1; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "train('into')", "Into", tooltip="the next event of the training step"),
+        Binding("n", "train('over')", "Phase", tooltip="to the next phase of the step"),
+        Binding("o", "train('out')", "Phase", show=False, tooltip="to the next phase"),
+        Binding("c", "train('continue')", "Cont", tooltip="to the first NaN/Inf or the end"),
+        Binding("h", "health", "Health", tooltip=f"{HEALTH_STEPS} training steps: the curves"),
+    ]
+
+    @dataclass
+    class Requested(Message):
+        """Run `Debugger.<method>(*args)` as an intent."""
+
+        method: str
+        args: tuple = ()
+
+    view: reactive[TrainingView | None] = reactive(None, always_update=True)
     ablations: reactive[tuple[str, ...]] = reactive(tuple)
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown: list[tuple[str, float, float | None]] | None = None  # the table's rows
+
     def compose(self) -> ComposeResult:
-        yield Static("the loss and gradients of one backward pass on the prompt", id="train-head")
+        yield Static("the training step: loading the batch…", id="train-head")
+        yield Static(id="train-batch")
+        yield Static(id="train-current")
         table = RowTable(id="train-grads")
-        table.add_columns("parameter", "shape", "‖grad‖", "", "‖param‖", "ratio")
+        table.add_columns("parameter", "‖grad‖", "", "‖Δw‖/‖w‖")
         yield table
+        yield Static(id="train-health")
+
+    def action_train(self, how: str) -> None:
+        self.post_message(self.Requested("train_step", (how,)))
+
+    def action_health(self) -> None:
+        self.post_message(self.Requested("train_health", (HEALTH_STEPS,)))
 
     def watch_ablations(self) -> None:
         self.watch_view(self.view)
 
-    def watch_view(self, view: TrainView | None) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        self.watch_view(self.view)
+
+    def watch_view(self, view: TrainingView | None) -> None:
         if view is None or not self.is_mounted:
             return
-        head = Text()
-        head.append("loss ", style="dim")
-        head.append(f"{view.loss:.4f}", style="bold yellow")
-        head.append(f" over {view.n_targets} next-token targets", style="dim")
-        head.append(f"  ·  {view.trainable_params:,} trainable parameters", style="dim")
-        if view.note:
-            head.append(f"\n{view.note}", style="italic yellow")
-        if self.ablations:  # the loss and gradients are those of the ablated model
-            head.append(f"\n⊘ ablations active: {'; '.join(self.ablations)}", style="bold yellow")
-        self.query_one("#train-head", Static).update(head)
+        width = max(40, self.size.width - 2)
+        self.query_one("#train-head", Static).update(head_text(view, self.ablations))
+        self.query_one("#train-batch", Static).update(batch_text(view.batch, width))
+        self.query_one("#train-current", Static).update(current_text(view))
+        self.query_one("#train-health", Static).update(health_text(view.health, width))
+        self._fill_table(view)
+
+    def _fill_table(self, view: TrainingView) -> None:
         table = self.query_one("#train-grads", RowTable)
+        report = view.report
+        rows = report.params if report is not None else ()
+        shown = [(r.name, r.grad_norm, r.update_ratio) for r in rows]
+        if self._shown == shown:
+            return  # the same step: keep the cursor where the user left it
+        self._shown = shown
         table.clear()
-        top = max((r.grad_norm for r in view.rows), default=0.0)
-        for r in view.rows:
+        finite = [g for _, g, _ in shown if math.isfinite(g)]
+        top = max(finite, default=0.0)
+        for name, grad, ratio in sorted(shown, key=lambda r: -_finite_or_inf(r[1])):
+            bar = fmt.bar(grad / top if top and math.isfinite(grad) else 0, BAR_WIDTH)
             table.add_row(
-                r.name,
-                fmt.shape(r.shape),
-                Text(fmt.num(r.grad_norm), justify="right"),
-                Text(fmt.bar(r.grad_norm / top if top else 0, BAR_WIDTH), style="magenta"),
-                Text(fmt.num(r.param_norm), justify="right", style="dim"),
-                Text("—" if r.ratio is None else f"{r.ratio:.2e}", justify="right", style="dim"),
-                key=r.name,
+                name,
+                Text(fmt.num(grad), justify="right", style="" if math.isfinite(grad) else "red"),
+                Text(bar, style="magenta"),
+                Text("—" if ratio is None else f"{ratio:.1e}", justify="right", style="dim"),
+                key=name,
             )
+
+
+def _finite_or_inf(x: float) -> float:
+    """Sort key: NaN/Inf gradients first, then the largest."""
+    return x if math.isfinite(x) else math.inf

@@ -31,6 +31,8 @@ from .errors import GptTuiError
 if TYPE_CHECKING:
     from textual.app import App
 
+    from .engine.debugger import Debugger
+
 OnFinding = Literal["raise", "report", "open"]
 
 
@@ -127,7 +129,7 @@ def inspect(
     flag and grad mode restored, every hook removed, no thread left behind.
     """
     _require_terminal("gpt_tui.inspect")
-    run_inspector(model, idx, tokenizer=tokenizer, run=lambda app: app.run())
+    run_inspector(model, idx, tokenizer=tokenizer, targets=targets, run=lambda app: app.run())
 
 
 def run_inspector(
@@ -135,19 +137,29 @@ def run_inspector(
     idx: torch.Tensor | None,
     *,
     tokenizer: Any,
+    targets: torch.Tensor | None = None,
     run: Callable[[App], object],
 ) -> None:
     """`inspect` without the terminal check: `run(app)` runs the app to its end (a test
     drives it with Textual's Pilot)."""
     from .engine.live_session import live_session
     from .engine.session import ModelSpec
+    from .io.batches import FixedBatch
     from .ui.app import GptTuiApp
 
     grad_mode, training = torch.is_grad_enabled(), model.training
     threads = set(threading.enumerate())
     session, prompt = live_session(model, idx, tokenizer=tokenizer)
+
+    def setup(debugger: Debugger) -> None:
+        if prompt:
+            debugger.set_prompt(prompt)
+        if idx is not None and targets is not None:  # the Train tab steps the user's batch
+            x, y = (t if t.dim() == 2 else t[None] for t in (idx, targets))
+            debugger.set_batch(FixedBatch(x, y, session.decode_token, "your batch"))
+
     try:
-        run(GptTuiApp(ModelSpec(), session=session, prompt=prompt))
+        run(GptTuiApp(ModelSpec(), session=session, setup=setup))
     finally:
         session.close()
         model.train(training)

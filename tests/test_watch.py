@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import gpt_tui
+from gpt_tui.cli import run
 from gpt_tui.engine.watch_report import CaseError, replay_case
 from gpt_tui.models import build_model, make_config
 
@@ -54,6 +55,19 @@ def train(model, data, *, watch=None, before_step=None, lr=1e-3) -> list[float]:
             context.__exit__(None, None, None)
     del handle
     return losses
+
+
+def reopened(report: Path) -> dict:
+    """What `gpt-tui train-step --case REPORT` finds first."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run(["train-step", "--case", str(report), "--json"]) == 0
+    data = json.loads(out.getvalue())
+    hit = data["first_nonfinite"]
+    return {"phase": hit["phase"], "where": hit["where"]}
 
 
 def test_with_nothing_wrong_the_watch_changes_no_result(tmp_path: Path) -> None:
@@ -98,6 +112,7 @@ def test_a_nan_in_a_modules_forward_at_step_3_is_named_and_the_case_reopens(
     again, session = replay_case(report)
     session.close()
     assert (again.phase, again.where) == ("forward", "transformer.h.1.mlp")
+    assert reopened(report) == {"phase": "forward", "where": "transformer.h.1.mlp"}
 
 
 def sqrt_gate_model(tmp_path: Path):
@@ -138,6 +153,7 @@ def test_a_nan_gradient_is_named_in_backward_and_the_users_file_reopens(tmp_path
     again, session = replay_case(report)
     session.close()
     assert (again.phase, again.where) == ("backward", "transformer.h.1.mlp")
+    assert reopened(report) == {"phase": "backward", "where": "transformer.h.1.mlp"}
 
 
 def test_a_batch_whose_targets_are_all_ignored_is_named_in_the_loss(tmp_path: Path) -> None:
@@ -158,6 +174,7 @@ def test_a_batch_whose_targets_are_all_ignored_is_named_in_the_loss(tmp_path: Pa
     again, session = replay_case(report)
     session.close()
     assert again.phase == "loss"
+    assert reopened(report)["phase"] == "loss"
 
 
 def test_an_update_that_makes_weights_non_finite_is_named_in_the_optimizer() -> None:
@@ -201,3 +218,11 @@ def test_a_folder_without_a_case_is_one_clear_error(tmp_path: Path) -> None:
 def test_inspect_without_a_terminal_raises_the_clear_error() -> None:
     with pytest.raises(gpt_tui.NoTerminalError, match="needs an interactive terminal"):
         gpt_tui.inspect(tiny_model())
+
+
+def test_train_step_case_mistakes_are_one_line(tmp_path: Path, capsys) -> None:
+    assert run(["train-step", "--case", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "case.json not found" in err
+    assert run(["train-step", "--case", str(tmp_path), "--config", "tiny"]) == 2
+    assert "drop --checkpoint, --config" in capsys.readouterr().err

@@ -41,7 +41,28 @@ def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Calla
     )
     p.add_argument("--steps", type=whole(1), default=1, help="health over N steps (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the updated weights (in memory)")
+    p.add_argument(
+        "--case",
+        metavar="DIR",
+        help="a report gpt_tui.watch saved: its weights, model file and batch, watched",
+    )
     p.add_argument("--json", action="store_true")
+
+
+def _open_case(args: argparse.Namespace) -> dict[str, Any]:
+    """Point the model arguments at the case's model; its batch comes after opening."""
+    from ..engine.watch_report import case_checkpoint, read_case
+    from .common import UserError
+
+    if args.checkpoint or args.config or args.sample or args.model_file or args.data:
+        raise UserError(
+            "--case opens the model and the batch it saved: drop --checkpoint, --config, "
+            "--sample, --model-file and --data"
+        )
+    case = read_case(args.case)
+    args.checkpoint, args.model_file = case_checkpoint(case), case.get("model_file")
+    args.watch_nan = True
+    return case
 
 
 def cmd_train_step(args: argparse.Namespace) -> int:
@@ -50,6 +71,7 @@ def cmd_train_step(args: argparse.Namespace) -> int:
 
     autocast = None if args.dtype == "float32" else args.dtype
     autocast_dtype(autocast)
+    case = _open_case(args) if args.case else None
     # --dtype is the autocast dtype here: the weights stay float32, as in mixed precision.
     session = open_session(argparse.Namespace(**{**vars(args), "dtype": "float32"}))
     debugger = Debugger(session, seed=args.seed)
@@ -68,8 +90,9 @@ def cmd_train_step(args: argparse.Namespace) -> int:
             inject_nan=args.inject_nan,
             inject_grad_nan=args.inject_grad_nan,
         )
+        data = args.data if case is None else _case_batch(case, session)
         debugger.set_batch(
-            args.data, batch=args.batch, block=args.block, seed=args.seed, split=args.split,
+            data, batch=args.batch, block=args.block, seed=args.seed, split=args.split,
             options=opts,
         )  # fmt: skip
         view = debugger.train_step("continue").training
@@ -83,10 +106,25 @@ def cmd_train_step(args: argparse.Namespace) -> int:
     assert view is not None and view.report is not None and health is not None
     assert health.health is not None
     if args.json:
-        render.print_json(step_json(view, health.health))
+        data = step_json(view, health.health)
+        if case is not None:
+            data["case"] = case["finding"]
+        render.print_json(data)
     else:
+        if case is not None:
+            print(f"the saved case: {case['summary']}")
         print_step(view, health.health)
     return 0
+
+
+def _case_batch(case: dict[str, Any], session: Any) -> Any:
+    from ..engine.watch_report import CaseError, case_batch
+    from ..io.batches import FixedBatch
+
+    inputs = case_batch(case)
+    if len(inputs) < 2:
+        raise CaseError(f"{case['folder']}: the saved batch has no targets (model(x, y))")
+    return FixedBatch(inputs[0], inputs[1], session.decode_token, f"the case in {case['folder']}")
 
 
 def _stats(s: TensorStats | None) -> dict[str, Any] | None:

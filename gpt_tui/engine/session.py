@@ -315,6 +315,10 @@ class Session:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    def decode_token(self, i: int) -> str:
+        """One token's text; "�" for an id the vocabulary lacks (a padded model's)."""
+        return self.decode([i]) if 0 <= i < self.vocab_size else "�"
+
     def memory(self) -> dict[str, int]:
         """Bytes in use: CUDA allocated / peak on a CUDA device, else the process RSS."""
         if self.device.type == "cuda":

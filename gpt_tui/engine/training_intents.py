@@ -139,7 +139,7 @@ class TrainingIntents:
 
     def set_batch(
         self,
-        data: str | None = None,
+        data: str | BatchSource | None = None,
         *,
         batch: int = 4,
         block: int = 64,
@@ -149,16 +149,19 @@ class TrainingIntents:
         options: StepOptions | None = None,
         move: int | None = None,
     ) -> DebugState:
-        """Where batches come from (a text file, a nanoGPT .bin, or None: the prompt) and
-        their shape; a batch that names ids outside the vocabulary raises one line."""
+        """Where batches come from (a text file, a nanoGPT .bin, a `BatchSource` such as
+        a `FixedBatch`, or None: the prompt) and their shape; a batch that names ids
+        outside the vocabulary raises one line."""
 
         def body(mid: int) -> DebugState:
             session = self.session
             context = session.context_len
             block_ = min(block, context) if context else block
             source = None
-            if data is not None:
-                source = open_source(data, session.encode, self._decode_one, meta, split)
+            if isinstance(data, BatchSource):
+                source = data
+            elif data is not None:
+                source = open_source(data, session.encode, self.session.decode_token, meta, split)
             self._train_source, self._train_shape, self._train_seed = source, (batch, block_), seed
             self._make_batch(options)
             note = f" (--block cropped to the context {context})" if block_ < block else ""
@@ -174,16 +177,13 @@ class TrainingIntents:
 
         return self._intent(move, body, "training options")
 
-    def _decode_one(self, i: int) -> str:
-        return self.session.decode([i]) if 0 <= i < self.session.vocab_size else "�"
-
     def _make_batch(self, options: StepOptions | None = None) -> TrainingView:
         rows, block = self._train_shape
         if self._train_source is None:
             ids, _ = self.session.prompt_ids(self._prompt)
             batch = make_prompt_batch(ids, block)
             self._train_prompt = self._prompt
-            decode = self._decode_one
+            decode = self.session.decode_token
         else:
             batch = self._train_source.get_batch(rows, block, self._train_seed)
             decode = self._train_source.decode

@@ -1,12 +1,15 @@
 """Non-finite checks inside a real training loop: `Watch(model)`, behind `gpt_tui.watch`.
 
-Hooks on the model's blocks, attention and MLP modules (found by structure, as the probes
-find them) and on the model itself record, on the tensors' own device, whether each
-module's input and output were finite and, through full backward hooks, whether its
-grad_output and grad_input were. Nothing is read back inside the hooks: the flags of one
-training step are stacked and moved to the host once, when backward reaches the first
-module of the forward order (the end of the step's backward), or at the next step's
-forward if that never comes (a loss that raised). `every=N` checks one step in N.
+Hooks on the model's embeddings, blocks, attention and MLP modules and head (found by
+structure, as the probes find them) and on the model itself record, on the tensors' own
+device, whether each module's input and output were finite and, through hooks on those
+tensors' gradients, whether its grad_output and grad_input were. A flag is a tensor's
+fp32 sum, non-finite exactly when an element is. Nothing is read back inside the forward
+or backward hooks: the flags of one step are stacked and read by the host once, when
+backward reaches the first module of the forward order (the end of the step's backward),
+or at the next step's forward if that never comes (a loss that raised); given the
+optimizer, the sums of the updated parameters are read once more after its step.
+`every=N` checks one step in N.
 
 The first non-finite value is named in the phase it arose in:
 - forward: the first module, in forward order, whose output is not finite while its input
@@ -60,11 +63,13 @@ class NonFiniteError(GptTuiError, FloatingPointError):
 
 
 def _finite(value: Any) -> torch.Tensor | None:
-    """A 0-dim bool tensor on the value's device (no host sync), None for no tensor."""
+    """A 0-dim fp32 sum of the value's first tensor, on its device (no host sync): it is
+    finite exactly when every element is (NaN and Inf propagate through a sum), short of
+    an fp32 overflow of the sum itself. None for no floating-point tensor."""
     t = first_tensor(value)
-    if t is None or not (t.is_floating_point() or t.is_complex()):
+    if t is None or not t.is_floating_point():
         return None
-    return torch.isfinite(t).all()
+    return t.detach().sum(dtype=torch.float32)
 
 
 class Watch:
@@ -93,19 +98,15 @@ class Watch:
         self._pending = False  # flags recorded and not yet read
         modules = dict(self.model.named_modules())
         points = [p for p in find_probe_points(self.model) if p.name in modules]
-        # An embedding's input (token ids) takes no gradient: no backward hook there.
-        backward = [p.name for p in points if p.kind != "embedding"]
-        self._first = backward[0] if backward else None
+        # An embedding's input (token ids) takes no gradient: its backward is not read.
+        self._first = next((p.name for p in points if p.kind != "embedding"), None)
         self._handles = [
             self.model.register_forward_pre_hook(self._start_step, with_kwargs=True),
             self.model.register_forward_hook(self._model_output),
         ]
         for p in points:
-            module = modules[p.name]
-            self._handles.append(module.register_forward_hook(self._forward_hook(p.name)))
-            if p.name in backward:
-                hook = self._backward_hook(p.name)
-                self._handles.append(module.register_full_backward_hook(hook))
+            hook = self._forward_hook(p.name)
+            self._handles.append(modules[p.name].register_forward_hook(hook))
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(self._after_optimizer))
 
@@ -135,21 +136,29 @@ class Watch:
 
     def _forward_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if self.active:
-                self._forward.append((name, _finite(args), _finite(output)))
-                self._pending = True
-
-        return hook
-
-    def _backward_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> None:
-            if not self._pending:
+            if not self.active:
                 return
-            self._backward.append((name, _finite(grad_output), _finite(grad_input)))
-            if name == self._first:  # backward has reached the first module: the end
-                self._check()
+            x, y = first_tensor(args), first_tensor(output)
+            self._forward.append((name, _finite(x), _finite(y)))
+            self._pending = True
+            # Backward through tensor hooks, cheaper than full backward hooks: the gradient
+            # of the output is the module's grad_output, the gradient of its input its
+            # grad_input (a block's, an attention's or an MLP's input feeds it alone).
+            if y is not None and y.requires_grad and x is not None and x.requires_grad:
+                grads: list[torch.Tensor | None] = [None]
+                y.register_hook(lambda g: grads.__setitem__(0, _finite(g)))
+                x.register_hook(lambda g: self._backward_seen(name, grads[0], _finite(g)))
 
         return hook
+
+    def _backward_seen(
+        self, name: str, grad_output: torch.Tensor | None, grad_input: torch.Tensor | None
+    ) -> None:
+        if not self._pending:
+            return
+        self._backward.append((name, grad_output, grad_input))
+        if name == self._first:  # backward has reached the first module: the end
+            self._check()
 
     def _model_output(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not self.active:
@@ -165,17 +174,15 @@ class Watch:
     def _after_optimizer(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
         if self.finding is not None or self.step % self.every:
             return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        sums = torch.stack([p.detach().sum(dtype=torch.float32) for p in params])
+        if bool(torch.isfinite(sums).all()):  # one host read
+            return
         names = {id(p): n for n, p in self.model.named_parameters()}
-        checked = [
-            (names.get(id(p), "?"), _finite(p.grad), _finite(p))
-            for group in optimizer.param_groups
-            for p in group["params"]
-            if p.grad is not None
-        ]
-        flags = torch.stack([f for _, g, p in checked for f in (g, p)]).cpu().tolist()
-        for i, (name, _, _) in enumerate(checked):
-            grad_ok, param_ok = flags[2 * i], flags[2 * i + 1]
-            if grad_ok and not param_ok:
+        for p in params:  # exactly, now that one has gone wrong
+            grad_ok = p.grad is None or bool(torch.isfinite(p.grad).all())
+            if grad_ok and not bool(torch.isfinite(p).all()):
+                name = names.get(id(p), "a parameter")
                 self._found("optimizer", name, "its gradient was finite; the update was not")
                 return
 
@@ -187,7 +194,7 @@ class Watch:
         flags += list(self._loss or ())
         flags += [f for _, a, b in self._backward for f in (a, b)]
         present = [f for f in flags if f is not None]
-        values = iter(torch.stack(present).cpu().tolist() if present else [])
+        values = iter(torch.isfinite(torch.stack(present)).cpu().tolist() if present else [])
         read = [True if f is None else next(values) for f in flags]
         n_forward, n_loss = 2 * len(self._forward), len(self._loss or ())
         forward, loss, backward = (

@@ -102,7 +102,7 @@ def save_case(
         "folder": str(out),
         "finding": dataclasses.asdict(dataclasses.replace(finding, report=str(out))),
         "summary": finding.summary,
-        "checkpoint": checkpoint,
+        "checkpoint": Path(checkpoint).name if checkpoint != str(out) else ".",
         "model_file": _user_file(model),
         "model_class": type(model).__name__,
         "batch": "batch.pt",
@@ -111,6 +111,11 @@ def save_case(
     command = reopen_command(case)
     case["command"] = command
     atomic_write_text(out / CASE_FILE, json.dumps(case, indent=2) + "\n")
+    when = (
+        "the weights just after the update that made them non-finite"
+        if finding.phase == "optimizer"
+        else "the weights as they were when the step began"
+    )
     readme = f"""# gpt-tui report: a non-finite value at step {finding.step}
 
 {finding.summary.split("; case saved")[0]}.
@@ -119,9 +124,8 @@ Open this case on the same finding:
 
     {command}
 
-The folder holds the weights as they were when the step began
-(`{Path(checkpoint).name}`), the step's batch (`batch.pt`)
-{"and the optimizer's state (`optimizer.pt`)" if optimizer is not None else ""}, and
+The folder holds {when} (`{Path(checkpoint).name}`), the step's batch
+(`batch.pt`), {"the optimizer's state (`optimizer.pt`), " if optimizer else ""}and
 `{CASE_FILE}`. Every file loads with `torch.load(..., weights_only=True)`.
 """
     atomic_write_text(out / "README.md", readme)
@@ -147,6 +151,22 @@ def read_case(folder: str | Path) -> dict[str, Any]:
     return case
 
 
+def case_checkpoint(case: dict[str, Any]) -> str:
+    """The case's weights, found in its folder wherever the folder has moved since."""
+    return str(Path(case["folder"]) / case["checkpoint"])
+
+
+def case_batch(case: dict[str, Any]) -> list[torch.Tensor]:
+    """The saved step's inputs (token ids, then targets), plain tensors on the CPU."""
+    try:
+        inputs = torch.load(Path(case["folder"]) / case["batch"], weights_only=True)["inputs"]
+    except (OSError, KeyError, RuntimeError) as err:
+        raise CaseError(f"{case['folder']}: the saved batch cannot be read: {err}") from None
+    if not inputs:
+        raise CaseError(f"{case['folder']}: the saved batch holds no tensor")
+    return inputs
+
+
 def replay_case(folder: str | Path, device: str = "cpu") -> tuple[Finding | None, Session]:
     """Open the case's model and run its step again under a watch: the finding it gets
     (the saved one, when the case reproduces) and the session, for the caller to close."""
@@ -154,11 +174,11 @@ def replay_case(folder: str | Path, device: str = "cpu") -> tuple[Finding | None
 
     case = read_case(folder)
     out = Path(case["folder"])
-    checkpoint = out / Path(case["checkpoint"]).name if case["checkpoint"] != str(out) else out
-    spec = ModelSpec(checkpoint=str(checkpoint), model_file=case.get("model_file"), device=device)
+    spec = ModelSpec(
+        checkpoint=case_checkpoint(case), model_file=case.get("model_file"), device=device
+    )
     session = Session.open(spec)
-    batch = torch.load(out / case["batch"], weights_only=True)["inputs"]
-    inputs = [t.to(session.device) for t in batch]
+    inputs = [t.to(session.device) for t in case_batch(case)]
     model = session.model
     optimizer = None
     if case.get("optimizer"):

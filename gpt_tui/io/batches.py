@@ -97,6 +97,22 @@ class BatchSource:
         return Batch(both[:, :-1].clone(), both[:, 1:].clone(), self.source, tuple(starts))
 
 
+class FixedBatch(BatchSource):
+    """One batch given whole (a saved case's, the user's own): every step takes it."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, decode: Decoder, source: str) -> None:
+        if x.dim() != 2 or x.shape != y.shape:
+            raise BatchError(
+                f"{source}: inputs {tuple(x.shape)} and targets {tuple(y.shape)} must both "
+                "be (B, T)"
+            )
+        super().__init__(x.reshape(-1), decode, source)
+        self.batch = Batch(x.long().cpu(), y.long().cpu(), source, ())
+
+    def get_batch(self, batch: int, block: int, seed: int, step: int = 0) -> Batch:
+        return self.batch
+
+
 def token_piece(text: str) -> str:
     """A token's text made printable on one line, for aligned rows."""
     return text.replace("\n", "⏎").replace("\t", "→").replace("\r", "␍") or "∅"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
@@ -68,13 +69,13 @@ class GptTuiApp(App[int]):
         *,
         show_memory: bool | None = None,
         session: Session | None = None,
-        prompt: str | None = None,
+        setup: Callable[[Debugger], object] | None = None,
     ) -> None:
         """`session`: an open one to inspect (a live model) instead of opening `spec`;
-        `prompt`: the prompt to start with instead of the model's default."""
+        `setup(debugger)` runs before the first frame (a prompt, a batch to start on)."""
         super().__init__()
         self.spec = spec
-        self._session, self._start_prompt = session, prompt
+        self._session, self._setup = session, setup
         if show_memory is None:
             show_memory = os.environ.get(HIDE_MEMORY_ENV, "") in ("", "0")
         self.show_memory = show_memory
@@ -138,8 +139,8 @@ class GptTuiApp(App[int]):
 
         try:
             debugger = Debugger(self._session or Session.open(spec), seed=spec.seed)
-            if self._start_prompt:
-                debugger.set_prompt(self._start_prompt)
+            if self._setup is not None:
+                self._setup(debugger)
         except GptTuiError as err:
             self.post_message(SessionFailed(describe_error(err)))
             return

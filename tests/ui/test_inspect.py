@@ -28,14 +28,20 @@ def test_inspect_opens_the_live_model_and_q_leaves_everything_as_it_was() -> Non
             seen["name"] = app.info.name
             await press(pilot, "w", "r", "6")  # the NaN watch, a run, the Train tab
             seen["records"] = len(app.state.run.records)
+            seen["batch"] = app.state.training.batch
             await pilot.press("q")
         seen["returned"] = app.return_code
 
     with torch.no_grad():  # grad mode as the caller had it comes back
-        run_inspector(model, idx, tokenizer=None, run=lambda app: asyncio.run(drive(app)))
+        run_inspector(
+            model, idx, tokenizer=None, targets=idx.roll(-1, 1), run=lambda a: asyncio.run(drive(a))
+        )
         assert not torch.is_grad_enabled()
     assert seen["name"] == "GPT (live)" and seen["records"] > 0
     assert len(seen["prompt"]) == 6 and seen["returned"] == 0
+    batch = seen["batch"]  # the Train tab steps the user's own batch, both rows
+    assert batch.source == "your batch" and len(batch.rows) == 2
+    assert batch.rows[1].input_ids == (1, 2, 3, 4, 5, 6)
     assert model.training
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -24,7 +24,8 @@ def main() -> int:
     parser.add_argument("--report", default="gpt-tui-report")
     args = parser.parse_args()
 
-    text = open(args.text, encoding="utf-8").read()
+    with open(args.text, encoding="utf-8") as f:
+        text = f.read()
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([stoi[c] for c in text], dtype=torch.long)

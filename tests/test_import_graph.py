@@ -23,7 +23,7 @@ ALLOWED = {
     "ui": {"errors", "formatting", "engine", "ui"},
     "cli": {"errors", "formatting", "models", "io", "engine", "cli", "ui", "train"},
     "train": {"errors", "models", "io", "engine"},
-    "live": {"errors", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
+    "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
 }
 
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # annotations only: the UI imports this module before torch l
     from .summary import ModelSummary
     from .tensors import TensorView
     from .trace import AttentionPattern, ProbeRecord, StepEvent
-    from .train_view import TrainView
     from .training_intents import TrainingView
 
 # idle: no stepped pass; paused: a stepped pass waits at `event`; finished / aborted:
@@ -134,7 +133,6 @@ class DebugState:
     ablated_modules: tuple[str, ...]  # modules carrying one
     generation: GenerationView | None
     attention: AttentionView | None
-    train: TrainView | None
     cancelled: bool = False  # the intent was cancelled before it finished
     frame: FrameSnapshot | None = None  # the line the pass is paused at (None at a module)
     line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb

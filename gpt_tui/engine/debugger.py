@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from .session import Session
     from .stepping import ForwardStepper
     from .trace import StepEvent
-    from .train_view import TrainView
 
 MOVES = ("into", "over", "out", "continue")
 
@@ -64,7 +63,6 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
         self._generation: GenerationSession | None = None
         self._generation_view: GenerationView | None = None
         self._attention: AttentionView | None = None
-        self._train: TrainView | None = None
         self._line_breakpoints: frozenset[str] = frozenset()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
@@ -97,7 +95,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
             self.session.prompt_ids(prompt)  # raises for an empty or unencodable prompt
             if prompt != self._prompt:
                 self._prompt = prompt
-                self._attention = self._train = None
+                self._attention = None
                 self._generation = self._generation_view = None
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
@@ -310,7 +308,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
         if self._run is not None:
             trace = self.session.trace(self._prompt, leaves=self._leaves)
             self._set_run(run_from_trace(trace))
-        self._attention = self._train = None
+        self._attention = None
         if self._generation is not None:
             self._generation.drop_cache()  # cached keys/values describe the old model
             self._refresh_generation()
@@ -330,15 +328,6 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
             return self._snapshot(mid)
 
         return self._intent(move, body, "attention")
-
-    def train_view(self, *, move: int | None = None) -> DebugState:
-        """One forward and backward on the prompt: loss and gradient norms."""
-
-        def body(mid: int) -> DebugState:
-            self._train = self.session.train_view(self._prompt)
-            return self._snapshot(mid)
-
-        return self._intent(move, body, "training view")
 
     # -- snapshot and end ----------------------------------------------------------------
 
@@ -364,7 +353,6 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
             ablated_modules=tuple(sorted({path for path, _ in self._ablations})),
             generation=self._generation_view,
             attention=self._attention,
-            train=self._train,
             cancelled=cancelled,
             frame=stepper.frame if paused else None,
             line_breakpoints=self._line_breakpoints,

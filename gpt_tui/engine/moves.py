@@ -8,7 +8,7 @@ Concurrency contract
 - `cancel(move)` may be called from any thread, takes no intent lock and never waits.
   It stops the named move if it is still running (or any running move, given None):
   a stepped move unwinds at its next probe and reports "aborted"; a run, N generation
-  steps or a training view stop at the next block and report `cancelled`. It returns
+  steps or a training step stop at the next module and report `cancelled`. It returns
   False when that move is not running, e.g. it already paused: the paused pass is then
   left alone, so a snapshot never says "paused" for a dead pass. End a paused pass with
   the `abort()` intent.

@@ -27,7 +27,6 @@ from .sampling import Candidate, GenerationSession, check_token_ids, token_label
 from .stepping import ForwardStepper
 from .summary import ModelSummary, summarize
 from .trace import AttentionPattern, ProbeRecord
-from .train_view import TrainView, train_view
 
 
 @dataclass(frozen=True)
@@ -456,13 +455,6 @@ class Session:
         ids, _ = self.prompt_ids(prompt)
         self._require_weights()
         return logit_lens(self.model, self.tokenizer, ids, position=position, k=k)
-
-    def train_view(self, prompt: str | Sequence[int]) -> TrainView:
-        ids, _ = self.prompt_ids(prompt)
-        self._require_weights()
-        if len(ids) < 2:
-            raise SessionError("the training view needs a prompt of at least two tokens")
-        return train_view(self.model, ids)
 
     @property
     def interventions(self) -> Interventions:

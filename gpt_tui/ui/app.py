@@ -92,6 +92,8 @@ class GptTuiApp(App[int]):
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._generate_move: int | None = None  # the latest generate intent
         self._generating = False  # it is queued or running
+        self._train_move: int | None = None  # the latest training intent
+        self._training = False  # it is queued or running
         self._error: str | None = None  # the last failure, until the next stepper move
 
     # -- what the snapshot says ----------------------------------------------------------
@@ -198,6 +200,9 @@ class GptTuiApp(App[int]):
             self.refresh_bindings()
         elif worker.name == "generating":
             self._generating = running
+            self.refresh_bindings()
+        elif worker.name == "training":
+            self._training = running
             self.refresh_bindings()
         if event.state == WorkerState.ERROR:
             error = describe_error(worker.error) if worker.error else "unknown error"
@@ -310,7 +315,9 @@ class GptTuiApp(App[int]):
         if action in keys.ENGINE_ACTIONS and self.debugger is None:
             return False
         if action == "abort":
-            return self.paused_at is not None or self.stepping or self._generating
+            return (
+                self.paused_at is not None or self.stepping or self._generating or (self._training)
+            )
         if action == "step_out":
             return self.paused_at is not None
         if action == "step_line" and parameters == ("return",):
@@ -424,6 +431,8 @@ class GptTuiApp(App[int]):
             return
         if self._generating and debugger.cancel(self._generate_move):
             return  # the generation stops at its next block, keeping its tokens
+        if self._training and debugger.cancel(self._train_move):
+            return  # the training step stops at its next module, the weights put back
         self._intents.call("abort", "abort")
 
     def action_toggle_breakpoint(self) -> None:
@@ -493,7 +502,7 @@ class GptTuiApp(App[int]):
 
     @on(TrainPanel.Requested)
     def _train_requested(self, event: TrainPanel.Requested) -> None:
-        self._intents.call("training", event.method, *event.args)
+        self._train_move = self._intents.call("training", event.method, *event.args)
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:

@@ -11,6 +11,7 @@ from .widgets.layer_stats import StatsPanel
 from .widgets.param_table import ParamTable
 from .widgets.tables import RowTable
 from .widgets.tensor_viewer import TensorViewer
+from .widgets.train import TrainPanel
 
 
 def help_sections() -> list[tuple[str, list[KeyRow]]]:
@@ -53,7 +54,7 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + [("Enter", "Settings", "in T, top-k, top-p, seed: apply from the next step")]
             + tables,
         ),
-        ("Train", tables),
+        ("Train", binding_rows(TrainPanel.BINDINGS) + tables),
         (
             "Code",
             binding_rows(SourceView.BINDINGS)

@@ -45,7 +45,11 @@ PANES = [
         "candidates (enter or f forces one), the KV cache fill, the logit lens",
     ),
     ("Diagram", "the architecture drawn from the config with the last run's shapes"),
-    ("Train", "loss on the prompt and gradient norms per parameter"),
+    (
+        "Train",
+        "a training step by phase (s n o c): the batch, forward, the loss, backward module "
+        "by module, the optimizer's update ratios; h: health over 20 steps",
+    ),
     (
         "Code",
         "the pass paused at a line of the model's code (N S U C): the function's source "

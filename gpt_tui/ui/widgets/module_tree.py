@@ -167,7 +167,9 @@ class ModuleTree(Tree[str]):
         if state.run is not None and state.status != "paused":
             bad |= {r.name for r in state.run.records if not r.stats.finite}
         self.nonfinite = frozenset(bad)
-        self.paused = state.paused_at
+        training = state.training
+        # A stepped training step marks the module forward or backward stands at.
+        self.paused = state.paused_at or (training.current_module if training else None)
         self.breakpoints = state.breakpoints
         self.ablated = frozenset(state.ablated_modules)
 

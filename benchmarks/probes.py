@@ -14,7 +14,11 @@ taken against that round's bare time and summarised by their median and spread:
 `switch` is what viewing another layer costs once attnall ran: one layer's pattern, all
 heads, recomputed in fp32 and checked, plus its per-head summaries (seconds, not a ratio).
 
+`--clock cpu` times with the process's CPU time instead of the wall clock: steadier when
+other processes share the cores (it still counts the thread pool's spinning).
+
 Usage: python benchmarks/probes.py [repetitions] [--preset gpt2] [--lengths 64,256]
+                                   [--clock wall|cpu]
 Last line: probes_ratio_T256=<median> (<min>..<max>) attn1_ratio_T256=... attnall_ratio_T256=...
 """
 
@@ -32,12 +36,14 @@ from gpt_tui.engine.probes import Probes
 from gpt_tui.models import build_model, make_config
 
 WAYS = ("probes", "attn1", "attnall")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
 
 
 def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def spread(values: list[float]) -> str:
@@ -104,9 +110,15 @@ def main() -> None:
     parser.add_argument("reps", nargs="?", type=int, default=7)
     parser.add_argument("--preset", default="gpt2")
     parser.add_argument("--lengths", default="64,256", help="comma-separated T values")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     lengths = [int(t) for t in args.lengths.split(",")]
-    print(f"{args.preset}, CPU, {torch.get_num_threads()} threads, {args.reps} rounds")
+    print(
+        f"{args.preset}, CPU, {torch.get_num_threads()} threads, {args.reps} rounds, "
+        f"{args.clock} clock"
+    )
     last = ""
     for T in lengths:
         model = model_for(args.preset, T)

@@ -9,7 +9,7 @@ with one readable line. The session owns the hooks it adds and removes them on `
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ class Trace:
     token_ids: tuple[int, ...]
     tokens: tuple[str, ...]  # a printable label per input token
     records: tuple[ProbeRecord, ...]  # execution order; phase "out" (and "in" if asked)
-    patterns: dict[int, AttentionPattern]  # the layers asked for
+    patterns: Mapping[int, AttentionPattern]  # the layers asked for, computed when looked at
     next_tokens: tuple[Candidate, ...]  # most likely next tokens at the last position
     note: str | None = None  # e.g. the prompt was cropped to the context
 

@@ -19,6 +19,7 @@ import torch
 from ..errors import GptTuiError
 from ..models import DTYPES, build_model, make_config
 from ..models.config import parse_overrides
+from ..models.progress import OpenProgress as OpenProgress  # for the UI's type hints
 from ..models.progress import ProgressFn
 from .interventions import Interventions
 from .lens import LensResult, logit_lens

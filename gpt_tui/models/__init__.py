@@ -78,8 +78,32 @@ def _initialise(model: torch.nn.Module, progress: ProgressFn | None) -> None:
             if own:
                 done += sum(p.numel() for p in own)
                 report(progress, "initialising", done, total, "parameters")
-        model.init_constants()
+        _init_constants(model)
         model.init_weights()
+
+
+def _init_constants(model: torch.nn.Module) -> None:
+    """What construction sets without random numbers (the model files stay as upstream's)."""
+    for module in model.modules():
+        if isinstance(module, nanogpt.LayerNorm):
+            torch.nn.init.ones_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    if not isinstance(model, nanochat.GPT):
+        return
+    config = model.config
+    cos, sin = nanochat.rotary_tables(
+        config.sequence_len, config.head_dim, config.rope_base, model.cos.device
+    )
+    model.cos.copy_(cos)
+    model.sin.copy_(sin)
+    if config.resid_x0_lambdas:
+        torch.nn.init.ones_(model.resid_lambdas)
+        torch.nn.init.zeros_(model.x0_lambdas)
+    if config.smear:
+        torch.nn.init.zeros_(model.smear_lambda)
+    if config.backout:
+        torch.nn.init.constant_(model.backout_lambda, 0.2)
 
 
 __all__ = [

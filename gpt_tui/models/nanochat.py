@@ -260,20 +260,6 @@ class GPT(nn.Module):
         if self.lm_head.weight.device.type != "meta":
             self.init_weights()
 
-    def init_constants(self) -> None:
-        """What construction sets without random numbers: the rotary tables and the scalars."""
-        config, device = self.config, self.cos.device
-        cos, sin = rotary_tables(config.sequence_len, config.head_dim, config.rope_base, device)
-        self.cos.copy_(cos)
-        self.sin.copy_(sin)
-        if config.resid_x0_lambdas:
-            nn.init.ones_(self.resid_lambdas)
-            nn.init.zeros_(self.x0_lambdas)
-        if config.smear:
-            nn.init.zeros_(self.smear_lambda)
-        if config.backout:
-            nn.init.constant_(self.backout_lambda, 0.2)
-
     def init_weights(self) -> None:
         """nanochat init: embeddings N(0, 1), Linear scaled to fan-in, head and projections zero.
 

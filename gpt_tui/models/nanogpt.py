@@ -68,11 +68,6 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
@@ -154,9 +149,6 @@ class GPT(nn.Module):
         self.transformer.wte.weight = self.lm_head.weight  # weight tying
         if self.lm_head.weight.device.type != "meta":
             self.init_weights()
-
-    def init_constants(self) -> None:
-        """Nothing beyond the modules' own `reset_parameters` (no buffers, no scalars)."""
 
     def init_weights(self) -> None:
         """GPT-2 init: N(0, 0.02), biases zero, residual projections N(0, 0.02/sqrt(2L))."""

@@ -4,22 +4,17 @@ Each measurement runs in a fresh subprocess and reports its own peak RSS
 (`ru_maxrss`) and wall time:
 
 - bare: the interpreter with torch and gpt_tui's CLI imported, nothing opened;
-- meta: the same trace on `--device meta`: every library, the tokenizer and the module
-  tree, shapes only, no weights (building the first module imports ~70 MB of torch
-  internals, once per process);
 - trace: `gpt-tui trace --checkpoint ckpt.pt --prompt ...` on a nanoGPT `ckpt.pt` of the
   `--preset` shape (GPT-2 small by default; written once to `--dir`, random weights);
 - open: `Session.open` of `--config` (default gpt2-xl) on the CPU with random weights.
 
-The checkpoint's ratios are (trace peak - bare peak) / file size and (trace peak - meta
-peak) / file size: 1.0 would be exactly one copy of the weights and nothing else
-(activations of a short prompt are small); the second leaves out fixed costs.
+The checkpoint's ratio is (trace peak - bare peak) / file size: 1.0 would be exactly one
+copy of the weights and nothing else (activations of a short prompt are small).
 
     python benchmarks/open.py [--preset gpt2] [--config gpt2-xl] [--dir /tmp/gpt-tui-open]
                               [--skip-config]
 
-Last line: `ckpt_peak_over_file=<x> weights_over_file=<y> ckpt_trace_s=<t> open_<config>_s=<t>
-open_<config>_peak_gib=<m>`
+Last line: `ckpt_peak_over_file=<x> ckpt_trace_s=<t> open_<config>_s=<t> open_<config>_peak_gib=<m>`
 """
 
 from __future__ import annotations
@@ -87,21 +82,14 @@ def main() -> None:
     ckpt = make_checkpoint(args.dir, args.preset)
     size = ckpt.stat().st_size
     bare = child("bare")
-    meta = child("trace", str(ckpt), "meta")
     trace = child("trace", str(ckpt))
     ratio = (trace["peak_bytes"] - bare["peak_bytes"]) / size
-    weights = (trace["peak_bytes"] - meta["peak_bytes"]) / size
     print(f"bare interpreter (torch + gpt_tui.cli): peak {gib(bare['peak_bytes'])} GiB")
-    print(f"trace on --device meta (no weights): peak {gib(meta['peak_bytes'])} GiB")
     print(
         f"trace {args.preset} ckpt.pt ({gib(size)} GiB): {trace['seconds']:.1f} s, peak "
-        f"{gib(trace['peak_bytes'])} GiB: {ratio:.3f}x the file above the bare interpreter, "
-        f"{weights:.3f}x above the meta-device trace"
+        f"{gib(trace['peak_bytes'])} GiB: {ratio:.3f}x the file above the bare interpreter"
     )
-    last = (
-        f"ckpt_peak_over_file={ratio:.3f} weights_over_file={weights:.3f} "
-        f"ckpt_trace_s={trace['seconds']:.1f}"
-    )
+    last = f"ckpt_peak_over_file={ratio:.3f} ckpt_trace_s={trace['seconds']:.1f}"
     if not args.skip_config:
         opened = child("open", args.config)
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import nanochat, nanogpt
 from .config import PRESETS, ConfigError, ModelConfig, make_config
@@ -41,7 +42,7 @@ def build_model(
     if seed is not None:
         torch.manual_seed(seed)
     report(progress, "building", 0, 1, "steps")
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInit():
         model = model_class(config)(config)
     report(progress, "building", 1, 1, "steps")
     if torch.device(device).type != "meta":
@@ -50,6 +51,24 @@ def build_model(
     model.to(dtype=dtype)
     model.eval()
     return model
+
+
+class _SkipInit(TorchFunctionMode):
+    """Random inits do nothing while the tree is built on `meta` (there is nothing to fill,
+    and torch's meta `normal_` imports torch._dynamo: ~70 MB and a second of start-up)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RANDOM_INITS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+_RANDOM_INITS = frozenset(
+    {torch.Tensor.normal_, torch.Tensor.uniform_}
+    | {torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.kaiming_uniform_}
+    | {torch.nn.init.trunc_normal_, torch.nn.init.xavier_uniform_}
+)
 
 
 def _to_empty_keeping_ties(model: torch.nn.Module, device: torch.device | str) -> None:

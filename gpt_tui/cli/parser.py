@@ -13,6 +13,7 @@ from .app_cmd import cmd_app
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
+from .serve_cmd import add_serve_args, cmd_serve
 
 EXIT_USAGE = 2
 
@@ -119,6 +120,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "eval": (cmd_eval, "Mean loss of a model over a text file, in context windows.", True),
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
+    "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
 }
 
 
@@ -194,6 +196,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             metavar="MODULE",
             help="write a NaN into MODULE's output (to try the watchpoint)",
         )
+    elif name == "serve":
+        add_serve_args(p)
+        return  # no --json
     elif name == "generate":
         add_sampling_args(p)
         return  # it adds --json

@@ -34,6 +34,12 @@ from gpt_tui.cli import run
 if mode == "trace":
     code = run(["trace", "--checkpoint", arg, "--prompt", "Hello, world", "--device", device])
     assert code == 0, code
+elif mode == "make":
+    from pathlib import Path
+    from gpt_tui.io.checkpoints import save_nanogpt_checkpoint
+    from gpt_tui.models import build_model, make_config
+    model = build_model(make_config(device), "cpu")
+    save_nanogpt_checkpoint(Path(arg), model, iter_num=0, best_val_loss=0.0)
 elif mode == "open":
     from gpt_tui.engine.session import ModelSpec, Session
     opened = time.perf_counter()
@@ -58,14 +64,11 @@ def child(mode: str, arg: str = "", device: str = "cpu") -> dict[str, float]:
 
 
 def make_checkpoint(folder: Path, preset: str) -> Path:
+    """Written by a child too: a child forked from a big parent inherits its peak RSS."""
     path = folder / preset / "ckpt.pt"
-    if path.exists():
-        return path
-    from gpt_tui.io.checkpoints import save_nanogpt_checkpoint
-    from gpt_tui.models import build_model, make_config
-
-    model = build_model(make_config(preset), "cpu")
-    return save_nanogpt_checkpoint(path.parent, model, iter_num=0, best_val_loss=0.0)
+    if not path.exists():
+        child("make", str(path.parent), preset)
+    return path
 
 
 def gib(n: float) -> str:

@@ -15,10 +15,11 @@ taken against that round's bare time and summarised by their median and spread:
 heads, recomputed in fp32 and checked, plus its per-head summaries (seconds, not a ratio).
 
 `--clock cpu` times with the process's CPU time instead of the wall clock: steadier when
-other processes share the cores (it still counts the thread pool's spinning).
+other processes share the cores (it still counts the thread pool's spinning, which
+`--threads 1` avoids).
 
 Usage: python benchmarks/probes.py [repetitions] [--preset gpt2] [--lengths 64,256]
-                                   [--clock wall|cpu]
+                                   [--clock wall|cpu] [--threads N]
 Last line: probes_ratio_T256=<median> (<min>..<max>) attn1_ratio_T256=... attnall_ratio_T256=...
 """
 
@@ -111,7 +112,10 @@ def main() -> None:
     parser.add_argument("--preset", default="gpt2")
     parser.add_argument("--lengths", default="64,256", help="comma-separated T values")
     parser.add_argument("--clock", choices=CLOCKS, default="wall")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     global clock
     clock = CLOCKS[args.clock]
     lengths = [int(t) for t in args.lengths.split(",")]

@@ -10,6 +10,7 @@ times by least squares: the exponents say how cost grows with T and with size.
 
     python benchmarks/scale.py [--quick] [--sizes small,gpt2,gpt2-medium]
                                [--lengths 64,256,1024] [--reps 3] [--clock wall|cpu]
+                               [--threads N]
 
 `--quick` is `--sizes small,gpt2 --lengths 64,256 --reps 2`.
 Last line: `exponent_T=<a> exponent_size=<b> (bare) all_layers_exponent_T=<a'> ...`
@@ -26,14 +27,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
-def cell(preset: str, T: int, reps: int, clock: str) -> dict[str, float]:
+def cell(preset: str, T: int, reps: int, clock: str, threads: int | None) -> dict[str, float]:
     """One cell, measured in this process (the parent runs it as a subprocess)."""
     import probes  # benchmarks/probes.py, beside this file
     from probes import measure, model_for
 
     probes.clock = probes.CLOCKS[clock]
+    if threads:
+        torch.set_num_threads(threads)
 
     model = model_for(preset, T)
     params = sum(p.numel() for p in model.parameters())
@@ -47,8 +51,9 @@ def cell(preset: str, T: int, reps: int, clock: str) -> dict[str, float]:
     return out
 
 
-def run_cell(preset: str, T: int, reps: int, clock: str) -> dict[str, float]:
-    argv = ["--cell", preset, str(T), "--reps", str(reps), "--clock", clock]
+def run_cell(preset: str, T: int, args: argparse.Namespace) -> dict[str, float]:
+    argv = ["--cell", preset, str(T), "--reps", str(args.reps), "--clock", args.clock]
+    argv += ["--threads", str(args.threads)] if args.threads else []
     result = subprocess.run(
         [sys.executable, __file__, *argv],
         capture_output=True,
@@ -73,18 +78,19 @@ def main() -> None:
     parser.add_argument("--lengths", default="64,256,1024")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--cell", nargs=2, metavar=("PRESET", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
-        print(json.dumps(cell(args.cell[0], int(args.cell[1]), args.reps, args.clock)))
+        print(json.dumps(cell(args.cell[0], int(args.cell[1]), args.reps, args.clock, args.threads)))
         return
     if args.quick:
         args.sizes, args.lengths, args.reps = "small,gpt2", "64,256", 2
     sizes = args.sizes.split(",")
     lengths = [int(t) for t in args.lengths.split(",")]
     print(
-        f"CPU, {args.reps} interleaved rounds per cell (medians, {args.clock} clock); "
-        "ratios against bare"
+        f"CPU, {args.threads or torch.get_num_threads()} threads, {args.reps} interleaved "
+        f"rounds per cell (medians, {args.clock} clock); ratios against bare"
     )
     print(
         f"{'size':<12}{'T':>6}{'bare ms':>10}{'probes':>8}{'attn1':>8}{'attnall':>9}"
@@ -93,7 +99,7 @@ def main() -> None:
     rows: list[tuple[int, dict[str, float]]] = []
     for preset in sizes:
         for T in lengths:
-            r = run_cell(preset, T, args.reps, args.clock)
+            r = run_cell(preset, T, args)
             rows.append((T, r))
             print(
                 f"{preset:<12}{T:>6}{r['bare_s'] * 1e3:>10.1f}{r['probes']:>8.2f}"

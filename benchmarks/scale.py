@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--cell", nargs=2, metavar=("PRESET", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
-        print(json.dumps(cell(args.cell[0], int(args.cell[1]), args.reps, args.clock, args.threads)))
+        preset, T = args.cell[0], int(args.cell[1])
+        print(json.dumps(cell(preset, T, args.reps, args.clock, args.threads)))
         return
     if args.quick:
         args.sizes, args.lengths, args.reps = "small,gpt2", "64,256", 2

@@ -4,7 +4,9 @@ The `small` preset (nanoGPT shakespeare-char shape, context 256) on CPU generate
 tokens through `GenerationSession` — the laid-open path the app uses, one `SamplingStep`
 per token — once with the KV cache and once recomputing the whole context every step, with
 probes on. Decode speed is timed after the first step (the prompt's prefill, the same full
-forward in both modes), in two regimes:
+forward in both modes). The two modes are measured interleaved (full, cached, cached, full,
+...: each round alternates which goes first) so a change in load hits both alike; each
+round gives one speedup and the last lines print their median and spread. Two regimes:
 
 - short prompt: 200 tokens from a 17-token prompt (contexts 17..217);
 - full context: 32 tokens after a 224-token prompt (contexts 224..256), "context 256".
@@ -12,14 +14,16 @@ forward in both modes), in two regimes:
 A cached step reads every weight once for one token (memory-bound, ~5 ms here), a full
 recomputation does the whole context's compute, so the ratio grows with the context.
 
-    python benchmarks/generate.py [--threads N] [--no-probes]
+    python benchmarks/generate.py [--rounds N] [--threads N] [--no-probes]
 
-Last lines: `kv_speedup_short=<x>` then `kv_speedup=<x>` (full context; target >= 10).
+Last lines: `kv_speedup_short=<median> (<min>..<max>)` then `kv_speedup=<median> (<min>..<max>)`
+(full context; target >= 10 in the median).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import string
 import time
 from typing import Any
@@ -62,22 +66,33 @@ def tokens_per_second(session: GenerationSession, n: int, probes: Any) -> float:
     return n / (time.perf_counter() - start)
 
 
-def measure(model, tokenizer, prompt: list[int], n: int, probes: Any) -> tuple[float, bool]:
-    """(cached / full tokens-per-second ratio, whether both made the same tokens)."""
+def measure(model, tokenizer, prompt: list[int], n: int, probes: Any, rounds: int) -> list[float]:
+    """Per round, the cached / full tokens-per-second ratio (the order alternates)."""
     cached = GenerationSession(model, tokenizer, prompt, seed=0, use_kv_cache=True)
     full = GenerationSession(model, tokenizer, prompt, seed=0, use_kv_cache=False)
-    full_tps = tokens_per_second(full, n, probes)
-    cached_tps = tokens_per_second(cached, n, probes)
+    ratios, full_tps, cached_tps = [], [], []
+    for i in range(rounds):
+        order = (full, cached) if i % 2 == 0 else (cached, full)
+        tps = {id(s): tokens_per_second(s, n, probes) for s in order}
+        full_tps.append(tps[id(full)])
+        cached_tps.append(tps[id(cached)])
+        ratios.append(tps[id(cached)] / tps[id(full)])
     print(
-        f"  {n} tokens after a {len(prompt)}-token prompt: full recomputation "
-        f"{full_tps:7.1f} tokens/s, KV cache {cached_tps:7.1f} tokens/s, "
+        f"  {n} tokens after a {len(prompt)}-token prompt, {rounds} rounds: full recomputation "
+        f"{statistics.median(full_tps):7.1f} tokens/s, KV cache "
+        f"{statistics.median(cached_tps):7.1f} tokens/s (medians), "
         f"same tokens: {'yes' if cached.ids == full.ids else 'no'}"
     )
-    return cached_tps / full_tps, cached.ids == full.ids
+    return ratios
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}..{max(values):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-probes", action="store_true", help="measure the bare model")
     args = parser.parse_args()
@@ -97,13 +112,13 @@ def main() -> None:
         f"{config.context_len}; CPU, {torch.get_num_threads()} threads; {probes_note}"
     )
     try:
-        short_ratio, _ = measure(model, tokenizer, short, 200, probes)
-        full_ratio, _ = measure(model, tokenizer, long, 31, probes)
+        short_ratios = measure(model, tokenizer, short, 200, probes, args.rounds)
+        full_ratios = measure(model, tokenizer, long, 31, probes, args.rounds)
     finally:
         if probes is not None:
             probes.close()
-    print(f"kv_speedup_short={short_ratio:.2f}")
-    print(f"kv_speedup={full_ratio:.2f}")
+    print(f"kv_speedup_short={spread(short_ratios)}")
+    print(f"kv_speedup={spread(full_ratios)}")
 
 
 if __name__ == "__main__":

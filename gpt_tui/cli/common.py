@@ -38,8 +38,10 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
 def open_session(args: argparse.Namespace) -> Session:
     from ..engine.session import Session
+    from .open_progress import open_progress
 
-    return Session.open(model_spec(args))
+    with open_progress() as progress:
+        return Session.open(model_spec(args), progress)
 
 
 def open_debugger(args: argparse.Namespace, prompt: str) -> Debugger:

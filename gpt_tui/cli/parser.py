@@ -13,6 +13,7 @@ from .app_cmd import cmd_app
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
+from .serve_cmd import add_serve_args, cmd_serve
 from .train_cmds import add_train_step_args, cmd_train_step
 
 EXIT_USAGE = 2
@@ -121,6 +122,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
+    "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
 }
 
 
@@ -211,6 +213,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "train-step":
         add_train_step_args(p, whole, real)
         return  # it adds --json
+    elif name == "serve":
+        add_serve_args(p)
+        return  # no --json
     elif name == "generate":
         add_sampling_args(p)
         return  # it adds --json

@@ -12,6 +12,12 @@ y = att @ v`) are captured too: inside an attention module with no SDPA call, th
 softmax output over the last dim is the pattern itself, and the next matmul that uses it
 gives v and y for the check.
 
+At scale nothing of size L·H·T² is ever made: a pass keeps only what the patterns are
+computed from (O(L·T·d)), and `LazyPatterns` computes one layer's pattern when it is looked
+at, keeping the last few. Patterns too big to keep cheaply in fp32 (more than
+`FP16_ABOVE` entries: GPT-2 small's 12 heads at T=1024) are computed and checked in fp32,
+then stored in float16 for display.
+
 `head_summaries(pattern)` condenses a pattern per head (where the last query looks, how
 spread out the rows are, how much each query attends to itself) for the CLI and the panes.
 
@@ -23,7 +29,8 @@ pass is layer i.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +45,7 @@ _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "s
 _SOFTMAX = frozenset({F.softmax, torch.softmax, torch.Tensor.softmax})
 _DROPOUT = frozenset({F.dropout, torch.dropout})
 _MATMUL = frozenset({torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm})
+FP16_ABOVE = 4 * 1024 * 1024  # pattern entries (heads x Tq x Tk) kept in fp32 up to this
 
 
 @dataclass
@@ -85,8 +93,16 @@ def _window_of(allowed: np.ndarray) -> tuple[bool, int | None]:
     return True, (w if w < Tk and np.array_equal(band, allowed) else None)
 
 
+def _for_display(weights: torch.Tensor) -> np.ndarray:
+    """Host copy of computed weights: fp32, or float16 when the pattern is large."""
+    if weights.numel() > FP16_ABOVE:
+        weights = weights.half()
+    return weights.cpu().numpy()
+
+
 def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
-    """softmax(q·kᵀ·scale + mask) in fp32 for one batch element, checked against y."""
+    """softmax(q·kᵀ·scale + mask) in fp32 for one batch element, checked against y
+    (stored in float16 above `FP16_ABOVE` entries)."""
     name = f"{call.name}.pattern"
     if call.weights is not None:  # a hand-written softmax: the weights are already there
         w = _batch(call.weights, batch).float()
@@ -99,7 +115,7 @@ def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
         return AttentionPattern(
             layer=call.layer,
             name=name,
-            weights=w.cpu().numpy(),
+            weights=_for_display(w),
             n_kv_head=w.size(0),
             causal=causal,
             window=window,
@@ -127,15 +143,16 @@ def recompute_pattern(call: AttentionCall, batch: int = 0) -> AttentionPattern:
         else:
             scores = scores + mask.float()
             allowed = allowed & (mask > -math.inf)
-    scores = scores.masked_fill(~allowed, -math.inf)
-    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
+    scores.masked_fill_(~allowed, -math.inf)  # in place: at long context each copy is H·T²
+    weights = torch.softmax(scores, dim=-1).nan_to_num_(0.0)  # fully masked rows -> 0
+    del scores
     error = float((weights @ v - _batch(call.y, batch).float()).abs().max())  # (nh, Tq, hs)
     mask2d = (allowed if allowed.dim() == 2 else allowed.reshape(-1, Tq, Tk)[0]).cpu().numpy()
     causal, window = _window_of(mask2d)
     return AttentionPattern(
         layer=call.layer,
         name=name,
-        weights=weights.cpu().numpy(),
+        weights=_for_display(weights),
         n_kv_head=n_kv,
         causal=causal or call.is_causal,
         window=window,
@@ -239,6 +256,41 @@ class AttentionCapture(TorchFunctionMode):
             )
         return recompute_pattern(self.calls[layer], batch)
 
+    def lazy(self, batch: int = 0) -> LazyPatterns:
+        """The last pass's patterns, each computed when first looked at."""
+        return LazyPatterns(dict(self.calls), batch)
+
+
+class LazyPatterns(Mapping[int, AttentionPattern]):
+    """Layer -> pattern, computed from the kept kernel inputs on first access.
+
+    Holds the pass's q, k, v, y and masks per layer (O(L·T·d)); keeps the `keep` most
+    recently viewed patterns (each O(H·T²)) so flipping between layers is instant.
+    """
+
+    def __init__(self, calls: Mapping[int, AttentionCall], batch: int = 0, keep: int = 3) -> None:
+        self._calls = dict(calls)
+        self._batch = batch
+        self._keep = keep
+        self._cache: OrderedDict[int, AttentionPattern] = OrderedDict()
+
+    def __getitem__(self, layer: int) -> AttentionPattern:
+        if layer not in self._calls:
+            raise KeyError(layer)
+        pattern = self._cache.pop(layer, None)
+        if pattern is None:
+            pattern = recompute_pattern(self._calls[layer], self._batch)
+        self._cache[layer] = pattern
+        while len(self._cache) > self._keep:
+            self._cache.popitem(last=False)
+        return pattern
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._calls))
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
 
 @dataclass(frozen=True)
 class HeadSummary:
@@ -257,12 +309,14 @@ def head_summaries(pattern: AttentionPattern) -> tuple[HeadSummary, ...]:
     Queries are aligned to the end of the keys (query i is key position i + Tk - Tq), as
     they are with a KV cache; a fully masked row counts as entropy 0.
     """
-    w = pattern.weights.astype(np.float64)  # (nh, Tq, Tk)
-    _, Tq, Tk = w.shape
-    entropy = -(w * np.log(np.clip(w, 1e-12, None))).sum(-1).mean(-1)  # (nh,)
+    nh, Tq, Tk = pattern.weights.shape
+    entropy = np.empty(nh)
+    for h in range(nh):  # one head at a time: a float64 copy of a long pattern is large
+        w = pattern.weights[h].astype(np.float64)  # (Tq, Tk)
+        entropy[h] = -(w * np.log(np.clip(w, 1e-12, None))).sum(-1).mean()
     rows = np.arange(Tq)
-    diagonal = w[:, rows, rows + Tk - Tq].mean(-1)  # (nh,)
-    last = w[:, -1, :]  # (nh, Tk)
+    diagonal = pattern.weights[:, rows, rows + Tk - Tq].astype(np.float64).mean(-1)  # (nh,)
+    last = pattern.weights[:, -1, :].astype(np.float64)  # (nh, Tk)
     argmax = last.argmax(-1)  # (nh,)
     return tuple(
         HeadSummary(
@@ -272,5 +326,5 @@ def head_summaries(pattern: AttentionPattern) -> tuple[HeadSummary, ...]:
             mean_entropy=float(entropy[h]),
             diagonal_share=float(diagonal[h]),
         )
-        for h in range(w.shape[0])
+        for h in range(nh)
     )

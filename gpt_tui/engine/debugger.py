@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .sampling import GenerationSession
     from .session import Session
     from .stepping import ForwardStepper
-    from .trace import StepEvent
+    from .trace import StepEvent, Trace
 
 MOVES = ("into", "over", "out", "continue")
 
@@ -63,6 +63,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
         self._generation: GenerationSession | None = None
         self._generation_view: GenerationView | None = None
         self._attention: AttentionView | None = None
+        self._attention_trace: Trace | None = None  # every layer's q/k/v, patterns on demand
         self._line_breakpoints: frozenset[str] = frozenset()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
@@ -95,7 +96,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
             self.session.prompt_ids(prompt)  # raises for an empty or unencodable prompt
             if prompt != self._prompt:
                 self._prompt = prompt
-                self._attention = None
+                self._attention = self._attention_trace = None
                 self._generation = self._generation_view = None
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
@@ -308,7 +309,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
         if self._run is not None:
             trace = self.session.trace(self._prompt, leaves=self._leaves)
             self._set_run(run_from_trace(trace))
-        self._attention = None
+        self._attention = self._attention_trace = None
         if self._generation is not None:
             self._generation.drop_cache()  # cached keys/values describe the old model
             self._refresh_generation()
@@ -321,7 +322,11 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
         """The recomputed attention pattern of `layer` on the prompt."""
 
         def body(mid: int) -> DebugState:
-            trace = self.session.trace(self._prompt, attention_layers=[layer])
+            # One pass keeps what every layer's pattern is computed from (O(L·T·d)); a
+            # layer switch then computes one pattern instead of running the model again.
+            if self._attention_trace is None:
+                self._attention_trace = self.session.trace(self._prompt, attention_layers="all")
+            trace = self._attention_trace
             pattern = trace.patterns[layer]
             heads = head_summaries(pattern)
             self._attention = AttentionView(trace.prompt, trace.tokens, pattern, heads)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention import AttentionCapture
+from .attention import AttentionCapture, LazyPatterns
 from .stats import rows_to_stats, stats_row
 from .trace import AttentionPattern, Phase, ProbeKind, ProbeRecord
 
@@ -509,9 +509,9 @@ class Probes:
         """The last pass captured the attention inputs of `layer`."""
         return layer in self.capture.calls
 
-    def patterns(self, batch: int = 0) -> dict[int, AttentionPattern]:
-        """Patterns of every layer captured in the last pass."""
-        return {layer: self.capture.pattern(layer, batch) for layer in sorted(self.capture.calls)}
+    def patterns(self, batch: int = 0) -> LazyPatterns:
+        """Patterns of every layer captured in the last pass, each computed when looked at."""
+        return self.capture.lazy(batch)
 
     def close(self) -> None:
         """Remove every hook; the model runs as if never probed."""

@@ -9,7 +9,7 @@ with one readable line. The session owns the hooks it adds and removes them on `
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ import torch
 from ..errors import GptTuiError
 from ..models import DTYPES, build_model, make_config
 from ..models.config import parse_overrides
+from ..models.progress import OpenProgress as OpenProgress  # for the UI's type hints
+from ..models.progress import ProgressFn
 from .interventions import Interventions
 from .lens import LensResult, logit_lens
 from .model_access import crop_to_context, last_position_logits, usable_vocab_size
@@ -37,7 +39,7 @@ class Trace:
     token_ids: tuple[int, ...]
     tokens: tuple[str, ...]  # a printable label per input token
     records: tuple[ProbeRecord, ...]  # execution order; phase "out" (and "in" if asked)
-    patterns: dict[int, AttentionPattern]  # the layers asked for
+    patterns: Mapping[int, AttentionPattern]  # the layers asked for, computed when looked at
     next_tokens: tuple[Candidate, ...]  # most likely next tokens at the last position
     note: str | None = None  # e.g. the prompt was cropped to the context
 
@@ -209,16 +211,17 @@ class Session:
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, spec: ModelSpec) -> Session:
+    def open(cls, spec: ModelSpec, progress: ProgressFn | None = None) -> Session:
+        """Open what `spec` names; `progress` hears each phase (see models/progress.py)."""
         plan = check_spec(spec)
         if plan.kind == "config":
-            return cls._from_config(spec, plan.overrides, plan.device, plan.dtype)
-        return cls._from_checkpoint(plan.path, spec, plan.device, plan.dtype, plan.kind)
+            return cls._from_config(spec, plan.overrides, plan.device, plan.dtype, progress)
+        return cls._from_checkpoint(plan.path, spec, plan.device, plan.dtype, plan.kind, progress)
 
     @classmethod
-    def _from_config(cls, spec, overrides, device, dtype) -> Session:
+    def _from_config(cls, spec, overrides, device, dtype, progress=None) -> Session:
         config = make_config(spec.config, spec.arch, overrides)
-        model = build_model(config, device, dtype, seed=spec.seed)
+        model = build_model(config, device, dtype, seed=spec.seed, progress=progress)
         notes = []
         from ..io.tokenizers import CharTokenizer, default_tokenizer
 
@@ -246,7 +249,7 @@ class Session:
         )
 
     @classmethod
-    def _from_checkpoint(cls, path: Path, spec, device, dtype, kind: str) -> Session:
+    def _from_checkpoint(cls, path: Path, spec, device, dtype, kind: str, progress=None) -> Session:
         from ..io.checkpoints import load_checkpoint
 
         if spec.model_file:
@@ -270,6 +273,7 @@ class Session:
                 meta_path=spec.meta,
                 overrides=parse_overrides(spec.overrides),
                 tokenizer=spec.tokenizer,
+                progress=progress,
             )
         source = f"sample {path.name}" if kind == "sample" else f"checkpoint {path}"
         return cls(

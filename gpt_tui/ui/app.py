@@ -32,6 +32,7 @@ from .widgets.code_pane import CodePane, SourceView
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen
+from .widgets.loading import LoadingPanel
 from .widgets.module_pane import ModulePane
 from .widgets.module_tree import ModuleTree
 from .widgets.prompt_bar import PromptBar
@@ -42,7 +43,7 @@ from .widgets.train import TrainPanel
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
     from ..engine.debugger import Debugger
-    from ..engine.session import ModelSpec, Session
+    from ..engine.session import ModelSpec, ProgressFn, Session
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
@@ -117,6 +118,7 @@ class GptTuiApp(App[int]):
         with Horizontal(id="body"):
             yield ModulePane(id="left")
             with Vertical(id="right"):
+                yield LoadingPanel(id="loading")
                 yield Static("", id="message")
                 with TabbedContent(id="tabs"):
                     for tab in TABS:
@@ -128,19 +130,20 @@ class GptTuiApp(App[int]):
         self.query_one("#tree").loading = True
         self.query_one("#tabs").loading = True
         self.query_one("#message").display = False
+        progress = self.query_one(LoadingPanel).listener()
         self.run_worker(
-            lambda: self._open(self.spec), thread=True, group="open", exit_on_error=False
+            lambda: self._open(self.spec, progress), thread=True, group="open", exit_on_error=False
         )
 
     # -- opening the model ---------------------------------------------------------------
 
-    def _open(self, spec: ModelSpec) -> None:
+    def _open(self, spec: ModelSpec, progress: ProgressFn) -> None:
         from ..engine.debugger import Debugger
         from ..engine.session import Session
         from ..errors import GptTuiError
 
         try:
-            debugger = Debugger(self._session or Session.open(spec), seed=spec.seed)
+            debugger = Debugger(self._session or Session.open(spec, progress), seed=spec.seed)
             if self._setup is not None:
                 self._setup(debugger)
         except GptTuiError as err:
@@ -151,6 +154,7 @@ class GptTuiApp(App[int]):
     async def on_session_opened(self, message: SessionOpened) -> None:
         self.debugger = message.debugger
         self.info = info = message.info
+        self.query_one(LoadingPanel).display = False
         bar = self.query_one(PromptBar)
         bar.prompt = message.state.prompt
         bar.enable()
@@ -176,6 +180,7 @@ class GptTuiApp(App[int]):
 
     def _show_open_error(self, error: str) -> None:
         self.open_error = error
+        self.query_one(LoadingPanel).display = False
         self.query_one("#tree").loading = False
         self.query_one("#tabs").loading = False
         self.query_one(StatusBar).loading_text = "no model"

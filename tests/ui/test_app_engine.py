@@ -100,10 +100,10 @@ async def test_keys_while_the_model_opens_never_type_into_a_hidden_filter(monkey
     opening, go = threading.Event(), threading.Event()
     real_open = Session.open.__func__
 
-    def slow_open(cls, spec):
+    def slow_open(cls, spec, progress=None):
         opening.set()
         assert go.wait(30)
-        return real_open(cls, spec)
+        return real_open(cls, spec, progress)
 
     monkeypatch.setattr(Session, "open", classmethod(slow_open))
     app = tiny_app()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ...models.config import ConfigError, apply_overrides
+from ...models.progress import ProgressFn, report
 from .build import build_and_load
 from .detect import parse
 from .hf_gpt2 import gpt2_config_from_hf
@@ -51,6 +52,7 @@ def load_checkpoint(
     meta_path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     tokenizer: str | Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> LoadedCheckpoint:
     """Load a nanoGPT, nanochat or Hugging Face GPT-2 checkpoint (file or folder) safely.
 
@@ -58,7 +60,8 @@ def load_checkpoint(
     when it is not found beside the checkpoint; `tokenizer` names any tokenizer
     `load_tokenizer_path` reads (a .tiktoken file, GPT-2's encoder.json + vocab.bpe, a
     tokenizer.json). `overrides` change config fields the checkpoint does not record right
-    (`--set softcap=20`). Raises CheckpointError (one line).
+    (`--set softcap=20`). `progress` hears reading, building and moving to device.
+    Raises CheckpointError (one line).
     """
     path = Path(path).expanduser()
     if meta_path is not None and tokenizer is not None:
@@ -67,7 +70,10 @@ def load_checkpoint(
     if named is not None and not Path(named).expanduser().exists():
         flag = "--meta" if meta_path is not None else "--tokenizer"
         raise CheckpointError(f"{flag} {named}: no such file or folder")
-    parsed = parse(path)
+    size = _size(path)
+    report(progress, "reading", 0, size, "bytes")
+    parsed = parse(path)  # memory-mapped where the format allows: pages load on first use
+    report(progress, "reading", size, size, "bytes")
     if overrides:
         try:
             parsed.config = apply_overrides(parsed.config, overrides, parsed.path.name)
@@ -78,7 +84,7 @@ def load_checkpoint(
     if softcap and "softcap" not in (overrides or {}):
         parsed.info.setdefault("notes", []).append(softcap)
     tok = choose_tokenizer(parsed.config.vocab_size, parsed.vocab_files, named, parsed.info)
-    model = build_and_load(parsed, device, dtype)
+    model = build_and_load(parsed, device, dtype, progress)
     return LoadedCheckpoint(
         model=model,
         config=parsed.config,
@@ -88,3 +94,10 @@ def load_checkpoint(
         path=parsed.path,
         info=parsed.info,
     )
+
+
+def _size(path: Path) -> int:
+    """Bytes of a checkpoint file, or of the files in a checkpoint folder."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size if path.exists() else 0

@@ -15,6 +15,7 @@ import torch
 
 from ...models import build_model
 from ...models.config import ModelConfig, NanoChatConfig, NanoGPTConfig
+from ...models.progress import ProgressFn, report
 from .reading import MASK_BUFFER, CheckpointError, Parsed, first_sentence
 
 
@@ -99,7 +100,12 @@ def _untie_check(p: Parsed, sd: dict[str, torch.Tensor]) -> None:
         )
 
 
-def build_and_load(p: Parsed, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+def build_and_load(
+    p: Parsed,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    progress: ProgressFn | None = None,
+) -> torch.nn.Module:
     """Our model for `p.config` with `p.state_dict` loaded (consumed), in eval mode."""
     try:
         dev = torch.device(device)
@@ -107,7 +113,7 @@ def build_and_load(p: Parsed, device: torch.device | str, dtype: torch.dtype) ->
         raise CheckpointError(
             f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or meta"
         ) from None
-    model = build_model(p.config, "meta", dtype)
+    model = build_model(p.config, "meta", dtype, progress=progress)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     sd = p.state_dict
     if p.family == "nanogpt":
@@ -117,10 +123,14 @@ def build_and_load(p: Parsed, device: torch.device | str, dtype: torch.dtype) ->
         _untie_check(p, sd)
     check_fit(sd, expected, p.path.name, p.config)
     loaded: dict[str, torch.Tensor] = {}
+    total, done = sum(t.nbytes for t in sd.values()), 0
+    report(progress, "moving to device", 0, total, "bytes")
     try:
         for key in list(sd):
             t = sd.pop(key)
             loaded[key] = t.to(device=dev, dtype=dtype if t.is_floating_point() else None)
+            done += t.nbytes
+            report(progress, "moving to device", done, total, "bytes")
         model.load_state_dict(loaded, strict=p.family != "nanogpt", assign=True)
     except (torch.OutOfMemoryError, MemoryError):
         raise CheckpointError(

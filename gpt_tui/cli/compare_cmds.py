@@ -176,4 +176,103 @@ def _print_diff(result: Comparison, a_name: str, b_name: str) -> None:
         console.print(f"first divergence: {first.message}", markup=False)
 
 
-ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {"diff": add_diff_args}
+def single_token(session: Session, text: str, flag: str) -> int:
+    """The id of the one token `text` is, or a one-line error saying what it is instead."""
+    from ..engine.sampling import token_label
+
+    try:
+        ids = session.encode(text)
+    except GptTuiError as err:
+        raise UserError(f"{flag} {text!r}: {describe_error(err)}") from None
+    if len(ids) != 1:
+        parts = ", ".join(repr(token_label(session.tokenizer, i)) for i in ids[:6])
+        raise UserError(
+            f"{flag} {text!r} is {render.plural(len(ids), 'token')} ({parts}), not one: "
+            "give a single token (with its leading space, if the tokenizer has one)"
+        )
+    if ids[0] >= session.vocab_size:
+        raise UserError(f"{flag} {text!r} is token {ids[0]}, outside the model's vocabulary")
+    return ids[0]
+
+
+def add_patch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="the clean prompt (run A)")
+    p.add_argument(
+        "--b-prompt", required=True, metavar="TEXT", help="the corrupted prompt, same length"
+    )
+    p.add_argument("--answer", required=True, metavar="TOKEN", help="the clean run's answer")
+    p.add_argument("--wrong", required=True, metavar="TOKEN", help="the corrupted run's answer")
+    p.add_argument(
+        "--what",
+        choices=["resid_pre", "attn", "mlp", "heads"],
+        default="resid_pre",
+        help="what to patch: layer x position (resid_pre, attn, mlp) or layer x head (heads)",
+    )
+
+
+def cmd_patch(args: argparse.Namespace) -> int:
+    from ..engine.patching import Patcher
+    from ..engine.sampling import token_label
+
+    session = open_session(args)
+    try:
+        require_weights(session, "patch")
+        clean = prompt_ids(session, args.prompt, "the clean prompt")
+        corrupted = prompt_ids(session, args.b_prompt, "the corrupted prompt")
+        answer = single_token(session, args.answer, "--answer")
+        wrong = single_token(session, args.wrong, "--wrong")
+        patcher = Patcher(session.model, clean, corrupted, answer, wrong, whats=[args.what])
+        sweep = patcher.sweep(args.what)
+    finally:
+        session.close()
+    rows = [f"layer {i}" for i in sweep.layers]
+    if args.what == "heads":
+        cols = [f"head {h}" for h in sweep.columns]
+    else:
+        cols = [f"{t} {token_label(session.tokenizer, clean[t])}" for t in sweep.columns]
+    if args.json:
+        render.print_json(
+            dict(
+                what=args.what,
+                rows=rows,
+                cols=cols,
+                values=[list(r) for r in sweep.values],
+                clean_logit_diff=sweep.clean_diff,
+                corrupted_logit_diff=sweep.corrupted_diff,
+            )
+        )
+        return 0
+    console = render.console()
+    color = render.is_terminal()
+    title = f"{args.what} patched from clean into corrupted ({session.name})"
+    out = render.table(title)
+    out.add_column("", no_wrap=True)
+    heads = [c.split(" ", 1)[-1] if args.what != "heads" else c.split()[-1] for c in cols]
+    for label in heads:
+        out.add_column(label[:5], justify="right", no_wrap=True)
+    for name, values in zip(rows, sweep.values, strict=True):
+        cells = [_heat(v) if color else f"{v:.3f}" for v in values]
+        out.add_row(f"L{name.split()[-1]}" if color else name, *cells)
+    console.print(out)
+    console.print(
+        f"logit({args.answer!r}) - logit({args.wrong!r}): clean {sweep.clean_diff:.4g}, "
+        f"corrupted {sweep.corrupted_diff:.4g}",
+        markup=False,
+    )
+    console.print("100 = clean, 0 = corrupted" if color else "1 = clean, 0 = corrupted")
+    return 0
+
+
+def _heat(v: float) -> str:
+    """A percentage on a background as strong as the effect: green recovers, red opposes."""
+    level = max(0.0, min(1.0, abs(v)))
+    shade = int(40 + 160 * level)
+    bg = f"rgb(0,{shade},0)" if v >= 0 else f"rgb({shade},0,0)"
+    fg = "black" if level > 0.6 else "white"
+    return f"[{fg} on {bg}]{round(v * 100):4d}[/]"
+
+
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "diff": add_diff_args,
+    "patch": add_patch_args,
+}

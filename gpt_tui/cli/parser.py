@@ -121,6 +121,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
+    "patch": (compare_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
 }
 
 

@@ -94,3 +94,51 @@ def test_diff_mistakes_are_one_line(capsys, extra, needles):
     args = ["diff", "--config", "tiny", "--device", "cpu", "--prompt", "ROMEO:", *extra]
     code, _, err = gpt_tui(capsys, *args)
     assert_one_line_error(code, err, *needles)
+
+
+SAMPLE = ["--sample", "shakespeare-nanogpt", "--device", "cpu"]
+PATCH = ["--prompt", "KING HENRY", "--b-prompt", "KING RICHA", "--answer", " ", "--wrong", "R"]
+
+
+def test_patch_json_is_a_layer_by_position_matrix(capsys):
+    code, out, _ = gpt_tui(capsys, "patch", *SAMPLE, *PATCH, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["rows"] == [f"layer {i}" for i in range(4)]
+    assert len(data["cols"]) == 10 and data["cols"][0] == "0 K"
+    assert all(len(row) == 10 for row in data["values"])
+    # "KING " is the same in both prompts: patching it changes nothing
+    assert all(abs(v) < 1e-5 for row in data["values"] for v in row[:5])
+    assert data["clean_logit_diff"] > data["corrupted_logit_diff"]
+
+    code, out, _ = gpt_tui(capsys, "patch", *SAMPLE, *PATCH, "--what", "heads", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["cols"] == [f"head {h}" for h in range(4)]
+
+
+def test_patch_heatmap_reads_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = gpt_tui(capsys, "patch", *SAMPLE, *PATCH)
+    assert code == 0
+    lines = ANSI.sub("", out).rstrip().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("L0 ") for line in lines)
+    assert "100 = clean, 0 = corrupted" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "change, needles",
+    [
+        (["--b-prompt", "KING"], ["10 tokens and the corrupted one 4", "same token length"]),
+        (["--answer", "Zq"], ["--answer 'Zq' is 2 tokens", "give a single token"]),
+        (["--wrong", "é"], ["--wrong 'é'", "not in the model's 65-character vocabulary"]),
+        (["--wrong", " "], ["--answer and --wrong are the same token"]),
+    ],
+)
+def test_patch_mistakes_are_one_line(capsys, change, needles):
+    args = list(PATCH)
+    for flag, value in zip(change[::2], change[1::2], strict=True):
+        args[args.index(flag) + 1] = value
+    code, _, err = gpt_tui(capsys, "patch", *SAMPLE, *args)
+    assert_one_line_error(code, err, *needles)

@@ -272,7 +272,74 @@ def _heat(v: float) -> str:
     return f"[{fg} on {bg}]{round(v * 100):4d}[/]"
 
 
+def add_attribute_args(p: argparse.ArgumentParser) -> None:
+    from .parser import whole
+
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--answer", required=True, metavar="TOKEN", help="the token to explain")
+    p.add_argument("--wrong", metavar="TOKEN", help="explain logit(answer) - logit(wrong)")
+    p.add_argument("--position", type=int, default=-1, help="token position (default -1: the last)")
+    p.add_argument("--top", type=whole(1), default=20, help="components listed (default 20)")
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from ..engine.attribution import attribute
+    from ..engine.sampling import token_label
+
+    session = open_session(args)
+    try:
+        require_weights(session, "attribute")
+        ids = prompt_ids(session, args.prompt, "the prompt")
+        answer = single_token(session, args.answer, "--answer")
+        wrong = None if args.wrong is None else single_token(session, args.wrong, "--wrong")
+        if wrong == answer:
+            raise UserError("--answer and --wrong are the same token: give two different ones")
+        result = attribute(session.model, ids, answer, wrong, args.position)
+    finally:
+        session.close()
+    if args.json:
+        render.print_json(
+            dict(
+                logit_diff=result.logit_diff,
+                sum=result.total,
+                model_logit_diff=result.model_logit_diff,
+                position=result.position,
+                components=[
+                    dict(name=c.name, kind=c.kind, value=c.value) for c in result.components
+                ],
+                notes=list(result.notes),
+            )
+        )
+        return 0
+    console = render.console()
+    what = f"logit({args.answer!r})" + (f" - logit({args.wrong!r})" if args.wrong else "")
+    at = token_label(session.tokenizer, ids[result.position])
+    out = render.table(f"{what} at position {result.position} ({at})")
+    for col, just in (("component", "left"), ("share", "right"), ("", "left")):
+        out.add_column(col, justify=just, no_wrap=True)
+    ranked = result.ranked()
+    biggest = max((abs(c.value) for c in ranked), default=0.0) or 1.0
+    for c in ranked[: args.top]:
+        bar = "█" * max(1, round(20 * abs(c.value) / biggest)) if c.value else ""
+        colour = "green" if c.value > 0 else "red"
+        out.add_row(c.name, f"{c.value:+.4f}", f"[{colour}]{bar}[/]")
+    console.print(out)
+    rest = ranked[args.top :]
+    if rest:
+        together = sum(c.value for c in rest)
+        console.print(f"{render.plural(len(rest), 'more component')}, together {together:+.4f}")
+    console.print(
+        f"sum {result.total:.6g}, pre-softcap logit difference {result.logit_diff:.6g} "
+        f"(model output {result.model_logit_diff:.4g})",
+        markup=False,
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    return 0
+
+
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "diff": add_diff_args,
     "patch": add_patch_args,
+    "attribute": add_attribute_args,
 }

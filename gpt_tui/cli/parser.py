@@ -122,6 +122,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (compare_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
+    "attribute": (compare_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
 }
 
 

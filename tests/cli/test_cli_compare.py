@@ -142,3 +142,42 @@ def test_patch_mistakes_are_one_line(capsys, change, needles):
         args[args.index(flag) + 1] = value
     code, _, err = gpt_tui(capsys, "patch", *SAMPLE, *args)
     assert_one_line_error(code, err, *needles)
+
+
+@pytest.mark.parametrize("sample", ["shakespeare-nanogpt", "shakespeare-nanochat"])
+def test_attribute_json_sums_to_the_logit_difference(capsys, sample):
+    args = ["attribute", "--sample", sample, "--device", "cpu", "--prompt", "KING HENRY"]
+    code, out, _ = gpt_tui(capsys, *args, "--answer", " ", "--wrong", "R", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["sum"] == pytest.approx(data["logit_diff"], abs=1e-4)
+    assert sum(c["value"] for c in data["components"]) == pytest.approx(data["sum"], abs=1e-6)
+    assert {"name", "value"} <= set(data["components"][0]) and data["position"] == 9
+
+
+def test_attribute_lists_ranked_components_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["attribute", *SAMPLE, "--prompt", "KING HENRY", "--answer", " ", "--top", "5"]
+    code, out, _ = gpt_tui(capsys, *args)
+    assert code == 0
+    lines = ANSI.sub("", out).rstrip().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if "more component" not in line]
+    found = [re.search(r" ([+-]\d+\.\d{4})\b", line) for line in rows]
+    shares = [float(m.group(1)) for m in found if m]
+    assert len(shares) == 5 and shares == sorted(shares, key=abs, reverse=True)
+    assert lines[-1].startswith("sum ") and "pre-softcap logit difference" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--answer", "Zq"], ["--answer 'Zq' is 2 tokens"]),
+        (["--answer", "é"], ["--answer 'é'", "65-character vocabulary"]),
+        (["--answer", "A", "--position", "12"], ["--position 12 is outside the prompt's 10"]),
+    ],
+)
+def test_attribute_mistakes_are_one_line(capsys, extra, needles):
+    code, _, err = gpt_tui(capsys, "attribute", *SAMPLE, "--prompt", "KING HENRY", *extra)
+    assert_one_line_error(code, err, *needles)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import GptTuiError, describe_error
@@ -104,8 +105,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json(diff_json(result))
         return 0
-    _print_diff(result, a.name, b.name if b is not None else a.name)
+    b_label = _label(b_spec(args)[0], b.name if b is not None else a.name)
+    _print_diff(result, _label(model_spec(args), a.name), b_label)
     return 0
+
+
+def _label(spec: ModelSpec, name: str) -> str:
+    """A run's model as the table names it: the checkpoint, and the model file it runs in."""
+    if spec.model_file:
+        return f"{Path(spec.model_file).name} on {name}"
+    return f"{name} {spec.dtype}" if spec.dtype not in ("float32", "fp32") else name
 
 
 def diff_json(result: Comparison) -> dict:

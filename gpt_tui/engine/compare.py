@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -25,7 +26,7 @@ import torch.nn as nn
 from ..errors import GptTuiError
 from .interventions import Interventions, InterventionSpec
 from .model_access import model_device
-from .probes import PendingRecord, ProbePoint, Probes
+from .probes import MODEL_OUTPUT, ProbePoint, find_probe_points, first_tensor, unwrap_model
 
 # Relative ‖Δ‖/‖a‖ that still counts as agreement, by the coarser dtype of the two runs.
 TOLERANCES: dict[torch.dtype, float] = {
@@ -102,24 +103,80 @@ def tolerance_for(*dtypes: torch.dtype) -> float:
     return max(TOLERANCES.get(d, 1e-2) for d in dtypes)
 
 
+class _Keeper:
+    """Hooks that keep a copy of each probe point's input and output in one pass.
+
+    The virtual points are what Probes records: a block's input is its `resid_pre`, its
+    output its `resid_post`, and `resid_mid` is the block input plus the attention output.
+    """
+
+    def __init__(self, model: nn.Module, points: list[ProbePoint]) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}  # insertion order = execution order
+        self.inputs: dict[str, torch.Tensor] = {}
+        names = {p.name for p in points}
+        self.handles = [model.register_forward_hook(self._root)]
+        for p in points:
+            if p.module is None:
+                continue
+            parent = p.name.rsplit(".", 1)[0]
+            virtual = {
+                "pre": f"{p.name}.resid_pre" if p.kind == "block" else None,
+                "post": f"{p.name}.resid_post" if p.kind == "block" else None,
+                "mid": f"{parent}.resid_mid" if p.kind == "attn" else None,
+            }
+            virtual = {k: v for k, v in virtual.items() if v in names}
+            pre, post = self._hooks(p.name, parent, virtual)
+            self.handles.append(p.module.register_forward_pre_hook(pre, with_kwargs=True))
+            self.handles.append(p.module.register_forward_hook(post))
+
+    def _hooks(self, name: str, parent: str, virtual: dict[str, str]):
+        def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = first_tensor(args) if args else first_tensor(kwargs)
+            if x is not None and name not in self.inputs:
+                kept = self.inputs[name] = x.detach().clone()
+                if "pre" in virtual:
+                    self.outputs.setdefault(virtual["pre"], kept)
+
+        def post(_m: nn.Module, _args: tuple, out: Any) -> None:
+            y = first_tensor(out)
+            if y is None or name in self.outputs:
+                return
+            kept = self.outputs[name] = y.detach().clone()
+            if "post" in virtual:
+                self.outputs.setdefault(virtual["post"], kept)
+            x = self.inputs.get(parent)
+            if "mid" in virtual and x is not None and x.shape == kept.shape:
+                self.outputs.setdefault(virtual["mid"], x + kept)
+
+        return pre, post
+
+    def _root(self, _m: nn.Module, _args: tuple, out: Any) -> None:
+        y = first_tensor(out)
+        if y is not None:
+            self.outputs.setdefault(MODEL_OUTPUT, y.detach().clone())
+
+    def clear(self) -> None:
+        self.outputs.clear()
+        self.inputs.clear()
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 def capture(run: Run, leaves: bool = False) -> _Captured:
     """Every probe's input and output in one pass of `run` (the decode pass with a cache)."""
-    model = run.model
-    outputs: dict[str, torch.Tensor] = {}
-    inputs: dict[str, torch.Tensor] = {}
-
-    def listen(record: PendingRecord, x: torch.Tensor) -> None:
-        kept = x.detach().clone()
-        (outputs if record.phase == "out" else inputs).setdefault(record.point.name, kept)
-
+    model = unwrap_model(run.model)
     ids = [int(i) for i in run.ids]
     device = model_device(model)
     dtype = next(model.parameters(), torch.empty(0)).dtype
+    points = find_probe_points(model, leaves=leaves)
     start = 0
     with Interventions(model) as active, torch.inference_mode():
         for spec in run.interventions:
             active.add(spec)
-        with Probes(model, leaves=leaves, inputs=True, listener=listen) as probes:
+        keeper = _Keeper(model, points)  # after the interventions: it sees what they made
+        try:
             if run.kv_cache:
                 make = getattr(model, "make_kv_cache", None)
                 if not callable(make) or len(ids) < 2:
@@ -128,15 +185,15 @@ def capture(run: Run, leaves: bool = False) -> _Captured:
                         "(the built-in families) and a prompt of at least two tokens"
                     )
                 cache = make(1, len(ids))
-                probes.run(torch.tensor([ids[:-1]], device=device), kv_cache=cache)
-                outputs.clear()
-                inputs.clear()
+                model(torch.tensor([ids[:-1]], device=device), kv_cache=cache)
+                keeper.clear()
                 start = len(ids) - 1
-                probes.run(torch.tensor([ids[-1:]], device=device), kv_cache=cache)
+                model(torch.tensor([ids[-1:]], device=device), kv_cache=cache)
             else:
-                probes.run(torch.tensor([ids], device=device))
-            points = probes.points
-    return _Captured(points, outputs, inputs, start, len(ids) - start, dtype)
+                model(torch.tensor([ids], device=device))
+        finally:
+            keeper.close()
+    return _Captured(points, keeper.outputs, keeper.inputs, start, len(ids) - start, dtype)
 
 
 def _structural_key(point: ProbePoint, ordinal: int, block_prefix: str | None) -> tuple:
@@ -216,26 +273,35 @@ def _aligned(
     common = [p for p in positions if p in ra and p in rb]
     if not common:
         return None
-    xa = xa[:, [p - ra.start for p in common]].float()
-    xb = xb[:, [p - rb.start for p in common]].float()
-    return (xa, xb) if xa.shape == xb.shape else None
+    if common != list(ra):  # whole tensors need no copy
+        xa = xa[:, [p - ra.start for p in common]]
+    if common != list(rb):
+        xb = xb[:, [p - rb.start for p in common]]
+    return (xa.float(), xb.float()) if xa.shape == xb.shape else None
 
 
 def _distances(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[float, float, float]]:
-    """(max |Δ|, ‖Δ‖/‖a‖, cosine) per pair, read back in one transfer."""
+    """(max |Δ|, ‖Δ‖/‖a‖, cosine) per pair, read back in one transfer. Pairs of one size are
+    stacked and reduced together: a pass has a hundred probes, and a handful of small
+    kernels for each would cost more than the forward."""
     if not pairs:
         return []
-    rows = []
-    for a, b in pairs:
-        a, b = a.flatten(), b.to(a.device).flatten()
+    groups: dict[int, list[int]] = {}
+    for i, (x, _) in enumerate(pairs):
+        groups.setdefault(x.numel(), []).append(i)
+    device = pairs[0][0].device
+    out = torch.zeros(len(pairs), 3, device=device)
+    for members in groups.values():
+        a = torch.stack([pairs[i][0].flatten() for i in members])  # (n, N)
+        b = torch.stack([pairs[i][1].to(device).flatten() for i in members])  # (n, N)
         d = a - b
-        na, nb = a.norm(), b.norm()
-        rel = torch.where(na > 0, d.norm() / na, torch.where(d.norm() > 0, torch.inf, 0.0))
-        cos = torch.where(
-            (na > 0) & (nb > 0), (a @ b) / (na * nb).clamp_min(1e-30), (na == nb).float()
-        )
-        rows.append(torch.stack([d.abs().max(), rel, cos]).cpu())
-    return [tuple(r) for r in torch.stack(rows).tolist()]  # type: ignore[misc]
+        dn, an, bn = d.norm(dim=1), a.norm(dim=1), b.norm(dim=1)
+        inf = torch.full_like(dn, torch.inf)
+        rel = torch.where(an > 0, dn / an.clamp_min(1e-30), torch.where(dn > 0, inf, 0.0))
+        both = (an > 0) & (bn > 0)
+        cos = torch.where(both, (a * b).sum(1) / (an * bn).clamp_min(1e-30), (an == bn).float())
+        out[members] = torch.stack([d.abs().amax(1), rel, cos], 1)
+    return [tuple(r) for r in out.cpu().tolist()]  # type: ignore[misc]
 
 
 def compare(
@@ -252,10 +318,9 @@ def compare(
     tol = tolerance if tolerance is not None else tolerance_for(cap_a.dtype, cap_b.dtype)
     matched = match_points(cap_a.points, cap_b.points)
     by_name = {p.name: p for p in cap_a.points}
-    names: list[tuple[str, str, int]] = []  # A's name, B's, index of the output pair
+    names: list[tuple[str, str]] = []  # A's name, B's
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     unmatched: list[str] = []
-    in_pairs: dict[str, int] = {}
     for name, out_a in cap_a.outputs.items():
         b_name = matched.get(name, "")
         out_b = cap_b.outputs.get(b_name)
@@ -263,29 +328,38 @@ def compare(
         if pair is None:
             unmatched.append(name)
             continue
-        names.append((name, b_name, len(pairs)))
+        names.append((name, b_name))
         pairs.append(pair)
-        in_a, in_b = cap_a.inputs.get(name), cap_b.inputs.get(b_name)
-        if in_a is not None and in_b is not None:
-            pair = _aligned(in_a, cap_a, in_b, cap_b, positions)
+    records = [
+        ProbeDiff(name, b_name, by_name[name].kind, by_name[name].layer, mx, rel, cos, rel > tol)
+        for (name, b_name), (mx, rel, cos) in zip(names, _distances(pairs), strict=True)
+    ]
+    first = next((r for r in records if r.diverged), None)
+    input_dist: dict[str, tuple[float, float, float]] = {}
+    if first is not None:  # inputs matter only there: the diverged module and its parents
+        wanted = [(a, b) for a, b in names if a == first.name or first.name.startswith(a + ".")]
+        in_names, in_pairs = [], []
+        for a_name, b_name in wanted:
+            in_a, in_b = cap_a.inputs.get(a_name), cap_b.inputs.get(b_name)
+            pair = (
+                None
+                if in_a is None or in_b is None
+                else _aligned(in_a, cap_a, in_b, cap_b, positions)
+            )
             if pair is not None:
-                in_pairs[name] = len(pairs)
-                pairs.append(pair)
-    dist = _distances(pairs)
-    input_dist = {name: dist[i] for name, i in in_pairs.items()}
-    records = []
-    for name, b_name, i in names:
-        mx, rel, cos = dist[i]
-        p = by_name[name]
-        records.append(ProbeDiff(name, b_name, p.kind, p.layer, mx, rel, cos, rel > tol))
-    first = _first_divergence(records, input_dist, by_name, tol)
+                in_names.append(a_name)
+                in_pairs.append(pair)
+        input_dist = dict(zip(in_names, _distances(in_pairs), strict=True))
+    divergence = _first_divergence(records, input_dist, by_name, tol)
     notes = []
     if cap_a.dtype != cap_b.dtype:
         notes.append(
             f"dtypes differ ({_short(cap_a.dtype)} vs {_short(cap_b.dtype)}): "
             f"tolerance {tol:g} relative"
         )
-    return Comparison(tuple(records), first, tol, tuple(positions), tuple(unmatched), tuple(notes))
+    return Comparison(
+        tuple(records), divergence, tol, tuple(positions), tuple(unmatched), tuple(notes)
+    )
 
 
 def _short(dtype: torch.dtype) -> str:

@@ -186,22 +186,9 @@ def _print_diff(result: Comparison, a_name: str, b_name: str) -> None:
 
 
 def single_token(session: Session, text: str, flag: str) -> int:
-    """The id of the one token `text` is, or a one-line error saying what it is instead."""
-    from ..engine.sampling import token_label
+    from ..engine.patching import one_token
 
-    try:
-        ids = session.encode(text)
-    except GptTuiError as err:
-        raise UserError(f"{flag} {text!r}: {describe_error(err)}") from None
-    if len(ids) != 1:
-        parts = ", ".join(repr(token_label(session.tokenizer, i)) for i in ids[:6])
-        raise UserError(
-            f"{flag} {text!r} is {render.plural(len(ids), 'token')} ({parts}), not one: "
-            "give a single token (with its leading space, if the tokenizer has one)"
-        )
-    if ids[0] >= session.vocab_size:
-        raise UserError(f"{flag} {text!r} is token {ids[0]}, outside the model's vocabulary")
-    return ids[0]
+    return one_token(session.tokenizer, session.vocab_size, text, flag)
 
 
 def add_patch_args(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import GptTuiError
 from .attention import head_summaries
+from .compare_intents import CompareIntents
 from .debug_state import (
     AttentionView,
     DebugState,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(Moves):
+class Debugger(Moves, CompareIntents):
     """Debugging intents on one open `Session`."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
@@ -73,6 +74,7 @@ class Debugger(Moves):
         self._line_breakpoints: frozenset[str] = frozenset()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
+        self._init_compare()
 
     # -- the model -----------------------------------------------------------------------
 
@@ -515,6 +517,7 @@ class Debugger(Moves):
             line_breakpoints=self._line_breakpoints,
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
+            compare=self._compare,
         )
 
     def close(self) -> None:

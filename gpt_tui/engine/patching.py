@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from ..errors import GptTuiError
+from ..errors import GptTuiError, describe_error
 from .model_access import model_device, output_logits
 from .probes import find_probe_points, first_tensor, unwrap_model
 
@@ -98,6 +98,25 @@ def _sites(model: nn.Module) -> _Sites:
         raise PatchError("patching needs a model with transformer blocks; found none")
     found = [[by_kind[k].get(i) for i in range(n)] for k in ("block", "attn", "mlp")]
     return _Sites(*found)  # type: ignore[arg-type]
+
+
+def one_token(tokenizer: Any, vocab_size: int, text: str, what: str) -> int:
+    """The id of the one token `text` is, or a one-line error saying what it is instead."""
+    from .sampling import token_label
+
+    try:
+        ids = tokenizer.encode(text)
+    except GptTuiError as err:
+        raise PatchError(f"{what} {text!r}: {describe_error(err)}") from None
+    if len(ids) != 1:
+        parts = ", ".join(repr(token_label(tokenizer, i)) for i in ids[:6])
+        raise PatchError(
+            f"{what} {text!r} is {len(ids)} tokens ({parts}), not one: give a single token "
+            "(with its leading space, if the tokenizer has one)"
+        )
+    if ids[0] >= vocab_size:
+        raise PatchError(f"{what} {text!r} is token {ids[0]}, outside the model's vocabulary")
+    return ids[0]
 
 
 def _uses_input(what: What) -> bool:

@@ -127,3 +127,50 @@ def test_probes_of_differently_named_models_match_by_structure():
     assert matched["transformer.h.0.resid_mid"] == "layers.0.resid_mid"
     assert matched["transformer.wte"] == "embed"
     assert matched["lm_head"] == "out" and matched["logits"] == "logits"
+
+
+def test_the_debugger_diffs_patches_and_attributes_as_intents():
+    from gpt_tui.engine.compare_intents import BSpec
+    from gpt_tui.engine.debugger import Debugger
+    from gpt_tui.engine.session import ModelSpec, Session
+
+    debugger = Debugger(Session.open(ModelSpec(sample="shakespeare-nanogpt", device="cpu")))
+    try:
+        debugger.set_prompt("KING HENRY")
+        state = debugger.compare_runs(BSpec(dtype="bfloat16"))
+        view = state.compare
+        assert view is not None and view.kind == "diff" and view.label == "bfloat16"
+        assert view.comparison is not None and view.comparison.tolerance == 1e-2
+        model_file = BSpec(model_file=str(FIXTURES / "nanogpt_relu.py"))
+        first = debugger.compare_runs(model_file).compare.comparison.first_divergence
+        assert first is not None and first.name == "transformer.h.0.mlp"
+
+        sweep = debugger.patch_runs("KING RICHA", " ", "R").compare.sweep
+        assert sweep is not None and len(sweep.values) == 4 and len(sweep.values[0]) == 10
+        heads = debugger.patch_runs("KING RICHA", " ", "R", "heads").compare
+        assert heads.kind == "patch" and heads.sweep.columns == (0, 1, 2, 3)
+
+        view = debugger.attribute_logit(" ", "R").compare
+        assert view.kind == "attribute" and view.tokens[-1] == "Y"
+        assert view.attribution.total == pytest.approx(view.attribution.logit_diff, abs=1e-4)
+        with pytest.raises(GptTuiError, match="answer 'Zq' is 2 tokens"):
+            debugger.attribute_logit("Zq")
+        assert debugger.state().compare is view  # a refused intent leaves the last view
+    finally:
+        debugger.close()
+
+
+def test_a_b_model_file_needs_weights_when_a_is_random():
+    from gpt_tui.engine.compare_intents import BSpec
+    from gpt_tui.engine.debugger import Debugger
+    from gpt_tui.engine.session import ModelSpec, Session
+
+    debugger = Debugger(Session.open(ModelSpec(config="tiny", device="cpu")))
+    try:
+        with pytest.raises(CompareError, match="A is a random init"):
+            debugger.compare_runs(BSpec(model_file=str(FIXTURES / "model.py")))
+        with pytest.raises(CompareError, match="KV-cached decoding needs"):
+            debugger.set_prompt("A")
+            debugger.compare_runs(BSpec(kv_cache=True))
+    finally:
+        debugger.close()

@@ -268,14 +268,19 @@ def _heat(v: float) -> str:
     return f"[{fg} on {bg}]{round(v * 100):4d}[/]"
 
 
-def add_attribute_args(p: argparse.ArgumentParser) -> None:
-    from .parser import whole
+def _count(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return int(text)
 
+
+def add_attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--answer", required=True, metavar="TOKEN", help="the token to explain")
     p.add_argument("--wrong", metavar="TOKEN", help="explain logit(answer) - logit(wrong)")
     p.add_argument("--position", type=int, default=-1, help="token position (default -1: the last)")
-    p.add_argument("--top", type=whole(1), default=20, help="components listed (default 20)")
+    p.add_argument("--top", type=_count, default=20, help="components listed (default 20)")
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:

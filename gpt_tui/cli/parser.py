@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import compare_cmds
+from . import compare_cmds, patch_cmds
 from .app_cmd import cmd_app
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
@@ -121,8 +121,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
-    "patch": (compare_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
-    "attribute": (compare_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
+    "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
+    "attribute": (patch_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
 }
 
 

@@ -5,6 +5,8 @@ snapshot's `compare` view is fed back."""
 
 from __future__ import annotations
 
+import asyncio
+
 from textual import on
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
@@ -20,6 +22,7 @@ class Host(App):
         super().__init__()
         self.debugger = debugger
         self.errors: list[str] = []
+        self.answered = asyncio.Event()  # set when a request's answer reached the panel
 
     def compose(self) -> ComposeResult:
         yield ComparePanel(id="compare-panel")
@@ -33,16 +36,18 @@ class Host(App):
                 state = method(*event.args)
             except Exception as err:  # the app shows a user error as a toast
                 self.errors.append(str(err))
-                return
-            self.call_from_thread(setattr, self.query_one(ComparePanel), "view", state.compare)
+            else:
+                self.call_from_thread(setattr, self.query_one(ComparePanel), "view", state.compare)
+            self.call_from_thread(self.answered.set)
 
         self.run_worker(work, thread=True)
 
 
-async def done(pilot) -> None:
-    """Every request's worker finished and its view handed to the panel."""
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+async def ask(pilot, button: str) -> None:
+    """Press a button and wait until its request has been answered."""
+    pilot.app.answered.clear()
+    await pilot.click(button)
+    await pilot.app.answered.wait()
     await pilot.pause()
 
 
@@ -59,37 +64,32 @@ async def test_compare_panel_diffs_patches_and_attributes() -> None:
                 return str(panel.query_one("#compare-head", Static).render())
 
             panel.query_one("#compare-b-dtype", Input).value = "bfloat16"
-            await pilot.click("#compare-diff")
-            await done(pilot)
+            await ask(pilot, "#compare-diff")
             view = debugger.state().compare
             assert view is not None and view.kind == "diff" and panel.view is view
             assert table.row_count == len(view.comparison.records) > 10
             assert "0.01 relative" in head() or "first divergence" in head()
 
-            await pilot.click("#compare-patch")  # nothing filled in: it says what is missing
-            await done(pilot)
+            assert panel.request("patch") is None  # nothing filled in: it says what is missing
             assert "Patch needs B's prompt" in head() and debugger.state().compare is view
 
             panel.query_one("#compare-b-prompt", Input).value = "JULIET"
             panel.query_one("#compare-answer", Input).value = "A"
             panel.query_one("#compare-wrong", Input).value = "B"
             panel.query_one("#compare-b-dtype", Input).value = ""
-            await pilot.click("#compare-patch")
-            await done(pilot)
+            await ask(pilot, "#compare-patch")
             sweep = debugger.state().compare.sweep
             assert sweep is not None and table.row_count == len(sweep.layers) == 2
             assert len(table.columns) == 1 + len(sweep.columns) == 7
             assert "100 = clean, 0 = corrupted" in head()
 
-            await pilot.click("#compare-attribute")
-            await done(pilot)
+            await ask(pilot, "#compare-attribute")
             result = debugger.state().compare.attribution
             assert result is not None and table.row_count == len(result.components)
             assert f"sum {result.total:.6g}" in head()
 
             panel.query_one("#compare-b-prompt", Input).value = "JULIET!"
-            await pilot.click("#compare-patch")
-            await done(pilot)
+            await ask(pilot, "#compare-patch")
             assert app.errors and "same token length" in app.errors[-1]
     finally:
         debugger.close()

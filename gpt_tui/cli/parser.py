@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
+from . import compare_cmds, patch_cmds
 from .app_cmd import cmd_app
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
@@ -123,6 +124,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
+    "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
+    "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
+    "attribute": (patch_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
 }
 
 
@@ -134,7 +138,9 @@ def _commands_epilog() -> str:
 
 def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     """The arguments of one command besides the model arguments."""
-    if name == "summary":
+    if name in compare_cmds.ARGUMENTS:
+        compare_cmds.ARGUMENTS[name](p)
+    elif name == "summary":
         p.add_argument("--depth", type=whole(0), default=3, help="module tree depth (default 3)")
     elif name == "eval":
         p.add_argument("--data", required=True, help="a UTF-8 text file")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: the UI imports this module before torch loads
     from .attention import HeadSummary
+    from .compare_intents import CompareView
     from .frames import Evaluation, FrameSnapshot
     from .lens import LensResult
     from .sampling import Candidate, SamplingStep
@@ -139,6 +140,7 @@ class DebugState:
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
     training: TrainingView | None = None  # the training debugger (training_intents.py)
+    compare: CompareView | None = None  # the last diff, patching sweep or attribution
 
     @property
     def paused_at(self) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .attention import head_summaries
+from .compare_intents import CompareIntents
 from .debug_state import (
     AttentionView,
     DebugState,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
+class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, Moves):
     """Debugging intents on one open `Session`."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
@@ -69,6 +70,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
         self._tensor_view: TensorView | None = None
         self._token_pass = False
         self._init_training()
+        self._init_compare()
 
     # -- the model -----------------------------------------------------------------------
 
@@ -364,6 +366,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, Moves):
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
             training=self._training_state(),
+            compare=self._compare,
         )
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from .messages import SessionFailed, SessionOpened, StateUpdated
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane, SourceView
+from .widgets.compare import ComparePanel
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen
@@ -504,6 +505,10 @@ class GptTuiApp(App[int]):
     def _progress(self, state: DebugState) -> None:
         """Called in the worker after each of N tokens: show the text as it grows."""
         self.post_message(StateUpdated(state, "progress"))
+
+    @on(ComparePanel.Requested)
+    def _compare_requested(self, event: ComparePanel.Requested) -> None:
+        self._intents.call("compare", event.method, *event.args)
 
     @on(TrainPanel.Requested)
     def _train_requested(self, event: TrainPanel.Requested) -> None:

@@ -18,6 +18,7 @@ from textual.widget import Widget
 
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
+from .widgets.compare import ComparePanel
 from .widgets.diagram import Diagram
 from .widgets.generation import GeneratePanel
 from .widgets.layer_stats import StatsPanel
@@ -112,6 +113,13 @@ def _feed_code(widget: Widget, ctx: TabContext) -> None:
         widget.show(frame, state.line_breakpoints, state.evaluations, state.tensor_view)
 
 
+def _feed_compare(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, ComparePanel)
+    state = ctx.state
+    if state is not None and state.compare is not None and widget.view is not state.compare:
+        widget.view = state.compare
+
+
 TABS: tuple[Tab, ...] = (
     Tab(
         "stats",
@@ -181,6 +189,15 @@ TABS: tuple[Tab, ...] = (
         "#code-source",
         lambda ctx: CodePane(id="code-panel"),
         _feed_code,
+    ),
+    Tab(
+        "compare",
+        "Compare",
+        "Diff",
+        "8",
+        "#compare-b-prompt",
+        lambda ctx: ComparePanel(id="compare-panel"),
+        _feed_compare,
     ),
 )
 

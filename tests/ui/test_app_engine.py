@@ -265,3 +265,26 @@ async def test_filter_then_enter_lands_on_the_first_match() -> None:
         assert tree.has_focus and app.selected_path == "transformer.h.0.mlp"
         await press(pilot, "b")  # b acts on the match
         assert app.state.breakpoints == {"transformer.h.0.mlp"}
+
+
+async def test_q_quits_at_once_while_a_big_model_is_still_opening(monkeypatch) -> None:
+    from gpt_tui.engine.session import Session
+
+    opening, go = threading.Event(), threading.Event()
+    real_open = Session.open.__func__
+
+    def slow_open(cls, spec, progress=None):
+        opening.set()
+        assert go.wait(30)  # a model that takes as long as the test lets it
+        return real_open(cls, spec, progress)
+
+    monkeypatch.setattr(Session, "open", classmethod(slow_open))
+    app = tiny_app()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            assert await asyncio.to_thread(opening.wait, 30)
+            await pilot.press("q")
+            await pilot.pause()
+            assert app.return_code == 0 and not go.is_set()  # quit before the open ended
+    finally:
+        go.set()  # let the opening thread finish

@@ -1,0 +1,185 @@
+"""`gpt-tui diff`: two runs side by side, probe by probe, and where they part ways; and the
+arguments of the comparison commands (patch and attribute live in patch_cmds)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import GptTuiError, describe_error
+from . import render
+from .common import UserError, model_spec, open_session, require_weights
+from .patch_cmds import add_attribute_args, add_patch_args, prompt_ids
+
+if TYPE_CHECKING:
+    from ..engine.compare import Comparison
+    from ..engine.session import ModelSpec, Session
+
+
+def _b_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run B (A with these changes)")
+    g.add_argument("--b-prompt", metavar="TEXT", help="B's prompt (default: A's)")
+    g.add_argument("--b-checkpoint", metavar="PATH", help="B's checkpoint")
+    g.add_argument("--b-model-file", metavar="PATH.py", help="B's model file (the same weights)")
+    g.add_argument("--b-dtype", metavar="DTYPE", help="B's dtype: float32 | bfloat16 | float16")
+    g.add_argument("--b-device", metavar="DEVICE", help="B's device")
+    g.add_argument(
+        "--b-set",
+        dest="b_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field of B (repeatable)",
+    )
+
+
+def add_diff_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="A's prompt")
+    _b_args(p)
+    p.add_argument(
+        "--b-kv-cache",
+        action="store_true",
+        help="B decodes the last token through the KV cache (compared at the last position)",
+    )
+    p.add_argument("--leaves", action="store_true", help="also compare every Linear and activation")
+
+
+def b_spec(args: argparse.Namespace) -> tuple[ModelSpec, bool]:
+    """B's model: A's, changed by the --b-* arguments; and whether anything changed."""
+    spec = model_spec(args)
+    changes: dict[str, object] = {}
+    if args.b_checkpoint:
+        changes.update(checkpoint=args.b_checkpoint, config=None, sample=None)
+    if args.b_model_file:
+        changes.update(model_file=args.b_model_file, model_class=None, config_class=None)
+    if args.b_dtype:
+        changes.update(dtype=args.b_dtype)
+    if args.b_device:
+        changes.update(device=args.b_device)
+    if args.b_overrides:
+        changes.update(overrides=[*spec.overrides, *args.b_overrides])
+    return dataclasses.replace(spec, **changes), bool(changes)
+
+
+def open_b(args: argparse.Namespace) -> Session:
+    from ..engine.session import Session
+
+    spec, _ = b_spec(args)
+    try:
+        return Session.open(spec)
+    except (GptTuiError, FileNotFoundError) as err:
+        raise UserError(f"run B cannot be opened: {describe_error(err)}") from None
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ..engine.compare import Run, compare
+
+    a = open_session(args)
+    b: Session | None = None
+    try:
+        require_weights(a, "diff")
+        _, changed = b_spec(args)
+        b = open_b(args) if changed else a
+        require_weights(b, "diff")
+        ids_a = prompt_ids(a, args.prompt, "A's prompt")
+        ids_b = prompt_ids(b, args.b_prompt if args.b_prompt is not None else args.prompt, "B")
+        result = compare(
+            Run(a.model, ids_a, label="A"),
+            Run(b.model, ids_b, kv_cache=args.b_kv_cache, label="B"),
+            leaves=args.leaves,
+        )
+    finally:
+        if b is not None and b is not a:
+            b.close()
+        a.close()
+    if args.json:
+        render.print_json(diff_json(result))
+        return 0
+    b_label = _label(b_spec(args)[0], b.name if b is not None else a.name)
+    _print_diff(result, _label(model_spec(args), a.name), b_label)
+    return 0
+
+
+def _label(spec: ModelSpec, name: str) -> str:
+    """A run's model as the table names it: the checkpoint, and the model file it runs in."""
+    if spec.model_file:
+        return f"{Path(spec.model_file).name} on {name}"
+    return f"{name} {spec.dtype}" if spec.dtype not in ("float32", "fp32") else name
+
+
+def diff_json(result: Comparison) -> dict:
+    first = result.first_divergence
+    return dict(
+        first_divergence=None
+        if first is None
+        else dict(
+            name=first.name,
+            max_abs_diff=first.max_abs_diff,
+            input_max_abs_diff=first.input_max_abs_diff,
+            first_probe=first.first_probe,
+            message=first.message,
+        ),
+        records=[
+            dict(
+                name=r.name,
+                b_name=r.b_name,
+                max_abs_diff=r.max_abs_diff,
+                rel_diff=r.rel_diff,
+                cosine=r.cosine,
+                diverged=r.diverged,
+            )
+            for r in result.records
+        ],
+        tolerance=result.tolerance,
+        positions=list(result.positions),
+        unmatched=list(result.unmatched),
+        notes=list(result.notes),
+    )
+
+
+def _print_diff(result: Comparison, a_name: str, b_name: str) -> None:
+    console = render.console()
+    is_narrow = render.narrow()
+    renamed = any(r.name != r.b_name for r in result.records) and not is_narrow
+    first = result.first_divergence
+    where = f"{render.plural(len(result.positions), 'position')}"
+    out = render.table(f"A ({a_name}) against B ({b_name}), {where}")
+    cols = ["probe", *(["B probe"] if renamed else []), "max |Δ|", "‖Δ‖/‖a‖", "cos", ""]
+    for col in cols:
+        left = col in ("probe", "B probe")
+        out.add_column(col, justify="left" if left else "right", no_wrap=not left)
+    for r in result.records:
+        short = r.name.removeprefix("transformer.") if is_narrow else r.name
+        mark = "◀ first" if first is not None and r.name == first.name else ""
+        mark = mark or ("≠" if r.diverged else "")
+        style = "[bold red]" if mark.startswith("◀") else ""
+        row = [
+            f"{style}{short}",
+            *([r.b_name] if renamed else []),
+            render.fmt_stat(r.max_abs_diff),
+            render.fmt_stat(r.rel_diff),
+            f"{r.cosine:.6f}",
+            mark,
+        ]
+        out.add_row(*row)
+    console.print(out)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if result.unmatched:
+        console.print(f"[yellow]not compared:[/] {', '.join(result.unmatched)}")
+    if first is None:
+        console.print(
+            f"no divergence: every probe agrees within {result.tolerance:g} relative", markup=False
+        )
+    else:
+        console.print(f"first divergence: {first.message}", markup=False)
+
+
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "diff": add_diff_args,
+    "patch": add_patch_args,
+    "attribute": add_attribute_args,
+}

@@ -1,0 +1,188 @@
+"""The Debugger's comparison intents: diff the open run against a run B, patch from the
+prompt into a corrupted one, attribute a logit. Each result is the snapshot's `compare`.
+
+B is the open model and prompt with changes (`BSpec`): another prompt, dtype, checkpoint,
+model file (on A's checkpoint unless B names its own), or KV-cached decoding.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ..errors import GptTuiError, describe_error
+from .attribution import Attribution, attribute
+from .compare import CompareError, Comparison, Run, compare
+from .patching import Patcher, PatchSweep, What, one_token
+
+if TYPE_CHECKING:
+    from threading import Lock
+
+    from .debug_state import DebugState
+    from .session import Session
+
+
+@dataclass(frozen=True)
+class BSpec:
+    """Run B: the open run with these changes (None / False: as A)."""
+
+    prompt: str | None = None
+    dtype: str | None = None
+    checkpoint: str | None = None
+    model_file: str | None = None
+    kv_cache: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = [
+            f"prompt {self.prompt!r}" if self.prompt is not None else "",
+            self.dtype or "",
+            f"checkpoint {Path(self.checkpoint).name}" if self.checkpoint else "",
+            f"model file {Path(self.model_file).name}" if self.model_file else "",
+            "KV cache" if self.kv_cache else "",
+        ]
+        return ", ".join(p for p in parts if p) or "the same run"
+
+
+@dataclass(frozen=True)
+class CompareView:
+    """What the Compare tab shows: one of a diff, a patching sweep, an attribution."""
+
+    kind: Literal["diff", "patch", "attribute"]
+    label: str  # what B was, or what was patched / attributed
+    comparison: Comparison | None = None
+    sweep: PatchSweep | None = None
+    attribution: Attribution | None = None
+    tokens: tuple[str, ...] = ()  # the prompt's token labels, for columns and positions
+
+
+def a_checkpoint(session: Session) -> Path:
+    """The checkpoint the open model came from, for a B that runs it in another file."""
+    from .session import samples_dir
+
+    kind, _, where = session.source.partition(" ")
+    if kind == "checkpoint":
+        return Path(where)
+    if kind == "sample":
+        return samples_dir() / where
+    raise CompareError(
+        "B's model file needs weights: A is a random init, so give B a checkpoint too"
+    )
+
+
+class CompareIntents:
+    """Mixed into the Debugger: it provides `_intent`, `_lock`, `session`, `_prompt` and
+    `_snapshot`, as every intent group does."""
+
+    session: Session
+    _prompt: str
+    _lock: Lock
+
+    def _init_compare(self) -> None:
+        self._compare: CompareView | None = None
+
+    def _open_b(self, b: BSpec) -> tuple[Session | None, object]:
+        """B's session (None when B is A's model) and its model."""
+        from .session import ModelSpec, Session
+
+        a = self.session
+        if b.checkpoint or b.model_file:
+            checkpoint = b.checkpoint or str(a_checkpoint(a))
+            spec = ModelSpec(
+                checkpoint=checkpoint,
+                model_file=b.model_file,
+                device=str(a.device),
+                dtype=b.dtype or str(a.dtype).removeprefix("torch."),
+            )
+            try:
+                opened = Session.open(spec)
+            except (GptTuiError, FileNotFoundError) as err:
+                raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
+            return opened, opened.model
+        if b.dtype:
+            from .session import resolve_dtype
+
+            return None, copy.deepcopy(a.model).to(resolve_dtype(b.dtype))
+        return None, a.model
+
+    def compare_runs(self, b: BSpec, leaves: bool = False, *, move: int | None = None):
+        """Diff the open prompt's run against run B, probe by probe."""
+
+        def body(mid: int) -> DebugState:
+            ids_a, _ = self.session.prompt_ids(self._prompt)
+            opened, model_b = self._open_b(b)
+            try:
+                source = opened or self.session
+                ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else self._prompt)
+                result = compare(
+                    Run(self.session.model, ids_a),
+                    Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
+                    leaves=leaves,
+                )
+            finally:
+                if opened is not None:
+                    opened.close()
+            self._compare = CompareView("diff", b.label, comparison=result)
+            first = result.first_divergence
+            return self._snapshot(mid, first.message if first else "no divergence")
+
+        return self._intent(move, body, "diff")
+
+    def patch_runs(
+        self,
+        corrupted: str,
+        answer: str,
+        wrong: str,
+        what: What = "resid_pre",
+        *,
+        move: int | None = None,
+    ) -> DebugState:
+        """Patch the open prompt's run (clean) into `corrupted`, for every layer and
+        position (or head)."""
+
+        def body(mid: int) -> DebugState:
+            s = self.session
+            clean, _ = s.prompt_ids(self._prompt)
+            bad, _ = s.prompt_ids(corrupted)
+            ids = [
+                one_token(s.tokenizer, s.vocab_size, t, w)
+                for t, w in ((answer, "answer"), (wrong, "wrong"))
+            ]
+            sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
+            label = f"{what}: {self._prompt!r} into {corrupted!r}"
+            self._compare = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
+            return self._snapshot(mid, f"patched {what} at {len(sweep.values)} layers")
+
+        return self._intent(move, body, "patch")
+
+    def attribute_logit(
+        self,
+        answer: str,
+        wrong: str | None = None,
+        position: int = -1,
+        *,
+        move: int | None = None,
+    ) -> DebugState:
+        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt."""
+
+        def body(mid: int) -> DebugState:
+            s = self.session
+            ids, _ = s.prompt_ids(self._prompt)
+            a = one_token(s.tokenizer, s.vocab_size, answer, "answer")
+            w = None if not wrong else one_token(s.tokenizer, s.vocab_size, wrong, "wrong")
+            result = attribute(s.model, ids, a, w, position)
+            label = f"logit({answer!r})" + (f" - logit({wrong!r})" if wrong else "")
+            self._compare = CompareView(
+                "attribute", label, attribution=result, tokens=_labels(s, ids)
+            )
+            return self._snapshot(mid, f"{label}: {result.total:.4g}")
+
+        return self._intent(move, body, "attribute")
+
+
+def _labels(session: Session, ids: list[int]) -> tuple[str, ...]:
+    from .sampling import token_label
+
+    return tuple(token_label(session.tokenizer, i) for i in ids)

@@ -1,0 +1,182 @@
+"""The Compare tab: the open run against a run B (diff), activation patching from the
+prompt into a corrupted one, and direct logit attribution; one result table at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Button, Input, Static
+
+from ... import formatting as fmt
+from .tables import RowTable
+
+if TYPE_CHECKING:
+    from ...engine.attribution import Attribution
+    from ...engine.compare import Comparison
+    from ...engine.compare_intents import CompareView
+    from ...engine.patching import PatchSweep
+
+BAR_WIDTH = 16
+WHATS = ("resid_pre", "attn", "mlp", "heads")
+HINT = (
+    "B is A with the changes above · Diff: probe by probe · Patch: the prompt (clean) into "
+    "B's prompt (corrupted) · Attribute: which parts write the answer's logit"
+)
+
+
+class ComparePanel(Vertical):
+    """The form for run B and the answer tokens, three buttons, and the result."""
+
+    DEFAULT_CSS = """
+    ComparePanel #compare-b, ComparePanel #compare-tokens { height: 1; margin-bottom: 1; }
+    ComparePanel Input { width: 1fr; margin-right: 1; }
+    ComparePanel Button { margin-right: 1; }
+    ComparePanel #compare-head { height: auto; padding: 0 1; }
+    ComparePanel #compare-table { height: 1fr; }
+    """
+
+    view: reactive[CompareView | None] = reactive(None, always_update=True)
+
+    @dataclass
+    class Requested(Message):
+        """Run the Debugger intent `method` with `args` (the app starts it)."""
+
+        method: str
+        args: tuple
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="compare-b"):
+            yield Input(placeholder="B prompt (A's)", id="compare-b-prompt", compact=True)
+            yield Input(placeholder="B dtype", id="compare-b-dtype", compact=True)
+            yield Input(placeholder="B checkpoint", id="compare-b-checkpoint", compact=True)
+            yield Input(placeholder="B model file", id="compare-b-model-file", compact=True)
+        with Horizontal(id="compare-tokens"):
+            yield Input(placeholder="answer token", id="compare-answer", compact=True)
+            yield Input(placeholder="wrong token", id="compare-wrong", compact=True)
+            yield Input(placeholder="resid_pre", id="compare-what", compact=True)
+            yield Button("Diff", id="compare-diff", compact=True)
+            yield Button("Patch", id="compare-patch", compact=True)
+            yield Button("Attribute", id="compare-attribute", compact=True)
+        yield Static(Text(HINT, style="dim"), id="compare-head")
+        yield RowTable(id="compare-table")
+
+    def _text(self, name: str) -> str:
+        return self.query_one(f"#compare-{name}", Input).value.strip()
+
+    def request(self, kind: str) -> tuple[str, tuple] | None:
+        """The Debugger call for a button, or None after saying what is missing."""
+        from ...engine.compare_intents import BSpec
+
+        prompt = self.query_one("#compare-b-prompt", Input).value
+        answer, wrong = self._text("answer"), self._text("wrong")
+        if kind == "diff":
+            spec = BSpec(
+                prompt=prompt or None,
+                dtype=self._text("b-dtype") or None,
+                checkpoint=self._text("b-checkpoint") or None,
+                model_file=self._text("b-model-file") or None,
+            )
+            return "compare_runs", (spec,)
+        if kind == "patch":
+            what = self._text("what") or "resid_pre"
+            if not prompt or not answer or not wrong or what not in WHATS:
+                self._say(
+                    "Patch needs B's prompt (the corrupted one), the answer and the wrong "
+                    f"token; what to patch is one of {', '.join(WHATS)}"
+                )
+                return None
+            return "patch_runs", (prompt, answer, wrong, what)
+        if not answer:
+            self._say("Attribute needs the answer token (and a wrong one to compare with)")
+            return None
+        return "attribute_logit", (answer, wrong or None)
+
+    def _say(self, message: str) -> None:
+        self.query_one("#compare-head", Static).update(Text(message, style="bold yellow"))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        kind = (event.button.id or "").removeprefix("compare-")
+        request = self.request(kind)
+        if request is not None:
+            self.post_message(self.Requested(*request))
+
+    def watch_view(self, view: CompareView | None) -> None:
+        if view is None or not self.is_mounted:
+            return
+        table = self.query_one("#compare-table", RowTable)
+        table.clear(columns=True)
+        if view.comparison is not None:
+            head = _show_diff(table, view.comparison)
+        elif view.sweep is not None:
+            head = _show_sweep(table, view.sweep, view.tokens)
+        elif view.attribution is not None:
+            head = _show_attribution(table, view.attribution)
+        else:
+            return
+        head.append(f"\n{view.label}", style="dim")
+        self.query_one("#compare-head", Static).update(head)
+
+
+def _show_diff(table: RowTable, result: Comparison) -> Text:
+    table.add_columns("probe", "max |Δ|", "‖Δ‖/‖a‖", "cos", "")
+    first = result.first_divergence
+    for r in result.records:
+        mark = "◀ first" if first is not None and r.name == first.name else ""
+        style = "bold red" if mark else ("yellow" if r.diverged else "")
+        table.add_row(
+            Text(r.name, style=style),
+            Text(fmt.num(r.max_abs_diff), justify="right"),
+            Text(fmt.num(r.rel_diff), justify="right"),
+            Text(f"{r.cosine:.6f}", justify="right"),
+            Text(mark or ("≠" if r.diverged else ""), style="bold red"),
+        )
+    if first is None:
+        return Text(f"no divergence: every probe agrees within {result.tolerance:g} relative")
+    return Text(f"first divergence: {first.message}", style="bold red")
+
+
+def _show_sweep(table: RowTable, sweep: PatchSweep, tokens: tuple[str, ...]) -> Text:
+    if sweep.what == "heads":
+        labels = [f"h{h}" for h in sweep.columns]
+    else:
+        labels = [tokens[t] if t < len(tokens) else str(t) for t in sweep.columns]
+    table.add_columns("layer", *labels)
+    for layer, values in zip(sweep.layers, sweep.values, strict=True):
+        table.add_row(f"L{layer}", *(_heat(v) for v in values))
+    return Text(
+        f"{sweep.what} patched: clean logit diff {sweep.clean_diff:.4g}, corrupted "
+        f"{sweep.corrupted_diff:.4g} (100 = clean, 0 = corrupted)"
+    )
+
+
+def _heat(v: float) -> Text:
+    level = max(0.0, min(1.0, abs(v)))
+    shade = int(40 + 160 * level)
+    bg = f"rgb(0,{shade},0)" if v >= 0 else f"rgb({shade},0,0)"
+    return Text(f"{round(v * 100):4d}", style=f"{'black' if level > 0.6 else 'white'} on {bg}")
+
+
+def _show_attribution(table: RowTable, result: Attribution) -> Text:
+    table.add_columns("component", "share", "")
+    ranked = result.ranked()
+    top = max((abs(c.value) for c in ranked), default=0.0) or 1.0
+    for c in ranked:
+        table.add_row(
+            c.name,
+            Text(f"{c.value:+.4f}", justify="right"),
+            Text(fmt.bar(abs(c.value) / top, BAR_WIDTH), style="green" if c.value > 0 else "red"),
+        )
+    head = Text(
+        f"sum {result.total:.6g}, pre-softcap logit difference {result.logit_diff:.6g} "
+        f"(model output {result.model_logit_diff:.4g}) at position {result.position}"
+    )
+    for note in result.notes:
+        head.append(f"\n{note}", style="yellow")
+    return head

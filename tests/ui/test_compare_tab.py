@@ -1,0 +1,95 @@
+"""The Compare tab's panel drives the Debugger's comparison intents: a diff against a bf16
+B, a patching sweep, an attribution, and a form that says what it misses. The panel is
+hosted here as the app hosts a tab: its requests run on a worker thread, and the
+snapshot's `compare` view is fed back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.widgets import Input, Static
+
+from gpt_tui.engine.debugger import Debugger
+from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.ui.widgets.compare import ComparePanel
+from gpt_tui.ui.widgets.tables import RowTable
+
+
+class Host(App):
+    def __init__(self, debugger: Debugger) -> None:
+        super().__init__()
+        self.debugger = debugger
+        self.errors: list[str] = []
+        self.answered = asyncio.Event()  # set when a request's answer reached the panel
+
+    def compose(self) -> ComposeResult:
+        yield ComparePanel(id="compare-panel")
+
+    @on(ComparePanel.Requested)
+    def _requested(self, event: ComparePanel.Requested) -> None:
+        method = getattr(self.debugger, event.method)
+
+        def work() -> None:  # in a worker thread, as the app runs every intent
+            try:
+                state = method(*event.args)
+            except Exception as err:  # the app shows a user error as a toast
+                self.errors.append(str(err))
+            else:
+                self.call_from_thread(setattr, self.query_one(ComparePanel), "view", state.compare)
+            self.call_from_thread(self.answered.set)
+
+        self.run_worker(work, thread=True)
+
+
+async def ask(pilot, button: str) -> None:
+    """Press a button and wait until its request has been answered."""
+    pilot.app.answered.clear()
+    await pilot.click(button)
+    await pilot.app.answered.wait()
+    await pilot.pause()
+
+
+async def test_compare_panel_diffs_patches_and_attributes() -> None:
+    debugger = Debugger(Session.open(ModelSpec(config="tiny", device="cpu")))
+    debugger.set_prompt("ROMEO:")
+    app = Host(debugger)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            panel = app.query_one(ComparePanel)
+            table = panel.query_one("#compare-table", RowTable)
+
+            def head() -> str:
+                return str(panel.query_one("#compare-head", Static).render())
+
+            panel.query_one("#compare-b-dtype", Input).value = "bfloat16"
+            await ask(pilot, "#compare-diff")
+            view = debugger.state().compare
+            assert view is not None and view.kind == "diff" and panel.view is view
+            assert table.row_count == len(view.comparison.records) > 10
+            assert "0.01 relative" in head() or "first divergence" in head()
+
+            assert panel.request("patch") is None  # nothing filled in: it says what is missing
+            assert "Patch needs B's prompt" in head() and debugger.state().compare is view
+
+            panel.query_one("#compare-b-prompt", Input).value = "JULIET"
+            panel.query_one("#compare-answer", Input).value = "A"
+            panel.query_one("#compare-wrong", Input).value = "B"
+            panel.query_one("#compare-b-dtype", Input).value = ""
+            await ask(pilot, "#compare-patch")
+            sweep = debugger.state().compare.sweep
+            assert sweep is not None and table.row_count == len(sweep.layers) == 2
+            assert len(table.columns) == 1 + len(sweep.columns) == 7
+            assert "100 = clean, 0 = corrupted" in head()
+
+            await ask(pilot, "#compare-attribute")
+            result = debugger.state().compare.attribution
+            assert result is not None and table.row_count == len(result.components)
+            assert f"sum {result.total:.6g}" in head()
+
+            panel.query_one("#compare-b-prompt", Input).value = "JULIET!"
+            await ask(pilot, "#compare-patch")
+            assert app.errors and "same token length" in app.errors[-1]
+    finally:
+        debugger.close()

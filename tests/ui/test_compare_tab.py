@@ -10,10 +10,12 @@ import asyncio
 from textual import on
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
+from ui_helpers import press, settle, tiny_app
 
 from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.session import ModelSpec, Session
 from gpt_tui.ui.widgets.compare import ComparePanel
+from gpt_tui.ui.widgets.module_tree import DIVERGED_MARK, ModuleTree
 from gpt_tui.ui.widgets.tables import RowTable
 
 
@@ -93,3 +95,30 @@ async def test_compare_panel_diffs_patches_and_attributes() -> None:
             assert app.errors and "same token length" in app.errors[-1]
     finally:
         debugger.close()
+
+
+async def test_the_tree_marks_the_first_divergence_of_the_last_diff() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "8")
+        tree = app.query_one(ModuleTree)
+        assert tree.diverged is None
+        panel = app.query_one(ComparePanel)
+        panel.query_one("#compare-b-prompt", Input).value = "JULIET"  # A's is ROMEO's
+        await pilot.click("#compare-diff")
+        await settle(pilot)
+        first = app.state.compare.comparison.first_divergence
+        assert first is not None and first.name == "transformer.wte"
+        assert tree.diverged == "transformer.wte"
+        label = tree._path_nodes["transformer.wte"].label
+        assert label.plain.startswith(DIVERGED_MARK) and DIVERGED_MARK in str(label)
+        others = [p for p, node in tree._path_nodes.items() if p != "transformer.wte"]
+        assert not any(tree._path_nodes[p].label.plain.startswith(DIVERGED_MARK) for p in others)
+
+        panel.query_one("#compare-b-prompt", Input).value = ""  # B is A: nothing diverges
+        await pilot.click("#compare-diff")
+        await settle(pilot)
+        assert app.state.compare.comparison.first_divergence is None
+        assert tree.diverged is None
+        assert not tree._path_nodes["transformer.wte"].label.plain.startswith(DIVERGED_MARK)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rich.color import Color
 from textual import on
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
@@ -14,7 +15,9 @@ from ui_helpers import press, settle, tiny_app
 
 from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.ui.widgets.compare import ComparePanel
+from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap
+from gpt_tui.ui.widgets.attention_pictures import ramp, rgb
+from gpt_tui.ui.widgets.compare import ComparePanel, signed_ramp
 from gpt_tui.ui.widgets.module_tree import DIVERGED_MARK, ModuleTree
 from gpt_tui.ui.widgets.tables import RowTable
 
@@ -43,6 +46,10 @@ class Host(App):
             self.call_from_thread(self.answered.set)
 
         self.run_worker(work, thread=True)
+
+
+def view_tokens(debugger: Debugger) -> tuple[str, ...]:
+    return debugger.state().compare.tokens
 
 
 async def ask(pilot, button: str) -> None:
@@ -81,9 +88,23 @@ async def test_compare_panel_diffs_patches_and_attributes() -> None:
             panel.query_one("#compare-b-dtype", Input).value = ""
             await ask(pilot, "#compare-patch")
             sweep = debugger.state().compare.sweep
-            assert sweep is not None and table.row_count == len(sweep.layers) == 2
-            assert len(table.columns) == 1 + len(sweep.columns) == 7
-            assert "100 = clean, 0 = corrupted" in head()
+            heatmap = panel.query_one("#compare-heatmap", AttentionHeatmap)
+            assert sweep is not None and heatmap.display and not table.display
+            assert heatmap.weights.shape == (len(sweep.layers), len(sweep.columns)) == (2, 6)
+            assert heatmap.rows == ("L0", "L1") and heatmap.tokens == view_tokens(debugger)
+            assert "1 = clean restored, 0 = still corrupted" in head()
+            # a cell is drawn in the attention ramp's colour of its value (blue below 0)
+            segments = list(heatmap.render_line(1))
+            assert segments[0].text.startswith("L0")
+            z = heatmap.zoom
+            assert z >= 2 and segments[1 + z].style.color == Color.parse(
+                rgb(signed_ramp(sweep.values[0][1]))
+            )
+            assert signed_ramp(0.5) == ramp(0.5) and signed_ramp(-0.5)[2] > signed_ramp(-0.5)[0]
+            heatmap.focus()
+            await pilot.press("down", "right", "right")
+            cell = str(panel.query_one("#compare-cell", Static).render())
+            assert f"L1 pos 2 'M'  {sweep.values[1][2]:+.4f}" in cell
 
             await ask(pilot, "#compare-attribute")
             result = debugger.state().compare.attribution

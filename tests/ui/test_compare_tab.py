@@ -18,6 +18,7 @@ from gpt_tui.engine.session import ModelSpec, Session
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap
 from gpt_tui.ui.widgets.attention_pictures import ramp, rgb
 from gpt_tui.ui.widgets.compare import ComparePanel, signed_ramp
+from gpt_tui.ui.widgets.generation import WHY_PARTS, GeneratePanel, token_text
 from gpt_tui.ui.widgets.module_tree import DIVERGED_MARK, ModuleTree
 from gpt_tui.ui.widgets.tables import RowTable
 
@@ -143,3 +144,36 @@ async def test_the_tree_marks_the_first_divergence_of_the_last_diff() -> None:
         assert app.state.compare.comparison.first_divergence is None
         assert tree.diverged is None
         assert not tree._path_nodes["transformer.wte"].label.plain.startswith(DIVERGED_MARK)
+
+
+async def test_generate_tab_says_why_the_top_token_and_not_the_highlighted_one() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "4", "g", "g")  # the attribution must see the generated tokens
+        panel = app.query_one(GeneratePanel)
+        why = panel.query_one("#gen-why", Static)
+        assert not why.display
+        await press(pilot, "y")  # the top candidate itself: nothing to compare
+        assert not why.display and app.state.compare is None
+
+        await press(pilot, "down", "down", "y")
+        top, other = app.state.generation.next_candidates[0], panel.view.next_candidates[2]
+        view = app.state.compare
+        result = view.attribution
+        assert view.kind == "attribute" and view.label.startswith("next token: ")
+        assert (result.answer, result.wrong) == (top.token_id, other.token_id)
+        # the logits the Generate tab shows are the ones attributed: its context is the
+        # prompt and the generated tokens, not the prompt alone
+        assert abs(result.model_logit_diff - (top.logit - other.logit)) < 1e-4
+        assert abs(result.total - result.logit_diff) < 1e-4
+        assert why.display
+        lines = str(why.render()).splitlines()
+        names = token_text(top.label), token_text(other.label)
+        assert lines[0].startswith("why '{}' and not '{}'".format(*names))
+        ranked = result.ranked()[:WHY_PARTS]
+        assert len(lines) == 1 + len(ranked) == 1 + WHY_PARTS
+        assert ranked[0].name in lines[1] and "█" in lines[1]
+
+        await press(pilot, "g")  # a new step: that answer was about the last one
+        assert not why.display

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Literal
 from ..errors import GptTuiError, describe_error
 from .attribution import Attribution, attribute
 from .compare import CompareError, Comparison, Run, compare
+from .model_access import crop_to_context
 from .patching import Patcher, PatchSweep, What, one_token
 
 if TYPE_CHECKING:
     from threading import Lock
 
     from .debug_state import DebugState
+    from .sampling import GenerationSession
     from .session import Session
 
 
@@ -79,6 +81,7 @@ class CompareIntents:
     session: Session
     _prompt: str
     _lock: Lock
+    _generation: GenerationSession | None
 
     def _init_compare(self) -> None:
         self._compare: CompareView | None = None
@@ -159,27 +162,52 @@ class CompareIntents:
 
     def attribute_logit(
         self,
-        answer: str,
-        wrong: str | None = None,
+        answer: str | int,
+        wrong: str | int | None = None,
         position: int = -1,
         *,
+        generation: bool = False,
         move: int | None = None,
     ) -> DebugState:
-        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt."""
+        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt,
+        or with `generation` of the text generated so far (-1: the next token's logits).
+        A token is its text, or its id as an int."""
 
         def body(mid: int) -> DebugState:
             s = self.session
-            ids, _ = s.prompt_ids(self._prompt)
-            a = one_token(s.tokenizer, s.vocab_size, answer, "answer")
-            w = None if not wrong else one_token(s.tokenizer, s.vocab_size, wrong, "wrong")
+            gen = self._generation if generation else None
+            if gen is not None:  # what the next step's forward sees, without a cache
+                ids = crop_to_context(gen.ids, gen.context_len)[0]
+            else:
+                ids = s.prompt_ids(self._prompt)[0]
+            a = _token_id(s, answer, "answer")
+            w = None if wrong is None or wrong == "" else _token_id(s, wrong, "wrong")
             result = attribute(s.model, ids, a, w, position)
-            label = f"logit({answer!r})" + (f" - logit({wrong!r})" if wrong else "")
+            label = f"logit({_name(s, answer)})" + (
+                f" - logit({_name(s, wrong)})" if w is not None else ""
+            )
+            if gen is not None:
+                label = f"next token: {label}"
             self._compare = CompareView(
                 "attribute", label, attribution=result, tokens=_labels(s, ids)
             )
             return self._snapshot(mid, f"{label}: {result.total:.4g}")
 
         return self._intent(move, body, "attribute")
+
+
+def _token_id(session: Session, token: str | int, what: str) -> int:
+    if isinstance(token, str):
+        return one_token(session.tokenizer, session.vocab_size, token, what)
+    if not 0 <= token < session.vocab_size:
+        raise CompareError(f"{what} token id {token} is outside the model's vocabulary")
+    return token
+
+
+def _name(session: Session, token: str | int) -> str:
+    from .sampling import token_label
+
+    return repr(token if isinstance(token, str) else token_label(session.tokenizer, token))
 
 
 def _labels(session: Session, ids: list[int]) -> tuple[str, ...]:

@@ -510,6 +510,12 @@ class GptTuiApp(App[int]):
     def _compare_requested(self, event: ComparePanel.Requested) -> None:
         self._intents.call("compare", event.method, *event.args)
 
+    @on(GeneratePanel.WhyRequested)
+    def _why_requested(self, event: GeneratePanel.WhyRequested) -> None:
+        self._intents.call(
+            "compare", "attribute_logit", event.answer, event.wrong, -1, generation=True
+        )
+
     @on(TrainPanel.Requested)
     def _train_requested(self, event: TrainPanel.Requested) -> None:
         self._train_move = self._intents.call("training", event.method, *event.args)

@@ -87,6 +87,9 @@ def _feed_generation(widget: Widget, ctx: TabContext) -> None:
     view = ctx.state.generation if ctx.state else None
     if view is not None and widget.view is not view:
         widget.view = view
+    compare = ctx.state.compare if ctx.state else None
+    if compare is not None and compare.kind == "attribute" and widget.why is not compare:
+        widget.why = compare
 
 
 def _request_generation(widget: Widget) -> tuple[str, tuple] | None:

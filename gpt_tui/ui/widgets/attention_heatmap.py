@@ -9,6 +9,7 @@ data, the mode or the cursor's lines change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,8 @@ LABEL = Style(dim=True)
 
 
 class AttentionHeatmap(ScrollView, can_focus=True):
-    """One head's (Tq, Tk) pattern; arrows move the cursor cell."""
+    """One head's (Tq, Tk) pattern; arrows move the cursor cell. Any matrix can be shown
+    the same way, with its own row labels and colour scale (the patching sweep is)."""
 
     BINDINGS = [
         Binding("up", "move(-1, 0)", "Up", show=False),
@@ -65,6 +67,9 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         self._cache: dict[int, tuple[int, int, Strip]] = {}  # line -> (scroll x, width, strip)
         self.zoom = 1  # terminal cells (columns, half lines) per matrix entry
         self._label_width = 0
+        self.rows: tuple[str, ...] | None = None  # row labels; None: query index and token
+        self.colour: Callable[[float], tuple[int, int, int]] = ramp
+        self.corner = " q \\ k"
 
     def show(
         self,
@@ -72,13 +77,24 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         mask: np.ndarray | None,
         tokens: tuple[str, ...],
         mode: str,
+        *,
+        rows: tuple[str, ...] | None = None,
+        colour: Callable[[float], tuple[int, int, int]] = ramp,
+        corner: str = " q \\ k",
     ) -> None:
-        """New data (attributes down from the pane); keeps the cursor where it fits."""
+        """New data (attributes down from the pane); keeps the cursor where it fits.
+        `rows` labels the rows instead of the query tokens, `colour` maps a value to its
+        colour, `corner` names the axes."""
         self.weights, self.mask, self.tokens, self.mode = weights, mask, tokens, mode
+        self.rows, self.colour, self.corner = rows, colour, corner
         tq, tk = weights.shape
         self.cursor = (min(self.cursor[0], tq - 1), min(self.cursor[1], tk - 1))
-        width = max((len(fmt.printable_token(t)[:6]) for t in tokens), default=1)
-        self._label_width = 5 + 2 * width + 2
+        if rows is not None:
+            # two rows may share a line: "L2/L3"
+            self._label_width = max(len(corner), 2 * max(map(len, rows), default=1) + 1) + 1
+        else:
+            width = max((len(fmt.printable_token(t)[:6]) for t in tokens), default=1)
+            self._label_width = 5 + 2 * width + 2
         self._layout()
 
     def _layout(self) -> None:
@@ -136,7 +152,7 @@ class AttentionHeatmap(ScrollView, can_focus=True):
             return ALLOWED if allowed else MASKED
         if self.mode == "overlay" and not allowed:
             return MASKED
-        return ramp(float(weights[q, k]))
+        return self.colour(float(weights[q, k]))
 
     def _label(self, line: int) -> str:
         """The query rows that start on this line: index and token(s)."""
@@ -146,6 +162,8 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         starts = [q for q in starts if q < tq]
         if not starts:
             return ""
+        if self.rows is not None:
+            return "/".join(self.rows[q] for q in starts)
 
         def tok(i: int) -> str:
             return fmt.printable_token(self.tokens[i])[:6] if i < len(self.tokens) else ""
@@ -202,7 +220,7 @@ class AttentionHeatmap(ScrollView, can_focus=True):
         tk = self.weights.shape[1]
         cols = max(0, width - self._label_width)
         ck = self.cursor[1]
-        segments = [Segment(" q \\ k".ljust(self._label_width)[: self._label_width], LABEL)]
+        segments = [Segment(self.corner.ljust(self._label_width)[: self._label_width], LABEL)]
         z = self.zoom
         for c in range(scroll_x, min(tk * z, scroll_x + cols)):
             k, offset = divmod(c, z)

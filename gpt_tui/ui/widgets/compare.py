@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -14,6 +15,8 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Static
 
 from ... import formatting as fmt
+from .attention_heatmap import AttentionHeatmap
+from .attention_pictures import ramp, rgb
 from .tables import RowTable
 
 if TYPE_CHECKING:
@@ -38,7 +41,8 @@ class ComparePanel(Vertical):
     ComparePanel Input { width: 1fr; margin-right: 1; }
     ComparePanel Button { margin-right: 1; }
     ComparePanel #compare-head { height: auto; padding: 0 1; }
-    ComparePanel #compare-table { height: 1fr; }
+    ComparePanel #compare-table, ComparePanel #compare-heatmap { height: 1fr; }
+    ComparePanel #compare-cell { height: auto; padding: 0 1; }
     """
 
     view: reactive[CompareView | None] = reactive(None, always_update=True)
@@ -65,6 +69,16 @@ class ComparePanel(Vertical):
             yield Button("Attribute", id="compare-attribute", compact=True)
         yield Static(Text(HINT, style="dim"), id="compare-head")
         yield RowTable(id="compare-table")
+        yield AttentionHeatmap(id="compare-heatmap")
+        yield Static("", id="compare-cell")
+
+    def on_mount(self) -> None:
+        self._show_heatmap(False)
+
+    def _show_heatmap(self, shown: bool) -> None:
+        self.query_one("#compare-table").display = not shown
+        self.query_one("#compare-heatmap").display = shown
+        self.query_one("#compare-cell").display = shown
 
     def _text(self, name: str) -> str:
         return self.query_one(f"#compare-{name}", Input).value.strip()
@@ -112,16 +126,59 @@ class ComparePanel(Vertical):
             return
         table = self.query_one("#compare-table", RowTable)
         table.clear(columns=True)
+        self._show_heatmap(view.sweep is not None)
         if view.comparison is not None:
             head = _show_diff(table, view.comparison)
         elif view.sweep is not None:
-            head = _show_sweep(table, view.sweep, view.tokens)
+            head = self._show_sweep(view.sweep, view.tokens)
         elif view.attribution is not None:
             head = _show_attribution(table, view.attribution)
         else:
             return
         head.append(f"\n{view.label}", style="dim")
         self.query_one("#compare-head", Static).update(head)
+
+    def _show_sweep(self, sweep: PatchSweep, tokens: tuple[str, ...]) -> Text:
+        """The sweep as a heatmap, layers down and positions (or heads) across."""
+        heatmap = self.query_one("#compare-heatmap", AttentionHeatmap)
+        heatmap.show(
+            np.asarray(sweep.values, dtype=np.float64),
+            None,
+            _column_labels(sweep, tokens),
+            "pattern",
+            rows=tuple(f"L{layer}" for layer in sweep.layers),
+            colour=signed_ramp,
+            corner="layer \\ " + ("head" if sweep.what == "heads" else "pos"),
+        )
+        self._report_cell(*heatmap.cursor)
+        return Text(
+            f"{sweep.what} patched: clean logit diff {sweep.clean_diff:.4g}, corrupted "
+            f"{sweep.corrupted_diff:.4g} (1 = clean restored, 0 = still corrupted)"
+        )
+
+    def on_attention_heatmap_cursor_moved(self, event: AttentionHeatmap.CursorMoved) -> None:
+        event.stop()
+        self._report_cell(event.row, event.col)
+
+    def on_attention_heatmap_scrolled(self, event: AttentionHeatmap.Scrolled) -> None:
+        event.stop()
+
+    def _report_cell(self, row: int, col: int) -> None:
+        """The legend, then the value under the heatmap's cursor (arrows move it)."""
+        view = self.view
+        if view is None or view.sweep is None:
+            return
+        sweep = view.sweep
+        text = sweep_legend()
+        if sweep.what == "heads":
+            text.append(f"\nL{sweep.layers[row]} head {sweep.columns[col]}", style="dim")
+        else:
+            text.append(f"\nL{sweep.layers[row]} pos {sweep.columns[col]} ", style="dim")
+            text.append(repr(_column_labels(sweep, view.tokens)[col]), style="bold")
+        value = sweep.values[row][col]
+        text.append(f"  {value:+.4f}", style="bold yellow")
+        text.append(f" = {value:.0%} of the clean difference restored", style="dim")
+        self.query_one("#compare-cell", Static).update(text)
 
 
 def _show_diff(table: RowTable, result: Comparison) -> Text:
@@ -142,25 +199,32 @@ def _show_diff(table: RowTable, result: Comparison) -> Text:
     return Text(f"first divergence: {first.message}", style="bold red")
 
 
-def _show_sweep(table: RowTable, sweep: PatchSweep, tokens: tuple[str, ...]) -> Text:
+def _column_labels(sweep: PatchSweep, tokens: tuple[str, ...]) -> tuple[str, ...]:
     if sweep.what == "heads":
-        labels = [f"h{h}" for h in sweep.columns]
-    else:
-        labels = [tokens[t] if t < len(tokens) else str(t) for t in sweep.columns]
-    table.add_columns("layer", *labels)
-    for layer, values in zip(sweep.layers, sweep.values, strict=True):
-        table.add_row(f"L{layer}", *(_heat(v) for v in values))
-    return Text(
-        f"{sweep.what} patched: clean logit diff {sweep.clean_diff:.4g}, corrupted "
-        f"{sweep.corrupted_diff:.4g} (100 = clean, 0 = corrupted)"
-    )
+        return tuple(f"h{h}" for h in sweep.columns)
+    return tuple(tokens[t] if t < len(tokens) else str(t) for t in sweep.columns)
 
 
-def _heat(v: float) -> Text:
-    level = max(0.0, min(1.0, abs(v)))
-    shade = int(40 + 160 * level)
-    bg = f"rgb(0,{shade},0)" if v >= 0 else f"rgb({shade},0,0)"
-    return Text(f"{round(v * 100):4d}", style=f"{'black' if level > 0.6 else 'white'} on {bg}")
+def signed_ramp(v: float) -> tuple[int, int, int]:
+    """The attention ramp for 0..1 (and beyond, clipped); blue, deepening, for a patch
+    that moves the answer the wrong way."""
+    if v >= 0:
+        return ramp(v)
+    x = min(-v, 1.0) ** 0.5
+    return (round(20 * x), round(90 * x), round(40 + 215 * x))
+
+
+def sweep_legend(cells: int = 6) -> Text:
+    """The colour scale from -1 through 0 to 1."""
+    text = Text(no_wrap=True)
+    text.append("-1 ", style="dim")
+    for i in range(cells):
+        text.append(" ", style=f"on {rgb(signed_ramp(-1 + i / cells))}")
+    text.append(" 0 ", style="dim")
+    for i in range(cells + 1):
+        text.append(" ", style=f"on {rgb(signed_ramp(i / cells))}")
+    text.append(" 1", style="dim")
+    return text
 
 
 def _show_attribution(table: RowTable, result: Attribution) -> Text:

@@ -8,6 +8,7 @@ settings it parsed, and the app hands back a `GenerationView` through `view`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,7 +23,12 @@ from ...engine.debug_state import GenerationSettings, GenerationView
 from ...errors import GptTuiError
 from .tables import RowTable
 
+if TYPE_CHECKING:
+    from ...engine.attribution import Attribution
+    from ...engine.compare_intents import CompareView
+
 BAR_WIDTH = 12
+WHY_PARTS = 4  # components shown for "why this token and not that one"
 
 
 class SettingsError(GptTuiError, ValueError):
@@ -128,7 +134,12 @@ def lens_line(view: GenerationView) -> Text:
 
 
 class GeneratePanel(Vertical):
-    """Settings row, buttons, text so far, step line, lens line, candidates table."""
+    """Settings row, buttons, text so far, step line, lens line, candidates table, and
+    (y) why the top candidate and not the highlighted one."""
+
+    DEFAULT_CSS = """
+    GeneratePanel #gen-why { height: auto; max-height: 5; }
+    """
 
     BINDINGS = [
         Binding(
@@ -138,9 +149,18 @@ class GeneratePanel(Vertical):
             id="gen.force",
             tooltip="Append the highlighted candidate as the next token",
         ),
+        Binding(
+            "y",
+            "why",
+            "Why not",
+            id="gen.why",
+            tooltip="Why the top candidate and not the highlighted one: what writes the "
+            "difference of their logits",
+        ),
     ]
 
     view: reactive[GenerationView | None] = reactive(None, always_update=True)
+    why: reactive[CompareView | None] = reactive(None)  # the snapshot's last attribution
 
     @dataclass
     class StepRequested(Message):
@@ -152,9 +172,19 @@ class GeneratePanel(Vertical):
     class ResetRequested(Message):
         settings: GenerationSettings
 
+    @dataclass
+    class WhyRequested(Message):
+        """Attribute logit(answer) - logit(wrong) at the next token (token ids)."""
+
+        answer: int
+        wrong: int
+
     def __init__(self, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
+        # The (top, highlighted) token ids asked about, and the generation they were
+        # asked of: an attribution is shown only for these.
+        self._asked: tuple[int, int, GenerationView] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="gen-settings"):
@@ -179,9 +209,13 @@ class GeneratePanel(Vertical):
         yield Static("", id="gen-step-line")
         yield Static("", id="gen-kv")
         yield Static("", id="gen-lens")
+        yield Static("", id="gen-why")
         table = RowTable(id="gen-candidates")
         table.add_columns("#", "token", "id", "prob", "", "logit")
         yield table
+
+    def on_mount(self) -> None:
+        self.query_one("#gen-why").display = False
 
     # -- intents -------------------------------------------------------------------------
 
@@ -235,6 +269,39 @@ class GeneratePanel(Vertical):
             if row_key.value is not None:
                 self.request(force_token=int(row_key.value))
 
+    def action_why(self) -> None:
+        view = self.view
+        table = self.query_one("#gen-candidates", DataTable)
+        if view is None or not view.next_candidates or not table.row_count:
+            return
+        top = view.next_candidates[0].token_id
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        other = int(row_key.value) if row_key.value is not None else top
+        if other == top:
+            self.notify("highlight another candidate to compare with the top one", timeout=3)
+            return
+        self._asked = (top, other, view)
+        self.post_message(self.WhyRequested(top, other))
+
+    def watch_why(self, why: CompareView | None) -> None:
+        if not self.is_mounted:
+            return
+        shown = self.query_one("#gen-why", Static)
+        asked = self._asked
+        result = why.attribution if why is not None else None
+        if result is None or asked is None or self.view is not asked[2]:
+            shown.display = False
+            return
+        if (result.answer, result.wrong) != asked[:2]:
+            return  # an attribution asked elsewhere (the Compare tab)
+        shown.update(why_text(result, self._label(asked[0]), self._label(asked[1])))
+        shown.display = True
+
+    def _label(self, token_id: int) -> str:
+        view = self.view
+        found = [c.label for c in view.next_candidates if c.token_id == token_id] if view else []
+        return token_text(found[0]) if found else str(token_id)
+
     # -- data down -----------------------------------------------------------------------
 
     def watch_view(self, view: GenerationView | None) -> None:
@@ -244,6 +311,9 @@ class GeneratePanel(Vertical):
         line = self.query_one("#gen-step-line", Static)
         table = self.query_one("#gen-candidates", DataTable)
         table.clear()
+        if self._asked is not None and view is not self._asked[2]:
+            self._asked = None  # a new step: the attribution was of the last one
+            self.query_one("#gen-why", Static).display = False
         if view is None:
             return
         self.query_one("#gen-lens", Static).update(lens_line(view))
@@ -275,3 +345,23 @@ class GeneratePanel(Vertical):
         if step.note:
             info.append(f"  {step.note}", style="italic yellow")
         line.update(info)
+
+
+def why_text(result: Attribution, top: str, other: str) -> Text:
+    """`why 'e' and not 'a': logit difference +1.23, largest parts`, then those parts,
+    each with a bar (green: for the top token, red: for the other)."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("why ", style="bold")
+    text.append(f"'{top}'", style="bold green")
+    text.append(" and not ", style="bold")
+    text.append(f"'{other}'", style="bold red")
+    text.append(f": logit difference {result.logit_diff:+.4g}, largest parts", style="dim")
+    ranked = result.ranked()[:WHY_PARTS]
+    scale = max((abs(c.value) for c in ranked), default=0.0) or 1.0
+    width = max((len(c.name) for c in ranked), default=0)
+    for c in ranked:
+        text.append(f"\n  {c.name:<{width}} {c.value:+8.4f} ")
+        text.append(
+            fmt.bar(abs(c.value) / scale, BAR_WIDTH), style="green" if c.value > 0 else "red"
+        )
+    return text

@@ -28,6 +28,7 @@ OPEN_PATHS = ("", "transformer", "transformer.h")
 # count, the last output shape and (wide trees only) the class.
 WIDE = 44  # and wider: name, class, shape, params
 NARROW = 22  # narrower: the name only (the tree is a rail beside a focused tab)
+DIVERGED_MARK = "≠ "  # where the Compare tab's last diff first parts ways
 
 
 class ModuleTree(Tree[str]):
@@ -41,6 +42,7 @@ class ModuleTree(Tree[str]):
     breakpoints: reactive[frozenset[str]] = reactive(frozenset)
     nonfinite: reactive[frozenset[str]] = reactive(frozenset)
     ablated: reactive[frozenset[str]] = reactive(frozenset)
+    diverged: reactive[str | None] = reactive(None)  # the last diff's first divergence
     name_filter: reactive[str] = reactive("")
 
     @dataclass
@@ -111,6 +113,8 @@ class ModuleTree(Tree[str]):
             text.append("● ", style="bold red")
         if path in self.ablated:
             text.append("⊘ ", style="bold magenta")
+        if path == self.diverged:
+            text.append(DIVERGED_MARK, style="bold cyan")
         paused = path == self.paused
         bad = path in self.nonfinite
         name_style = "bold red" if bad else ("bold" if node.kind else "")
@@ -172,6 +176,20 @@ class ModuleTree(Tree[str]):
         self.paused = state.paused_at or (training.current_module if training else None)
         self.breakpoints = state.breakpoints
         self.ablated = frozenset(state.ablated_modules)
+        comparison = state.compare.comparison if state.compare is not None else None
+        first = comparison.first_divergence if comparison is not None else None
+        self.diverged = self._tree_path(first.name) if first is not None else None
+
+    def _tree_path(self, name: str) -> str | None:
+        """The tree's module for a probe name: itself, or the nearest module holding it
+        (a point such as `transformer.h.0.resid_mid` is not a module of its own)."""
+        summary = self.summary
+        if summary is None:
+            return None
+        parts = name.split(".")
+        while parts and ".".join(parts) not in summary.modules:
+            parts.pop()
+        return ".".join(parts) if parts else None
 
     def _relabel(self) -> None:
         # Labels fit the width they were made at; a tree hidden at narrow widths has none,
@@ -201,6 +219,13 @@ class ModuleTree(Tree[str]):
         self._relabel()
 
     def watch_paused(self, old: str | None, new: str | None) -> None:
+        self._show_mark(old, new)
+
+    def watch_diverged(self, old: str | None, new: str | None) -> None:
+        self._show_mark(old, new)
+
+    def _show_mark(self, old: str | None, new: str | None) -> None:
+        """Relabel a mark's old and new module and bring the new one into view."""
         for path in (old, new):
             if path is not None and path in self._path_nodes:
                 self._path_nodes[path].set_label(self._label(path))

@@ -25,11 +25,10 @@ from . import keys
 from .commands import GptTuiCommands
 from .help_sections import help_sections
 from .intents import Intents
-from .messages import SessionFailed, SessionOpened, StateUpdated
+from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
-from .widgets.code_pane import CodePane, SourceView
-from .widgets.compare import ComparePanel
+from .widgets.code_pane import CodePane
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
 from .widgets.help import HelpScreen
@@ -38,8 +37,6 @@ from .widgets.module_pane import ModulePane
 from .widgets.module_tree import ModuleTree
 from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
-from .widgets.tensor_viewer import TensorViewer
-from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
@@ -227,6 +224,13 @@ class GptTuiApp(App[int]):
             self._update_detail()
             self.refresh_bindings()
 
+    def on_intent_requested(self, message: IntentRequested) -> None:
+        """A pane asks for a Debugger intent; the snapshot it returns is rendered."""
+        args, kwargs = message.args, message.kwargs
+        move = self._intents.call(message.worker, message.method, *args, **kwargs)
+        if message.worker == "training":
+            self._train_move = move  # for `x` to cancel it
+
     def on_state_updated(self, message: StateUpdated) -> None:
         state = message.state
         if self.state is not None and state.move < self.state.move:
@@ -413,19 +417,6 @@ class GptTuiApp(App[int]):
         if focused is None or not any(isinstance(w, CodePane) for w in focused.ancestors):
             await self.action_show_tab("code")
 
-    @on(CodePane.BreakpointTyped)
-    @on(SourceView.LineToggled)
-    def _line_breakpoint(self, event: CodePane.BreakpointTyped | SourceView.LineToggled) -> None:
-        self._intents.call("line_breakpoint", "toggle_line_breakpoint", event.spec)
-
-    @on(CodePane.EvaluateRequested)
-    def _evaluate(self, event: CodePane.EvaluateRequested) -> None:
-        self._intents.call("evaluate", "evaluate", event.expr)
-
-    @on(TensorViewer.IndexRequested)
-    def _view_tensor(self, event: TensorViewer.IndexRequested) -> None:
-        self._intents.call("tensor_view", "view_tensor", event.expr, event.fixed)
-
     def action_abort(self) -> None:
         """A running move is cancelled at its next module, without waiting for the
         engine; a paused pass is ended by the abort intent."""
@@ -459,12 +450,6 @@ class GptTuiApp(App[int]):
         self._intents.call("leaves", "set_leaves", on)
         state = "on: s and the NaN watch stop at every Linear, norm and activation"
         self.notify(f"leaf probes {state if on else 'off'}", timeout=2)
-
-    # -- attention -----------------------------------------------------------------------
-
-    @on(AttentionPanel.LayerRequested)
-    def _layer_requested(self, event: AttentionPanel.LayerRequested) -> None:
-        self._intents.call("attention", "attention", event.layer)
 
     # -- interventions -------------------------------------------------------------------
 
@@ -505,20 +490,6 @@ class GptTuiApp(App[int]):
     def _progress(self, state: DebugState) -> None:
         """Called in the worker after each of N tokens: show the text as it grows."""
         self.post_message(StateUpdated(state, "progress"))
-
-    @on(ComparePanel.Requested)
-    def _compare_requested(self, event: ComparePanel.Requested) -> None:
-        self._intents.call("compare", event.method, *event.args)
-
-    @on(GeneratePanel.WhyRequested)
-    def _why_requested(self, event: GeneratePanel.WhyRequested) -> None:
-        self._intents.call(
-            "compare", "attribute_logit", event.answer, event.wrong, -1, generation=True
-        )
-
-    @on(TrainPanel.Requested)
-    def _train_requested(self, event: TrainPanel.Requested) -> None:
-        self._train_move = self._intents.call("training", event.method, *event.args)
 
     @on(GeneratePanel.ResetRequested)
     def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:

@@ -1,19 +1,32 @@
 """Messages the engine workers post to the app. Each carries frozen, plain data only.
 
-Widget intents (a node selected, a candidate forced, a setting changed) are messages
-nested in the widget that posts them; these are the replies from the engine side.
+A pane that wants a Debugger intent run posts `IntentRequested` (the app starts it in a
+worker and renders the snapshot it returns); the other messages are the engine side's
+replies. Widget events that need the app's own logic (a candidate forced with the settings
+typed so far) stay nested in the widget that posts them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, ModelInfo
     from ..engine.debugger import Debugger
+
+
+@dataclass
+class IntentRequested(Message):
+    """Run `Debugger.<method>(*args, **kwargs)` in the worker named `worker` (one worker
+    name runs one intent at a time; a newer one of that name replaces a waiting one)."""
+
+    worker: str
+    method: str
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ui_helpers import press, settle, tiny_app
 
 from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.ui.messages import IntentRequested
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap
 from gpt_tui.ui.widgets.attention_pictures import ramp, rgb
 from gpt_tui.ui.widgets.compare import ComparePanel, signed_ramp
@@ -33,13 +34,13 @@ class Host(App):
     def compose(self) -> ComposeResult:
         yield ComparePanel(id="compare-panel")
 
-    @on(ComparePanel.Requested)
-    def _requested(self, event: ComparePanel.Requested) -> None:
+    @on(IntentRequested)
+    def _requested(self, event: IntentRequested) -> None:
         method = getattr(self.debugger, event.method)
 
         def work() -> None:  # in a worker thread, as the app runs every intent
             try:
-                state = method(*event.args)
+                state = method(*event.args, **event.kwargs)
             except Exception as err:  # the app shows a user error as a toast
                 self.errors.append(str(err))
             else:

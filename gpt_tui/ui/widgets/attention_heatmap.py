@@ -28,6 +28,7 @@ from textual.strip import Strip
 from textual.widgets import Static
 
 from ... import formatting as fmt
+from ..messages import IntentRequested
 from .attention_pictures import ALLOWED, MASKED, legend_text, overview_text, ramp, rgb, top_keys
 
 if TYPE_CHECKING:
@@ -322,12 +323,6 @@ class AttentionPanel(Vertical):
     overview: reactive[bool] = reactive(False)
 
     @dataclass
-    class LayerRequested(Message):
-        """The user wants another layer: the engine must recompute its pattern."""
-
-        layer: int
-
-    @dataclass
     class HeadChanged(Message):
         head: int
 
@@ -350,7 +345,8 @@ class AttentionPanel(Vertical):
 
     def action_layer(self, delta: int) -> None:
         if self.view is not None and self.n_layer:
-            self.post_message(self.LayerRequested((self.view.pattern.layer + delta) % self.n_layer))
+            layer = (self.view.pattern.layer + delta) % self.n_layer
+            self.post_message(IntentRequested("attention", "attention", (layer,)))
 
     def action_head(self, delta: int) -> None:
         if self.view is not None:

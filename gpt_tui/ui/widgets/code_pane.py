@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Input, Static
 
 from ...engine.frames import Evaluation, FrameSnapshot, Value
 from ...engine.tensors import TensorView
+from ..messages import IntentRequested
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
@@ -68,10 +69,6 @@ class SourceView(RowTable):
         Binding("b", "toggle_line", "Line break", tooltip="toggle a breakpoint at this line"),
     ]
 
-    @dataclass
-    class LineToggled(Message):
-        spec: str  # `nanogpt.py:96`
-
     def __init__(self, **kwargs) -> None:
         super().__init__(show_header=False, **kwargs)
         self.frame: FrameSnapshot | None = None
@@ -114,7 +111,8 @@ class SourceView(RowTable):
     def action_toggle_line(self) -> None:
         if self.frame is not None and self.frame.source:
             line = self.frame.source[min(self.cursor_row, len(self.frame.source) - 1)]
-            self.post_message(self.LineToggled(f"{self.frame.file}:{line.number}"))
+            spec = f"{self.frame.file}:{line.number}"
+            self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (spec,)))
 
 
 class VariablesTable(RowTable):
@@ -166,14 +164,6 @@ class CodePane(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "toggle_viewer", "Vars/View", tooltip="switch Variables / tensor viewer"),
     ]
-
-    @dataclass
-    class BreakpointTyped(Message):
-        spec: str
-
-    @dataclass
-    class EvaluateRequested(Message):
-        expr: str
 
     def compose(self) -> ComposeResult:
         yield Static(NOT_PAUSED, id="code-where")
@@ -236,7 +226,7 @@ class CodePane(Vertical):
         viewer = self.query_one(TensorViewer)
         viewer.expr = expr
         self._show_viewer(True)
-        self.post_message(TensorViewer.IndexRequested(expr, ()))
+        self.post_message(IntentRequested("tensor_view", "view_tensor", (expr, ())))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -248,11 +238,8 @@ class CodePane(Vertical):
             if command in ("v", "view") and rest.strip():  # an expression into the viewer
                 self._open_viewer(rest.strip())
             else:  # pdb's `p expr` or the bare expression
-                self.post_message(
-                    self.EvaluateRequested(
-                        rest.strip() if command == "p" and rest.strip() else text
-                    )
-                )
+                expr = rest.strip() if command == "p" and rest.strip() else text
+                self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))
         else:
-            self.post_message(self.BreakpointTyped(text))
+            self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (text,)))
         event.input.value = ""

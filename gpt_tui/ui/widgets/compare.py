@@ -3,18 +3,17 @@ prompt into a corrupted one, and direct logit attribution; one result table at a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, Input, Static
 
 from ... import formatting as fmt
+from ..messages import IntentRequested
 from .attention_heatmap import AttentionHeatmap
 from .attention_pictures import ramp, rgb
 from .tables import RowTable
@@ -46,13 +45,6 @@ class ComparePanel(Vertical):
     """
 
     view: reactive[CompareView | None] = reactive(None, always_update=True)
-
-    @dataclass
-    class Requested(Message):
-        """Run the Debugger intent `method` with `args` (the app starts it)."""
-
-        method: str
-        args: tuple
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="compare-b"):
@@ -119,7 +111,7 @@ class ComparePanel(Vertical):
         kind = (event.button.id or "").removeprefix("compare-")
         request = self.request(kind)
         if request is not None:
-            self.post_message(self.Requested(*request))
+            self.post_message(IntentRequested("compare", *request))
 
     def watch_view(self, view: CompareView | None) -> None:
         if view is None or not self.is_mounted:

@@ -21,6 +21,7 @@ from textual.widgets import Button, DataTable, Input, Label, Static
 from ... import formatting as fmt
 from ...engine.debug_state import GenerationSettings, GenerationView
 from ...errors import GptTuiError
+from ..messages import IntentRequested
 from .tables import RowTable
 
 if TYPE_CHECKING:
@@ -172,13 +173,6 @@ class GeneratePanel(Vertical):
     class ResetRequested(Message):
         settings: GenerationSettings
 
-    @dataclass
-    class WhyRequested(Message):
-        """Attribute logit(answer) - logit(wrong) at the next token (token ids)."""
-
-        answer: int
-        wrong: int
-
     def __init__(self, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
@@ -281,7 +275,9 @@ class GeneratePanel(Vertical):
             self.notify("highlight another candidate to compare with the top one", timeout=3)
             return
         self._asked = (top, other, view)
-        self.post_message(self.WhyRequested(top, other))
+        # Attribute logit(top) - logit(other) at the next token of the generation.
+        args, kwargs = (top, other, -1), {"generation": True}
+        self.post_message(IntentRequested("compare", "attribute_logit", args, kwargs))
 
     def watch_why(self, why: CompareView | None) -> None:
         if not self.is_mounted:

@@ -20,7 +20,7 @@ PANES = [
         "Module tree",
         "every module with its class, last output shape and parameters; "
         "→ paused module (▶ ▼ collapsed / expanded), ● breakpoint, ⊘ ablated, "
-        "red: NaN/Inf output. / filters by name",
+        "≠ first divergence of the last diff, red: NaN/Inf output. / filters by name",
     ),
     (
         "Stats",
@@ -42,7 +42,8 @@ PANES = [
     (
         "Generate",
         "the text so far with the newest token highlighted, the next token's "
-        "candidates (enter or f forces one), the KV cache fill, the logit lens",
+        "candidates (enter or f forces one), the KV cache fill, the logit lens; "
+        "y: why the top candidate and not the highlighted one (attribution bars)",
     ),
     ("Diagram", "the architecture drawn from the config with the last run's shapes"),
     (

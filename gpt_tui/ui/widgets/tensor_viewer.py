@@ -9,7 +9,6 @@ for a new view; the arrows scroll the cells held.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -17,11 +16,11 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from ...engine.tensors import TensorView
+from ..messages import IntentRequested
 
 CELL = 7  # characters per value, its space included
 BARS = " ▁▂▃▄▅▆▇█"
@@ -56,7 +55,7 @@ def histogram_line(counts: np.ndarray) -> str:
 
 
 class TensorViewer(Widget, can_focus=True):
-    """Draws `view`; posts `IndexRequested` when the leading indices change."""
+    """Draws `view`; asks for `view_tensor` when the leading indices change."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left_square_bracket", "index(-1, -1)", "Prev index", tooltip="previous head"),
@@ -81,11 +80,6 @@ class TensorViewer(Widget, can_focus=True):
         Binding("right", "scroll_cells(0, 1)", "Right", show=False, tooltip="scroll the columns"),
     ]
 
-    @dataclass
-    class IndexRequested(Message):
-        expr: str
-        fixed: tuple[int, ...]
-
     view: reactive[TensorView | None] = reactive(None)
     expr: reactive[str] = reactive("")
     top = reactive(0)  # the first row and column drawn, within the values held
@@ -102,7 +96,7 @@ class TensorViewer(Widget, can_focus=True):
         fixed = list(view.fixed)
         size = view.shape[len(view.fixed) + dim]
         fixed[dim] = (fixed[dim] + delta) % size
-        self.post_message(self.IndexRequested(self.expr, tuple(fixed)))
+        self.post_message(IntentRequested("tensor_view", "view_tensor", (self.expr, tuple(fixed))))
 
     def action_scroll_cells(self, rows: int, cols: int) -> None:
         if self.view is None:

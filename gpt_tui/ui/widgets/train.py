@@ -10,7 +10,6 @@ the first non-finite value (with the NaN watch, w) or the end; h runs 20 steps o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -18,11 +17,11 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static
 
 from ... import formatting as fmt
+from ..messages import IntentRequested
 from .tables import RowTable
 from .train_parts import batch_text, current_text, head_text, health_text
 
@@ -34,8 +33,8 @@ HEALTH_STEPS = 20
 
 
 class TrainPanel(Vertical):
-    """The Train tab. It posts `Requested(method, args)` for the app to run on the
-    Debugger (`train_step`, `train_health`) and shows the `TrainingView` it is fed."""
+    """The Train tab. It asks for the Debugger's `train_step` and `train_health` intents
+    and shows the `TrainingView` it is fed."""
 
     DEFAULT_CSS = """
     TrainPanel > #train-head { height: auto; padding: 0 1; }
@@ -52,13 +51,6 @@ class TrainPanel(Vertical):
         Binding("c", "train('continue')", "Cont", tooltip="to the first NaN/Inf or the end"),
         Binding("h", "health", "Health", tooltip=f"{HEALTH_STEPS} training steps: the curves"),
     ]
-
-    @dataclass
-    class Requested(Message):
-        """Run `Debugger.<method>(*args)` as an intent."""
-
-        method: str
-        args: tuple = ()
 
     view: reactive[TrainingView | None] = reactive(None, always_update=True)
     ablations: reactive[tuple[str, ...]] = reactive(tuple)
@@ -77,10 +69,10 @@ class TrainPanel(Vertical):
         yield Static(id="train-health")
 
     def action_train(self, how: str) -> None:
-        self.post_message(self.Requested("train_step", (how,)))
+        self.post_message(IntentRequested("training", "train_step", (how,)))
 
     def action_health(self) -> None:
-        self.post_message(self.Requested("train_health", (HEALTH_STEPS,)))
+        self.post_message(IntentRequested("training", "train_health", (HEALTH_STEPS,)))
 
     def watch_ablations(self) -> None:
         self.watch_view(self.view)

@@ -325,9 +325,8 @@ class GptTuiApp(App[int]):
         if action in keys.ENGINE_ACTIONS and self.debugger is None:
             return False
         if action == "abort":
-            return (
-                self.paused_at is not None or self.stepping or self._generating or (self._training)
-            )
+            running = self.stepping or self._generating or self._training
+            return self.paused_at is not None or running
         if action == "step_out":
             return self.paused_at is not None
         if action == "step_line" and parameters == ("return",):

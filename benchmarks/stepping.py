@@ -7,7 +7,9 @@ hits every kind alike; each run is a fresh stepper (a stepper runs one pass):
   (continue to the end); the difference per pause is `pause_overhead_ms`;
 - line tracing armed: a line breakpoint that is never hit (on `GPT.generate`, which a
   forward never calls) against the plain run; the ratio is `line_armed_ratio` (target
-  <= 1.05), with its spread over the repetitions;
+  <= 1.05), with its spread over the repetitions. Most of it is CPython 3.11's tracing
+  mode itself, which slows every Python frame of the forward thread (the probes' hooks,
+  `Module.__call__`): a trace function that does nothing costs the same;
 - line pauses: pausing at every line of the model's code against the armed run that
   never pauses; the difference per pause is `line_pause_ms` (target <= 5).
 
@@ -82,6 +84,7 @@ def debugger_ratios(reps: int, preset: str) -> tuple[list[float], float, float, 
 
 
 def main() -> None:
+    torch.set_num_threads(1)  # on a shared box, more threads time the neighbours, not this
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     preset = sys.argv[2] if len(sys.argv) > 2 else "small"
     model = build_model(make_config(preset), "cpu")

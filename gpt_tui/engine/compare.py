@@ -395,7 +395,11 @@ def _first_divergence(
         if points[at.name].virtual:
             detail = f"the stream differs by {at.max_abs_diff:.3g}"
     elif inp[1] <= tol:
-        detail = f"its input agrees to {inp[0]:.2g}, its output differs by {at.max_abs_diff:.3g}"
+        # A non-zero input difference agrees only up to the dtype's tolerance: say so.
+        within = f" (relative {inp[1]:.1g}, within {tol:g})" if inp[0] else ""
+        detail = (
+            f"its input agrees to {inp[0]:.2g}{within}, its output differs by {at.max_abs_diff:.3g}"
+        )
     else:
         detail = (
             f"its input already differs by {inp[0]:.3g} (lost in code between probes), "

@@ -39,7 +39,7 @@ from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState, GenerationSettings, ModelInfo
+    from ..engine.debug_state import DebugState, ModelInfo
     from ..engine.debugger import Debugger
     from ..engine.session import ModelSpec, ProgressFn, Session
 
@@ -83,16 +83,10 @@ class GptTuiApp(App[int]):
         self.state: DebugState | None = None  # the last snapshot rendered
         self.selected_path: str | None = None
         self.open_error: str | None = None
-        self.stepping = False  # a step move is queued or running
         self._intents = Intents(self)
         self._mounted_tabs: set[str] = set()
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
-        self._step_move: int | None = None  # the id of the latest step move
         self._abort_move: int | None = None  # a step move asked to abort while running
-        self._generate_move: int | None = None  # the latest generate intent
-        self._generating = False  # it is queued or running
-        self._train_move: int | None = None  # the latest training intent
-        self._training = False  # it is queued or running
         self._error: str | None = None  # the last failure, until the next stepper move
 
     # -- what the snapshot says ----------------------------------------------------------
@@ -100,6 +94,11 @@ class GptTuiApp(App[int]):
     @property
     def prompt(self) -> str:
         return self.state.prompt if self.state else ""
+
+    @property
+    def stepping(self) -> bool:
+        """A step move is queued or running."""
+        return self._intents.busy("stepper")
 
     @property
     def paused_at(self) -> str | None:
@@ -196,17 +195,8 @@ class GptTuiApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
-        running = event.state in (WorkerState.PENDING, WorkerState.RUNNING)
         if worker.name == "stepper":
-            self.stepping = running
             self._show_stepper()
-            self.refresh_bindings()
-        elif worker.name == "generating":
-            self._generating = running
-            self.refresh_bindings()
-        elif worker.name == "training":
-            self._training = running
-            self.refresh_bindings()
         if event.state == WorkerState.ERROR:
             error = describe_error(worker.error) if worker.error else "unknown error"
             if worker.group == "open":
@@ -226,10 +216,10 @@ class GptTuiApp(App[int]):
 
     def on_intent_requested(self, message: IntentRequested) -> None:
         """A pane asks for a Debugger intent; the snapshot it returns is rendered."""
-        args, kwargs = message.args, message.kwargs
-        move = self._intents.call(message.worker, message.method, *args, **kwargs)
-        if message.worker == "training":
-            self._train_move = move  # for `x` to cancel it
+        kwargs = dict(message.kwargs)
+        if message.progress:
+            kwargs["progress"] = self._progress
+        self._intents.call(message.worker, message.method, *message.args, **kwargs)
 
     def on_state_updated(self, message: StateUpdated) -> None:
         state = message.state
@@ -268,7 +258,8 @@ class GptTuiApp(App[int]):
 
     def _show_stepper(self) -> None:
         if self.stepping:
-            text = "aborting…" if self._abort_move == self._step_move else "running…"
+            aborting = self._abort_move == self._intents.latest("stepper")
+            text = "aborting…" if aborting else "running…"
         else:
             text = self._error or (self.state.stepper_line if self.state else "idle")
         self.query_one(StatusBar).stepper = text
@@ -325,8 +316,7 @@ class GptTuiApp(App[int]):
         if action in keys.ENGINE_ACTIONS and self.debugger is None:
             return False
         if action == "abort":
-            running = self.stepping or self._generating or self._training
-            return self.paused_at is not None or running
+            return self.paused_at is not None or self._intents.running_move() is not None
         if action == "step_out":
             return self.paused_at is not None
         if action == "step_line" and parameters == ("return",):
@@ -387,7 +377,7 @@ class GptTuiApp(App[int]):
         self._intents.call("run", "run")
 
     def _step(self, how: str) -> None:
-        self._step_move = self._intents.call("stepper", "step", how)
+        self._intents.call("stepper", "step", how)
 
     def action_step_over(self) -> None:
         self._step("over")
@@ -403,12 +393,12 @@ class GptTuiApp(App[int]):
 
     async def action_step_line(self, how: str) -> None:
         """A line move; the Code tab comes up to show where it stops."""
-        self._step_move = self._intents.call("stepper", "step_line", how)
+        self._intents.call("stepper", "step_line", how)
         await self._show_code()
 
     async def action_step_token(self) -> None:
         """Step into the next token's forward and sampling; stops in the Code tab."""
-        self._step_move = self._intents.call("stepper", "step_token")
+        self._intents.call("stepper", "step_token")
         await self._show_code()
 
     async def _show_code(self) -> None:
@@ -421,14 +411,13 @@ class GptTuiApp(App[int]):
         engine; a paused pass is ended by the abort intent."""
         debugger = self.debugger
         assert debugger is not None
-        if self.stepping and self._step_move is not None and debugger.cancel(self._step_move):
-            self._abort_move = self._step_move
-            self._show_stepper()
+        running = self._intents.running_move()
+        # A generation keeps the tokens taken so far; a training step puts the weights back.
+        if running is not None and debugger.cancel(running[1]):
+            if running[0] == "stepper":
+                self._abort_move = running[1]
+                self._show_stepper()
             return
-        if self._generating and debugger.cancel(self._generate_move):
-            return  # the generation stops at its next block, keeping its tokens
-        if self._training and debugger.cancel(self._train_move):
-            return  # the training step stops at its next module, the weights put back
         self._intents.call("abort", "abort")
 
     def action_toggle_breakpoint(self) -> None:
@@ -469,37 +458,9 @@ class GptTuiApp(App[int]):
 
     # -- generation ----------------------------------------------------------------------
 
-    def _apply_settings(self, settings: GenerationSettings) -> None:
-        """New sampling settings apply from the next step; the text so far stays."""
-        current = self.state.generation if self.state else None
-        if current is None or current.settings != settings:
-            self._intents.call("generation", "set_generation_settings", settings)
-
-    @on(GeneratePanel.StepRequested)
-    def _step_requested(self, event: GeneratePanel.StepRequested) -> None:
-        self._apply_settings(event.settings)  # intents run in order: before the step
-        self._generate_move = self._intents.call(
-            "generating",
-            "generate",
-            event.n,
-            force_token=event.force_token,
-            progress=self._progress,
-        )
-
     def _progress(self, state: DebugState) -> None:
         """Called in the worker after each of N tokens: show the text as it grows."""
         self.post_message(StateUpdated(state, "progress"))
-
-    @on(GeneratePanel.ResetRequested)
-    def _reset_requested(self, event: GeneratePanel.ResetRequested) -> None:
-        self._intents.call("generation", "reset_generation", event.settings)
-
-    @on(Input.Submitted, "#gen-temperature, #gen-top-k, #gen-top-p, #gen-seed")
-    def _settings_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        settings = self.query_one(GeneratePanel).settings()
-        if settings is not None:
-            self._apply_settings(settings)
 
     async def _generate_panel(self) -> GeneratePanel:
         if self.query_one(TabbedContent).active != "generate":

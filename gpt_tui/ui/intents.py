@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from textual.worker import WorkerState
+
 from .messages import StateUpdated
 
 if TYPE_CHECKING:
@@ -60,11 +62,31 @@ class IntentQueue:
 class Intents:
     """The app's way to ask the Debugger: `call("run", "run")` runs `debugger.run(move=…)`
     in a worker, after the intents asked for before it; the snapshot comes back as a
-    message. Names group workers: "stepper" and "generating" moves can be cancelled."""
+    message. Names group workers: the latest move of a name that is still queued or
+    running (a "stepper", "generating" or "training" move) can be cancelled by `x`."""
+
+    CANCELLABLE = ("stepper", "generating", "training")
 
     def __init__(self, app: GptTuiApp) -> None:
         self._app = app
         self._queue = IntentQueue()
+        self._latest: dict[str, int] = {}  # name -> the move id it was last started with
+
+    def busy(self, name: str) -> bool:
+        """A worker of that name is queued or running (read from Textual's workers)."""
+        live = (WorkerState.PENDING, WorkerState.RUNNING)
+        return any(w.name == name and w.state in live for w in self._app.workers)
+
+    def latest(self, name: str) -> int | None:
+        return self._latest.get(name)
+
+    def running_move(self) -> tuple[str, int] | None:
+        """The cancellable move still queued or running, if any: (name, move id)."""
+        for name in self.CANCELLABLE:
+            move = self._latest.get(name)
+            if move is not None and self.busy(name):
+                return name, move
+        return None
 
     @property
     def pending(self) -> int:
@@ -76,6 +98,7 @@ class Intents:
         if debugger is None:
             return None
         move = debugger.new_move()
+        self._latest[name] = move
         ticket = self._queue.ticket()
 
         def work() -> None:

@@ -27,6 +27,7 @@ class IntentRequested(Message):
     method: str
     args: tuple = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False  # pass the app's progress callback (a snapshot per token)
 
 
 @dataclass

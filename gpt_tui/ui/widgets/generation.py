@@ -1,20 +1,19 @@
 """The generation pane: sampling settings, the text so far, the current step's candidates
 and its logit lens (the next token as each layer's residual stream predicts it).
 
-The pane never calls the engine: it posts `StepRequested` / `ResetRequested` with the
-settings it parsed, and the app hands back a `GenerationView` through `view`.
+The pane never calls the engine: it asks for the Debugger's generation intents with
+`IntentRequested` (the settings it parsed applied first), and the app hands back a
+`GenerationView` through `view`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
@@ -163,16 +162,6 @@ class GeneratePanel(Vertical):
     view: reactive[GenerationView | None] = reactive(None, always_update=True)
     why: reactive[CompareView | None] = reactive(None)  # the snapshot's last attribution
 
-    @dataclass
-    class StepRequested(Message):
-        n: int
-        force_token: int | None
-        settings: GenerationSettings
-
-    @dataclass
-    class ResetRequested(Message):
-        settings: GenerationSettings
-
     def __init__(self, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.seed = seed
@@ -234,9 +223,27 @@ class GeneratePanel(Vertical):
         return int(raw)
 
     def request(self, n: int = 1, force_token: int | None = None) -> None:
+        """Generate n tokens (or force one) with the settings typed, applied first."""
         settings = self.settings()
         if settings is not None:
-            self.post_message(self.StepRequested(n, force_token, settings))
+            self._apply(settings)  # intents run in order: before the step
+            kwargs = {"force_token": force_token}
+            self.post_message(
+                IntentRequested("generating", "generate", (n,), kwargs, progress=True)
+            )
+
+    def _apply(self, settings: GenerationSettings) -> None:
+        """New sampling settings apply from the next step; the text so far stays."""
+        if self.view is None or self.view.settings != settings:
+            args = (settings,)
+            self.post_message(IntentRequested("generation", "set_generation_settings", args))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id in ("gen-temperature", "gen-top-k", "gen-top-p", "gen-seed"):
+            event.stop()
+            settings = self.settings()
+            if settings is not None:
+                self._apply(settings)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -249,7 +256,7 @@ class GeneratePanel(Vertical):
         elif event.button.id == "gen-reset":
             settings = self.settings()
             if settings is not None:
-                self.post_message(self.ResetRequested(settings))
+                self.post_message(IntentRequested("generation", "reset_generation", (settings,)))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from gpt_tui.cli import run
 from gpt_tui.engine.session import samples_dir
-from tests.engine.compare_helpers import FIXTURES
+from tests.engine.compare_helpers import FIXTURES, write_port
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -35,7 +35,7 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
-def test_diff_our_family_against_the_users_port(capsys, checkpoint):
+def test_diff_our_family_against_the_users_port(capsys, checkpoint, tmp_path):
     base = ["diff", "--checkpoint", str(checkpoint), "--device", "cpu", "--prompt", "ROMEO:"]
     code, out, _ = gpt_tui(capsys, *base, "--b-model-file", str(FIXTURES / "model.py"), "--json")
     assert code == 0
@@ -44,7 +44,7 @@ def test_diff_our_family_against_the_users_port(capsys, checkpoint):
     assert {"name", "max_abs_diff", "rel_diff", "cosine"} <= set(data["records"][0])
     assert max(r["rel_diff"] for r in data["records"]) <= 1e-5
 
-    buggy = str(FIXTURES / "nanogpt_relu.py")
+    buggy = str(write_port("nanogpt_relu", tmp_path))
     code, out, _ = gpt_tui(capsys, *base, "--b-model-file", buggy, "--json")
     first = json.loads(out)["first_divergence"]
     assert code == 0 and first["name"] == "transformer.h.0.mlp"

@@ -1,5 +1,6 @@
-"""Models for the compare, patching and attribution tests: our families, and the user model
-files of tests/fixtures/user_models loaded with the very same weights."""
+"""Models for the compare, patching and attribution tests: our families, the user model
+files of tests/fixtures/user_models loaded with the very same weights, and ports of those
+files with one deliberate bug each, written where a test wants them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,28 @@ FILE_ARGS = {
 }
 
 
+# A user's port with one bug: (the fixture it copies, the line it changes, the bug).
+PORTS = {
+    "nanogpt_relu": ("model.py", "self.gelu = nn.GELU()", "self.gelu = nn.ReLU()"),
+    "nanochat_relu": ("gpt.py", "F.relu(self.c_fc(x)).square()", "F.relu(self.c_fc(x))"),
+    "nanochat_rope_base": ("gpt.py", "head_dim, base=10000)", "head_dim, base=1000)"),
+    "nanochat_no_qk_norm": ("gpt.py", "q, k = norm(q), norm(k)", "pass  # no QK norm"),
+}
+
+
+def write_port(name: str, folder: Path) -> Path:
+    """`folder/<name>.py`: the fixture with its one bug (each in a folder of its own, as a
+    user's file would be)."""
+    source, line, bug = PORTS[name]
+    text = (FIXTURES / source).read_text()
+    assert text.count(line) == 1, f"{source} no longer has {line!r} once"
+    out = folder / name
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.py"
+    path.write_text(text.replace(line, bug))
+    return path
+
+
 def ours(family: str, seed: int = 0, **overrides: object) -> torch.nn.Module:
     """One of our tiny models, every weight random (nanochat's init zeroes some)."""
     args = {k: v for k, v in FILE_ARGS[family].items() if k not in ("dropout",)}
@@ -33,10 +56,12 @@ def ours(family: str, seed: int = 0, **overrides: object) -> torch.nn.Module:
     return model
 
 
-def user_copy(model: torch.nn.Module, file: str) -> torch.nn.Module:
-    """The model of fixture `file`, built from the family's arguments, with `model`'s weights."""
+def user_copy(model: torch.nn.Module, file: str | Path) -> torch.nn.Module:
+    """The model of `file` (a fixture's name, or a path), built from the family's arguments,
+    with `model`'s weights."""
     family = model.config.family
-    found = load_model_file(FIXTURES / file, model_args=FILE_ARGS[family])
+    path = file if isinstance(file, Path) else FIXTURES / file
+    found = load_model_file(path, model_args=FILE_ARGS[family])
     user = found.model_class(found.config_class(**FILE_ARGS[family])).eval()
     user.load_state_dict(model.state_dict())
     return user

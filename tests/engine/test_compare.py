@@ -13,7 +13,7 @@ from gpt_tui.engine.interventions import OutputScale
 from gpt_tui.engine.probes import find_probe_points
 from gpt_tui.errors import GptTuiError
 from gpt_tui.io.model_file import load_model_file
-from tests.engine.compare_helpers import FIXTURES, ours, user_copy
+from tests.engine.compare_helpers import FIXTURES, ours, user_copy, write_port
 
 IDS = [3, 14, 15, 9, 26, 5, 35, 8]
 
@@ -32,17 +32,17 @@ def test_our_family_and_the_users_file_agree_on_one_checkpoint(family, file):
 
 
 BUGS = [
-    ("nanogpt", "nanogpt_relu.py", "transformer.h.0.mlp", "transformer.h.0.mlp.gelu"),
-    ("nanochat", "nanochat_relu.py", "transformer.h.0.mlp", "transformer.h.0.mlp"),
-    ("nanochat", "nanochat_rope_base.py", "transformer.h.0.attn", "transformer.h.0.attn"),
-    ("nanochat", "nanochat_no_qk_norm.py", "transformer.h.0.attn", "transformer.h.0.attn"),
+    ("nanogpt", "nanogpt_relu", "transformer.h.0.mlp", "transformer.h.0.mlp.gelu"),
+    ("nanochat", "nanochat_relu", "transformer.h.0.mlp", "transformer.h.0.mlp"),
+    ("nanochat", "nanochat_rope_base", "transformer.h.0.attn", "transformer.h.0.attn"),
+    ("nanochat", "nanochat_no_qk_norm", "transformer.h.0.attn", "transformer.h.0.attn"),
 ]
 
 
-@pytest.mark.parametrize("family, file, module, leaf", BUGS)
-def test_one_deliberate_change_is_found_at_its_module(family, file, module, leaf):
+@pytest.mark.parametrize("family, port, module, leaf", BUGS)
+def test_one_deliberate_change_is_found_at_its_module(family, port, module, leaf, tmp_path):
     model = ours(family)
-    buggy = user_copy(model, file)
+    buggy = user_copy(model, write_port(port, tmp_path))
     result = compare(Run(model, IDS), Run(buggy, IDS, label="B"))
     first = result.first_divergence
     assert first is not None and first.name == module
@@ -129,7 +129,7 @@ def test_probes_of_differently_named_models_match_by_structure():
     assert matched["lm_head"] == "out" and matched["logits"] == "logits"
 
 
-def test_the_debugger_diffs_patches_and_attributes_as_intents():
+def test_the_debugger_diffs_patches_and_attributes_as_intents(tmp_path):
     from gpt_tui.engine.compare_intents import BSpec
     from gpt_tui.engine.debugger import Debugger
     from gpt_tui.engine.session import ModelSpec, Session
@@ -141,7 +141,7 @@ def test_the_debugger_diffs_patches_and_attributes_as_intents():
         view = state.compare
         assert view is not None and view.kind == "diff" and view.label == "bfloat16"
         assert view.comparison is not None and view.comparison.tolerance == 1e-2
-        model_file = BSpec(model_file=str(FIXTURES / "nanogpt_relu.py"))
+        model_file = BSpec(model_file=str(write_port("nanogpt_relu", tmp_path)))
         first = debugger.compare_runs(model_file).compare.comparison.first_divergence
         assert first is not None and first.name == "transformer.h.0.mlp"
 

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
 import signal
 import socket
 from asyncio.subprocess import PIPE, Process
@@ -26,9 +28,19 @@ from textual_serve.server import Server, to_int
 from .common import UserError
 from .serve_guard import Guard
 
-QUIT_GRACE = 3.0  # seconds an app has to leave after its quit message before SIGKILL
+QUIT_GRACE = 5.0  # seconds an app has to leave after its quit message (it takes ~3) before SIGKILL
 RELAY_GRACE = 5.0  # seconds the output relay has to drain once its app has gone
 USER_INPUT = {"stdin", "resize", "focus", "blur"}  # what counts as activity (not "ping")
+TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"]+")
+
+
+class HideTokens(logging.Filter):
+    """The access log shows request paths; the token in them stays on the banner only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = TOKEN_IN_URL.sub(r"\1...", record.msg)
+        return True
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -144,6 +156,7 @@ class GuardedServer(Server):
         """Serve on a socket bound already (so a busy port was reported before the banner);
         whatever happens, no app process outlives this call."""
         self.initialize_logging()
+        logging.getLogger("aiohttp.access").addFilter(HideTokens())
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -113,6 +113,8 @@ def stop_serve(served: Served) -> None:
         served.proc.wait()
         _, alive = psutil.wait_procs(apps, timeout=30)
         assert not alive, f"app processes outlived serve: {alive}"
+    assert served.proc.stdout is not None
+    assert served.token not in served.proc.stdout.read()  # the access log hides it
 
 
 @pytest.fixture(scope="module")

@@ -192,11 +192,13 @@ class GuardedServer(Server):
             width = to_int(request.query.get("width", "80"), 80)
             height = to_int(request.query.get("height", "24"), 24)
             await served.start(width, height)
-            await self.relay(websocket, served)
+            with contextlib.suppress(ConnectionResetError):  # the browser left mid-send
+                await self.relay(websocket, served)
         finally:
             try:
                 await served.stop()
-            finally:
+            finally:  # a stop cut short (serve shutting down) still ends the app
+                served.kill()
                 self.apps.discard(served)
         return websocket
 

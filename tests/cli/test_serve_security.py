@@ -316,6 +316,23 @@ async def test_an_idle_connection_is_closed_and_its_app_ends() -> None:
 
 
 @pytest.mark.slow
+async def test_serve_ending_ends_every_app_and_tells_the_tab() -> None:
+    served = start_serve("--token", TOKEN)
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"{served.base}/ws?token={TOKEN}&width=160&height=50"
+            async with session.ws_connect(url) as ws:
+                await read_until(ws, [], READY)
+                (app,) = served.wait_for_apps(1)
+                stop_serve(served)  # SIGTERM, as Ctrl+C or a service manager would
+                assert served.proc.returncode == 0
+                assert not app.is_running()
+                await wait_closed(ws)
+    finally:
+        stop_serve(served)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 async def test_an_app_dies_with_a_killed_serve() -> None:
     served = start_serve("--token", TOKEN)

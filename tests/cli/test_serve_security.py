@@ -391,3 +391,26 @@ def test_launch_mistakes_are_one_line(
 def test_limits_are_checked(capsys: pytest.CaptureFixture[str], flag: str, value: str) -> None:
     assert run(["serve", "--config", "tiny", flag, value]) == 2
     assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bound,header,ok",
+    [
+        ("127.0.0.1", "127.0.0.1:8000", True),
+        ("127.0.0.1", "localhost:8000", True),
+        ("127.0.0.1", "[::1]:8000", True),
+        ("127.0.0.1", "LOCALHOST:8000", True),
+        ("127.0.0.1", "127.0.0.1:8001", False),  # another port: another origin
+        ("127.0.0.1", "127.0.0.1", False),  # no port: 80
+        ("127.0.0.1", "localhost.evil.example:8000", False),
+        ("127.0.0.1", "[::1]x:8000", False),
+        ("::1", "[::1]:8000", True),
+        ("192.0.2.7", "192.0.2.7:8000", True),
+        ("192.0.2.7", "localhost:8000", False),  # bound elsewhere: loopback names are not it
+    ],
+)
+def test_the_host_header_must_name_the_bound_address(bound: str, header: str, ok: bool) -> None:
+    from gpt_tui.cli.serve_guard import Guard, allowed_names
+
+    guard = Guard(token=TOKEN, port=8000, names=frozenset(allowed_names(bound)))
+    assert guard.host_ok(header) is ok

@@ -1,12 +1,13 @@
 """Who may talk to `gpt-tui serve`: the token, the Host header and the Origin header.
 
 Whoever drives the app can run code (an expression typed at a line pause is evaluated), so
-every request must carry the launch's token, as Jupyter's server asks: `?token=` in the URL
-(the page load then sets an HttpOnly, SameSite=Strict cookie that the page's own WebSocket
-carries), or an `Authorization: token ...` header. A Host that is not the address serve is
-bound to is refused (DNS rebinding), and so is an Origin that is not the page's own: browsers
-let any web page open a WebSocket to any address, so the Origin is the only sign of who
-asked.
+every request must carry the launch's token, as Jupyter's server asks: `?token=` in the URL,
+an `Authorization: token ...` header, or (the page's own WebSocket) `/ws/TOKEN`. No cookie:
+browsers send a cookie for 127.0.0.1 to every port there, so any other local web server
+would receive it. Only textual-serve's static files (its script, styles and fonts) are served
+without it. A Host that is not the address serve is bound to is refused (DNS rebinding), and
+so is an Origin that is not the page's own: browsers let any web page open a WebSocket to any
+address, so the Origin is the only sign of who asked.
 """
 
 from __future__ import annotations
@@ -100,10 +101,6 @@ class Guard:
     port: int
     names: frozenset[str]
 
-    @property
-    def cookie(self) -> str:
-        return f"gpt-tui-token-{self.port}"  # cookies ignore ports: one per served port
-
     def host_ok(self, host: str | None) -> bool:
         if not host:
             return False
@@ -119,7 +116,7 @@ class Guard:
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("token "):
             return auth[6:].strip()
-        return request.query.get("token") or request.cookies.get(self.cookie)
+        return request.query.get("token") or request.match_info.get("token")
 
     def token_ok(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
@@ -130,6 +127,8 @@ class Guard:
             return f"Host {request.headers.get('Host')!r} is not the address gpt-tui serves on"
         if not self.origin_ok(request):
             return f"a page from {request.headers.get('Origin')!r} may not drive this app"
+        if isinstance(request.match_info.route.resource, web.StaticResource):
+            return None  # textual-serve's own script, styles and fonts: the same for everyone
         given = self.token_in(request)
         if given is None:
             return "this server needs its token: open the URL gpt-tui serve printed (?token=...)"
@@ -144,10 +143,6 @@ class Guard:
             raise web.HTTPForbidden(text=f"403 Forbidden: {why}\n")
         response = await handler(request)
         if not response.prepared:  # a WebSocket's handler returns when it has ended
-            if request.query.get("token"):
-                response.set_cookie(
-                    self.cookie, self.token, httponly=True, samesite="Strict", path="/"
-                )
             response.headers.setdefault("Referrer-Policy", "no-referrer")
             response.headers.setdefault("X-Frame-Options", "DENY")
         return response

@@ -20,7 +20,9 @@ import signal
 import socket
 from asyncio.subprocess import PIPE, Process
 from collections.abc import Callable
+from typing import Any
 
+import aiohttp_jinja2
 from aiohttp import WSCloseCode, WSMsgType, web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
@@ -31,7 +33,7 @@ from .serve_guard import Guard
 QUIT_GRACE = 5.0  # seconds an app has to leave after its quit message (it takes ~3) before SIGKILL
 RELAY_GRACE = 5.0  # seconds the output relay has to drain once its app has gone
 USER_INPUT = {"stdin", "resize", "focus", "blur"}  # what counts as activity (not "ping")
-TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"]+")
+TOKEN_IN_URL = re.compile(r"(token=|/ws/)[^&\s\"/?]+")
 
 
 class HideTokens(logging.Filter):
@@ -144,7 +146,15 @@ class GuardedServer(Server):
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
         app.middlewares.append(self.guard.middleware)
+        # the page's WebSocket: textual.js appends "?width=...", so the token goes in the path
+        app.router.add_get("/ws/{token}", self.handle_websocket)
         return app
+
+    @aiohttp_jinja2.template("app_index.html")
+    async def handle_index(self, request: web.Request) -> dict[str, Any]:
+        context = await Server.handle_index.__wrapped__(self, request)  # textual-serve's own
+        context["app_websocket_url"] += f"/{self.guard.token}"
+        return context
 
     async def on_startup(self, app: web.Application) -> None:
         self.banner()

@@ -172,12 +172,20 @@ def test_the_printed_url_carries_a_fresh_random_token(serve_default: Served) -> 
 
 @pytest.mark.parametrize(
     "case",
-    ["foreign origin", "wrong host", "no token", "wrong token", "token in a foreign page"],
+    [
+        "foreign origin",
+        "wrong host",
+        "no token",
+        "wrong token",
+        "wrong token in the path",
+        "token in a foreign page",
+    ],
 )
 async def test_a_refused_websocket_starts_no_app(serve_default: Served, case: str) -> None:
     own = serve_default.base
     token = serve_default.token
-    query, headers = {"token": token}, {"Origin": own}
+    wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
+    path, query, headers = "/ws", {"token": token}, {"Origin": own}
     if case == "foreign origin":
         headers["Origin"] = "http://evil.example"
     elif case == "wrong host":
@@ -185,12 +193,14 @@ async def test_a_refused_websocket_starts_no_app(serve_default: Served, case: st
     elif case == "no token":
         query = {}
     elif case == "wrong token":
-        query = {"token": token[:-1] + ("A" if token[-1] != "A" else "B")}
+        query = {"token": wrong}
+    elif case == "wrong token in the path":
+        path, query = f"/ws/{wrong}", {}
     else:  # the right token, but the browser says the page is someone else's
         headers = {"Origin": "http://127.0.0.1.evil.example"}
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            async with session.ws_connect(f"{own}/ws", params=query, headers=headers) as ws:
+            async with session.ws_connect(own + path, params=query, headers=headers) as ws:
                 await ws.send_json(["stdin", "r"])  # never reached: the handshake fails
         assert refused.value.status == 403
     assert serve_default.apps() == []
@@ -216,18 +226,27 @@ async def test_the_page_needs_the_token_and_the_servers_own_host(
     ):
         assert r.status == 403
         assert "gpt-tui" in await r.text()
-        assert "Set-Cookie" not in r.headers
     assert serve_default.apps() == []
 
 
-async def test_the_page_with_the_token_sets_a_strict_cookie(serve_default: Served) -> None:
-    async with aiohttp.ClientSession() as session, session.get(serve_default.url) as response:
+async def page_websocket_url(session, served: Served) -> str:
+    """What the page's script connects to (it appends ?width=...&height=...)."""
+    async with session.get(served.url) as response:
         assert response.status == 200
-        cookie = response.headers["Set-Cookie"]
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert "Set-Cookie" not in response.headers  # a cookie would reach every local port
         page = await response.text()
-    assert f"gpt-tui-token-{serve_default.port}={serve_default.token}" in cookie
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert f'data-session-websocket-url="ws://127.0.0.1:{serve_default.port}/ws"' in page
+    found = re.search(r'data-session-websocket-url="([^"]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
+async def test_the_pages_own_websocket_url_carries_the_token(serve_default: Served) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = await page_websocket_url(session, serve_default)
+        assert url == f"ws://127.0.0.1:{serve_default.port}/ws/{serve_default.token}"
+        async with session.get(f"{serve_default.base}/static/js/textual.js") as script:
+            assert script.status == 200  # the same for everyone: no token needed
     assert serve_default.apps() == []
 
 
@@ -235,14 +254,11 @@ async def test_the_page_with_the_token_sets_a_strict_cookie(serve_default: Serve
 
 
 @pytest.mark.slow
-async def test_the_token_cookie_drives_the_app_a_second_tab_is_turned_away(
+async def test_the_pages_websocket_drives_the_app_a_second_tab_is_turned_away(
     serve_one: Served,
 ) -> None:
-    jar = aiohttp.CookieJar(unsafe=True)  # the browser's part: keep the page's cookie
-    async with aiohttp.ClientSession(cookie_jar=jar) as session:
-        async with session.get(serve_one.url) as page:
-            assert page.status == 200
-        ws_url = f"{serve_one.base}/ws?width=160&height=50"
+    async with aiohttp.ClientSession() as session:
+        ws_url = await page_websocket_url(session, serve_one) + "?width=160&height=50"
         async with session.ws_connect(ws_url, headers={"Origin": serve_one.base}) as ws:
             frames: list[bytes] = []
             await read_until(ws, frames, READY)

@@ -2,8 +2,8 @@
 (serve_guard), a cap on app processes, an idle timeout, and app processes that end with
 their connection and with serve.
 
-Each app runs in its own session (process group), so ending it kills the group; the app
-ignores SIGTERM while it draws, so it gets a quit message, a short grace, then SIGKILL.
+Each app runs in its own session (process group), so ending it kills the group. A spinning
+app was seen to ignore SIGTERM, so an app gets a quit message, a short grace, then SIGKILL.
 serve_child arms a parent-death signal in the app, for when serve itself is killed.
 """
 

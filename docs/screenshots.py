@@ -87,13 +87,18 @@ async def code(pilot: Pilot) -> None:
 
 
 async def patch(pilot: Pilot) -> None:
-    """The Compare tab: ROMEO patched into JULIE, where ':' (against 'T') is carried."""
+    """The Diff tab: ROMEO patched into JULIE, where ':' (against 'T') is carried."""
     await press(pilot, "8")
     await type_into(pilot, "#compare-b-prompt", "JULIE", submit=False)
     await type_into(pilot, "#compare-answer", ":", submit=False)
     await type_into(pilot, "#compare-wrong", "T", submit=False)
     await pilot.click("#compare-patch")
     await settle(pilot)
+
+
+async def generate(pilot: Pilot) -> None:
+    """The Generate tab after three tokens."""
+    await press(pilot, "4", "g", "g", "g")
 
 
 async def train(pilot: Pilot) -> None:
@@ -105,6 +110,7 @@ SHOTS: dict[str, tuple[str, Callable[[Pilot], Awaitable[None]]]] = {
     "inspector": (PROMPT, inspector),
     "attention": (PROMPT, attention),
     "code": (PROMPT, code),
+    "generate": ("ROMEO:", generate),
     "patch": ("ROMEO", patch),
     "train": (PROMPT, train),
 }

@@ -92,7 +92,8 @@ class WatchHandle:
             self._watch.finding = finding
         prefix = "gpt-tui: " if group is None else f"gpt-tui (rank {group[0]}): "
         print(prefix + finding.summary, file=sys.stderr)
-        if self.on == "open" and sys.stdin.isatty() and sys.stdout.isatty():
+        # Under torchrun every rank would open its own app in one terminal: raise instead.
+        if self.on == "open" and group is None and sys.stdin.isatty() and sys.stdout.isatty():
             idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
             targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
             inspect(self.model, idx, targets=targets[0] if targets else None)

@@ -71,7 +71,12 @@ class WatchHandle:
         self.report = None if report is None else Path(report)
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
         for note in self._watch.notes:
-            print(f"gpt-tui: {note}", file=sys.stderr)
+            print(self._prefix + note, file=sys.stderr)
+
+    @property
+    def _prefix(self) -> str:
+        group = self._watch.group
+        return "gpt-tui: " if group is None else f"gpt-tui (rank {group[0]}): "
 
     @property
     def finding(self) -> Finding | None:
@@ -90,8 +95,7 @@ class WatchHandle:
                 write_ranks_case(self.report, finding, group[1])
             finding = dataclasses.replace(finding, report=str(folder))
             self._watch.finding = finding
-        prefix = "gpt-tui: " if group is None else f"gpt-tui (rank {group[0]}): "
-        print(prefix + finding.summary, file=sys.stderr)
+        print(self._prefix + finding.summary, file=sys.stderr)
         # Under torchrun every rank would open its own app in one terminal: raise instead.
         if self.on == "open" and group is None and sys.stdin.isatty() and sys.stdout.isatty():
             idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)

@@ -269,7 +269,9 @@ class Watch:
                 y.register_hook(lambda g: grads.__setitem__(0, _finite(g)))
                 x.register_hook(lambda g: self._backward_seen(name, grads[0], _finite(g)))
 
-        return hook
+        # Under torch.compile the hook runs eagerly between the graph's pieces: traced,
+        # its tensor hooks would break the graph and recompile it once per module name.
+        return torch.compiler.disable(hook)
 
     def _backward_seen(
         self, name: str, grad_output: torch.Tensor | None, grad_input: torch.Tensor | None

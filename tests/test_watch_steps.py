@@ -189,3 +189,21 @@ def test_a_compiled_graph_that_ignores_the_hooks_is_replayed_eagerly(monkeypatch
     assert (finding.step, finding.phase, finding.where) == (0, "forward", "transformer.h.1.mlp")
     assert "eager replay" in finding.detail
     assert model.transformer.h[0].mlp.c_fc.weight.isfinite().all()  # raised before the update
+
+
+def test_a_gradient_made_non_finite_outside_every_module_is_named_before_the_update() -> None:
+    model = tiny_model()
+    weight = model.transformer.h[0].attn.c_attn.weight
+    weight.register_hook(lambda g: g * float("nan"))  # the weight's own gradient, only
+    optimizer = torch.optim.AdamW(model.parameters())
+    gen = torch.Generator().manual_seed(1)
+    with (
+        pytest.raises(gpt_tui.NonFiniteError) as raised,
+        gpt_tui.watch(model, optimizer=optimizer, report=None),
+    ):
+        model(*batch(gen))[1].backward()
+        optimizer.step()
+    finding = raised.value.finding
+    assert (finding.step, finding.phase) == (0, "gradients")
+    assert finding.where == "transformer.h.0.attn.c_attn.weight"
+    assert weight.isfinite().all()  # raised before the update

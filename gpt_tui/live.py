@@ -92,7 +92,9 @@ class WatchHandle:
             folder = self.report if group is None else rank_folder(self.report, group[0])
             folder = save_case(folder, self._watch.model, finding, batch, self.optimizer)
             if group is not None and group[0] == 0:
-                write_ranks_case(self.report, finding, group[1])
+                failed = write_ranks_case(self.report, finding, group[1])
+                if failed:
+                    print(f"{self._prefix}warning: {failed}", file=sys.stderr)
             finding = dataclasses.replace(finding, report=str(folder))
             self._watch.finding = finding
         print(self._prefix + finding.summary, file=sys.stderr)

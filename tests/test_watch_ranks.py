@@ -101,3 +101,17 @@ def test_a_one_process_case_resolves_to_itself(tmp_path: Path) -> None:
     assert resolve_case_dir(tmp_path) == (tmp_path, None)
     (tmp_path / "case.json").write_text('{"finding": {}, "checkpoint": "ckpt.pt"}')
     assert resolve_case_dir(tmp_path) == (tmp_path, None)
+
+
+def test_rank_0s_top_case_that_cannot_be_written_says_so_and_never_raises(tmp_path) -> None:
+    from gpt_tui.engine.watch import Finding
+    from gpt_tui.engine.watch_ranks import write_ranks_case
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    finding = Finding(3, "forward", "transformer.h.1.mlp", "its input was finite", rank=1)
+    failed = write_ranks_case(blocker / "report", finding, 2)
+    assert failed is not None and "case.json could not be written" in failed
+    assert write_ranks_case(tmp_path / "report", finding, 2) is None
+    top = json.loads((tmp_path / "report" / "case.json").read_text())
+    assert top["command"] == f"gpt-tui train-step --case {tmp_path / 'report' / 'rank1'}"

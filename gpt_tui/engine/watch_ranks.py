@@ -43,10 +43,11 @@ def process_group() -> tuple[int, int] | None:
 
 def exchange(values: list[torch.Tensor], world: int) -> list[list[int]]:
     """Every rank's `values` (0-dim int64 tensors), in rank order: one all_gather and one
-    host read. NCCL needs the tensors on the rank's CUDA device (untested here)."""
-    mine = torch.stack([v.to(torch.int64) for v in values])
-    if torch.distributed.get_backend() == "nccl" and mine.device.type != "cuda":
-        mine = mine.to(torch.device("cuda", torch.cuda.current_device()))
+    host read. NCCL takes them on the rank's current CUDA device (untested here), gloo on
+    the CPU."""
+    nccl = "nccl" in str(torch.distributed.get_backend())
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    mine = torch.stack([v.to(device=device, dtype=torch.int64) for v in values])
     table = [torch.empty_like(mine) for _ in range(world)]
     torch.distributed.all_gather(table, mine)
     return torch.stack(table).cpu().tolist()
@@ -67,9 +68,10 @@ def rank_folder(report: Path, rank: int) -> Path:
     return report / f"rank{rank}"
 
 
-def write_ranks_case(report: Path, finding: Finding, world: int) -> Path:
+def write_ranks_case(report: Path, finding: Finding, world: int) -> str | None:
     """Rank 0's `case.json` at the top of a multi-rank report: the first finding, which
-    rank's case reproduces it, and every rank's folder."""
+    rank's case reproduces it, and every rank's folder. Never raises (a rank that raised
+    here would leave the others waiting in a collective): returns why it failed, or None."""
     first = finding.rank if finding.rank is not None else 0
     folder = rank_folder(report, first)
     case = {
@@ -81,10 +83,12 @@ def write_ranks_case(report: Path, finding: Finding, world: int) -> Path:
         "ranks": {str(r): rank_folder(report, r).name for r in range(world)},
         "command": f"gpt-tui train-step --case {folder}",
     }
-    report.mkdir(parents=True, exist_ok=True)
-    path = report / RANKS_FILE
-    atomic_write_text(path, json.dumps(case, indent=2) + "\n")
-    return path
+    try:
+        report.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(report / RANKS_FILE, json.dumps(case, indent=2) + "\n")
+    except OSError as err:
+        return f"{report / RANKS_FILE} could not be written: {err}"
+    return None
 
 
 def resolve_case_dir(path: str | Path) -> tuple[Path, str | None]:

@@ -17,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from . import live
 
         return getattr(live, name)
+    if name == "listen":
+        from .listen import listen
+
+        return listen
     raise AttributeError(f"module 'gpt_tui' has no attribute {name!r}")

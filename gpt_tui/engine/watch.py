@@ -424,9 +424,8 @@ class Watch:
     def _replay(self, phase: Phase, where: str, why: str, micro_steps: int | None) -> None:
         """The compiled graph ran without the hooks: name the module by an eager replay of
         the step's micro-batches on a copy of the model."""
-        ids = {h.id for h in self._handles}
         replayed = replay_eagerly(
-            self.model, ids, self._calls, lambda m, cb: Watch(m, cb, distributed=False)
+            self.model, self._calls, lambda m, cb: Watch(m, cb, distributed=False)
         )
         if replayed is None:
             why += "; an eager replay on a copy of the model named no module"

@@ -60,26 +60,26 @@ def recompile() -> str:
     )
 
 
-def eager_copy(model: nn.Module, skip_hooks: set[int]) -> nn.Module:
-    """A copy of the inner model without the hooks whose ids are in `skip_hooks`."""
-    twin = copy.deepcopy(model)
-    for module in twin.modules():
+def copy_without_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of the model without its forward hooks and pre-hooks: they hold the
+    objects that registered them (a watch, a listener), which must be neither copied nor
+    fed by the copy."""
+    memo: dict[int, Any] = {}
+    for module in model.modules():
         for hooks in (module._forward_hooks, module._forward_pre_hooks):
-            for hook_id in [h for h in hooks if h in skip_hooks]:
-                del hooks[hook_id]
-    return twin
+            memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(model, memo)
 
 
 def replay_eagerly(
     model: nn.Module,
-    skip_hooks: set[int],
     calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
     watch_factory: Callable[[nn.Module, Callable[..., None]], Any],
 ) -> tuple[int, Any] | None:
     """Run the step's micro-batches (the model's calls) forward and backward on an eager
     copy under a fresh watch (`watch_factory(copy, on_finding)`): the first (micro-step,
     finding), or None."""
-    twin = eager_copy(model, skip_hooks)
+    twin = copy_without_hooks(model)
     twin.train(model.training)
     found: list[Any] = []
     watch = watch_factory(twin, lambda finding, _batch: found.append(finding))

@@ -165,7 +165,11 @@ class Listener:
         finally:
             conn.close()
             self.clients += 1
-            with self._lock:
+            self._release(conn)
+
+    def _release(self, conn: socket.socket) -> None:
+        with self._lock:
+            if self._client is conn:
                 self._client = None
 
     def _serve(self, conn: socket.socket) -> None:
@@ -175,6 +179,8 @@ class Listener:
         for line in reader:
             request = json.loads(line).get("op")
             if request == "detach":
+                self._release(conn)  # before the answer: the next client is welcome then
+                _send(conn, {"detached": self.step})
                 _log("the client detached; the run goes on")
                 return
             answers = {"state": self._state, "forward": self._forward, "train-step": self._train}

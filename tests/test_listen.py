@@ -41,7 +41,7 @@ def unattached_losses(n: int) -> list[float]:
 def test_attach_reads_a_live_run_which_goes_on_unchanged(tmp_path: Path, capsys) -> None:
     path = tmp_path / "run.sock"
     train = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(path), "2"],
+        [sys.executable, str(SCRIPT), str(path), "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -58,6 +58,15 @@ def test_attach_reads_a_live_run_which_goes_on_unchanged(tmp_path: Path, capsys)
         assert answers["forward"]["logits"]["finite"] is True
         assert answers["train-step"]["grad_norm"] > 0
         assert 0 < answers["train-step"]["max_relative_change"] < 1
+        first_client = socket.socket(socket.AF_UNIX)  # waits for the next boundary
+        first_client.connect(str(path))
+        assert run(["attach", str(path)]) == 2  # a second client meanwhile: refused
+        assert "the run refused: busy" in capsys.readouterr().err
+        reader = first_client.makefile("r")
+        assert "attached" in json.loads(reader.readline())
+        first_client.sendall(b'{"op": "detach"}\n')
+        assert "detached" in json.loads(reader.readline())
+        first_client.close()
         lost = socket.socket(socket.AF_UNIX)  # a client that goes away at once
         lost.connect(str(path))
         lost.close()
@@ -68,6 +77,7 @@ def test_attach_reads_a_live_run_which_goes_on_unchanged(tmp_path: Path, capsys)
     assert train.returncode == 0, err
     assert "the client detached; the run goes on" in err
     assert "the client went away" in err
+    assert "refused a second client: one is attached" in err
     losses = json.loads(out)
     assert losses == unattached_losses(len(losses))  # bit for bit, dropout included
     assert not path.exists()

@@ -74,6 +74,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
             conn.sendall((json.dumps({"op": op}) + "\n").encode())
             answers[op] = _receive(reader)
         conn.sendall(b'{"op": "detach"}\n')
+        _receive(reader)  # the run has let go of this client
     except TimeoutError:
         raise UserError(f"the run reached no step boundary in {args.wait:g} s") from None
     finally:

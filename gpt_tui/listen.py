@@ -196,7 +196,7 @@ class Listener:
         params = sum(p.numel() for p in self.model.parameters())
         return {
             "step": self.step,
-            "loss": None if loss is None else float(loss),
+            "loss": None if loss is None else float(loss.detach()),
             "batch": batch,
             "model": type(inner_module(self.model)).__name__,
             "parameters": params,
@@ -263,7 +263,7 @@ class Listener:
             float((p.detach() - b).norm() / b.norm()) if float(b.norm()) else math.inf
             for p, b in zip(twin.parameters(), before, strict=True)
         )
-        return {"loss": float(loss), "grad_norm": norm, "max_relative_change": change}
+        return {"loss": float(loss.detach()), "grad_norm": norm, "max_relative_change": change}
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -29,7 +29,7 @@ def batch(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     ("model", "optimizer", "message"),
     [
         ("str", None, "watch('str'): give the torch.nn.Module your loop trains, not a str"),
-        (dict, None, "not a type"),
+        (dict, None, "watch(dict): that is a class; give the torch.nn.Module your loop"),
         ({"a": 1}, None, "not a dict"),
         (None, "adamw", "optimizer='adamw': give the torch.optim.Optimizer your loop steps"),
         (None, "other", "the optimizer's 4 parameters are none of this model's"),

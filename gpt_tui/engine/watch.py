@@ -105,6 +105,11 @@ def _short(value: Any) -> str:
 
 def check_arguments(model: Any, optimizer: Any, every: Any) -> None:
     """One clear error for a model, optimizer or `every` that cannot be watched."""
+    if isinstance(model, type):
+        raise WatchArgumentError(
+            f"watch({model.__name__}): that is a class; give the torch.nn.Module your loop "
+            "trains, the model itself (gpt_tui.watch(model, optimizer=optimizer))"
+        )
     if not isinstance(model, nn.Module):
         raise WatchArgumentError(
             f"watch({_short(model)}): give the torch.nn.Module your loop trains, "

@@ -1,6 +1,6 @@
 """Cost of `gpt_tui.listen` while nobody is attached, against the same loop without it.
 
-Listened: the hooks of `gpt_tui/listen.py` (remember the batch and the output, a flag read
+Listened: the hooks of `gpt_tui/listener.py` (remember the batch and the output, a flag read
 at each optimizer step) and its socket's accepting thread, idle. Bare: the same steps.
 Two copies of the same model and optimizer take the same batches, interleaved A, B, A, B;
 each pair's ratio is summarised by its median and spread. One torch thread.

@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(live, name)
     if name == "listen":
-        from .listen import listen
+        from .listener import listen
 
         return listen
     raise AttributeError(f"module 'gpt_tui' has no attribute {name!r}")

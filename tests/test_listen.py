@@ -87,3 +87,17 @@ def test_attach_with_nothing_listening_is_one_line(tmp_path: Path, capsys) -> No
     assert run(["attach", str(tmp_path / "none.sock")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no run listens on" in err
+
+
+def test_listen_arguments_are_checked_up_front(tmp_path: Path) -> None:
+    import gpt_tui
+    from gpt_tui.errors import GptTuiError
+
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    for given, message in ((model, "listen needs optimizer="), ("model", "the torch.nn.Module")):
+        with (
+            pytest.raises(GptTuiError, match=message),
+            gpt_tui.listen(given, optimizer=None, path=tmp_path / "a.sock"),
+        ):
+            pass
+    assert not (tmp_path / "a.sock").exists()

@@ -28,7 +28,7 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
 
 
 def find_socket(target: str | None) -> Path:
-    from ..listen import socket_folder
+    from ..listener import socket_folder
 
     folder = socket_folder()
     if target is None:

@@ -8,7 +8,7 @@ with gpt_tui.listen(model, optimizer=optimizer):
         ...  # the loop, unchanged
 
 It opens a Unix socket (mode 0600, in a folder only its user can enter: the runtime
-folder, `$XDG_RUNTIME_DIR/gpt-tui/<pid>.sock`, else `/tmp/gpt-tui-<uid>/`). While no one
+folder, `$XDG_RUNTIME_DIR/gpt-tui/runs/<pid>.sock`, else `/tmp/gpt-tui-<uid>/runs/`). While no one
 is attached it costs a flag read per optimizer step. A client of the same user
 connects; at the next step boundary (the end of `optimizer.step()`) the loop pauses and
 answers its requests, one JSON line each, in the training thread, then goes on when the
@@ -48,10 +48,12 @@ from .errors import GptTuiError
 def socket_folder() -> Path:
     """The folder of the sockets: the user's runtime folder, else one in /tmp (0700)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(runtime) / "gpt-tui" if runtime else Path(f"/tmp/gpt-tui-{os.getuid()}")
+    base = Path(runtime) / "gpt-tui" if runtime else Path(f"/tmp/gpt-tui-{os.getuid()}")
+    folder = base / "runs"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
-        raise GptTuiError(f"{folder} is not private to you (owner and mode 0700): remove it")
+    for level in (base, folder):
+        if level.stat().st_uid != os.getuid() or level.stat().st_mode & 0o077:
+            raise GptTuiError(f"{level} is not private to you (owner and mode 0700): remove it")
     return folder
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,13 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "target", nargs="?", help="the run's socket or process id (default: the only one)"
     )
-    p.add_argument("--do", action="append", choices=OPS[1:], default=[], help="forward, train-step")
+    p.add_argument(
+        "--do",
+        action="append",
+        choices=OPS[1:],
+        default=[],
+        help="also run the last batch forward, or a training step on a copy (repeatable)",
+    )
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a step boundary")
     p.add_argument("--json", action="store_true")
 
@@ -32,7 +40,7 @@ def find_socket(target: str | None) -> Path:
 
     folder = socket_folder()
     if target is None:
-        found = sorted(folder.glob("*.sock"))
+        found = sorted(p for p in folder.glob("*.sock") if _alive(p.stem))
         if len(found) != 1:
             what = "no run is listening" if not found else f"{len(found)} runs are listening"
             pids = ", ".join(p.stem for p in found)
@@ -44,6 +52,17 @@ def find_socket(target: str | None) -> Path:
     return folder / f"{target}.sock" if target.isdigit() else Path(target)
 
 
+def _alive(pid: str) -> bool:
+    """Whether the process that made a socket still runs (a killed run leaves its socket)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _receive(reader: Any) -> dict[str, Any]:
     line = reader.readline()
     if not line:
@@ -52,6 +71,8 @@ def _receive(reader: Any) -> dict[str, Any]:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    if not (math.isfinite(args.wait) and args.wait > 0):
+        raise UserError(f"--wait {args.wait:g}: give a number of seconds above 0")
     path = find_socket(args.target)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(args.wait)

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from . import compare_cmds, patch_cmds
 from .app_cmd import cmd_app
+from .attach_cmd import add_attach_args, cmd_attach
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
@@ -124,6 +125,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
+    "attach": (cmd_attach, "Look into a training run that called gpt_tui.listen.", False),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
     "attribute": (patch_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
@@ -222,6 +224,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "serve":
         add_serve_args(p)
         return  # no --json
+    elif name == "attach":
+        add_attach_args(p)
+        return  # it adds --json
     elif name == "generate":
         add_sampling_args(p)
         return  # it adds --json

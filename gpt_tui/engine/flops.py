@@ -150,9 +150,8 @@ def _self_counts(counts: dict[str, int], root: str) -> dict[str, int]:
                 parent = parent.rsplit(".", 1)[0] if "." in parent else ""
             own[parent] = own.get(parent, 0) - n
     outside = counts.get("Global", 0) - paths.get("", 0)
-    if outside:
-        own[OUTSIDE] = outside
-    return own
+    own[OUTSIDE] = outside
+    return {k: n for k, n in own.items() if n}
 
 
 def count_flops(model: nn.Module, x: torch.Tensor, train: bool = False) -> dict[str, int]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..formatting import nbytes
 from . import render
-from .common import UserError, open_session
+from .common import open_session
 
 NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
 
@@ -156,9 +156,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     session = open_session(args)
     try:
-        if session.device.type == "meta":
-            raise UserError("cost runs a real step to time it; --device meta has none (use cpu)")
-        report = cost_report(session, args.batch, args.block)
+        report = cost_report(session, args.batch, args.block)  # on meta: FLOPs, no times
     finally:
         session.close()
     if args.json:
@@ -179,17 +177,22 @@ def cmd_cost(args: argparse.Namespace) -> int:
     table.add_row("total", _flops(report.forward_flops), "100%", "", style="bold")
     console.print(table)
     tokens = report.batch * report.block
+    timed = (
+        f", {report.step_seconds * 1e3:.1f} ms, {_flops(report.achieved)}FLOP/s"
+        if report.step_seconds
+        else " (not timed on the meta device)"
+    )
     console.print(
         f"training step: {_flops(report.train_flops)} FLOPs "
-        f"({_flops(report.train_flops / tokens)} per token), {report.step_seconds * 1e3:.1f} ms, "
-        f"{_flops(report.achieved)}FLOP/s"
+        f"({_flops(report.train_flops / tokens)} per token){timed}"
     )
     if report.formula is not None:
         f = report.formula
+        why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
         console.print(
             f"{f.name}: {_flops(f.per_token)} per token; measured {_flops(f.measured_per_token)} "
-            f"({f.difference:+.2%}: attention's backward recomputes q·kᵀ; norm gains and "
-            "biases are in N but do no matmul)"
+            f"({f.difference:+.2%}): norm gains and biases {-6 * f.non_matmul:+,} "
+            f"(in N, no matmul), attention {f.attention_extra:+,.0f} ({why})"
         )
     if report.mfu is None:
         console.print(f"MFU: unknown (no peak known for {report.device_name} in {report.dtype})")

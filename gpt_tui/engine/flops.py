@@ -75,6 +75,8 @@ class Formula:
     per_token: float  # training FLOPs per token
     measured_per_token: float
     difference: float  # (measured − formula) / formula
+    non_matmul: int  # norm gains and biases: in N, but no matmul (6 each per token)
+    attention_extra: float  # the rest of the gap per token: the attention kernel's own count
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,19 @@ def nanochat_formula(model: nn.Module, block: int) -> float | None:
     return 6 * (n - emb) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block
 
 
+def non_matmul_params(model: nn.Module) -> int:
+    """Parameters that no matmul uses: norm gains and biases (shared ones counted once)."""
+    seen: set[int] = set()
+    n = 0
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            matmul = isinstance(m, nn.Linear) and p.dim() == 2
+            if id(p) not in seen and not matmul and not isinstance(m, nn.Embedding):
+                seen.add(id(p))
+                n += p.numel()
+    return n
+
+
 def cost_report(session: Session, batch: int, block: int, *, timing: bool = True) -> CostReport:
     """FLOPs per module of a forward and a training step at (batch, block), each module's
     forward time, the step's time and its MFU where the device's peak is known."""
@@ -301,7 +316,9 @@ def cost_report(session: Session, batch: int, block: int, *, timing: bool = True
     if estimate:
         measured = total_train / tokens
         name = "nanochat estimate_flops" if fam == "nanochat" else "nanoGPT estimate_flops"
-        formula = Formula(name, estimate, measured, (measured - estimate) / estimate)
+        nm = non_matmul_params(model)
+        extra = measured - estimate + 6 * nm
+        formula = Formula(name, estimate, measured, (measured - estimate) / estimate, nm, extra)
     return CostReport(
         str(device),
         device_name,

@@ -50,6 +50,8 @@ def test_nanogpt_formula_and_the_measured_count_differ_by_known_terms() -> None:
     # attention's backward recomputes q·kᵀ: 2·L·C·T more per token; gains and biases: -6 each
     expected = f.per_token + 2 * c.n_layer * c.n_embd * T - 6 * _non_matmul_params(session.model)
     assert f.measured_per_token == expected
+    assert f.non_matmul == _non_matmul_params(session.model)
+    assert f.attention_extra == 2 * c.n_layer * c.n_embd * T
     assert abs(f.difference) < 0.05
     assert report.train_flops == f.measured_per_token * B * T
 
@@ -83,3 +85,11 @@ def test_gpu_peaks_by_name() -> None:
     assert peak_for_name("NVIDIA A10G", torch.float32) == 31.2e12
     assert peak_for_name("Tesla V100-SXM2-16GB", torch.bfloat16) is None  # no bf16
     assert peak_for_name("Some Future GPU", torch.bfloat16) is None
+
+
+def test_on_the_meta_device_flops_are_counted_and_nothing_is_timed() -> None:
+    cpu = cost_report(Session.open(ModelSpec(config="tiny", device="cpu")), 2, 8, timing=False)
+    meta = cost_report(Session.open(ModelSpec(config="tiny", device="meta")), 2, 8)
+    assert meta.forward_flops == cpu.forward_flops > 0
+    assert meta.step_seconds == 0 and all(m.forward_ms == 0 for m in meta.modules)
+    assert meta.mfu is None

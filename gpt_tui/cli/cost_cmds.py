@@ -13,7 +13,7 @@ from .common import open_session
 NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
 
 
-def add_numerics_args(p: argparse.ArgumentParser) -> None:
+def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
     """--dtype here names the format asked about; the model itself opens in float32."""
     for action in p._actions:
         if "--dtype" in action.option_strings:
@@ -23,6 +23,13 @@ def add_numerics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-fp32-check", action="store_true", help="skip running the pass in the dtype"
     )
+    p.add_argument(
+        "--steps",
+        type=whole(1),
+        metavar="N",
+        help="also train N steps on the prompt and flag heads whose largest logit grows",
+    )
+    p.add_argument("--lr", type=real(0, above=True), default=1e-3, help="with --steps")
     p.add_argument("--json", action="store_true")
 
 
@@ -46,10 +53,15 @@ def cmd_numerics(args: argparse.Namespace) -> int:
     session = open_session(args)
     try:
         report = numerics(session, args.prompt, target, fp32_check=not args.no_fp32_check)
+        growth = None
+        if args.steps:
+            from ..engine.logit_growth import head_logit_growth
+
+            growth = head_logit_growth(session, args.prompt, args.steps, args.lr)
     finally:
         session.close()
     if args.json:
-        render.print_json(report)
+        render.print_json(dict(report=report, growth=growth))
         return 0
     console = render.console()
     facts = next(f for f in report.facts if f.name == target)
@@ -86,6 +98,16 @@ def cmd_numerics(args: argparse.Namespace) -> int:
         console.print(f"[bold]fp32 vs {short}[/]: {w.message}")
     if report.note:
         console.print(f"[yellow]note:[/] {report.note}")
+    if growth is not None:
+        losses = " ".join(f"{x:.3g}" for x in growth.losses)
+        console.print(f"{growth.steps} steps at lr {growth.lr:g} on the prompt, losses {losses}")
+        for h in growth.flagged:
+            path = " -> ".join(f"{v:.3g}" for v in h.max_logits)
+            console.print(
+                f"[bold red]layer {h.layer} head {h.head}[/]: max logit grew every step: {path}"
+            )
+        if not growth.flagged:
+            console.print("no head's largest logit grew at every step")
     return 0
 
 

@@ -220,7 +220,7 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             "--top-p", type=real(0, above=True, high=1), default=None, help="with --token"
         )
     elif name == "numerics":
-        cost_cmds.add_numerics_args(p)
+        cost_cmds.add_numerics_args(p, whole, real)
         return  # it adds --json
     elif name in ("memory", "cost"):
         cost_cmds.add_size_args(p, whole, real, fit=name == "memory")

@@ -194,7 +194,7 @@ def tensor_fractions(x: torch.Tensor) -> dict[str, Fractions]:
     return _fractions(counts.tolist(), x.numel(), facts)
 
 
-def _head_logits_max(call: AttentionCall, batch: int = 0) -> torch.Tensor | None:
+def head_logit_max(call: AttentionCall, batch: int = 0) -> torch.Tensor | None:
     """Per head, the largest q·kᵀ·scale the mask lets through (None without q and k)."""
     if call.q is None or call.k is None:
         return None
@@ -220,7 +220,7 @@ def _heads(calls: dict[int, AttentionCall]) -> tuple[HeadNumerics, ...]:
     for layer in sorted(calls):
         call = calls[layer]
         entropy = [h.mean_entropy for h in head_summaries(recompute_pattern(call))]
-        logits = _head_logits_max(call)
+        logits = head_logit_max(call)
         maxima = logits.cpu().tolist() if logits is not None else [None] * len(entropy)
         out.extend(
             HeadNumerics(layer, h, m, e)

@@ -21,9 +21,11 @@ def gpt_tui(*args: str) -> subprocess.CompletedProcess:
 
 def test_numerics_json_has_every_format_and_the_fp32_check() -> None:
     out = gpt_tui("numerics", *TINY, "--arch", "nanochat", "--prompt", "hello", "--dtype",
-                  "float8_e4m3fn", "--json")  # fmt: skip
+                  "float8_e4m3fn", "--steps", "2", "--json")  # fmt: skip
     assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    data = json.loads(out.stdout)["report"]
+    growth = json.loads(out.stdout)["growth"]
+    assert growth["steps"] == 2 and len(growth["heads"]) == 4
     assert data["dtype"] == "float8_e4m3fn"
     assert set(data["modules"][0]["formats"]) == {
         "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"

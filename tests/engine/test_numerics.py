@@ -118,3 +118,22 @@ def test_an_overflowing_module_is_where_fp16_parts_from_fp32() -> None:
     assert report.what_if.first.startswith("transformer.h.1"), report.what_if.message
     bf16 = numerics(session, "hello", "bfloat16").what_if
     assert bf16 is not None and bf16.tolerance == pytest.approx(1e-2)
+
+
+def test_heads_whose_largest_logit_grows_every_step_are_flagged() -> None:
+    from gpt_tui.engine.logit_growth import head_logit_growth
+
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+    report = head_logit_growth(session, "ROMEO: ROMEO: ROMEO:", 4, lr=3e-2)
+    c = session.config
+    assert len(report.heads) == c.n_layer * c.n_head and len(report.losses) == 4
+    assert all(len(h.max_logits) == 5 for h in report.heads)
+    for h in report.heads:
+        rising = all(b > a for a, b in zip(h.max_logits, h.max_logits[1:], strict=False))
+        assert h.growing == rising
+    # a large learning rate on a repeated prompt sharpens layer 0's attention at every step
+    assert {(h.layer, h.head) for h in report.flagged} >= {(0, 0), (0, 1)}
+    assert report.flagged[0].max_logits[-1] > 10 * report.flagged[0].max_logits[0]
+    for k, v in session.model.state_dict().items():  # the weights are put back
+        assert torch.equal(v, before[k])

@@ -171,7 +171,8 @@ class _Timer:
     """Own time of each module in one forward: wall clock, or CUDA events on a GPU."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.cuda = model_device(model).type == "cuda"
+        self.device = model_device(model)
+        self.cuda = self.device.type == "cuda"
         self.marks: dict[str, list[Any]] = {}
         self.children = {
             n: [f"{n}.{c}" if n else c for c, _ in m.named_children()]
@@ -185,7 +186,7 @@ class _Timer:
     def _now(self) -> Any:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
             return event
         return time.perf_counter()
 
@@ -197,7 +198,7 @@ class _Timer:
 
     def own_ms(self) -> dict[str, float]:
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         total = {}
         for name, (start, end) in self.marks.items():
             if start is None or end is None:

@@ -215,9 +215,11 @@ def measure_step(
         opts = make_optimizer(model, optimizer)
         saved = _SavedTensors(model)
         try:
-            if cuda:
+            baseline = 0
+            if cuda:  # the peak above what is held now (weights, the copy `restored` keeps)
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
+                baseline = torch.cuda.memory_allocated(device)
             with saved.hooks:
                 logits = _logits(model, x)
                 loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
@@ -225,7 +227,7 @@ def measure_step(
             del logits, loss
             for opt in opts:
                 opt.step()
-            peak_cuda = torch.cuda.max_memory_allocated(device) if cuda else 0
+            peak_cuda = torch.cuda.max_memory_allocated(device) - baseline if cuda else 0
         except torch.OutOfMemoryError:
             raise MemoryError_(
                 f"batch {batch} x {block} tokens does not fit on {device}: "
@@ -252,8 +254,9 @@ def measure_step(
     order = [n for n, _ in model.named_modules()] + [OUTSIDE]
     modules = tuple(ModuleMemory(n, *per[n]) for n in order if n in per)
     step = StepMemory(batch, block, modules, 0, "measured tensors")
-    if cuda:
-        return StepMemory(batch, block, modules, peak_cuda, "cuda max_memory_allocated")
+    if cuda:  # the weights were already there: add them back
+        peak = step.total("params") + peak_cuda
+        return StepMemory(batch, block, modules, peak, "cuda max_memory_allocated")
     return StepMemory(
         batch, block, modules, step.fixed + step.total("activations"), "measured tensors"
     )

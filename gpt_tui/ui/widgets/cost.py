@@ -151,7 +151,7 @@ class CostPanel(Vertical):
                 _bar(small, _pct(small), "yellow"),
             )
         head = Text(f"{facts.short}: max {facts.max:.4g}, normal from "
-                    f"{facts.smallest_normal:.3g} · {report.tokens} tokens\n")  # fmt: skip
+                    f"{facts.smallest_normal:.3g} · on {report.prompt[:24]!r}\n")  # fmt: skip
         if report.what_if is not None:
             w = report.what_if
             style = "bold red" if w.first else "green"

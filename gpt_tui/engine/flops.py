@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..errors import GptTuiError
-from .memory import make_optimizer
+from .memory import make_optimizer, training_logits, wants_targets
 from .model_access import model_device, output_logits
 from .training import restored
 
@@ -158,11 +158,13 @@ def _self_counts(counts: dict[str, int], root: str) -> dict[str, int]:
 def count_flops(model: nn.Module, x: torch.Tensor, train: bool = False) -> dict[str, int]:
     """Own FLOPs per module path of one forward (and backward, with `train`), on x."""
     counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    targets = train and wants_targets(model, x)
     with counter:
-        logits = output_logits(model(x))
         if train:
-            target = torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
-            F.cross_entropy(logits.float().flatten(0, -2), target.flatten()).backward()
+            logits = training_logits(model, x, torch.zeros_like(x), targets)
+            F.cross_entropy(logits.float().flatten(0, -2), x.flatten()).backward()
+        else:
+            output_logits(model(x))
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return _self_counts(counts, type(model).__name__)
 
@@ -220,12 +222,13 @@ def _step_seconds(model: nn.Module, x: torch.Tensor) -> float:
     with restored(model):
         model.train()
         opts = make_optimizer(model, "adamw")
+        targets = wants_targets(model, x)
         seconds = 0.0
         for _ in range(2):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            logits = output_logits(model(x))
+            logits = training_logits(model, x, x, targets)
             loss = F.cross_entropy(logits.float().flatten(0, -2), x.flatten())
             loss.backward()
             for opt in opts:

@@ -143,8 +143,28 @@ def make_optimizer(model: nn.Module, name: str) -> list[torch.optim.Optimizer]:
     return out
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return output_logits(model(x))
+def wants_targets(model: nn.Module, x: torch.Tensor) -> bool:
+    """True when the forward gives every position's logits only with targets, as upstream
+    nanoGPT does (nanochat returns the loss alone then: it is called without)."""
+    import inspect
+
+    with torch.no_grad():
+        logits = output_logits(model(x[:1]))
+    every = logits.dim() == 3 and logits.shape[:2] == x[:1].shape
+    return not every and "targets" in inspect.signature(model.forward).parameters
+
+
+def training_logits(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: bool
+) -> torch.Tensor:
+    """Logits at every position, called as `wants_targets` said."""
+    logits = output_logits(model(x, targets=y) if targets else model(x))
+    if logits.dim() != 3 or logits.shape[:2] != x.shape:
+        raise MemoryError_(
+            f"a training step needs logits for every position {tuple(x.shape)} + (V,); "
+            f"the model returned {tuple(logits.shape)}"
+        )
+    return logits
 
 
 class _SavedTensors:
@@ -213,6 +233,7 @@ def measure_step(
         for p in model.parameters():
             p.grad = None
         opts = make_optimizer(model, optimizer)
+        targets = wants_targets(model, x)
         saved = _SavedTensors(model)
         try:
             baseline = 0
@@ -221,7 +242,7 @@ def measure_step(
                 torch.cuda.reset_peak_memory_stats(device)
                 baseline = torch.cuda.memory_allocated(device)
             with saved.hooks:
-                logits = _logits(model, x)
+                logits = training_logits(model, x, y, targets)
                 loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
             loss.backward()
             del logits, loss

@@ -79,3 +79,20 @@ def test_a_batch_beyond_the_budget_and_a_block_beyond_the_context_are_errors() -
         memory_report(session, 1, 999)
     with pytest.raises(MemoryError_, match="above 0"):
         memory_report(session, 1, 8, budget_gib=0)
+
+
+def test_an_upstream_nanogpt_file_is_measured_with_logits_at_every_position() -> None:
+    """Upstream nanoGPT applies the head to the last position unless given targets: the
+    step is measured as training runs it, the head saving its whole (B, T, C) input."""
+    from pathlib import Path
+
+    from gpt_tui.io.model_file import load_model_file
+
+    args = dict(block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
+                bias=False)  # fmt: skip
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "user_models" / "model.py"
+    found = load_model_file(path, model_args=args)
+    model = found.model_class(found.config_class(**args))
+    step = measure_step(model, 2, 16)
+    head = next(m for m in step.modules if m.name == "lm_head")
+    assert head.activations == 2 * 16 * 32 * 4

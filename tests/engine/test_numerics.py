@@ -137,3 +137,13 @@ def test_heads_whose_largest_logit_grows_every_step_are_flagged() -> None:
     assert report.flagged[0].max_logits[-1] > 10 * report.flagged[0].max_logits[0]
     for k, v in session.model.state_dict().items():  # the weights are put back
         assert torch.equal(v, before[k])
+
+
+def test_a_dtype_the_device_lacks_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100-SXM2-16GB")
+    with pytest.raises(NumericsError, match="Tesla V100-SXM2-16GB has no bfloat16"):
+        check_device_format(torch.device("cuda"), "bfloat16")
+    assert check_device_format(torch.device("cuda"), "float16") is torch.float16
+    with pytest.raises(NumericsError, match="MPS cannot cast to float8_e5m2"):
+        check_device_format(torch.device("mps"), "float8_e5m2")

@@ -265,9 +265,8 @@ def what_if(model: nn.Module, ids: Sequence[int], name: str) -> WhatIf:
     result: Comparison = compare(
         Run(base, list(ids)), Run(other, list(ids), label=name), leaves=True, tolerance=tol
     )
-    worst = sorted(((r.name, r.rel_diff) for r in result.records), key=lambda t: -_nan_last(t[1]))[
-        :5
-    ]
+    ranked = sorted(((r.name, r.rel_diff) for r in result.records), key=lambda t: -_nan_last(t[1]))
+    worst = ranked[:5]
     div = result.first_divergence
     message = div.message if div else f"agrees with fp32 within {tol:g} relative at every probe"
     return WhatIf(name, tol, div.name if div else None, message, tuple(worst))
@@ -285,6 +284,9 @@ def numerics(
     check_device_format(session.device, dtype)
     ids, note = session.prompt_ids(prompt)
     model = session.model
+    held = next(model.parameters()).dtype
+    if held != torch.float32:  # the values asked about are then already rounded
+        note = _join(note, f"the model runs in {str(held).removeprefix('torch.')}, not fp32")
     facts = [format_facts(n) for n in FORMATS]
     cap = float(getattr(session.config, "softcap", 0) or 0)
     kept: list[tuple[PendingRecord, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
@@ -330,6 +332,10 @@ def numerics(
     return NumericsReport(
         text, len(ids), dtype, tuple(facts), tuple(modules), heads, softcap, check, note
     )
+
+
+def _join(a: str | None, b: str) -> str:
+    return f"{a}; {b}" if a else b
 
 
 def short_name(name: str) -> str:

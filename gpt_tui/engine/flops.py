@@ -3,9 +3,9 @@ each module takes and the model FLOPs utilisation (MFU) against the device's pea
 
 FLOPs come from `torch.utils.flop_counter.FlopCounterMode`, which attributes each matmul
 (and each attention kernel, forward and backward) to the modules running it; a module's own
-FLOPs are its count minus its children's. Per module only the forward is shown: torch's
-counter attributes backward FLOPs to the module entered next in backward (one off), so
-the training step is counted as a whole. On the CPU the counter has no formula for the CPU
+FLOPs are its count minus its children's. Per module only the forward is shown: in backward
+torch's counter charges the code between submodules (the attention kernel between c_k and
+c_proj, dropout) to a neighbouring submodule, so the training step is counted as a whole. On the CPU the counter has no formula for the CPU
 flash-attention kernel, so one is given here from torch's own SDPA counts. Like nanoGPT's
 formula, SDPA is counted over the full T×T square even when causal (half of it is masked).
 

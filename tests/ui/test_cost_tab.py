@@ -67,3 +67,13 @@ async def test_cost_tab_shows_numerics_heads_memory_and_flops() -> None:
         await pilot.click("#cost-measure")
         await settle(pilot)
         assert "Measure needs a batch and a block" in head()
+
+
+def test_cost_tab_numerics_80x24(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await press(pilot, "9")
+        await pilot.click("#cost-dtype-float8_e4m3fn")
+        await settle(pilot)
+
+    assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)

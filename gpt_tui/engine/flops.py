@@ -5,16 +5,16 @@ FLOPs come from `torch.utils.flop_counter.FlopCounterMode`, which attributes eac
 (and each attention kernel, forward and backward) to the modules running it; a module's own
 FLOPs are its count minus its children's. Per module only the forward is shown: in backward
 torch's counter charges the code between submodules (the attention kernel between c_k and
-c_proj, dropout) to a neighbouring submodule, so the training step is counted as a whole. On the CPU the counter has no formula for the CPU
-flash-attention kernel, so one is given here from torch's own SDPA counts. Like nanoGPT's
-formula, SDPA is counted over the full T×T square even when causal (half of it is masked).
+c_proj, dropout) to a neighbouring submodule, so the training step is counted as a whole.
+On the CPU the counter has no formula for the CPU flash-attention kernel, so one is given
+here from torch's own SDPA counts. Like nanoGPT's formula, SDPA is counted over the full
+T×T square even when causal (half of it is masked). The gap to the formulas:
+the attention backward recomputes q·kᵀ when the kernel does (+2·L·C·T per token; some
+kernels' counts do not), and norm gains and biases are in N but do no matmul (−6 each).
 
 nanoGPT's `estimate_flops`: per token, 6·N + 12·L·H·Q·T with N the parameters minus the
-position embedding; nanochat's: 6·(N − embeddings) + 12·L·H·Q·T. The measured training
-count differs from them by two known terms: the attention backward recomputes q·kᵀ (a
-flash kernel keeps no weights), +2·L·C·T per token; and norm gains and biases are in N but
-do no matmul, −6 per such parameter. Embedding lookups do no FLOPs (nanoGPT's tied wte is
-in N because the head's matmul uses it).
+position embedding; nanochat's: 6·(N − embeddings) + 12·L·H·Q·T. Embedding lookups do no
+FLOPs (nanoGPT's tied wte is in N because the head's matmul uses it).
 """
 
 from __future__ import annotations

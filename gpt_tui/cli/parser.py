@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import compare_cmds, patch_cmds
+from . import compare_cmds, cost_cmds, patch_cmds
 from .app_cmd import cmd_app
 from .attach_cmd import add_attach_args, cmd_attach
 from .data_cmds import cmd_eval, cmd_train
@@ -129,6 +129,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
     "attribute": (patch_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
+    "numerics": (cost_cmds.cmd_numerics, "What bf16/fp16/fp8 would do to each module.", True),
+    "memory": (cost_cmds.cmd_memory, "Memory of a training step per module; what fits.", True),
+    "cost": (cost_cmds.cmd_cost, "FLOPs and time per module, and the MFU.", True),
 }
 
 
@@ -218,6 +221,12 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--top-p", type=real(0, above=True, high=1), default=None, help="with --token"
         )
+    elif name == "numerics":
+        cost_cmds.add_numerics_args(p, whole, real)
+        return  # it adds --json
+    elif name in ("memory", "cost"):
+        cost_cmds.add_size_args(p, whole, real, fit=name == "memory")
+        return  # it adds --json
     elif name == "train-step":
         add_train_step_args(p, whole, real)
         return  # it adds --json

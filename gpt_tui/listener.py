@@ -28,14 +28,16 @@ import copy
 import json
 import math
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -92,6 +94,7 @@ class Listener:
         self._client: socket.socket | None = None
         self._lock = threading.Lock()
         self._waiting = threading.Event()  # a client waits for the next step boundary
+        self._cases: list[Path] = []  # case folders written for the attached client
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if path.exists():
             path.unlink()
@@ -168,6 +171,9 @@ class Listener:
             conn.close()
             self.clients += 1
             self._release(conn)
+            for folder in self._cases:  # the client's copies go with it
+                shutil.rmtree(folder, ignore_errors=True)
+            self._cases = []
 
     def _release(self, conn: socket.socket) -> None:
         with self._lock:
@@ -185,7 +191,12 @@ class Listener:
                 _send(conn, {"detached": self.step})
                 _log("the client detached; the run goes on")
                 return
-            answers = {"state": self._state, "forward": self._forward, "train-step": self._train}
+            answers = {
+                "state": self._state,
+                "forward": self._forward,
+                "train-step": self._train,
+                "case": self._case,
+            }
             answer = answers.get(request)
             _send(conn, answer() if answer else {"error": f"unknown request {request!r}"})
         _log("the client went away; the run goes on")
@@ -231,6 +242,27 @@ class Listener:
                 "finite": bool(torch.isfinite(x).all()),
             }
         return answer
+
+    def _case(self) -> dict[str, Any]:
+        """The live state as a case (weights, the last batch, the step): a copy for the
+        client's app, in a private temporary folder removed when the client goes."""
+        from .engine.watch import Finding
+        from .engine.watch_report import CASE_FILE, read_case, save_case
+        from .io.checkpoints.save import atomic_write_text
+
+        folder = Path(tempfile.mkdtemp(prefix="gpt-tui-attach-"))  # 0700, this user's
+        self._cases.append(folder)
+        state = self._state()
+        loss = "" if state["loss"] is None else f", loss {state['loss']:.4f}"
+        summary = f"the live run, pid {os.getpid()}, at step {self.step}{loss}"
+        tensors = tuple(t for t in self._batch() if isinstance(t, torch.Tensor))
+        finding = Finding(self.step, cast(Any, "attach"), "the live run", summary)
+        save_case(folder, inner_module(self.model), finding, tensors, None)
+        case = read_case(folder)
+        case.update(summary=summary, attach=state)
+        atomic_write_text(folder / CASE_FILE, json.dumps(case, indent=2) + "\n")
+        atomic_write_text(folder / "README.md", f"# gpt-tui attach: {summary}\n")
+        return {"case": str(folder), "summary": summary}
 
     def _train(self) -> dict[str, Any]:
         if self._args is None:

@@ -24,7 +24,7 @@ ALLOWED = {
     "cli": {"errors", "formatting", "models", "io", "engine", "cli", "ui", "train", "listener"},
     "train": {"errors", "models", "io", "engine"},
     "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
-    "listener": {"errors", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
+    "listener": {"errors", "io", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
 }
 
 

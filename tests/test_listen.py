@@ -101,3 +101,55 @@ def test_listen_arguments_are_checked_up_front(tmp_path: Path) -> None:
         ):
             pass
     assert not (tmp_path / "a.sock").exists()
+
+
+async def _settle(pilot) -> None:
+    for _ in range(3):  # a finished worker may have queued the next engine call
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def test_attach_app_opens_a_copy_of_the_live_state_and_q_lets_the_run_go_on(
+    tmp_path: Path, capsys
+) -> None:
+    import asyncio
+
+    from gpt_tui.cli.attach_cmd import run_attach
+    from gpt_tui.cli.parser import parse_args
+
+    path = tmp_path / "run.sock"
+    train = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(path), "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: dict = {}
+
+    async def drive(app) -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot)
+            seen["case"] = Path(app.spec.checkpoint).parent
+            seen["batch"] = app.state.training.batch
+            await pilot.press("6", "c")  # the Train tab: a whole step, on the copy
+            await _settle(pilot)
+            seen["loss"] = app.state.training.loss
+            await pilot.press("q")
+
+    try:
+        assert f"listening on {path}" in train.stderr.readline()
+        args = parse_args(["attach", str(path), "--app"])
+        assert run_attach(args, run=lambda app: asyncio.run(drive(app))) == 0
+        out, err = train.communicate(timeout=120)
+    finally:
+        train.kill()
+        train.wait()
+    assert train.returncode == 0, err
+    printed = capsys.readouterr().out
+    assert "paused: the live run, pid" in printed and "detached: the run goes on" in printed
+    batch = seen["batch"]  # the run's own last batch, both rows, in the Train tab
+    assert batch is not None and len(batch.rows) == 2 and "the live run" in batch.source
+    assert 0 < seen["loss"] < 10
+    assert seen["case"].name.startswith("gpt-tui-attach-") and not seen["case"].exists()
+    losses = json.loads(out)
+    assert losses == unattached_losses(len(losses))  # the copy's step changed nothing

@@ -12,10 +12,14 @@ import json
 import math
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import UserError
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 OPS = ("state", "forward", "train-step")
 
@@ -32,6 +36,15 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         help="also run the last batch forward, or a training step on a copy (repeatable)",
     )
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a step boundary")
+    p.add_argument(
+        "--app",
+        action="store_true",
+        help="open the inspector on a copy of the run's state (its weights and last batch); "
+        "the run waits until you quit",
+    )
+    p.add_argument("--device", default="cpu", help="with --app: where the copy opens")
+    p.add_argument("--meta", metavar="PATH", help="with --app: the run's nanoGPT meta.pkl")
+    p.add_argument("--tokenizer", metavar="PATH", help="with --app: the run's tokenizer")
     p.add_argument("--json", action="store_true")
 
 
@@ -71,6 +84,12 @@ def _receive(reader: Any) -> dict[str, Any]:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
+    return run_attach(args, run=lambda app: app.run())
+
+
+def run_attach(args: argparse.Namespace, run: Callable[[App], object]) -> int:
+    """The command, with `run(app)` running the app of --app to its end (a test drives it
+    with Pilot)."""
     if not (math.isfinite(args.wait) and args.wait > 0):
         raise UserError(f"--wait {args.wait:g}: give a number of seconds above 0")
     path = find_socket(args.target)
@@ -94,6 +113,9 @@ def cmd_attach(args: argparse.Namespace) -> int:
         for op in args.do:
             conn.sendall((json.dumps({"op": op}) + "\n").encode())
             answers[op] = _receive(reader)
+        if args.app:
+            conn.sendall(b'{"op": "case"}\n')
+            answers["case"] = _open_app(_receive(reader), args, run)
         conn.sendall(b'{"op": "detach"}\n')
         _receive(reader)  # the run has let go of this client
     except TimeoutError:
@@ -114,6 +136,21 @@ def cmd_attach(args: argparse.Namespace) -> int:
         print(f"{op}: " + ", ".join(f"{k} {_show(v)}" for k, v in answers[op].items()))
     print("detached: the run goes on")
     return 0
+
+
+def _open_app(answer: dict[str, Any], args: argparse.Namespace, run: Callable) -> str:
+    """The inspector on the run's copy; the run waits, paused, until it ends."""
+    from ..engine.watch_report import read_case
+    from .app_cmd import case_app
+
+    if "error" in answer:
+        raise UserError(f"the run could not write its state: {answer['error']}")
+    print(f"paused: {answer['summary']}; q in the app detaches and the run goes on")
+    app = case_app(read_case(answer["case"]), args.device, meta=args.meta, tokenizer=args.tokenizer)
+    run(app)
+    if app.open_error:
+        raise UserError(f"the run's copy could not be opened: {app.open_error}")
+    return answer["summary"]
 
 
 def _show(value: Any) -> str:

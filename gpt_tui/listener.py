@@ -19,7 +19,13 @@ client detaches or goes away. Requests read the run and never change it:
 - `train-step`: one training step of the last batch on a copy of the model and of the
   optimizer: the loss, the gradient norm and the largest relative weight change.
 A lost client, a second client (refused: "busy"), a client of another user (refused):
-one line in the run's log each, and the run goes on. Not under torchrun yet.
+one line in the run's log each, and the run goes on. `case` writes the live state as a
+case folder for the client's app (`gpt-tui attach --app`).
+
+Under torchrun each rank listens on `<pid>.rank<N>.sock`; every `every` steps the ranks
+all-reduce one integer ("a client waits") on a gloo group of listen's own, and when it is
+up every rank pauses at that boundary: the attached one serves its client, the others
+wait in a barrier, so the run's collectives stay in step.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,7 +59,8 @@ def socket_folder() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "gpt-tui" if runtime else Path(f"/tmp/gpt-tui-{os.getuid()}")
     folder = base / "runs"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for level in (base, folder):  # one at a time: parents=True would make base 0755
+        level.mkdir(mode=0o700, exist_ok=True)
     for level in (base, folder):
         if level.stat().st_uid != os.getuid() or level.stat().st_mode & 0o077:
             raise GptTuiError(f"{level} is not private to you (owner and mode 0700): remove it")
@@ -85,8 +93,17 @@ def _logits_of(output: Any) -> torch.Tensor | None:
 class Listener:
     """The socket, its accepting thread and the hooks of one listened run."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        path: Path,
+        group: Any = None,
+        every: int = 1,
+    ) -> None:
         self.model, self.optimizer, self.path = model, optimizer, path
+        self.group, self.every = group, every  # under torchrun: the ranks' own gloo group
+        self.rank = None if group is None else torch.distributed.get_rank()
         self.step = 0
         self.clients = 0  # clients served (or lost) at a step boundary
         self._args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
@@ -156,8 +173,27 @@ class Listener:
 
     def _boundary(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
         self.step += 1
-        if not self._waiting.is_set():
+        if self.group is None:
+            if self._waiting.is_set():
+                self._attach()
             return  # nobody attached: the whole cost
+        if self.step % self.every:
+            return
+        # Under torchrun every rank pauses at the same boundary, or the run's next
+        # collective would hang: one integer, "a client waits somewhere", every `every`.
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(self._waiting.is_set())])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        if not flag.item():
+            return
+        if self._waiting.is_set():
+            self._attach()
+        else:
+            _log(f"rank {self.rank} waits at step {self.step} while another rank is attached")
+        dist.barrier(group=self.group)
+
+    def _attach(self) -> None:
         self._waiting.clear()
         with self._lock:
             conn = self._client
@@ -315,19 +351,41 @@ def _send(conn: socket.socket, message: dict[str, Any]) -> None:
     conn.sendall((json.dumps(message) + "\n").encode())
 
 
+def _rank_group() -> tuple[Any, int | None]:
+    """Under torchrun, a gloo group of listen's own (a CPU flag whatever the run's backend,
+    and a long timeout: the other ranks wait while a user looks) and this rank."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None, None
+    try:
+        group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+    except (RuntimeError, ValueError) as err:
+        raise GptTuiError(f"listen under torchrun needs a gloo process group: {err}") from None
+    return group, dist.get_rank()
+
+
 @contextmanager
 def listen(
-    model: nn.Module, *, optimizer: torch.optim.Optimizer, path: str | Path | None = None
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer,
+    path: str | Path | None = None,
+    every: int = 10,
 ) -> Iterator[Listener]:
-    """Let `gpt-tui attach` look into this training loop (see the module doc)."""
+    """Let `gpt-tui attach` look into this training loop (see the module doc). Under
+    torchrun every rank must call it; `every`: the steps between two exchanges of the
+    attach flag between ranks."""
     check_arguments(model, optimizer, 1)
     if optimizer is None:
         raise GptTuiError("listen needs optimizer=: its step is where the loop pauses")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        raise GptTuiError("listen does not work under torchrun yet: use gpt_tui.watch there")
-    where = Path(path) if path is not None else socket_folder() / f"{os.getpid()}.sock"
-    listener = Listener(model, optimizer, where)
-    _log(f"listening on {where} (gpt-tui attach {os.getpid()})")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise GptTuiError(f"every={every!r}: a whole number of steps, 1 or more")
+    group, rank = _rank_group()
+    name = f"{os.getpid()}.sock" if rank is None else f"{os.getpid()}.rank{rank}.sock"
+    where = Path(path) if path is not None else socket_folder() / name
+    listener = Listener(model, optimizer, where, group, every)
+    command = f"gpt-tui attach {os.getpid()}" + ("" if rank is None else f" --rank {rank}")
+    _log(f"listening on {where} ({command})")
     try:
         yield listener
     finally:

@@ -4,6 +4,7 @@ at a step boundary; the run's losses are those of an unattached run."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import stat
 import subprocess
@@ -153,3 +154,111 @@ def test_attach_app_opens_a_copy_of_the_live_state_and_q_lets_the_run_go_on(
     assert seen["case"].name.startswith("gpt-tui-attach-") and not seen["case"].exists()
     losses = json.loads(out)
     assert losses == unattached_losses(len(losses))  # the copy's step changed nothing
+
+
+DIST_SCRIPT = """
+import json, sys, torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+import gpt_tui
+from gpt_tui.models import build_model, make_config
+
+mode, steps = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model = DistributedDataParallel(build_model(make_config("tiny", "nanogpt"), "cpu", seed=0))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+gen = torch.Generator().manual_seed(1 + rank)
+losses = []
+
+
+def train(listener):
+    after = 0
+    while len(losses) < steps and after < 3:
+        x = torch.randint(65, (2, 16), generator=gen)
+        _, loss = model(x, x.roll(-1, 1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if listener is not None:  # every rank stops together, 3 steps after the attach
+            done = torch.tensor([listener.clients])
+            dist.all_reduce(done, op=dist.ReduceOp.MAX)
+            after += int(done.item()) >= 1
+
+
+if mode == "listen":
+    with gpt_tui.listen(model, optimizer=opt, every=5) as listener:
+        train(listener)
+else:
+    train(None)
+print(json.dumps({"rank": rank, "losses": losses}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def _torchrun(folder: Path, mode: str, steps: int) -> subprocess.Popen:
+    import os
+
+    script = folder / "dist_train.py"
+    script.write_text(DIST_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.Popen(
+        [*command, "--nproc_per_node", "2", str(script), mode, str(steps)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # the ranks end with the test, whatever happens
+    )
+
+
+def _rank_losses(lines: list[str]) -> dict[int, list[float]]:
+    found = {}
+    for line in lines:
+        if line.startswith('{"rank"'):
+            data = json.loads(line)
+            found[data["rank"]] = data["losses"]
+    return found
+
+
+@pytest.mark.slow
+def test_attach_to_one_rank_under_torchrun_holds_every_rank_at_that_step(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import os
+    import signal
+    import tempfile
+    import threading
+
+    runtime = Path(tempfile.mkdtemp(prefix="gl-"))  # short: a socket's path is limited
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    proc = _torchrun(tmp_path, "listen", 5000)
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))  # a hang's bound
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # both ranks listen before the attach
+            lines.append(line)
+            if sum("listening on" in seen for seen in lines) == 2:
+                break
+        assert "--rank 1)" in "".join(lines)
+        assert run(["attach", "--rank", "1", "--json"]) == 0
+        state = json.loads(capsys.readouterr().out)["state"]
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=300) == 0, "".join(lines)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(runtime, ignore_errors=True)
+    log = "".join(lines)
+    assert state["step"] % 5 == 0  # a boundary where the ranks exchanged the flag
+    assert f"rank 0 waits at step {state['step']} while another rank is attached" in log
+    attached = _rank_losses(lines)
+    bare = _torchrun(tmp_path, "bare", len(attached[0]))
+    out, _ = bare.communicate(timeout=300)
+    assert bare.returncode == 0, out
+    assert attached == _rank_losses(out.splitlines()) and len(attached) == 2

@@ -35,6 +35,7 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         default=[],
         help="also run the last batch forward, or a training step on a copy (repeatable)",
     )
+    p.add_argument("--rank", type=int, metavar="N", help="under torchrun: the rank to attach to")
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a step boundary")
     p.add_argument(
         "--app",
@@ -48,12 +49,14 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def find_socket(target: str | None) -> Path:
+def find_socket(target: str | None, rank: int | None = None) -> Path:
     from ..listener import socket_folder
 
     folder = socket_folder()
+    suffix = ".sock" if rank is None else f".rank{rank}.sock"
     if target is None:
-        found = sorted(p for p in folder.glob("*.sock") if _alive(p.stem))
+        pattern = "*.sock" if rank is None else f"*{suffix}"
+        found = sorted(p for p in folder.glob(pattern) if _alive(p.name.split(".")[0]))
         if len(found) != 1:
             what = "no run is listening" if not found else f"{len(found)} runs are listening"
             pids = ", ".join(p.stem for p in found)
@@ -62,7 +65,7 @@ def find_socket(target: str | None) -> Path:
                 "(gpt-tui attach PID); a run listens after gpt_tui.listen(model, optimizer=opt)"
             )
         return found[0]
-    return folder / f"{target}.sock" if target.isdigit() else Path(target)
+    return folder / f"{target}{suffix}" if target.isdigit() else Path(target)
 
 
 def _alive(pid: str) -> bool:
@@ -92,7 +95,7 @@ def run_attach(args: argparse.Namespace, run: Callable[[App], object]) -> int:
     with Pilot)."""
     if not (math.isfinite(args.wait) and args.wait > 0):
         raise UserError(f"--wait {args.wait:g}: give a number of seconds above 0")
-    path = find_socket(args.target)
+    path = find_socket(args.target, args.rank)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(args.wait)
     try:

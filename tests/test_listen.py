@@ -262,3 +262,28 @@ def test_attach_to_one_rank_under_torchrun_holds_every_rank_at_that_step(
     out, _ = bare.communicate(timeout=300)
     assert bare.returncode == 0, out
     assert attached == _rank_losses(out.splitlines()) and len(attached) == 2
+
+
+def test_several_ranks_listening_ask_for_a_rank(monkeypatch, capsys) -> None:
+    import os
+    import tempfile
+
+    runtime = Path(tempfile.mkdtemp(prefix="gl-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    from gpt_tui.listener import socket_folder
+
+    servers = []  # two ranks of one live run (this process)
+    try:
+        for rank in (0, 1):
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(socket_folder() / f"{os.getpid()}.rank{rank}.sock"))
+            servers.append(server)
+        assert run(["attach"]) == 2
+        err = capsys.readouterr().err
+        assert "2 runs are listening" in err and "give a rank (gpt-tui attach --rank N)" in err
+        assert run(["attach", "--rank", "2"]) == 2
+        assert "no run is listening" in capsys.readouterr().err
+    finally:
+        for server in servers:
+            server.close()
+        shutil.rmtree(runtime)

@@ -60,8 +60,10 @@ def find_socket(target: str | None, rank: int | None = None) -> Path:
         if len(found) != 1:
             what = "no run is listening" if not found else f"{len(found)} runs are listening"
             pids = ", ".join(p.stem for p in found)
+            ranks = rank is None and any(".rank" in p.name for p in found)
+            which = "a rank (gpt-tui attach --rank N)" if ranks else "its process id"
             raise UserError(
-                f"{what} in {folder}{f' ({pids})' if pids else ''}: give its process id "
+                f"{what} in {folder}{f' ({pids})' if pids else ''}: give {which} "
                 "(gpt-tui attach PID); a run listens after gpt_tui.listen(model, optimizer=opt)"
             )
         return found[0]

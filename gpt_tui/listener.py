@@ -136,6 +136,11 @@ class Listener:
         self._server.close()  # ends the accepting thread
         self._thread.join(timeout=10)
         self.path.unlink(missing_ok=True)
+        if self.group is not None and torch.distributed.is_initialized():
+            # its own group ends with it, not in the interpreter's exit, where gloo's
+            # threads may be torn down in any order
+            torch.distributed.destroy_process_group(self.group)
+            self.group = None
 
     # -- the accepting thread ---------------------------------------------------------------
 

@@ -4,6 +4,8 @@ at a step boundary; the run's losses are those of an unattached run."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import socket
 import stat
@@ -18,6 +20,9 @@ from gpt_tui.cli import run
 from gpt_tui.models import build_model, make_config
 
 SCRIPT = Path(__file__).parent / "fixtures" / "listen" / "train.py"
+# One torch thread in the run, as in unattached_losses here (the tests' conftest): over
+# enough steps, a run on 2 threads and one on 1 part ways in the last bits.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 
 
@@ -46,6 +51,7 @@ def test_attach_reads_a_live_run_which_goes_on_unchanged(tmp_path: Path, capsys)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=ONE_THREAD,
     )
     try:
         first = train.stderr.readline()  # blocks until the run listens
@@ -124,6 +130,7 @@ def test_attach_app_opens_a_copy_of_the_live_state_and_q_lets_the_run_go_on(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=ONE_THREAD,
     )
     seen: dict = {}
 
@@ -215,11 +222,11 @@ def _torchrun(folder: Path, mode: str, steps: int) -> subprocess.Popen:
 
 
 def _rank_losses(lines: list[str]) -> dict[int, list[float]]:
+    # the ranks print at once into one pipe: their lines may run together
     found = {}
-    for line in lines:
-        if line.startswith('{"rank"'):
-            data = json.loads(line)
-            found[data["rank"]] = data["losses"]
+    for match in re.finditer(r'\{"rank": \d+, "losses": \[[^\]]*\]\}', "".join(lines)):
+        data = json.loads(match[0])
+        found[data["rank"]] = data["losses"]
     return found
 
 
@@ -287,3 +294,64 @@ def test_several_ranks_listening_ask_for_a_rank(monkeypatch, capsys) -> None:
         for server in servers:
             server.close()
         shutil.rmtree(runtime)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_attach_app_in_a_real_terminal(tmp_path: Path) -> None:
+    import os
+    import shlex
+    import time
+
+    path = tmp_path / "run.sock"
+    train = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(path), "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ONE_THREAD,
+    )
+    exit_file = tmp_path / "exit"
+    session = f"ls-attach-app-{os.getpid()}"
+    env = f"GPT_TUI_HIDE_MEMORY=1 PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))}"
+    shell = (
+        f"env {env} {shlex.quote(sys.executable)} -m gpt_tui attach {path} --app; "
+        f"echo EXIT=$? > {exit_file}; sleep 60"
+    )
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+
+    def screen() -> str:
+        try:
+            return tmux("capture-pane", "-p", "-t", session)
+        except subprocess.CalledProcessError:
+            return "(the tmux session has ended)"
+
+    def wait_for(what: str, condition) -> None:
+        """Poll the terminal (an outside process: no event to wait on), bounded."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"timed out waiting for {what}; the screen was:\n{screen()}")
+
+    try:
+        assert f"listening on {path}" in train.stderr.readline()
+        tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", shell)
+        wait_for("the app on the run's copy", lambda: "lm_head" in screen())
+        tmux("send-keys", "-t", session, "6")
+        wait_for("the Train tab on the run's batch", lambda: "from the run's batch" in screen())
+        tmux("send-keys", "-t", session, "q")
+        wait_for("the attach to end", exit_file.exists)
+        assert exit_file.read_text().strip() == "EXIT=0"
+        assert "detached: the run goes on" in screen()
+        out, err = train.communicate(timeout=120)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        train.kill()
+        train.wait()
+    assert train.returncode == 0, err
+    losses = json.loads(out)
+    assert losses == unattached_losses(len(losses))

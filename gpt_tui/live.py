@@ -14,6 +14,7 @@ gpt_tui.inspect(model, x)  # the debugger on the live model; returns when you qu
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .engine.watch import Finding, NonFiniteError, Watch
-from .engine.watch_report import save_case
+from .engine.watch_report import write_case
 from .errors import GptTuiError
 
 if TYPE_CHECKING:
@@ -75,19 +76,24 @@ class WatchHandle:
         self._watch.close()
 
     def _found(self, finding: Finding, batch: tuple[Any, ...]) -> None:
+        written = None
         if self.report is not None:
-            folder = save_case(self.report, self.model, finding, batch, self.optimizer)
-            finding = Finding(
-                finding.step, finding.phase, finding.where, finding.detail, str(folder)
-            )
-            self._watch.finding = finding
+            written = write_case(self.report, self.model, finding, batch, self.optimizer)
+            if written.path is not None:
+                finding = dataclasses.replace(finding, report=str(written.path))
+                self._watch.finding = finding
         print(f"gpt-tui: {finding.summary}", file=sys.stderr)
+        if written is not None and written.error is not None:
+            print(f"gpt-tui: warning: {written.error}", file=sys.stderr)
         if self.on == "open" and sys.stdin.isatty() and sys.stdout.isatty():
             idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
             targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
             inspect(self.model, idx, targets=targets[0] if targets else None)
         elif self.on in ("raise", "open"):
-            raise NonFiniteError(finding)
+            error = NonFiniteError(finding)
+            if written is not None and written.error is not None:
+                error.add_note(written.error)
+            raise error
 
 
 @contextmanager

@@ -46,12 +46,17 @@ def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Calla
         metavar="DIR",
         help="a report gpt_tui.watch saved: its weights, model file and batch, watched",
     )
+    p.add_argument(
+        "--trust-case-code",
+        action="store_true",
+        help="let --case import the model file it names (it runs that file's code)",
+    )
     p.add_argument("--json", action="store_true")
 
 
 def _open_case(args: argparse.Namespace) -> dict[str, Any]:
     """Point the model arguments at the case's model; its batch comes after opening."""
-    from ..engine.watch_report import case_checkpoint, read_case
+    from ..engine.watch_report import case_checkpoint, case_model_file, case_vocabulary, read_case
     from .common import UserError
 
     if args.checkpoint or args.config or args.sample or args.model_file or args.data:
@@ -60,9 +65,21 @@ def _open_case(args: argparse.Namespace) -> dict[str, Any]:
             "--sample, --model-file and --data"
         )
     case = read_case(args.case)
-    args.checkpoint, args.model_file = case_checkpoint(case), case.get("model_file")
+    args.checkpoint = case_checkpoint(case)
+    args.model_file = case_model_file(case, args.trust_case_code)
+    args.meta = args.meta or case_vocabulary(case)
     args.watch_nan = True
     return case
+
+
+def _vocabulary_note(case: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """Why the case's batch may read as garbage: no vocabulary recorded and none given."""
+    if args.meta:
+        return None
+    return (
+        "the case records no vocabulary: its batch is decoded with the model's default "
+        "tokenizer; give --meta data/<dataset>/meta.pkl to read a char-level batch"
+    )
 
 
 def cmd_train_step(args: argparse.Namespace) -> int:
@@ -108,22 +125,24 @@ def cmd_train_step(args: argparse.Namespace) -> int:
     if args.json:
         data = step_json(view, health.health)
         if case is not None:
-            data["case"] = case["finding"]
+            data["case"] = case.get("finding")
+            data["case_note"] = _vocabulary_note(case, args)
         render.print_json(data)
     else:
         if case is not None:
-            print(f"the saved case: {case['summary']}")
+            print(f"the saved case: {case.get('summary', case['folder'])}")
+            note = _vocabulary_note(case, args)
+            if note:
+                print(note)
         print_step(view, health.health)
     return 0
 
 
 def _case_batch(case: dict[str, Any], session: Any) -> Any:
-    from ..engine.watch_report import CaseError, case_batch
+    from ..engine.watch_report import case_batch
     from ..io.batches import FixedBatch
 
-    inputs = case_batch(case)
-    if len(inputs) < 2:
-        raise CaseError(f"{case['folder']}: the saved batch has no targets (model(x, y))")
+    inputs = case_batch(case, session.context_len)
     return FixedBatch(inputs[0], inputs[1], session.decode_token, f"the case in {case['folder']}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from .common import open_session, require_weights
 
 if TYPE_CHECKING:
     from ..engine.trace import TensorStats
-    from ..engine.training_health import Health
+    from ..engine.training_health import Health, HealthStep
     from ..engine.training_intents import TrainingView
     from ..io.batches import BatchView
 
@@ -112,30 +113,67 @@ def cmd_train_step(args: argparse.Namespace) -> int:
             data, batch=args.batch, block=args.block, seed=args.seed, split=args.split,
             options=opts,
         )  # fmt: skip
+        context = session.context_len
+        notes: list[str | None] = []
+        if context is not None and args.block > context:
+            notes.append(f"--block {args.block} cropped to the model's context of {context}")
+        if case is not None:
+            notes.append(_vocabulary_note(case, args))
         view = debugger.train_step("continue").training
-        if args.keep:
-            from dataclasses import replace
+        assert view is not None and view.report is not None
+        done: list[HealthStep] = []
+        interrupted = False
+        try:  # the step's report streams out first; Ctrl-C keeps the steps taken so far
+            if not args.json:
+                if case is not None:
+                    print(f"the saved case: {case.get('summary', case['folder'])}")
+                for note in filter(None, notes):
+                    render.console().print(f"[yellow]note:[/] {note}", highlight=False)
+                print_report(view)
+                sys.stdout.flush()
+            if args.keep:
+                from dataclasses import replace
 
-            debugger.set_training_options(replace(opts, keep=True))
-        health = debugger.train_health(args.steps).training
+                debugger.set_training_options(replace(opts, keep=True))
+            progress = _Progress(args.steps, done)
+            health = debugger.train_health(args.steps, progress=progress).training
+            progress.end()
+            assert health is not None and health.health is not None
+            result = health.health
+        except KeyboardInterrupt:
+            from ..engine.training_health import Health
+
+            result, interrupted = Health(tuple(done), (), None), True
     finally:
         debugger.close()
-    assert view is not None and view.report is not None and health is not None
-    assert health.health is not None
     if args.json:
-        data = step_json(view, health.health)
+        data = step_json(view, result)
         if case is not None:
             data["case"] = case.get("finding")
-            data["case_note"] = _vocabulary_note(case, args)
-        render.print_json(data)
+        render.print_json({**data, "notes": list(filter(None, notes)), "interrupted": interrupted})
     else:
-        if case is not None:
-            print(f"the saved case: {case.get('summary', case['folder'])}")
-            note = _vocabulary_note(case, args)
-            if note:
-                print(note)
-        print_step(view, health.health)
+        print_health(result)
+    if interrupted:
+        print(f"gpt-tui: interrupted after {render.plural(len(done), 'step')}", file=sys.stderr)
+        return 130
     return 0
+
+
+class _Progress:
+    """Collects the health steps as they come; on a terminal, says how far it is."""
+
+    def __init__(self, total: int, done: list[HealthStep]) -> None:
+        self.total, self.done = total, done
+        self.tty = total > 1 and sys.stderr.isatty()
+
+    def __call__(self, step: HealthStep) -> None:
+        self.done.append(step)
+        if self.tty:
+            print(f"\rhealth: step {len(self.done)} of {self.total}", end="", file=sys.stderr)
+
+    def end(self) -> None:
+        if self.tty:
+            print("\r\033[K", end="", file=sys.stderr)
 
 
 def _case_batch(case: dict[str, Any], session: Any) -> Any:
@@ -237,7 +275,8 @@ def batch_lines(batch: BatchView, rows: int = 4) -> list[str]:
     return lines
 
 
-def print_step(view: TrainingView, health: Health) -> None:
+def print_report(view: TrainingView) -> None:
+    """The step laid open: its batch, loss, backward, gradients and updates."""
     report, batch = view.report, view.batch
     assert report is not None and batch is not None
     console = render.console()
@@ -285,6 +324,10 @@ def print_step(view: TrainingView, health: Health) -> None:
         )
     if report.scaler:
         console.print(report.scaler, markup=False)
+
+
+def print_health(health: Health) -> None:
+    console = render.console()
     steps = render.table(f"health over {render.plural(len(health.steps), 'step')}")
     for col in ("step", "loss", "grad norm", "max Δw/w", "NaN/Inf", "tok/s", "memory"):
         steps.add_column(col, justify="right")

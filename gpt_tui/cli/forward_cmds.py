@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import fnmatch
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import render, step_lines
@@ -14,6 +14,8 @@ from .common import UserError, open_debugger, require_weights
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState
+
+MAX_TOKEN = 10_000  # --token N generates N-1 tokens first
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -68,6 +70,11 @@ def cmd_step(args: argparse.Namespace) -> int:
             "give --break GLOB (e.g. 'transformer.h.1.*'), --break-at FILE:LINE|FUNCTION, "
             "--token N and/or --watch-nan"
         )
+    if args.token and args.token > MAX_TOKEN:
+        raise UserError(
+            f"--token {args.token}: at most {MAX_TOKEN:,} (every token before it is generated "
+            "first); step into an earlier one"
+        )
     debugger = open_debugger(args, args.prompt)
     try:
         session = debugger.session
@@ -90,7 +97,9 @@ def cmd_step(args: argparse.Namespace) -> int:
             settings = GenerationSettings(args.temperature, args.top_k, args.top_p, args.seed)
             debugger.reset_generation(settings)
             if args.token > 1:
-                debugger.generate(args.token - 1)
+                debugger.generate(args.token - 1, progress=_token_progress(args.token))
+                if sys.stderr.isatty():
+                    print("\r\033[K", end="", file=sys.stderr)
             state = debugger.step_token()
         else:
             state = debugger.step("continue")  # the app's `c`
@@ -144,6 +153,18 @@ def cmd_step(args: argparse.Namespace) -> int:
     if args.evals or args.show:
         console.print("[yellow]note:[/] --eval and --show run only at a pause at a line")
     return 0
+
+
+def _token_progress(token: int) -> Callable[[DebugState], None] | None:
+    """On a terminal, how far the generation before --token N has come."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(state: DebugState) -> None:
+        done = len(state.generation.steps) if state.generation is not None else 0
+        print(f"\rgenerating token {done} of {token - 1}", end="", file=sys.stderr)
+
+    return show
 
 
 def _print_line_pause(state: DebugState, args: argparse.Namespace, printed: list[str]) -> int:

@@ -163,6 +163,8 @@ def train(
         text = Path(s.data).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise TrainDataError(f"--data {s.data} is not UTF-8 text: give a text file") from None
+    if not text:
+        raise TrainDataError(f"--data {s.data} is empty: give a text file to train on")
     tokenizer = CharTokenizer.from_text(text)
     overrides = {**(s.overrides or {}), "vocab_size": tokenizer.vocab_size}
     config = make_config(s.preset, s.arch, overrides)

@@ -24,9 +24,11 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 import shlex
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,6 +218,22 @@ The folder holds {when} (`{case["checkpoint"]}`), the step's batch
     atomic_write_text(out / "README.md", readme)
 
 
+def _remove_abandoned(root: Path) -> None:
+    """Temp folders of writers on this host that were killed mid-write (their process is
+    gone); another host's, or a live process's, are left alone."""
+    host = socket.gethostname()
+    for folder in root.glob(f"{_WRITING}{host}-*-*"):
+        pid = folder.name.removeprefix(f"{_WRITING}{host}-").split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive under another user: not ours to judge
+
+
 def write_case(
     folder: str | Path,
     model: nn.Module,
@@ -232,7 +250,9 @@ def write_case(
     tmp: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_WRITING, dir=root))
+        _remove_abandoned(root)
+        prefix = f"{_WRITING}{socket.gethostname()}-{os.getpid()}-"
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         case = _fill(tmp, model, finding, batch, optimizer, meta)
         base = _folder_name(finding)
         for n in range(1, 10_000):

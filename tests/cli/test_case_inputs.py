@@ -337,3 +337,5 @@ def test_a_kill_during_a_rewrite_leaves_only_whole_cases(tmp_path):
         assert latest["finding"]["step"] == max(steps)
         start = max(steps) + 1
     assert len(steps) >= 7
+    nanogpt_case(report)  # the next writer removes what the killed ones left half-written
+    assert not [p for p in report.iterdir() if p.name.startswith(".")]

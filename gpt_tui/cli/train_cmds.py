@@ -115,7 +115,7 @@ def cmd_train_step(args: argparse.Namespace) -> int:
         )  # fmt: skip
         context = session.context_len
         notes: list[str | None] = []
-        if context is not None and args.block > context:
+        if case is None and context is not None and args.block > context:
             notes.append(f"--block {args.block} cropped to the model's context of {context}")
         if case is not None:
             notes.append(_vocabulary_note(case, args))

@@ -203,6 +203,8 @@ def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) ->
         else ""
     )
     optim = "the optimizer's state (`optimizer.pt`), " if case["optimizer"] else ""
+    if (case["tokenizer"] or {}).get("file"):
+        optim += f"the vocabulary (`{TOKENIZER_FILE}`), "
     readme = f"""# gpt-tui report: a non-finite value at step {finding.step}
 
 {finding.summary.split("; case saved")[0]}.

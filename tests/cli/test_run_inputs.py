@@ -141,3 +141,15 @@ def test_ctrl_c_in_train_step_keeps_the_steps_and_says_how_many():
     assert last is not None and int(last.group(1)) < 5000, err
     assert "batch:" in out and "health over" in out  # the step's report, then the health
     assert "Traceback" not in err
+
+
+def test_ctrl_c_in_any_other_command_says_it_was_interrupted(monkeypatch, capsys):
+    """summary and the rest keep nothing partial: one line, exit 130."""
+    from gpt_tui.cli import parser
+
+    def interrupted(_args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(parser.COMMANDS, "summary", (interrupted, "", True))
+    assert run(["summary", *TINY]) == 130
+    assert capsys.readouterr().err == "gpt-tui: interrupted\n"

@@ -61,10 +61,12 @@ class WatchHandle:
         every: int,
         on: OnFinding,
         report: str | Path | None,
+        tokenizer: Any = None,
     ) -> None:
         if on not in ("raise", "report", "open"):
             raise GptTuiError(f"on={on!r}: one of 'raise', 'report', 'open'")
         self.model, self.optimizer, self.on = model, optimizer, on
+        self.tokenizer = tokenizer
         self.report = None if report is None else Path(report)
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
 
@@ -78,7 +80,9 @@ class WatchHandle:
     def _found(self, finding: Finding, batch: tuple[Any, ...]) -> None:
         written = None
         if self.report is not None:
-            written = write_case(self.report, self.model, finding, batch, self.optimizer)
+            written = write_case(
+                self.report, self.model, finding, batch, self.optimizer, meta=self.tokenizer
+            )
             if written.path is not None:
                 finding = dataclasses.replace(finding, report=str(written.path))
                 self._watch.finding = finding
@@ -104,6 +108,7 @@ def watch(
     every: int = 1,
     on: OnFinding = "raise",
     report: str | Path | None = "gpt-tui-report",
+    tokenizer: Any = None,
 ) -> Iterator[WatchHandle]:
     """Watch a training loop for its first non-finite value (see `engine/watch.py`).
 
@@ -112,9 +117,12 @@ def watch(
     "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
     when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
     debugger on the model and that batch when a terminal is present (else raises).
-    The hooks are removed when the block ends.
+    The hooks are removed when the block ends. `tokenizer` (a meta.pkl's path or a
+    `CharTokenizer`) is saved with the case, so that its batch reads as text.
     """
-    handle = WatchHandle(model, optimizer=optimizer, every=every, on=on, report=report)
+    handle = WatchHandle(
+        model, optimizer=optimizer, every=every, on=on, report=report, tokenizer=tokenizer
+    )
     try:
         yield handle
     finally:

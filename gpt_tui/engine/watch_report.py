@@ -9,7 +9,8 @@ reader (or a kill at any moment) sees one finding's set or none. The folder hold
   `meta_<step>.json` (our nanochat family);
 - `batch.pt`: the step's inputs (token ids, targets), as plain tensors;
 - `optimizer.pt`: the optimizer's state, when the watch was given one;
-- `tokenizer.json`: the char vocabulary, when the run's meta.pkl was given or found;
+- `tokenizer.json`: the char vocabulary, when the run's meta.pkl (or tokenizer) was given
+  or found;
 - `case.json`: the finding, how to open the case, and the sha256 of the user's model file
   (a case runs that file only with `--trust-case-code`, and only if it is unchanged);
 - `README.md`: the same for a person, with the exact command.
@@ -42,8 +43,12 @@ from .probes import unwrap_model
 from .watch import Finding, Watch
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from ..io.tokenizers import CharTokenizer
     from .session import Session
+
+    Vocabulary: TypeAlias = str | Path | CharTokenizer | None  # a meta.pkl, or the tokenizer
 
 CASE_FILE = "case.json"
 LATEST = "latest"  # a text file in the report folder: the newest case's folder name
@@ -131,10 +136,13 @@ def _find_meta(model: nn.Module) -> Path | None:
     return fits[0].resolve() if len(fits) == 1 else None
 
 
-def _vocabulary(model: nn.Module, meta: str | Path | None) -> tuple[CharTokenizer | None, dict]:
+def _vocabulary(model: nn.Module, meta: Vocabulary) -> tuple[CharTokenizer | None, dict]:
     """The run's char vocabulary and where it came from, for case.json."""
     from ..io.batches import read_meta
+    from ..io.tokenizers import CharTokenizer
 
+    if isinstance(meta, CharTokenizer):
+        return meta, {"file": TOKENIZER_FILE, "source": "given to gpt_tui.watch"}
     path = Path(meta).resolve() if meta is not None else _find_meta(model)
     if path is None:
         return None, {}
@@ -156,7 +164,7 @@ def _fill(
     finding: Finding,
     batch: tuple[Any, ...],
     optimizer: torch.optim.Optimizer | None,
-    meta: str | Path | None,
+    meta: Vocabulary,
 ) -> dict[str, Any]:
     """Write the case's files, case.json aside, into `out`; returns case.json's fields."""
     model = unwrap_model(model)
@@ -243,11 +251,13 @@ def write_case(
     batch: tuple[Any, ...],
     optimizer: torch.optim.Optimizer | None = None,
     *,
-    meta: str | Path | None = None,
+    meta: Vocabulary = None,
 ) -> CaseWritten:
     """Write the finding's case as a new folder inside the report folder `folder` and
     point `latest` at it. Never raises for a file-system failure: the result holds the
-    case's folder, or the error as one line (the caller still reports the finding)."""
+    case's folder, or the error as one line (the caller still reports the finding).
+    `meta` is the char vocabulary (a meta.pkl's path, or a `CharTokenizer`); without it,
+    the `data/*/meta.pkl` nanoGPT's train.py would read is used when one fits."""
     root = Path(folder)
     tmp: Path | None = None
     try:

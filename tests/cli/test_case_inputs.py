@@ -339,3 +339,21 @@ def test_a_kill_during_a_rewrite_leaves_only_whole_cases(tmp_path):
     assert len(steps) >= 7
     nanogpt_case(report)  # the next writer removes what the killed ones left half-written
     assert not [p for p in report.iterdir() if p.name.startswith(".")]
+
+
+def test_a_watch_given_the_tokenizer_saves_it_and_the_batch_reads_as_text(tmp_path, capsys):
+    import gpt_tui
+
+    text = "First Citizen:\nBefore we proceed any further, hear me speak."
+    chars = sorted(set(text))
+    model = build_model(make_config("tiny", "nanogpt", {"vocab_size": len(chars)}), "cpu")
+    model.train()
+    ids = torch.tensor([[chars.index(c) for c in text[:17]]])
+    report = tmp_path / "report"
+    with gpt_tui.watch(model, report=report, on="report", tokenizer=CharTokenizer(chars)):
+        _, loss = model(ids[:, :-1], torch.full_like(ids[:, 1:], -1))  # 0/0: a NaN loss
+        loss.backward()
+    assert read_case(report)["tokenizer"]["source"] == "given to gpt_tui.watch"
+    code, out, err = train_step("--case", str(report), capsys=capsys)
+    assert code == 0, err
+    assert "First Citizen:⏎B" in out

@@ -113,7 +113,8 @@ def watch(
     """Watch a training loop for its first non-finite value (see `engine/watch.py`).
 
     At the first one it names the phase (forward, loss, backward, optimizer) and the
-    module, saves a reproducible case into `report` (None: no report), then acts on `on`:
+    module, saves a reproducible case into a new folder inside `report` (`report/latest`
+    names it; None: no report; a report that cannot be written is a warning), then acts on `on`:
     "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
     when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
     debugger on the model and that batch when a terminal is present (else raises).

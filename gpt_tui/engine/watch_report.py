@@ -400,18 +400,23 @@ def case_checkpoint(case: dict[str, Any]) -> str:
     return str(Path(case["folder"]) / case["checkpoint"])
 
 
+def _case_file(path: Path, what: str) -> Any:
+    """One of the case's torch files, read as tensors and plain values only."""
+    from ..io.checkpoints.reading import CheckpointError, torch_load
+
+    if not path.is_file():
+        raise CaseError(f"{path} not found: the case's {what} is missing")
+    try:
+        return torch_load(path)
+    except CheckpointError as err:
+        raise CaseError(f"the case's {what}: {err}") from None
+
+
 def case_batch(case: dict[str, Any], context: int | None = None) -> list[torch.Tensor]:
     """The saved step's inputs (token ids, then targets), plain tensors on the CPU, checked
     to be two (B, T) integer tensors of T <= `context`."""
-    from ..io.checkpoints.reading import CheckpointError, torch_load
-
     path = Path(case["folder"]) / case["batch"]
-    if not path.is_file():
-        raise CaseError(f"{path} not found: the case's batch is missing")
-    try:
-        data = torch_load(path)
-    except CheckpointError as err:
-        raise CaseError(f"the case's batch: {err}") from None
+    data = _case_file(path, "batch")
     inputs = data.get("inputs") if isinstance(data, dict) else None
     if not isinstance(inputs, list) or not all(isinstance(t, torch.Tensor) for t in inputs):
         raise CaseError(
@@ -459,7 +464,7 @@ def replay_case(
     optimizer = None
     if case.get("optimizer"):
         optimizer = torch.optim.AdamW(model.parameters())
-        optimizer.load_state_dict(torch.load(out / case["optimizer"], weights_only=True))
+        optimizer.load_state_dict(_case_file(out / case["optimizer"], "optimizer state"))
     found: list[Finding] = []
     watch = Watch(model, lambda f, _: found.append(f), optimizer=optimizer)
     training = model.training

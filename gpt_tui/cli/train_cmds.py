@@ -57,7 +57,7 @@ def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Calla
 
 def _open_case(args: argparse.Namespace) -> dict[str, Any]:
     """Point the model arguments at the case's model; its batch comes after opening."""
-    from ..engine.watch_report import case_checkpoint, case_model_file, case_vocabulary, read_case
+    from ..engine.watch_case import case_checkpoint, case_model_file, case_vocabulary, read_case
     from .common import UserError
 
     if args.checkpoint or args.config or args.sample or args.model_file or args.data:
@@ -177,7 +177,7 @@ class _Progress:
 
 
 def _case_batch(case: dict[str, Any], session: Any) -> Any:
-    from ..engine.watch_report import case_batch
+    from ..engine.watch_case import case_batch
     from ..io.batches import FixedBatch
 
     inputs = case_batch(case, session.context_len)

@@ -21,12 +21,8 @@ import torch
 
 from gpt_tui.cli import run
 from gpt_tui.engine.watch import Finding
-from gpt_tui.engine.watch_report import (
-    case_batch,
-    read_case,
-    replay_case,
-    write_case,
-)
+from gpt_tui.engine.watch_case import case_batch, read_case, replay_case
+from gpt_tui.engine.watch_report import write_case
 from gpt_tui.io.checkpoints.reading import torch_load
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config

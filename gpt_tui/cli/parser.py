@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import compare_cmds, cost_cmds, patch_cmds
@@ -24,9 +24,27 @@ EXIT_USAGE = 2
 class Parser(argparse.ArgumentParser):
     """argparse, except that a mistake prints one line naming it and where help is."""
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._words = list(args or [])  # for error(): a misspelt option is the likelier fault
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        message = " ".join(message.split())
+        message = self._misspelt_option() or " ".join(message.split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def _misspelt_option(self) -> str | None:
+        """`--promt`: an unknown option close to a known one (argparse's suggest_on_error)."""
+        known = [s for action in self._actions for s in action.option_strings]
+        for word in getattr(self, "_words", []):
+            flag = word.split("=", 1)[0]
+            if not flag.startswith("--") or any(k.startswith(flag) for k in known):
+                continue  # not an option, or one argparse accepts (abbreviations too)
+            close = difflib.get_close_matches(flag, known, n=1)
+            if close:
+                return f"unknown option {flag} (did you mean {close[0]}?)"
+        return None
 
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:

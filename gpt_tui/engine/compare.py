@@ -335,9 +335,11 @@ def compare(
         pairs.append(pair)
     if not pairs:
         raise CompareError(_nothing_compared(len(unmatched), misshapen))
+    # `not rel <= tol`: a NaN distance (a non-finite value in either run) is a divergence,
+    # where `rel > tol` would let it pass as agreement.
     records = [
-        ProbeDiff(name, b_name, by_name[name].kind, by_name[name].layer, mx, rel, cos, rel > tol)
-        for (name, b_name), (mx, rel, cos) in zip(names, _distances(pairs), strict=True)
+        ProbeDiff(name, b, by_name[name].kind, by_name[name].layer, mx, rel, cos, not rel <= tol)
+        for (name, b), (mx, rel, cos) in zip(names, _distances(pairs), strict=True)
     ]
     first = next((r for r in records if r.diverged), None)
     input_dist: dict[str, tuple[float, float, float]] = {}

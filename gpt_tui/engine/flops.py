@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..errors import GptTuiError
-from .memory import make_optimizer, training_logits, wants_targets
+from .memory import make_optimizer
 from .model_access import model_device, output_logits
-from .training import restored
+from .training import restored, training_logits, wants_targets
 
 if TYPE_CHECKING:
     from .session import Session

@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import GptTuiError
-from .model_access import model_device, output_logits
-from .training import restored
+from .model_access import model_device
+from .training import restored, training_logits, wants_targets
 
 if TYPE_CHECKING:
     from .session import Session
@@ -141,30 +141,6 @@ def make_optimizer(model: nn.Module, name: str) -> list[torch.optim.Optimizer]:
     if rest:
         out.append(torch.optim.AdamW(rest, lr=1e-4))
     return out
-
-
-def wants_targets(model: nn.Module, x: torch.Tensor) -> bool:
-    """True when the forward gives every position's logits only with targets, as upstream
-    nanoGPT does (nanochat returns the loss alone then: it is called without)."""
-    import inspect
-
-    with torch.no_grad():
-        logits = output_logits(model(x[:1]))
-    every = logits.dim() == 3 and logits.shape[:2] == x[:1].shape
-    return not every and "targets" in inspect.signature(model.forward).parameters
-
-
-def training_logits(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: bool
-) -> torch.Tensor:
-    """Logits at every position, called as `wants_targets` said."""
-    logits = output_logits(model(x, targets=y) if targets else model(x))
-    if logits.dim() != 3 or logits.shape[:2] != x.shape:
-        raise MemoryError_(
-            f"a training step needs logits for every position {tuple(x.shape)} + (V,); "
-            f"the model returned {tuple(logits.shape)}"
-        )
-    return logits
 
 
 class _SavedTensors:

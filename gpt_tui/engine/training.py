@@ -233,15 +233,22 @@ def row_losses(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return mean, nll.detach().sum(dim=1) / counts
 
 
-def _logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Logits for every position: upstream nanoGPT gives them only with targets."""
+def wants_targets(model: nn.Module, x: torch.Tensor) -> bool:
+    """True when the forward gives every position's logits only with targets, as upstream
+    nanoGPT does (nanochat returns the loss alone then: it is called without)."""
     import inspect
 
-    if "targets" in inspect.signature(model.forward).parameters:
-        out = model(x, targets=y)
-    else:
-        out = model(x)
-    logits = output_logits(out)
+    with torch.no_grad():
+        logits = output_logits(model(x[:1]))
+    every = logits.dim() == 3 and logits.shape[:2] == x[:1].shape
+    return not every and "targets" in inspect.signature(model.forward).parameters
+
+
+def training_logits(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: bool
+) -> torch.Tensor:
+    """Logits for every position, the model called as `wants_targets` said."""
+    logits = output_logits(model(x, targets=y) if targets else model(x))
     if logits.dim() != 3 or logits.shape[:2] != x.shape:
         raise TrainingError(
             f"a training step needs logits for every position {tuple(x.shape)} + (V,); "
@@ -301,6 +308,7 @@ class Stepper:
         self.optimizer = make_optimizer(self.params, opts)
         fp16_cuda = self.dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16_cuda else None
+        self._targets: bool | None = None
 
     def step(
         self,
@@ -313,6 +321,8 @@ class Stepper:
         opts, model = self.opts, self.model
         x, y = batch.x.to(self.device), batch.y.to(self.device)
         model.train(opts.train_mode)
+        if self._targets is None:  # asked once, before any hook sees a forward
+            self._targets = wants_targets(model, x)
         for p in self.params:
             p.grad = None
         record = _Backward()
@@ -328,7 +338,7 @@ class Stepper:
             with torch.enable_grad():
                 try:
                     with torch.autocast(self.device.type, self.dtype, enabled=bool(self.dtype)):
-                        logits = _logits(model, x, y)
+                        logits = training_logits(model, x, y, self._targets)
                 except BaseException:
                     probes.abandon_pass()
                     raise

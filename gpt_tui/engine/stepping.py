@@ -355,6 +355,10 @@ class ForwardStepper:
         self._convert()
         snapshot = self.lines.snapshot(frame, reason) if frame is not None else None
         with self._cv:
+            # Decide and publish in one step: an abort that landed while the pause was
+            # being prepared unwinds the pass now, so no caller ever sees it paused.
+            if self._aborting:
+                raise _Abort
             self.current = self.events[-1] if self.events else None
             self.frame = snapshot
             self.reason = reason

@@ -1,0 +1,78 @@
+"""A snapshot never shows a false state: each race of issue 20, forced with events inside
+the engine's own steps (never timed)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from test_debugger import WAIT, in_thread
+from test_probes import IDX, nanogpt
+
+from gpt_tui.engine.debugger import Debugger
+from gpt_tui.engine.probes import Probes
+from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.stepping import ForwardStepper
+
+
+@pytest.fixture
+def dbg() -> Iterator[Debugger]:
+    debugger = Debugger(Session.open(ModelSpec(config="tiny")))
+    debugger.set_prompt("ROMEO:")
+    yield debugger
+    debugger.close()
+
+
+def forward_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "gpt-tui-forward"]
+
+
+class PauseWindow:
+    """Holds the forward thread inside the pause being prepared (the stats read back
+    before it is published), on the first flush made in the forward thread."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        flush = Probes.flush
+
+        def held(probes: Probes) -> list:
+            if threading.current_thread().name == "gpt-tui-forward" and not self.reached.is_set():
+                self.reached.set()
+                assert self.release.wait(WAIT)
+            return flush(probes)
+
+        monkeypatch.setattr(Probes, "flush", held)
+
+
+def test_an_abort_inside_the_pause_window_unwinds_the_pass(monkeypatch) -> None:
+    window = PauseWindow(monkeypatch)
+    stepper = ForwardStepper(nanogpt(), IDX)
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(stepper.step_into()))
+    thread.start()
+    assert window.reached.wait(WAIT)
+    assert stepper.request_abort()  # the move is still running: the abort is honoured
+    window.release.set()
+    thread.join(WAIT)
+    assert out == [None] and stepper.aborted and stepper.finished  # never reported paused
+    stepper.close()
+    assert not forward_threads()
+
+
+def test_a_cancel_inside_the_pause_window_leaves_no_paused_snapshot(
+    dbg: Debugger, monkeypatch
+) -> None:
+    window = PauseWindow(monkeypatch)
+    move = dbg.new_move()
+    thread, out = in_thread(lambda: dbg.step("into", move=move))
+    assert window.reached.wait(WAIT)
+    assert dbg.cancel(move)
+    window.release.set()
+    thread.join(WAIT)
+    (state,) = out
+    assert state.status == "aborted" and state.event is None
+    assert dbg.state().status == "aborted" and not forward_threads()
+    again = dbg.step("into")  # a fresh pass starts and really pauses
+    assert again.status == "paused" and len(forward_threads()) == 1

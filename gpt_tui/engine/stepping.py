@@ -304,8 +304,8 @@ class ForwardStepper:
                 self._cv.notify_all()
 
     def _on_record(self, rec: PendingRecord, x: torch.Tensor) -> None:
-        if threading.current_thread() is not self._thread or self._task is not None:
-            return  # a model call elsewhere, or from an expression at a pause: only recorded
+        if threading.current_thread() is not self._thread:
+            return  # a model call elsewhere: only recorded
         if self._aborting:  # abort() from another thread while running, not paused
             raise _Abort
         point = rec.point
@@ -385,7 +385,8 @@ class ForwardStepper:
         result: Any = None
         error: BaseException | None = None
         try:
-            result = task(frame)
+            with self.probes.muted():  # not part of the pass: no record, no move
+                result = task(frame)
         except Exception as err:  # handed to the caller; the pass stays paused
             error = err
         with self._cv:

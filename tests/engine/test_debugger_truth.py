@@ -4,7 +4,7 @@ the engine's own steps (never timed)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from test_debugger import WAIT, in_thread
@@ -76,3 +76,36 @@ def test_a_cancel_inside_the_pause_window_leaves_no_paused_snapshot(
     assert dbg.state().status == "aborted" and not forward_threads()
     again = dbg.step("into")  # a fresh pass starts and really pauses
     assert again.status == "paused" and len(forward_threads()) == 1
+
+
+def moves_after_a_block_pause(dbg: Debugger, expression: str | None) -> list:
+    dbg.set_line_breakpoints(["Block.forward"])
+    paused = dbg.step_line("continue")
+    assert paused.frame is not None and paused.frame.function == "Block.forward"
+    if expression is not None:
+        state = dbg.evaluate(expression)
+        assert state.evaluations[-1].error is None and state.status == "paused"
+        dbg.view_tensor("x")
+    dbg.set_line_breakpoints([])
+    states = [paused, dbg.step("into"), dbg.step("out"), dbg.step("continue")]
+    return [
+        (
+            s.status,
+            s.event and (s.event.name, s.event.phase),
+            [(e.name, e.phase, e.stats) for e in s.events],
+        )
+        for s in states
+    ]
+
+
+def test_an_expression_calling_a_probed_module_leaves_the_pass_as_it_was(dbg: Debugger) -> None:
+    plain = moves_after_a_block_pause(dbg, None)
+    dbg.abort()
+    called = moves_after_a_block_pause(dbg, "self.attn(self.ln_1(x)).shape")
+    assert called == plain  # the same events, levels and stats rows as without it
+    assert called[-1][0] == "finished" and not forward_threads()
+    finished = dbg.state().run
+    whole = dbg.run().run
+    assert [(r.name, r.phase) for r in finished.records if r.kind != "resid"] == [
+        (r.name, r.phase) for r in whole.records if r.kind != "resid"
+    ]

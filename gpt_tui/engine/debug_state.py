@@ -113,8 +113,10 @@ class AttentionView:
 class DebugState:
     """The whole debugger at one moment, taken under its lock at the end of an intent.
 
-    `move` is the id of the intent that produced it: a UI that receives snapshots out of
-    order keeps the one with the highest id.
+    `move` is the id of the intent that produced it. `seq` numbers the snapshot when it
+    is taken, under the Debugger's lock: a UI that receives snapshots out of order keeps
+    the one with the highest `seq` (move ids are handed out when asked for, so two moves
+    named in advance may run in either order).
     """
 
     move: int
@@ -141,6 +143,7 @@ class DebugState:
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
     training: TrainingView | None = None  # the training debugger (training_intents.py)
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
+    seq: int = 0  # the snapshot's number, given under the lock when it was taken
 
     @property
     def paused_at(self) -> str | None:

@@ -367,6 +367,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             tensor_view=self._tensor_view,
             training=self._training_state(),
             compare=self._compare,
+            seq=next(self._seqs),  # under the lock: the newest snapshot has the highest
         )
 
     def close(self) -> None:

@@ -54,6 +54,7 @@ class Moves:
         self._lock = threading.Lock()  # one intent at a time
         self._move_lock = threading.Lock()  # guards _running / _cancel; never held long
         self._ids = itertools.count(1)
+        self._seqs = itertools.count(1)  # snapshot numbers, taken under `_lock`
         self._running: int | None = None  # the move holding the lock now
         self._cancel: int | None = None  # the move asked to stop
         self._closing = False

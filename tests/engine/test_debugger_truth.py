@@ -109,3 +109,12 @@ def test_an_expression_calling_a_probed_module_leaves_the_pass_as_it_was(dbg: De
     assert [(r.name, r.phase) for r in finished.records if r.kind != "resid"] == [
         (r.name, r.phase) for r in whole.records if r.kind != "resid"
     ]
+
+
+def test_two_moves_named_in_advance_and_run_out_of_order(dbg: Debugger) -> None:
+    first, second = dbg.new_move(), dbg.new_move()
+    later = dbg.set_prompt("to be", move=second)
+    earlier = dbg.set_prompt("or not", move=first)  # runs last although named first
+    newest = max((later, earlier), key=lambda s: s.seq)
+    assert newest is earlier and newest.prompt == dbg.state().prompt == "or not"
+    assert dbg.state().seq > newest.seq

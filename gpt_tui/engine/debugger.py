@@ -33,7 +33,14 @@ from .line_intents import LineIntents
 from .moves import Moves
 from .tensors import TensorView
 from .training_intents import TrainingIntents
-from .views import default_prompt, model_info, run_from_trace, stepped_run
+from .views import (
+    default_prompt,
+    generation_view,
+    model_info,
+    run_from_trace,
+    stepped_run,
+    unpeeked_generation_view,
+)
 
 if TYPE_CHECKING:
     from .sampling import GenerationSession
@@ -187,6 +194,11 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             return self._snapshot(mid, "pass aborted")
         if stepper.finished and self._token_pass:
             self._end_stepper("finished")
+            gen = self._generation
+            assert gen is not None  # the token joined it: true at once, then re-peeked
+            self._generation_view = generation_view(
+                self.session, gen, self._prompt, self._settings, peek=False
+            )
             self._refresh_generation()
             return self._snapshot(mid, f"sampled {stepper.returned.token_label!r}")
         if stepper.finished:
@@ -307,13 +319,23 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         return self._intent(move, body, "intervention")
 
     def _interventions_changed(self, mid: int) -> DebugState:
-        self._replay_paused(mid)
-        if self._run is not None:
-            trace = self.session.trace(self._prompt, leaves=self._leaves)
-            self._set_run(run_from_trace(trace))
+        # What must follow the change goes with it, before anything a cancel can stop: no
+        # view made with the old model survives, and the KV cache describes the old model.
         self._attention = self._attention_trace = None
-        if self._generation is not None:
-            self._generation.drop_cache()  # cached keys/values describe the old model
+        stale = self._run
+        if stale is not None:
+            self._previous_run, self._run = stale, None
+        gen = self._generation
+        if gen is not None:
+            gen.drop_cache()
+            self._generation_view = unpeeked_generation_view(
+                self.session, gen, self._prompt, self._settings, "the model changed"
+            )
+        # The views are recomputed after; a cancel leaves them absent, never stale.
+        self._replay_paused(mid)
+        if stale is not None:
+            self._run = run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
+        if gen is not None:
             self._refresh_generation()
         active = self.session.interventions.active
         return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")

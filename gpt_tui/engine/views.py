@@ -134,3 +134,25 @@ def generation_view(
         lens=lens,
         lens_error=lens_error,
     )
+
+
+def unpeeked_generation_view(
+    session: Session,
+    gen: GenerationSession,
+    prompt: str,
+    settings: GenerationSettings,
+    why: str,
+) -> GenerationView:
+    """The generation as it is, without running the model: no candidates for the next
+    token (`why` says when they come). True at once, e.g. right after the model changed."""
+    return GenerationView(
+        prompt=prompt,
+        pieces=tuple(session.decode([i]) for i in gen.ids[len(gen.prompt_ids) :]),
+        steps=tuple(gen.steps),
+        cache_fill=gen.cache_fill,
+        cache_layers=gen.cache_layers(),
+        settings=settings,
+        next_candidates=(),
+        next_kept=0,
+        lens_error=why,
+    )

@@ -118,3 +118,91 @@ def test_two_moves_named_in_advance_and_run_out_of_order(dbg: Debugger) -> None:
     newest = max((later, earlier), key=lambda s: s.seq)
     assert newest is earlier and newest.prompt == dbg.state().prompt == "or not"
     assert dbg.state().seq > newest.seq
+
+
+class CancelAt:
+    """After the `at`-th call of `module` (in the threads `where` accepts), cancel `move`:
+    the cancel lands at a chosen point of an intent's work."""
+
+    def __init__(self, dbg: Debugger, module, move: int, at: int, where=lambda: True) -> None:
+        self.calls, self.fired = 0, False
+
+        def hook(*_args) -> None:
+            if not where():
+                return
+            self.calls += 1
+            if self.calls == at:
+                self.fired = dbg.cancel(move)
+
+        self.handle = module.register_forward_hook(hook)
+
+
+def fresh_candidates(dbg: Debugger, ids: list[int]) -> list[tuple[int, float]]:
+    """The next token's candidates from a fresh generation on `ids` (no cache carried)."""
+    s = dbg.state().generation.settings
+    gen = dbg.session.generation(ids, s.temperature, s.top_k, s.top_p, seed=s.seed)
+    return [(c.token_id, c.prob) for c in gen.peek()[0]]
+
+
+def same_records(a, b) -> bool:
+    key = [(r.name, r.phase, r.shape) for r in a]
+    return key == [(r.name, r.phase, r.shape) for r in b] and all(
+        x.stats == pytest.approx(y.stats) for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_a_cancel_at_each_phase_of_an_ablation_leaves_a_true_state() -> None:
+    phase = 0
+    while True:
+        phase += 1
+        dbg = Debugger(Session.open(ModelSpec(config="tiny")))
+        try:
+            dbg.set_prompt("ROMEO:")
+            dbg.run()
+            dbg.generate(2)
+            dbg.step("into")
+            before = dbg.step("into").event
+            move = dbg.new_move()
+            cancel = CancelAt(dbg, dbg.session.model.transformer.h[0], move, phase)
+            state = dbg.toggle_ablation("transformer.h.1.attn", "attn", 0, move=move)
+            cancel.handle.remove()
+            if not cancel.fired:
+                break
+            assert state.cancelled, phase
+            # The change is whole: listed, active, and every view is either gone or true.
+            assert state.ablated_modules == ("transformer.h.1.attn",)
+            assert len(dbg.session.interventions.active) == 1
+            if state.run is not None:
+                fresh = dbg.session.trace(state.prompt)
+                assert same_records(state.run.records, fresh.records), phase
+            if state.status == "paused":
+                assert (state.event.name, state.event.phase) == (before.name, before.phase)
+            gen = state.generation
+            ids = list(dbg.session.encode("ROMEO:")) + [st.token_id for st in gen.steps]
+            expected = fresh_candidates(dbg, ids)
+            if gen.next_candidates:
+                shown = [(c.token_id, c.prob) for c in gen.next_candidates]
+                assert shown == pytest.approx(expected), phase
+            step = dbg.generate(1).generation.steps[-1]  # the cache was dropped with it
+            assert [(c.token_id, c.prob) for c in step.candidates] == pytest.approx(expected)
+        finally:
+            dbg.close()
+    assert phase > 3  # the replay, the run and the generation's refresh were each hit
+
+
+def test_a_late_cancel_of_a_stepped_token_keeps_the_token_in_the_snapshot(
+    dbg: Debugger,
+) -> None:
+    dbg.generate(2)
+    dbg.step_token()
+    move = dbg.new_move()
+    intent_thread = threading.current_thread()
+    cancel = CancelAt(  # in the re-peek after the token joined the generation
+        dbg, dbg.session.model.transformer.h[0], move, 1,
+        where=lambda: threading.current_thread() is intent_thread,
+    )  # fmt: skip
+    state = dbg.step_line("continue", move=move)
+    cancel.handle.remove()
+    assert cancel.fired and state.cancelled and state.status == "finished"
+    assert len(state.generation.steps) == len(state.generation.pieces) == 3
+    assert dbg.state().generation.steps == state.generation.steps

@@ -12,6 +12,7 @@ The concurrency contract (move ids, cancellation, close) is in `moves.py`.
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -392,16 +393,38 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             seq=next(self._seqs),  # under the lock: the newest snapshot has the highest
         )
 
-    def close(self) -> None:
-        """Stop everything, wait for the running move to unwind, remove every hook."""
+    def close(self, *, wait: bool = False) -> bool:
+        """Stop everything and remove every hook, without waiting for the running intent
+        unless `wait`: it is cancelled (an expression interrupted) and the teardown runs
+        in a daemon thread once it has unwound. True if torn down before returning;
+        `closed` is set when done. `wait` is for a model that must be put back (inspect)."""
         self._closing = True
         self.cancel()
+        stepper = self._stepper
+        if stepper is not None:
+            stepper.interrupt()
+        if self._lock.acquire(blocking=wait):
+            try:
+                self._teardown()
+            finally:
+                self._lock.release()
+            return True
+        threading.Thread(target=self._teardown_when_free, name="gpt-tui-close", daemon=True).start()
+        return False
+
+    def _teardown_when_free(self) -> None:
         with self._lock:
-            self._end_stepper("idle")
-            for handle in self._hooks:
-                handle.remove()
-            self._hooks = []
-            self.session.close()
+            self._teardown()
+
+    def _teardown(self) -> None:
+        if self.closed.is_set():
+            return
+        self._end_stepper("idle")
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        self.session.close()
+        self.closed.set()
 
 
 __all__ = ["Debugger", "DebugState", "GenerationSettings", "MOVES"]

@@ -16,6 +16,7 @@ from .frames import (
     LINE_MOVES,
     EvaluateError,
     Evaluation,
+    ExpressionInterrupted,
     model_files,
     resolve_breakpoints,
     view_in_frame,
@@ -66,10 +67,15 @@ class LineIntents:
         """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
         line in the evaluation (and the message); the pass stays paused."""
         with self._moving(move) as mid:
-            result = self._paused_stepper().evaluate(expr)
+            try:
+                result = self._paused_stepper().evaluate(expr)
+            except ExpressionInterrupted:  # a cancel or a quit stopped it
+                result = Evaluation(expr, None, "interrupted")
             self._evaluations = (*self._evaluations, result)
             shown = result.error or (result.value.repr if result.value else "")
-            return self._snapshot(mid, f"{expr} → {shown}")
+            interrupted = result.error == "interrupted"
+            note = "; the pass is still paused" if interrupted else ""
+            return self._snapshot(mid, f"{expr} → {shown}{note}", cancelled=interrupted)
 
     def view_tensor(
         self,
@@ -86,7 +92,10 @@ class LineIntents:
             return view_in_frame(frame, expr, fixed, row_start=row_start, col_start=col_start)
 
         with self._moving(move) as mid:
-            self._tensor_view = self._paused_stepper().in_frame(view)
+            try:
+                self._tensor_view = self._paused_stepper().in_frame(view)
+            except ExpressionInterrupted:
+                return self._snapshot(mid, f"{expr}: interrupted", cancelled=True)
             return self._snapshot(mid, f"{expr}: {self._tensor_view.summary}")
 
     def _paused_stepper(self) -> ForwardStepper:

@@ -12,9 +12,12 @@ Concurrency contract
   False when that move is not running, e.g. it already paused: the paused pass is then
   left alone, so a snapshot never says "paused" for a dead pass. End a paused pass with
   the `abort()` intent.
-- `close()` cancels whatever runs, refuses the intents still waiting for the lock, then
-  stops the paused pass (its thread joined) and removes every hook. It returns within
-  one module's compute of the running move.
+- An expression or tensor view running at a pause is interrupted by `cancel` at its next
+  Python line (an async exception in the forward thread); the pass stays paused.
+- `close()` cancels whatever runs, refuses the intents still waiting for the lock, and
+  returns at once: the teardown (the paused pass ended, every hook removed) runs now if
+  no intent holds the lock, else in a daemon thread once it has unwound (`closed` is set
+  then). `close(wait=True)` waits for that instead, for a model that must be put back.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Moves:
         self._running: int | None = None  # the move holding the lock now
         self._cancel: int | None = None  # the move asked to stop
         self._closing = False
+        self.closed = threading.Event()  # set once every hook is gone (see `close`)
         self._intent_thread: int | None = None  # the thread running the current intent
         self._move = 0  # id of the last intent that ran
         self._stepper: ForwardStepper | None = None  # the stepped pass a cancel must reach
@@ -117,6 +121,7 @@ class Moves:
             self._cancel = running
             if self._stepper is not None:
                 self._stepper.request_abort()  # a stepped move unwinds at its next probe
+                self._stepper.interrupt()  # an expression at the pause stops at its next line
             return True
 
     def _arm(self, stepper: ForwardStepper, mid: int) -> None:

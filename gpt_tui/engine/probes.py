@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,7 +292,8 @@ class Probes:
         self._pending: list[PendingRecord] = []
         self._order = 0
         self._thread: int | None = None  # ident of the thread running the current pass
-        self._muted = False  # the pass's thread runs work that is not the pass (`muted()`)
+        # The pass's thread runs work that is not the pass (an expression at a pause).
+        self.muted = False
         self._capturing = False
         self._block_inputs: dict[int, torch.Tensor] = {}
         self._last: _Last = _Last()
@@ -354,17 +354,7 @@ class Probes:
         )
 
     def _active(self) -> bool:
-        return self._thread == threading.get_ident() and not self._muted
-
-    @contextmanager
-    def muted(self) -> Iterator[None]:
-        """Record nothing while inside: for work run in the paused pass's own thread (an
-        expression calling a probed module), which is not part of the pass."""
-        self._muted = self.capture.muted = True
-        try:
-            yield
-        finally:
-            self._muted = self.capture.muted = False
+        return self._thread == threading.get_ident() and not self.muted
 
     def _pre_hook(
         self, p: ProbePoint, resid_pre: ProbePoint | None, block_layer: int | None, pattern: bool

@@ -516,8 +516,8 @@ class GptTuiApp(App[int]):
         self.push_screen(HelpScreen(help_sections()))
 
     async def action_quit(self) -> None:
-        """Leave at once: the running intent is cancelled at its next module, waiting
-        ones are dropped, the debugger's hooks and threads are gone before the exit."""
+        """Leave at once: the running intent is cancelled at its next check and waiting
+        ones are dropped; its hooks and threads go when it has unwound (see close)."""
         await self._close_debugger()
         self.exit(0)
 
@@ -525,7 +525,12 @@ class GptTuiApp(App[int]):
         await self._close_debugger()  # however the app ends: no thread or hook left
 
     async def _close_debugger(self) -> None:
+        """Never waits for the engine: the running work is cancelled and unwinds in the
+        background. Inside `gpt_tui.inspect` the user's model must be put back first, so
+        there it waits for the work's next cancel check, and says so."""
         self._intents.close()
         debugger = self.debugger
-        if debugger is not None:
-            await asyncio.to_thread(debugger.close)
+        if debugger is None or debugger.close() or self._session is None:
+            return
+        self.notify("putting your model back: waiting for the running work to stop", timeout=5)
+        await asyncio.to_thread(debugger.closed.wait)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from test_debugger import WAIT, in_thread
+from test_debugger import WAIT, Gate, in_thread
 from test_probes import IDX, nanogpt
 
 from gpt_tui.engine.debugger import Debugger
@@ -206,3 +206,65 @@ def test_a_late_cancel_of_a_stepped_token_keeps_the_token_in_the_snapshot(
     assert cancel.fired and state.cancelled and state.status == "finished"
     assert len(state.generation.steps) == len(state.generation.pieces) == 3
     assert dbg.state().generation.steps == state.generation.steps
+
+
+@pytest.fixture
+def started(monkeypatch) -> threading.Event:
+    """An event a long expression sets when it begins (it imports this module)."""
+    import sys
+    import types
+
+    signal = types.ModuleType("_truth_signal")
+    signal.started = threading.Event()
+    monkeypatch.setitem(sys.modules, "_truth_signal", signal)
+    return signal.started
+
+
+FOREVER = "__import__('_truth_signal').started.set() or [0 for _ in iter(int, 1)]"
+
+
+def paused_in_mlp(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    assert dbg.step_line("continue").frame is not None
+
+
+def test_cancel_interrupts_a_long_expression_and_the_pass_stays_paused(
+    dbg: Debugger, started: threading.Event
+) -> None:
+    paused_in_mlp(dbg)
+    move = dbg.new_move()
+    thread, out = in_thread(lambda: dbg.evaluate(FOREVER, move=move))
+    assert started.wait(WAIT)
+    assert dbg.cancel(move)
+    thread.join(WAIT)
+    (state,) = out
+    assert state.cancelled and state.status == "paused"
+    assert state.evaluations[-1].error == "interrupted"
+    assert "still paused" in state.message
+    assert dbg.evaluate("x.shape[0]").evaluations[-1].value.repr == "1"  # still usable
+    assert dbg.step_line("next").status == "paused"
+
+
+def test_close_during_a_long_expression_returns_without_waiting(
+    dbg: Debugger, started: threading.Event
+) -> None:
+    paused_in_mlp(dbg)
+    thread, out = in_thread(lambda: dbg.evaluate(FOREVER))
+    assert started.wait(WAIT)
+    dbg.close()  # never waits for the intent: the teardown follows it
+    assert dbg.closed.wait(WAIT)
+    thread.join(WAIT)
+    assert out[0].evaluations[-1].error == "interrupted" and not forward_threads()
+
+
+def test_close_during_a_run_returns_before_the_run_unwinds(dbg: Debugger) -> None:
+    gate = Gate(dbg.session.model.transformer.h[0])
+    thread, out = in_thread(dbg.run)
+    assert gate.reached.wait(WAIT)
+    assert not dbg.close()  # returned while the run is still held inside a block
+    assert not dbg.closed.is_set()
+    gate.release.set()
+    assert dbg.closed.wait(WAIT)
+    thread.join(WAIT)
+    assert out[0].cancelled and not dbg._hooks
+    gate.remove()

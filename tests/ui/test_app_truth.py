@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import threading
+import types
+
 from ui_helpers import press, settle, tiny_app
+
+WAIT = 30  # seconds before a stuck test fails instead of hanging
 
 
 async def test_a_failing_train_tab_shows_one_error_and_does_not_loop() -> None:
@@ -25,3 +32,25 @@ async def test_a_failing_train_tab_shows_one_error_and_does_not_loop() -> None:
         await pilot.press("q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_q_during_an_endless_expression_leaves_at_once(monkeypatch) -> None:
+    started = threading.Event()
+    signal = types.ModuleType("_app_truth_signal")
+    signal.started = started
+    monkeypatch.setitem(sys.modules, "_app_truth_signal", signal)
+    endless = "__import__('_app_truth_signal').started.set() or [0 for _ in iter(int, 1)]"
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        debugger = app.debugger
+        await asyncio.to_thread(debugger.set_line_breakpoints, ["MLP.forward"])
+        await asyncio.to_thread(debugger.step_line, "continue")
+        app._intents.call("evaluate", "evaluate", endless)
+        assert await asyncio.to_thread(started.wait, WAIT)
+        await pilot.press("q")  # the app leaves while the expression still runs
+        await pilot.pause()
+    assert app.return_code == 0
+    # The expression never ends by itself: the teardown finishing means it was interrupted.
+    assert await asyncio.to_thread(debugger.closed.wait, WAIT)
+    assert not [t for t in threading.enumerate() if t.name == "gpt-tui-forward"]

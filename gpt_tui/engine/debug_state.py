@@ -145,6 +145,14 @@ class DebugState:
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
     seq: int = 0  # the snapshot's number, given under the lock when it was taken
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape per probe name, from this snapshot alone: the last whole run's,
+        with a paused pass's outputs so far over them (they are newer)."""
+        shapes = self.run.shapes() if self.run is not None else {}
+        if self.status == "paused":
+            shapes.update({e.name: e.shape for e in self.events if e.phase == "out"})
+        return shapes
+
     @property
     def paused_at(self) -> str | None:
         """The module the pass is paused at (at a line: the module running that line)."""

@@ -69,7 +69,8 @@ def run_from_trace(trace: Trace) -> RunResult:
         trace.note,
         token_ids=trace.token_ids,
         next_tokens=trace.next_tokens,
-        patterns=trace.patterns,
+        # Plain data: the patterns asked for, computed now (no live q/k/v, no cache).
+        patterns={layer: trace.patterns[layer] for layer in trace.patterns},
     )
 
 

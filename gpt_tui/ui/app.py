@@ -269,7 +269,7 @@ class GptTuiApp(App[int]):
 
     def _tab_context(self) -> TabContext:
         assert self.info is not None
-        shapes = dict(self.query_one(ModuleTree).shapes)
+        shapes = self.state.shapes() if self.state is not None else {}
         return TabContext(self.info, self.state, shapes, self.spec.seed)
 
     def _feed(self, tab: str) -> None:

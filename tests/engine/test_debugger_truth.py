@@ -3,9 +3,11 @@ the engine's own steps (never timed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from test_debugger import WAIT, Gate, in_thread
 from test_probes import IDX, nanogpt
@@ -268,3 +270,34 @@ def test_close_during_a_run_returns_before_the_run_unwinds(dbg: Debugger) -> Non
     thread.join(WAIT)
     assert out[0].cancelled and not dbg._hooks
     gate.remove()
+
+
+def impure(value: object, path: str = "state") -> list[str]:
+    """Where a snapshot holds anything but frozen plain data (live tensors, caches,
+    mutable containers of our own)."""
+    if value is None or isinstance(value, str | int | float | bool | np.generic | np.ndarray):
+        return []
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if not type(value).__dataclass_params__.frozen:
+            return [f"{path}: {type(value).__name__} is not frozen"]
+        return [
+            bad
+            for f in dataclasses.fields(value)
+            for bad in impure(getattr(value, f.name), f"{path}.{f.name}")
+        ]
+    if type(value) in (tuple, frozenset):
+        return [bad for i, v in enumerate(value) for bad in impure(v, f"{path}[{i}]")]
+    if type(value) is dict:  # a RunResult's patterns: built for this snapshot alone
+        return [bad for k, v in value.items() for bad in impure(v, f"{path}[{k!r}]")]
+    return [f"{path}: {type(value).__module__}.{type(value).__name__}"]
+
+
+def test_a_snapshot_is_plain_data(dbg: Debugger) -> None:
+    states = [dbg.run(attention_layers=[0]), dbg.attention(1), dbg.generate(2)]
+    dbg.set_line_breakpoints(["MLP.forward"])
+    states += [dbg.step_line("continue"), dbg.evaluate("x"), dbg.view_tensor("x")]
+    assert type(states[0].run.patterns) is dict and 0 in states[0].run.patterns
+    for state in states:
+        assert impure(state) == []
+    shapes = states[-1].shapes()  # taken from the snapshot alone, every time
+    assert shapes == states[-1].shapes() and shapes["transformer.h.0.mlp"] == (1, 6, 32)

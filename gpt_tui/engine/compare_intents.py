@@ -8,14 +8,20 @@ model file (on A's checkpoint unless B names its own), or KV-cached decoding.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn as nn
 
 from ..errors import GptTuiError, describe_error
 from .attribution import Attribution, attribute
 from .compare import CompareError, Comparison, Run, compare
 from .model_access import crop_to_context
+from .moves import cancellable
 from .patching import Patcher, PatchSweep, What, one_token
 
 if TYPE_CHECKING:
@@ -81,13 +87,16 @@ class CompareIntents:
     session: Session
     _prompt: str
     _lock: Lock
+    _check: Callable[[int], Callable[[], None]]
+    _cancellable_model: Callable[[nn.Module], AbstractContextManager[None]]
     _generation: GenerationSession | None
 
     def _init_compare(self) -> None:
         self._compare: CompareView | None = None
 
-    def _open_b(self, b: BSpec) -> tuple[Session | None, object]:
-        """B's session (None when B is A's model) and its model."""
+    def _open_b(self, b: BSpec, check: Callable[[], None]) -> tuple[Session | None, nn.Module]:
+        """B's session (None when B is A's model) and its model; `check` runs between
+        the tensors of a dtype copy."""
         from .session import ModelSpec, Session
 
         a = self.session
@@ -107,23 +116,26 @@ class CompareIntents:
         if b.dtype:
             from .session import resolve_dtype
 
-            return None, copy.deepcopy(a.model).to(resolve_dtype(b.dtype))
+            return None, dtype_copy(a.model, resolve_dtype(b.dtype), check)
         return None, a.model
 
+    @cancellable
     def compare_runs(self, b: BSpec, leaves: bool = False, *, move: int | None = None):
         """Diff the open prompt's run against run B, probe by probe."""
 
         def body(mid: int) -> DebugState:
             ids_a, _ = self.session.prompt_ids(self._prompt)
-            opened, model_b = self._open_b(b)
+            opened, model_b = self._open_b(b, self._check(mid))
             try:
                 source = opened or self.session
                 ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else self._prompt)
-                result = compare(
-                    Run(self.session.model, ids_a),
-                    Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
-                    leaves=leaves,
-                )
+                own = model_b is not self.session.model  # A's blocks check already
+                with self._cancellable_model(model_b) if own else nullcontext():
+                    result = compare(
+                        Run(self.session.model, ids_a),
+                        Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
+                        leaves=leaves,
+                    )
             finally:
                 if opened is not None:
                     opened.close()
@@ -133,6 +145,7 @@ class CompareIntents:
 
         return self._intent(move, body, "diff")
 
+    @cancellable
     def patch_runs(
         self,
         corrupted: str,
@@ -160,6 +173,7 @@ class CompareIntents:
 
         return self._intent(move, body, "patch")
 
+    @cancellable
     def attribute_logit(
         self,
         answer: str | int,
@@ -194,6 +208,49 @@ class CompareIntents:
             return self._snapshot(mid, f"{label}: {result.total:.4g}")
 
         return self._intent(move, body, "attribute")
+
+
+def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) -> nn.Module:
+    """`model` in another dtype, without its hooks (A's probes and interventions stay
+    A's): the structure is copied on `meta`, then each tensor filled after a `check()`,
+    so a cancel stops the copy within one tensor."""
+    tensors = [*model.parameters(), *model.buffers()]
+    memo: dict[int, object] = {}
+    for t in tensors:
+        if id(t) not in memo:
+            empty = torch.empty_like(t, device="meta")
+            memo[id(t)] = (
+                nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+            )
+    clone = copy.deepcopy(model, memo)
+    filled: dict[int, torch.Tensor] = {}  # a tied weight stays tied
+    sources = dict(zip((id(memo[id(t)]) for t in tensors), tensors, strict=True))
+    for module in clone.modules():
+        for hooks in _HOOK_DICTS:
+            getattr(module, hooks).clear()
+        for table in (module._parameters, module._buffers):
+            for name, meta in table.items():
+                if meta is None:
+                    continue
+                if id(meta) not in filled:
+                    check()
+                    src = sources[id(meta)].detach()
+                    data = src.to(dtype, copy=True) if src.is_floating_point() else src.clone()
+                    is_param = isinstance(meta, nn.Parameter)
+                    filled[id(meta)] = nn.Parameter(data, meta.requires_grad) if is_param else data
+                table[name] = filled[id(meta)]
+    return clone
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

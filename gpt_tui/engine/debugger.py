@@ -31,7 +31,7 @@ from .frames import Evaluation
 from .generation_intents import GenerationIntents
 from .interventions import HeadScale, InterventionSpec, OutputScale
 from .line_intents import LineIntents
-from .moves import Moves
+from .moves import Moves, cancellable
 from .tensors import TensorView
 from .training_intents import TrainingIntents
 from .views import (
@@ -96,6 +96,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- settings ------------------------------------------------------------------------
 
+    @cancellable
     def set_prompt(self, prompt: str, *, move: int | None = None) -> DebugState:
         """The text every later pass reads. A prompt the tokenizer cannot encode raises
         a one-line error and the old prompt stays.
@@ -137,6 +138,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 self._stepper.watch_nonfinite = on
             return self._snapshot(mid)
 
+    @cancellable
     def set_leaves(self, on: bool, *, move: int | None = None) -> DebugState:
         """Probe leaves (Linear, norms, activations) from now on. A paused pass is re-run
         with the new probes to the same module event (its parent's, if that was a leaf)."""
@@ -147,6 +149,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- forward passes ------------------------------------------------------------------
 
+    @cancellable
     def run(
         self,
         *,
@@ -165,6 +168,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
         return self._intent(move, body, "forward pass")
 
+    @cancellable
     def step(self, how: str, *, move: int | None = None) -> DebugState:
         """Advance the stepped pass (`into`, `over`, `out`, `continue`), starting one on
         the prompt if none is under way."""
@@ -290,6 +294,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- interventions -------------------------------------------------------------------
 
+    @cancellable
     def toggle_ablation(
         self, module: str, kind: str, head: int | None = None, *, move: int | None = None
     ) -> DebugState:
@@ -309,6 +314,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
         return self._intent(move, body, "ablation")
 
+    @cancellable
     def add_intervention(self, spec: InterventionSpec, *, move: int | None = None) -> DebugState:
         """Any intervention (e.g. `inject_nonfinite(module)` to try the NaN watchpoint);
         it stays for the session. The views are brought up to date as for an ablation."""
@@ -343,6 +349,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- views ---------------------------------------------------------------------------
 
+    @cancellable
     def attention(self, layer: int, *, move: int | None = None) -> DebugState:
         """The recomputed attention pattern of `layer` on the prompt."""
 

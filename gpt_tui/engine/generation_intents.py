@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import GptTuiError
 from .debug_state import DebugState, GenerationSettings, GenerationView, StepStatus
 from .frames import SAMPLING_FILE
-from .moves import MoveCancelled
+from .moves import MoveCancelled, cancellable
 from .sampling import check_sampling_settings
 from .views import generation_view
 
@@ -45,6 +45,7 @@ class GenerationIntents:
     _advance: Callable[..., DebugState]
     _end_stepper: Callable[[StepStatus], None]
 
+    @cancellable
     def reset_generation(
         self, settings: GenerationSettings | None = None, *, move: int | None = None
     ) -> DebugState:
@@ -60,6 +61,7 @@ class GenerationIntents:
 
         return self._intent(move, body, "generation")
 
+    @cancellable
     def set_generation_settings(
         self, settings: GenerationSettings, *, move: int | None = None
     ) -> DebugState:
@@ -85,6 +87,7 @@ class GenerationIntents:
 
         return self._intent(move, body, "generation")
 
+    @cancellable
     def generate(
         self,
         n: int = 1,
@@ -130,6 +133,7 @@ class GenerationIntents:
 
         return self._intent(move, body, "generation")
 
+    @cancellable
     def step_token(self, *, move: int | None = None) -> DebugState:
         """Step into the next token: its forward and its sampling run as a stepped pass
         that stops at `sample_next`'s first line, or sooner at a module or line breakpoint

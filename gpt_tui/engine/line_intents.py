@@ -21,6 +21,7 @@ from .frames import (
     resolve_breakpoints,
     view_in_frame,
 )
+from .moves import cancellable
 from .tensors import TensorView
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class LineIntents:
     def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
         return self.set_line_breakpoints(self._line_breakpoints ^ {spec}, move=move)
 
+    @cancellable
     def step_line(self, how: str, *, move: int | None = None) -> DebugState:
         """A line move (`next`, `into`, `return`, `continue`), starting a pass if needed."""
         if how not in LINE_MOVES:
@@ -63,6 +65,7 @@ class LineIntents:
             move, lambda mid: self._advance(mid, lambda s: s.step_line(how)), "step"
         )
 
+    @cancellable
     def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
         """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
         line in the evaluation (and the message); the pass stays paused."""
@@ -77,6 +80,7 @@ class LineIntents:
             note = "; the pass is still paused" if interrupted else ""
             return self._snapshot(mid, f"{expr} → {shown}{note}", cancelled=interrupted)
 
+    @cancellable
     def view_tensor(
         self,
         expr: str,

@@ -26,7 +26,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -46,6 +46,20 @@ class ModelRaisedError(GptTuiError):
 
 class MoveCancelled(BaseException):
     """Raised in a cancelled move's forward by a block pre-hook; never leaves the Debugger."""
+
+
+_Intent = TypeVar("_Intent", bound=Callable[..., "DebugState"])
+
+
+def cancellable(intent: _Intent) -> _Intent:
+    """Declares an intent that checks for cancel as it runs (within one module's compute
+    or one chunk of host work), so a UI offers to stop it: `is_cancellable(method)`."""
+    intent.cancellable = True  # type: ignore[attr-defined]
+    return intent
+
+
+def is_cancellable(method: Callable[..., object]) -> bool:
+    return getattr(method, "cancellable", False)
 
 
 class Moves:
@@ -132,8 +146,29 @@ class Moves:
                 if self._cancel == mid:
                     stepper.request_abort()
 
-    def _add_cancel_hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
-        model = unwrap_model(self.session.model)
+    def _check(self, mid: int) -> Callable[[], None]:
+        """A cancel check for host work of move `mid` (a chunk of a copy, a sweep's cell)."""
+
+        def check() -> None:
+            if self._closing or self._cancel == mid:
+                raise MoveCancelled
+
+        return check
+
+    @contextmanager
+    def _cancellable_model(self, model: torch.nn.Module) -> Iterator[None]:
+        """Another model (run B) checks for cancel at each block while inside."""
+        hooks = self._add_cancel_hooks(model)
+        try:
+            yield
+        finally:
+            for handle in hooks:
+                handle.remove()
+
+    def _add_cancel_hooks(
+        self, model: torch.nn.Module | None = None
+    ) -> list[torch.utils.hooks.RemovableHandle]:
+        model = unwrap_model(model if model is not None else self.session.model)
         found = find_block_list(model)
         modules = list(found[1]) if found is not None else list(model.children())
 

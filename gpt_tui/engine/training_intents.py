@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ..io.batches import Batch, BatchSource, BatchView, batch_view, check_vocab, open_source
 from ..io.batches import prompt_batch as make_prompt_batch
-from .moves import MoveCancelled
+from .moves import cancellable
 from .training import StepOptions, StepReport, train_step
 from .training_health import Health, HealthStep, train_health
 
@@ -115,14 +115,13 @@ def watch_position(report: StepReport, steps: tuple[tuple[TrainPhase, int], ...]
 
 
 class TrainingIntents:
-    """Mixed into `Debugger` (after `Moves`): uses its `_intent`, `_snapshot`, `_cancel`,
-    `_closing`, `session` and `_prompt`."""
+    """Mixed into `Debugger` (after `Moves`): uses its `_intent`, `_snapshot`, `_check`,
+    `session` and `_prompt`."""
 
     session: Session
     _prompt: str
     _watch: bool
-    _cancel: int | None
-    _closing: bool
+    _check: Callable[[int], Callable[[], None]]
     _intent: Callable[[int | None, Callable[[int], DebugState], str], DebugState]
     _snapshot: Callable[..., DebugState]
 
@@ -212,15 +211,9 @@ class TrainingIntents:
             return self._make_batch()
         return self._training
 
-    def _check_cancel(self, mid: int) -> Callable[[], None]:
-        def check() -> None:
-            if self._closing or self._cancel == mid:
-                raise MoveCancelled
-
-        return check
-
     # -- the step ------------------------------------------------------------------------
 
+    @cancellable
     def train_step(self, how: str = "into", *, move: int | None = None) -> DebugState:
         """Walk the training step: `into` the next event, `over`/`out` to the next phase,
         `continue` to the first non-finite value (with the watch) or the end. The step is
@@ -234,7 +227,7 @@ class TrainingIntents:
                 assert self._train_batch is not None
                 opts = self._watched(view.options)
                 model, batch = self.session.model, self._train_batch
-                report = train_step(model, batch, opts, self._check_cancel(mid))
+                report = train_step(model, batch, opts, self._check(mid))
                 view = replace(view, options=opts)
                 view = replace(view, report=report, position=0, timeline=timeline(report))
                 if how != "continue":
@@ -284,6 +277,7 @@ class TrainingIntents:
 
     # -- health ----------------------------------------------------------------------------
 
+    @cancellable
     def train_health(
         self,
         n: int = 20,
@@ -309,7 +303,7 @@ class TrainingIntents:
 
             opts = self._watched(view.options)
             model = self.session.model
-            health = train_health(model, batches, n, opts, self._check_cancel(mid), progress)
+            health = train_health(model, batches, n, opts, self._check(mid), progress)
             self._training = replace(view, health=health)
             where = health.stopped
             message = f"health: {len(health.steps)} steps"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from textual.worker import WorkerState
 
+from ..engine.moves import is_cancellable
 from .messages import StateUpdated
 
 if TYPE_CHECKING:
@@ -63,14 +64,13 @@ class Intents:
     """The app's way to ask the Debugger: `call("run", "run")` runs `debugger.run(move=…)`
     in a worker, after the intents asked for before it; the snapshot comes back as a
     message. Names group workers: the latest move of a name that is still queued or
-    running (a "stepper", "generating" or "training" move) can be cancelled by `x`."""
-
-    CANCELLABLE = ("stepper", "generating", "training")
+    running can be cancelled by `x` when its Debugger method is declared `cancellable`."""
 
     def __init__(self, app: GptTuiApp) -> None:
         self._app = app
         self._queue = IntentQueue()
         self._latest: dict[str, int] = {}  # name -> the move id it was last started with
+        self._cancellable: dict[str, int] = {}  # the same, for cancellable intents only
 
     def busy(self, name: str) -> bool:
         """A worker of that name is queued or running (read from Textual's workers)."""
@@ -81,24 +81,27 @@ class Intents:
         return self._latest.get(name)
 
     def running_move(self) -> tuple[str, int] | None:
-        """The cancellable move still queued or running, if any: (name, move id)."""
-        for name in self.CANCELLABLE:
-            move = self._latest.get(name)
-            if move is not None and self.busy(name):
-                return name, move
-        return None
+        """The first cancellable move still queued or running, if any: (name, move id)."""
+        live = [(move, name) for name, move in self._cancellable.items() if self.busy(name)]
+        return (min(live)[1], min(live)[0]) if live else None
 
     @property
     def pending(self) -> int:
         return self._queue.pending
 
-    def start(self, name: str, intent: Callable[[int], DebugState]) -> int | None:
+    def start(
+        self, name: str, intent: Callable[[int], DebugState], *, cancellable: bool = False
+    ) -> int | None:
         """Run `intent` (called with its move id) in a worker; the move id."""
         app, debugger = self._app, self._app.debugger
         if debugger is None:
             return None
         move = debugger.new_move()
         self._latest[name] = move
+        if cancellable:
+            self._cancellable[name] = move
+        else:
+            self._cancellable.pop(name, None)
         ticket = self._queue.ticket()
 
         def work() -> None:
@@ -114,7 +117,8 @@ class Intents:
         debugger = self._app.debugger
         assert debugger is not None
         bound = getattr(debugger, method)
-        return self.start(name, lambda move: bound(*args, move=move, **kwargs))
+        intent = lambda move: bound(*args, move=move, **kwargs)  # noqa: E731
+        return self.start(name, intent, cancellable=is_cancellable(bound))
 
     def close(self) -> None:
         self._queue.close()

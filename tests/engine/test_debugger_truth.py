@@ -9,10 +9,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 from test_debugger import WAIT, Gate, in_thread
 from test_probes import IDX, nanogpt
 
+from gpt_tui.engine.compare_intents import BSpec, dtype_copy
 from gpt_tui.engine.debugger import Debugger
+from gpt_tui.engine.moves import is_cancellable
 from gpt_tui.engine.probes import Probes
 from gpt_tui.engine.session import ModelSpec, Session
 from gpt_tui.engine.stepping import ForwardStepper
@@ -301,3 +304,82 @@ def test_a_snapshot_is_plain_data(dbg: Debugger) -> None:
         assert impure(state) == []
     shapes = states[-1].shapes()  # taken from the snapshot alone, every time
     assert shapes == states[-1].shapes() and shapes["transformer.h.0.mlp"] == (1, 6, 32)
+
+
+def test_every_long_intent_is_declared_cancellable() -> None:
+    declared = {n for n in dir(Debugger) if is_cancellable(getattr(Debugger, n))}
+    long_work = {"run", "step", "step_line", "step_token", "generate", "attention", "evaluate"}
+    long_work |= {"compare_runs", "patch_runs", "attribute_logit", "train_step", "train_health"}
+    assert long_work <= declared
+    assert not {"state", "cancel", "abort", "set_breakpoints", "set_watch"} & declared
+
+
+def cancel_at_check(dbg: Debugger, move: int, at: int) -> list[int]:
+    """Cancel `move` at the `at`-th chunk check of its host work; the checks made."""
+    made: list[int] = []
+    make = dbg._check
+
+    def counted(mid: int):
+        check = make(mid)
+
+        def once() -> None:
+            made.append(1)
+            if len(made) == at:
+                assert dbg.cancel(move)
+            check()
+
+        return once
+
+    dbg._check = counted
+    return made
+
+
+def weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_a_cancel_inside_the_dtype_copy_of_a_diff_stops_it(dbg: Debugger) -> None:
+    move = dbg.new_move()
+    made = cancel_at_check(dbg, move, 3)
+    state = dbg.compare_runs(BSpec(dtype="bfloat16"), move=move)
+    assert state.cancelled and state.compare is None and len(made) == 3
+    del dbg._check
+    state = dbg.compare_runs(BSpec(dtype="bfloat16"))  # then it runs whole
+    assert not state.cancelled and state.compare.comparison is not None
+
+
+def test_dtype_copy_has_no_hooks_and_keeps_ties(dbg: Debugger) -> None:
+    model = dbg.session.model
+    dbg.toggle_ablation("transformer.h.0.mlp", "mlp")  # A's own hooks, not B's
+    b = dtype_copy(model, torch.bfloat16, lambda: None)
+    assert b.lm_head.weight is b.transformer.wte.weight and b.lm_head.weight.dtype == torch.bfloat16
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in b.modules())
+    assert torch.equal(
+        b.transformer.h[1].attn.c_attn.weight, model.transformer.h[1].attn.c_attn.weight.bfloat16()
+    )
+
+
+@pytest.mark.parametrize("at", [1, 5, 40])
+def test_a_cancel_of_train_health_puts_every_weight_back(dbg: Debugger, at: int) -> None:
+    before = weights(dbg.session.model)
+    move = dbg.new_move()
+    made = cancel_at_check(dbg, move, at)  # in the snapshot, or between modules of a step
+    state = dbg.train_health(3, move=move)
+    assert state.cancelled and len(made) == at
+    after = weights(dbg.session.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_close_during_train_health_returns_and_the_weights_come_back(dbg: Debugger) -> None:
+    before = weights(dbg.session.model)
+    gate = Gate(dbg.session.model.transformer.h[1], on_call=2)
+    thread, out = in_thread(lambda: dbg.train_health(3))
+    assert gate.reached.wait(WAIT)
+    assert not dbg.close()  # returned while the step is held inside a block
+    gate.release.set()
+    assert dbg.closed.wait(WAIT)
+    thread.join(WAIT)
+    gate.remove()
+    assert out[0].cancelled
+    after = weights(dbg.session.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -14,7 +14,7 @@ from .debug_state import DebugState, GenerationSettings, GenerationView, StepSta
 from .frames import SAMPLING_FILE
 from .moves import MoveCancelled, cancellable
 from .sampling import check_sampling_settings
-from .views import generation_view
+from .views import generation_view, unpeeked_generation_view
 
 if TYPE_CHECKING:
     import threading
@@ -172,5 +172,10 @@ class GenerationIntents:
         self._refresh_generation()
 
     def _refresh_generation(self) -> None:
+        """The generation's view: first what is true without running the model, then the
+        next token's candidates and lens (a cancel there leaves the first)."""
         gen, prompt, settings = self._generation, self._prompt, self._settings
+        assert gen is not None
+        why = "cancelled before the next token's candidates"
+        self._generation_view = unpeeked_generation_view(self.session, gen, prompt, settings, why)
         self._generation_view = generation_view(self.session, gen, prompt, settings)

@@ -12,17 +12,18 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError, describe_error
-from .attribution import Attribution, attribute
-from .compare import CompareError, Comparison, Run, compare
+from .attribution import attribute
+from .compare import CompareError, Run, compare
+from .debug_state import CompareView
 from .model_access import crop_to_context
 from .moves import cancellable
-from .patching import Patcher, PatchSweep, What, one_token
+from .patching import Patcher, What, one_token
 
 if TYPE_CHECKING:
     from threading import Lock
@@ -52,18 +53,6 @@ class BSpec:
             "KV cache" if self.kv_cache else "",
         ]
         return ", ".join(p for p in parts if p) or "the same run"
-
-
-@dataclass(frozen=True)
-class CompareView:
-    """What the Compare tab shows: one of a diff, a patching sweep, an attribution."""
-
-    kind: Literal["diff", "patch", "attribute"]
-    label: str  # what B was, or what was patched / attributed
-    comparison: Comparison | None = None
-    sweep: PatchSweep | None = None
-    attribution: Attribution | None = None
-    tokens: tuple[str, ...] = ()  # the prompt's token labels, for columns and positions
 
 
 def a_checkpoint(session: Session) -> Path:

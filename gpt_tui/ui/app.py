@@ -83,7 +83,7 @@ class GptTuiApp(App[int]):
         self.state: DebugState | None = None  # the last snapshot rendered
         self.selected_path: str | None = None
         self.open_error: str | None = None
-        self._intents = Intents(self)
+        self._intents = Intents(self, lambda: self.debugger)
         self._mounted_tabs: set[str] = set()
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
         self._failed: set[str] = set()  # views whose fetch failed: asked again only by a key

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from textual.app import App
 from textual.worker import WorkerState
 
 from ..engine.moves import is_cancellable
@@ -20,7 +21,7 @@ from .messages import StateUpdated
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState
-    from .app import GptTuiApp
+    from ..engine.debugger import Debugger
 
 
 class IntentQueue:
@@ -66,8 +67,10 @@ class Intents:
     message. Names group workers: the latest move of a name that is still queued or
     running can be cancelled by `x` when its Debugger method is declared `cancellable`."""
 
-    def __init__(self, app: GptTuiApp) -> None:
+    def __init__(self, app: App, debugger: Callable[[], Debugger | None]) -> None:
+        """`debugger()`: the app's debugger once the model is open (None before)."""
         self._app = app
+        self._debugger = debugger
         self._queue = IntentQueue()
         self._latest: dict[str, int] = {}  # name -> the move id it was last started with
         self._cancellable: dict[str, int] = {}  # the same, for cancellable intents only
@@ -93,7 +96,7 @@ class Intents:
         self, name: str, intent: Callable[[int], DebugState], *, cancellable: bool = False
     ) -> int | None:
         """Run `intent` (called with its move id) in a worker; the move id."""
-        app, debugger = self._app, self._app.debugger
+        app, debugger = self._app, self._debugger()
         if debugger is None:
             return None
         move = debugger.new_move()
@@ -114,7 +117,7 @@ class Intents:
 
     def call(self, name: str, method: str, *args: object, **kwargs: object) -> int | None:
         """`start` for one Debugger method, its arguments and the move id."""
-        debugger = self._app.debugger
+        debugger = self._debugger()
         assert debugger is not None
         bound = getattr(debugger, method)
         intent = lambda move: bound(*args, move=move, **kwargs)  # noqa: E731

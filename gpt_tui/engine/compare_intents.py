@@ -211,12 +211,14 @@ def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) 
             memo[id(t)] = (
                 nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
             )
+    for module in model.modules():  # hooks are not copied (they may hold a paused frame)
+        for name, value in vars(module).items():
+            if "hook" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
     clone = copy.deepcopy(model, memo)
     filled: dict[int, torch.Tensor] = {}  # a tied weight stays tied
     sources = dict(zip((id(memo[id(t)]) for t in tensors), tensors, strict=True))
     for module in clone.modules():
-        for hooks in _HOOK_DICTS:
-            getattr(module, hooks).clear()
         for table in (module._parameters, module._buffers):
             for name, meta in table.items():
                 if meta is None:
@@ -229,17 +231,6 @@ def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) 
                     filled[id(meta)] = nn.Parameter(data, meta.requires_grad) if is_param else data
                 table[name] = filled[id(meta)]
     return clone
-
-
-_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-)
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

@@ -281,6 +281,8 @@ def impure(value: object, path: str = "state") -> list[str]:
     if value is None or isinstance(value, str | int | float | bool | np.generic | np.ndarray):
         return []
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if type(value).__module__.startswith("gpt_tui.io"):
+            return [f"{path}: io's {type(value).__name__} (a widget would import io)"]
         if not type(value).__dataclass_params__.frozen:
             return [f"{path}: {type(value).__name__} is not frozen"]
         return [
@@ -299,6 +301,7 @@ def test_a_snapshot_is_plain_data(dbg: Debugger) -> None:
     states = [dbg.run(attention_layers=[0]), dbg.attention(1), dbg.generate(2)]
     dbg.set_line_breakpoints(["MLP.forward"])
     states += [dbg.step_line("continue"), dbg.evaluate("x"), dbg.view_tensor("x")]
+    states += [dbg.train_step("into"), dbg.compare_runs(BSpec(dtype="bfloat16"))]
     assert type(states[0].run.patterns) is dict and 0 in states[0].run.patterns
     for state in states:
         assert impure(state) == []

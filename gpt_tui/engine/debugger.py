@@ -45,9 +45,9 @@ from .views import (
 
 if TYPE_CHECKING:
     from .sampling import GenerationSession
-    from .session import Session
+    from .session import Session, Trace
     from .stepping import ForwardStepper
-    from .trace import StepEvent, Trace
+    from .trace import StepEvent
 
 MOVES = ("into", "over", "out", "continue")
 
@@ -67,7 +67,6 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         self._stepping: RunResult | None = None
         self._run: RunResult | None = None
         self._previous_run: RunResult | None = None
-        self._message = ""
         self._settings = GenerationSettings(seed=seed)
         self._generation: GenerationSession | None = None
         self._generation_view: GenerationView | None = None

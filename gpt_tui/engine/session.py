@@ -206,7 +206,6 @@ class Session:
         self._summary: ModelSummary | None = None
         self._steppers: list[ForwardStepper] = []
         self._interventions: Interventions | None = None
-        self.last_trace: Trace | None = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -386,7 +385,7 @@ class Session:
             )
         else:
             note = _join(note, "meta device: shapes only, no values")
-        self.last_trace = Trace(
+        return Trace(
             prompt=prompt if isinstance(prompt, str) else self.decode(ids),
             token_ids=tuple(ids),
             tokens=tuple(token_label(self.tokenizer, i) for i in ids),
@@ -395,7 +394,6 @@ class Session:
             next_tokens=candidates,
             note=note,
         )
-        return self.last_trace
 
     def probe_names(self, leaves: bool = False) -> list[str]:
         """Every name a breakpoint glob can match, in module order."""

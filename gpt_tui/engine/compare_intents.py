@@ -8,6 +8,7 @@ model file (on A's checkpoint unless B names its own), or KV-cached decoding.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from .debug_state import DebugState
     from .sampling import GenerationSession
-    from .session import Session
+    from .session import ModelSpec, Session
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ class BSpec:
     checkpoint: str | None = None
     model_file: str | None = None
     kv_cache: bool = False
+    device: str | None = None
+    overrides: tuple[str, ...] = ()  # `--set KEY=VALUE` for B's config
+
+    @property
+    def opens(self) -> bool:
+        """B is opened afresh (its own weights, code, device or config), not A's model."""
+        return bool(self.checkpoint or self.model_file or self.device or self.overrides)
 
     @property
     def label(self) -> str:
@@ -51,6 +59,8 @@ class BSpec:
             f"checkpoint {Path(self.checkpoint).name}" if self.checkpoint else "",
             f"model file {Path(self.model_file).name}" if self.model_file else "",
             "KV cache" if self.kv_cache else "",
+            f"on {self.device}" if self.device else "",
+            " ".join(self.overrides),
         ]
         return ", ".join(p for p in parts if p) or "the same run"
 
@@ -86,26 +96,19 @@ class CompareIntents:
     def _open_b(self, b: BSpec, check: Callable[[], None]) -> tuple[Session | None, nn.Module]:
         """B's session (None when B is A's model) and its model; `check` runs between
         the tensors of a dtype copy."""
-        from .session import ModelSpec, Session
+        from .session import Session
 
         a = self.session
-        if b.checkpoint or b.model_file:
-            checkpoint = b.checkpoint or str(a_checkpoint(a))
-            spec = ModelSpec(
-                checkpoint=checkpoint,
-                model_file=b.model_file,
-                device=str(a.device),
-                dtype=b.dtype or str(a.dtype).removeprefix("torch."),
-            )
-            try:
-                opened = Session.open(spec)
-            except (GptTuiError, FileNotFoundError) as err:
-                raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
-            return opened, opened.model
-        if b.dtype:
-            from .session import resolve_dtype
+        try:
+            if b.opens:
+                opened = Session.open(b_model_spec(a, b))
+                return opened, opened.model
+            if b.dtype:
+                from .session import resolve_dtype
 
-            return None, dtype_copy(a.model, resolve_dtype(b.dtype), check)
+                return None, dtype_copy(a.model, resolve_dtype(b.dtype), check)
+        except (GptTuiError, FileNotFoundError) as err:
+            raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
         return None, a.model
 
     @cancellable
@@ -197,6 +200,28 @@ class CompareIntents:
             return self._snapshot(mid, f"{label}: {result.total:.4g}")
 
         return self._intent(move, body, "attribute")
+
+
+def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
+    """What B opens: A's own spec with B's changes (the CLI's --b-* flags). A model file
+    without a checkpoint runs A's weights, wherever they came from (a sample too)."""
+    from .session import ModelSpec
+
+    base = a.spec or ModelSpec(device=str(a.device), dtype=str(a.dtype).removeprefix("torch."))
+    changes: dict[str, object] = {}
+    if b.checkpoint or b.model_file:
+        checkpoint = b.checkpoint or (None if base.checkpoint else str(a_checkpoint(a)))
+        if checkpoint is not None:
+            changes.update(checkpoint=checkpoint, config=None, sample=None)
+    if b.model_file:
+        changes.update(model_file=b.model_file, model_class=None, config_class=None)
+    if b.dtype:
+        changes.update(dtype=b.dtype)
+    if b.device:
+        changes.update(device=b.device)
+    if b.overrides:
+        changes.update(overrides=[*base.overrides, *b.overrides])
+    return dataclasses.replace(base, **changes)
 
 
 def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) -> nn.Module:

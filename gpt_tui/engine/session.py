@@ -206,6 +206,7 @@ class Session:
         self._summary: ModelSummary | None = None
         self._steppers: list[ForwardStepper] = []
         self._interventions: Interventions | None = None
+        self.spec: ModelSpec | None = None  # what it was opened from (None: a live model)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -214,8 +215,13 @@ class Session:
         """Open what `spec` names; `progress` hears each phase (see models/progress.py)."""
         plan = check_spec(spec)
         if plan.kind == "config":
-            return cls._from_config(spec, plan.overrides, plan.device, plan.dtype, progress)
-        return cls._from_checkpoint(plan.path, spec, plan.device, plan.dtype, plan.kind, progress)
+            session = cls._from_config(spec, plan.overrides, plan.device, plan.dtype, progress)
+        else:
+            session = cls._from_checkpoint(
+                plan.path, spec, plan.device, plan.dtype, plan.kind, progress
+            )
+        session.spec = spec
+        return session
 
     @classmethod
     def _from_config(cls, spec, overrides, device, dtype, progress=None) -> Session:

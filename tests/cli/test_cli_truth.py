@@ -36,3 +36,26 @@ def test_a_tiny_negative_effect_prints_as_zero() -> None:
         "0.000",
         "-0.250",
     ]
+
+
+def test_diff_runs_a_model_file_as_b_on_a_sample_as_the_app_does(capsys) -> None:
+    from gpt_tui.engine.compare_intents import BSpec
+    from tests.engine.compare_helpers import FIXTURES
+
+    port = str(FIXTURES / "model.py")
+    args = ["diff", "--sample", "shakespeare-nanogpt", "--device", "cpu", "--prompt", "ROMEO:"]
+    for extra in ([], ["--b-checkpoint", SAMPLE[1]]):
+        assert run([*args, "--b-model-file", port, *extra, "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["first_divergence"] is None and printed["records"]
+    debugger = Debugger(Session.open(ModelSpec(sample="shakespeare-nanogpt", device="cpu")))
+    try:
+        debugger.set_prompt("ROMEO:")
+        comparison = debugger.compare_runs(BSpec(model_file=port, device="cpu")).compare.comparison
+        with_set = debugger.compare_runs(BSpec(overrides=("dropout=0.0",))).compare.comparison
+    finally:
+        debugger.close(wait=True)
+    assert [r.max_abs_diff for r in comparison.records] == [
+        r["max_abs_diff"] for r in printed["records"]
+    ]
+    assert with_set.first_divergence is None  # B opened afresh with --set, same weights

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,12 +23,10 @@ from .attribution import attribute
 from .compare import CompareError, Run, compare
 from .debug_state import CompareView
 from .model_access import crop_to_context
-from .moves import cancellable
+from .moves import MoveRunner, cancellable
 from .patching import Patcher, What, one_token
 
 if TYPE_CHECKING:
-    from threading import Lock
-
     from .debug_state import DebugState
     from .sampling import GenerationSession
     from .session import ModelSpec, Session
@@ -80,14 +78,12 @@ def a_checkpoint(session: Session) -> Path:
 
 
 class CompareIntents:
-    """Mixed into the Debugger: it provides `_intent`, `_lock`, `session`, `_prompt` and
+    """Mixed into the Debugger: it provides `runner`, `session`, `_prompt` and
     `_snapshot`, as every intent group does."""
 
     session: Session
     _prompt: str
-    _lock: Lock
-    _check: Callable[[int], Callable[[], None]]
-    _cancellable_model: Callable[[nn.Module], AbstractContextManager[None]]
+    runner: MoveRunner
     _generation: GenerationSession | None
 
     def _init_compare(self) -> None:
@@ -117,12 +113,12 @@ class CompareIntents:
 
         def body(mid: int) -> DebugState:
             ids_a, _ = self.session.prompt_ids(self._prompt)
-            opened, model_b = self._open_b(b, self._check(mid))
+            opened, model_b = self._open_b(b, self.runner.check(mid))
             try:
                 source = opened or self.session
                 ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else self._prompt)
                 own = model_b is not self.session.model  # A's blocks check already
-                with self._cancellable_model(model_b) if own else nullcontext():
+                with self.runner.cancellable_model(model_b) if own else nullcontext():
                     result = compare(
                         Run(self.session.model, ids_a),
                         Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
@@ -135,7 +131,7 @@ class CompareIntents:
             first = result.first_divergence
             return self._snapshot(mid, first.message if first else "no divergence")
 
-        return self._intent(move, body, "diff")
+        return self.runner.intent(move, body, "diff")
 
     @cancellable
     def patch_runs(
@@ -163,7 +159,7 @@ class CompareIntents:
             self._compare = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
             return self._snapshot(mid, f"patched {what} at {len(sweep.values)} layers")
 
-        return self._intent(move, body, "patch")
+        return self.runner.intent(move, body, "patch")
 
     @cancellable
     def attribute_logit(
@@ -199,7 +195,7 @@ class CompareIntents:
             )
             return self._snapshot(mid, f"{label}: {result.total:.4g}")
 
-        return self._intent(move, body, "attribute")
+        return self.runner.intent(move, body, "attribute")
 
 
 def b_model_spec(a: Session, b: BSpec) -> ModelSpec:

@@ -31,7 +31,7 @@ from .frames import Evaluation
 from .generation_intents import GenerationIntents
 from .interventions import HeadScale, InterventionSpec, OutputScale
 from .line_intents import LineIntents
-from .moves import Moves, cancellable
+from .moves import MoveRunner, cancellable
 from .tensors import TensorView
 from .training_intents import TrainingIntents
 from .views import (
@@ -52,11 +52,14 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, Moves):
-    """Debugging intents on one open `Session`."""
+class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
+    """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
+    every intent under one lock and is the only way in: see moves.py."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
-        super().__init__(session)
+        self.session = session
+        self._stepper: ForwardStepper | None = None  # the stepped pass a cancel must reach
+        self.runner = MoveRunner(session, self._snapshot, lambda: self._stepper)
         self._prompt = default_prompt(session)
         self._breakpoints: frozenset[str] = frozenset()
         self._watch = False
@@ -81,8 +84,21 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- the model -----------------------------------------------------------------------
 
+    def new_move(self) -> int:
+        """An id for the next intent, to name it in `cancel` before it starts."""
+        return self.runner.new_move()
+
+    def cancel(self, move: int | None = None) -> bool:
+        """Stop `move` (any running move if None) if it is running now; never waits."""
+        return self.runner.cancel(move)
+
+    @property
+    def closed(self) -> threading.Event:
+        """Set once `close()`'s teardown is done (every hook gone)."""
+        return self.runner.closed
+
     def info(self) -> ModelInfo:
-        with self._lock:
+        with self.runner.lock:
             return model_info(self.session)
 
     def memory(self) -> dict[str, int]:
@@ -90,8 +106,8 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     def state(self) -> DebugState:
         """The current snapshot, without doing anything."""
-        with self._lock:
-            return self._snapshot(self._move)
+        with self.runner.lock:
+            return self._snapshot(self.runner.last_move)
 
     # -- settings ------------------------------------------------------------------------
 
@@ -111,10 +127,10 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
 
-        return self._intent(move, body, "prompt")
+        return self.runner.intent(move, body, "prompt")
 
     def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             self._breakpoints = frozenset(globs)
             if self._stepper is not None:
                 self._stepper.breakpoints = sorted(self._breakpoints)
@@ -131,7 +147,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         return self.set_breakpoints(self._breakpoints ^ {name}, move=move)
 
     def set_watch(self, on: bool, *, move: int | None = None) -> DebugState:
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             self._watch = on
             if self._stepper is not None:
                 self._stepper.watch_nonfinite = on
@@ -141,7 +157,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
     def set_leaves(self, on: bool, *, move: int | None = None) -> DebugState:
         """Probe leaves (Linear, norms, activations) from now on. A paused pass is re-run
         with the new probes to the same module event (its parent's, if that was a leaf)."""
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             self._leaves = on
             self._replay_paused(mid)
             return self._snapshot(mid, f"leaf probes {'on' if on else 'off'}")
@@ -165,7 +181,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self._set_run(run_from_trace(trace))
             return self._snapshot(mid, f"forward pass recorded {len(trace.records)} probes")
 
-        return self._intent(move, body, "forward pass")
+        return self.runner.intent(move, body, "forward pass")
 
     @cancellable
     def step(self, how: str, *, move: int | None = None) -> DebugState:
@@ -182,12 +198,12 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 "continue": stepper.continue_,
             }[how]()
 
-        return self._intent(move, lambda mid: self._advance(mid, advance), "step")
+        return self.runner.intent(move, lambda mid: self._advance(mid, advance), "step")
 
     def _advance(self, mid: int, advance: Callable[[ForwardStepper], object]) -> DebugState:
         """One move of the stepped pass (started on the prompt if none is under way)."""
         stepper = self._stepper or self._new_stepper(mid)
-        self._arm(stepper, mid)
+        self.runner.arm(stepper, mid)
         try:
             advance(stepper)
         except BaseException:
@@ -216,7 +232,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     def abort(self, *, move: int | None = None) -> DebugState:
         """End the paused stepped pass (nothing to do if none is under way)."""
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             was_open = self._stepper is not None
             self._end_stepper("aborted" if was_open else self._step_status)
             return self._snapshot(mid, "pass aborted" if was_open else "")
@@ -277,7 +293,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             stepper = self._new_stepper(mid)
             event = None
             while not stepper.aborted:
-                self._arm(stepper, mid)
+                self.runner.arm(stepper, mid)
                 event = stepper.step_into()
                 if event is None or (event.name, event.phase) == (name, target.phase):
                     break
@@ -311,7 +327,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 self._ablations[key] = interventions.add(spec)
             return self._interventions_changed(mid)
 
-        return self._intent(move, body, "ablation")
+        return self.runner.intent(move, body, "ablation")
 
     @cancellable
     def add_intervention(self, spec: InterventionSpec, *, move: int | None = None) -> DebugState:
@@ -322,7 +338,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self.session.interventions.add(spec)
             return self._interventions_changed(mid)
 
-        return self._intent(move, body, "intervention")
+        return self.runner.intent(move, body, "intervention")
 
     def _interventions_changed(self, mid: int) -> DebugState:
         # What must follow the change goes with it, before anything a cancel can stop: no
@@ -363,7 +379,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self._attention = AttentionView(trace.prompt, trace.tokens, pattern, heads)
             return self._snapshot(mid)
 
-        return self._intent(move, body, "attention")
+        return self.runner.intent(move, body, "attention")
 
     # -- snapshot and end ----------------------------------------------------------------
 
@@ -396,7 +412,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             tensor_view=self._tensor_view,
             training=self._training_state(),
             compare=self._compare,
-            seq=next(self._seqs),  # under the lock: the newest snapshot has the highest
+            seq=self.runner.seq(),  # under the lock: the newest snapshot has the highest
         )
 
     def close(self, *, wait: bool = False) -> bool:
@@ -404,31 +420,29 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         unless `wait`: it is cancelled (an expression interrupted) and the teardown runs
         in a daemon thread once it has unwound. True if torn down before returning;
         `closed` is set when done. `wait` is for a model that must be put back (inspect)."""
-        self._closing = True
+        self.runner.closing = True
         self.cancel()
         stepper = self._stepper
         if stepper is not None:
             stepper.interrupt()
-        if self._lock.acquire(blocking=wait):
+        if self.runner.lock.acquire(blocking=wait):
             try:
                 self._teardown()
             finally:
-                self._lock.release()
+                self.runner.lock.release()
             return True
         threading.Thread(target=self._teardown_when_free, name="gpt-tui-close", daemon=True).start()
         return False
 
     def _teardown_when_free(self) -> None:
-        with self._lock:
+        with self.runner.lock:
             self._teardown()
 
     def _teardown(self) -> None:
         if self.closed.is_set():
             return
         self._end_stepper("idle")
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
+        self.runner.remove_hooks()
         self.session.close()
         self.closed.set()
 

@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING
 from ..errors import GptTuiError
 from .debug_state import DebugState, GenerationSettings, GenerationView, StepStatus
 from .frames import SAMPLING_FILE
-from .moves import MoveCancelled, cancellable
+from .moves import MoveCancelled, MoveRunner, cancellable
 from .sampling import check_sampling_settings
 from .views import generation_view, unpeeked_generation_view
 
 if TYPE_CHECKING:
-    import threading
-
     from .sampling import GenerationSession
     from .session import Session
     from .stepping import ForwardStepper
@@ -31,16 +29,13 @@ class GenerationIntents:
     """Generation, as Debugger intents."""
 
     session: Session
-    _lock: threading.Lock
-    _move_lock: threading.Lock
-    _cancel: int | None
+    runner: MoveRunner
     _stepper: ForwardStepper | None
     _prompt: str
     _settings: GenerationSettings
     _generation: GenerationSession | None
     _generation_view: GenerationView | None
     _token_pass: bool  # the stepped pass is one token's generation, not the prompt's forward
-    _intent: Callable[..., DebugState]
     _snapshot: Callable[..., DebugState]
     _advance: Callable[..., DebugState]
     _end_stepper: Callable[[StepStatus], None]
@@ -59,7 +54,7 @@ class GenerationIntents:
             self._start_generation()
             return self._snapshot(mid, "generation restarted from the prompt")
 
-        return self._intent(move, body, "generation")
+        return self.runner.intent(move, body, "generation")
 
     @cancellable
     def set_generation_settings(
@@ -85,7 +80,7 @@ class GenerationIntents:
                 self._refresh_generation()
             return self._snapshot(mid, "new seed: restarted" if restart else "")
 
-        return self._intent(move, body, "generation")
+        return self.runner.intent(move, body, "generation")
 
     @cancellable
     def generate(
@@ -114,7 +109,7 @@ class GenerationIntents:
                     gen.step(force_token=force_token)
                 else:
                     for taken in range(n):  # noqa: B007 (read after a cancel)
-                        if self._cancel == mid:
+                        if self.runner.stop_requested(mid):
                             raise MoveCancelled
                         gen.step()
                         if progress is not None and taken < n - 1:
@@ -123,15 +118,14 @@ class GenerationIntents:
                             )
                             progress(self._snapshot(mid, f"generating {taken + 1} of {n}"))
             except MoveCancelled:
-                with self._move_lock:
-                    self._cancel = None
+                self.runner.clear_cancel()
                 self._refresh_generation()
                 message = f"generation cancelled after {taken} of {n} tokens"
                 return self._snapshot(mid, message, cancelled=True)
             self._refresh_generation()
             return self._snapshot(mid)
 
-        return self._intent(move, body, "generation")
+        return self.runner.intent(move, body, "generation")
 
     @cancellable
     def step_token(self, *, move: int | None = None) -> DebugState:
@@ -149,7 +143,7 @@ class GenerationIntents:
             self._token_pass = True
             return self._advance(mid, self._to_sampling)
 
-        return self._intent(move, body, "token step")
+        return self.runner.intent(move, body, "token step")
 
     @staticmethod
     def _to_sampling(stepper: ForwardStepper) -> object:

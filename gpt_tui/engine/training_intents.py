@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..io.batches import Batch, BatchSource, BatchView, batch_view, check_vocab, open_source
 from ..io.batches import prompt_batch as make_prompt_batch
 from .debug_state import TrainingBatch, TrainingBatchRow, TrainingView, TrainPhase
-from .moves import cancellable
+from .moves import MoveRunner, cancellable
 from .training import StepOptions, StepReport, train_step
 from .training_health import HealthStep, train_health
 
@@ -57,14 +57,12 @@ def watch_position(report: StepReport, steps: tuple[tuple[TrainPhase, int], ...]
 
 
 class TrainingIntents:
-    """Mixed into `Debugger` (after `Moves`): uses its `_intent`, `_snapshot`, `_check`,
-    `session` and `_prompt`."""
+    """Mixed into `Debugger`: uses its `runner`, `_snapshot`, `session` and `_prompt`."""
 
     session: Session
     _prompt: str
     _watch: bool
-    _check: Callable[[int], Callable[[], None]]
-    _intent: Callable[[int | None, Callable[[int], DebugState], str], DebugState]
+    runner: MoveRunner
     _snapshot: Callable[..., DebugState]
 
     def _init_training(self) -> None:
@@ -108,7 +106,7 @@ class TrainingIntents:
             note = f" (--block cropped to the context {context})" if block_ < block else ""
             return self._snapshot(mid, f"batch from {self._train_batch.source}{note}")
 
-        return self._intent(move, body, "batch")
+        return self.runner.intent(move, body, "batch")
 
     def set_training_options(self, options: StepOptions, *, move: int | None = None) -> DebugState:
         def body(mid: int) -> DebugState:
@@ -116,7 +114,7 @@ class TrainingIntents:
             self._training = TrainingView(view.batch, options)
             return self._snapshot(mid, "training options set; the step starts again")
 
-        return self._intent(move, body, "training options")
+        return self.runner.intent(move, body, "training options")
 
     def _make_batch(self, options: StepOptions | None = None) -> TrainingView:
         rows, block = self._train_shape
@@ -169,7 +167,7 @@ class TrainingIntents:
                 assert self._train_batch is not None
                 opts = self._watched(view.options)
                 model, batch = self.session.model, self._train_batch
-                report = train_step(model, batch, opts, self._check(mid))
+                report = train_step(model, batch, opts, self.runner.check(mid))
                 view = replace(view, options=opts)
                 view = replace(view, report=report, position=0, timeline=timeline(report))
                 if how != "continue":
@@ -179,7 +177,7 @@ class TrainingIntents:
             self._training = view
             return self._snapshot(mid, self._step_message(view))
 
-        return self._intent(move, body, "training step")
+        return self.runner.intent(move, body, "training step")
 
     def _watched(self, options: StepOptions) -> StepOptions:
         """The Debugger's NaN watch (the app's `w`) watches the training step too."""
@@ -215,7 +213,7 @@ class TrainingIntents:
             self._training = TrainingView(view.batch, view.options)
             return self._snapshot(mid, "training step reset")
 
-        return self._intent(move, body, "training reset")
+        return self.runner.intent(move, body, "training reset")
 
     # -- health ----------------------------------------------------------------------------
 
@@ -245,7 +243,7 @@ class TrainingIntents:
 
             opts = self._watched(view.options)
             model = self.session.model
-            health = train_health(model, batches, n, opts, self._check(mid), progress)
+            health = train_health(model, batches, n, opts, self.runner.check(mid), progress)
             self._training = replace(view, health=health)
             where = health.stopped
             message = f"health: {len(health.steps)} steps"
@@ -254,7 +252,7 @@ class TrainingIntents:
                 message += f"; non-finite at step {step}: {where.phase} {where.where}"
             return self._snapshot(mid, message)
 
-        return self._intent(move, body, "training health")
+        return self.runner.intent(move, body, "training health")
 
 
 def _plain(view: BatchView) -> TrainingBatch:

@@ -271,7 +271,7 @@ def test_close_during_a_run_returns_before_the_run_unwinds(dbg: Debugger) -> Non
     gate.release.set()
     assert dbg.closed.wait(WAIT)
     thread.join(WAIT)
-    assert out[0].cancelled and not dbg._hooks
+    assert out[0].cancelled and not dbg.runner.hooks
     gate.remove()
 
 
@@ -320,7 +320,7 @@ def test_every_long_intent_is_declared_cancellable() -> None:
 def cancel_at_check(dbg: Debugger, move: int, at: int) -> list[int]:
     """Cancel `move` at the `at`-th chunk check of its host work; the checks made."""
     made: list[int] = []
-    make = dbg._check
+    make = dbg.runner.check
 
     def counted(mid: int):
         check = make(mid)
@@ -333,7 +333,7 @@ def cancel_at_check(dbg: Debugger, move: int, at: int) -> list[int]:
 
         return once
 
-    dbg._check = counted
+    dbg.runner.check = counted
     return made
 
 
@@ -346,7 +346,7 @@ def test_a_cancel_inside_the_dtype_copy_of_a_diff_stops_it(dbg: Debugger) -> Non
     made = cancel_at_check(dbg, move, 3)
     state = dbg.compare_runs(BSpec(dtype="bfloat16"), move=move)
     assert state.cancelled and state.compare is None and len(made) == 3
-    del dbg._check
+    del dbg.runner.check
     state = dbg.compare_runs(BSpec(dtype="bfloat16"))  # then it runs whole
     assert not state.cancelled and state.compare.comparison is not None
 

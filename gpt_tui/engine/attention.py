@@ -177,6 +177,7 @@ class AttentionCapture(TorchFunctionMode):
         self._sdpa_in_module = False
         self._pending: AttentionCall | None = None  # hand-written softmax awaiting its matmul
         self._probs: list[torch.Tensor] = []  # the softmax output and its dropout, if any
+        self.muted = False  # work done at a pause (an expression) is not the pass's
 
     def reset(self) -> None:
         """Forget the previous pass (call at the start of each pass)."""
@@ -201,6 +202,8 @@ class AttentionCapture(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.muted:
+            return out
         if func is _SDPA:
             self._on_sdpa(args, kwargs, out)
         elif self._module is not None and not self._sdpa_in_module:

@@ -8,22 +8,28 @@ model file (on A's checkpoint unless B names its own), or KV-cached decoding.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
 
 from ..errors import GptTuiError, describe_error
-from .attribution import Attribution, attribute
-from .compare import CompareError, Comparison, Run, compare
+from .attribution import attribute
+from .compare import CompareError, Run, compare
+from .debug_state import CompareView
 from .model_access import crop_to_context
-from .patching import Patcher, PatchSweep, What, one_token
+from .moves import MoveRunner, cancellable
+from .patching import Patcher, What, one_token
 
 if TYPE_CHECKING:
-    from threading import Lock
-
     from .debug_state import DebugState
     from .sampling import GenerationSession
-    from .session import Session
+    from .session import ModelSpec, Session
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,13 @@ class BSpec:
     checkpoint: str | None = None
     model_file: str | None = None
     kv_cache: bool = False
+    device: str | None = None
+    overrides: tuple[str, ...] = ()  # `--set KEY=VALUE` for B's config
+
+    @property
+    def opens(self) -> bool:
+        """B is opened afresh (its own weights, code, device or config), not A's model."""
+        return bool(self.checkpoint or self.model_file or self.device or self.overrides)
 
     @property
     def label(self) -> str:
@@ -44,20 +57,10 @@ class BSpec:
             f"checkpoint {Path(self.checkpoint).name}" if self.checkpoint else "",
             f"model file {Path(self.model_file).name}" if self.model_file else "",
             "KV cache" if self.kv_cache else "",
+            f"on {self.device}" if self.device else "",
+            " ".join(self.overrides),
         ]
         return ", ".join(p for p in parts if p) or "the same run"
-
-
-@dataclass(frozen=True)
-class CompareView:
-    """What the Compare tab shows: one of a diff, a patching sweep, an attribution."""
-
-    kind: Literal["diff", "patch", "attribute"]
-    label: str  # what B was, or what was patched / attributed
-    comparison: Comparison | None = None
-    sweep: PatchSweep | None = None
-    attribution: Attribution | None = None
-    tokens: tuple[str, ...] = ()  # the prompt's token labels, for columns and positions
 
 
 def a_checkpoint(session: Session) -> Path:
@@ -75,55 +78,52 @@ def a_checkpoint(session: Session) -> Path:
 
 
 class CompareIntents:
-    """Mixed into the Debugger: it provides `_intent`, `_lock`, `session`, `_prompt` and
+    """Mixed into the Debugger: it provides `runner`, `session`, `_prompt` and
     `_snapshot`, as every intent group does."""
 
     session: Session
     _prompt: str
-    _lock: Lock
+    runner: MoveRunner
     _generation: GenerationSession | None
 
     def _init_compare(self) -> None:
         self._compare: CompareView | None = None
 
-    def _open_b(self, b: BSpec) -> tuple[Session | None, object]:
-        """B's session (None when B is A's model) and its model."""
-        from .session import ModelSpec, Session
+    def _open_b(self, b: BSpec, check: Callable[[], None]) -> tuple[Session | None, nn.Module]:
+        """B's session (None when B is A's model) and its model; `check` runs between
+        the tensors of a dtype copy."""
+        from .session import Session
 
         a = self.session
-        if b.checkpoint or b.model_file:
-            checkpoint = b.checkpoint or str(a_checkpoint(a))
-            spec = ModelSpec(
-                checkpoint=checkpoint,
-                model_file=b.model_file,
-                device=str(a.device),
-                dtype=b.dtype or str(a.dtype).removeprefix("torch."),
-            )
-            try:
-                opened = Session.open(spec)
-            except (GptTuiError, FileNotFoundError) as err:
-                raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
-            return opened, opened.model
-        if b.dtype:
-            from .session import resolve_dtype
+        try:
+            if b.opens:
+                opened = Session.open(b_model_spec(a, b))
+                return opened, opened.model
+            if b.dtype:
+                from .session import resolve_dtype
 
-            return None, copy.deepcopy(a.model).to(resolve_dtype(b.dtype))
+                return None, dtype_copy(a.model, resolve_dtype(b.dtype), check)
+        except (GptTuiError, FileNotFoundError) as err:
+            raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
         return None, a.model
 
+    @cancellable
     def compare_runs(self, b: BSpec, leaves: bool = False, *, move: int | None = None):
         """Diff the open prompt's run against run B, probe by probe."""
 
         def body(mid: int) -> DebugState:
             ids_a, _ = self.session.prompt_ids(self._prompt)
-            opened, model_b = self._open_b(b)
+            opened, model_b = self._open_b(b, self.runner.check(mid))
             try:
                 source = opened or self.session
                 ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else self._prompt)
-                result = compare(
-                    Run(self.session.model, ids_a),
-                    Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
-                    leaves=leaves,
-                )
+                own = model_b is not self.session.model  # A's blocks check already
+                with self.runner.cancellable_model(model_b) if own else nullcontext():
+                    result = compare(
+                        Run(self.session.model, ids_a),
+                        Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
+                        leaves=leaves,
+                    )
             finally:
                 if opened is not None:
                     opened.close()
@@ -131,8 +131,9 @@ class CompareIntents:
             first = result.first_divergence
             return self._snapshot(mid, first.message if first else "no divergence")
 
-        return self._intent(move, body, "diff")
+        return self.runner.intent(move, body, "diff")
 
+    @cancellable
     def patch_runs(
         self,
         corrupted: str,
@@ -158,8 +159,9 @@ class CompareIntents:
             self._compare = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
             return self._snapshot(mid, f"patched {what} at {len(sweep.values)} layers")
 
-        return self._intent(move, body, "patch")
+        return self.runner.intent(move, body, "patch")
 
+    @cancellable
     def attribute_logit(
         self,
         answer: str | int,
@@ -193,7 +195,63 @@ class CompareIntents:
             )
             return self._snapshot(mid, f"{label}: {result.total:.4g}")
 
-        return self._intent(move, body, "attribute")
+        return self.runner.intent(move, body, "attribute")
+
+
+def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
+    """What B opens: A's own spec with B's changes (the CLI's --b-* flags). A model file
+    without a checkpoint runs A's weights, wherever they came from (a sample too)."""
+    from .session import ModelSpec
+
+    base = a.spec or ModelSpec(device=str(a.device), dtype=str(a.dtype).removeprefix("torch."))
+    changes: dict[str, object] = {}
+    if b.checkpoint or b.model_file:
+        checkpoint = b.checkpoint or (None if base.checkpoint else str(a_checkpoint(a)))
+        if checkpoint is not None:
+            changes.update(checkpoint=checkpoint, config=None, sample=None)
+    if b.model_file:
+        changes.update(model_file=b.model_file, model_class=None, config_class=None)
+    if b.dtype:
+        changes.update(dtype=b.dtype)
+    if b.device:
+        changes.update(device=b.device)
+    if b.overrides:
+        changes.update(overrides=[*base.overrides, *b.overrides])
+    return dataclasses.replace(base, **changes)
+
+
+def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) -> nn.Module:
+    """`model` in another dtype, without its hooks (A's probes and interventions stay
+    A's): the structure is copied on `meta`, then each tensor filled after a `check()`,
+    so a cancel stops the copy within one tensor."""
+    tensors = [*model.parameters(), *model.buffers()]
+    memo: dict[int, object] = {}
+    for t in tensors:
+        if id(t) not in memo:
+            empty = torch.empty_like(t, device="meta")
+            memo[id(t)] = (
+                nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+            )
+    for module in model.modules():  # hooks are not copied (they may hold a paused frame)
+        for name, value in vars(module).items():
+            if "hook" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    clone = copy.deepcopy(model, memo)
+    filled: dict[int, torch.Tensor] = {}  # a tied weight stays tied
+    sources = dict(zip((id(memo[id(t)]) for t in tensors), tensors, strict=True))
+    for module in clone.modules():
+        for table in (module._parameters, module._buffers):
+            for name, meta in table.items():
+                if meta is None:
+                    continue
+                if id(meta) not in filled:
+                    check()
+                    src = sources[id(meta)].detach()
+                    data = src.to(dtype, copy=True) if src.is_floating_point() else src.clone()
+                    is_param = isinstance(meta, nn.Parameter)
+                    filled[id(meta)] = nn.Parameter(data, meta.requires_grad) if is_param else data
+                table[name] = filled[id(meta)]
+    return clone
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

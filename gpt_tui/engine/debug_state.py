@@ -12,15 +12,18 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: the UI imports this module before torch loads
     from .attention import HeadSummary
-    from .compare_intents import CompareView
+    from .attribution import Attribution
+    from .compare import Comparison
     from .frames import Evaluation, FrameSnapshot
     from .lens import LensResult
     from .measures import MeasuresView
+    from .patching import PatchSweep
     from .sampling import Candidate, SamplingStep
     from .summary import ModelSummary
     from .tensors import TensorView
     from .trace import AttentionPattern, ProbeRecord, StepEvent
-    from .training_intents import TrainingView
+    from .training import StepOptions, StepReport
+    from .training_health import Health
 
 # idle: no stepped pass; paused: a stepped pass waits at `event`; finished / aborted:
 # the stepped pass just ended that way.
@@ -111,11 +114,117 @@ class AttentionView:
 
 
 @dataclass(frozen=True)
+class CompareView:
+    """What the Compare tab shows: one of a diff, a patching sweep, an attribution."""
+
+    kind: Literal["diff", "patch", "attribute"]
+    label: str  # what B was, or what was patched / attributed
+    comparison: Comparison | None = None
+    sweep: PatchSweep | None = None
+    attribution: Attribution | None = None
+    tokens: tuple[str, ...] = ()  # the prompt's token labels, for columns and positions
+
+
+@dataclass(frozen=True)
+class TrainingBatchRow:
+    """One row of the batch inspector: the ids, their text, and the ignored targets."""
+
+    offset: int | None
+    input_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+    input_text: tuple[str, ...]  # one printable piece per token, aligned with the ids
+    target_text: tuple[str, ...]  # "·" where the target is ignored
+    ignored: int  # targets equal to -1
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """The batch a training step runs on, as the batch inspector shows it."""
+
+    source: str
+    rows: tuple[TrainingBatchRow, ...]
+    block: int
+    seed: int
+    step: int
+
+    @property
+    def ignored_targets(self) -> int:
+        return sum(r.ignored for r in self.rows)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.rows) * self.block
+
+
+TrainPhase = Literal["batch", "forward", "loss", "backward", "optimizer", "done"]
+PHASES: tuple[TrainPhase, ...] = ("batch", "forward", "loss", "backward", "optimizer", "done")
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """The training debugger at one moment: the batch, the step so far, the health run."""
+
+    batch: TrainingBatch | None
+    options: StepOptions
+    report: StepReport | None = None
+    position: int = 0  # index in `timeline`
+    timeline: tuple[tuple[TrainPhase, int], ...] = ()
+    health: Health | None = None
+
+    @property
+    def loss(self) -> float | None:
+        return self.report.loss if self.report is not None else None
+
+    @property
+    def phase(self) -> TrainPhase:
+        return self.timeline[self.position][0] if self.timeline else "batch"
+
+    @property
+    def current_module(self) -> str | None:
+        """The module the step is at: its forward output, or its backward."""
+        if not self.timeline or self.report is None:
+            return None
+        phase, i = self.timeline[self.position]
+        if phase == "forward":
+            return self.forward_outputs[i].name
+        if phase == "backward":
+            return self.report.backward[i].name
+        return None
+
+    @property
+    def forward_outputs(self) -> tuple:
+        if self.report is None:
+            return ()
+        return tuple(
+            r for r in self.report.forward if r.phase == "out" and r.kind not in ("resid",)
+        )
+
+    @property
+    def phase_line(self) -> str:
+        """`batch › forward › loss › [backward 3/10] › optimizer`: where the step is."""
+        if self.report is None:
+            return "batch ready · press a step key to run forward" if self.batch else "no batch"
+        counts = {p: sum(1 for q, _ in self.timeline if q == p) for p in PHASES}
+        parts = []
+        for p in PHASES[:-1]:
+            if p not in self.report.phases_run and p != "batch":
+                parts.append(f"({p})")  # not run: stopped at the watchpoint
+            elif p == self.phase:
+                i = self.timeline[self.position][1]
+                parts.append(f"[{p} {i + 1}/{counts[p]}]" if counts[p] > 1 else f"[{p}]")
+            else:
+                parts.append(p)
+        return " › ".join(parts) + (" · done" if self.phase == "done" else "")
+
+
+@dataclass(frozen=True)
 class DebugState:
     """The whole debugger at one moment, taken under its lock at the end of an intent.
 
-    `move` is the id of the intent that produced it: a UI that receives snapshots out of
-    order keeps the one with the highest id.
+    `move` is the id of the intent that produced it. `seq` numbers the snapshot when it
+    is taken, under the Debugger's lock: a UI that receives snapshots out of order keeps
+    the one with the highest `seq` (move ids are handed out when asked for, so two moves
+    named in advance may run in either order).
     """
 
     move: int
@@ -143,6 +252,15 @@ class DebugState:
     training: TrainingView | None = None  # the training debugger (training_intents.py)
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
     measures: MeasuresView | None = None  # numerics, memory and FLOPs (measures.py)
+    seq: int = 0  # the snapshot's number, given under the lock when it was taken
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape per probe name, from this snapshot alone: the last whole run's,
+        with a paused pass's outputs so far over them (they are newer)."""
+        shapes = self.run.shapes() if self.run is not None else {}
+        if self.status == "paused":
+            shapes.update({e.name: e.shape for e in self.events if e.phase == "out"})
+        return shapes
 
     @property
     def paused_at(self) -> str | None:

@@ -104,6 +104,10 @@ class FrameSnapshot:
         return " → ".join(entry.function for entry in self.stack)
 
 
+class ExpressionInterrupted(BaseException):
+    """Raised in the forward thread to stop a long expression (a cancel or a quit)."""
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """An expression evaluated at a pause: its value, or the one-line error it raised."""
@@ -277,6 +281,8 @@ def evaluate_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
     the raw result (None after an error)."""
     try:
         result = eval(compile(expr, "<expression>", "eval"), frame.f_globals, frame.f_locals)
+    except ExpressionInterrupted:
+        raise
     except BaseException as err:  # the user's code, even `exit()`: one line, still paused
         first = (str(err).strip().splitlines() or [""])[0]
         return Evaluation(expr, None, f"{type(err).__name__}: {first}".rstrip(": ")), None

@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING
 from ..errors import GptTuiError
 from .debug_state import DebugState, GenerationSettings, GenerationView, StepStatus
 from .frames import SAMPLING_FILE
-from .moves import MoveCancelled
+from .moves import MoveCancelled, MoveRunner, cancellable
 from .sampling import check_sampling_settings
-from .views import generation_view
+from .views import generation_view, unpeeked_generation_view
 
 if TYPE_CHECKING:
-    import threading
-
     from .sampling import GenerationSession
     from .session import Session
     from .stepping import ForwardStepper
@@ -31,20 +29,18 @@ class GenerationIntents:
     """Generation, as Debugger intents."""
 
     session: Session
-    _lock: threading.Lock
-    _move_lock: threading.Lock
-    _cancel: int | None
+    runner: MoveRunner
     _stepper: ForwardStepper | None
     _prompt: str
     _settings: GenerationSettings
     _generation: GenerationSession | None
     _generation_view: GenerationView | None
     _token_pass: bool  # the stepped pass is one token's generation, not the prompt's forward
-    _intent: Callable[..., DebugState]
     _snapshot: Callable[..., DebugState]
     _advance: Callable[..., DebugState]
     _end_stepper: Callable[[StepStatus], None]
 
+    @cancellable
     def reset_generation(
         self, settings: GenerationSettings | None = None, *, move: int | None = None
     ) -> DebugState:
@@ -58,8 +54,9 @@ class GenerationIntents:
             self._start_generation()
             return self._snapshot(mid, "generation restarted from the prompt")
 
-        return self._intent(move, body, "generation")
+        return self.runner.intent(move, body, "generation")
 
+    @cancellable
     def set_generation_settings(
         self, settings: GenerationSettings, *, move: int | None = None
     ) -> DebugState:
@@ -83,8 +80,9 @@ class GenerationIntents:
                 self._refresh_generation()
             return self._snapshot(mid, "new seed: restarted" if restart else "")
 
-        return self._intent(move, body, "generation")
+        return self.runner.intent(move, body, "generation")
 
+    @cancellable
     def generate(
         self,
         n: int = 1,
@@ -111,7 +109,7 @@ class GenerationIntents:
                     gen.step(force_token=force_token)
                 else:
                     for taken in range(n):  # noqa: B007 (read after a cancel)
-                        if self._cancel == mid:
+                        if self.runner.stop_requested(mid):
                             raise MoveCancelled
                         gen.step()
                         if progress is not None and taken < n - 1:
@@ -120,16 +118,16 @@ class GenerationIntents:
                             )
                             progress(self._snapshot(mid, f"generating {taken + 1} of {n}"))
             except MoveCancelled:
-                with self._move_lock:
-                    self._cancel = None
+                self.runner.clear_cancel()
                 self._refresh_generation()
                 message = f"generation cancelled after {taken} of {n} tokens"
                 return self._snapshot(mid, message, cancelled=True)
             self._refresh_generation()
             return self._snapshot(mid)
 
-        return self._intent(move, body, "generation")
+        return self.runner.intent(move, body, "generation")
 
+    @cancellable
     def step_token(self, *, move: int | None = None) -> DebugState:
         """Step into the next token: its forward and its sampling run as a stepped pass
         that stops at `sample_next`'s first line, or sooner at a module or line breakpoint
@@ -145,7 +143,7 @@ class GenerationIntents:
             self._token_pass = True
             return self._advance(mid, self._to_sampling)
 
-        return self._intent(move, body, "token step")
+        return self.runner.intent(move, body, "token step")
 
     @staticmethod
     def _to_sampling(stepper: ForwardStepper) -> object:
@@ -168,5 +166,10 @@ class GenerationIntents:
         self._refresh_generation()
 
     def _refresh_generation(self) -> None:
+        """The generation's view: first what is true without running the model, then the
+        next token's candidates and lens (a cancel there leaves the first)."""
         gen, prompt, settings = self._generation, self._prompt, self._settings
+        assert gen is not None
+        why = "cancelled before the next token's candidates"
+        self._generation_view = unpeeked_generation_view(self.session, gen, prompt, settings, why)
         self._generation_view = generation_view(self.session, gen, prompt, settings)

@@ -7,7 +7,6 @@ A mixin of `Debugger` (debugger.py), which owns the state these methods read and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -16,10 +15,12 @@ from .frames import (
     LINE_MOVES,
     EvaluateError,
     Evaluation,
+    ExpressionInterrupted,
     model_files,
     resolve_breakpoints,
     view_in_frame,
 )
+from .moves import MoveRunner, cancellable
 from .tensors import TensorView
 
 if TYPE_CHECKING:
@@ -35,15 +36,14 @@ class LineIntents:
     _line_breakpoints: frozenset[str]
     _evaluations: tuple[Evaluation, ...]
     _tensor_view: TensorView | None
-    _moving: Callable[[int | None], AbstractContextManager[int]]
-    _intent: Callable[..., DebugState]
+    runner: MoveRunner
     _snapshot: Callable[..., DebugState]
     _advance: Callable[..., DebugState]
 
     def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
         """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
         matches nothing raises `BreakpointError` and the old set stays."""
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             specs = frozenset(specs)
             resolve_breakpoints(specs, model_files(self.session.model))
             self._line_breakpoints = specs
@@ -54,23 +54,31 @@ class LineIntents:
     def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
         return self.set_line_breakpoints(self._line_breakpoints ^ {spec}, move=move)
 
+    @cancellable
     def step_line(self, how: str, *, move: int | None = None) -> DebugState:
         """A line move (`next`, `into`, `return`, `continue`), starting a pass if needed."""
         if how not in LINE_MOVES:
             raise ValueError(f"unknown line move {how!r}: one of {', '.join(LINE_MOVES)}")
-        return self._intent(
+        return self.runner.intent(
             move, lambda mid: self._advance(mid, lambda s: s.step_line(how)), "step"
         )
 
+    @cancellable
     def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
         """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
         line in the evaluation (and the message); the pass stays paused."""
-        with self._moving(move) as mid:
-            result = self._paused_stepper().evaluate(expr)
+        with self.runner.moving(move) as mid:
+            try:
+                result = self._paused_stepper().evaluate(expr)
+            except ExpressionInterrupted:  # a cancel or a quit stopped it
+                result = Evaluation(expr, None, "interrupted")
             self._evaluations = (*self._evaluations, result)
             shown = result.error or (result.value.repr if result.value else "")
-            return self._snapshot(mid, f"{expr} → {shown}")
+            interrupted = result.error == "interrupted"
+            note = "; the pass is still paused" if interrupted else ""
+            return self._snapshot(mid, f"{expr} → {shown}{note}", cancelled=interrupted)
 
+    @cancellable
     def view_tensor(
         self,
         expr: str,
@@ -85,8 +93,11 @@ class LineIntents:
         def view(frame: FrameType) -> TensorView:
             return view_in_frame(frame, expr, fixed, row_start=row_start, col_start=col_start)
 
-        with self._moving(move) as mid:
-            self._tensor_view = self._paused_stepper().in_frame(view)
+        with self.runner.moving(move) as mid:
+            try:
+                self._tensor_view = self._paused_stepper().in_frame(view)
+            except ExpressionInterrupted:
+                return self._snapshot(mid, f"{expr}: interrupted", cancelled=True)
             return self._snapshot(mid, f"{expr}: {self._tensor_view.summary}")
 
     def _paused_stepper(self) -> ForwardStepper:

@@ -1,4 +1,4 @@
-"""Moves: how the Debugger runs intents, one at a time, each cancellable.
+"""Moves: how the Debugger runs intents, one at a time, each cancellable (`MoveRunner`).
 
 Concurrency contract
 --------------------
@@ -12,9 +12,12 @@ Concurrency contract
   False when that move is not running, e.g. it already paused: the paused pass is then
   left alone, so a snapshot never says "paused" for a dead pass. End a paused pass with
   the `abort()` intent.
-- `close()` cancels whatever runs, refuses the intents still waiting for the lock, then
-  stops the paused pass (its thread joined) and removes every hook. It returns within
-  one module's compute of the running move.
+- An expression or tensor view running at a pause is interrupted by `cancel` at its next
+  Python line (an async exception in the forward thread); the pass stays paused.
+- `close()` cancels whatever runs, refuses the intents still waiting for the lock, and
+  returns at once: the teardown (the paused pass ended, every hook removed) runs now if
+  no intent holds the lock, else in a daemon thread once it has unwound (`closed` is set
+  then). `close(wait=True)` waits for that instead, for a model that must be put back.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -45,34 +48,60 @@ class MoveCancelled(BaseException):
     """Raised in a cancelled move's forward by a block pre-hook; never leaves the Debugger."""
 
 
-class Moves:
-    """The lock, the move ids and cancellation that every Debugger intent goes through.
-    A subclass provides `_snapshot(mid, message, cancelled)` and sets `_stepper`."""
+_Intent = TypeVar("_Intent", bound=Callable[..., "DebugState"])
 
-    def __init__(self, session: Session) -> None:
+
+def cancellable(intent: _Intent) -> _Intent:
+    """Declares an intent that checks for cancel as it runs (within one module's compute
+    or one chunk of host work), so a UI offers to stop it: `is_cancellable(method)`."""
+    intent.cancellable = True  # type: ignore[attr-defined]
+    return intent
+
+
+def is_cancellable(method: Callable[..., object]) -> bool:
+    return getattr(method, "cancellable", False)
+
+
+class MoveRunner:
+    """The lock, the move ids, snapshot numbers and cancellation that every Debugger
+    intent goes through. Held by the Debugger (not a base class): `snapshot(mid, message,
+    cancelled)` makes its snapshot and `stepper()` is the stepped pass a cancel must reach.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        snapshot: Callable[[int, str, bool], DebugState],
+        stepper: Callable[[], ForwardStepper | None],
+    ) -> None:
         self.session = session
-        self._lock = threading.Lock()  # one intent at a time
+        self._snapshot = snapshot
+        self._stepper = stepper
+        self.lock = threading.Lock()  # one intent at a time
         self._move_lock = threading.Lock()  # guards _running / _cancel; never held long
         self._ids = itertools.count(1)
+        self._seqs = itertools.count(1)  # snapshot numbers, taken under `lock`
         self._running: int | None = None  # the move holding the lock now
         self._cancel: int | None = None  # the move asked to stop
-        self._closing = False
+        self.closing = False
+        self.closed = threading.Event()  # set once every hook is gone (see `close`)
         self._intent_thread: int | None = None  # the thread running the current intent
-        self._move = 0  # id of the last intent that ran
-        self._stepper: ForwardStepper | None = None  # the stepped pass a cancel must reach
-        self._hooks = self._add_cancel_hooks()
+        self.last_move = 0  # id of the last intent that ran
+        self.hooks = self._add_cancel_hooks()
 
-    def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
-        raise NotImplementedError
+    def seq(self) -> int:
+        """The next snapshot's number: call it under `lock`, as the snapshot is taken."""
+        return next(self._seqs)
 
     def new_move(self) -> int:
         """An id for the next intent, to name it in `cancel` before it starts."""
         return next(self._ids)
 
     @contextmanager
-    def _moving(self, move: int | None) -> Iterator[int]:
+    def moving(self, move: int | None) -> Iterator[int]:
+        """Hold the lock for move `move` (a new id if None), registered as running."""
         mid = move if move is not None else self.new_move()
-        with self._lock:
+        with self.lock:
             with self._move_lock:
                 self._running = mid
                 self._intent_thread = threading.get_ident()
@@ -81,13 +110,13 @@ class Moves:
             finally:
                 with self._move_lock:
                     self._running = None
-                self._move = max(self._move, mid)
+                self.last_move = max(self.last_move, mid)
 
-    def _intent(self, move: int | None, body: Callable[[int], DebugState], what: str) -> DebugState:
+    def intent(self, move: int | None, body: Callable[[int], DebugState], what: str) -> DebugState:
         """Run one intent under the lock; a cancelled one answers with the state it left."""
-        with self._moving(move) as mid:
-            if self._closing:
-                return self._snapshot(mid, "closing", cancelled=True)
+        with self.moving(move) as mid:
+            if self.closing:
+                return self._snapshot(mid, "closing", True)
             try:
                 return body(mid)
             except Exception as err:
@@ -99,9 +128,16 @@ class Moves:
                     f"your model raised {type(err).__name__} at {where}: {first or '(no message)'}"
                 ) from err
             except MoveCancelled:
-                with self._move_lock:
-                    self._cancel = None  # what follows (a view, a snapshot) may run freely
-                return self._snapshot(mid, f"{what} cancelled", cancelled=True)
+                self.clear_cancel()  # what follows (a view, a snapshot) may run freely
+                return self._snapshot(mid, f"{what} cancelled", True)
+
+    def stop_requested(self, mid: int) -> bool:
+        """Move `mid` was asked to stop (or everything is closing)."""
+        return self.closing or self._cancel == mid
+
+    def clear_cancel(self) -> None:
+        with self._move_lock:
+            self._cancel = None
 
     def cancel(self, move: int | None = None) -> bool:
         """Stop `move` (any running move if None) if it is running now; see the module doc.
@@ -114,11 +150,13 @@ class Moves:
             if running is None or (move is not None and move != running):
                 return False
             self._cancel = running
-            if self._stepper is not None:
-                self._stepper.request_abort()  # a stepped move unwinds at its next probe
+            stepper = self._stepper()
+            if stepper is not None:
+                stepper.request_abort()  # a stepped move unwinds at its next probe
+                stepper.interrupt()  # an expression at the pause stops at its next line
             return True
 
-    def _arm(self, stepper: ForwardStepper, mid: int) -> None:
+    def arm(self, stepper: ForwardStepper, mid: int) -> None:
         """Let a cancel of move `mid` reach `stepper`, also one that came before this."""
         with self._move_lock:
             if self._running == mid:
@@ -126,8 +164,29 @@ class Moves:
                 if self._cancel == mid:
                     stepper.request_abort()
 
-    def _add_cancel_hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
-        model = unwrap_model(self.session.model)
+    def check(self, mid: int) -> Callable[[], None]:
+        """A cancel check for host work of move `mid` (a chunk of a copy, a sweep's cell)."""
+
+        def check() -> None:
+            if self.stop_requested(mid):
+                raise MoveCancelled
+
+        return check
+
+    @contextmanager
+    def cancellable_model(self, model: torch.nn.Module) -> Iterator[None]:
+        """Another model (run B) checks for cancel at each block while inside."""
+        hooks = self._add_cancel_hooks(model)
+        try:
+            yield
+        finally:
+            for handle in hooks:
+                handle.remove()
+
+    def _add_cancel_hooks(
+        self, model: torch.nn.Module | None = None
+    ) -> list[torch.utils.hooks.RemovableHandle]:
+        model = unwrap_model(model if model is not None else self.session.model)
         found = find_block_list(model)
         modules = list(found[1]) if found is not None else list(model.children())
 
@@ -136,7 +195,12 @@ class Moves:
             # thread and unwinds through the stepper's abort instead.
             if threading.get_ident() != self._intent_thread:
                 return
-            if self._closing or (self._cancel is not None and self._cancel == self._running):
+            if self.closing or (self._cancel is not None and self._cancel == self._running):
                 raise MoveCancelled
 
         return [m.register_forward_pre_hook(check) for m in modules]
+
+    def remove_hooks(self) -> None:
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks = []

@@ -292,6 +292,8 @@ class Probes:
         self._pending: list[PendingRecord] = []
         self._order = 0
         self._thread: int | None = None  # ident of the thread running the current pass
+        # The pass's thread runs work that is not the pass (an expression at a pause).
+        self.muted = False
         self._capturing = False
         self._block_inputs: dict[int, torch.Tensor] = {}
         self._last: _Last = _Last()
@@ -352,7 +354,7 @@ class Probes:
         )
 
     def _active(self) -> bool:
-        return self._thread == threading.get_ident()
+        return self._thread == threading.get_ident() and not self.muted
 
     def _pre_hook(
         self, p: ProbePoint, resid_pre: ProbePoint | None, block_layer: int | None, pattern: bool

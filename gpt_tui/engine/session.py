@@ -206,7 +206,7 @@ class Session:
         self._summary: ModelSummary | None = None
         self._steppers: list[ForwardStepper] = []
         self._interventions: Interventions | None = None
-        self.last_trace: Trace | None = None
+        self.spec: ModelSpec | None = None  # what it was opened from (None: a live model)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -215,8 +215,13 @@ class Session:
         """Open what `spec` names; `progress` hears each phase (see models/progress.py)."""
         plan = check_spec(spec)
         if plan.kind == "config":
-            return cls._from_config(spec, plan.overrides, plan.device, plan.dtype, progress)
-        return cls._from_checkpoint(plan.path, spec, plan.device, plan.dtype, plan.kind, progress)
+            session = cls._from_config(spec, plan.overrides, plan.device, plan.dtype, progress)
+        else:
+            session = cls._from_checkpoint(
+                plan.path, spec, plan.device, plan.dtype, plan.kind, progress
+            )
+        session.spec = spec
+        return session
 
     @classmethod
     def _from_config(cls, spec, overrides, device, dtype, progress=None) -> Session:
@@ -386,7 +391,7 @@ class Session:
             )
         else:
             note = _join(note, "meta device: shapes only, no values")
-        self.last_trace = Trace(
+        return Trace(
             prompt=prompt if isinstance(prompt, str) else self.decode(ids),
             token_ids=tuple(ids),
             tokens=tuple(token_label(self.tokenizer, i) for i in ids),
@@ -395,7 +400,6 @@ class Session:
             next_tokens=candidates,
             note=note,
         )
-        return self.last_trace
 
     def probe_names(self, leaves: bool = False) -> list[str]:
         """Every name a breakpoint glob can match, in module order."""

@@ -28,6 +28,7 @@ thread through the same condition variable and wait for its answer.
 
 from __future__ import annotations
 
+import ctypes
 import fnmatch
 import sys
 import threading
@@ -40,7 +41,15 @@ import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
-from .frames import LINE_MOVES, EvaluateError, Evaluation, FrameSnapshot, LineTracer, evaluate_in
+from .frames import (
+    LINE_MOVES,
+    EvaluateError,
+    Evaluation,
+    ExpressionInterrupted,
+    FrameSnapshot,
+    LineTracer,
+    evaluate_in,
+)
 from .model_access import raised_in_user_code
 from .probes import PendingRecord, ProbePoint, Probes, first_tensor, unwrap_model
 from .trace import ProbeRecord, StepEvent
@@ -136,6 +145,9 @@ class ForwardStepper:
         self._task_done = False
         self._task_result: Any = None
         self._task_error: BaseException | None = None
+        self._interrupt_lock = threading.Lock()  # a C lock: see `_run_task`
+        self._task_running = False  # the forward thread is inside a task now
+        self._interrupt_sent = False  # that task was asked to stop (once)
 
     # -- the caller's side ----------------------------------------------------------
 
@@ -198,6 +210,18 @@ class ForwardStepper:
             raise error
         return result
 
+    def interrupt(self) -> bool:
+        """Stop the task running at the pause (a long expression) at its next Python
+        line, from any thread, without waiting: its caller gets `ExpressionInterrupted`
+        and the pass stays paused. False if no task is running."""
+        with self._interrupt_lock:
+            thread = self._thread
+            if not self._task_running or self._interrupt_sent or thread is None:
+                return False
+            self._interrupt_sent = True
+            _raise_in(thread, ExpressionInterrupted)
+            return True
+
     def abort(self) -> None:
         """Unwind the forward thread and join it. The probes stay attached."""
         thread = self._thread
@@ -206,6 +230,7 @@ class ForwardStepper:
         with self._cv:
             self._aborting = True
             self._cv.notify_all()
+        self.interrupt()  # a running expression first, or the join would wait for it
         thread.join()
         self._thread = None
 
@@ -304,8 +329,8 @@ class ForwardStepper:
                 self._cv.notify_all()
 
     def _on_record(self, rec: PendingRecord, x: torch.Tensor) -> None:
-        if threading.current_thread() is not self._thread or self._task is not None:
-            return  # a model call elsewhere, or from an expression at a pause: only recorded
+        if threading.current_thread() is not self._thread:
+            return  # a model call elsewhere: only recorded
         if self._aborting:  # abort() from another thread while running, not paused
             raise _Abort
         point = rec.point
@@ -355,6 +380,10 @@ class ForwardStepper:
         self._convert()
         snapshot = self.lines.snapshot(frame, reason) if frame is not None else None
         with self._cv:
+            # Decide and publish in one step: an abort that landed while the pause was
+            # being prepared unwinds the pass now, so no caller ever sees it paused.
+            if self._aborting:
+                raise _Abort
             self.current = self.events[-1] if self.events else None
             self.frame = snapshot
             self.reason = reason
@@ -376,14 +405,37 @@ class ForwardStepper:
         self.lines.sync()
 
     def _run_task(self, task: Callable[[FrameType], Any], frame: FrameType | None) -> None:
-        """Run the caller's task on the paused frame and hand back its outcome."""
+        """Run the caller's task on the paused frame and hand back its outcome.
+
+        `interrupt()` may raise `ExpressionInterrupted` here at any Python instruction
+        while `_task_running`: what must run whatever happens is plain attribute stores
+        and a C lock, which the interpreter never interrupts halfway."""
         assert frame is not None
         result: Any = None
         error: BaseException | None = None
+        probes, completed = self.probes, False
+        with self._interrupt_lock:
+            self._task_running, self._interrupt_sent = True, False
         try:
-            result = task(frame)
-        except Exception as err:  # handed to the caller; the pass stays paused
-            error = err
+            try:
+                probes.muted = probes.capture.muted = True  # not the pass's: no record
+                result = task(frame)
+            except Exception as err:  # handed to the caller; the pass stays paused
+                error = err
+            finally:
+                probes.muted = probes.capture.muted = False
+            completed = True
+            with self._interrupt_lock:
+                self._task_running = False
+                late = self._interrupt_sent
+            if late:  # sent as the task ended: it is pending, take it in this loop
+                for _ in range(1000):
+                    pass
+        except ExpressionInterrupted as err:
+            if not completed:
+                error = err
+            with self._interrupt_lock:
+                self._task_running = False
         with self._cv:
             self._task_result, self._task_error = result, error
             self._task_done = True
@@ -418,3 +470,10 @@ class ForwardStepper:
                 self._in_event[rec.order] = event
             self.events.append(event)
         self._converted = len(records)
+
+
+def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
+    """Raise `exc` in `thread` at its next check of pending work (a call, a loop's jump).
+    Never cancel one with NULL: CPython 3.11 then leaves its eval breaker set for good."""
+    assert thread.ident is not None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc))

@@ -258,9 +258,16 @@ def training_logits(
 
 
 @contextmanager
-def restored(model: nn.Module, keep: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-    """Parameters and buffers (bit-exact copies), `.grad`s and the mode put back on exit."""
-    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+def restored(
+    model: nn.Module, keep: bool = False, check: Callable[[], None] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Parameters and buffers (bit-exact copies), `.grad`s and the mode put back on exit.
+    `check()` runs before each tensor is saved: a cancel there has changed nothing."""
+    saved: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        if check is not None:
+            check()
+        saved[k] = v.detach().clone()
     grads = {n: p.grad for n, p in model.named_parameters()}
     mode = model.training
     try:
@@ -443,5 +450,5 @@ def train_step(
 ) -> StepReport:
     """One step on `batch`; the model is exactly as before unless `opts.keep`."""
     opts = opts or StepOptions()
-    with torch.inference_mode(False), restored(model, keep=opts.keep) as saved:
+    with torch.inference_mode(False), restored(model, opts.keep, check) as saved:
         return Stepper(model, opts).step(batch, check, saved)

@@ -134,7 +134,7 @@ def train_health(
     stopped: NonFinite | None = None
     stopped_step = None
     report = None
-    with torch.inference_mode(False), restored(model, keep=opts.keep):
+    with torch.inference_mode(False), restored(model, opts.keep, check):
         stepper = Stepper(model, opts)
         for i in range(n):
             if check is not None:

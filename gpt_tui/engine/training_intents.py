@@ -9,14 +9,15 @@ first non-finite value when the NaN watch is on, else to the end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..io.batches import Batch, BatchSource, BatchView, batch_view, check_vocab, open_source
 from ..io.batches import prompt_batch as make_prompt_batch
-from .moves import MoveCancelled
+from .debug_state import TrainingBatch, TrainingBatchRow, TrainingView, TrainPhase
+from .moves import MoveRunner, cancellable
 from .training import StepOptions, StepReport, train_step
-from .training_health import Health, HealthStep, train_health
+from .training_health import HealthStep, train_health
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,66 +25,7 @@ if TYPE_CHECKING:
     from .debug_state import DebugState
     from .session import Session
 
-TrainPhase = Literal["batch", "forward", "loss", "backward", "optimizer", "done"]
-PHASES: tuple[TrainPhase, ...] = ("batch", "forward", "loss", "backward", "optimizer", "done")
 TRAIN_MOVES = ("into", "over", "out", "continue")
-
-
-@dataclass(frozen=True)
-class TrainingView:
-    """The training debugger at one moment: the batch, the step so far, the health run."""
-
-    batch: BatchView | None
-    options: StepOptions
-    report: StepReport | None = None
-    position: int = 0  # index in `timeline`
-    timeline: tuple[tuple[TrainPhase, int], ...] = ()
-    health: Health | None = None
-
-    @property
-    def loss(self) -> float | None:
-        return self.report.loss if self.report is not None else None
-
-    @property
-    def phase(self) -> TrainPhase:
-        return self.timeline[self.position][0] if self.timeline else "batch"
-
-    @property
-    def current_module(self) -> str | None:
-        """The module the step is at: its forward output, or its backward."""
-        if not self.timeline or self.report is None:
-            return None
-        phase, i = self.timeline[self.position]
-        if phase == "forward":
-            return self.forward_outputs[i].name
-        if phase == "backward":
-            return self.report.backward[i].name
-        return None
-
-    @property
-    def forward_outputs(self) -> tuple:
-        if self.report is None:
-            return ()
-        return tuple(
-            r for r in self.report.forward if r.phase == "out" and r.kind not in ("resid",)
-        )
-
-    @property
-    def phase_line(self) -> str:
-        """`batch › forward › loss › [backward 3/10] › optimizer`: where the step is."""
-        if self.report is None:
-            return "batch ready · press a step key to run forward" if self.batch else "no batch"
-        counts = {p: sum(1 for q, _ in self.timeline if q == p) for p in PHASES}
-        parts = []
-        for p in PHASES[:-1]:
-            if p not in self.report.phases_run and p != "batch":
-                parts.append(f"({p})")  # not run: stopped at the watchpoint
-            elif p == self.phase:
-                i = self.timeline[self.position][1]
-                parts.append(f"[{p} {i + 1}/{counts[p]}]" if counts[p] > 1 else f"[{p}]")
-            else:
-                parts.append(p)
-        return " › ".join(parts) + (" · done" if self.phase == "done" else "")
 
 
 def timeline(report: StepReport) -> tuple[tuple[TrainPhase, int], ...]:
@@ -115,15 +57,12 @@ def watch_position(report: StepReport, steps: tuple[tuple[TrainPhase, int], ...]
 
 
 class TrainingIntents:
-    """Mixed into `Debugger` (after `Moves`): uses its `_intent`, `_snapshot`, `_cancel`,
-    `_closing`, `session` and `_prompt`."""
+    """Mixed into `Debugger`: uses its `runner`, `_snapshot`, `session` and `_prompt`."""
 
     session: Session
     _prompt: str
     _watch: bool
-    _cancel: int | None
-    _closing: bool
-    _intent: Callable[[int | None, Callable[[int], DebugState], str], DebugState]
+    runner: MoveRunner
     _snapshot: Callable[..., DebugState]
 
     def _init_training(self) -> None:
@@ -168,7 +107,7 @@ class TrainingIntents:
             note = f" (--block cropped to the context {context})" if block_ < block else ""
             return self._snapshot(mid, f"batch from {self._train_batch.source}{note}")
 
-        return self._intent(move, body, "batch")
+        return self.runner.intent(move, body, "batch")
 
     def set_training_options(self, options: StepOptions, *, move: int | None = None) -> DebugState:
         def body(mid: int) -> DebugState:
@@ -176,7 +115,7 @@ class TrainingIntents:
             self._training = TrainingView(view.batch, options)
             return self._snapshot(mid, "training options set; the step starts again")
 
-        return self._intent(move, body, "training options")
+        return self.runner.intent(move, body, "training options")
 
     def _make_batch(self, options: StepOptions | None = None) -> TrainingView:
         rows, block = self._train_shape
@@ -192,7 +131,7 @@ class TrainingIntents:
         self._train_batch = batch
         self._train_interventions = self._interventions_now()
         opts = options or (self._training.options if self._training else StepOptions())
-        self._training = TrainingView(batch_view(batch, decode, self._train_seed), opts)
+        self._training = TrainingView(_plain(batch_view(batch, decode, self._train_seed)), opts)
         return self._training
 
     def _interventions_now(self) -> tuple[str, ...]:
@@ -213,15 +152,9 @@ class TrainingIntents:
             return self._make_batch()
         return self._training
 
-    def _check_cancel(self, mid: int) -> Callable[[], None]:
-        def check() -> None:
-            if self._closing or self._cancel == mid:
-                raise MoveCancelled
-
-        return check
-
     # -- the step ------------------------------------------------------------------------
 
+    @cancellable
     def train_step(self, how: str = "into", *, move: int | None = None) -> DebugState:
         """Walk the training step: `into` the next event, `over`/`out` to the next phase,
         `continue` to the first non-finite value (with the watch) or the end. The step is
@@ -235,7 +168,7 @@ class TrainingIntents:
                 assert self._train_batch is not None
                 opts = self._watched(view.options)
                 model, batch = self.session.model, self._train_batch
-                report = train_step(model, batch, opts, self._check_cancel(mid))
+                report = train_step(model, batch, opts, self.runner.check(mid))
                 view = replace(view, options=opts)
                 view = replace(view, report=report, position=0, timeline=timeline(report))
                 if how != "continue":
@@ -245,7 +178,7 @@ class TrainingIntents:
             self._training = view
             return self._snapshot(mid, self._step_message(view))
 
-        return self._intent(move, body, "training step")
+        return self.runner.intent(move, body, "training step")
 
     def _watched(self, options: StepOptions) -> StepOptions:
         """The Debugger's NaN watch (the app's `w`) watches the training step too."""
@@ -281,10 +214,11 @@ class TrainingIntents:
             self._training = TrainingView(view.batch, view.options)
             return self._snapshot(mid, "training step reset")
 
-        return self._intent(move, body, "training reset")
+        return self.runner.intent(move, body, "training reset")
 
     # -- health ----------------------------------------------------------------------------
 
+    @cancellable
     def train_health(
         self,
         n: int = 20,
@@ -310,7 +244,7 @@ class TrainingIntents:
 
             opts = self._watched(view.options)
             model = self.session.model
-            health = train_health(model, batches, n, opts, self._check_cancel(mid), progress)
+            health = train_health(model, batches, n, opts, self.runner.check(mid), progress)
             self._training = replace(view, health=health)
             where = health.stopped
             message = f"health: {len(health.steps)} steps"
@@ -319,4 +253,18 @@ class TrainingIntents:
                 message += f"; non-finite at step {step}: {where.phase} {where.where}"
             return self._snapshot(mid, message)
 
-        return self._intent(move, body, "training health")
+        return self.runner.intent(move, body, "training health")
+
+
+def _plain(view: BatchView) -> TrainingBatch:
+    """io's batch inspector data as the engine's own view type."""
+    rows = tuple(
+        TrainingBatchRow(
+            r.offset, r.input_ids, r.target_ids, r.input_text, r.target_text, r.ignored
+        )
+        for r in view.rows
+    )
+    return TrainingBatch(view.source, rows, view.block, view.seed, view.step)
+
+
+__all__ = ["TRAIN_MOVES", "TrainingView", "TrainPhase"]

@@ -69,7 +69,8 @@ def run_from_trace(trace: Trace) -> RunResult:
         trace.note,
         token_ids=trace.token_ids,
         next_tokens=trace.next_tokens,
-        patterns=trace.patterns,
+        # Plain data: the patterns asked for, computed now (no live q/k/v, no cache).
+        patterns={layer: trace.patterns[layer] for layer in trace.patterns},
     )
 
 
@@ -133,4 +134,26 @@ def generation_view(
         next_kept=kept,
         lens=lens,
         lens_error=lens_error,
+    )
+
+
+def unpeeked_generation_view(
+    session: Session,
+    gen: GenerationSession,
+    prompt: str,
+    settings: GenerationSettings,
+    why: str,
+) -> GenerationView:
+    """The generation as it is, without running the model: no candidates for the next
+    token (`why` says when they come). True at once, e.g. right after the model changed."""
+    return GenerationView(
+        prompt=prompt,
+        pieces=tuple(session.decode([i]) for i in gen.ids[len(gen.prompt_ids) :]),
+        steps=tuple(gen.steps),
+        cache_fill=gen.cache_fill,
+        cache_layers=gen.cache_layers(),
+        settings=settings,
+        next_candidates=(),
+        next_kept=0,
+        lens_error=why,
     )

@@ -34,8 +34,7 @@ The first non-finite value is named in the phase it arose in:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -43,47 +42,10 @@ import torch.nn as nn
 from ..errors import GptTuiError
 from .probes import find_probe_points, first_tensor
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
-from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group, ranks_text
+from .watch_finding import Finding, Phase
+from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
 
-Phase = Literal["forward", "loss", "backward", "gradients", "optimizer"]
 LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is 0/0"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Where the first non-finite value of a watched run arose."""
-
-    step: int  # the optimizer's step as the loop counts it (without optimizer=: the forward)
-    phase: Phase
-    where: str  # a module path, "loss", or a parameter name
-    detail: str  # why that place: "its input was finite", ...
-    report: str | None = None  # the folder the case was saved to
-    micro_step: int | None = None  # the micro-step within the step (0 = its first forward)
-    micro_steps: int | None = None  # micro-steps per step, once a step has ended
-    rank: int | None = None  # under torch.distributed: the (lowest) rank where it arose
-    ranks: tuple[int, ...] = ()  # every rank where the same first value arose
-    received: str | None = None  # how this rank got it from another one, if it did
-
-    @property
-    def when(self) -> str:
-        text = f"step {self.step}"
-        if self.micro_step is not None and (self.micro_step or (self.micro_steps or 1) > 1):
-            text += f", micro-step {self.micro_step}"
-            text += f" of {self.micro_steps}" if self.micro_steps else ""
-        return text
-
-    @property
-    def summary(self) -> str:
-        on = ""
-        if self.rank is not None:
-            on = f" on {ranks_text(self.ranks or (self.rank,))}"
-        where = f"{self.where} ({self.detail})"
-        if self.received:
-            text = f"{self.received}; the first non-finite value was{on}, {self.when}, "
-            text += f"{self.phase}, {where}"
-        else:
-            text = f"{self.when}: the first non-finite value is{on} in {self.phase} at {where}"
-        return text + (f"; case saved to {self.report}" if self.report else "")
 
 
 class NonFiniteError(GptTuiError, FloatingPointError):

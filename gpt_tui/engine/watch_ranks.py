@@ -24,7 +24,7 @@ import torch
 from ..io.checkpoints.save import atomic_write_text
 
 if TYPE_CHECKING:
-    from .watch import Finding
+    from .watch_finding import Finding
 
 NO_KEY = 2**62  # "nothing non-finite", larger than any key
 MICRO_STRIDE = 2**24  # a key is micro_step * MICRO_STRIDE + place in the step's order
@@ -58,10 +58,6 @@ def first_bad(bad: torch.Tensor, offset: int = 0) -> torch.Tensor:
     places = torch.arange(bad.numel(), device=bad.device, dtype=torch.int64) + offset
     none = torch.full_like(places, NO_KEY)
     return torch.where(bad, places, none).min() if bad.numel() else places.new_tensor(NO_KEY)
-
-
-def ranks_text(ranks: tuple[int, ...]) -> str:
-    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
 
 
 def rank_folder(report: Path, rank: int) -> Path:

@@ -83,9 +83,10 @@ class GptTuiApp(App[int]):
         self.state: DebugState | None = None  # the last snapshot rendered
         self.selected_path: str | None = None
         self.open_error: str | None = None
-        self._intents = Intents(self)
+        self._intents = Intents(self, lambda: self.debugger)
         self._mounted_tabs: set[str] = set()
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
+        self._failed: set[str] = set()  # views whose fetch failed: asked again only by a key
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
 
@@ -206,6 +207,7 @@ class GptTuiApp(App[int]):
             if worker.name in ("stepper", "run") or self.paused_at is not None:
                 self._error = f"error · {error}"
                 self._show_stepper()
+            self._failed |= self._wanted & {worker.name}  # shown once, not retried by itself
             self._wanted.clear()
             debugger = self.debugger
             if debugger is not None:  # bring the display in line with what is true now
@@ -216,6 +218,7 @@ class GptTuiApp(App[int]):
 
     def on_intent_requested(self, message: IntentRequested) -> None:
         """A pane asks for a Debugger intent; the snapshot it returns is rendered."""
+        self._failed.discard(message.worker)
         kwargs = dict(message.kwargs)
         if message.progress:
             kwargs["progress"] = self._progress
@@ -223,8 +226,8 @@ class GptTuiApp(App[int]):
 
     def on_state_updated(self, message: StateUpdated) -> None:
         state = message.state
-        if self.state is not None and state.move < self.state.move:
-            return  # an older snapshot than the one shown
+        if self.state is not None and state.seq < self.state.seq:
+            return  # taken before the one shown
         if message.name in ("stepper", "run"):
             self._error = None
         if (
@@ -266,7 +269,7 @@ class GptTuiApp(App[int]):
 
     def _tab_context(self) -> TabContext:
         assert self.info is not None
-        shapes = dict(self.query_one(ModuleTree).shapes)
+        shapes = self.state.shapes() if self.state is not None else {}
         return TabContext(self.info, self.state, shapes, self.spec.seed)
 
     def _feed(self, tab: str) -> None:
@@ -277,7 +280,9 @@ class GptTuiApp(App[int]):
         """Start the intent that computes what the tab shows, if the snapshot lacks it."""
         spec = TAB_BY_ID[tab]
         view = spec.view
-        if self.debugger is None or self.state is None or view is None or view in self._wanted:
+        if self.debugger is None or self.state is None or view is None:
+            return
+        if view in self._wanted or view in self._failed:
             return
         if getattr(self.state, view) is not None or tab not in self._mounted_tabs:
             return
@@ -353,6 +358,7 @@ class GptTuiApp(App[int]):
         """Switch tabs and put the keyboard focus in the tab (escape goes back to the tree)."""
         if self.info is None:
             return
+        self._failed.discard(TAB_BY_ID[tab].view or "")  # the key asks again
         await self._mount_tab(tab)
         self.query_one(TabbedContent).active = tab
         self.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus).focus()
@@ -481,6 +487,7 @@ class GptTuiApp(App[int]):
     @on(PromptBar.Submitted)
     def _prompt_submitted(self, event: PromptBar.Submitted) -> None:
         self._wanted.clear()
+        self._failed.clear()
         # The box keeps the focus until the prompt is taken: a refused one is mended there.
         self._intents.call("prompt", "set_prompt", event.text)
 
@@ -509,8 +516,8 @@ class GptTuiApp(App[int]):
         self.push_screen(HelpScreen(help_sections()))
 
     async def action_quit(self) -> None:
-        """Leave at once: the running intent is cancelled at its next module, waiting
-        ones are dropped, the debugger's hooks and threads are gone before the exit."""
+        """Leave at once: the running intent is cancelled at its next check and waiting
+        ones are dropped; its hooks and threads go when it has unwound (see close)."""
         await self._close_debugger()
         self.exit(0)
 
@@ -518,7 +525,12 @@ class GptTuiApp(App[int]):
         await self._close_debugger()  # however the app ends: no thread or hook left
 
     async def _close_debugger(self) -> None:
+        """Never waits for the engine: the running work is cancelled and unwinds in the
+        background. Inside `gpt_tui.inspect` the user's model must be put back first, so
+        there it waits for the work's next cancel check, and says so."""
         self._intents.close()
         debugger = self.debugger
-        if debugger is not None:
-            await asyncio.to_thread(debugger.close)
+        if debugger is None or debugger.close() or self._session is None:
+            return
+        self.notify("putting your model back: waiting for the running work to stop", timeout=5)
+        await asyncio.to_thread(debugger.closed.wait)

@@ -39,7 +39,8 @@ async def test_gpt_tui_step_and_the_app_stop_at_the_same_events() -> None:
 
 async def test_quit_during_a_long_generation_exits_at_once() -> None:
     """`q` during G on a model whose every block takes long: the app exits before the
-    generation could have finished, with status 0, no forward thread and no hook left."""
+    generation could have finished, with status 0; the engine then unwinds at its next
+    block and leaves no forward thread and no hook."""
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -58,10 +59,11 @@ async def test_quit_during_a_long_generation_exits_at_once() -> None:
         handles = [block.register_forward_hook(slow) for block in model.transformer.h]
         await pilot.press("G")
         assert await asyncio.to_thread(entered.wait, 30)
-        await pilot.press("q")  # returns once the app has closed the debugger
+        await pilot.press("q")  # the app leaves; the engine unwinds in the background
+    assert app.return_value == 0
+    assert await asyncio.to_thread(app.debugger.closed.wait, 30)  # at its next block
     for handle in handles:
         handle.remove()
-    assert app.return_value == 0
     n_layer = len(model.transformer.h)
     assert len(blocks_run) < 50 * n_layer  # stopped long before 50 tokens were made
     assert len(blocks_run) <= 2 * n_layer  # at its next block, not its next token

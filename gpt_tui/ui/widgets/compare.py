@@ -21,7 +21,7 @@ from .tables import RowTable
 if TYPE_CHECKING:
     from ...engine.attribution import Attribution
     from ...engine.compare import Comparison
-    from ...engine.compare_intents import CompareView
+    from ...engine.debug_state import CompareView
     from ...engine.patching import PatchSweep
 
 BAR_WIDTH = 16

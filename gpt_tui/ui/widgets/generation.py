@@ -25,7 +25,7 @@ from .tables import RowTable
 
 if TYPE_CHECKING:
     from ...engine.attribution import Attribution
-    from ...engine.compare_intents import CompareView
+    from ...engine.debug_state import CompareView
 
 BAR_WIDTH = 12
 WHY_PARTS = 4  # components shown for "why this token and not that one"

@@ -163,10 +163,7 @@ class ModuleTree(Tree[str]):
         """Marks and shapes from a snapshot: the last whole run's output shapes (a paused
         pass's outputs so far are newer), non-finite outputs, the paused module,
         breakpoints and ablations."""
-        shapes = state.run.shapes() if state.run is not None else dict(self.shapes)
-        if state.status == "paused":
-            shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
-        self.shapes = shapes
+        self.shapes = state.shapes()
         bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
         if state.run is not None and state.status != "paused":
             bad |= {r.name for r in state.run.records if not r.stats.finite}

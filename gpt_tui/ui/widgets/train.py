@@ -26,7 +26,7 @@ from .tables import RowTable
 from .train_parts import batch_text, current_text, head_text, health_text
 
 if TYPE_CHECKING:
-    from ...engine.training_intents import TrainingView
+    from ...engine.debug_state import TrainingView
 
 BAR_WIDTH = 10
 HEALTH_STEPS = 20

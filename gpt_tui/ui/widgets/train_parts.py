@@ -11,10 +11,9 @@ from rich.text import Text
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
+    from ...engine.debug_state import TrainingBatch, TrainingView
     from ...engine.trace import TensorStats
     from ...engine.training_health import Health
-    from ...engine.training_intents import TrainingView
-    from ...io.batches import BatchView
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BATCH_ROWS = 2  # rows of the batch shown; the CLI's --json has them all
@@ -49,7 +48,7 @@ def head_text(view: TrainingView, ablations: tuple[str, ...]) -> Text:
     return text
 
 
-def batch_text(batch: BatchView | None, width: int) -> Text:
+def batch_text(batch: TrainingBatch | None, width: int) -> Text:
     """Each row's input over its target, aligned token by token, cut to `width`."""
     text = Text()
     if batch is None:

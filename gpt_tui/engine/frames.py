@@ -4,8 +4,9 @@ line stepping, the paused frame's snapshot and expressions evaluated in that fra
 The shape follows CPython's bdb: one global trace function that answers `None` for every
 frame outside the model's files (one call each, nothing per line), a local tracer on the
 model's frames, and the four moves (next, into, return, continue) as four small changes
-of two fields (`_mode`, `_target`). `sys.settrace` is only ever called in the forward
-thread, and only while a line breakpoint or a line move is armed (see `ForwardStepper`).
+of two fields (`_mode`, `_target`). The events come from line_tracer.py, in the forward
+thread only and only where a breakpoint can be hit or a line move is under way
+(`sys.monitoring` on Python >= 3.12, `sys.settrace` before).
 
 "The model's files": for gpt-tui's own families, the family's file plus
 `models/kv_cache.py` and `models/sampling.py`; for a user's model, the file of its class
@@ -17,7 +18,6 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
+from .line_tracer import make_backend
 from .probes import unwrap_model
 from .stats import rows_to_stats, stats_row
 from .tensors import TensorView, view_tensor
@@ -316,6 +317,8 @@ class LineTracer:
         # (frame, first, last line) of the statement last paused at: Python reports its
         # first line again when a call spanning several lines runs; that is no new hit.
         self._statement: tuple[FrameType, int, int] | None = None
+        self._backend = make_backend(self, model)
+        self.backend = self._backend.name
 
     @property
     def armed(self) -> bool:
@@ -348,17 +351,20 @@ class LineTracer:
     # -- installing (forward thread only) -------------------------------------------------
 
     def sync(self) -> None:
-        """Install or remove the trace function to match `armed` (in the forward thread);
-        model frames already running get the local tracer, as bdb's set_trace does."""
-        if not self.armed:
-            sys.settrace(None)
-            return
-        sys.settrace(self._global)
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None:
-            if self._model_code(frame.f_code):
-                frame.f_trace = self._local
-            frame = frame.f_back
+        """Arm or disarm line events to match the moves and breakpoints (in the forward
+        thread); see line_tracer.py for where each backend traces."""
+        self._backend.sync()
+
+    def disarm(self) -> None:
+        """Remove every line event of this tracer (in the forward thread, at its end)."""
+        self._backend.disarm()
+
+    @property
+    def stepping(self) -> bool:
+        return self._mode != "continue"
+
+    def breakpoint_sites(self) -> tuple[frozenset[tuple[str, int]], frozenset[tuple[str, str]]]:
+        return self.breakpoints.lines, self.breakpoints.functions
 
     def _canon(self, filename: str) -> str | None:
         path = self._canonical.get(filename, "")
@@ -367,10 +373,10 @@ class LineTracer:
             path = self._canonical[filename] = resolved if resolved in self._file_set else None
         return path
 
-    def _model_code(self, code: CodeType) -> bool:
+    def model_code(self, code: CodeType) -> bool:
         return self._canon(code.co_filename) is not None
 
-    def _holds_breakpoint(self, code: CodeType) -> bool:
+    def holds_breakpoint(self, code: CodeType) -> bool:
         held = self._bp_codes.get(code)
         if held is None:
             path = self._canon(code.co_filename)
@@ -383,24 +389,24 @@ class LineTracer:
 
     def _model_caller(self, frame: FrameType) -> FrameType | None:
         caller = frame.f_back
-        while caller is not None and not self._model_code(caller.f_code):
+        while caller is not None and not self.model_code(caller.f_code):
             caller = caller.f_back
         return caller
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def _global(self, frame: FrameType, event: str, arg: object) -> Any:
-        if event != "call" or not self._model_code(frame.f_code):
+    def global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event != "call" or not self.model_code(frame.f_code):
             return None  # other files: no local tracer, nothing per line
-        if self._mode == "continue" and not self._holds_breakpoint(frame.f_code):
+        if self._mode == "continue" and not self.holds_breakpoint(frame.f_code):
             return None
         if (self._canon(frame.f_code.co_filename), frame.f_code.co_qualname) in (
             self.breakpoints.functions
         ):
             self._entered = frame
-        return self._local
+        return self.local_trace
 
-    def _local(self, frame: FrameType, event: str, arg: object) -> Any:
+    def local_trace(self, frame: FrameType, event: str, arg: object) -> Any:
         if event == "line":
             reason = self._stop_reason(frame)
             if reason is not None:
@@ -423,7 +429,7 @@ class LineTracer:
                 self._target = self._model_caller(frame)
                 if self._target is None:
                     self._mode = "continue"
-        return self._local
+        return self.local_trace
 
     def _stop_reason(self, frame: FrameType) -> str | None:
         if frame is self._entered:
@@ -450,7 +456,7 @@ class LineTracer:
         stack: list[StackEntry] = []
         f: FrameType | None = frame
         while f is not None:
-            if self._model_code(f.f_code):
+            if self.model_code(f.f_code):
                 stack.append(
                     StackEntry(
                         Path(f.f_code.co_filename).name,

@@ -29,7 +29,6 @@ thread through the same condition variable and wait for its answer.
 from __future__ import annotations
 
 import fnmatch
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -295,7 +294,7 @@ class ForwardStepper:
                 self._error_where = self._stack[-1].point.name
             self._convert()
         finally:
-            sys.settrace(None)
+            self.lines.disarm()
             self.probes.abandon_pass()  # no-op unless the pass was unwound by _Abort
             with self._cv:
                 self.finished = True

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -93,9 +94,39 @@ def _host_pack(total: float, norm: float, lo: float, hi: float, *counts: int) ->
     return np.concatenate([floats.view(np.int32).astype(np.int64), np.array(counts, np.int64)])
 
 
-def stats_row(x: torch.Tensor) -> torch.Tensor | np.ndarray | None:
+@dataclass(frozen=True, eq=False)
+class HostValues:
+    """A small CPU tensor's values, copied as it is recorded; its row is made with all the
+    others of its pass in `rows_to_stats` (a handful of numpy reductions for all of them,
+    where one row each would cost a dozen calls: what a decoding step's vectors need)."""
+
+    values: np.ndarray  # flat
+
+
+Row = torch.Tensor | np.ndarray | HostValues
+
+
+def _batch_rows(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The packed rows of many small host arrays, reduced segment by segment in float64."""
+    sizes = np.array([a.size for a in arrays])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    flat = np.concatenate(arrays).astype(np.float64)
+    finite = np.logical_and.reduceat(np.isfinite(flat), starts)
+    total = np.add.reduceat(flat, starts)
+    norm = np.sqrt(np.add.reduceat(flat * flat, starts))
+    lo = np.minimum.reduceat(flat, starts)
+    hi = np.maximum.reduceat(flat, starts)
+    zeros = np.add.reduceat(flat == 0, starts, dtype=np.int64)
+    floats = np.stack([total, norm, lo, hi], axis=1).astype(np.float32)
+    counts = np.stack([sizes - zeros, np.zeros_like(zeros), np.zeros_like(zeros)], axis=1)
+    packed = np.concatenate([floats.view(np.int32).astype(np.int64), counts], axis=1)
+    return [row if ok else _host_row(a) for row, ok, a in zip(packed, finite, arrays, strict=True)]
+
+
+def stats_row(x: torch.Tensor) -> Row | None:
     """One packed statistics row (int64, `ROW_WIDTH`) for `x`: on `x`'s device, or a numpy
-    row already on the host where reads are free (`FREE_READS`).
+    row already on the host where reads are free (`FREE_READS`); a small CPU tensor's
+    values, whose row `rows_to_stats` makes with the others.
 
     Returns None for tensors without data (the `meta` device) or of complex dtype.
     """
@@ -107,7 +138,7 @@ def stats_row(x: torch.Tensor) -> torch.Tensor | np.ndarray | None:
     if x.device.type not in FREE_READS:
         return _finite_row(x)
     if x.numel() <= SMALL_CPU_NUMEL:
-        return _host_row(x.numpy())
+        return HostValues(x.reshape(-1).numpy().copy())
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return _finite_row(x)
@@ -151,19 +182,21 @@ def _from_host_row(row: np.ndarray, numel: int) -> TensorStats:
     )
 
 
-def rows_to_stats(
-    rows: Sequence[torch.Tensor | np.ndarray | None], numels: Sequence[int]
-) -> list[TensorStats]:
+def rows_to_stats(rows: Sequence[Row | None], numels: Sequence[int]) -> list[TensorStats]:
     """Turn packed rows into `TensorStats` with one host transfer per device.
 
     A None row (no data, e.g. `meta`) becomes stats of NaN with the right `numel`.
     """
     by_device: dict[torch.device, list[int]] = {}
     host: dict[int, np.ndarray] = {}
+    small = [i for i, row in enumerate(rows) if isinstance(row, HostValues)]
+    if small:
+        made = _batch_rows([rows[i].values for i in small])  # type: ignore[union-attr]
+        host.update(zip(small, made, strict=True))
     for i, row in enumerate(rows):
         if isinstance(row, np.ndarray):
             host[i] = row
-        elif row is not None:
+        elif row is not None and not isinstance(row, HostValues):
             by_device.setdefault(row.device, []).append(i)
     for indices in by_device.values():
         stacked = torch.stack([rows[i] for i in indices]).cpu().numpy()  # the one transfer

@@ -122,7 +122,8 @@ def counted(fn: Callable[[], object]) -> SyncCounter:
 
 
 def probed_forward(model: torch.nn.Module) -> SyncCounter:
-    idx = torch.randint(0, model.config.vocab_size, (1, 64), generator=torch.Generator())
+    T = min(64, model.config.block_size)
+    idx = torch.randint(0, model.config.vocab_size, (1, T), generator=torch.Generator())
     with Probes(model) as probes:
         return counted(lambda: probes.run(idx))
 
@@ -131,8 +132,9 @@ def watched_step(model: torch.nn.Module) -> SyncCounter:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randint(model.config.vocab_size, (4, 32), generator=gen)
-    y = torch.randint(model.config.vocab_size, (4, 32), generator=gen)
+    T = min(32, model.config.block_size)
+    x = torch.randint(model.config.vocab_size, (4, T), generator=gen)
+    y = torch.randint(model.config.vocab_size, (4, T), generator=gen)
 
     def step() -> None:
         _, loss = model(x, y)
@@ -150,7 +152,7 @@ def watched_step(model: torch.nn.Module) -> SyncCounter:
 
 def decode_step(model: torch.nn.Module) -> SyncCounter:
     tokenizer = CharTokenizer(sorted(set("\n !$&',-.3:;?" + string.ascii_letters)))
-    prompt = tokenizer.encode("ROMEO:\nWhat light")
+    prompt = tokenizer.encode("ROMEO:\nWhat light")[: model.config.block_size // 2]
     session = GenerationSession(model, tokenizer, prompt, seed=0, use_kv_cache=True)
     with Probes(model) as probes:
 

@@ -155,31 +155,25 @@ def _unknown(numel: int) -> TensorStats:
     return TensorStats(nan, nan, nan, nan, nan, nan, nan, 0, 0, numel)
 
 
-def _from_host_row(row: np.ndarray, numel: int) -> TensorStats:
-    total, norm, lo, hi = (float(v) for v in row[:_FLOATS].astype(np.int32).view(np.float32))
-    nonzero, nan_count, inf_count = (int(v) for v in row[_FLOATS:])
-    n_finite = numel - nan_count - inf_count
-    if n_finite <= 0:
-        nan = float("nan")
-        mean = std = rms = lo = hi = abs_max = nan
-    else:
+def _from_host_rows(rows: np.ndarray, numels: np.ndarray) -> list[TensorStats]:
+    """`TensorStats` of packed host rows (n, ROW_WIDTH), computed for all rows at once."""
+    floats = rows[:, :_FLOATS].astype(np.int32).view(np.float32).astype(np.float64)
+    total, norm, lo, hi = floats.T
+    nonzero, nan_count, inf_count = rows[:, _FLOATS:].T
+    n_finite = numels - nan_count - inf_count
+    with np.errstate(divide="ignore", invalid="ignore"):
         mean = total / n_finite
         rms = norm / np.sqrt(n_finite)
-        std = float(np.sqrt(max(rms * rms - mean * mean, 0.0)))
-        abs_max = max(abs(lo), abs(hi))
-    zero_frac = (numel - nonzero) / numel if numel else 0.0
-    return TensorStats(
-        mean=mean,
-        std=std,
-        rms=float(rms),
-        min=lo,
-        max=hi,
-        abs_max=abs_max,
-        zero_frac=zero_frac,
-        nan_count=nan_count,
-        inf_count=inf_count,
-        numel=numel,
-    )
+        std = np.sqrt(np.maximum(rms * rms - mean * mean, 0.0))
+        abs_max = np.maximum(np.abs(lo), np.abs(hi))
+        zero_frac = np.where(numels > 0, (numels - nonzero) / np.maximum(numels, 1), 0.0)
+    moments = np.stack([mean, std, rms, lo, hi, abs_max])
+    moments[:, n_finite <= 0] = np.nan  # nothing finite to take them over
+    columns = [*moments.tolist(), zero_frac.tolist(), nan_count.tolist(), inf_count.tolist()]
+    return [
+        TensorStats(*values, numel=numel)
+        for *values, numel in zip(*columns, numels.tolist(), strict=True)
+    ]
 
 
 def rows_to_stats(rows: Sequence[Row | None], numels: Sequence[int]) -> list[TensorStats]:
@@ -201,10 +195,17 @@ def rows_to_stats(rows: Sequence[Row | None], numels: Sequence[int]) -> list[Ten
     for indices in by_device.values():
         stacked = torch.stack([rows[i] for i in indices]).cpu().numpy()  # the one transfer
         host.update(zip(indices, stacked, strict=True))
-    return [
-        _from_host_row(host[i], numel) if i in host else _unknown(numel)
-        for i, numel in enumerate(numels)
-    ]
+    out = [_unknown(numel) for numel in numels] if len(host) < len(numels) else []
+    if host:
+        order = sorted(host)
+        made = _from_host_rows(
+            np.stack([host[i] for i in order]), np.array([numels[i] for i in order], np.int64)
+        )
+        if not out:
+            return made
+        for i, st in zip(order, made, strict=True):
+            out[i] = st
+    return out
 
 
 def tensor_stats(x: torch.Tensor) -> TensorStats:

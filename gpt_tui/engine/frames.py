@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
+from .line_breakpoints import BreakpointError as BreakpointError  # re-exported
+from .line_breakpoints import Breakpoints, resolve_breakpoints
 from .line_tracer import make_backend
 from .probes import unwrap_model
 from .stats import rows_to_stats, stats_row
@@ -37,10 +39,6 @@ LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[1] / "models"
 SAMPLING_FILE = str(_OUR_MODELS / "sampling.py")  # the one sampling pipeline
 _REPR_WIDTH = 60
-
-
-class BreakpointError(GptTuiError, ValueError):
-    """A line breakpoint that names no line or function of the model's code."""
 
 
 class EvaluateError(GptTuiError):
@@ -129,24 +127,6 @@ def model_files(model: nn.Module) -> tuple[str, ...]:
     return (str(source), *others)
 
 
-def _functions(path: str) -> list[str]:
-    """The qualified name (as `co_qualname` spells it) of every function in the file."""
-    tree = ast.parse(Path(path).read_text(), path)
-    found: list[str] = []
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                qual = prefix + child.name
-                found.append(qual)
-                visit(child, qual + ".<locals>.")
-            elif isinstance(child, ast.ClassDef):
-                visit(child, prefix + child.name + ".")
-
-    visit(tree, "")
-    return found
-
-
 @functools.lru_cache(maxsize=64)
 def _statement_ends(path: str) -> dict[int, int]:
     """First line -> last line of each simple statement spanning several lines."""
@@ -156,71 +136,6 @@ def _statement_ends(path: str) -> dict[int, int]:
         if simple and node.end_lineno and node.end_lineno > node.lineno:
             ends[node.lineno] = max(ends.get(node.lineno, 0), node.end_lineno)
     return ends
-
-
-def _code_lines(path: str) -> set[int]:
-    """Lines that produce line events: those of the file's compiled code objects."""
-    lines: set[int] = set()
-    stack = [compile(Path(path).read_text(), path, "exec")]
-    while stack:
-        code = stack.pop()
-        lines.update(line for _, _, line in code.co_lines() if line is not None)
-        stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
-    return lines
-
-
-@dataclass(frozen=True)
-class Breakpoints:
-    """Resolved line breakpoints: (path, line) pairs and qualified function names."""
-
-    specs: frozenset[str]
-    lines: frozenset[tuple[str, int]]
-    functions: frozenset[tuple[str, str]]  # (path, qualified name)
-
-    def in_file(self, path: str) -> bool:
-        """Whether any of them stops in the file at `path` (canonical)."""
-        return any(p == path for p, _ in self.lines) or any(p == path for p, _ in self.functions)
-
-
-def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpoints:
-    """Check each `FILE:LINE` or `FUNCTION` against the model's files; one error names
-    the files searched when a spec matches nothing."""
-    lines: set[tuple[str, int]] = set()
-    functions: set[tuple[str, str]] = set()
-    specs = frozenset(s.strip() for s in specs)
-    searched = ", ".join(Path(f).name for f in files) or "(no source file found)"
-    for spec in sorted(specs):
-        file_part, sep, line_part = spec.rpartition(":")
-        if sep and line_part.isdigit():
-            paths = [f for f in files if f == file_part or f.endswith("/" + file_part.lstrip("/"))]
-            if not paths:
-                raise BreakpointError(
-                    f"breakpoint {spec!r}: no file {file_part!r} among the model's files "
-                    f"({searched})"
-                )
-            line = int(line_part)
-            hits = [p for p in paths if line in _code_lines(p)]
-            if not hits:
-                raise BreakpointError(
-                    f"breakpoint {spec!r}: line {line} of {file_part} runs no code (searched "
-                    f"{', '.join(Path(p).name for p in paths)}); pick a line with a statement"
-                )
-            lines.update((p, line) for p in hits)
-            continue
-        matched = [
-            (path, qual)
-            for path in files
-            for qual in _functions(path)
-            if qual == spec or qual.endswith("." + spec)
-        ]
-        if not matched:
-            raise BreakpointError(
-                f"breakpoint {spec!r} matches no line or function of the model's code "
-                f"(searched {searched}); write FILE:LINE or a name like 'norm', "
-                f"'CausalSelfAttention.forward'"
-            )
-        functions.update(matched)
-    return Breakpoints(specs, frozenset(lines), frozenset(functions))
 
 
 def short_repr(value: object) -> str:
@@ -300,7 +215,11 @@ def view_in_frame(
 class LineTracer:
     """bdb's dispatch for one forward thread: decides at each line whether to pause."""
 
-    def __init__(self, model: nn.Module, pause: Callable[[FrameType, str], None]) -> None:
+    def __init__(
+        self, model: nn.Module, pause: Callable[[FrameType, str], None], outside: bool = True
+    ) -> None:
+        """`outside`: the thread runs model code outside the model's forward too (a
+        generation step's sampling), which breakpoints there must see."""
         self.files = model_files(model)
         self._file_set = frozenset(self.files)
         self._pause = pause
@@ -317,7 +236,7 @@ class LineTracer:
         # (frame, first, last line) of the statement last paused at: Python reports its
         # first line again when a call spanning several lines runs; that is no new hit.
         self._statement: tuple[FrameType, int, int] | None = None
-        self._backend = make_backend(self, model)
+        self._backend = make_backend(self, model, outside)
         self.backend = self._backend.name
 
     @property
@@ -432,16 +351,19 @@ class LineTracer:
         return self.local_trace
 
     def _stop_reason(self, frame: FrameType) -> str | None:
-        if frame is self._entered:
-            return "breakpoint"
         path = self._canon(frame.f_code.co_filename)
+        bps = self.breakpoints
+        if frame is self._entered:
+            self._entered = None
+            if bps.condition_holds((path, frame.f_code.co_qualname), frame):
+                return "breakpoint"
         line = frame.f_lineno
         same = self._statement
         if same is not None and same[0] is frame:
             if same[1] <= line <= same[2]:
                 return self._stepping(frame)  # still in the statement paused at: no new hit
             self._statement = None
-        if (path, line) in self.breakpoints.lines:
+        if (path, line) in bps.lines and bps.condition_holds((path, line), frame):
             return "breakpoint"
         return self._stepping(frame)
 

@@ -10,8 +10,8 @@ The search is static and conservative, by names, over the model's own files: a f
 those callers up ends at module `forward`s (entered through `Module.__call__`, where a
 forward pre-hook can arm the tracer) or at functions nobody in the model's files names
 (called from outside the forward, or never). A name the interpreter or torch may call by
-itself (a dunder, or a method name of `nn.Module` / `torch.Tensor`) gives up: the whole
-forward is traced, as before.
+itself (a dunder, or a method named as one of `nn.Module` / `torch.Tensor`) gives up:
+the whole forward is traced, as before.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def breakpoint_scope(
             if name not in ("__init__", "__post_init__"):
                 return Scope(frozenset(), True)
             name = unit.qualname.rsplit(".", 2)[-2]  # made by calling its class
-        elif name in library:
+        elif name in library and "." in unit.qualname:  # a method torch may call itself
             return Scope(frozenset(), True)
         todo += [u for u in units if name in u.names and u not in seen]
     modules = set()

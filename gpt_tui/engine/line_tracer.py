@@ -18,8 +18,10 @@ thread):
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType, FunctionType
 from typing import Any, Protocol
@@ -64,10 +66,11 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(events: Events, model: nn.Module) -> Backend:
+def make_backend(events: Events, model: nn.Module, outside: bool = True) -> Backend:
+    """`outside`: model code may run outside the model's forward (sampling)."""
     if BACKEND == "sys.monitoring":
         return MonitoringBackend(events)
-    return SettraceBackend(events, model)
+    return SettraceBackend(events, model, outside)
 
 
 class SettraceBackend:
@@ -75,9 +78,10 @@ class SettraceBackend:
 
     name = "sys.settrace"
 
-    def __init__(self, events: Events, model: nn.Module) -> None:
+    def __init__(self, events: Events, model: nn.Module, outside: bool) -> None:
         self._events = events
         self._model = model
+        self._outside = outside
         self._sites: object = None  # the breakpoint sites the hooks were made for
         self._scope = Scope(frozenset(), False)
         self._hooks: list[Any] = []
@@ -109,8 +113,9 @@ class SettraceBackend:
             return False
         if self._scope.everywhere:
             return True
-        inside = [m for m in self._open if id(m) in self._scope.modules]
-        return bool(inside) or not any(m is self._model for m in self._open)
+        if any(id(m) in self._scope.modules for m in self._open):
+            return True
+        return self._outside and not any(m is self._model for m in self._open)
 
     def _set(self, on: bool) -> None:
         if on != self._on:
@@ -134,8 +139,7 @@ class SettraceBackend:
         if not any(sites):
             self._open = []
             return
-        lines, functions = sites
-        self._scope = breakpoint_scope(self._model, self._events.files, lines, functions)
+        self._scope = _scope(self._model, self._events.files, sites)
         hooked = {id(self._model): self._model}
         hooked.update({id(m): m for m in self._model.modules() if id(m) in self._scope.modules})
         self._open = self._running(hooked)
@@ -171,6 +175,18 @@ class SettraceBackend:
             self._open.pop()
         if not self._events.stepping:
             self._set(self._scoped_on())
+
+
+_SCOPES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Scope]] = weakref.WeakKeyDictionary()
+
+
+def _scope(model: nn.Module, files: tuple[str, ...], sites: tuple[frozenset, frozenset]) -> Scope:
+    """`breakpoint_scope`, remembered per model (a stepper per pass asks again)."""
+    known = _SCOPES.setdefault(model, {})
+    key = (tuple((f, os.path.getmtime(f)) for f in files), *sites)
+    if key not in known:
+        known[key] = breakpoint_scope(model, files, *sites)
+    return known[key]
 
 
 def model_code_objects(is_model: Callable[[CodeType], bool]) -> list[CodeType]:
@@ -274,9 +290,7 @@ class MonitoringBackend:
         e = sys.monitoring.events  # type: ignore[attr-defined]
         mask = e.LINE | e.PY_START | e.PY_RETURN
         stepping = events.stepping
-        wanted = {
-            id(c): (c, mask) for c in self._codes if stepping or events.holds_breakpoint(c)
-        }
+        wanted = {id(c): (c, mask) for c in self._codes if stepping or events.holds_breakpoint(c)}
         _MONITOR.want(self._thread, events if wanted else None, wanted)
 
     def disarm(self) -> None:

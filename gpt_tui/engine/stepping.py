@@ -105,7 +105,7 @@ class ForwardStepper:
             self.model, points, leaves=leaves, inputs=True, attention_layers=attention_layers
         )
         self.probes.listener = self._on_record
-        self.lines = LineTracer(self.model, self._pause_at_line)
+        self.lines = LineTracer(self.model, self._pause_at_line, outside=call is not None)
         self._cv = threading.Condition()
         self._reset()
 

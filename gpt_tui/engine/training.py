@@ -262,9 +262,13 @@ _IN_USE: set[int] = set()
 
 def _snapshot(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     buffers = _SNAPSHOTS.get(model) if id(model) not in _IN_USE else None
-    fits = buffers is not None and buffers.keys() == state.keys() and all(
-        (b.shape, b.dtype, b.device) == (v.shape, v.dtype, v.device)
-        for b, v in zip(buffers.values(), state.values(), strict=True)
+    fits = (
+        buffers is not None
+        and buffers.keys() == state.keys()
+        and all(
+            (b.shape, b.dtype, b.device) == (v.shape, v.dtype, v.device)
+            for b, v in zip(buffers.values(), state.values(), strict=True)
+        )
     )
     if not fits:
         buffers = {k: v.detach().clone() for k, v in state.items()}

@@ -11,7 +11,7 @@ from test_debugger import WAIT, Gate, in_thread
 
 from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.frames import BreakpointError, EvaluateError
-from gpt_tui.engine.line_tracer import tracing_here
+from gpt_tui.engine.line_tracer import BACKEND, tracing_here
 from gpt_tui.engine.session import ModelSpec, Session
 
 
@@ -94,7 +94,8 @@ def test_cancel_reaches_a_running_line_move_and_leaves_a_paused_one_alone(dbg: D
         move = dbg.new_move()
         thread, out = in_thread(lambda: dbg.step_line("continue", move=move))
         assert gate.reached.wait(WAIT)
-        assert traces[-1]  # the forward thread traces the model's lines
+        # armed, yet nothing traced where GPT.generate cannot run (3.11's settrace)
+        assert traces[-1] is (BACKEND == "sys.monitoring")
         assert dbg.cancel(move)
         gate.release.set()
         thread.join(WAIT)

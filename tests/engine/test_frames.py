@@ -165,18 +165,20 @@ def test_a_breakpoint_that_matches_nothing_names_the_files_searched(spec, messag
 def test_no_trace_function_unless_armed_and_none_left_after_an_abort() -> None:
     model = nanogpt()
     seen: list[object] = []
-    hook = model.register_forward_pre_hook(lambda m, a: seen.append(tracing_here()))
+    inner = model.transformer.h[0].mlp.c_fc  # runs inside MLP.forward, before its last line
+    hook = inner.register_forward_pre_hook(lambda m, a: seen.append(tracing_here()))
+    last = line_of(MODELS / "nanogpt.py", "return self.dropout(self.c_proj(x))")
     try:
-        with ForwardStepper(model, IDX, breakpoints=["*.mlp"]) as stepper:
+        with ForwardStepper(model, IDX, breakpoints=["transformer.h.1.mlp"]) as stepper:
             stepper.continue_()
             assert seen == [False]  # module stepping only: nothing traces
         with ForwardStepper(model, IDX) as stepper:
-            stepper.set_line_breakpoints(["MLP.forward"])
+            stepper.set_line_breakpoints([f"nanogpt.py:{last}"])
             stepper.continue_()
             assert seen[-1] and not tracing_here()  # only that thread
             stepper.abort()
             assert not forward_threads()
-        with ForwardStepper(model, IDX, breakpoints=["*.mlp"]) as stepper:
+        with ForwardStepper(model, IDX, breakpoints=["transformer.h.1.mlp"]) as stepper:
             stepper.continue_()  # a new forward thread
             assert not seen[-1]
         assert not forward_threads()

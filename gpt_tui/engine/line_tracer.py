@@ -17,12 +17,13 @@ thread):
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from types import CodeType, FrameType, FunctionType
 from typing import Any, Protocol
 
@@ -69,7 +70,7 @@ class Backend(Protocol):
 def make_backend(events: Events, model: nn.Module, outside: bool = True) -> Backend:
     """`outside`: model code may run outside the model's forward (sampling)."""
     if BACKEND == "sys.monitoring":
-        return MonitoringBackend(events)
+        return MonitoringBackend(events, model)
     return SettraceBackend(events, model, outside)
 
 
@@ -189,19 +190,59 @@ def _scope(model: nn.Module, files: tuple[str, ...], sites: tuple[frozenset, fro
     return known[key]
 
 
-def model_code_objects(is_model: Callable[[CodeType], bool]) -> list[CodeType]:
-    """Every code object of the model's files that the interpreter holds: those of the
-    functions alive now, and the code nested in them (inner functions, lambdas)."""
+def model_code_objects(
+    model: nn.Module, files: tuple[str, ...], is_model: Callable[[CodeType], bool]
+) -> list[CodeType]:
+    """Every code object of the model's files that can run: the functions of the model's
+    classes and of the namespaces they live in (their module's globals, the model files'
+    modules), with the code nested in them (inner functions, lambdas, comprehensions)."""
+    spaces: list[dict] = [vars(c) for c in {c for m in model.modules() for c in type(m).__mro__}]
+    names: dict[str, set[str]] = {}
+    for f in files:
+        names.setdefault(Path(f).name, set()).add(f)
+    spaces += [vars(m) for m in list(sys.modules.values()) if _in_files(m, names)]
     found: dict[int, CodeType] = {}  # by identity: two imports of a file make equal codes
-    for obj in gc.get_objects():
-        if type(obj) is FunctionType and is_model(obj.__code__):
-            stack = [obj.__code__]
-            while stack:
-                code = stack.pop()
-                if id(code) not in found:
-                    found[id(code)] = code
-                    stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    seen: set[int] = set()
+    while spaces:
+        space = spaces.pop()
+        if id(space) in seen:
+            continue
+        seen.add(id(space))
+        for value in list(space.values()):
+            for fn in _functions_in(value):
+                code = fn.__code__
+                if not is_model(code):
+                    continue
+                spaces.append(fn.__globals__)
+                stack = [code]
+                while stack:
+                    c = stack.pop()
+                    if id(c) not in found:
+                        found[id(c)] = c
+                        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
+            is_class = isinstance(value, type) and not value.__module__.startswith("torch")
+            if is_class or (isinstance(value, types.ModuleType) and _in_files(value, names)):
+                spaces.append(vars(value))
     return list(found.values())
+
+
+def _functions_in(value: object) -> list[FunctionType]:
+    """The plain functions behind a namespace's value (methods, properties, decorated)."""
+    out = []
+    for v in (value, getattr(value, "__func__", None), getattr(value, "__wrapped__", None)):
+        if type(v) is FunctionType:
+            out.append(v)
+    if isinstance(value, property):
+        out += [f for f in (value.fget, value.fset, value.fdel) if type(f) is FunctionType]
+    return out
+
+
+def _in_files(module: object, names: dict[str, set[str]]) -> bool:
+    """Whether a module is one of the model's files (`names`: base name -> their paths)."""
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str) or os.path.basename(path) not in names:
+        return False
+    return str(Path(path).resolve()) in names[os.path.basename(path)]
 
 
 class _Monitor:
@@ -277,8 +318,9 @@ class MonitoringBackend:
 
     name = "sys.monitoring"
 
-    def __init__(self, events: Events) -> None:
+    def __init__(self, events: Events, model: nn.Module) -> None:
         self._events = events
+        self._model = model
         self._codes: list[CodeType] | None = None
         self._thread: int | None = None
 
@@ -286,7 +328,7 @@ class MonitoringBackend:
         self._thread = threading.get_ident()
         events = self._events
         if self._codes is None:
-            self._codes = model_code_objects(events.model_code)
+            self._codes = model_code_objects(self._model, events.files, events.model_code)
         e = sys.monitoring.events  # type: ignore[attr-defined]
         mask = e.LINE | e.PY_START | e.PY_RETURN
         stepping = events.stepping

@@ -310,6 +310,10 @@ class _Monitor:
 
 
 _MONITOR = _Monitor()
+# The model's code objects, found once per model (its classes do not change).
+_CODES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[str, ...], list[CodeType]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class MonitoringBackend:
@@ -328,7 +332,11 @@ class MonitoringBackend:
         self._thread = threading.get_ident()
         events = self._events
         if self._codes is None:
-            self._codes = model_code_objects(self._model, events.files, events.model_code)
+            known = _CODES.get(self._model)
+            if known is None or known[0] != events.files:
+                codes = model_code_objects(self._model, events.files, events.model_code)
+                known = _CODES[self._model] = (events.files, codes)
+            self._codes = known[1]
         e = sys.monitoring.events  # type: ignore[attr-defined]
         mask = e.LINE | e.PY_START | e.PY_RETURN
         stepping = events.stepping

@@ -1,7 +1,9 @@
 """gpt-tui: a terminal model-inspector and debugger for nanoGPT and nanochat GPT models.
 
 In your own script: `gpt_tui.watch(model)` catches a training run's first non-finite
-value, and `gpt_tui.inspect(model, idx)` opens the debugger on the live model.
+value (under torchrun too), `gpt_tui.inspect(model, idx)` opens the debugger on the live
+model, and `gpt_tui.listen(model, optimizer=opt)` lets `gpt-tui attach` look into a
+running loop.
 """
 
 from typing import Any
@@ -17,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from . import live
 
         return getattr(live, name)
+    if name == "listen":
+        from .listener import listen
+
+        return listen
     raise AttributeError(f"module 'gpt_tui' has no attribute {name!r}")

@@ -14,6 +14,7 @@ gpt_tui.inspect(model, x)  # the debugger on the live model; returns when you qu
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from .engine.watch import Finding, NonFiniteError, Watch
-from .engine.watch_report import save_case
+from .engine.watch_ranks import rank_folder, write_ranks_case
+from .engine.watch_report import write_case
 from .errors import GptTuiError
 
 if TYPE_CHECKING:
@@ -60,12 +62,23 @@ class WatchHandle:
         every: int,
         on: OnFinding,
         report: str | Path | None,
+        tokenizer: Any = None,
     ) -> None:
         if on not in ("raise", "report", "open"):
             raise GptTuiError(f"on={on!r}: one of 'raise', 'report', 'open'")
+        if report is not None and not isinstance(report, (str, Path)):
+            raise GptTuiError(f"report={report!r}: give a folder (a str or Path), or None")
         self.model, self.optimizer, self.on = model, optimizer, on
+        self.tokenizer = tokenizer
         self.report = None if report is None else Path(report)
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
+        for note in self._watch.notes:
+            print(self._prefix + note, file=sys.stderr)
+
+    @property
+    def _prefix(self) -> str:
+        group = self._watch.group
+        return "gpt-tui: " if group is None else f"gpt-tui (rank {group[0]}): "
 
     @property
     def finding(self) -> Finding | None:
@@ -75,19 +88,34 @@ class WatchHandle:
         self._watch.close()
 
     def _found(self, finding: Finding, batch: tuple[Any, ...]) -> None:
+        group = self._watch.group
+        written = None
         if self.report is not None:
-            folder = save_case(self.report, self.model, finding, batch, self.optimizer)
-            finding = Finding(
-                finding.step, finding.phase, finding.where, finding.detail, str(folder)
+            # Under torchrun every rank writes its own case, and rank 0 the top case.json.
+            folder = self.report if group is None else rank_folder(self.report, group[0])
+            written = write_case(
+                folder, self._watch.model, finding, batch, self.optimizer, meta=self.tokenizer
             )
-            self._watch.finding = finding
-        print(f"gpt-tui: {finding.summary}", file=sys.stderr)
-        if self.on == "open" and sys.stdin.isatty() and sys.stdout.isatty():
+            if group is not None and group[0] == 0:
+                failed = write_ranks_case(self.report, finding, group[1])
+                if failed:
+                    print(f"{self._prefix}warning: {failed}", file=sys.stderr)
+            if written.path is not None:
+                finding = dataclasses.replace(finding, report=str(written.path))
+                self._watch.finding = finding
+        print(self._prefix + finding.summary, file=sys.stderr)
+        if written is not None and written.error is not None:
+            print(f"{self._prefix}warning: {written.error}", file=sys.stderr)
+        # Under torchrun every rank would open its own app in one terminal: raise instead.
+        if self.on == "open" and group is None and sys.stdin.isatty() and sys.stdout.isatty():
             idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
             targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
             inspect(self.model, idx, targets=targets[0] if targets else None)
         elif self.on in ("raise", "open"):
-            raise NonFiniteError(finding)
+            error = NonFiniteError(finding)
+            if written is not None and written.error is not None:
+                error.add_note(written.error)
+            raise error
 
 
 @contextmanager
@@ -98,17 +126,29 @@ def watch(
     every: int = 1,
     on: OnFinding = "raise",
     report: str | Path | None = "gpt-tui-report",
+    tokenizer: Any = None,
 ) -> Iterator[WatchHandle]:
     """Watch a training loop for its first non-finite value (see `engine/watch.py`).
 
     At the first one it names the phase (forward, loss, backward, optimizer) and the
-    module, saves a reproducible case into `report` (None: no report), then acts on `on`:
+    module, saves a reproducible case into a new folder inside `report` (`report/latest`
+    names it; None: no report; a report that cannot be written is a warning), then acts on `on`:
     "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
     when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
     debugger on the model and that batch when a terminal is present (else raises).
-    The hooks are removed when the block ends.
+    The hooks are removed when the block ends. `tokenizer` (a meta.pkl's path or a
+    `CharTokenizer`) is saved with the case, so that its batch reads as text.
+
+    Given `optimizer`, steps are counted as the loop counts them: the optimizer's step
+    ends one, and the forwards between two steps are its micro-steps (gradient
+    accumulation). Under torchrun (torch.distributed initialised, `optimizer` needed) the
+    ranks agree at each checked step on the first finding, act together (raise on every
+    rank), and write one case per rank into `report/rank<N>/`. A DDP-wrapped or compiled
+    model is watched inside (a compiled one recompiles once, and says so).
     """
-    handle = WatchHandle(model, optimizer=optimizer, every=every, on=on, report=report)
+    handle = WatchHandle(
+        model, optimizer=optimizer, every=every, on=on, report=report, tokenizer=tokenizer
+    )
     try:
         yield handle
     finally:

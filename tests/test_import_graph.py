@@ -21,9 +21,10 @@ ALLOWED = {
     "formatting": set(),
     "errors": set(),
     "ui": {"errors", "formatting", "engine", "ui"},
-    "cli": {"errors", "formatting", "models", "io", "engine", "cli", "ui", "train"},
+    "cli": {"errors", "formatting", "models", "io", "engine", "cli", "ui", "train", "listener"},
     "train": {"errors", "models", "io", "engine"},
     "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
+    "listener": {"errors", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
 }
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from . import compare_cmds, patch_cmds
+from . import compare_cmds, cost_cmds, patch_cmds
 from .app_cmd import cmd_app
+from .attach_cmd import add_attach_args, cmd_attach
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
@@ -23,9 +24,27 @@ EXIT_USAGE = 2
 class Parser(argparse.ArgumentParser):
     """argparse, except that a mistake prints one line naming it and where help is."""
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._words = list(args or [])  # for error(): a misspelt option is the likelier fault
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        message = " ".join(message.split())
+        message = self._misspelt_option() or " ".join(message.split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def _misspelt_option(self) -> str | None:
+        """`--promt`: an unknown option close to a known one (argparse's suggest_on_error)."""
+        known = [s for action in self._actions for s in action.option_strings]
+        for word in getattr(self, "_words", []):
+            flag = word.split("=", 1)[0]
+            if not flag.startswith("--") or any(k.startswith(flag) for k in known):
+                continue  # not an option, or one argparse accepts (abbreviations too)
+            close = difflib.get_close_matches(flag, known, n=1)
+            if close:
+                return f"unknown option {flag} (did you mean {close[0]}?)"
+        return None
 
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -124,9 +143,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
+    "attach": (cmd_attach, "Look into a training run that called gpt_tui.listen.", False),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
     "attribute": (patch_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
+    "numerics": (cost_cmds.cmd_numerics, "What bf16/fp16/fp8 would do to each module.", True),
+    "memory": (cost_cmds.cmd_memory, "Memory of a training step per module; what fits.", True),
+    "cost": (cost_cmds.cmd_cost, "FLOPs and time per module, and the MFU.", True),
 }
 
 
@@ -216,12 +239,21 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--top-p", type=real(0, above=True, high=1), default=None, help="with --token"
         )
+    elif name == "numerics":
+        cost_cmds.add_numerics_args(p, whole, real)
+        return  # it adds --json
+    elif name in ("memory", "cost"):
+        cost_cmds.add_size_args(p, whole, real, fit=name == "memory")
+        return  # it adds --json
     elif name == "train-step":
         add_train_step_args(p, whole, real)
         return  # it adds --json
     elif name == "serve":
         add_serve_args(p)
         return  # no --json
+    elif name == "attach":
+        add_attach_args(p)
+        return  # it adds --json
     elif name == "generate":
         add_sampling_args(p)
         return  # it adds --json

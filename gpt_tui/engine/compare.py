@@ -321,18 +321,25 @@ def compare(
     names: list[tuple[str, str]] = []  # A's name, B's
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     unmatched: list[str] = []
+    misshapen: list[str] = []  # matched in B, with a shape that does not line up
     for name, out_a in cap_a.outputs.items():
         b_name = matched.get(name, "")
         out_b = cap_b.outputs.get(b_name)
         pair = _aligned(out_a, cap_a, out_b, cap_b, positions) if out_b is not None else None
         if pair is None:
             unmatched.append(name)
+            if out_b is not None:
+                misshapen.append(f"{name} is {tuple(out_a.shape)} in A, {tuple(out_b.shape)} in B")
             continue
         names.append((name, b_name))
         pairs.append(pair)
+    if not pairs:
+        raise CompareError(_nothing_compared(len(unmatched), misshapen))
+    # `not rel <= tol`: a NaN distance (a non-finite value in either run) is a divergence,
+    # where `rel > tol` would let it pass as agreement.
     records = [
-        ProbeDiff(name, b_name, by_name[name].kind, by_name[name].layer, mx, rel, cos, rel > tol)
-        for (name, b_name), (mx, rel, cos) in zip(names, _distances(pairs), strict=True)
+        ProbeDiff(name, b, by_name[name].kind, by_name[name].layer, mx, rel, cos, not rel <= tol)
+        for (name, b), (mx, rel, cos) in zip(names, _distances(pairs), strict=True)
     ]
     first = next((r for r in records if r.diverged), None)
     input_dist: dict[str, tuple[float, float, float]] = {}
@@ -359,6 +366,17 @@ def compare(
         )
     return Comparison(
         tuple(records), divergence, tol, tuple(positions), tuple(unmatched), tuple(notes)
+    )
+
+
+def _nothing_compared(probes: int, misshapen: list[str]) -> str:
+    """Why no probe could be compared, for the one line a user sees instead of a verdict."""
+    why = f"{len(misshapen)} differ in shape (e.g. {misshapen[0]})" if misshapen else ""
+    lost = probes - len(misshapen)
+    why += (", " if why and lost else "") + (f"{lost} have no counterpart in B" if lost else "")
+    return (
+        f"nothing could be compared: of A's {probes} probes, {why}; diff compares two models "
+        "of the same shape (the same n_layer, n_embd and vocabulary)"
     )
 
 

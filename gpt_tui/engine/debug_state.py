@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # annotations only: the UI imports this module before torch l
     from .compare_intents import CompareView
     from .frames import Evaluation, FrameSnapshot
     from .lens import LensResult
+    from .measures import MeasuresView
     from .sampling import Candidate, SamplingStep
     from .summary import ModelSummary
     from .tensors import TensorView
@@ -141,6 +142,7 @@ class DebugState:
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
     training: TrainingView | None = None  # the training debugger (training_intents.py)
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
+    measures: MeasuresView | None = None  # numerics, memory and FLOPs (measures.py)
 
     @property
     def paused_at(self) -> str | None:

@@ -30,6 +30,7 @@ from .frames import Evaluation
 from .generation_intents import GenerationIntents
 from .interventions import HeadScale, InterventionSpec, OutputScale
 from .line_intents import LineIntents
+from .measures import MeasuresView, measure
 from .moves import Moves
 from .tensors import TensorView
 from .training_intents import TrainingIntents
@@ -71,6 +72,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         self._token_pass = False
         self._init_training()
         self._init_compare()
+        self._measures: MeasuresView | None = None
 
     # -- the model -----------------------------------------------------------------------
 
@@ -336,6 +338,15 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
         return self._intent(move, body, "attention")
 
+    def measure(self, kind: str, *args: object, move: int | None = None) -> DebugState:
+        """The Cost tab's numerics (dtype) or memory and FLOPs (batch, block); measures.py."""
+
+        def body(mid: int) -> DebugState:
+            self._measures = measure(self.session, self._prompt, self._measures, kind, *args)
+            return self._snapshot(mid)
+
+        return self._intent(move, body, kind)
+
     # -- snapshot and end ----------------------------------------------------------------
 
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
@@ -367,6 +378,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             tensor_view=self._tensor_view,
             training=self._training_state(),
             compare=self._compare,
+            measures=self._measures,
         )
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ def _code_lines(path: str) -> set[int]:
     stack = [compile(Path(path).read_text(), path, "exec")]
     while stack:
         code = stack.pop()
-        lines.update(line for _, _, line in code.co_lines() if line is not None)
+        lines.update(line for _, _, line in code.co_lines() if line)  # 0: a module's RESUME
         stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
     return lines
 

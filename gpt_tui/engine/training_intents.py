@@ -161,7 +161,8 @@ class TrainingIntents:
             if isinstance(data, BatchSource):
                 source = data
             elif data is not None:
-                source = open_source(data, session.encode, self.session.decode_token, meta, split)
+                decode, vocab = session.decode_token, session.vocab_size
+                source = open_source(data, session.encode, decode, meta, split, vocab)
             self._train_source, self._train_shape, self._train_seed = source, (batch, block_), seed
             self._make_batch(options)
             note = f" (--block cropped to the context {context})" if block_ < block else ""

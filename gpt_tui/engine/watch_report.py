@@ -1,23 +1,36 @@
 """The reproducible case a watched run saves at its first non-finite value.
 
-A report folder holds, each file written atomically:
+Each finding gets its own folder inside the report folder, `REPORT/step3-forward-h.1.mlp`
+(numbered `.2`, `.3` when the name is taken), and `REPORT/latest` names the newest. A case
+is written whole into a fresh `.writing-*` folder beside it and renamed into place, so a
+reader (or a kill at any moment) sees one finding's set or none. The folder holds:
 - the weights as they were when the step began: `ckpt.pt` in nanoGPT's format (our
   nanoGPT family and models from the user's own file) or nanochat's `model_<step>.pt` +
   `meta_<step>.json` (our nanochat family);
 - `batch.pt`: the step's inputs (token ids, targets), as plain tensors;
 - `optimizer.pt`: the optimizer's state, when the watch was given one;
-- `case.json`: the finding, and how to open the case;
+- `tokenizer.json`: the char vocabulary, when the run's meta.pkl (or tokenizer) was given
+  or found;
+- `case.json`: the finding, how to open the case, and the sha256 of the user's model file
+  (a case runs that file only with `--trust-case-code`, and only if it is unchanged);
 - `README.md`: the same for a person, with the exact command.
 Nothing in it needs a pickle of a class to load: `torch.load(weights_only=True)` reads all.
+Reading a case back, as untrusted input, is watch_case.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
 import math
+import os
+import re
 import shlex
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +38,27 @@ import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
-from ..io.checkpoints.save import atomic_torch_save, atomic_write_text
+from ..io.checkpoints.save import atomic_torch_save, atomic_write_text, fsync_dir
 from .probes import unwrap_model
-from .watch import Finding, Watch
+from .watch import Finding
+from .watch_case import CASE_FILE, LATEST, TOKENIZER_FILE, sha256_file
 
 if TYPE_CHECKING:
-    from .session import Session
+    from typing import TypeAlias
 
-CASE_FILE = "case.json"
+    from ..io.tokenizers import CharTokenizer
+
+    Vocabulary: TypeAlias = str | Path | CharTokenizer | None  # a meta.pkl, or the tokenizer
+
+_WRITING = ".writing-"
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseWritten:
+    """What `write_case` did: the case's folder, or why it could not be written."""
+
+    path: Path | None
+    error: str | None
 
 
 def _model_args(config: Any) -> dict[str, Any]:
@@ -76,39 +102,86 @@ def _save_weights(folder: Path, model: nn.Module, step: int) -> str:
     return str(folder / "ckpt.pt")
 
 
-def reopen_command(case: dict[str, Any]) -> str:
-    """The gpt-tui command that opens the saved case on its finding."""
-    words = ["gpt-tui", "train-step", "--case", case["folder"]]
-    return " ".join(shlex.quote(w) for w in words)
+def _vocab_size(model: nn.Module) -> int | None:
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) else None
 
 
-def save_case(
-    folder: str | Path,
+def _find_meta(model: nn.Module) -> Path | None:
+    """nanoGPT's train.py reads `data/<dataset>/meta.pkl` from its working folder: the one
+    there whose vocabulary has the model's size, when exactly one has."""
+    from ..io.batches import read_meta
+
+    size = _vocab_size(model)
+    fits = []
+    for path in sorted(Path("data").glob("*/meta.pkl")):
+        with contextlib.suppress(GptTuiError, OSError):
+            if read_meta(path).vocab_size == size:
+                fits.append(path)
+    return fits[0].resolve() if len(fits) == 1 else None
+
+
+def _vocabulary(model: nn.Module, meta: Vocabulary) -> tuple[CharTokenizer | None, dict]:
+    """The run's char vocabulary and where it came from, for case.json."""
+    from ..io.batches import read_meta
+    from ..io.tokenizers import CharTokenizer
+
+    if isinstance(meta, CharTokenizer):
+        return meta, {"file": TOKENIZER_FILE, "source": "given to gpt_tui.watch"}
+    path = Path(meta).resolve() if meta is not None else _find_meta(model)
+    if path is None:
+        return None, {}
+    try:
+        tokenizer = read_meta(path)
+    except (GptTuiError, OSError) as err:
+        return None, {"source": str(path), "note": f"not recorded: {err}"}
+    return tokenizer, {"file": TOKENIZER_FILE, "source": str(path), "sha256": sha256_file(path)}
+
+
+def _folder_name(finding: Finding) -> str:
+    where = re.sub(r"[^\w.-]+", "_", finding.where).strip("._")[:60] or "model"
+    return f"step{finding.step}-{finding.phase}-{where.removeprefix('transformer.')}"
+
+
+def _fill(
+    out: Path,
     model: nn.Module,
     finding: Finding,
     batch: tuple[Any, ...],
-    optimizer: torch.optim.Optimizer | None = None,
-) -> Path:
-    """Write the case into `folder` (created); returns the folder."""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    optimizer: torch.optim.Optimizer | None,
+    meta: Vocabulary,
+) -> dict[str, Any]:
+    """Write the case's files, case.json aside, into `out`; returns case.json's fields."""
     model = unwrap_model(model)
     tensors = [t.detach().cpu() for t in batch if isinstance(t, torch.Tensor)]
     atomic_torch_save({"inputs": tensors}, out / "batch.pt")
     if optimizer is not None:
         atomic_torch_save(optimizer.state_dict(), out / "optimizer.pt")
+    tokenizer, vocabulary = _vocabulary(model, meta)
+    if tokenizer is not None:
+        atomic_write_text(out / TOKENIZER_FILE, json.dumps(tokenizer.to_json()) + "\n")
     checkpoint = _save_weights(out, model, finding.step)
-    case = {
-        "folder": str(out),
-        "finding": dataclasses.asdict(dataclasses.replace(finding, report=str(out))),
+    user_file = _user_file(model)
+    return {
+        "finding": dataclasses.asdict(finding),
         "summary": finding.summary,
         "checkpoint": Path(checkpoint).name if checkpoint != str(out) else ".",
-        "model_file": _user_file(model),
+        "model_file": user_file,
+        "model_file_sha256": sha256_file(user_file) if user_file else None,
         "model_class": type(model).__name__,
         "batch": "batch.pt",
         "optimizer": "optimizer.pt" if optimizer is not None else None,
+        "tokenizer": vocabulary or None,
     }
-    command = reopen_command(case)
+
+
+def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) -> None:
+    """case.json and README.md, naming the folder the case is about to be renamed to."""
+    case = {**case, "folder": str(final)}
+    case["finding"] = {**case["finding"], "report": str(final)}
+    command = "gpt-tui train-step --case " + shlex.quote(str(final))
+    if case["model_file"]:
+        command += " --trust-case-code"
     case["command"] = command
     atomic_write_text(out / CASE_FILE, json.dumps(case, indent=2) + "\n")
     when = (
@@ -116,6 +189,15 @@ def save_case(
         if finding.phase == "optimizer"
         else "the weights as they were when the step began"
     )
+    trust = (
+        f"\n`--trust-case-code` imports your model file, `{case['model_file']}`: give it only "
+        "for a case whose file you trust (the case refuses a file changed since).\n"
+        if case["model_file"]
+        else ""
+    )
+    optim = "the optimizer's state (`optimizer.pt`), " if case["optimizer"] else ""
+    if (case["tokenizer"] or {}).get("file"):
+        optim += f"the vocabulary (`{TOKENIZER_FILE}`), "
     readme = f"""# gpt-tui report: a non-finite value at step {finding.step}
 
 {finding.summary.split("; case saved")[0]}.
@@ -123,81 +205,74 @@ def save_case(
 Open this case on the same finding:
 
     {command}
-
-The folder holds {when} (`{Path(checkpoint).name}`), the step's batch
-(`batch.pt`), {"the optimizer's state (`optimizer.pt`), " if optimizer else ""}and
-`{CASE_FILE}`. Every file loads with `torch.load(..., weights_only=True)`.
+{trust}
+The folder holds {when} (`{case["checkpoint"]}`), the step's batch
+(`batch.pt`), {optim}and `{CASE_FILE}`. Every file loads with
+`torch.load(..., weights_only=True)`.
 """
     atomic_write_text(out / "README.md", readme)
-    return out
 
 
-class CaseError(GptTuiError, ValueError):
-    """A report folder that cannot be reopened; the message says why."""
+def _remove_abandoned(root: Path) -> None:
+    """Temp folders of writers on this host that were killed mid-write (their process is
+    gone); another host's, or a live process's, are left alone."""
+    host = socket.gethostname()
+    for folder in root.glob(f"{_WRITING}{host}-*-*"):
+        pid = folder.name.removeprefix(f"{_WRITING}{host}-").split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive under another user: not ours to judge
 
 
-def read_case(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CASE_FILE
+def write_case(
+    folder: str | Path,
+    model: nn.Module,
+    finding: Finding,
+    batch: tuple[Any, ...],
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    meta: Vocabulary = None,
+) -> CaseWritten:
+    """Write the finding's case as a new folder inside the report folder `folder` and
+    point `latest` at it. Never raises for a file-system failure: the result holds the
+    case's folder, or the error as one line (the caller still reports the finding).
+    `meta` is the char vocabulary (a meta.pkl's path, or a `CharTokenizer`); without it,
+    the `data/*/meta.pkl` nanoGPT's train.py would read is used when one fits."""
+    root = Path(folder)
+    tmp: Path | None = None
     try:
-        case = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CaseError(
-            f"{path} not found: give the folder a gpt_tui.watch report wrote "
-            "(it holds case.json, batch.pt and the weights)"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise CaseError(f"{path} cannot be read: {err}") from None
-    case["folder"] = str(Path(folder))
-    return case
-
-
-def case_checkpoint(case: dict[str, Any]) -> str:
-    """The case's weights, found in its folder wherever the folder has moved since."""
-    return str(Path(case["folder"]) / case["checkpoint"])
-
-
-def case_batch(case: dict[str, Any]) -> list[torch.Tensor]:
-    """The saved step's inputs (token ids, then targets), plain tensors on the CPU."""
-    try:
-        inputs = torch.load(Path(case["folder"]) / case["batch"], weights_only=True)["inputs"]
-    except (OSError, KeyError, RuntimeError) as err:
-        raise CaseError(f"{case['folder']}: the saved batch cannot be read: {err}") from None
-    if not inputs:
-        raise CaseError(f"{case['folder']}: the saved batch holds no tensor")
-    return inputs
-
-
-def replay_case(folder: str | Path, device: str = "cpu") -> tuple[Finding | None, Session]:
-    """Open the case's model and run its step again under a watch: the finding it gets
-    (the saved one, when the case reproduces) and the session, for the caller to close."""
-    from .session import ModelSpec, Session
-
-    case = read_case(folder)
-    out = Path(case["folder"])
-    spec = ModelSpec(
-        checkpoint=case_checkpoint(case), model_file=case.get("model_file"), device=device
-    )
-    session = Session.open(spec)
-    inputs = [t.to(session.device) for t in case_batch(case)]
-    model = session.model
-    optimizer = None
-    if case.get("optimizer"):
-        optimizer = torch.optim.AdamW(model.parameters())
-        optimizer.load_state_dict(torch.load(out / case["optimizer"], weights_only=True))
-    found: list[Finding] = []
-    watch = Watch(model, lambda f, _: found.append(f), optimizer=optimizer)
-    training = model.training
-    try:
-        model.train()
-        with torch.enable_grad():
-            output = model(*inputs)
-            items = output if isinstance(output, tuple) else (output,)
-            loss = next((t for t in items if isinstance(t, torch.Tensor) and t.dim() == 0), None)
-            if loss is None:
-                raise CaseError("the model returned no loss for the saved batch")
-            loss.backward()
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(root)
+        prefix = f"{_WRITING}{socket.gethostname()}-{os.getpid()}-"
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        case = _fill(tmp, model, finding, batch, optimizer, meta)
+        base = _folder_name(finding)
+        for n in range(1, 10_000):
+            final = root / (base if n == 1 else f"{base}.{n}")
+            if final.exists():
+                continue
+            _describe(tmp, final, case, finding)
+            fsync_dir(tmp)
+            try:
+                tmp.rename(final)  # atomic; fails if another writer took the name
+            except OSError:
+                if not final.exists():
+                    raise
+                continue
+            tmp = None
+            fsync_dir(root)
+            atomic_write_text(root / LATEST, final.name + "\n")
+            return CaseWritten(final, None)
+        raise OSError(f"no free case name {base}.N left")
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        where = getattr(err, "filename", None) or root
+        return CaseWritten(None, f"the case could not be written to {where}: {reason}")
     finally:
-        watch.close()
-        model.train(training)
-        model.zero_grad(set_to_none=True)
-    return (found[0] if found else None), session
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

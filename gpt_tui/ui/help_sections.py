@@ -66,4 +66,11 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + [("Enter", "Break at", "in break at: toggle a FUNCTION or FILE:LINE breakpoint")]
             + tables,
         ),
+        (
+            "Cost",
+            [("bf16 … e5m2", "Dtype", "what that format would do to each module (no re-run)")]
+            + [("Numerics", "Re-run", "the prompt's pass, and fp32 against the dtype")]
+            + [("Enter", "Measure", "in batch / block: memory and FLOPs of a training step")]
+            + tables,
+        ),
     ]

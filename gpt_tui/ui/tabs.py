@@ -19,6 +19,7 @@ from textual.widget import Widget
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
 from .widgets.compare import ComparePanel
+from .widgets.cost import CostPanel
 from .widgets.diagram import Diagram
 from .widgets.generation import GeneratePanel
 from .widgets.layer_stats import StatsPanel
@@ -123,6 +124,13 @@ def _feed_compare(widget: Widget, ctx: TabContext) -> None:
         widget.view = state.compare
 
 
+def _feed_cost(widget: Widget, ctx: TabContext) -> None:
+    assert isinstance(widget, CostPanel)
+    view = ctx.state.measures if ctx.state else None
+    if view is not None and widget.view is not view:
+        widget.view = view
+
+
 TABS: tuple[Tab, ...] = (
     Tab(
         "stats",
@@ -201,6 +209,17 @@ TABS: tuple[Tab, ...] = (
         "#compare-b-prompt",
         lambda ctx: ComparePanel(id="compare-panel"),
         _feed_compare,
+    ),
+    Tab(
+        "cost",
+        "Numerics & cost",
+        "Cost",
+        "9",
+        "#cost-table",
+        lambda ctx: CostPanel(id="cost-panel"),
+        _feed_cost,
+        "measures",
+        lambda w: w.request_numerics(),
     ),
 )
 

@@ -1,5 +1,6 @@
-"""`gpt-tui serve` in a real headless Chromium: the page shows the module tree, a key press
-runs the forward pass, and the stats table appears.
+"""`gpt-tui serve` in a real headless Chromium: the page, opened with the token URL serve
+prints, shows the module tree, a key press runs the forward pass, and the stats table
+appears. Without the token the page is refused and no app starts.
 
 The terminal in the page draws on a canvas, so the test reads what the app sends down the
 websocket (the app's terminal output) with the escape sequences taken out. It skips, with
@@ -49,13 +50,15 @@ def server():
     )
     seen = []
     try:
-        for line in proc.stdout:  # the banner, then "Serving ... on http://..."
+        for line in proc.stdout:  # "Serving gpt-tui on http://127.0.0.1:PORT/?token=..."
             seen.append(line)
             if "Serving" in line:
                 break
         else:
             pytest.fail("gpt-tui serve exited before serving:\n" + "".join(seen))
-        yield f"http://127.0.0.1:{port}"
+        url = line.split()[-1]
+        assert url.startswith(f"http://127.0.0.1:{port}/?token=")
+        yield url
     finally:
         proc.terminate()
         try:
@@ -106,6 +109,24 @@ def test_the_app_in_a_browser_runs_the_forward_pass_on_a_key(server: str) -> Non
             page.keyboard.press("r")
             wait_for("zero%", mark)  # the stats table's header, drawn after the key
             assert "mlp" in screen_text(frames[mark:])  # a row of the table
+        finally:
+            browser.close()
+
+
+def test_the_page_without_the_token_is_refused(server: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (Debian's chromium package; .ci/run installs it)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            sockets: list = []
+            page.on("websocket", lambda ws: sockets.append(ws))
+            response = page.goto(server.partition("?")[0])
+            assert response is not None and response.status == 403
+            assert "token" in page.content()
+            assert sockets == []  # the refused page has no script that could open one
         finally:
             browser.close()
 

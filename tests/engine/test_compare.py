@@ -99,6 +99,14 @@ def test_an_intervention_diverges_at_the_module_it_changes():
     assert again.first_divergence is None and max(r.max_abs_diff for r in again.records) == 0
 
 
+def test_a_nan_in_one_run_is_a_divergence_not_agreement():
+    model = ours("nanogpt")
+    nan = [OutputScale("transformer.h.1.mlp", float("nan"))]
+    result = compare(Run(model, IDS), Run(model, IDS, interventions=nan, label="B"))
+    first = result.first_divergence
+    assert first is not None and first.name == "transformer.h.1.mlp"
+
+
 def test_prompts_differ_from_the_first_changed_token():
     model = ours("nanogpt")
     other = IDS[:4] + [40] + IDS[5:]

@@ -352,11 +352,12 @@ async def test_help_screen_and_command_palette_list_the_keys() -> None:
         assert isinstance(app.screen, HelpScreen)
         listed = {pane: {row[0] for row in rows} for pane, rows in app.screen.sections}
         everywhere = {"r", "s", "n", "o", "c", "b", "w", "g", "G", "x", "a", "q", "?", "/"}
-        assert everywhere | {"p", "Esc", "1–8", "N", "S", "U", "C", "T"} <= listed["Anywhere"]
+        assert everywhere | {"p", "Esc", "1–9", "N", "S", "U", "C", "T"} <= listed["Anywhere"]
         assert {"d", "Home", "End"} <= listed["Stats"] and "t" in listed["Params"]
         assert {"[", "]", ",", ".", "m", "v"} <= listed["Attention"]
         assert "f Enter" in listed["Generate"]
         assert {"b", "Enter", "v", "[", "]", "{", "}"} <= listed["Code"]
+        assert {"Enter", "Numerics"} <= listed["Cost"]
         assert not any("_" in key for keys in listed.values() for key in keys)  # question_mark
         await press(pilot, "escape")
         await pilot.press("ctrl+p")

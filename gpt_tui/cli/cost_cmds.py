@@ -1,0 +1,233 @@
+"""Commands that say what a dtype does to a pass and what a training step costs:
+numerics, memory, cost."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ..formatting import nbytes
+from . import render
+from .common import open_session
+
+NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
+
+
+def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
+    """--dtype here names the format asked about; the model itself opens in float32."""
+    for action in p._actions:
+        if "--dtype" in action.option_strings:
+            action.help = f"the format to ask about: {' | '.join(NUMERICS_FORMATS)}"
+    p.set_defaults(dtype="bfloat16")
+    p.add_argument("--prompt", required=True)
+    p.add_argument(
+        "--no-fp32-check", action="store_true", help="skip running the pass in the dtype"
+    )
+    p.add_argument(
+        "--steps",
+        type=whole(1),
+        metavar="N",
+        help="also train N steps on the prompt and flag heads whose largest logit grows",
+    )
+    p.add_argument("--lr", type=real(0, above=True), default=1e-3, help="with --steps")
+    p.add_argument("--json", action="store_true")
+
+
+def add_size_args(p: argparse.ArgumentParser, whole: Callable, real: Callable, fit: bool) -> None:
+    p.add_argument("--batch", type=whole(1), default=1, help="batch size B (default 1)")
+    p.add_argument("--block", type=whole(1), required=True, help="sequence length T")
+    if fit:
+        p.add_argument(
+            "--fit", type=real(0, above=True), metavar="GIB", help="the memory budget, GiB"
+        )
+        p.add_argument("--optimizer", choices=["adamw", "muon"], default="adamw")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_numerics(args: argparse.Namespace) -> int:
+    from ..engine.numerics import check_format, numerics, short_name
+
+    target = args.dtype
+    check_format(target)  # an unknown format is one line before the model opens
+    args.dtype = "float32"  # the values are fp32; the format is what they are asked about
+    session = open_session(args)
+    try:
+        report = numerics(session, args.prompt, target, fp32_check=not args.no_fp32_check)
+        growth = None
+        if args.steps:
+            from ..engine.logit_growth import head_logit_growth
+
+            growth = head_logit_growth(session, args.prompt, args.steps, args.lr)
+    finally:
+        session.close()
+    if args.json:
+        render.print_json(dict(report=report, growth=growth))
+        return 0
+    console = render.console()
+    facts = next(f for f in report.facts if f.name == target)
+    short = short_name(target)
+    console.print(
+        f"[bold]{short}[/]: max {facts.max:.4g}, smallest normal {facts.smallest_normal:.3g}, "
+        f"smallest subnormal {facts.smallest_subnormal:.3g}, eps {facts.eps:.3g}"
+    )
+    table = render.table(f"What {short} would do to {session.name} on {report.tokens} tokens")
+    for col in ("module", "absmax", "overflow", "underflow", "subnormal"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+    for m in report.modules:
+        f = m.formats[target]
+        table.add_row(
+            m.name, render.fmt_stat(m.absmax), _pct(f.overflow), _pct(f.underflow),
+            _pct(f.subnormal),
+        )  # fmt: skip
+    console.print(table)
+    heads = render.table("Attention heads: largest pre-softmax logit and entropy")
+    for col in ("layer", "head", "max logit", "entropy (nats)"):
+        heads.add_column(col, justify="right", no_wrap=True)
+    for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0))[:12]:
+        logit = "-" if h.max_logit is None else f"{h.max_logit:.3g}"
+        heads.add_row(str(h.layer), str(h.head), logit, f"{h.entropy:.3f}")
+    console.print(heads)
+    if report.softcap is not None:
+        s = report.softcap
+        console.print(
+            f"softcap {s.cap:g}: raw logits absmax {s.raw_absmax:.4g} -> capped "
+            f"{s.capped_absmax:.4g}; {s.beyond:.2%} of raw logits beyond ±{s.cap:g}"
+        )
+    if report.what_if is not None:
+        w = report.what_if
+        console.print(f"[bold]fp32 vs {short}[/]: {w.message}")
+    if report.note:
+        console.print(f"[yellow]note:[/] {report.note}")
+    if growth is not None:
+        losses = " ".join(f"{x:.3g}" for x in growth.losses)
+        console.print(f"{growth.steps} steps at lr {growth.lr:g} on the prompt, losses {losses}")
+        for h in growth.flagged:
+            path = " -> ".join(f"{v:.3g}" for v in h.max_logits)
+            console.print(
+                f"[bold red]layer {h.layer} head {h.head}[/]: max logit grew every step: {path}"
+            )
+        if not growth.flagged:
+            console.print("no head's largest logit grew at every step")
+    return 0
+
+
+def _pct(x: float) -> str:
+    return "0" if x == 0 else f"{x:.2%}" if x >= 1e-4 else f"{x:.1e}"
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from ..engine.memory import memory_report
+
+    session = open_session(args)
+    try:
+        report = memory_report(
+            session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit
+        )
+    finally:
+        session.close()
+    if args.json:
+        render.print_json(dict(report=report, forecast_gib=report.forecast / 2**30))
+        return 0
+    console = render.console()
+    table = render.table(
+        f"Memory of a training step of {session.name}: batch {report.batch} x {report.block} "
+        f"tokens, {report.optimizer}"
+    )
+    for col in ("module", "params", "grads", "optimizer", "activations", "total"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+    rows = sorted(report.modules, key=lambda m: -m.total)
+    for m in rows:
+        table.add_row(
+            m.name or "(model)", _b(m.params), _b(m.grads), _b(m.optimizer),
+            _b(m.activations), _b(m.total),
+        )  # fmt: skip
+    sums = [sum(getattr(m, f) for m in rows) for f in ("params", "grads", "optimizer")]
+    acts = sum(m.activations for m in rows)
+    table.add_row("total", *map(_b, sums), _b(acts), _b(sum(sums) + acts), style="bold")
+    console.print(table)
+    fit = report.fit
+    console.print(
+        f"activations measured at batch 1 x {report.block} and scaled by the batch "
+        f"(peak from {report.step.peak_source})"
+    )
+    console.print(
+        f"fit: peak = {nbytes(fit.fixed)} + B·({fit.per_token:.4g}·T {fit.per_token_sq:+.3g}·T²) "
+        "bytes, from "
+        + ", ".join(f"{b}x{t} = {nbytes(m)}" for b, t, m in fit.measured)
+        + f"; checked at {fit.check[0]}x{fit.check[1]} = {nbytes(fit.check[2])}: "
+        f"off by {fit.check_error:.1%}"
+    )
+    console.print(
+        f"[bold]forecast[/] peak at batch {report.batch} x {report.block}: "
+        f"{nbytes(report.forecast)}"
+    )
+    if report.budget is not None and report.largest_batch is not None:
+        console.print(
+            f"the largest batch that fits in {nbytes(report.budget)} at {report.block} tokens: "
+            f"{report.largest_batch}"
+        )
+    return 0
+
+
+def _b(n: float) -> str:
+    return "-" if n == 0 else nbytes(n)
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from ..engine.flops import cost_report
+
+    session = open_session(args)
+    try:
+        report = cost_report(session, args.batch, args.block)  # on meta: FLOPs, no times
+    finally:
+        session.close()
+    if args.json:
+        render.print_json(dict(report=report, achieved=report.achieved, mfu=report.mfu))
+        return 0
+    console = render.console()
+    table = render.table(
+        f"FLOPs of {session.name}: forward at batch {report.batch} x {report.block} tokens"
+    )
+    for col in ("module", "forward FLOPs", "share", "forward ms"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+    total = max(report.forward_flops, 1)
+    for m in sorted(report.modules, key=lambda m: -m.forward_flops):
+        table.add_row(
+            m.name or "(model)", _flops(m.forward_flops), f"{m.forward_flops / total:.1%}",
+            f"{m.forward_ms:.3f}",
+        )  # fmt: skip
+    table.add_row("total", _flops(report.forward_flops), "100%", "", style="bold")
+    console.print(table)
+    tokens = report.batch * report.block
+    timed = (
+        f", {report.step_seconds * 1e3:.1f} ms, {_flops(report.achieved)}FLOP/s"
+        if report.step_seconds
+        else " (not timed on the meta device)"
+    )
+    console.print(
+        f"training step: {_flops(report.train_flops)} FLOPs "
+        f"({_flops(report.train_flops / tokens)} per token){timed}"
+    )
+    if report.formula is not None:
+        f = report.formula
+        why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
+        console.print(
+            f"{f.name}: {_flops(f.per_token)} per token; measured {_flops(f.measured_per_token)} "
+            f"({f.difference:+.2%}): norm gains and biases {-6 * f.non_matmul:+,} "
+            f"(in N, no matmul), attention {f.attention_extra:+,.0f} ({why})"
+        )
+    if report.mfu is None:
+        console.print(f"MFU: unknown (no peak known for {report.device_name} in {report.dtype})")
+    else:
+        console.print(
+            f"MFU: {report.mfu:.1%} of {report.device_name}'s {_flops(report.peak_flops or 0)}"
+            f"FLOP/s {report.dtype} peak"
+        )
+    return 0
+
+
+def _flops(n: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} "

@@ -1,0 +1,88 @@
+"""numerics, memory and cost at the command line: their JSON, and bad input as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gpt_tui.cli import run
+
+TINY = ["--config", "tiny", "--device", "cpu"]
+
+
+def gpt_tui(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpt_tui", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_numerics_json_has_every_format_and_the_fp32_check() -> None:
+    out = gpt_tui("numerics", *TINY, "--arch", "nanochat", "--prompt", "hello", "--dtype",
+                  "float8_e4m3fn", "--steps", "2", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)["report"]
+    growth = json.loads(out.stdout)["growth"]
+    assert growth["steps"] == 2 and len(growth["heads"]) == 4
+    assert data["dtype"] == "float8_e4m3fn"
+    assert set(data["modules"][0]["formats"]) == {
+        "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"
+    }  # fmt: skip
+    assert data["what_if"]["tolerance"] == 0.125
+    assert data["softcap"]["cap"] == 15.0
+    assert len(data["heads"]) == 2 * 2
+
+
+def test_numerics_table() -> None:
+    out = gpt_tui("numerics", *TINY, "--prompt", "hello", "--dtype", "float16")
+    assert out.returncode == 0, out.stderr
+    assert "fp16: max 6.55e+04" in out.stdout
+    assert "transformer.h.1.mlp.c_fc" in out.stdout
+    assert "fp32 vs fp16:" in out.stdout
+
+
+def test_memory_json_and_table() -> None:
+    out = gpt_tui("memory", *TINY, "--batch", "4", "--block", "16", "--fit", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)["report"]
+    assert report["fit"]["check_error"] < 0.1
+    assert report["largest_batch"] > 4
+    out = gpt_tui("memory", *TINY, "--batch", "4", "--block", "16", "--optimizer", "muon")
+    assert out.returncode == 0, out.stderr
+    assert "forecast peak at batch 4 x 16" in out.stdout
+
+
+def test_cost_json_agrees_with_the_formula() -> None:
+    out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "16", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert abs(data["report"]["formula"]["difference"]) < 0.05
+    assert data["mfu"] is None  # the CPU's peak is unknown, never 0
+    out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "16")
+    assert "MFU: unknown" in out.stdout and "nanoGPT estimate_flops" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["memory", *TINY, "--block", "16", "--fit", "0"], "--fit: must be above 0"),
+        (["memory", *TINY, "--batch", "99999999", "--block", "16", "--fit", "0.5"],
+         "the largest batch that fits is"),
+        (["memory", *TINY, "--block", "999"], "longer than the model's context"),
+        (["cost", *TINY, "--block", "999"], "longer than the model's context"),
+        (["numerics", *TINY, "--prompt", "hi", "--dtype", "int8"], "unknown --dtype 'int8'"),
+        (["numerics", "--config", "tiny", "--device", "meta", "--prompt", "hi"], "meta"),
+        (["memory", "--config", "tiny", "--device", "meta", "--block", "8"], "meta"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(args)  # in this process: the same path as the command, without the start-up
+    err = capsys.readouterr().err
+    assert code == 2, (code, err)
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err, err

@@ -1,0 +1,98 @@
+"""Memory of a training step against hand computations, and the fit's forecast against a
+measured size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from gpt_tui.engine.memory import MemoryError_, fit_memory, measure_step, memory_report
+from gpt_tui.engine.session import ModelSpec, Session
+
+V, D = 11, 24
+
+
+class EmbedLinear(nn.Module):
+    """Tokens -> embedding -> one Linear to the vocabulary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(V, D)
+        self.head = nn.Linear(D, V)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.wte(idx))  # (B, T, V)
+
+
+def test_a_linear_saves_its_input_and_adamw_keeps_two_moments() -> None:
+    model = EmbedLinear()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    B, T = 3, 5
+    step = measure_step(model, B, T, "adamw")
+    head = next(m for m in step.modules if m.name == "head")
+    assert head.activations == B * T * D * 4  # the input, fp32, saved for the weight's grad
+    assert head.params == (D * V + V) * 4
+    assert head.grads == head.params
+    assert head.optimizer == 2 * head.params  # exp_avg and exp_avg_sq (the step count is 0-d)
+    wte = next(m for m in step.modules if m.name == "wte")
+    assert wte.activations == B * T * 8  # the int64 indices, for the embedding's grad
+    assert step.peak == step.fixed + step.total("activations")
+    for k, v in model.state_dict().items():  # the weights are put back
+        assert torch.equal(v, before[k])
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_muon_keeps_one_buffer_for_block_matrices() -> None:
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    step = measure_step(session.model, 1, 8, "muon")
+    c_fc = next(m for m in step.modules if m.name == "transformer.h.0.mlp.c_fc")
+    assert c_fc.optimizer == c_fc.params  # one momentum buffer
+    wpe = next(m for m in step.modules if m.name == "transformer.wpe")
+    assert wpe.optimizer == 2 * wpe.params  # outside the blocks: AdamW
+
+
+def test_the_fit_forecasts_a_measured_third_size_within_ten_percent() -> None:
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    fit, _ = fit_memory(session.model, 16)
+    assert fit.check_error < 0.10
+    measured = measure_step(session.model, 3, 12).peak
+    assert fit.forecast(3, 12) == pytest.approx(measured, rel=0.10)
+
+
+def test_largest_batch_is_the_last_that_fits() -> None:
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    report = memory_report(session, 2, 16, budget_gib=0.001)
+    fit, n = report.fit, report.largest_batch
+    assert n is not None and n > 2
+    assert fit.forecast(n, 16) <= 0.001 * 2**30 < fit.forecast(n + 1, 16)
+    # activations of the asked batch are the batch-1 measurement times the batch
+    one = {m.name: m.activations for m in report.step.modules}
+    assert all(m.activations == 2 * one[m.name] for m in report.modules)
+
+
+def test_a_batch_beyond_the_budget_and_a_block_beyond_the_context_are_errors() -> None:
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    with pytest.raises(MemoryError_, match="largest batch that fits is"):
+        memory_report(session, 10**6, 16, budget_gib=0.001)
+    with pytest.raises(MemoryError_, match="longer than the model's context"):
+        memory_report(session, 1, 999)
+    with pytest.raises(MemoryError_, match="above 0"):
+        memory_report(session, 1, 8, budget_gib=0)
+
+
+def test_an_upstream_nanogpt_file_is_measured_with_logits_at_every_position() -> None:
+    """Upstream nanoGPT applies the head to the last position unless given targets: the
+    step is measured as training runs it, the head saving its whole (B, T, C) input."""
+    from pathlib import Path
+
+    from gpt_tui.io.model_file import load_model_file
+
+    args = dict(block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
+                bias=False)  # fmt: skip
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "user_models" / "model.py"
+    found = load_model_file(path, model_args=args)
+    model = found.model_class(found.config_class(**args))
+    step = measure_step(model, 2, 16)
+    head = next(m for m in step.modules if m.name == "lm_head")
+    assert head.activations == 2 * 16 * 32 * 4

@@ -1,0 +1,79 @@
+"""The Cost tab (9) in the real app at 80x24: numerics of the prompt's pass fetched when the
+tab opens, a dtype switched without recomputing, heads, and memory and FLOPs of a measured
+training step, each table the engine's numbers."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, Static
+from ui_helpers import press, settle, tiny_app
+
+from gpt_tui.ui.widgets.cost import CostPanel
+from gpt_tui.ui.widgets.tables import RowTable
+
+
+async def test_cost_tab_shows_numerics_heads_memory_and_flops() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "9")
+        panel = app.query_one(CostPanel)
+        table = panel.query_one("#cost-table", RowTable)
+
+        def head() -> str:
+            return str(panel.query_one("#cost-head", Static).render())
+
+        view = app.state.measures
+        assert view is not None and view.numerics is not None and panel.view is view
+        assert view.numerics.dtype == "bfloat16"
+        assert table.row_count == len(view.numerics.modules)
+        assert "bf16: max 3.39e+38" in head() and "fp32 vs bf16" in head()
+
+        await pilot.click("#cost-dtype-float16")
+        await settle(pilot)
+        assert panel.dtype == "float16" and app.state.measures is view  # nothing recomputed
+        assert "fp16: max 6.55e+04" in head()
+        assert "press Numerics to check this dtype" in head()
+
+        await pilot.click("#cost-view-numerics")  # runs the fp32 check in the shown dtype
+        await settle(pilot)
+        numerics = app.state.measures.numerics
+        assert numerics.dtype == "float16" and "fp32 vs fp16" in head()
+        assert "press Numerics" not in head()
+
+        await pilot.click("#cost-view-heads")
+        await settle(pilot)
+        assert app.state.measures.numerics is numerics
+        assert table.row_count == len(numerics.heads) == 4
+        assert "largest pre-softmax logit" in head()
+
+        panel.query_one("#cost-block", Input).value = "8"
+        await pilot.click("#cost-measure")
+        await settle(pilot)
+        memory = app.state.measures.memory
+        assert memory is not None and (memory.batch, memory.block) == (1, 8)
+        assert panel.shown == "memory" and table.row_count == len(memory.modules)
+        assert "forecast peak" in head()
+        first = table.get_row_at(0)
+        top = max(memory.modules, key=lambda m: m.total)
+        assert first[0] == (top.name or "(model)")
+
+        await pilot.click("#cost-view-flops")
+        await settle(pilot)
+        cost = app.state.measures.cost
+        assert cost is not None and table.row_count == len(cost.modules)
+        assert "MFU unknown" in head() and "nanoGPT estimate_flops" in head()
+
+        panel.query_one("#cost-block", Input).value = "x"
+        await pilot.click("#cost-measure")
+        await settle(pilot)
+        assert "Measure needs a batch and a block" in head()
+
+
+def test_cost_tab_numerics_80x24(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await press(pilot, "9")
+        await pilot.click("#cost-dtype-float8_e4m3fn")
+        await settle(pilot)
+
+    assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)

@@ -47,13 +47,15 @@ _PACKAGE = str(Path(gpt_tui.__file__).resolve().parent)
 
 
 def _to_host(func: Callable, args: tuple, kwargs: dict) -> bool:
-    """`t.to("cpu")` / `t.to(device=cpu)` (a copy to the host on an accelerator)."""
+    """`t.to("cpu")` (a copy to the host on an accelerator). A `torch.device` target is
+    taken for another tensor's device (`t.to(x.device)`, no host copy there): on the CPU
+    the two cannot be told apart, and the host is named by the string."""
     if getattr(func, "__name__", "") != "to":
         return False
-    for value in (*args[1:], kwargs.get("device")):
-        if isinstance(value, (str, torch.device)) and torch.device(value).type == "cpu":
-            return True
-    return False
+    return any(
+        isinstance(value, str) and torch.device(value).type == "cpu"
+        for value in (*args[1:], kwargs.get("device"))
+    )
 
 
 class SyncCounter(TorchFunctionMode):

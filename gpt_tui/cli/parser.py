@@ -198,7 +198,7 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             default=[],
             metavar="FILE:LINE|FUNCTION",
             help="stop at a line of the model's code, as pdb: 'nanogpt.py:96', 'norm', "
-            "'CausalSelfAttention.forward' (repeatable)",
+            "'CausalSelfAttention.forward', 'nanogpt.py:96 if i == 2' (repeatable)",
         )
         p.add_argument(
             "--eval",

@@ -6,6 +6,7 @@ person reads.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,13 @@ import torch
 from ..io.model_file import flash_switches
 from ..io.tokenizers import describe_tokenizer
 from ..models import NanoChatConfig, NanoGPTConfig
+from .line_tracer import BACKEND as LINE_BACKEND
 from .probes import Probes, find_block_list, find_probe_points
+
+_LINE_NOTES = {
+    "sys.monitoring": "events on breakpoint code only",
+    "sys.settrace": "traced only where a breakpoint can run",
+}
 
 if TYPE_CHECKING:
     from .session import Session
@@ -160,6 +167,11 @@ def diagnose(session: Session) -> list[Finding]:
             describe_tokenizer(tok, session.info.get("tokenizer_source")),
         ),
         Finding("torch", torch.__version__, torch.__version__),
+        Finding(
+            "line events",
+            dict(backend=LINE_BACKEND, python=platform.python_version()),
+            f"{LINE_BACKEND}, {_LINE_NOTES[LINE_BACKEND]} (Python {platform.python_version()})",
+        ),
     ]
     kernel = _kernel(session)
     if kernel:

@@ -4,8 +4,9 @@ line stepping, the paused frame's snapshot and expressions evaluated in that fra
 The shape follows CPython's bdb: one global trace function that answers `None` for every
 frame outside the model's files (one call each, nothing per line), a local tracer on the
 model's frames, and the four moves (next, into, return, continue) as four small changes
-of two fields (`_mode`, `_target`). `sys.settrace` is only ever called in the forward
-thread, and only while a line breakpoint or a line move is armed (see `ForwardStepper`).
+of two fields (`_mode`, `_target`). The events come from line_tracer.py, in the forward
+thread only and only where a breakpoint can be hit or a line move is under way
+(`sys.monitoring` on Python >= 3.12, `sys.settrace` before).
 
 "The model's files": for gpt-tui's own families, the family's file plus
 `models/kv_cache.py` and `models/sampling.py`; for a user's model, the file of its class
@@ -17,7 +18,6 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import GptTuiError
+from .line_breakpoints import BreakpointError as BreakpointError  # re-exported
+from .line_breakpoints import Breakpoints, resolve_breakpoints
+from .line_tracer import make_backend
 from .probes import unwrap_model
 from .stats import rows_to_stats, stats_row
 from .tensors import TensorView, view_tensor
@@ -36,10 +39,6 @@ LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[1] / "models"
 SAMPLING_FILE = str(_OUR_MODELS / "sampling.py")  # the one sampling pipeline
 _REPR_WIDTH = 60
-
-
-class BreakpointError(GptTuiError, ValueError):
-    """A line breakpoint that names no line or function of the model's code."""
 
 
 class EvaluateError(GptTuiError):
@@ -132,24 +131,6 @@ def model_files(model: nn.Module) -> tuple[str, ...]:
     return (str(source), *others)
 
 
-def _functions(path: str) -> list[str]:
-    """The qualified name (as `co_qualname` spells it) of every function in the file."""
-    tree = ast.parse(Path(path).read_text(), path)
-    found: list[str] = []
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                qual = prefix + child.name
-                found.append(qual)
-                visit(child, qual + ".<locals>.")
-            elif isinstance(child, ast.ClassDef):
-                visit(child, prefix + child.name + ".")
-
-    visit(tree, "")
-    return found
-
-
 @functools.lru_cache(maxsize=64)
 def _statement_ends(path: str) -> dict[int, int]:
     """First line -> last line of each simple statement spanning several lines."""
@@ -159,71 +140,6 @@ def _statement_ends(path: str) -> dict[int, int]:
         if simple and node.end_lineno and node.end_lineno > node.lineno:
             ends[node.lineno] = max(ends.get(node.lineno, 0), node.end_lineno)
     return ends
-
-
-def _code_lines(path: str) -> set[int]:
-    """Lines that produce line events: those of the file's compiled code objects."""
-    lines: set[int] = set()
-    stack = [compile(Path(path).read_text(), path, "exec")]
-    while stack:
-        code = stack.pop()
-        lines.update(line for _, _, line in code.co_lines() if line)  # 0: a module's RESUME
-        stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
-    return lines
-
-
-@dataclass(frozen=True)
-class Breakpoints:
-    """Resolved line breakpoints: (path, line) pairs and qualified function names."""
-
-    specs: frozenset[str]
-    lines: frozenset[tuple[str, int]]
-    functions: frozenset[tuple[str, str]]  # (path, qualified name)
-
-    def in_file(self, path: str) -> bool:
-        """Whether any of them stops in the file at `path` (canonical)."""
-        return any(p == path for p, _ in self.lines) or any(p == path for p, _ in self.functions)
-
-
-def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpoints:
-    """Check each `FILE:LINE` or `FUNCTION` against the model's files; one error names
-    the files searched when a spec matches nothing."""
-    lines: set[tuple[str, int]] = set()
-    functions: set[tuple[str, str]] = set()
-    specs = frozenset(s.strip() for s in specs)
-    searched = ", ".join(Path(f).name for f in files) or "(no source file found)"
-    for spec in sorted(specs):
-        file_part, sep, line_part = spec.rpartition(":")
-        if sep and line_part.isdigit():
-            paths = [f for f in files if f == file_part or f.endswith("/" + file_part.lstrip("/"))]
-            if not paths:
-                raise BreakpointError(
-                    f"breakpoint {spec!r}: no file {file_part!r} among the model's files "
-                    f"({searched})"
-                )
-            line = int(line_part)
-            hits = [p for p in paths if line in _code_lines(p)]
-            if not hits:
-                raise BreakpointError(
-                    f"breakpoint {spec!r}: line {line} of {file_part} runs no code (searched "
-                    f"{', '.join(Path(p).name for p in paths)}); pick a line with a statement"
-                )
-            lines.update((p, line) for p in hits)
-            continue
-        matched = [
-            (path, qual)
-            for path in files
-            for qual in _functions(path)
-            if qual == spec or qual.endswith("." + spec)
-        ]
-        if not matched:
-            raise BreakpointError(
-                f"breakpoint {spec!r} matches no line or function of the model's code "
-                f"(searched {searched}); write FILE:LINE or a name like 'norm', "
-                f"'CausalSelfAttention.forward'"
-            )
-        functions.update(matched)
-    return Breakpoints(specs, frozenset(lines), frozenset(functions))
 
 
 def short_repr(value: object) -> str:
@@ -305,7 +221,11 @@ def view_in_frame(
 class LineTracer:
     """bdb's dispatch for one forward thread: decides at each line whether to pause."""
 
-    def __init__(self, model: nn.Module, pause: Callable[[FrameType, str], None]) -> None:
+    def __init__(
+        self, model: nn.Module, pause: Callable[[FrameType, str], None], outside: bool = True
+    ) -> None:
+        """`outside`: the thread runs model code outside the model's forward too (a
+        generation step's sampling), which breakpoints there must see."""
         self.files = model_files(model)
         self._file_set = frozenset(self.files)
         self._pause = pause
@@ -322,6 +242,8 @@ class LineTracer:
         # (frame, first, last line) of the statement last paused at: Python reports its
         # first line again when a call spanning several lines runs; that is no new hit.
         self._statement: tuple[FrameType, int, int] | None = None
+        self._backend = make_backend(self, model, outside)
+        self.backend = self._backend.name
 
     @property
     def armed(self) -> bool:
@@ -354,17 +276,20 @@ class LineTracer:
     # -- installing (forward thread only) -------------------------------------------------
 
     def sync(self) -> None:
-        """Install or remove the trace function to match `armed` (in the forward thread);
-        model frames already running get the local tracer, as bdb's set_trace does."""
-        if not self.armed:
-            sys.settrace(None)
-            return
-        sys.settrace(self._global)
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None:
-            if self._model_code(frame.f_code):
-                frame.f_trace = self._local
-            frame = frame.f_back
+        """Arm or disarm line events to match the moves and breakpoints (in the forward
+        thread); see line_tracer.py for where each backend traces."""
+        self._backend.sync()
+
+    def disarm(self) -> None:
+        """Remove every line event of this tracer (in the forward thread, at its end)."""
+        self._backend.disarm()
+
+    @property
+    def stepping(self) -> bool:
+        return self._mode != "continue"
+
+    def breakpoint_sites(self) -> tuple[frozenset[tuple[str, int]], frozenset[tuple[str, str]]]:
+        return self.breakpoints.lines, self.breakpoints.functions
 
     def _canon(self, filename: str) -> str | None:
         path = self._canonical.get(filename, "")
@@ -373,10 +298,10 @@ class LineTracer:
             path = self._canonical[filename] = resolved if resolved in self._file_set else None
         return path
 
-    def _model_code(self, code: CodeType) -> bool:
+    def model_code(self, code: CodeType) -> bool:
         return self._canon(code.co_filename) is not None
 
-    def _holds_breakpoint(self, code: CodeType) -> bool:
+    def holds_breakpoint(self, code: CodeType) -> bool:
         held = self._bp_codes.get(code)
         if held is None:
             path = self._canon(code.co_filename)
@@ -389,24 +314,24 @@ class LineTracer:
 
     def _model_caller(self, frame: FrameType) -> FrameType | None:
         caller = frame.f_back
-        while caller is not None and not self._model_code(caller.f_code):
+        while caller is not None and not self.model_code(caller.f_code):
             caller = caller.f_back
         return caller
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def _global(self, frame: FrameType, event: str, arg: object) -> Any:
-        if event != "call" or not self._model_code(frame.f_code):
+    def global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event != "call" or not self.model_code(frame.f_code):
             return None  # other files: no local tracer, nothing per line
-        if self._mode == "continue" and not self._holds_breakpoint(frame.f_code):
+        if self._mode == "continue" and not self.holds_breakpoint(frame.f_code):
             return None
         if (self._canon(frame.f_code.co_filename), frame.f_code.co_qualname) in (
             self.breakpoints.functions
         ):
             self._entered = frame
-        return self._local
+        return self.local_trace
 
-    def _local(self, frame: FrameType, event: str, arg: object) -> Any:
+    def local_trace(self, frame: FrameType, event: str, arg: object) -> Any:
         if event == "line":
             reason = self._stop_reason(frame)
             if reason is not None:
@@ -429,19 +354,22 @@ class LineTracer:
                 self._target = self._model_caller(frame)
                 if self._target is None:
                     self._mode = "continue"
-        return self._local
+        return self.local_trace
 
     def _stop_reason(self, frame: FrameType) -> str | None:
-        if frame is self._entered:
-            return "breakpoint"
         path = self._canon(frame.f_code.co_filename)
+        bps = self.breakpoints
+        if frame is self._entered:
+            self._entered = None
+            if bps.condition_holds((path, frame.f_code.co_qualname), frame):
+                return "breakpoint"
         line = frame.f_lineno
         same = self._statement
         if same is not None and same[0] is frame:
             if same[1] <= line <= same[2]:
                 return self._stepping(frame)  # still in the statement paused at: no new hit
             self._statement = None
-        if (path, line) in self.breakpoints.lines:
+        if (path, line) in bps.lines and bps.condition_holds((path, line), frame):
             return "breakpoint"
         return self._stepping(frame)
 
@@ -456,7 +384,7 @@ class LineTracer:
         stack: list[StackEntry] = []
         f: FrameType | None = frame
         while f is not None:
-            if self._model_code(f.f_code):
+            if self.model_code(f.f_code):
                 stack.append(
                     StackEntry(
                         Path(f.f_code.co_filename).name,

@@ -261,7 +261,8 @@ class GenerationSession:
         idx = torch.tensor([self._pending], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
-            logits = last_position_logits(output)
+            # the step's one read: the last position's logits; the rest runs on the host
+            logits = last_position_logits(output).detach().float().cpu()
             if not torch.isfinite(logits).all():
                 raise GenerationError(
                     f"the model's logits at position {len(self._ids) - 1} contain NaN or "

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ctypes
 import fnmatch
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -115,7 +114,7 @@ class ForwardStepper:
             self.model, points, leaves=leaves, inputs=True, attention_layers=attention_layers
         )
         self.probes.listener = self._on_record
-        self.lines = LineTracer(self.model, self._pause_at_line)
+        self.lines = LineTracer(self.model, self._pause_at_line, outside=call is not None)
         self._cv = threading.Condition()
         self._reset()
 
@@ -320,7 +319,7 @@ class ForwardStepper:
                 self._error_where = self._stack[-1].point.name
             self._convert()
         finally:
-            sys.settrace(None)
+            self.lines.disarm()
             self.probes.abandon_pass()  # no-op unless the pass was unwound by _Abort
             with self._cv:
                 self.finished = True

@@ -209,10 +209,11 @@ class CodePane(Vertical):
         if tensor_view is None and viewer.display:
             self._show_viewer(False)
 
-    def _show_viewer(self, on: bool) -> None:
+    def _show_viewer(self, on: bool, focus: bool = True) -> None:
         self.query_one(TensorViewer).display = on
         self.query_one(VariablesTable).display = not on
-        (self.query_one(TensorViewer) if on else self.query_one(VariablesTable)).focus()
+        if focus:
+            (self.query_one(TensorViewer) if on else self.query_one(VariablesTable)).focus()
 
     def action_toggle_viewer(self) -> None:
         viewer = self.query_one(TensorViewer)
@@ -222,10 +223,12 @@ class CodePane(Vertical):
         event.stop()
         self._open_viewer(event.name)
 
-    def _open_viewer(self, expr: str) -> None:
+    def _open_viewer(self, expr: str, focus: bool = True) -> None:
+        """`focus`: the viewer takes the keys; from the expression box it does not, so the
+        next expression typed there is not read as app keys."""
         viewer = self.query_one(TensorViewer)
         viewer.expr = expr
-        self._show_viewer(True)
+        self._show_viewer(True, focus)
         self.post_message(IntentRequested("tensor_view", "view_tensor", (expr, ())))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -236,7 +239,7 @@ class CodePane(Vertical):
         if event.input.id == "code-eval":
             command, _, rest = text.partition(" ")
             if command in ("v", "view") and rest.strip():  # an expression into the viewer
-                self._open_viewer(rest.strip())
+                self._open_viewer(rest.strip(), focus=False)
             else:  # pdb's `p expr` or the bare expression
                 expr = rest.strip() if command == "p" and rest.strip() else text
                 self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))

@@ -115,8 +115,17 @@ class SourceView(RowTable):
             self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (spec,)))
 
 
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 class VariablesTable(RowTable):
-    """The frame's locals; Enter on a tensor asks for the viewer."""
+    """The frame's locals; Enter on a tensor asks for the viewer. The numbers come first:
+    a long repr (a tuple of tensors, a cache object) is cut to the width the other columns
+    leave, so dtype, mean, std, min, max and NaN/Inf stay on screen."""
+
+    HEADERS = ("name", "shape / value", "dtype", "mean", "std", "min", "max", "NaN/Inf")
+    MIN_VALUE_WIDTH = 12
 
     @dataclass
     class TensorChosen(Message):
@@ -125,19 +134,42 @@ class VariablesTable(RowTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.values: tuple[Value, ...] = ()
-        self.add_columns("name", "shape / value", "dtype", "mean", "std", "min", "max", "NaN/Inf")
+        self._fitted_to = 0  # the width the value column was cut for
+        self.add_columns(*self.HEADERS)
 
     def show(self, values: tuple[Value, ...]) -> None:
         values = tuple(sorted(values, key=lambda v: v.kind != "tensor"))  # tensors first
-        if values == self.values:
+        if values == self.values and self._fitted_to == self._width():
             return
         chosen = self.values[self.cursor_row].name if self.cursor_row < len(self.values) else ""
         self.values = values
         self.clear()
-        for value in values:
-            self.add_row(*value_cells(value))
+        rows = [value_cells(value) for value in values]
+        self._fitted_to = width = self._width()
+        room = self._value_room(rows, width)
+        for cells in rows:
+            self.add_row(cells[0], clip(cells[1], room), *cells[2:])
         names = [v.name for v in values]
         self.move_cursor(row=names.index(chosen) if chosen in names else 0, animate=False)
+
+    def _width(self) -> int:
+        """The table's width (the screen's while it has not been laid out)."""
+        return self.size.width or self.app.size.width
+
+    def _value_room(self, rows: list[tuple[str, ...]], width: int) -> int:
+        """What the other columns, their padding and a scrollbar leave for the value."""
+        pad = 2 * self.cell_padding
+        others = sum(
+            max([len(header)] + [len(cells[i]) for cells in rows]) + pad
+            for i, header in enumerate(self.HEADERS)
+            if i != 1
+        )
+        return max(width - others - pad - self.styles.scrollbar_size_vertical, self.MIN_VALUE_WIDTH)
+
+    def on_resize(self, event: events.Resize) -> None:
+        super().on_resize(event)
+        if self.values and self._fitted_to != self._width():
+            self.show(self.values)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -101,7 +101,18 @@ class ParamTable(RowTable):
             Text(fmt.bar(1.0, SHARE_WIDTH) + " 100%", style="bold green"),
             Text(fmt.nbytes(summary.total_bytes), justify="right", style="bold"),
             "",
-            Text(f"{summary.non_embedding_params:,} non-embedding", style="dim"),
+            "",
+        )
+        # Its own row, the count in the params column: in the last column it was clipped.
+        n = summary.non_embedding_params
+        share = n / total if total else 0.0
+        self.add_row(
+            Text("non-embedding", style="dim"),
+            Text(f"{n:,}", justify="right", style="dim"),
+            Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="dim green"),
+            "",
+            "",
+            "",
         )
 
     def _subtotal(self, summary: ModelSummary, block: int, total: int) -> None:

@@ -9,7 +9,9 @@ torch loads inside the first worker, so the screen paints before the model exist
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -31,7 +33,7 @@ from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
-from .widgets.help import HelpScreen
+from .widgets.help import HelpScreen, key_name
 from .widgets.loading import LoadingPanel
 from .widgets.module_pane import ModulePane
 from .widgets.module_tree import ModuleTree
@@ -88,6 +90,7 @@ class GptTuiApp(App[int]):
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
+        self._waiting_keys: list[events.Key] = []  # pressed while the model opens
 
     # -- what the snapshot says ----------------------------------------------------------
 
@@ -128,9 +131,29 @@ class GptTuiApp(App[int]):
         self.query_one("#tabs").loading = True
         self.query_one("#message").display = False
         progress = self.query_one(LoadingPanel).listener()
-        self.run_worker(
-            lambda: self._open(self.spec, progress), thread=True, group="open", exit_on_error=False
-        )
+        self.run_worker(self._opening(progress), group="open", exit_on_error=False)
+
+    async def _opening(self, progress: ProgressFn) -> None:
+        """Open the model in a daemon thread, awaited here: q leaves at once, and the exit
+        does not wait for a big model to finish loading (a thread worker would be joined)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finish(error: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(None) if error is None else done.set_exception(error)
+
+        def target() -> None:
+            error = None
+            try:
+                self._open(self.spec, progress)
+            except BaseException as err:  # shown as the open error by the worker's handler
+                error = err
+            with contextlib.suppress(RuntimeError):  # RuntimeError: the app's loop is closed
+                loop.call_soon_threadsafe(finish, error)
+
+        threading.Thread(target=target, name="gpt-tui-open", daemon=True).start()
+        await done
 
     # -- opening the model ---------------------------------------------------------------
 
@@ -171,6 +194,7 @@ class GptTuiApp(App[int]):
         await self._mount_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
         self.refresh_bindings()
+        self._replay_waiting_keys()
 
     def on_session_failed(self, message: SessionFailed) -> None:
         self._show_open_error(message.error)
@@ -297,9 +321,40 @@ class GptTuiApp(App[int]):
 
     # -- keys ----------------------------------------------------------------------------
 
+    def _key_waits(self, event: events.Event) -> bool:
+        """A key pressed while the model opens waits for it (shown on the loading panel),
+        except q and the Ctrl keys, which act now."""
+        if not isinstance(event, events.Key) or self.info is not None or self.open_error:
+            return False
+        if event.key in keys.NOW_WHILE_LOADING or event.key.startswith("ctrl+"):
+            return False
+        if self.screen is not self.screen_stack[0]:
+            return False
+        self._waiting_keys.append(event)
+        names = [key_name(e.key) for e in self._waiting_keys]
+        self.query_one(LoadingPanel).show_waiting(names)
+        return True
+
+    def _replay_waiting_keys(self) -> None:
+        """The keys pressed while the model opened, in order, now that it is open."""
+        waiting, self._waiting_keys = self._waiting_keys, []
+        if waiting:
+            self.run_worker(self._replay(waiting), group="replay", exit_on_error=False)
+
+    async def _replay(self, waiting: list[events.Key]) -> None:
+        # One at a time, each handled before the next (as a pilot presses keys): a key
+        # that moves the focus (/ opens the filter) sends the keys after it there.
+        from textual._wait import wait_for_idle
+
+        for event in waiting:
+            self.post_message(events.Key(event.key, event.character))
+            await wait_for_idle(0)
+
     async def on_event(self, event: events.Event) -> None:
         """Esc and a key pressed quickly arrive as `alt+<key>` (see `keys.after_escape`):
         replayed as the two keys the user pressed."""
+        if self._key_waits(event):
+            return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
             await super().on_event(event)

@@ -108,6 +108,10 @@ ENGINE_ACTIONS = frozenset(
 )
 
 
+# Keys that act while the model opens; the others wait for it and run in order after.
+NOW_WHILE_LOADING = frozenset({"q"})
+
+
 def after_escape(key: str) -> str | None:
     """The key pressed just after Esc, when the two arrived as one: the terminal sends ESC
     and the key back to back, and Textual reads the pair as Alt (within ESCDELAY, 100 ms).

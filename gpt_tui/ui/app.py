@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -43,7 +43,10 @@ from .widgets.status import StatusBar
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, ModelInfo
     from ..engine.debugger import Debugger
+    from ..engine.init_rules import ModelFacts
     from ..engine.session import ModelSpec, ProgressFn, Session
+
+T = TypeVar("T")
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
@@ -52,6 +55,33 @@ NARROW_WIDTH = 100
 # Set to 1 to leave out the memory figure (it changes between runs): snapshots, demos.
 HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
 MEMORY_INTERVAL = 2.0
+
+
+async def in_daemon(work: Callable[[], T]) -> T:
+    """`work()` in a daemon thread, awaited: the app's exit never waits for it (a thread
+    worker is joined at exit, so q while a big model loaded took as long as the load)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def finish(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(result)  # type: ignore[arg-type]
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        result, error = None, None
+        try:
+            result = work()
+        except BaseException as err:  # raised again in the awaiting worker
+            error = err
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the app's loop is closed
+            loop.call_soon_threadsafe(finish, result, error)
+
+    threading.Thread(target=target, name="gpt-tui-daemon", daemon=True).start()
+    return await done
 
 
 class GptTuiApp(App[int]):
@@ -91,6 +121,7 @@ class GptTuiApp(App[int]):
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
         self._waiting_keys: list[events.Key] = []  # pressed while the model opens
+        self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
     # -- what the snapshot says ----------------------------------------------------------
 
@@ -134,28 +165,16 @@ class GptTuiApp(App[int]):
         self.run_worker(self._opening(progress), group="open", exit_on_error=False)
 
     async def _opening(self, progress: ProgressFn) -> None:
-        """Open the model in a daemon thread, awaited here: q leaves at once, and the exit
-        does not wait for a big model to finish loading (a thread worker would be joined)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        await in_daemon(lambda: self._open(self.spec, progress))
 
-        def finish(error: BaseException | None) -> None:
-            if not done.done():
-                done.set_result(None) if error is None else done.set_exception(error)
+    async def _fetch_facts(self, debugger: Debugger) -> None:
+        """Init rows, train/eval mode and a line to break at, read from the model once."""
+        from ..engine.init_rules import model_facts
 
-        def target() -> None:
-            error = None
-            try:
-                self._open(self.spec, progress)
-            except BaseException as err:  # shown as the open error by the worker's handler
-                error = err
-            with contextlib.suppress(RuntimeError):  # RuntimeError: the app's loop is closed
-                loop.call_soon_threadsafe(finish, error)
-
-        threading.Thread(target=target, name="gpt-tui-open", daemon=True).start()
-        await done
-
-    # -- opening the model ---------------------------------------------------------------
+        session = debugger.session
+        self.facts = await in_daemon(lambda: model_facts(session.model, session.family))
+        for tab in self._mounted_tabs:
+            self._feed(tab)
 
     def _open(self, spec: ModelSpec, progress: ProgressFn) -> None:
         from ..engine.debugger import Debugger
@@ -194,6 +213,7 @@ class GptTuiApp(App[int]):
         await self._mount_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
         self.refresh_bindings()
+        self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)
         self._replay_waiting_keys()
 
     def on_session_failed(self, message: SessionFailed) -> None:
@@ -291,7 +311,7 @@ class GptTuiApp(App[int]):
     def _tab_context(self) -> TabContext:
         assert self.info is not None
         shapes = dict(self.query_one(ModuleTree).shapes)
-        return TabContext(self.info, self.state, shapes, self.spec.seed)
+        return TabContext(self.info, self.state, shapes, self.spec.seed, self.facts)
 
     def _feed(self, tab: str) -> None:
         widget = self.query_one(f"#{tab}", TabPane).children[0]

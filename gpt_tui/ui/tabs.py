@@ -27,6 +27,7 @@ from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, ModelInfo
+    from ..engine.init_rules import ModelFacts
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class TabContext:
     state: DebugState | None
     shapes: dict[str, tuple[int, ...]]
     seed: int
+    facts: ModelFacts | None = None  # init rows, mode, a line to break at (read after open)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def _feed_stats(widget: Widget, ctx: TabContext) -> None:
 def _feed_params(widget: Widget, ctx: TabContext) -> None:
     assert isinstance(widget, ParamTable)
     widget.summary = ctx.info.summary
+    widget.facts = ctx.facts
 
 
 def _feed_diagram(widget: Widget, ctx: TabContext) -> None:
@@ -104,12 +107,15 @@ def _feed_train(widget: Widget, ctx: TabContext) -> None:
     if state is None:
         return
     widget.ablations = state.ablations
+    widget.mode = ctx.facts.mode if ctx.facts is not None else None
     if state.training is not None and widget.view is not state.training:
         widget.view = state.training
 
 
 def _feed_code(widget: Widget, ctx: TabContext) -> None:
     assert isinstance(widget, CodePane)
+    if ctx.facts is not None:
+        widget.set_example(ctx.facts.break_example)
     state = ctx.state
     if state is not None:
         frame = state.frame if state.status == "paused" else None

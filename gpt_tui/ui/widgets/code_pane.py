@@ -30,7 +30,7 @@ from .tensor_viewer import TensorViewer, number
 
 NOT_PAUSED = (
     "Not paused at a line. Type a function (norm, CausalSelfAttention.forward) or "
-    "FILE:LINE (nanogpt.py:96) in [b]break at[/] and Enter; C runs to it, N to the first line."
+    "FILE:LINE ({example}) in [b]break at[/] and Enter; C runs to it, N to the first line."
 )
 MAX_EVALS = 3  # the newest evaluations shown
 
@@ -197,15 +197,31 @@ class CodePane(Vertical):
         Binding("v", "toggle_viewer", "Vars/View", tooltip="switch Variables / tensor viewer"),
     ]
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.example = "forward"  # a line of this model's code to break at (FILE:LINE)
+        self._shown: tuple | None = None  # the last `show` arguments
+
+    def set_example(self, example: str) -> None:
+        """The model's own file and line, for the break-at box (nanochat.py:187 for nanochat)."""
+        if example == self.example:
+            return
+        self.example = example
+        self.query_one("#code-break", Input).placeholder = f"break at: norm, {example}"
+        if self._shown is not None:
+            self.show(*self._shown)
+
     def compose(self) -> ComposeResult:
-        yield Static(NOT_PAUSED, id="code-where")
+        yield Static(NOT_PAUSED.format(example=self.example), id="code-where")
         yield SourceView(id="code-source")
         yield VariablesTable(id="code-vars")
         yield TensorViewer(id="code-viewer")
         yield Static("", id="code-evals")
         with Horizontal(id="code-inputs"):
-            yield Input(placeholder="q.shape · v expr: view", id="code-eval", compact=True)
-            yield Input(placeholder="break at: norm, nanogpt.py:96", id="code-break", compact=True)
+            yield Input(placeholder="q.shape · v expr: view · g col", id="code-eval", compact=True)
+            yield Input(
+                placeholder=f"break at: norm, {self.example}", id="code-break", compact=True
+            )
 
     def on_mount(self) -> None:
         self.query_one("#code-viewer").display = False
@@ -217,10 +233,11 @@ class CodePane(Vertical):
         evaluations: tuple[Evaluation, ...],
         tensor_view: TensorView | None,
     ) -> None:
+        self._shown = (frame, line_breakpoints, evaluations, tensor_view)
         where = self.query_one("#code-where", Static)
         if frame is None:
             marks = ", ".join(sorted(line_breakpoints)) or "none"
-            where.update(f"{NOT_PAUSED}\nLine breakpoints: {marks}")
+            where.update(f"{NOT_PAUSED.format(example=self.example)}\nLine breakpoints: {marks}")
         else:
             head = Text(f"{frame.where} ", style="bold yellow")
             head.append(f"{frame.function}", style="bold")
@@ -251,6 +268,27 @@ class CodePane(Vertical):
         viewer = self.query_one(TensorViewer)
         self._show_viewer(not viewer.display and viewer.view is not None)
 
+    def on_tensor_viewer_goto_asked(self, event: TensorViewer.GotoAsked) -> None:
+        event.stop()
+        box = self.query_one("#code-eval", Input)
+        box.value = "g "
+        box.cursor_position = len(box.value)
+        box.focus()
+
+    def _goto(self, where: str) -> None:
+        """`g 42` (a column) or `g 3,42` (row, column): the viewer scrolls there."""
+        parts = [p.strip() for p in where.replace(" ", ",").split(",") if p.strip()]
+        if not 1 <= len(parts) <= 2 or not all(p.lstrip("-").isdigit() for p in parts):
+            self.notify("g takes a column (g 42) or a row and column (g 3,42)", timeout=4)
+            return
+        row, col = (0, int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        viewer = self.query_one(TensorViewer)
+        problem = viewer.goto(row, col)
+        if problem is not None:
+            self.notify(problem, timeout=4)
+        else:
+            viewer.focus()
+
     def on_variables_table_tensor_chosen(self, event: VariablesTable.TensorChosen) -> None:
         event.stop()
         self._open_viewer(event.name)
@@ -270,7 +308,9 @@ class CodePane(Vertical):
             return
         if event.input.id == "code-eval":
             command, _, rest = text.partition(" ")
-            if command in ("v", "view") and rest.strip():  # an expression into the viewer
+            if command == "g" and self.query_one(TensorViewer).display:
+                self._goto(rest)
+            elif command in ("v", "view") and rest.strip():  # an expression into the viewer
                 self._open_viewer(rest.strip(), focus=False)
             else:  # pdb's `p expr` or the bare expression
                 expr = rest.strip() if command == "p" and rest.strip() else text

@@ -13,6 +13,7 @@ from . import compare_cmds, patch_cmds
 from .app_cmd import cmd_app
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
+from .init_cmd import cmd_init
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
 from .serve_cmd import add_serve_args, cmd_serve
 from .train_cmds import add_train_step_args, cmd_train_step
@@ -123,6 +124,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
+    "init": (cmd_init, "Each parameter's std and the init rule that set it; train vs eval.", True),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),

@@ -74,24 +74,24 @@ def _family_rule(family: str, name: str, module: nn.Module, p: torch.Tensor, n_l
     if family == "nanogpt":
         if name.endswith("c_proj.weight"):
             std = NANOGPT_STD / math.sqrt(2 * n_layer)
-            return f"N(0, {std:.4g})", std, "residual projection: 0.02/√(2·n_layer)"
+            return f"N(0, {std:.3g})", std, "residual projection: 0.02/√(2·n_layer)"
         if (is_linear or is_embedding) and leaf == "weight":
-            return "N(0, 0.02)", NANOGPT_STD, "GPT-2 init: every Linear and Embedding"
+            return "N(0, 0.02)", NANOGPT_STD, "GPT-2: every Linear and Embedding"
         if leaf == "bias":
             return "zeros", 0.0, "biases start at zero"
         if leaf == "weight" and p.dim() == 1:
             return "ones", 0.0, "LayerNorm gain starts at one"
     if family == "nanochat":
         if name == "lm_head.weight":
-            return "zeros", 0.0, "the head starts at zero: first logits uniform"
+            return "zeros", 0.0, "head zeroed: the first logits are uniform"
         if name.endswith(("attn.c_proj.weight", "mlp.c_proj.weight")):
-            return "zeros", 0.0, "output projection zeroed: each block starts as identity"
+            return "zeros", 0.0, "output zeroed: each block starts as identity"
         if is_embedding:
             return "N(0, 1)", 1.0, "embeddings N(0, 1)"
         if is_linear:
             fan_out, fan_in = p.shape
             std = 1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in))
-            return f"N(0, {std:.4g})", std, "1/√fan_in · min(1, √(fan_out/fan_in))"
+            return f"N(0, {std:.3g})", std, "1/√fan_in·min(1, √(fan_out/fan_in))"
         constants = {
             "resid_lambdas": "ones",
             "x0_lambdas": "zeros",

@@ -165,7 +165,11 @@ TABS: tuple[Tab, ...] = (
         "Generate",
         "4",
         "#gen-candidates",
-        lambda ctx: GeneratePanel(seed=ctx.seed, id="generate-panel"),
+        lambda ctx: GeneratePanel(
+            seed=ctx.seed,
+            heads=(ctx.info.n_layer, ctx.info.n_kv_head, ctx.info.n_embd // ctx.info.n_head),
+            id="generate-panel",
+        ),
         _feed_generation,
         "generation",
         _request_generation,

@@ -218,7 +218,12 @@ class CodePane(Vertical):
         yield TensorViewer(id="code-viewer")
         yield Static("", id="code-evals")
         with Horizontal(id="code-inputs"):
-            yield Input(placeholder="q.shape · v expr: view · g col", id="code-eval", compact=True)
+            yield Input(
+                placeholder="q.shape · v expr: view · g col",
+                id="code-eval",
+                compact=True,
+                select_on_focus=False,  # g leaves "g " in it to type the index after
+            )
             yield Input(
                 placeholder=f"break at: norm, {self.example}", id="code-break", compact=True
             )

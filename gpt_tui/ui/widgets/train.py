@@ -94,7 +94,9 @@ class TrainPanel(Vertical):
         self.query_one("#train-head", Static).update(head_text(view, self.ablations, mode))
         self.query_one("#train-batch", Static).update(batch_text(view.batch, width))
         self.query_one("#train-current", Static).update(current_text(view))
-        self.query_one("#train-health", Static).update(health_text(view.health, width))
+        health = self.query_one("#train-health", Static)
+        health.update(health_text(view.health, width))
+        health.display = view.health is not None and bool(view.health.steps)
         self._fill_table(view)
 
     def _fill_table(self, view: TrainingView) -> None:

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from . import compare_cmds, patch_cmds
 from .app_cmd import cmd_app
+from .config_cmd import cmd_config
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .init_cmd import cmd_init
@@ -125,6 +126,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
     "init": (cmd_init, "Each parameter's std and the init rule that set it; train vs eval.", True),
+    "config": (cmd_config, "Where the config file is (--path) and what it sets.", False),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
@@ -221,6 +223,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "train-step":
         add_train_step_args(p, whole, real)
         return  # it adds --json
+    elif name == "config":
+        p.add_argument("--path", action="store_true", help="print only the file's path")
+        return  # no --json
     elif name == "serve":
         add_serve_args(p)
         return  # no --json

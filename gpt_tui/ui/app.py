@@ -9,11 +9,10 @@ torch loads inside the first worker, so the screen paints before the model exist
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -22,18 +21,23 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from ..config_file import AppConfig
 from ..errors import describe_error
 from . import keys
 from .commands import GptTuiCommands
+from .daemon import in_daemon
+from .export import copy_focused, export_screen
 from .help_sections import help_sections
 from .intents import Intents
+from .key_queue import KeyQueue
 from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
+from .settings import UserSettings
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
 from .widgets.footer import KeyFooter
 from .widgets.generation import GeneratePanel
-from .widgets.help import HelpScreen, key_name
+from .widgets.help import HelpScreen
 from .widgets.loading import LoadingPanel
 from .widgets.module_pane import ModulePane
 from .widgets.module_tree import ModuleTree
@@ -46,8 +50,6 @@ if TYPE_CHECKING:
     from ..engine.init_rules import ModelFacts
     from ..engine.session import ModelSpec, ProgressFn, Session
 
-T = TypeVar("T")
-
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
 NARROW_WIDTH = 100
@@ -55,33 +57,6 @@ NARROW_WIDTH = 100
 # Set to 1 to leave out the memory figure (it changes between runs): snapshots, demos.
 HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
 MEMORY_INTERVAL = 2.0
-
-
-async def in_daemon(work: Callable[[], T]) -> T:
-    """`work()` in a daemon thread, awaited: the app's exit never waits for it (a thread
-    worker is joined at exit, so q while a big model loaded took as long as the load)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def finish(result: T | None, error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is None:
-            done.set_result(result)  # type: ignore[arg-type]
-        else:
-            done.set_exception(error)
-
-    def target() -> None:
-        result, error = None, None
-        try:
-            result = work()
-        except BaseException as err:  # raised again in the awaiting worker
-            error = err
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the app's loop is closed
-            loop.call_soon_threadsafe(finish, result, error)
-
-    threading.Thread(target=target, name="gpt-tui-daemon", daemon=True).start()
-    return await done
 
 
 class GptTuiApp(App[int]):
@@ -101,10 +76,16 @@ class GptTuiApp(App[int]):
         show_memory: bool | None = None,
         session: Session | None = None,
         setup: Callable[[Debugger], object] | None = None,
+        config: AppConfig | None = None,
+        config_warnings: Sequence[str] = (),
+        config_file: Path | None = None,
     ) -> None:
         """`session`: an open one to inspect (a live model) instead of opening `spec`;
-        `setup(debugger)` runs before the first frame (a prompt, a batch to start on)."""
+        `setup(debugger)` runs before the first frame (a prompt, a batch to start on);
+        `config`: the user's config file read (`config_file`, where a theme picked in the
+        palette is kept), with its warnings shown once the screen is up."""
         super().__init__()
+        self.settings = UserSettings(config or AppConfig(), config_warnings, config_file)
         self.spec = spec
         self._session, self._setup = session, setup
         if show_memory is None:
@@ -120,7 +101,7 @@ class GptTuiApp(App[int]):
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
-        self._waiting_keys: list[events.Key] = []  # pressed while the model opens
+        self._waiting = KeyQueue(self)  # keys pressed while the model opens
         self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
     # -- what the snapshot says ----------------------------------------------------------
@@ -158,11 +139,14 @@ class GptTuiApp(App[int]):
         yield KeyFooter(keys.FOOTER_RANK)
 
     def on_mount(self) -> None:
+        self.settings.apply(self)
         self.query_one("#tree").loading = True
         self.query_one("#tabs").loading = True
         self.query_one("#message").display = False
         progress = self.query_one(LoadingPanel).listener()
         self.run_worker(self._opening(progress), group="open", exit_on_error=False)
+
+    # -- opening the model ---------------------------------------------------------------
 
     async def _opening(self, progress: ProgressFn) -> None:
         await in_daemon(lambda: self._open(self.spec, progress))
@@ -214,7 +198,7 @@ class GptTuiApp(App[int]):
         self._render(message.state)
         self.refresh_bindings()
         self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)
-        self._replay_waiting_keys()
+        self._waiting.replay()
 
     def on_session_failed(self, message: SessionFailed) -> None:
         self._show_open_error(message.error)
@@ -341,39 +325,10 @@ class GptTuiApp(App[int]):
 
     # -- keys ----------------------------------------------------------------------------
 
-    def _key_waits(self, event: events.Event) -> bool:
-        """A key pressed while the model opens waits for it (shown on the loading panel),
-        except q and the Ctrl keys, which act now."""
-        if not isinstance(event, events.Key) or self.info is not None or self.open_error:
-            return False
-        if event.key in keys.NOW_WHILE_LOADING or event.key.startswith("ctrl+"):
-            return False
-        if self.screen is not self.screen_stack[0]:
-            return False
-        self._waiting_keys.append(event)
-        names = [key_name(e.key) for e in self._waiting_keys]
-        self.query_one(LoadingPanel).show_waiting(names)
-        return True
-
-    def _replay_waiting_keys(self) -> None:
-        """The keys pressed while the model opened, in order, now that it is open."""
-        waiting, self._waiting_keys = self._waiting_keys, []
-        if waiting:
-            self.run_worker(self._replay(waiting), group="replay", exit_on_error=False)
-
-    async def _replay(self, waiting: list[events.Key]) -> None:
-        # One at a time, each handled before the next (as a pilot presses keys): a key
-        # that moves the focus (/ opens the filter) sends the keys after it there.
-        from textual._wait import wait_for_idle
-
-        for event in waiting:
-            self.post_message(events.Key(event.key, event.character))
-            await wait_for_idle(0)
-
     async def on_event(self, event: events.Event) -> None:
         """Esc and a key pressed quickly arrive as `alt+<key>` (see `keys.after_escape`):
         replayed as the two keys the user pressed."""
-        if self._key_waits(event):
+        if self.info is None and not self.open_error and self._waiting.hold(event):
             return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
@@ -577,6 +532,14 @@ class GptTuiApp(App[int]):
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptBar).edit()
+
+    # -- copy and export (ui/export.py) -------------------------------------------------
+
+    def action_copy(self) -> None:
+        copy_focused(self)
+
+    def action_export(self) -> None:
+        export_screen(self, self.settings.export_dir)
 
     # -- help and quit -------------------------------------------------------------------
 

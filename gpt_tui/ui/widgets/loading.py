@@ -53,7 +53,7 @@ class LoadingPanel(Vertical):
         """The keys pressed so far, which run once the model is open."""
         shown = " ".join(keys[-12:])
         self.query_one("#loading-keys", Label).update(
-            f"loading…, keys wait: {shown}  (they run once the model is open; q leaves now)"
+            f"loading…, keys wait: {shown}\n(they run once the model is open; q leaves now)"
         )
 
     def listener(self) -> ProgressFn:

@@ -98,11 +98,16 @@ def _check(key: str, value: object, actions: frozenset[str] | None) -> str | Non
     return None
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """A file the app writes (the config, an export): a temp file renamed over it."""
+    from .io.checkpoints.save import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
 def save_setting(key: str, value: str, path: Path | None = None) -> Path:
     """Set one top-level `key = "value"` in the file, keeping its other lines and comments;
     written atomically (a temp file renamed over it)."""
-    from .io.checkpoints.save import atomic_write_text
-
     path = path or config_path()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -118,7 +123,7 @@ def save_setting(key: str, value: str, path: Path | None = None) -> Path:
     else:
         lines.insert(len(top) if table_start is None else table_start, entry)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_atomically(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -1,4 +1,4 @@
-"""The inspector app: the one CLI module that imports gpt_tui.ui."""
+"""The inspector app and its config file: the one CLI module that imports gpt_tui.ui."""
 
 from __future__ import annotations
 
@@ -37,3 +37,23 @@ def cmd_app(args: argparse.Namespace) -> int:
         print(f"gpt-tui: error: {app.open_error}", file=sys.stderr)
         return 2
     return app.return_code or 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from ..config_file import config_path, load_config
+    from ..ui.keys import ACTION_IDS
+
+    path = config_path()
+    if args.path:
+        print(path)
+        return 0
+    config, warnings = load_config(path, actions=ACTION_IDS)
+    print(f"{path}" + ("" if path.exists() else " (absent: the defaults apply)"))
+    for key in ("theme", "device", "dtype", "export_dir"):
+        value = getattr(config, key)
+        print(f"  {key} = {value!r}" if value is not None else f"  {key}: default")
+    for action, keys in sorted(config.keys.items()):
+        print(f"  keys.{action} = {keys!r}")
+    for warning in warnings:
+        print(f"warning: {warning}")
+    return 0

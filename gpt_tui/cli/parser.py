@@ -10,8 +10,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from . import compare_cmds, patch_cmds
-from .app_cmd import cmd_app
-from .config_cmd import cmd_config
+from .app_cmd import cmd_app, cmd_config
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
 from .init_cmd import cmd_init

@@ -21,6 +21,8 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 
+from ..config_file import write_atomically
+
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState
     from .app import GptTuiApp
@@ -108,8 +110,6 @@ def export_name(folder: Path, what: str) -> Path:
 
 def write_table(table: DataTable, stem: Path) -> list[Path]:
     """The table as `stem.csv` and `stem.json` (a list of {column: cell})."""
-    from ..io.checkpoints.save import atomic_write_text
-
     header, rows = table_rows(table)
     out = io.StringIO()
     writer = csv.writer(out)
@@ -118,16 +118,14 @@ def write_table(table: DataTable, stem: Path) -> list[Path]:
     keys = [h or f"column {i}" for i, h in enumerate(header)]
     records = [dict(zip(keys, row, strict=False)) for row in rows]
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
-    atomic_write_text(csv_path, out.getvalue())
-    atomic_write_text(json_path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    write_atomically(csv_path, out.getvalue())
+    write_atomically(json_path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     return [csv_path, json_path]
 
 
 def write_svg(svg: str, stem: Path) -> Path:
-    from ..io.checkpoints.save import atomic_write_text
-
     path = stem.with_suffix(".svg")
-    atomic_write_text(path, svg)
+    write_atomically(path, svg)
     return path
 
 

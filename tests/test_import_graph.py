@@ -20,9 +20,13 @@ ALLOWED = {
     "io": {"errors", "models", "io"},
     "engine": {"errors", "models", "io", "engine"},
     "formatting": set(),
+    "config_file": {"io"},  # the user's config.toml; written with io's atomic helpers
     "errors": set(),
-    "ui": {"errors", "formatting", "engine", "ui"},
-    "cli": {"errors", "formatting", "models", "io", "engine", "cli", "ui", "train", "listener"},
+    "ui": {"errors", "formatting", "engine", "ui", "config_file"},
+    "cli": {
+        "errors", "formatting", "models", "io", "engine", "cli", "ui", "train", "listener",
+        "config_file",
+    },  # fmt: skip
     "train": {"errors", "models", "io", "engine"},
     "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
     "listener": {"errors", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`

@@ -10,10 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import compare_cmds, cost_cmds, patch_cmds
-from .app_cmd import cmd_app
+from .app_cmd import cmd_app, cmd_config
 from .attach_cmd import add_attach_args, cmd_attach
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
+from .init_cmd import cmd_init
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
 from .serve_cmd import add_serve_args, cmd_serve
 from .train_cmds import add_train_step_args, cmd_train_step
@@ -142,6 +143,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
+    "init": (cmd_init, "Each parameter's std and the init rule that set it; train vs eval.", True),
+    "config": (cmd_config, "Where the config file is (--path) and what it sets.", False),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
     "attach": (cmd_attach, "Look into a training run that called gpt_tui.listen.", False),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
@@ -248,6 +251,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "train-step":
         add_train_step_args(p, whole, real)
         return  # it adds --json
+    elif name == "config":
+        p.add_argument("--path", action="store_true", help="print only the file's path")
+        return  # no --json
     elif name == "serve":
         add_serve_args(p)
         return  # no --json

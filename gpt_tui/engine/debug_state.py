@@ -280,7 +280,11 @@ class DebugState:
             text = f"paused at {frame.where} in {frame.function}"
             module = (frame.module or "").strip("()")  # the root is "(model)"; none in sampling
             text += f" ({module})" if module else ""
-            return text + (" · breakpoint" if frame.reason == "breakpoint" else "")
+            if frame.reason != "breakpoint":
+                return text
+            # T stops at sampling's entry by itself: that stop is not a breakpoint of the user's.
+            own = frame.function != "sample_next" or "sample_next" in self.line_breakpoints
+            return text + (" · breakpoint" if own else " · sampling (T stops here)")
         if self.status == "paused" and event is not None:
             why = {"breakpoint": " · breakpoint", "watch": " · NaN/Inf appeared here"}
             text = f"paused at {event.name} ({event.phase}) #{event.index}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
@@ -20,12 +21,17 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from ..config_file import AppConfig
 from ..errors import describe_error
 from . import keys
 from .commands import GptTuiCommands
+from .daemon import in_daemon
+from .export import copy_focused, export_screen
 from .help_sections import help_sections
 from .intents import Intents
+from .key_queue import KeyQueue
 from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
+from .settings import UserSettings
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
@@ -41,6 +47,7 @@ from .widgets.status import StatusBar
 if TYPE_CHECKING:
     from ..engine.debug_state import DebugState, ModelInfo
     from ..engine.debugger import Debugger
+    from ..engine.init_rules import ModelFacts
     from ..engine.session import ModelSpec, ProgressFn, Session
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
@@ -69,10 +76,16 @@ class GptTuiApp(App[int]):
         show_memory: bool | None = None,
         session: Session | None = None,
         setup: Callable[[Debugger], object] | None = None,
+        config: AppConfig | None = None,
+        config_warnings: Sequence[str] = (),
+        config_file: Path | None = None,
     ) -> None:
         """`session`: an open one to inspect (a live model) instead of opening `spec`;
-        `setup(debugger)` runs before the first frame (a prompt, a batch to start on)."""
+        `setup(debugger)` runs before the first frame (a prompt, a batch to start on);
+        `config`: the user's config file read (`config_file`, where a theme picked in the
+        palette is kept), with its warnings shown once the screen is up."""
         super().__init__()
+        self.settings = UserSettings(config or AppConfig(), config_warnings, config_file)
         self.spec = spec
         self._session, self._setup = session, setup
         if show_memory is None:
@@ -89,6 +102,8 @@ class GptTuiApp(App[int]):
         self._failed: set[str] = set()  # views whose fetch failed: asked again only by a key
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
+        self._waiting = KeyQueue(self)  # keys pressed while the model opens
+        self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
     # -- what the snapshot says ----------------------------------------------------------
 
@@ -125,15 +140,26 @@ class GptTuiApp(App[int]):
         yield KeyFooter(keys.FOOTER_RANK)
 
     def on_mount(self) -> None:
+        self.settings.apply(self)
         self.query_one("#tree").loading = True
         self.query_one("#tabs").loading = True
         self.query_one("#message").display = False
         progress = self.query_one(LoadingPanel).listener()
-        self.run_worker(
-            lambda: self._open(self.spec, progress), thread=True, group="open", exit_on_error=False
-        )
+        self.run_worker(self._opening(progress), group="open", exit_on_error=False)
 
     # -- opening the model ---------------------------------------------------------------
+
+    async def _opening(self, progress: ProgressFn) -> None:
+        await in_daemon(lambda: self._open(self.spec, progress))
+
+    async def _fetch_facts(self, debugger: Debugger) -> None:
+        """Init rows, train/eval mode and a line to break at, read from the model once."""
+        from ..engine.init_rules import model_facts
+
+        session = debugger.session
+        self.facts = await in_daemon(lambda: model_facts(session.model, session.family))
+        for tab in self._mounted_tabs:
+            self._feed(tab)
 
     def _open(self, spec: ModelSpec, progress: ProgressFn) -> None:
         from ..engine.debugger import Debugger
@@ -172,6 +198,8 @@ class GptTuiApp(App[int]):
         await self._mount_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
         self.refresh_bindings()
+        self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)
+        self._waiting.replay()
 
     def on_session_failed(self, message: SessionFailed) -> None:
         self._show_open_error(message.error)
@@ -270,7 +298,7 @@ class GptTuiApp(App[int]):
     def _tab_context(self) -> TabContext:
         assert self.info is not None
         shapes = self.state.shapes() if self.state is not None else {}
-        return TabContext(self.info, self.state, shapes, self.spec.seed)
+        return TabContext(self.info, self.state, shapes, self.spec.seed, self.facts)
 
     def _feed(self, tab: str) -> None:
         widget = self.query_one(f"#{tab}", TabPane).children[0]
@@ -305,6 +333,8 @@ class GptTuiApp(App[int]):
     async def on_event(self, event: events.Event) -> None:
         """Esc and a key pressed quickly arrive as `alt+<key>` (see `keys.after_escape`):
         replayed as the two keys the user pressed."""
+        if self.info is None and not self.open_error and self._waiting.hold(event):
+            return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
             await super().on_event(event)
@@ -509,6 +539,14 @@ class GptTuiApp(App[int]):
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptBar).edit()
+
+    # -- copy and export (ui/export.py) -------------------------------------------------
+
+    def action_copy(self) -> None:
+        copy_focused(self)
+
+    def action_export(self) -> None:
+        export_screen(self, self.settings.export_dir)
 
     # -- help and quit -------------------------------------------------------------------
 

@@ -96,31 +96,6 @@ async def test_attention_tab_shows_the_engines_head_summaries() -> None:
             )
 
 
-async def test_keys_while_the_model_opens_never_type_into_a_hidden_filter(monkeypatch) -> None:
-    from gpt_tui.engine.session import Session
-
-    opening, go = threading.Event(), threading.Event()
-    real_open = Session.open.__func__
-
-    def slow_open(cls, spec, progress=None):
-        opening.set()
-        assert go.wait(30)
-        return real_open(cls, spec, progress)
-
-    monkeypatch.setattr(Session, "open", classmethod(slow_open))
-    app = tiny_app()
-    async with app.run_test(size=SIZE) as pilot:
-        assert await asyncio.to_thread(opening.wait, 30)
-        await pilot.press("r", "l", "m", "/", "x")  # before the model exists
-        go.set()
-        await settle(pilot)
-        box = app.query_one("#tree-filter", Input)
-        tree = app.query_one(ModuleTree)
-        assert box.value == "" and not box.display and tree.name_filter == ""
-        assert "lm_head" in tree._path_nodes and tree.has_focus
-        assert app.state is not None and app.state.run is None  # r did not run either
-
-
 async def test_prompt_box_keeps_its_text_takes_escapes_and_never_lies() -> None:
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -78,6 +78,13 @@ class ModuleTree(Tree[str]):
                 keep.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
         return keep
 
+    def match_count(self) -> int | None:
+        """Modules whose path holds the filter text; None when not filtering."""
+        needle = self.name_filter.strip().lower()
+        if self.summary is None or not needle:
+            return None
+        return sum(needle in path.lower() for path in self.summary.modules if path)
+
     def _rebuild(self) -> None:
         summary = self.summary
         self.clear()

@@ -20,10 +20,13 @@ BATCH_ROWS = 2  # rows of the batch shown; the CLI's --json has them all
 MAX_LAYER_LINES = 4
 
 
-def head_text(view: TrainingView, ablations: tuple[str, ...]) -> Text:
-    """The phase line, the loss, and what is wrong if anything is."""
+def head_text(view: TrainingView, ablations: tuple[str, ...], mode: str = "") -> Text:
+    """The phase line, the mode the step runs in (`mode`: train/eval and dropout), the loss,
+    and what is wrong if anything is."""
     text = Text()
     text.append(view.phase_line, style="bold")
+    if mode:
+        text.append(f"\n{mode}", style="cyan")
     report = view.report
     if report is not None:
         text.append("\nloss ", style="dim")

@@ -40,8 +40,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .engine.watch import check_arguments
-from .engine.watch_compile import copy_without_hooks, inner_module
+from .engine.training.watch import check_arguments
+from .engine.training.watch_compile import copy_without_hooks, inner_module
 from .errors import GptTuiError
 
 

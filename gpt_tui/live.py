@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn as nn
 
-from .engine.watch import Finding, NonFiniteError, Watch
-from .engine.watch_ranks import rank_folder, write_ranks_case
-from .engine.watch_report import write_case
+from .engine.training.watch import Finding, NonFiniteError, Watch
+from .engine.training.watch_ranks import rank_folder, write_ranks_case
+from .engine.training.watch_report import write_case
 from .errors import GptTuiError
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def watch(
     report: str | Path | None = "gpt-tui-report",
     tokenizer: Any = None,
 ) -> Iterator[WatchHandle]:
-    """Watch a training loop for its first non-finite value (see `engine/watch.py`).
+    """Watch a training loop for its first non-finite value (see `engine/training/watch.py`).
 
     At the first one it names the phase (forward, loss, backward, optimizer) and the
     module, saves a reproducible case into a new folder inside `report` (`report/latest`
@@ -182,8 +182,8 @@ def run_inspector(
 ) -> None:
     """`inspect` without the terminal check: `run(app)` runs the app to its end (a test
     drives it with Textual's Pilot)."""
-    from .engine.live_session import live_session
-    from .engine.session import ModelSpec
+    from .engine.core.live_session import live_session
+    from .engine.core.session import ModelSpec
     from .io.batches import FixedBatch
     from .ui.app import GptTuiApp
 

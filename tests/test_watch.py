@@ -15,7 +15,7 @@ import torch
 
 import gpt_tui
 from gpt_tui.cli import run
-from gpt_tui.engine.watch_case import CaseError, replay_case
+from gpt_tui.engine.training.watch_case import CaseError, replay_case
 from gpt_tui.models import build_model, make_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "user_models" / "model.py"

@@ -10,7 +10,7 @@ from .common import model_spec
 
 if TYPE_CHECKING:
     from ..config_file import AppConfig
-    from ..engine.session import ModelSpec
+    from ..engine.core.session import ModelSpec
 
 
 def with_config_defaults(spec: ModelSpec, config: AppConfig) -> ModelSpec:
@@ -24,7 +24,7 @@ def with_config_defaults(spec: ModelSpec, config: AppConfig) -> ModelSpec:
 
 def cmd_app(args: argparse.Namespace) -> int:
     from ..config_file import config_path, load_config
-    from ..engine.session import check_spec
+    from ..engine.core.session import check_spec
     from ..ui.app import GptTuiApp
     from ..ui.keys import ACTION_IDS
 

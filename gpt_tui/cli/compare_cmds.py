@@ -14,9 +14,9 @@ from .common import model_spec, open_session, require_weights
 from .patch_cmds import add_attribute_args, add_patch_args, prompt_ids
 
 if TYPE_CHECKING:
-    from ..engine.compare import Comparison
-    from ..engine.compare_intents import BSpec
-    from ..engine.session import ModelSpec
+    from ..engine.analysis.compare import Comparison
+    from ..engine.analysis.compare_intents import BSpec
+    from ..engine.core.session import ModelSpec
 
 
 def _b_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def b_spec(args: argparse.Namespace) -> tuple[ModelSpec, bool]:
 
 def run_b(args: argparse.Namespace) -> BSpec:
     """The --b-* flags as the Debugger's run B (the app's Compare tab builds the same)."""
-    from ..engine.compare_intents import BSpec
+    from ..engine.analysis.compare_intents import BSpec
 
     return BSpec(
         prompt=args.b_prompt,

@@ -13,7 +13,7 @@ from . import render, step_lines
 from .common import UserError, open_debugger, require_weights
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState
+    from ..engine.core.debug_state import DebugState
 
 MAX_TOKEN = 10_000  # --token N generates N-1 tokens first
 
@@ -58,8 +58,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    from ..engine.debug_state import GenerationSettings
-    from ..engine.interventions import inject_nonfinite
+    from ..engine.analysis.interventions import inject_nonfinite
+    from ..engine.core.debug_state import GenerationSettings
 
     if (args.evals or args.show) and not (args.line_breakpoints or args.token):
         raise UserError(
@@ -193,7 +193,7 @@ def _print_line_pause(state: DebugState, args: argparse.Namespace, printed: list
 def cmd_generate(args: argparse.Namespace) -> int:
     """Tokens stream out as they are sampled (text output); the table of steps follows.
     Ctrl-C keeps what was generated, prints it and ends with one line saying so."""
-    from ..engine.debug_state import GenerationSettings, GenerationView
+    from ..engine.core.debug_state import GenerationSettings, GenerationView
 
     debugger = open_debugger(args, args.prompt)
     latest: list[GenerationView] = []

@@ -9,7 +9,7 @@ from .common import open_session
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..engine.init_rules import init_rows, mode_facts
+    from ..engine.analysis.init_rules import init_rows, mode_facts
 
     session = open_session(args)
     rows = init_rows(session.model, session.family)

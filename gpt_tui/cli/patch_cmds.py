@@ -10,7 +10,7 @@ from . import render
 from .common import UserError, open_session, require_weights
 
 if TYPE_CHECKING:
-    from ..engine.session import Session
+    from ..engine.core.session import Session
 
 
 def prompt_ids(session: Session, prompt: str, which: str) -> list[int]:
@@ -21,7 +21,7 @@ def prompt_ids(session: Session, prompt: str, which: str) -> list[int]:
 
 
 def single_token(session: Session, text: str, flag: str) -> int:
-    from ..engine.patching import one_token
+    from ..engine.analysis.patching import one_token
 
     return one_token(session.tokenizer, session.vocab_size, text, flag)
 
@@ -43,7 +43,7 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_patch(args: argparse.Namespace) -> int:
     from ..engine.debugger import Debugger
-    from ..engine.sampling import token_label
+    from ..engine.generation.sampling import token_label
 
     session = open_session(args)
     debugger = Debugger(session)  # the app's own intent: one path, one answer
@@ -129,7 +129,7 @@ def add_attribute_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_attribute(args: argparse.Namespace) -> int:
     from ..engine.debugger import Debugger
-    from ..engine.sampling import token_label
+    from ..engine.generation.sampling import token_label
 
     session = open_session(args)
     debugger = Debugger(session)  # the app's own intent: one path, one answer

@@ -12,9 +12,9 @@ from . import render
 from .common import open_session, require_weights
 
 if TYPE_CHECKING:
-    from ..engine.trace import TensorStats
-    from ..engine.training_health import Health, HealthStep
-    from ..engine.training_intents import TrainingView
+    from ..engine.core.trace import TensorStats
+    from ..engine.training.health import Health, HealthStep
+    from ..engine.training.intents import TrainingView
     from ..io.batches import BatchView
 
 TOP_PARAMS = 12  # rows of the gradient table in text output
@@ -57,8 +57,13 @@ def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Calla
 
 def _open_case(args: argparse.Namespace) -> dict[str, Any]:
     """Point the model arguments at the case's model; its batch comes after opening."""
-    from ..engine.watch_case import case_checkpoint, case_model_file, case_vocabulary, read_case
-    from ..engine.watch_ranks import resolve_case_dir
+    from ..engine.training.watch_case import (
+        case_checkpoint,
+        case_model_file,
+        case_vocabulary,
+        read_case,
+    )
+    from ..engine.training.watch_ranks import resolve_case_dir
     from .common import UserError
 
     if args.checkpoint or args.config or args.sample or args.model_file or args.data:
@@ -89,7 +94,7 @@ def _vocabulary_note(case: dict[str, Any], args: argparse.Namespace) -> str | No
 
 def cmd_train_step(args: argparse.Namespace) -> int:
     from ..engine.debugger import Debugger
-    from ..engine.training import StepOptions, autocast_dtype
+    from ..engine.training.step import StepOptions, autocast_dtype
 
     autocast = None if args.dtype == "float32" else args.dtype
     autocast_dtype(autocast)
@@ -145,7 +150,7 @@ def cmd_train_step(args: argparse.Namespace) -> int:
             assert health is not None and health.health is not None
             result = health.health
         except KeyboardInterrupt:
-            from ..engine.training_health import Health
+            from ..engine.training.health import Health
 
             result, interrupted = Health(tuple(done), (), None), True
     finally:
@@ -181,7 +186,7 @@ class _Progress:
 
 
 def _case_batch(case: dict[str, Any], session: Any) -> Any:
-    from ..engine.watch_case import case_batch
+    from ..engine.training.watch_case import case_batch
     from ..io.batches import FixedBatch
 
     inputs = case_batch(case, session.context_len)

@@ -16,9 +16,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from .attention import head_summaries
-from .compare_intents import CompareIntents
-from .debug_state import (
+from .analysis.attention import head_summaries
+from .analysis.compare_intents import CompareIntents
+from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
+from .analysis.measures import MeasuresView, measure
+from .analysis.tensors import TensorView
+from .core.debug_state import (
     AttentionView,
     DebugState,
     GenerationSettings,
@@ -27,15 +30,10 @@ from .debug_state import (
     RunResult,
     StepStatus,
 )
-from .frames import Evaluation
-from .generation_intents import GenerationIntents
-from .interventions import HeadScale, InterventionSpec, OutputScale
-from .line_intents import LineIntents
-from .measures import MeasuresView, measure
-from .moves import MoveRunner, cancellable
-from .tensors import TensorView
-from .training_intents import TrainingIntents
-from .views import (
+from .core.frames import Evaluation
+from .core.line_intents import LineIntents
+from .core.runner import MoveRunner, cancellable
+from .core.views import (
     default_prompt,
     generation_view,
     model_info,
@@ -43,12 +41,14 @@ from .views import (
     stepped_run,
     unpeeked_generation_view,
 )
+from .generation.intents import GenerationIntents
+from .training.intents import TrainingIntents
 
 if TYPE_CHECKING:
-    from .sampling import GenerationSession
-    from .session import Session, Trace
-    from .stepping import ForwardStepper
-    from .trace import StepEvent
+    from .core.session import Session, Trace
+    from .core.stepping import ForwardStepper
+    from .core.trace import StepEvent
+    from .generation.sampling import GenerationSession
 
 MOVES = ("into", "over", "out", "continue")
 

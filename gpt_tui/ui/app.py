@@ -45,10 +45,10 @@ from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState, ModelInfo
+    from ..engine.analysis.init_rules import ModelFacts
+    from ..engine.core.debug_state import DebugState, ModelInfo
+    from ..engine.core.session import ModelSpec, ProgressFn, Session
     from ..engine.debugger import Debugger
-    from ..engine.init_rules import ModelFacts
-    from ..engine.session import ModelSpec, ProgressFn, Session
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
@@ -154,7 +154,7 @@ class GptTuiApp(App[int]):
 
     async def _fetch_facts(self, debugger: Debugger) -> None:
         """Init rows, train/eval mode and a line to break at, read from the model once."""
-        from ..engine.init_rules import model_facts
+        from ..engine.analysis.init_rules import model_facts
 
         session = debugger.session
         self.facts = await in_daemon(lambda: model_facts(session.model, session.family))
@@ -162,8 +162,8 @@ class GptTuiApp(App[int]):
             self._feed(tab)
 
     def _open(self, spec: ModelSpec, progress: ProgressFn) -> None:
+        from ..engine.core.session import Session
         from ..engine.debugger import Debugger
-        from ..engine.session import Session
         from ..errors import GptTuiError
 
         try:

@@ -26,7 +26,7 @@ from ..config_file import write_atomically
 if TYPE_CHECKING:
     from textual.app import App
 
-    from ..engine.debug_state import DebugState
+    from ..engine.core.debug_state import DebugState
 
     class GptTuiApp(App[int]):  # what copy and export read of the app (the app imports us)
         state: DebugState | None

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from textual.app import App
 from textual.worker import WorkerState
 
-from ..engine.moves import is_cancellable
+from ..engine.core.runner import is_cancellable
 from .messages import StateUpdated
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState
+    from ..engine.core.debug_state import DebugState
     from ..engine.debugger import Debugger
 
 

@@ -27,8 +27,8 @@ from .widgets.param_table import ParamTable
 from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState, ModelInfo
-    from ..engine.init_rules import ModelFacts
+    from ..engine.analysis.init_rules import ModelFacts
+    from ..engine.core.debug_state import DebugState, ModelInfo
 
 
 @dataclass(frozen=True)

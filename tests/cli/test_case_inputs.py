@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from gpt_tui.cli import run
-from gpt_tui.engine.watch import Finding
-from gpt_tui.engine.watch_case import case_batch, read_case, replay_case
-from gpt_tui.engine.watch_report import write_case
+from gpt_tui.engine.training.watch import Finding
+from gpt_tui.engine.training.watch_case import case_batch, read_case, replay_case
+from gpt_tui.engine.training.watch_report import write_case
 from gpt_tui.io.checkpoints.reading import torch_load
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
@@ -278,8 +278,8 @@ def test_a_watch_whose_report_cannot_be_written_prints_the_finding_and_goes_on(t
 
 WRITER = """
 import sys, torch
-from gpt_tui.engine.watch import Finding
-from gpt_tui.engine.watch_report import write_case
+from gpt_tui.engine.training.watch import Finding
+from gpt_tui.engine.training.watch_report import write_case
 from gpt_tui.models import build_model, make_config
 
 model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from gpt_tui.cli import run
+from gpt_tui.engine.core.session import ModelSpec, Session, samples_dir
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session, samples_dir
 
 SAMPLE = ["--checkpoint", str(samples_dir() / "shakespeare-nanogpt" / "ckpt.pt")]
 PATCH = ["--prompt", "KING HENRY", "--b-prompt", "KING RICHA", "--answer", " ", "--wrong", "R"]
@@ -39,7 +39,7 @@ def test_a_tiny_negative_effect_prints_as_zero() -> None:
 
 
 def test_diff_runs_a_model_file_as_b_on_a_sample_as_the_app_does(capsys) -> None:
-    from gpt_tui.engine.compare_intents import BSpec
+    from gpt_tui.engine.analysis.compare_intents import BSpec
     from tests.engine.compare_helpers import FIXTURES
 
     port = str(FIXTURES / "model.py")

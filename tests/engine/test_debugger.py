@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gpt_tui.engine.debug_state import DebugState, GenerationSettings
+from gpt_tui.engine.core.debug_state import DebugState, GenerationSettings
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
 
 WAIT = 30  # seconds before a stuck test fails instead of hanging
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from test_debugger import WAIT, Gate, in_thread
 
+from gpt_tui.engine.core.frames import BreakpointError, EvaluateError
+from gpt_tui.engine.core.line_tracer import BACKEND, tracing_here
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.frames import BreakpointError, EvaluateError
-from gpt_tui.engine.line_tracer import BACKEND, tracing_here
-from gpt_tui.engine.session import ModelSpec, Session
 
 
 @pytest.fixture

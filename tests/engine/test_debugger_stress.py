@@ -14,9 +14,9 @@ import threading
 import pytest
 from test_debugger_truth import forward_threads
 
-from gpt_tui.engine.debug_state import DebugState
+from gpt_tui.engine.core.debug_state import DebugState
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
 
 INTENTS = 120  # bounds the test's time (a few seconds on the tiny model)
 PROMPTS = ("ROMEO:", "KING HENRY", "to be or")

@@ -13,12 +13,12 @@ import torch
 from test_debugger import WAIT, Gate, in_thread
 from test_probes import IDX, nanogpt
 
-from gpt_tui.engine.compare_intents import BSpec, dtype_copy
+from gpt_tui.engine.analysis.compare_intents import BSpec, dtype_copy
+from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core.runner import is_cancellable
+from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.core.stepping import ForwardStepper
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.moves import is_cancellable
-from gpt_tui.engine.probes import Probes
-from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.engine.stepping import ForwardStepper
 
 
 @pytest.fixture

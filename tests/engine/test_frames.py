@@ -10,10 +10,10 @@ import pytest
 from test_probes import IDX, nanochat, nanogpt
 from test_user_models import FIXTURES, save_user_checkpoint
 
-from gpt_tui.engine.frames import BreakpointError, EvaluateError, model_files
-from gpt_tui.engine.line_tracer import tracing_here
-from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.engine.stepping import ForwardStepper
+from gpt_tui.engine.core.frames import BreakpointError, EvaluateError, model_files
+from gpt_tui.engine.core.line_tracer import tracing_here
+from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.core.stepping import ForwardStepper
 
 MODELS = Path(__file__).resolve().parents[2] / "gpt_tui" / "models"
 

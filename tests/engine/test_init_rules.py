@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_tui.engine.init_rules import break_example, init_rows, mode_facts
+from gpt_tui.engine.analysis.init_rules import break_example, init_rows, mode_facts
 from gpt_tui.models.config import make_config
 from gpt_tui.models.nanochat import GPT as NanoChat
 from gpt_tui.models.nanogpt import GPT as NanoGPT

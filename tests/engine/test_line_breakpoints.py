@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from test_probes import IDX, nanochat, nanogpt
 
-from gpt_tui.engine.frames import BreakpointError, model_files
-from gpt_tui.engine.line_breakpoints import resolve_breakpoints
-from gpt_tui.engine.line_scopes import breakpoint_scope
-from gpt_tui.engine.line_tracer import BACKEND, tracing_here
-from gpt_tui.engine.stepping import ForwardStepper
+from gpt_tui.engine.core.frames import BreakpointError, model_files
+from gpt_tui.engine.core.line_breakpoints import resolve_breakpoints
+from gpt_tui.engine.core.line_scopes import breakpoint_scope
+from gpt_tui.engine.core.line_tracer import BACKEND, tracing_here
+from gpt_tui.engine.core.stepping import ForwardStepper
 
 MODELS = Path(__file__).resolve().parents[2] / "gpt_tui" / "models"
 

@@ -75,7 +75,7 @@ async def test_quit_during_a_long_generation_exits_at_once() -> None:
 async def test_attention_tab_shows_the_engines_head_summaries() -> None:
     from textual.widgets import Static
 
-    from gpt_tui.engine.attention import head_summaries
+    from gpt_tui.engine.analysis.attention import head_summaries
     from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
 
     app = tiny_app()
@@ -245,7 +245,7 @@ async def test_filter_then_enter_lands_on_the_first_match() -> None:
 
 
 async def test_q_quits_at_once_while_a_big_model_is_still_opening(monkeypatch) -> None:
-    from gpt_tui.engine.session import Session
+    from gpt_tui.engine.core.session import Session
 
     opening, go = threading.Event(), threading.Event()
     real_open = Session.open.__func__

@@ -9,7 +9,7 @@ from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
 import gpt_tui.models.nanogpt as nanogpt_module
-from gpt_tui.engine.frames import FrameSnapshot, SourceLine
+from gpt_tui.engine.core.frames import FrameSnapshot, SourceLine
 from gpt_tui.ui.widgets.code_pane import SourceView, VariablesTable, breakpoint_lines
 from gpt_tui.ui.widgets.tensor_viewer import TensorViewer, number
 

@@ -12,7 +12,7 @@ from textual.widgets import DataTable
 from ui_helpers import press, select, settle
 
 from gpt_tui.config_file import AppConfig, config_path, load_config, save_setting
-from gpt_tui.engine.session import ModelSpec
+from gpt_tui.engine.core.session import ModelSpec
 from gpt_tui.ui.app import GptTuiApp
 from gpt_tui.ui.export import clipboard_note
 from gpt_tui.ui.keys import ACTION_IDS

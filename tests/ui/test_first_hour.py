@@ -127,7 +127,7 @@ def user_checkpoint(tmp_path: Path) -> Path:
 
 
 async def test_kv_shapes_for_a_model_file_nanochat(tmp_path: Path) -> None:
-    from gpt_tui.engine.session import ModelSpec
+    from gpt_tui.engine.core.session import ModelSpec
     from gpt_tui.ui.app import GptTuiApp
 
     spec = ModelSpec(checkpoint=str(user_checkpoint(tmp_path)), model_file=str(FIXTURES / "gpt.py"))
@@ -143,7 +143,7 @@ async def test_kv_shapes_for_a_model_file_nanochat(tmp_path: Path) -> None:
 
 
 async def test_params_i_shows_each_parameters_std_and_init_rule(arch) -> None:
-    from gpt_tui.engine.init_rules import init_rows
+    from gpt_tui.engine.analysis.init_rules import init_rows
     from gpt_tui.ui.widgets.param_table import ParamTable
 
     app = tiny_app(arch)

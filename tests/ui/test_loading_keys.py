@@ -17,7 +17,7 @@ from gpt_tui.ui.widgets.module_tree import ModuleTree
 
 def slow_open(monkeypatch) -> tuple[threading.Event, threading.Event]:
     """Session.open waits for `go` after setting `opening`."""
-    from gpt_tui.engine.session import Session
+    from gpt_tui.engine.core.session import Session
 
     opening, go = threading.Event(), threading.Event()
     real_open = Session.open.__func__
@@ -58,7 +58,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, threading
     sys.path.insert(0, {helpers!r})
-    from gpt_tui.engine.session import Session
+    from gpt_tui.engine.core.session import Session
     from ui_helpers import tiny_app
 
     opening = threading.Event()

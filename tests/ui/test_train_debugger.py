@@ -8,7 +8,7 @@ import math
 from textual.widgets import Static
 from ui_helpers import press, settle, tiny_app
 
-from gpt_tui.engine.training import StepOptions, train_step
+from gpt_tui.engine.training.step import StepOptions, train_step
 from gpt_tui.io.batches import prompt_batch
 from gpt_tui.ui.widgets.train import HEALTH_STEPS, TrainPanel
 

@@ -18,14 +18,14 @@ from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
 from ... import formatting as fmt
-from ...engine.debug_state import GenerationSettings, GenerationView
+from ...engine.core.debug_state import GenerationSettings, GenerationView
 from ...errors import GptTuiError
 from ..messages import IntentRequested
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.attribution import Attribution
-    from ...engine.debug_state import CompareView
+    from ...engine.analysis.attribution import Attribution
+    from ...engine.core.debug_state import CompareView
 
 BAR_WIDTH = 12
 WHY_PARTS = 4  # components shown for "why this token and not that one"

@@ -18,7 +18,7 @@ from textual.widgets import Label, ProgressBar
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.session import OpenProgress, ProgressFn
+    from ...engine.core.session import OpenProgress, ProgressFn
 
 
 def describe(event: OpenProgress) -> str:

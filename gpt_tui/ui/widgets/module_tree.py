@@ -19,8 +19,8 @@ from textual.widgets.tree import TreeNode
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import DebugState
-    from ...engine.summary import ModelSummary
+    from ...engine.analysis.summary import ModelSummary
+    from ...engine.core.debug_state import DebugState
 
 # Modules expanded when the tree is first built: the path down to the blocks.
 OPEN_PATHS = ("", "transformer", "transformer.h")

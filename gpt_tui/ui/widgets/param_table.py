@@ -12,9 +12,9 @@ from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.init_rules import ModelFacts
-    from ...engine.summary import ModelSummary
-    from ...engine.trace import ParamRow
+    from ...engine.analysis.init_rules import ModelFacts
+    from ...engine.analysis.summary import ModelSummary
+    from ...engine.core.trace import ParamRow
 
 SHARE_WIDTH = 8
 

@@ -26,8 +26,8 @@ from .tables import RowTable
 from .train_parts import batch_text, current_text, head_text, health_text
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import TrainingView
-    from ...engine.init_rules import ModeFacts
+    from ...engine.analysis.init_rules import ModeFacts
+    from ...engine.core.debug_state import TrainingView
 
 BAR_WIDTH = 10
 HEALTH_STEPS = 20

@@ -11,9 +11,9 @@ from rich.text import Text
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import TrainingBatch, TrainingView
-    from ...engine.trace import TensorStats
-    from ...engine.training_health import Health
+    from ...engine.core.debug_state import TrainingBatch, TrainingView
+    from ...engine.core.trace import TensorStats
+    from ...engine.training.health import Health
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BATCH_ROWS = 2  # rows of the batch shown; the CLI's --json has them all

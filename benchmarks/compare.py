@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import torch
 
-from gpt_tui.engine.compare import Run, compare
-from gpt_tui.engine.patching import Patcher
-from gpt_tui.engine.probes import Probes
+from gpt_tui.engine.analysis.compare import Run, compare
+from gpt_tui.engine.analysis.patching import Patcher
+from gpt_tui.engine.analysis.probes import Probes
 from gpt_tui.models import build_model, make_config
 
 T = 16

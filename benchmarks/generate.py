@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from gpt_tui.engine.sampling import GenerationSession
+from gpt_tui.engine.generation.sampling import GenerationSession
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
 
@@ -40,9 +40,9 @@ PROMPT = "ROMEO:\nWhat light"
 def attach_probes(model: torch.nn.Module) -> tuple[Any, str]:
     """Probes on every Block/attention/MLP if the probes module imports, else None and why."""
     try:
-        from gpt_tui.engine.probes import Probes
+        from gpt_tui.engine.analysis.probes import Probes
     except Exception as exc:  # noqa: BLE001 - another engineer's module, possibly mid-edit
-        return None, f"probes: off (gpt_tui.engine.probes is not importable yet: {exc!r})"
+        return None, f"probes: off (gpt_tui.engine.analysis.probes is not importable yet: {exc!r})"
     return Probes(model), "probes: on (every Block/attention/MLP, stats read once per token)"
 
 

@@ -41,7 +41,7 @@ elif mode == "make":
     model = build_model(make_config(device), "cpu")
     save_nanogpt_checkpoint(Path(arg), model, iter_num=0, best_val_loss=0.0)
 elif mode == "open":
-    from gpt_tui.engine.session import ModelSpec, Session
+    from gpt_tui.engine.core.session import ModelSpec, Session
     opened = time.perf_counter()
     Session.open(ModelSpec(config=arg, device="cpu"))
     start = opened

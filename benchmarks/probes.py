@@ -32,8 +32,8 @@ from collections.abc import Callable
 
 import torch
 
-from gpt_tui.engine.attention import head_summaries
-from gpt_tui.engine.probes import Probes
+from gpt_tui.engine.analysis.attention import head_summaries
+from gpt_tui.engine.analysis.probes import Probes
 from gpt_tui.models import build_model, make_config
 
 WAYS = ("probes", "attn1", "attnall")

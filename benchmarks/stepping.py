@@ -33,9 +33,9 @@ from collections.abc import Callable
 
 import torch
 
+from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.core.stepping import ForwardStepper
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.engine.stepping import ForwardStepper
 from gpt_tui.models import build_model, make_config
 
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks? It is the east"[:64]

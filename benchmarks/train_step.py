@@ -22,8 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.engine.training import StepOptions, make_optimizer, train_step
+from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.training.step import StepOptions, make_optimizer, train_step
 from gpt_tui.io.batches import Batch
 
 

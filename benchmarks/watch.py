@@ -1,6 +1,6 @@
 """Cost of `gpt_tui.watch` in a training loop, against the same loop unwatched.
 
-Watched: the hooks of `engine/watch.py` (finite flags of every block, attention, MLP,
+Watched: the hooks of `engine/training/watch.py` (finite flags of every block, attention, MLP,
 embedding and head, forward and backward, one host read per step) with `every=1` and the
 optimizer's checks before and after its step. Bare: the same steps with no hook. Two
 copies of the same model and optimizer take the same batches; steps run interleaved A, B,

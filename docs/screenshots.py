@@ -21,7 +21,7 @@ from pathlib import Path
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from gpt_tui.engine.session import ModelSpec
+from gpt_tui.engine.core.session import ModelSpec
 from gpt_tui.ui.app import GptTuiApp
 
 IMG = Path(__file__).resolve().parent / "img"

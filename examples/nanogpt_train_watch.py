@@ -13,6 +13,7 @@ import sys
 import torch
 
 import gpt_tui
+from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
 
 
@@ -44,7 +45,8 @@ def main() -> int:
         return x, y
 
     try:
-        with gpt_tui.watch(model, optimizer=optimizer, report=args.report):
+        vocabulary = CharTokenizer(chars)  # saved with the case: its batch reads as text
+        with gpt_tui.watch(model, optimizer=optimizer, report=args.report, tokenizer=vocabulary):
             for step in range(args.steps):
                 x, y = get_batch()
                 _, loss = model(x, y)

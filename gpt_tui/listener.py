@@ -49,8 +49,8 @@ from typing import Any, cast
 import torch
 import torch.nn as nn
 
-from .engine.watch import check_arguments
-from .engine.watch_compile import copy_without_hooks, inner_module
+from .engine.training.watch import check_arguments
+from .engine.training.watch_compile import copy_without_hooks, inner_module
 from .errors import GptTuiError
 
 
@@ -287,23 +287,26 @@ class Listener:
     def _case(self) -> dict[str, Any]:
         """The live state as a case (weights, the last batch, the step): a copy for the
         client's app, in a private temporary folder removed when the client goes."""
-        from .engine.watch import Finding
-        from .engine.watch_report import CASE_FILE, read_case, save_case
+        from .engine.training.watch_case import CASE_FILE, read_case
+        from .engine.training.watch_finding import Finding
+        from .engine.training.watch_report import write_case
         from .io.checkpoints.save import atomic_write_text
 
-        folder = Path(tempfile.mkdtemp(prefix="gpt-tui-attach-"))  # 0700, this user's
-        self._cases.append(folder)
+        root = Path(tempfile.mkdtemp(prefix="gpt-tui-attach-"))  # 0700, this user's
+        self._cases.append(root)
         state = self._state()
         loss = "" if state["loss"] is None else f", loss {state['loss']:.4f}"
         summary = f"the live run, pid {os.getpid()}, at step {self.step}{loss}"
         tensors = tuple(t for t in self._batch() if isinstance(t, torch.Tensor))
         finding = Finding(self.step, cast(Any, "attach"), "the live run", summary)
-        save_case(folder, inner_module(self.model), finding, tensors, None)
-        case = read_case(folder)
+        written = write_case(root, inner_module(self.model), finding, tensors, None)
+        if written.path is None:
+            return {"error": f"the case could not be written: {written.error}"}
+        case = read_case(written.path)
         case.update(summary=summary, attach=state)
-        atomic_write_text(folder / CASE_FILE, json.dumps(case, indent=2) + "\n")
-        atomic_write_text(folder / "README.md", f"# gpt-tui attach: {summary}\n")
-        return {"case": str(folder), "summary": summary}
+        atomic_write_text(written.path / CASE_FILE, json.dumps(case, indent=2) + "\n")
+        atomic_write_text(written.path / "README.md", f"# gpt-tui attach: {summary}\n")
+        return {"case": str(written.path), "summary": summary}
 
     def _train(self) -> dict[str, Any]:
         if self._args is None:

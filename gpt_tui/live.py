@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn as nn
 
-from .engine.watch import Finding, NonFiniteError, Watch
-from .engine.watch_ranks import rank_folder, write_ranks_case
-from .engine.watch_report import save_case
+from .engine.training.watch import Finding, NonFiniteError, Watch
+from .engine.training.watch_ranks import rank_folder, write_ranks_case
+from .engine.training.watch_report import write_case
 from .errors import GptTuiError
 
 if TYPE_CHECKING:
@@ -62,12 +62,14 @@ class WatchHandle:
         every: int,
         on: OnFinding,
         report: str | Path | None,
+        tokenizer: Any = None,
     ) -> None:
         if on not in ("raise", "report", "open"):
             raise GptTuiError(f"on={on!r}: one of 'raise', 'report', 'open'")
         if report is not None and not isinstance(report, (str, Path)):
             raise GptTuiError(f"report={report!r}: give a folder (a str or Path), or None")
         self.model, self.optimizer, self.on = model, optimizer, on
+        self.tokenizer = tokenizer
         self.report = None if report is None else Path(report)
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
         for note in self._watch.notes:
@@ -87,24 +89,33 @@ class WatchHandle:
 
     def _found(self, finding: Finding, batch: tuple[Any, ...]) -> None:
         group = self._watch.group
+        written = None
         if self.report is not None:
             # Under torchrun every rank writes its own case, and rank 0 the top case.json.
             folder = self.report if group is None else rank_folder(self.report, group[0])
-            folder = save_case(folder, self._watch.model, finding, batch, self.optimizer)
+            written = write_case(
+                folder, self._watch.model, finding, batch, self.optimizer, meta=self.tokenizer
+            )
             if group is not None and group[0] == 0:
                 failed = write_ranks_case(self.report, finding, group[1])
                 if failed:
                     print(f"{self._prefix}warning: {failed}", file=sys.stderr)
-            finding = dataclasses.replace(finding, report=str(folder))
-            self._watch.finding = finding
+            if written.path is not None:
+                finding = dataclasses.replace(finding, report=str(written.path))
+                self._watch.finding = finding
         print(self._prefix + finding.summary, file=sys.stderr)
+        if written is not None and written.error is not None:
+            print(f"{self._prefix}warning: {written.error}", file=sys.stderr)
         # Under torchrun every rank would open its own app in one terminal: raise instead.
         if self.on == "open" and group is None and sys.stdin.isatty() and sys.stdout.isatty():
             idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
             targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
             inspect(self.model, idx, targets=targets[0] if targets else None)
         elif self.on in ("raise", "open"):
-            raise NonFiniteError(finding)
+            error = NonFiniteError(finding)
+            if written is not None and written.error is not None:
+                error.add_note(written.error)
+            raise error
 
 
 @contextmanager
@@ -115,15 +126,18 @@ def watch(
     every: int = 1,
     on: OnFinding = "raise",
     report: str | Path | None = "gpt-tui-report",
+    tokenizer: Any = None,
 ) -> Iterator[WatchHandle]:
-    """Watch a training loop for its first non-finite value (see `engine/watch.py`).
+    """Watch a training loop for its first non-finite value (see `engine/training/watch.py`).
 
     At the first one it names the phase (forward, loss, backward, optimizer) and the
-    module, saves a reproducible case into `report` (None: no report), then acts on `on`:
+    module, saves a reproducible case into a new folder inside `report` (`report/latest`
+    names it; None: no report; a report that cannot be written is a warning), then acts on `on`:
     "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
     when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
     debugger on the model and that batch when a terminal is present (else raises).
-    The hooks are removed when the block ends.
+    The hooks are removed when the block ends. `tokenizer` (a meta.pkl's path or a
+    `CharTokenizer`) is saved with the case, so that its batch reads as text.
 
     Given `optimizer`, steps are counted as the loop counts them: the optimizer's step
     ends one, and the forwards between two steps are its micro-steps (gradient
@@ -132,7 +146,9 @@ def watch(
     rank), and write one case per rank into `report/rank<N>/`. A DDP-wrapped or compiled
     model is watched inside (a compiled one recompiles once, and says so).
     """
-    handle = WatchHandle(model, optimizer=optimizer, every=every, on=on, report=report)
+    handle = WatchHandle(
+        model, optimizer=optimizer, every=every, on=on, report=report, tokenizer=tokenizer
+    )
     try:
         yield handle
     finally:
@@ -166,8 +182,8 @@ def run_inspector(
 ) -> None:
     """`inspect` without the terminal check: `run(app)` runs the app to its end (a test
     drives it with Textual's Pilot)."""
-    from .engine.live_session import live_session
-    from .engine.session import ModelSpec
+    from .engine.core.live_session import live_session
+    from .engine.core.session import ModelSpec
     from .io.batches import FixedBatch
     from .ui.app import GptTuiApp
 

@@ -20,11 +20,16 @@ from typing import Any
 
 import torch
 
+from .errors import GptTuiError
 from .io.checkpoints import save_nanochat_checkpoint, save_nanogpt_checkpoint
 from .io.checkpoints.nanochat import latest_model_file
 from .io.checkpoints.save import atomic_torch_save
 from .io.tokenizers import CharTokenizer
 from .models import build_model, make_config
+
+
+class TrainDataError(GptTuiError):
+    """The text cannot train a model of this context; the message says how much is needed."""
 
 
 @dataclass
@@ -154,7 +159,12 @@ def train(
     again with the same settings resumes it. Ctrl-C saves the last finished step too.
     `on_save(step)` is called after each save is complete on disk.
     """
-    text = Path(s.data).read_text(encoding="utf-8")
+    try:
+        text = Path(s.data).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TrainDataError(f"--data {s.data} is not UTF-8 text: give a text file") from None
+    if not text:
+        raise TrainDataError(f"--data {s.data} is empty: give a text file to train on")
     tokenizer = CharTokenizer.from_text(text)
     overrides = {**(s.overrides or {}), "vocab_size": tokenizer.vocab_size}
     config = make_config(s.preset, s.arch, overrides)
@@ -162,6 +172,15 @@ def train(
     model.train()
     train_data, val_data = split_data(text, tokenizer)
     block = config.context_len
+    short = min(len(train_data), len(val_data))
+    if short < block + 2:
+        field = "sequence_len" if hasattr(config, "sequence_len") else "block_size"
+        raise TrainDataError(
+            f"--data {s.data} is too short to train a context of {block}: its validation "
+            f"split (the last 10%) has {len(val_data)} characters and each split needs "
+            f"{block + 2}; give at least {(block + 2) * 10:,} characters of text (or --set "
+            f"{field}=N smaller)"
+        )
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(

@@ -145,6 +145,8 @@ def test_doctor_reports_what_was_found(capsys):
     assert data["attention"]["max_abs_error"] <= 1e-4
     assert data["architecture"]["family"] == "nanochat"
     assert data["architecture"]["era"].startswith("classic")
+    expected = "sys.monitoring" if sys.version_info >= (3, 12) else "sys.settrace"
+    assert data["line events"]["backend"] == expected
     assert data["parameters"] == {
         "total": 28_736,
         "non_embedding": 28_736 - 65 * 32,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gpt_tui.cli import run
-from gpt_tui.engine.session import ModelSpec, Session, list_samples
+from gpt_tui.engine.core.session import ModelSpec, Session, list_samples
 
 SAMPLES = ["shakespeare-nanogpt", "shakespeare-nanochat"]
 FORMATS = {"shakespeare-nanogpt": "nanogpt-ckpt", "shakespeare-nanochat": "nanochat"}

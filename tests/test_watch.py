@@ -15,7 +15,7 @@ import torch
 
 import gpt_tui
 from gpt_tui.cli import run
-from gpt_tui.engine.watch_report import CaseError, replay_case
+from gpt_tui.engine.training.watch_case import CaseError, replay_case
 from gpt_tui.models import build_model, make_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "user_models" / "model.py"
@@ -57,14 +57,14 @@ def train(model, data, *, watch=None, before_step=None, lr=1e-3) -> list[float]:
     return losses
 
 
-def reopened(report: Path) -> dict:
+def reopened(report: Path, *trust: str) -> dict:
     """What `gpt-tui train-step --case REPORT` finds first."""
     import contextlib
     import io
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert run(["train-step", "--case", str(report), "--json"]) == 0
+        assert run(["train-step", "--case", str(report), "--json", *trust]) == 0
     data = json.loads(out.getvalue())
     hit = data["first_nonfinite"]
     return {"phase": hit["phase"], "where": hit["where"]}
@@ -106,9 +106,12 @@ def test_a_nan_in_a_modules_forward_at_step_3_is_named_and_the_case_reopens(
     assert (finding.step, finding.phase, finding.where) == (3, "forward", "transformer.h.1.mlp")
     assert "its input was finite" in str(raised.value) and str(report) in str(raised.value)
     assert not model.transformer.h[0].mlp.c_fc.weight.isnan().any()  # no update after it
-    case = json.loads((report / "case.json").read_text())
-    assert case["command"] == f"gpt-tui train-step --case {report}"
-    assert "gpt-tui train-step --case" in (report / "README.md").read_text()
+    folder = report / (report / "latest").read_text().strip()
+    assert folder.name == "step3-forward-h.1.mlp" and str(folder) in str(raised.value)
+    case = json.loads((folder / "case.json").read_text())
+    assert case["command"] == f"gpt-tui train-step --case {folder}"
+    assert case["model_file"] is None and "--trust" not in case["command"]
+    assert "gpt-tui train-step --case" in (folder / "README.md").read_text()
     again, session = replay_case(report)
     session.close()
     assert (again.phase, again.where) == ("forward", "transformer.h.1.mlp")
@@ -148,12 +151,14 @@ def test_a_nan_gradient_is_named_in_backward_and_the_users_file_reopens(tmp_path
     finding = raised.value.finding
     assert (finding.step, finding.phase, finding.where) == (0, "backward", "transformer.h.1.mlp")
     assert "grad_output was finite" in finding.detail
-    case = json.loads((report / "case.json").read_text())
+    case = json.loads((Path(finding.report) / "case.json").read_text())
     assert case["model_file"] == str((tmp_path / "model.py").resolve())
-    again, session = replay_case(report)
+    assert case["command"].endswith("--trust-case-code")
+    again, session = replay_case(report, trust_code=True)
     session.close()
     assert (again.phase, again.where) == ("backward", "transformer.h.1.mlp")
-    assert reopened(report) == {"phase": "backward", "where": "transformer.h.1.mlp"}
+    trusted = ("--trust-case-code",)
+    assert reopened(report, *trusted) == {"phase": "backward", "where": "transformer.h.1.mlp"}
 
 
 def test_a_batch_whose_targets_are_all_ignored_is_named_in_the_loss(tmp_path: Path) -> None:
@@ -168,7 +173,7 @@ def test_a_batch_whose_targets_are_all_ignored_is_named_in_the_loss(tmp_path: Pa
 
     losses = train(model, batches(65, 4), watch=watching, before_step=ignore_all)
     assert math.isnan(losses[2])  # "report" goes on
-    case = json.loads((report / "case.json").read_text())
+    case = json.loads((report / "step2-loss-loss" / "case.json").read_text())
     assert (case["finding"]["step"], case["finding"]["phase"]) == (2, "loss")
     assert "all the targets ignored" in case["summary"]
     again, session = replay_case(report)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_tui.engine.watch_ranks import resolve_case_dir
-from gpt_tui.engine.watch_report import replay_case
+from gpt_tui.engine.training.watch_case import case_folder, replay_case
+from gpt_tui.engine.training.watch_ranks import resolve_case_dir
 
 SCRIPT = Path(__file__).parent / "fixtures" / "ranks" / "ddp_train.py"
 pytestmark = pytest.mark.skipif(
@@ -87,7 +87,7 @@ def test_each_rank_writes_its_case_and_the_first_ranks_case_reopens(launched) ->
     assert (top["first_rank"], top["world_size"]) == (1, 2)
     assert top["ranks"] == {"0": "rank0", "1": "rank1"}
     for rank in (0, 1):
-        case = json.loads((report / f"rank{rank}" / "case.json").read_text())
+        case = json.loads((case_folder(report / f"rank{rank}") / "case.json").read_text())
         assert case["finding"]["step"] == 3 and case["finding"]["rank"] == 1
     folder, note = resolve_case_dir(report)
     assert folder == report / "rank1"
@@ -104,8 +104,8 @@ def test_a_one_process_case_resolves_to_itself(tmp_path: Path) -> None:
 
 
 def test_rank_0s_top_case_that_cannot_be_written_says_so_and_never_raises(tmp_path) -> None:
-    from gpt_tui.engine.watch import Finding
-    from gpt_tui.engine.watch_ranks import write_ranks_case
+    from gpt_tui.engine.training.watch import Finding
+    from gpt_tui.engine.training.watch_ranks import write_ranks_case
 
     blocker = tmp_path / "file"
     blocker.write_text("")

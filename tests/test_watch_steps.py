@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import gpt_tui
-from gpt_tui.engine.watch import WatchArgumentError
+from gpt_tui.engine.training.watch import WatchArgumentError
 from gpt_tui.errors import GptTuiError
 from gpt_tui.models import build_model, make_config
 
@@ -106,10 +106,11 @@ def test_a_nan_at_step_1_micro_step_2_of_4_is_named_so(tmp_path: Path) -> None:
     assert (finding.step, finding.micro_step, finding.micro_steps) == (1, 2, 4)
     assert (finding.phase, finding.where) == ("forward", "transformer.h.1.mlp")
     assert str(raised.value).startswith("step 1, micro-step 2 of 4: the first non-finite")
-    case = json.loads((report / "case.json").read_text())
+    assert finding.report is not None and Path(finding.report).parent == report
+    case = json.loads((Path(finding.report) / "case.json").read_text())
     assert (case["finding"]["step"], case["finding"]["micro_step"]) == (1, 2)
     assert case["finding"]["micro_steps"] == 4 and "micro-step 2 of 4" in case["summary"]
-    saved = torch.load(report / "batch.pt", weights_only=True)["inputs"]
+    saved = torch.load(Path(finding.report) / "batch.pt", weights_only=True)["inputs"]
     gen = torch.Generator().manual_seed(1)
     for _ in range(4 + 3):  # the batch saved is micro-step 2 of step 1 (the 7th)
         x, y = batch(gen)
@@ -167,7 +168,7 @@ def test_a_compiled_model_finds_the_same_nan_attached_before_or_after_compiling(
 def test_a_compiled_graph_that_ignores_the_hooks_is_replayed_eagerly(monkeypatch) -> None:
     """Were dynamo's reset refused, the graph would run without the hooks: the watch sees
     the gradients outside it and names the module by an eager replay on a copy."""
-    from gpt_tui.engine import watch as watch_module
+    from gpt_tui.engine.training.step import watch as watch_module
 
     torch._dynamo.reset()
     model = tiny_model()

@@ -40,7 +40,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"gpt-tui: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a command that keeps partial work says more itself
+        print("gpt-tui: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         if os.environ.get("GPT_TUI_DEBUG") == "1":

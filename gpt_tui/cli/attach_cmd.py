@@ -145,7 +145,7 @@ def run_attach(args: argparse.Namespace, run: Callable[[App], object]) -> int:
 
 def _open_app(answer: dict[str, Any], args: argparse.Namespace, run: Callable) -> str:
     """The inspector on the run's copy; the run waits, paused, until it ends."""
-    from ..engine.watch_report import read_case
+    from ..engine.training.watch_case import read_case
     from .app_cmd import case_app
 
     if "error" in answer:

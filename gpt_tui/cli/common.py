@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from ..errors import GptTuiError
 
 if TYPE_CHECKING:
+    from ..engine.core.session import ModelSpec, Session
     from ..engine.debugger import Debugger
-    from ..engine.session import ModelSpec, Session
 
 
 class UserError(GptTuiError):
@@ -17,7 +17,7 @@ class UserError(GptTuiError):
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
-    from ..engine.session import ModelSpec
+    from ..engine.core.session import ModelSpec
 
     return ModelSpec(
         config=args.config,
@@ -37,7 +37,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def open_session(args: argparse.Namespace) -> Session:
-    from ..engine.session import Session
+    from ..engine.core.session import Session
     from .open_progress import open_progress
 
     with open_progress() as progress:

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import GptTuiError, describe_error
 from . import render
-from .common import UserError, model_spec, open_session, require_weights
+from .common import model_spec, open_session, require_weights
 from .patch_cmds import add_attribute_args, add_patch_args, prompt_ids
 
 if TYPE_CHECKING:
-    from ..engine.compare import Comparison
-    from ..engine.session import ModelSpec, Session
+    from ..engine.analysis.compare import Comparison
+    from ..engine.analysis.compare_intents import BSpec
+    from ..engine.core.session import ModelSpec
 
 
 def _b_args(p: argparse.ArgumentParser) -> None:
@@ -64,42 +64,41 @@ def b_spec(args: argparse.Namespace) -> tuple[ModelSpec, bool]:
     return dataclasses.replace(spec, **changes), bool(changes)
 
 
-def open_b(args: argparse.Namespace) -> Session:
-    from ..engine.session import Session
+def run_b(args: argparse.Namespace) -> BSpec:
+    """The --b-* flags as the Debugger's run B (the app's Compare tab builds the same)."""
+    from ..engine.analysis.compare_intents import BSpec
 
-    spec, _ = b_spec(args)
-    try:
-        return Session.open(spec)
-    except (GptTuiError, FileNotFoundError) as err:
-        raise UserError(f"run B cannot be opened: {describe_error(err)}") from None
+    return BSpec(
+        prompt=args.b_prompt,
+        dtype=args.b_dtype,
+        checkpoint=args.b_checkpoint,
+        model_file=args.b_model_file,
+        kv_cache=args.b_kv_cache,
+        device=args.b_device,
+        overrides=tuple(args.b_overrides),
+    )
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from ..engine.compare import Run, compare
+    from ..engine.debugger import Debugger
 
     a = open_session(args)
-    b: Session | None = None
+    debugger = Debugger(a)  # the app's own intent: one path, one answer
     try:
         require_weights(a, "diff")
-        _, changed = b_spec(args)
-        b = open_b(args) if changed else a
-        require_weights(b, "diff")
-        ids_a = prompt_ids(a, args.prompt, "A's prompt")
-        ids_b = prompt_ids(b, args.b_prompt if args.b_prompt is not None else args.prompt, "B")
-        result = compare(
-            Run(a.model, ids_a, label="A"),
-            Run(b.model, ids_b, kv_cache=args.b_kv_cache, label="B"),
-            leaves=args.leaves,
-        )
+        prompt_ids(a, args.prompt, "A's prompt")
+        debugger.set_prompt(args.prompt)
+        state = debugger.compare_runs(run_b(args), leaves=args.leaves)
+        assert state.compare is not None and state.compare.comparison is not None
+        result = state.compare.comparison
     finally:
-        if b is not None and b is not a:
-            b.close()
-        a.close()
+        debugger.close(wait=True)
     if args.json:
         render.print_json(diff_json(result))
         return 0
-    b_label = _label(b_spec(args)[0], b.name if b is not None else a.name)
-    _print_diff(result, _label(model_spec(args), a.name), b_label)
+    b = b_spec(args)[0]
+    b_name = Path(b.checkpoint).parent.name if args.b_checkpoint and b.checkpoint else a.name
+    _print_diff(result, _label(model_spec(args), a.name), _label(b, b_name))
     return 0
 
 

@@ -45,7 +45,7 @@ def add_size_args(p: argparse.ArgumentParser, whole: Callable, real: Callable, f
 
 
 def cmd_numerics(args: argparse.Namespace) -> int:
-    from ..engine.numerics import check_format, numerics, short_name
+    from ..engine.analysis.numerics import check_format, numerics, short_name
 
     target = args.dtype
     check_format(target)  # an unknown format is one line before the model opens
@@ -55,7 +55,7 @@ def cmd_numerics(args: argparse.Namespace) -> int:
         report = numerics(session, args.prompt, target, fp32_check=not args.no_fp32_check)
         growth = None
         if args.steps:
-            from ..engine.logit_growth import head_logit_growth
+            from ..engine.analysis.logit_growth import head_logit_growth
 
             growth = head_logit_growth(session, args.prompt, args.steps, args.lr)
     finally:
@@ -116,7 +116,7 @@ def _pct(x: float) -> str:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    from ..engine.memory import memory_report
+    from ..engine.analysis.memory import memory_report
 
     session = open_session(args)
     try:
@@ -174,7 +174,7 @@ def _b(n: float) -> str:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from ..engine.flops import cost_report
+    from ..engine.analysis.flops import cost_report
 
     session = open_session(args)
     try:

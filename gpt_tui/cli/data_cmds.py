@@ -24,7 +24,7 @@ def read_text(path: str) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from ..engine.evaluate import evaluate, split_text
+    from ..engine.analysis.evaluate import evaluate, split_text
 
     text = read_text(args.data)
     session = open_session(args)

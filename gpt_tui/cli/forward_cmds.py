@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import render, step_lines
 from .common import UserError, open_debugger, require_weights
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState
+    from ..engine.core.debug_state import DebugState
+
+MAX_TOKEN = 10_000  # --token N generates N-1 tokens first
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -54,8 +58,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    from ..engine.debug_state import GenerationSettings
-    from ..engine.interventions import inject_nonfinite
+    from ..engine.analysis.interventions import inject_nonfinite
+    from ..engine.core.debug_state import GenerationSettings
 
     if (args.evals or args.show) and not (args.line_breakpoints or args.token):
         raise UserError(
@@ -65,6 +69,11 @@ def cmd_step(args: argparse.Namespace) -> int:
         raise UserError(
             "give --break GLOB (e.g. 'transformer.h.1.*'), --break-at FILE:LINE|FUNCTION, "
             "--token N and/or --watch-nan"
+        )
+    if args.token and args.token > MAX_TOKEN:
+        raise UserError(
+            f"--token {args.token}: at most {MAX_TOKEN:,} (every token before it is generated "
+            "first); step into an earlier one"
         )
     debugger = open_debugger(args, args.prompt)
     try:
@@ -88,13 +97,19 @@ def cmd_step(args: argparse.Namespace) -> int:
             settings = GenerationSettings(args.temperature, args.top_k, args.top_p, args.seed)
             debugger.reset_generation(settings)
             if args.token > 1:
-                debugger.generate(args.token - 1)
+                debugger.generate(args.token - 1, progress=_token_progress(args.token))
+                if sys.stderr.isatty():
+                    print("\r\033[K", end="", file=sys.stderr)
             state = debugger.step_token()
         else:
             state = debugger.step("continue")  # the app's `c`
+        from ..io.user_import import captured_output
+
+        printed: list[str] = []  # what --eval prints is a note: stdout stays the output
         if state.frame is not None:
-            for expr in args.evals:
-                state = debugger.evaluate(expr)
+            with captured_output(printed, "--eval"):
+                for expr in args.evals:
+                    state = debugger.evaluate(expr)
             if args.show:
                 state = debugger.view_tensor(args.show)
     finally:
@@ -102,7 +117,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     event, reason = state.event, state.reason
     events = [dict(index=e.index, name=e.name, phase=e.phase) for e in state.events]
     if state.frame is not None:
-        return _print_line_pause(state, args)
+        return _print_line_pause(state, args, printed)
     if event is None:
         if args.json:
             render.print_json(dict(stopped=False, events=events))
@@ -140,7 +155,19 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_line_pause(state: DebugState, args: argparse.Namespace) -> int:
+def _token_progress(token: int) -> Callable[[DebugState], None] | None:
+    """On a terminal, how far the generation before --token N has come."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(state: DebugState) -> None:
+        done = len(state.generation.steps) if state.generation is not None else 0
+        print(f"\rgenerating token {done} of {token - 1}", end="", file=sys.stderr)
+
+    return show
+
+
+def _print_line_pause(state: DebugState, args: argparse.Namespace, printed: list[str]) -> int:
     frame = state.frame
     assert frame is not None
     if args.json:
@@ -154,32 +181,71 @@ def _print_line_pause(state: DebugState, args: argparse.Namespace) -> int:
         )
         if args.show and state.tensor_view is not None:
             data["show"] = dict(expr=args.show, **dataclasses.asdict(state.tensor_view))
+        data["notes"] = printed
         render.print_json(data)
         return 0
     step_lines.print_pause(state, args.show)
+    for note in printed:
+        render.console().print(f"[yellow]note:[/] {note}", highlight=False)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ..engine.debug_state import GenerationSettings
+    """Tokens stream out as they are sampled (text output); the table of steps follows.
+    Ctrl-C keeps what was generated, prints it and ends with one line saying so."""
+    from ..engine.core.debug_state import GenerationSettings, GenerationView
 
     debugger = open_debugger(args, args.prompt)
+    latest: list[GenerationView] = []
+    streamed: list[int] = []  # pieces written so far; empty before the prompt is
+
+    def stream(view: GenerationView) -> None:
+        if args.json:
+            return
+        if not streamed:
+            render.console().rule("text")
+            sys.stdout.write(view.prompt)
+            streamed.append(0)
+        sys.stdout.write("".join(view.pieces[streamed[0] :]))
+        sys.stdout.flush()
+        streamed[0] = len(view.pieces)
+
+    def progress(state: DebugState) -> None:
+        if state.generation is not None:
+            latest[:] = [state.generation]
+            stream(state.generation)
+
+    interrupted = False
     try:
         session = debugger.session
         require_weights(session, "generate")
         settings = GenerationSettings(args.temperature, args.top_k, args.top_p, args.seed)
         debugger.reset_generation(settings)
-        view = debugger.generate(args.steps).generation  # the app's `G`
+        try:
+            view = debugger.generate(args.steps, progress=progress).generation  # the app's `G`
+        except KeyboardInterrupt:
+            view, interrupted = (latest[0] if latest else None), True
     finally:
         debugger.close()
-    assert view is not None
-    steps = view.steps
-    text = view.text
+    if view is not None:
+        stream(view)  # the last token (progress reports all but the last)
+    steps = view.steps if view is not None else ()
     if args.json:
-        render.print_json(dict(model=session.name, prompt=args.prompt, steps=steps, text=text))
-        return 0
+        text = view.text if view is not None else args.prompt
+        data = dict(model=session.name, prompt=args.prompt, steps=steps, text=text)
+        render.print_json({**data, "interrupted": interrupted})
+    elif steps:
+        print()
+        _print_generation(session.name, args, steps)
+    if interrupted:
+        print(f"gpt-tui: interrupted after {render.plural(len(steps), 'token')}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_generation(name: str, args: argparse.Namespace, steps: Sequence[Any]) -> None:
     console = render.console()
-    table = render.table(f"Generation from {session.name} (seed {args.seed})")
+    table = render.table(f"Generation from {name} (seed {args.seed})")
     for col, just in [("step", "right"), ("token", "left"), ("prob", "right")]:
         table.add_column(col, justify=just, no_wrap=True)
     # Only the candidates wrap on a narrow terminal; the other cells stay whole.
@@ -198,9 +264,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     console.print(table)
     for note in _crop_notes([s.note for s in steps]):
         console.print(f"[yellow]note:[/] {note}")
-    console.rule("text")
-    console.print(text, markup=False)
-    return 0
 
 
 def _crop_notes(notes: list[str | None]) -> list[str]:

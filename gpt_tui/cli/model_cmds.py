@@ -147,7 +147,7 @@ def _parameter_table(summary, narrow: bool):
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from ..engine.doctor import diagnose
+    from ..engine.analysis.doctor import diagnose
 
     session = open_session(args)
     findings = diagnose(session)
@@ -174,7 +174,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from ..engine.session import DEFAULT_SAMPLE, list_samples
+    from ..engine.core.session import DEFAULT_SAMPLE, list_samples
 
     samples = list_samples()
     if args.json:

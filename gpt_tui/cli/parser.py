@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import compare_cmds, cost_cmds, patch_cmds
-from .app_cmd import cmd_app
+from .app_cmd import cmd_app, cmd_config
 from .attach_cmd import add_attach_args, cmd_attach
 from .data_cmds import cmd_eval, cmd_train
 from .forward_cmds import cmd_generate, cmd_step, cmd_trace
+from .init_cmd import cmd_init
 from .model_cmds import cmd_configs, cmd_doctor, cmd_samples, cmd_summary
 from .serve_cmd import add_serve_args, cmd_serve
 from .train_cmds import add_train_step_args, cmd_train_step
@@ -24,9 +25,27 @@ EXIT_USAGE = 2
 class Parser(argparse.ArgumentParser):
     """argparse, except that a mistake prints one line naming it and where help is."""
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._words = list(args or [])  # for error(): a misspelt option is the likelier fault
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        message = " ".join(message.split())
+        message = self._misspelt_option() or " ".join(message.split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+    def _misspelt_option(self) -> str | None:
+        """`--promt`: an unknown option close to a known one (argparse's suggest_on_error)."""
+        known = [s for action in self._actions for s in action.option_strings]
+        for word in getattr(self, "_words", []):
+            flag = word.split("=", 1)[0]
+            if not flag.startswith("--") or any(k.startswith(flag) for k in known):
+                continue  # not an option, or one argparse accepts (abbreviations too)
+            close = difflib.get_close_matches(flag, known, n=1)
+            if close:
+                return f"unknown option {flag} (did you mean {close[0]}?)"
+        return None
 
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -124,6 +143,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
     "doctor": (cmd_doctor, "What gpt-tui detected about a model, one line each.", True),
+    "init": (cmd_init, "Each parameter's std and the init rule that set it; train vs eval.", True),
+    "config": (cmd_config, "Where the config file is (--path) and what it sets.", False),
     "serve": (cmd_serve, "The inspector in a web browser (textual-serve), on localhost.", True),
     "attach": (cmd_attach, "Look into a training run that called gpt_tui.listen.", False),
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
@@ -180,7 +201,7 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             default=[],
             metavar="FILE:LINE|FUNCTION",
             help="stop at a line of the model's code, as pdb: 'nanogpt.py:96', 'norm', "
-            "'CausalSelfAttention.forward' (repeatable)",
+            "'CausalSelfAttention.forward', 'nanogpt.py:96 if i == 2' (repeatable)",
         )
         p.add_argument(
             "--eval",
@@ -230,6 +251,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "train-step":
         add_train_step_args(p, whole, real)
         return  # it adds --json
+    elif name == "config":
+        p.add_argument("--path", action="store_true", help="print only the file's path")
+        return  # no --json
     elif name == "serve":
         add_serve_args(p)
         return  # no --json

@@ -10,7 +10,7 @@ from . import render
 from .common import UserError, open_session, require_weights
 
 if TYPE_CHECKING:
-    from ..engine.session import Session
+    from ..engine.core.session import Session
 
 
 def prompt_ids(session: Session, prompt: str, which: str) -> list[int]:
@@ -21,7 +21,7 @@ def prompt_ids(session: Session, prompt: str, which: str) -> list[int]:
 
 
 def single_token(session: Session, text: str, flag: str) -> int:
-    from ..engine.patching import one_token
+    from ..engine.analysis.patching import one_token
 
     return one_token(session.tokenizer, session.vocab_size, text, flag)
 
@@ -42,20 +42,23 @@ def add_patch_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
-    from ..engine.patching import Patcher
-    from ..engine.sampling import token_label
+    from ..engine.debugger import Debugger
+    from ..engine.generation.sampling import token_label
 
     session = open_session(args)
+    debugger = Debugger(session)  # the app's own intent: one path, one answer
     try:
         require_weights(session, "patch")
         clean = prompt_ids(session, args.prompt, "the clean prompt")
-        corrupted = prompt_ids(session, args.b_prompt, "the corrupted prompt")
-        answer = single_token(session, args.answer, "--answer")
-        wrong = single_token(session, args.wrong, "--wrong")
-        patcher = Patcher(session.model, clean, corrupted, answer, wrong, whats=[args.what])
-        sweep = patcher.sweep(args.what)
+        prompt_ids(session, args.b_prompt, "the corrupted prompt")
+        single_token(session, args.answer, "--answer")
+        single_token(session, args.wrong, "--wrong")
+        debugger.set_prompt(args.prompt)
+        state = debugger.patch_runs(args.b_prompt, args.answer, args.wrong, args.what)
+        assert state.compare is not None and state.compare.sweep is not None
+        sweep = state.compare.sweep
     finally:
-        session.close()
+        debugger.close(wait=True)
     rows = [f"layer {i}" for i in sweep.layers]
     if args.what == "heads":
         cols = [f"head {h}" for h in sweep.columns]
@@ -82,7 +85,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
     for label in heads:
         out.add_column(label[:5], justify="right", no_wrap=True)
     for name, values in zip(rows, sweep.values, strict=True):
-        cells = [_heat(v) if color else f"{v:.3f}" for v in values]
+        cells = [_heat(v) if color else _fixed(v) for v in values]
         out.add_row(f"L{name.split()[-1]}" if color else name, *cells)
     console.print(out)
     console.print(
@@ -92,6 +95,12 @@ def cmd_patch(args: argparse.Namespace) -> int:
     )
     console.print("100 = clean, 0 = corrupted" if color else "1 = clean, 0 = corrupted")
     return 0
+
+
+def _fixed(v: float) -> str:
+    """Three decimals, never `-0.000` (a tiny negative effect rounds to no effect)."""
+    text = f"{v:.3f}"
+    return "0.000" if text == "-0.000" else text
 
 
 def _heat(v: float) -> str:
@@ -119,10 +128,11 @@ def add_attribute_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    from ..engine.attribution import attribute
-    from ..engine.sampling import token_label
+    from ..engine.debugger import Debugger
+    from ..engine.generation.sampling import token_label
 
     session = open_session(args)
+    debugger = Debugger(session)  # the app's own intent: one path, one answer
     try:
         require_weights(session, "attribute")
         ids = prompt_ids(session, args.prompt, "the prompt")
@@ -130,9 +140,12 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         wrong = None if args.wrong is None else single_token(session, args.wrong, "--wrong")
         if wrong == answer:
             raise UserError("--answer and --wrong are the same token: give two different ones")
-        result = attribute(session.model, ids, answer, wrong, args.position)
+        debugger.set_prompt(args.prompt)
+        state = debugger.attribute_logit(answer, wrong, args.position)
+        assert state.compare is not None and state.compare.attribution is not None
+        result = state.compare.attribution
     finally:
-        session.close()
+        debugger.close(wait=True)
     if args.json:
         render.print_json(
             dict(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from ..engine.trace import AttentionPattern, ProbeRecord
+    from ..engine.core.trace import AttentionPattern, ProbeRecord
 
 NARROW_BELOW = 120  # columns
 
@@ -60,7 +60,7 @@ def table(title: str | None = None) -> Table:
 
 
 def print_json(data: Any) -> None:
-    from ..engine.trace import to_jsonable
+    from ..engine.core.trace import to_jsonable
 
     json.dump(to_jsonable(data), sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -123,7 +123,7 @@ def stats_table(title: str, records: Iterable[ProbeRecord]) -> Table:
 
 def pattern_table(pattern: AttentionPattern, tokens: tuple[str, ...]) -> Table:
     """Per head: where the last query looks most, and how spread out its attention is."""
-    from ..engine.attention import head_summaries
+    from ..engine.analysis.attention import head_summaries
 
     w = pattern.weights  # (nh, Tq, Tk)
     out = table(

@@ -97,7 +97,7 @@ def app_argv(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..engine.session import check_spec
+    from ..engine.core.session import check_spec
 
     check_spec(model_spec(args))  # a mistyped preset or path: one line now, not per browser
     try:

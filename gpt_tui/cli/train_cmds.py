@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -11,9 +12,9 @@ from . import render
 from .common import open_session, require_weights
 
 if TYPE_CHECKING:
-    from ..engine.trace import TensorStats
-    from ..engine.training_health import Health
-    from ..engine.training_intents import TrainingView
+    from ..engine.core.trace import TensorStats
+    from ..engine.training.health import Health, HealthStep
+    from ..engine.training.intents import TrainingView
     from ..io.batches import BatchView
 
 TOP_PARAMS = 12  # rows of the gradient table in text output
@@ -46,12 +47,23 @@ def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Calla
         metavar="DIR",
         help="a report gpt_tui.watch saved: its weights, model file and batch, watched",
     )
+    p.add_argument(
+        "--trust-case-code",
+        action="store_true",
+        help="let --case import the model file it names (it runs that file's code)",
+    )
     p.add_argument("--json", action="store_true")
 
 
 def _open_case(args: argparse.Namespace) -> dict[str, Any]:
     """Point the model arguments at the case's model; its batch comes after opening."""
-    from ..engine.watch_report import case_checkpoint, read_case
+    from ..engine.training.watch_case import (
+        case_checkpoint,
+        case_model_file,
+        case_vocabulary,
+        read_case,
+    )
+    from ..engine.training.watch_ranks import resolve_case_dir
     from .common import UserError
 
     if args.checkpoint or args.config or args.sample or args.model_file or args.data:
@@ -59,15 +71,30 @@ def _open_case(args: argparse.Namespace) -> dict[str, Any]:
             "--case opens the model and the batch it saved: drop --checkpoint, --config, "
             "--sample, --model-file and --data"
         )
-    case = read_case(args.case)
-    args.checkpoint, args.model_file = case_checkpoint(case), case.get("model_file")
+    folder, note = resolve_case_dir(args.case)  # a multi-rank report: the first rank's case
+    if note:
+        print(f"gpt-tui: {note}", file=sys.stderr)
+    case = read_case(folder)
+    args.checkpoint = case_checkpoint(case)
+    args.model_file = case_model_file(case, args.trust_case_code)
+    args.meta = args.meta or case_vocabulary(case)
     args.watch_nan = True
     return case
 
 
+def _vocabulary_note(case: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """Why the case's batch may read as garbage: no vocabulary recorded and none given."""
+    if args.meta:
+        return None
+    return (
+        "the case records no vocabulary: its batch is decoded with the model's default "
+        "tokenizer; give --meta data/<dataset>/meta.pkl to read a char-level batch"
+    )
+
+
 def cmd_train_step(args: argparse.Namespace) -> int:
     from ..engine.debugger import Debugger
-    from ..engine.training import StepOptions, autocast_dtype
+    from ..engine.training.step import StepOptions, autocast_dtype
 
     autocast = None if args.dtype == "float32" else args.dtype
     autocast_dtype(autocast)
@@ -95,35 +122,74 @@ def cmd_train_step(args: argparse.Namespace) -> int:
             data, batch=args.batch, block=args.block, seed=args.seed, split=args.split,
             options=opts,
         )  # fmt: skip
+        context = session.context_len
+        notes: list[str | None] = []
+        if case is None and context is not None and args.block > context:
+            notes.append(f"--block {args.block} cropped to the model's context of {context}")
+        if case is not None:
+            notes.append(_vocabulary_note(case, args))
         view = debugger.train_step("continue").training
-        if args.keep:
-            from dataclasses import replace
+        assert view is not None and view.report is not None
+        done: list[HealthStep] = []
+        interrupted = False
+        try:  # the step's report streams out first; Ctrl-C keeps the steps taken so far
+            if not args.json:
+                if case is not None:
+                    print(f"the saved case: {case.get('summary', case['folder'])}")
+                for note in filter(None, notes):
+                    render.console().print(f"[yellow]note:[/] {note}", highlight=False)
+                print_report(view)
+                sys.stdout.flush()
+            if args.keep:
+                from dataclasses import replace
 
-            debugger.set_training_options(replace(opts, keep=True))
-        health = debugger.train_health(args.steps).training
+                debugger.set_training_options(replace(opts, keep=True))
+            progress = _Progress(args.steps, done)
+            health = debugger.train_health(args.steps, progress=progress).training
+            progress.end()
+            assert health is not None and health.health is not None
+            result = health.health
+        except KeyboardInterrupt:
+            from ..engine.training.health import Health
+
+            result, interrupted = Health(tuple(done), (), None), True
     finally:
         debugger.close()
-    assert view is not None and view.report is not None and health is not None
-    assert health.health is not None
     if args.json:
-        data = step_json(view, health.health)
+        data = step_json(view, result)
         if case is not None:
-            data["case"] = case["finding"]
-        render.print_json(data)
+            data["case"] = case.get("finding")
+        render.print_json({**data, "notes": list(filter(None, notes)), "interrupted": interrupted})
     else:
-        if case is not None:
-            print(f"the saved case: {case['summary']}")
-        print_step(view, health.health)
+        print_health(result)
+    if interrupted:
+        print(f"gpt-tui: interrupted after {render.plural(len(done), 'step')}", file=sys.stderr)
+        return 130
     return 0
 
 
+class _Progress:
+    """Collects the health steps as they come; on a terminal, says how far it is."""
+
+    def __init__(self, total: int, done: list[HealthStep]) -> None:
+        self.total, self.done = total, done
+        self.tty = total > 1 and sys.stderr.isatty()
+
+    def __call__(self, step: HealthStep) -> None:
+        self.done.append(step)
+        if self.tty:
+            print(f"\rhealth: step {len(self.done)} of {self.total}", end="", file=sys.stderr)
+
+    def end(self) -> None:
+        if self.tty:
+            print("\r\033[K", end="", file=sys.stderr)
+
+
 def _case_batch(case: dict[str, Any], session: Any) -> Any:
-    from ..engine.watch_report import CaseError, case_batch
+    from ..engine.training.watch_case import case_batch
     from ..io.batches import FixedBatch
 
-    inputs = case_batch(case)
-    if len(inputs) < 2:
-        raise CaseError(f"{case['folder']}: the saved batch has no targets (model(x, y))")
+    inputs = case_batch(case, session.context_len)
     return FixedBatch(inputs[0], inputs[1], session.decode_token, f"the case in {case['folder']}")
 
 
@@ -218,7 +284,8 @@ def batch_lines(batch: BatchView, rows: int = 4) -> list[str]:
     return lines
 
 
-def print_step(view: TrainingView, health: Health) -> None:
+def print_report(view: TrainingView) -> None:
+    """The step laid open: its batch, loss, backward, gradients and updates."""
     report, batch = view.report, view.batch
     assert report is not None and batch is not None
     console = render.console()
@@ -266,6 +333,10 @@ def print_step(view: TrainingView, health: Health) -> None:
         )
     if report.scaler:
         console.print(report.scaler, markup=False)
+
+
+def print_health(health: Health) -> None:
+    console = render.console()
     steps = render.table(f"health over {render.plural(len(health.steps), 'step')}")
     for col in ("step", "loss", "grad norm", "max Δw/w", "NaN/Inf", "tok/s", "memory"):
         steps.add_column(col, justify="right")

@@ -12,12 +12,16 @@ The concurrency contract (move ids, cancellation, close) is in `moves.py`.
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from .attention import head_summaries
-from .compare_intents import CompareIntents
-from .debug_state import (
+from .analysis.attention import head_summaries
+from .analysis.compare_intents import CompareIntents
+from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
+from .analysis.measures import MeasuresView, measure
+from .analysis.tensors import TensorView
+from .core.debug_state import (
     AttentionView,
     DebugState,
     GenerationSettings,
@@ -26,30 +30,37 @@ from .debug_state import (
     RunResult,
     StepStatus,
 )
-from .frames import Evaluation
-from .generation_intents import GenerationIntents
-from .interventions import HeadScale, InterventionSpec, OutputScale
-from .line_intents import LineIntents
-from .measures import MeasuresView, measure
-from .moves import Moves
-from .tensors import TensorView
-from .training_intents import TrainingIntents
-from .views import default_prompt, model_info, run_from_trace, stepped_run
+from .core.frames import Evaluation
+from .core.line_intents import LineIntents
+from .core.runner import MoveRunner, cancellable
+from .core.views import (
+    default_prompt,
+    generation_view,
+    model_info,
+    run_from_trace,
+    stepped_run,
+    unpeeked_generation_view,
+)
+from .generation.intents import GenerationIntents
+from .training.intents import TrainingIntents
 
 if TYPE_CHECKING:
-    from .sampling import GenerationSession
-    from .session import Session
-    from .stepping import ForwardStepper
-    from .trace import StepEvent, Trace
+    from .core.session import Session, Trace
+    from .core.stepping import ForwardStepper
+    from .core.trace import StepEvent
+    from .generation.sampling import GenerationSession
 
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, Moves):
-    """Debugging intents on one open `Session`."""
+class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
+    """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
+    every intent under one lock and is the only way in: see moves.py."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
-        super().__init__(session)
+        self.session = session
+        self._stepper: ForwardStepper | None = None  # the stepped pass a cancel must reach
+        self.runner = MoveRunner(session, self._snapshot, lambda: self._stepper)
         self._prompt = default_prompt(session)
         self._breakpoints: frozenset[str] = frozenset()
         self._watch = False
@@ -60,7 +71,6 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         self._stepping: RunResult | None = None
         self._run: RunResult | None = None
         self._previous_run: RunResult | None = None
-        self._message = ""
         self._settings = GenerationSettings(seed=seed)
         self._generation: GenerationSession | None = None
         self._generation_view: GenerationView | None = None
@@ -76,8 +86,21 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- the model -----------------------------------------------------------------------
 
+    def new_move(self) -> int:
+        """An id for the next intent, to name it in `cancel` before it starts."""
+        return self.runner.new_move()
+
+    def cancel(self, move: int | None = None) -> bool:
+        """Stop `move` (any running move if None) if it is running now; never waits."""
+        return self.runner.cancel(move)
+
+    @property
+    def closed(self) -> threading.Event:
+        """Set once `close()`'s teardown is done (every hook gone)."""
+        return self.runner.closed
+
     def info(self) -> ModelInfo:
-        with self._lock:
+        with self.runner.lock:
             return model_info(self.session)
 
     def memory(self) -> dict[str, int]:
@@ -85,11 +108,12 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     def state(self) -> DebugState:
         """The current snapshot, without doing anything."""
-        with self._lock:
-            return self._snapshot(self._move)
+        with self.runner.lock:
+            return self._snapshot(self.runner.last_move)
 
     # -- settings ------------------------------------------------------------------------
 
+    @cancellable
     def set_prompt(self, prompt: str, *, move: int | None = None) -> DebugState:
         """The text every later pass reads. A prompt the tokenizer cannot encode raises
         a one-line error and the old prompt stays.
@@ -105,10 +129,10 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
 
-        return self._intent(move, body, "prompt")
+        return self.runner.intent(move, body, "prompt")
 
     def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             self._breakpoints = frozenset(globs)
             if self._stepper is not None:
                 self._stepper.breakpoints = sorted(self._breakpoints)
@@ -125,22 +149,24 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
         return self.set_breakpoints(self._breakpoints ^ {name}, move=move)
 
     def set_watch(self, on: bool, *, move: int | None = None) -> DebugState:
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             self._watch = on
             if self._stepper is not None:
                 self._stepper.watch_nonfinite = on
             return self._snapshot(mid)
 
+    @cancellable
     def set_leaves(self, on: bool, *, move: int | None = None) -> DebugState:
         """Probe leaves (Linear, norms, activations) from now on. A paused pass is re-run
         with the new probes to the same module event (its parent's, if that was a leaf)."""
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             self._leaves = on
             self._replay_paused(mid)
             return self._snapshot(mid, f"leaf probes {'on' if on else 'off'}")
 
     # -- forward passes ------------------------------------------------------------------
 
+    @cancellable
     def run(
         self,
         *,
@@ -157,8 +183,9 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self._set_run(run_from_trace(trace))
             return self._snapshot(mid, f"forward pass recorded {len(trace.records)} probes")
 
-        return self._intent(move, body, "forward pass")
+        return self.runner.intent(move, body, "forward pass")
 
+    @cancellable
     def step(self, how: str, *, move: int | None = None) -> DebugState:
         """Advance the stepped pass (`into`, `over`, `out`, `continue`), starting one on
         the prompt if none is under way."""
@@ -173,12 +200,12 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 "continue": stepper.continue_,
             }[how]()
 
-        return self._intent(move, lambda mid: self._advance(mid, advance), "step")
+        return self.runner.intent(move, lambda mid: self._advance(mid, advance), "step")
 
     def _advance(self, mid: int, advance: Callable[[ForwardStepper], object]) -> DebugState:
         """One move of the stepped pass (started on the prompt if none is under way)."""
         stepper = self._stepper or self._new_stepper(mid)
-        self._arm(stepper, mid)
+        self.runner.arm(stepper, mid)
         try:
             advance(stepper)
         except BaseException:
@@ -189,6 +216,11 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             return self._snapshot(mid, "pass aborted")
         if stepper.finished and self._token_pass:
             self._end_stepper("finished")
+            gen = self._generation
+            assert gen is not None  # the token joined it: true at once, then re-peeked
+            self._generation_view = generation_view(
+                self.session, gen, self._prompt, self._settings, peek=False
+            )
             self._refresh_generation()
             return self._snapshot(mid, f"sampled {stepper.returned.token_label!r}")
         if stepper.finished:
@@ -202,7 +234,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     def abort(self, *, move: int | None = None) -> DebugState:
         """End the paused stepped pass (nothing to do if none is under way)."""
-        with self._moving(move) as mid:
+        with self.runner.moving(move) as mid:
             was_open = self._stepper is not None
             self._end_stepper("aborted" if was_open else self._step_status)
             return self._snapshot(mid, "pass aborted" if was_open else "")
@@ -263,7 +295,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             stepper = self._new_stepper(mid)
             event = None
             while not stepper.aborted:
-                self._arm(stepper, mid)
+                self.runner.arm(stepper, mid)
                 event = stepper.step_into()
                 if event is None or (event.name, event.phase) == (name, target.phase):
                     break
@@ -279,6 +311,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
 
     # -- interventions -------------------------------------------------------------------
 
+    @cancellable
     def toggle_ablation(
         self, module: str, kind: str, head: int | None = None, *, move: int | None = None
     ) -> DebugState:
@@ -296,8 +329,9 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
                 self._ablations[key] = interventions.add(spec)
             return self._interventions_changed(mid)
 
-        return self._intent(move, body, "ablation")
+        return self.runner.intent(move, body, "ablation")
 
+    @cancellable
     def add_intervention(self, spec: InterventionSpec, *, move: int | None = None) -> DebugState:
         """Any intervention (e.g. `inject_nonfinite(module)` to try the NaN watchpoint);
         it stays for the session. The views are brought up to date as for an ablation."""
@@ -306,22 +340,33 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self.session.interventions.add(spec)
             return self._interventions_changed(mid)
 
-        return self._intent(move, body, "intervention")
+        return self.runner.intent(move, body, "intervention")
 
     def _interventions_changed(self, mid: int) -> DebugState:
-        self._replay_paused(mid)
-        if self._run is not None:
-            trace = self.session.trace(self._prompt, leaves=self._leaves)
-            self._set_run(run_from_trace(trace))
+        # What must follow the change goes with it, before anything a cancel can stop: no
+        # view made with the old model survives, and the KV cache describes the old model.
         self._attention = self._attention_trace = None
-        if self._generation is not None:
-            self._generation.drop_cache()  # cached keys/values describe the old model
+        stale = self._run
+        if stale is not None:
+            self._previous_run, self._run = stale, None
+        gen = self._generation
+        if gen is not None:
+            gen.drop_cache()
+            self._generation_view = unpeeked_generation_view(
+                self.session, gen, self._prompt, self._settings, "the model changed"
+            )
+        # The views are recomputed after; a cancel leaves them absent, never stale.
+        self._replay_paused(mid)
+        if stale is not None:
+            self._run = run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
+        if gen is not None:
             self._refresh_generation()
         active = self.session.interventions.active
         return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
 
     # -- views ---------------------------------------------------------------------------
 
+    @cancellable
     def attention(self, layer: int, *, move: int | None = None) -> DebugState:
         """The recomputed attention pattern of `layer` on the prompt."""
 
@@ -336,8 +381,9 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self._attention = AttentionView(trace.prompt, trace.tokens, pattern, heads)
             return self._snapshot(mid)
 
-        return self._intent(move, body, "attention")
+        return self.runner.intent(move, body, "attention")
 
+    @cancellable
     def measure(self, kind: str, *args: object, move: int | None = None) -> DebugState:
         """The Cost tab's numerics (dtype) or memory and FLOPs (batch, block); measures.py."""
 
@@ -345,7 +391,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             self._measures = measure(self.session, self._prompt, self._measures, kind, *args)
             return self._snapshot(mid)
 
-        return self._intent(move, body, kind)
+        return self.runner.intent(move, body, kind)
 
     # -- snapshot and end ----------------------------------------------------------------
 
@@ -379,18 +425,39 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents, 
             training=self._training_state(),
             compare=self._compare,
             measures=self._measures,
+            seq=self.runner.seq(),  # under the lock: the newest snapshot has the highest
         )
 
-    def close(self) -> None:
-        """Stop everything, wait for the running move to unwind, remove every hook."""
-        self._closing = True
+    def close(self, *, wait: bool = False) -> bool:
+        """Stop everything and remove every hook, without waiting for the running intent
+        unless `wait`: it is cancelled (an expression interrupted) and the teardown runs
+        in a daemon thread once it has unwound. True if torn down before returning;
+        `closed` is set when done. `wait` is for a model that must be put back (inspect)."""
+        self.runner.closing = True
         self.cancel()
-        with self._lock:
-            self._end_stepper("idle")
-            for handle in self._hooks:
-                handle.remove()
-            self._hooks = []
-            self.session.close()
+        stepper = self._stepper
+        if stepper is not None:
+            stepper.interrupt()
+        if self.runner.lock.acquire(blocking=wait):
+            try:
+                self._teardown()
+            finally:
+                self.runner.lock.release()
+            return True
+        threading.Thread(target=self._teardown_when_free, name="gpt-tui-close", daemon=True).start()
+        return False
+
+    def _teardown_when_free(self) -> None:
+        with self.runner.lock:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        if self.closed.is_set():
+            return
+        self._end_stepper("idle")
+        self.runner.remove_hooks()
+        self.session.close()
+        self.closed.set()
 
 
 __all__ = ["Debugger", "DebugState", "GenerationSettings", "MOVES"]

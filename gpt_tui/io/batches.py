@@ -126,14 +126,26 @@ def read_meta(path: Path) -> CharTokenizer:
         raise BatchError(f"{path}: {err}") from None
 
 
-def bin_source(path: Path, meta: Path | None, decode: Decoder) -> BatchSource:
-    """A nanoGPT uint16 `.bin`; its `meta.pkl` (given, or beside it) decodes if present."""
-    if path.stat().st_size % 2:
+def bin_source(
+    path: Path, meta: Path | None, decode: Decoder, vocab_size: int | None = None
+) -> BatchSource:
+    """A nanoGPT uint16 `.bin`; its `meta.pkl` (given, or beside it) decodes if present,
+    and must have the model's `vocab_size` when that is given."""
+    size = path.stat().st_size
+    if size == 0:
+        raise BatchError(f"--data {path} is empty (0 bytes): give a train.bin prepare.py wrote")
+    if size % 2:
         raise BatchError(f"--data {path}: an odd number of bytes, not nanoGPT's uint16 tokens")
     data = np.memmap(path, dtype=np.uint16, mode="r")
     meta = meta if meta is not None else path.parent / "meta.pkl"
     if meta.exists():
         chars = read_meta(meta).chars
+        if vocab_size is not None and len(chars) != vocab_size:
+            raise BatchError(
+                f"{meta} has a vocabulary of {len(chars)} characters and the model one of "
+                f"{vocab_size}: --data {path.name} was prepared for another model (give the "
+                "data this model was trained on)"
+            )
         return BatchSource(data, lambda i: chars[i] if 0 <= i < len(chars) else "�", str(path))
     return BatchSource(data, decode, str(path))
 
@@ -162,13 +174,15 @@ def open_source(
     decode: Decoder,
     meta: str | None = None,
     split: str = "all",
+    vocab_size: int | None = None,
 ) -> BatchSource:
-    """A text file or a nanoGPT `.bin` (by its suffix)."""
+    """A text file or a nanoGPT `.bin` (by its suffix); `vocab_size`, the model's, is what
+    a `.bin`'s meta.pkl must have."""
     path = Path(data)
     if not path.is_file():
         raise BatchError(f"--data {data}: no such file (give a text file or a nanoGPT .bin)")
     if path.suffix == ".bin":
-        return bin_source(path, Path(meta) if meta else None, decode)
+        return bin_source(path, Path(meta) if meta else None, decode, vocab_size)
     return text_source(path, encode, decode, split)
 
 

@@ -257,7 +257,7 @@ def build_user_model(
     try:
         with torch.device(device):
             model = found.model_class(config)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a sys.exit() in the file is its failure too
         raise ModelFileError(
             f"{where(found.path, e)}: building {found.model_class.__name__} failed: "
             f"{type(e).__name__}: {e}"
@@ -402,7 +402,7 @@ def check_forward(model: nn.Module, path: Path, dtype: torch.dtype) -> None:
     try:
         with torch.no_grad():
             model(idx)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         hint = "; try --dtype float32" if dtype != torch.float32 else ""
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelFileError(

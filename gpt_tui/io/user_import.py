@@ -124,6 +124,13 @@ def _exec(path: Path, import_it, name: str, folder: Path) -> ModuleType:
         raise ModelFileError(
             f"{where(path, e, folder)}: {e} (is it installed, or next to the model file?)"
         ) from None
+    except SystemExit as e:  # not an Exception: it would end gpt-tui with the file's status
+        sys.modules.pop(name, None)
+        raise ModelFileError(
+            f"{where(path, e, folder)}: the model file called sys.exit({e.code!r}) while "
+            "importing; a model file should only define the model (guard scripts with "
+            "if __name__ == '__main__':)"
+        ) from None
     except Exception as e:
         sys.modules.pop(name, None)
         raise ModelFileError(f"{where(path, e, folder)}: {type(e).__name__}: {e}") from None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
@@ -20,12 +21,17 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from ..config_file import AppConfig
 from ..errors import describe_error
 from . import keys
 from .commands import GptTuiCommands
+from .daemon import in_daemon
+from .export import copy_focused, export_screen
 from .help_sections import help_sections
 from .intents import Intents
+from .key_queue import KeyQueue
 from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
+from .settings import UserSettings
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
@@ -39,9 +45,10 @@ from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState, ModelInfo
+    from ..engine.analysis.init_rules import ModelFacts
+    from ..engine.core.debug_state import DebugState, ModelInfo
+    from ..engine.core.session import ModelSpec, ProgressFn, Session
     from ..engine.debugger import Debugger
-    from ..engine.session import ModelSpec, ProgressFn, Session
 
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
@@ -69,10 +76,16 @@ class GptTuiApp(App[int]):
         show_memory: bool | None = None,
         session: Session | None = None,
         setup: Callable[[Debugger], object] | None = None,
+        config: AppConfig | None = None,
+        config_warnings: Sequence[str] = (),
+        config_file: Path | None = None,
     ) -> None:
         """`session`: an open one to inspect (a live model) instead of opening `spec`;
-        `setup(debugger)` runs before the first frame (a prompt, a batch to start on)."""
+        `setup(debugger)` runs before the first frame (a prompt, a batch to start on);
+        `config`: the user's config file read (`config_file`, where a theme picked in the
+        palette is kept), with its warnings shown once the screen is up."""
         super().__init__()
+        self.settings = UserSettings(config or AppConfig(), config_warnings, config_file)
         self.spec = spec
         self._session, self._setup = session, setup
         if show_memory is None:
@@ -83,11 +96,14 @@ class GptTuiApp(App[int]):
         self.state: DebugState | None = None  # the last snapshot rendered
         self.selected_path: str | None = None
         self.open_error: str | None = None
-        self._intents = Intents(self)
+        self._intents = Intents(self, lambda: self.debugger)
         self._mounted_tabs: set[str] = set()
         self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
+        self._failed: set[str] = set()  # views whose fetch failed: asked again only by a key
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
+        self._waiting = KeyQueue(self)  # keys pressed while the model opens
+        self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
     # -- what the snapshot says ----------------------------------------------------------
 
@@ -124,19 +140,30 @@ class GptTuiApp(App[int]):
         yield KeyFooter(keys.FOOTER_RANK)
 
     def on_mount(self) -> None:
+        self.settings.apply(self)
         self.query_one("#tree").loading = True
         self.query_one("#tabs").loading = True
         self.query_one("#message").display = False
         progress = self.query_one(LoadingPanel).listener()
-        self.run_worker(
-            lambda: self._open(self.spec, progress), thread=True, group="open", exit_on_error=False
-        )
+        self.run_worker(self._opening(progress), group="open", exit_on_error=False)
 
     # -- opening the model ---------------------------------------------------------------
 
+    async def _opening(self, progress: ProgressFn) -> None:
+        await in_daemon(lambda: self._open(self.spec, progress))
+
+    async def _fetch_facts(self, debugger: Debugger) -> None:
+        """Init rows, train/eval mode and a line to break at, read from the model once."""
+        from ..engine.analysis.init_rules import model_facts
+
+        session = debugger.session
+        self.facts = await in_daemon(lambda: model_facts(session.model, session.family))
+        for tab in self._mounted_tabs:
+            self._feed(tab)
+
     def _open(self, spec: ModelSpec, progress: ProgressFn) -> None:
+        from ..engine.core.session import Session
         from ..engine.debugger import Debugger
-        from ..engine.session import Session
         from ..errors import GptTuiError
 
         try:
@@ -171,6 +198,8 @@ class GptTuiApp(App[int]):
         await self._mount_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
         self.refresh_bindings()
+        self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)
+        self._waiting.replay()
 
     def on_session_failed(self, message: SessionFailed) -> None:
         self._show_open_error(message.error)
@@ -206,6 +235,7 @@ class GptTuiApp(App[int]):
             if worker.name in ("stepper", "run") or self.paused_at is not None:
                 self._error = f"error · {error}"
                 self._show_stepper()
+            self._failed |= self._wanted & {worker.name}  # shown once, not retried by itself
             self._wanted.clear()
             debugger = self.debugger
             if debugger is not None:  # bring the display in line with what is true now
@@ -216,6 +246,7 @@ class GptTuiApp(App[int]):
 
     def on_intent_requested(self, message: IntentRequested) -> None:
         """A pane asks for a Debugger intent; the snapshot it returns is rendered."""
+        self._failed.discard(message.worker)
         kwargs = dict(message.kwargs)
         if message.progress:
             kwargs["progress"] = self._progress
@@ -223,8 +254,8 @@ class GptTuiApp(App[int]):
 
     def on_state_updated(self, message: StateUpdated) -> None:
         state = message.state
-        if self.state is not None and state.move < self.state.move:
-            return  # an older snapshot than the one shown
+        if self.state is not None and state.seq < self.state.seq:
+            return  # taken before the one shown
         if message.name in ("stepper", "run"):
             self._error = None
         if (
@@ -266,8 +297,8 @@ class GptTuiApp(App[int]):
 
     def _tab_context(self) -> TabContext:
         assert self.info is not None
-        shapes = dict(self.query_one(ModuleTree).shapes)
-        return TabContext(self.info, self.state, shapes, self.spec.seed)
+        shapes = self.state.shapes() if self.state is not None else {}
+        return TabContext(self.info, self.state, shapes, self.spec.seed, self.facts)
 
     def _feed(self, tab: str) -> None:
         widget = self.query_one(f"#{tab}", TabPane).children[0]
@@ -277,7 +308,9 @@ class GptTuiApp(App[int]):
         """Start the intent that computes what the tab shows, if the snapshot lacks it."""
         spec = TAB_BY_ID[tab]
         view = spec.view
-        if self.debugger is None or self.state is None or view is None or view in self._wanted:
+        if self.debugger is None or self.state is None or view is None:
+            return
+        if view in self._wanted or view in self._failed:
             return
         if getattr(self.state, view) is not None or tab not in self._mounted_tabs:
             return
@@ -300,6 +333,8 @@ class GptTuiApp(App[int]):
     async def on_event(self, event: events.Event) -> None:
         """Esc and a key pressed quickly arrive as `alt+<key>` (see `keys.after_escape`):
         replayed as the two keys the user pressed."""
+        if self.info is None and not self.open_error and self._waiting.hold(event):
+            return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
             await super().on_event(event)
@@ -353,6 +388,7 @@ class GptTuiApp(App[int]):
         """Switch tabs and put the keyboard focus in the tab (escape goes back to the tree)."""
         if self.info is None:
             return
+        self._failed.discard(TAB_BY_ID[tab].view or "")  # the key asks again
         await self._mount_tab(tab)
         self.query_one(TabbedContent).active = tab
         self.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus).focus()
@@ -481,6 +517,7 @@ class GptTuiApp(App[int]):
     @on(PromptBar.Submitted)
     def _prompt_submitted(self, event: PromptBar.Submitted) -> None:
         self._wanted.clear()
+        self._failed.clear()
         # The box keeps the focus until the prompt is taken: a refused one is mended there.
         self._intents.call("prompt", "set_prompt", event.text)
 
@@ -503,14 +540,22 @@ class GptTuiApp(App[int]):
     def action_focus_prompt(self) -> None:
         self.query_one(PromptBar).edit()
 
+    # -- copy and export (ui/export.py) -------------------------------------------------
+
+    def action_copy(self) -> None:
+        copy_focused(self)
+
+    def action_export(self) -> None:
+        export_screen(self, self.settings.export_dir)
+
     # -- help and quit -------------------------------------------------------------------
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_sections()))
 
     async def action_quit(self) -> None:
-        """Leave at once: the running intent is cancelled at its next module, waiting
-        ones are dropped, the debugger's hooks and threads are gone before the exit."""
+        """Leave at once: the running intent is cancelled at its next check and waiting
+        ones are dropped; its hooks and threads go when it has unwound (see close)."""
         await self._close_debugger()
         self.exit(0)
 
@@ -518,7 +563,12 @@ class GptTuiApp(App[int]):
         await self._close_debugger()  # however the app ends: no thread or hook left
 
     async def _close_debugger(self) -> None:
+        """Never waits for the engine: the running work is cancelled and unwinds in the
+        background. Inside `gpt_tui.inspect` the user's model must be put back first, so
+        there it waits for the work's next cancel check, and says so."""
         self._intents.close()
         debugger = self.debugger
-        if debugger is not None:
-            await asyncio.to_thread(debugger.close)
+        if debugger is None or debugger.close() or self._session is None:
+            return
+        self.notify("putting your model back: waiting for the running work to stop", timeout=5)
+        await asyncio.to_thread(debugger.closed.wait)

@@ -63,6 +63,7 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + binding_rows(TensorViewer.BINDINGS)
             + [("Enter", "Evaluate", "in the expression box: evaluate, like pdb's p")]
             + [("v EXPR", "View", "in the expression box: open EXPR's result in the viewer")]
+            + [("g COL", "Go to", "in the expression box: scroll the viewer to COL or ROW,COL")]
             + [("Enter", "Break at", "in break at: toggle a FUNCTION or FILE:LINE breakpoint")]
             + tables,
         ),

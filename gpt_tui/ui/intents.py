@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from textual.app import App
 from textual.worker import WorkerState
 
+from ..engine.core.runner import is_cancellable
 from .messages import StateUpdated
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState
-    from .app import GptTuiApp
+    from ..engine.core.debug_state import DebugState
+    from ..engine.debugger import Debugger
 
 
 class IntentQueue:
@@ -63,14 +65,15 @@ class Intents:
     """The app's way to ask the Debugger: `call("run", "run")` runs `debugger.run(move=…)`
     in a worker, after the intents asked for before it; the snapshot comes back as a
     message. Names group workers: the latest move of a name that is still queued or
-    running (a "stepper", "generating" or "training" move) can be cancelled by `x`."""
+    running can be cancelled by `x` when its Debugger method is declared `cancellable`."""
 
-    CANCELLABLE = ("stepper", "generating", "training")
-
-    def __init__(self, app: GptTuiApp) -> None:
+    def __init__(self, app: App, debugger: Callable[[], Debugger | None]) -> None:
+        """`debugger()`: the app's debugger once the model is open (None before)."""
         self._app = app
+        self._debugger = debugger
         self._queue = IntentQueue()
         self._latest: dict[str, int] = {}  # name -> the move id it was last started with
+        self._cancellable: dict[str, int] = {}  # the same, for cancellable intents only
 
     def busy(self, name: str) -> bool:
         """A worker of that name is queued or running (read from Textual's workers)."""
@@ -81,24 +84,27 @@ class Intents:
         return self._latest.get(name)
 
     def running_move(self) -> tuple[str, int] | None:
-        """The cancellable move still queued or running, if any: (name, move id)."""
-        for name in self.CANCELLABLE:
-            move = self._latest.get(name)
-            if move is not None and self.busy(name):
-                return name, move
-        return None
+        """The first cancellable move still queued or running, if any: (name, move id)."""
+        live = [(move, name) for name, move in self._cancellable.items() if self.busy(name)]
+        return (min(live)[1], min(live)[0]) if live else None
 
     @property
     def pending(self) -> int:
         return self._queue.pending
 
-    def start(self, name: str, intent: Callable[[int], DebugState]) -> int | None:
+    def start(
+        self, name: str, intent: Callable[[int], DebugState], *, cancellable: bool = False
+    ) -> int | None:
         """Run `intent` (called with its move id) in a worker; the move id."""
-        app, debugger = self._app, self._app.debugger
+        app, debugger = self._app, self._debugger()
         if debugger is None:
             return None
         move = debugger.new_move()
         self._latest[name] = move
+        if cancellable:
+            self._cancellable[name] = move
+        else:
+            self._cancellable.pop(name, None)
         ticket = self._queue.ticket()
 
         def work() -> None:
@@ -111,10 +117,11 @@ class Intents:
 
     def call(self, name: str, method: str, *args: object, **kwargs: object) -> int | None:
         """`start` for one Debugger method, its arguments and the move id."""
-        debugger = self._app.debugger
+        debugger = self._debugger()
         assert debugger is not None
         bound = getattr(debugger, method)
-        return self.start(name, lambda move: bound(*args, move=move, **kwargs))
+        intent = lambda move: bound(*args, move=move, **kwargs)  # noqa: E731
+        return self.start(name, intent, cancellable=is_cancellable(bound))
 
     def close(self) -> None:
         self._queue.close()

@@ -42,6 +42,10 @@ KEY_BINDINGS: list[Binding] = [
     _key("U", "step_line('return')", "Line up", "run to the return of the current function"),
     _key("C", "step_line('continue')", "Line cont", "run to the next line breakpoint"),
     _key("T", "step_token", "Token", "step into the next token's forward and its sampling"),
+    _key("Y", "copy", "Copy", "copy the module path, table row or value in focus (OSC 52)", False),
+    _key(
+        "E", "export", "Export", "save the screen as SVG and the table in focus as CSV/JSON", False
+    ),
 ]
 
 # The footer's order: the line keys rank after the focused pane's own keys, so that they
@@ -69,6 +73,8 @@ KEY_TITLES: dict[str, str] = {
     "step_line('return')": "Line return",
     "step_line('continue')": "Line continue",
     "step_token": "Step into token",
+    "copy": "Copy",
+    "export": "Export",
 }
 
 # Keys that move focus; shown in help, not in the footer.
@@ -108,6 +114,10 @@ ENGINE_ACTIONS = frozenset(
 )
 
 
+# Keys that act while the model opens; the others wait for it and run in order after.
+NOW_WHILE_LOADING = frozenset({"q"})
+
+
 def after_escape(key: str) -> str | None:
     """The key pressed just after Esc, when the two arrived as one: the terminal sends ESC
     and the key back to back, and Textual reads the pair as Alt (within ESCDELAY, 100 ms).
@@ -118,3 +128,7 @@ def after_escape(key: str) -> str | None:
     if char.startswith("shift+") and len(char) == 7:
         char = char[-1].upper()
     return char if len(char) == 1 and char.isalnum() else None
+
+
+# The ids a config file's [keys] table may rebind.
+ACTION_IDS = frozenset(b.id for b in BINDINGS if b.id)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState, ModelInfo
+    from ..engine.core.debug_state import DebugState, ModelInfo
     from ..engine.debugger import Debugger
 
 

@@ -27,7 +27,8 @@ from .widgets.param_table import ParamTable
 from .widgets.train import TrainPanel
 
 if TYPE_CHECKING:
-    from ..engine.debug_state import DebugState, ModelInfo
+    from ..engine.analysis.init_rules import ModelFacts
+    from ..engine.core.debug_state import DebugState, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TabContext:
     state: DebugState | None
     shapes: dict[str, tuple[int, ...]]
     seed: int
+    facts: ModelFacts | None = None  # init rows, mode, a line to break at (read after open)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def _feed_stats(widget: Widget, ctx: TabContext) -> None:
 def _feed_params(widget: Widget, ctx: TabContext) -> None:
     assert isinstance(widget, ParamTable)
     widget.summary = ctx.info.summary
+    widget.facts = ctx.facts
 
 
 def _feed_diagram(widget: Widget, ctx: TabContext) -> None:
@@ -105,12 +108,15 @@ def _feed_train(widget: Widget, ctx: TabContext) -> None:
     if state is None:
         return
     widget.ablations = state.ablations
+    widget.mode = ctx.facts.mode if ctx.facts is not None else None
     if state.training is not None and widget.view is not state.training:
         widget.view = state.training
 
 
 def _feed_code(widget: Widget, ctx: TabContext) -> None:
     assert isinstance(widget, CodePane)
+    if ctx.facts is not None:
+        widget.set_example(ctx.facts.break_example)
     state = ctx.state
     if state is not None:
         frame = state.frame if state.status == "paused" else None
@@ -167,7 +173,11 @@ TABS: tuple[Tab, ...] = (
         "Generate",
         "4",
         "#gen-candidates",
-        lambda ctx: GeneratePanel(seed=ctx.seed, id="generate-panel"),
+        lambda ctx: GeneratePanel(
+            seed=ctx.seed,
+            heads=(ctx.info.n_layer, ctx.info.n_kv_head, ctx.info.n_embd // ctx.info.n_head),
+            id="generate-panel",
+        ),
         _feed_generation,
         "generation",
         _request_generation,

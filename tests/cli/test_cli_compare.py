@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpt_tui.cli import run
-from gpt_tui.engine.session import samples_dir
+from gpt_tui.engine.core.session import samples_dir
 from tests.engine.compare_helpers import FIXTURES, write_port
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

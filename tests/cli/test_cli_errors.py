@@ -73,6 +73,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
         (["step", *TINY, "--prompt", "ROMEO:"], ["give --break GLOB"]),
         # files
         (["eval", *TINY, "--data", "/no/such/file.txt"], ["--data /no/such/file.txt"]),
+        # a misspelt option is named with the near one
+        (["trace", *TINY, "--promt", "hi"], ["unknown option --promt (did you mean --prompt?)"]),
+        (["generate", *TINY, "--prompt", "a", "--step", "x"], ["--steps"]),  # an abbreviation
+        # lines and tokens that do not exist
+        (["step", *TINY, "--prompt", "ROMEO:", "--break-at", "nanogpt.py:0"], ["line 0"]),
+        (["step", *TINY, "--prompt", "ROMEO:", "--token", "100000"], ["at most 10,000"]),
     ],
 )
 def test_bad_input_is_one_line_with_status_2(args, needles):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from gpt_tui.io.model_file import load_model_file
@@ -114,3 +115,16 @@ def test_a_model_that_refuses_the_prompt_is_one_line_naming_its_code(tmp_path):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert "AssertionError" in result.stderr and "needs two tokens" in result.stderr
         assert f" at model.py:{line}" in result.stderr  # where in their code
+
+
+@pytest.mark.parametrize("name", ["gpt.py", "model.py"])
+def test_train_step_runs_on_either_style_of_model_file(tmp_path, name):
+    """nanochat's forward returns the loss alone when given targets, nanoGPT's gives every
+    position's logits only then: a training step asks once which way the file goes."""
+    ckpt = checkpoint(FIXTURES / name, ARGS[name], tmp_path)
+    result = gpt_tui(
+        "train-step", "--model-file", str(FIXTURES / name), "--checkpoint", str(ckpt),
+        "--prompt", "0123456789:;<=>?@", "--steps", "1", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["loss"] > 0

@@ -65,7 +65,9 @@ def test_a_bin_with_meta_makes_the_batch(tmp_path, capsys):
     np.array([chars.index(c) for c in text], dtype=np.uint16).tofile(tmp_path / "train.bin")
     meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": {}}
     (tmp_path / "meta.pkl").write_bytes(pickle.dumps(meta))
-    out = train_json(capsys, "--data", str(tmp_path / "train.bin"), "--batch", "3", "--block", "8")
+    vocab = f"vocab_size={len(chars)}"  # the model the data was prepared for
+    data = ["--data", str(tmp_path / "train.bin"), "--set", vocab]
+    out = train_json(capsys, *data, "--batch", "3", "--block", "8")
     assert out["batch"]["rows"] == 3 and out["batch"]["block"] == 8
     for row in out["batch"]["decoded"]:
         i = row["offset"]

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from test_probes import IDX, Foreign, nanochat, nanogpt
 
-from gpt_tui.engine.attention import AttentionCapture, head_summaries
-from gpt_tui.engine.probes import Probes
-from gpt_tui.engine.trace import AttentionPattern
+from gpt_tui.engine.analysis.attention import AttentionCapture, head_summaries
+from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core.trace import AttentionPattern
 
 
 def causal_mask(T: int, window: int | None = None) -> np.ndarray:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_probes import randomize
 
-from gpt_tui.engine import attention
-from gpt_tui.engine.attention import LazyPatterns
-from gpt_tui.engine.probes import Probes
+from gpt_tui.engine.analysis import attention
+from gpt_tui.engine.analysis.attention import LazyPatterns
+from gpt_tui.engine.analysis.probes import Probes
 from gpt_tui.models import build_model, make_config
 
 T = 384

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt_tui.engine.attribution import AttributionError, attribute
+from gpt_tui.engine.analysis.attribution import AttributionError, attribute
 from gpt_tui.io.model_file import load_model_file
 from tests.engine.compare_helpers import FIXTURES, ours, user_copy
 

@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 
-from gpt_tui.engine.compare import CompareError, Run, compare, match_points
-from gpt_tui.engine.interventions import OutputScale
-from gpt_tui.engine.probes import find_probe_points
+from gpt_tui.engine.analysis.compare import CompareError, Run, compare, match_points
+from gpt_tui.engine.analysis.interventions import OutputScale
+from gpt_tui.engine.analysis.probes import find_probe_points
 from gpt_tui.errors import GptTuiError
 from gpt_tui.io.model_file import load_model_file
 from tests.engine.compare_helpers import FIXTURES, ours, user_copy, write_port
@@ -99,6 +99,14 @@ def test_an_intervention_diverges_at_the_module_it_changes():
     assert again.first_divergence is None and max(r.max_abs_diff for r in again.records) == 0
 
 
+def test_a_nan_in_one_run_is_a_divergence_not_agreement():
+    model = ours("nanogpt")
+    nan = [OutputScale("transformer.h.1.mlp", float("nan"))]
+    result = compare(Run(model, IDS), Run(model, IDS, interventions=nan, label="B"))
+    first = result.first_divergence
+    assert first is not None and first.name == "transformer.h.1.mlp"
+
+
 def test_prompts_differ_from_the_first_changed_token():
     model = ours("nanogpt")
     other = IDS[:4] + [40] + IDS[5:]
@@ -130,9 +138,9 @@ def test_probes_of_differently_named_models_match_by_structure():
 
 
 def test_the_debugger_diffs_patches_and_attributes_as_intents(tmp_path):
-    from gpt_tui.engine.compare_intents import BSpec
+    from gpt_tui.engine.analysis.compare_intents import BSpec
+    from gpt_tui.engine.core.session import ModelSpec, Session
     from gpt_tui.engine.debugger import Debugger
-    from gpt_tui.engine.session import ModelSpec, Session
 
     debugger = Debugger(Session.open(ModelSpec(sample="shakespeare-nanogpt", device="cpu")))
     try:
@@ -161,9 +169,9 @@ def test_the_debugger_diffs_patches_and_attributes_as_intents(tmp_path):
 
 
 def test_a_b_model_file_needs_weights_when_a_is_random():
-    from gpt_tui.engine.compare_intents import BSpec
+    from gpt_tui.engine.analysis.compare_intents import BSpec
+    from gpt_tui.engine.core.session import ModelSpec, Session
     from gpt_tui.engine.debugger import Debugger
-    from gpt_tui.engine.session import ModelSpec, Session
 
     debugger = Debugger(Session.open(ModelSpec(config="tiny", device="cpu")))
     try:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gpt_tui.engine.debug_state import DebugState, GenerationSettings
+from gpt_tui.engine.core.debug_state import DebugState, GenerationSettings
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
 
 WAIT = 30  # seconds before a stuck test fails instead of hanging
 
@@ -128,8 +128,8 @@ def test_abort_during_a_continue_unwinds_it(dbg: Debugger) -> None:
 
 
 def test_quit_during_a_generation_of_n_tokens(dbg: Debugger) -> None:
-    """close() during N generation steps: the generation stops at its next block, the
-    lock is free, hooks are gone, no thread is left behind."""
+    """close() during N generation steps: the generation stops at its next block, then
+    the lock is free, hooks are gone, no thread is left behind."""
     model = dbg.session.model
     dbg.generate(1)  # the generation is open: its next steps are what runs
     gate = Gate(model.transformer.h[1])
@@ -143,6 +143,9 @@ def test_quit_during_a_generation_of_n_tokens(dbg: Debugger) -> None:
     closer.join(WAIT)
     thread.join(WAIT)
     gate.remove()
+    assert dbg.closed.wait(WAIT)  # close() returns at once; the teardown follows the move
+    for teardown in [t for t in threading.enumerate() if t.name == "gpt-tui-close"]:
+        teardown.join(WAIT)
     assert not closer.is_alive() and not thread.is_alive()
     (state,) = out
     assert state.cancelled and len(state.generation.steps if state.generation else ()) < 50

@@ -3,16 +3,16 @@ tensor viewer's data, each answered with a frozen DebugState."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 from test_debugger import WAIT, Gate, in_thread
 
+from gpt_tui.engine.core.frames import BreakpointError, EvaluateError
+from gpt_tui.engine.core.line_tracer import BACKEND, tracing_here
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.frames import BreakpointError, EvaluateError
-from gpt_tui.engine.session import ModelSpec, Session
 
 
 @pytest.fixture
@@ -82,19 +82,20 @@ def test_abort_and_close_at_a_line_leave_no_thread_and_no_trace(dbg: Debugger) -
     assert state.status == "aborted" and state.frame is None and not forward_threads()
     assert dbg.step_line("continue").frame is not None
     dbg.close()
-    assert not forward_threads() and sys.gettrace() is None
+    assert not forward_threads() and not tracing_here()
 
 
 def test_cancel_reaches_a_running_line_move_and_leaves_a_paused_one_alone(dbg: Debugger) -> None:
     dbg.set_line_breakpoints(["GPT.generate"])  # armed, never hit in a forward
     gate = Gate(dbg.session.model.transformer.h[0].mlp, thread_name="gpt-tui-forward")
     traces: list[object] = []
-    hook = dbg.session.model.register_forward_pre_hook(lambda m, a: traces.append(sys.gettrace()))
+    hook = dbg.session.model.register_forward_pre_hook(lambda m, a: traces.append(tracing_here()))
     try:
         move = dbg.new_move()
         thread, out = in_thread(lambda: dbg.step_line("continue", move=move))
         assert gate.reached.wait(WAIT)
-        assert traces[-1] is not None  # the forward thread traces the model's lines
+        # armed, yet nothing traced where GPT.generate cannot run (3.11's settrace)
+        assert traces[-1] is (BACKEND == "sys.monitoring")
         assert dbg.cancel(move)
         gate.release.set()
         thread.join(WAIT)
@@ -110,7 +111,7 @@ def test_cancel_reaches_a_running_line_move_and_leaves_a_paused_one_alone(dbg: D
         assert dbg.step("into").status == "paused"  # a module move from a line pause
         dbg.abort()
         dbg.step("into")  # a new pass with no line breakpoint: nothing traces
-        assert traces[-1] is None
+        assert not traces[-1]
     finally:
         gate.remove()
         hook.remove()

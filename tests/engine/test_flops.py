@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gpt_tui.engine.flops import cost_report, count_flops, device_peak, peak_for_name
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.analysis.flops import cost_report, count_flops, device_peak, peak_for_name
+from gpt_tui.engine.core.session import ModelSpec, Session
 
 
 class EmbedLinear(nn.Module):

@@ -3,7 +3,6 @@ line moves, the paused frame's snapshot, expressions, and no trace left behind."
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import pytest
 from test_probes import IDX, nanochat, nanogpt
 from test_user_models import FIXTURES, save_user_checkpoint
 
-from gpt_tui.engine.frames import BreakpointError, EvaluateError, model_files
-from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.engine.stepping import ForwardStepper
+from gpt_tui.engine.core.frames import BreakpointError, EvaluateError, model_files
+from gpt_tui.engine.core.line_tracer import tracing_here
+from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.core.stepping import ForwardStepper
 
 MODELS = Path(__file__).resolve().parents[2] / "gpt_tui" / "models"
 
@@ -165,20 +165,22 @@ def test_a_breakpoint_that_matches_nothing_names_the_files_searched(spec, messag
 def test_no_trace_function_unless_armed_and_none_left_after_an_abort() -> None:
     model = nanogpt()
     seen: list[object] = []
-    hook = model.register_forward_pre_hook(lambda m, a: seen.append(sys.gettrace()))
+    inner = model.transformer.h[0].mlp.c_fc  # runs inside MLP.forward, before its last line
+    hook = inner.register_forward_pre_hook(lambda m, a: seen.append(tracing_here()))
+    last = line_of(MODELS / "nanogpt.py", "return self.dropout(self.c_proj(x))")
     try:
-        with ForwardStepper(model, IDX, breakpoints=["*.mlp"]) as stepper:
+        with ForwardStepper(model, IDX, breakpoints=["transformer.h.1.mlp"]) as stepper:
             stepper.continue_()
-            assert seen == [None]  # module stepping only: nothing traces
+            assert seen == [False]  # module stepping only: nothing traces
         with ForwardStepper(model, IDX) as stepper:
-            stepper.set_line_breakpoints(["MLP.forward"])
+            stepper.set_line_breakpoints([f"nanogpt.py:{last}"])
             stepper.continue_()
-            assert seen[-1] is not None and sys.gettrace() is None  # only that thread
+            assert seen[-1] and not tracing_here()  # only that thread
             stepper.abort()
             assert not forward_threads()
-        with ForwardStepper(model, IDX, breakpoints=["*.mlp"]) as stepper:
+        with ForwardStepper(model, IDX, breakpoints=["transformer.h.1.mlp"]) as stepper:
             stepper.continue_()  # a new forward thread
-            assert seen[-1] is None
+            assert not seen[-1]
         assert not forward_threads()
     finally:
         hook.remove()

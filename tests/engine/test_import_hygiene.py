@@ -27,14 +27,13 @@ print(json.dumps(report))
 
 
 def engine_modules() -> list[str]:
-    return ["gpt_tui.engine"] + [
-        f"gpt_tui.engine.{m.name}" for m in pkgutil.iter_modules(gpt_tui.engine.__path__)
-    ]
+    found = pkgutil.walk_packages(gpt_tui.engine.__path__, prefix="gpt_tui.engine.")
+    return ["gpt_tui.engine"] + [m.name for m in found]
 
 
 def test_engine_modules_import_no_ui() -> None:
     modules = engine_modules()
-    assert "gpt_tui.engine.probes" in modules and "gpt_tui.engine.stepping" in modules
+    assert "gpt_tui.engine.analysis.probes" in modules and "gpt_tui.engine.core.stepping" in modules
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, *modules], capture_output=True, text=True, check=True
     )

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import tiny_nanochat
 
-from gpt_tui.engine.interventions import (
+from gpt_tui.engine.analysis.interventions import (
     ActivationPatch,
     BlockScale,
     HeadScale,

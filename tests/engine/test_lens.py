@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny_models import tiny_nanochat
 
-from gpt_tui.engine.lens import LensNotSupportedError, lens_logits, logit_lens
-from gpt_tui.engine.model_access import UnsupportedModelError, logits_from_residual
+from gpt_tui.engine.analysis.lens import LensNotSupportedError, lens_logits, logit_lens
+from gpt_tui.engine.core.model_access import UnsupportedModelError, logits_from_residual
 from gpt_tui.io.model_file import load_model_file
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gpt_tui.engine.memory import MemoryError_, fit_memory, measure_step, memory_report
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.analysis.memory import MemoryError_, fit_memory, measure_step, memory_report
+from gpt_tui.engine.core.session import ModelSpec, Session
 
 V, D = 11, 24
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from tiny_models import tiny_nanochat
 
-from gpt_tui.engine.model_access import (
+from gpt_tui.engine.analysis.probes import find_block_list
+from gpt_tui.engine.core.model_access import (
     ModelOutputError,
     UnsupportedModelError,
     crop_to_context,
@@ -21,7 +22,6 @@ from gpt_tui.engine.model_access import (
     output_logits,
     usable_vocab_size,
 )
-from gpt_tui.engine.probes import find_block_list
 from gpt_tui.io.model_file import load_model_file, user_forward
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_models import tiny_nanochat
 
-from gpt_tui.engine.numerics import (
+from gpt_tui.engine.analysis.numerics import (
     FORMATS,
     NumericsError,
     check_device_format,
@@ -17,7 +17,7 @@ from gpt_tui.engine.numerics import (
     numerics,
     tensor_fractions,
 )
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.core.session import ModelSpec, Session
 
 
 def test_fp16_fractions_of_known_values() -> None:
@@ -121,7 +121,7 @@ def test_an_overflowing_module_is_where_fp16_parts_from_fp32() -> None:
 
 
 def test_heads_whose_largest_logit_grows_every_step_are_flagged() -> None:
-    from gpt_tui.engine.logit_growth import head_logit_growth
+    from gpt_tui.engine.analysis.logit_growth import head_logit_growth
 
     session = Session.open(ModelSpec(config="tiny", device="cpu"))
     before = {k: v.clone() for k, v in session.model.state_dict().items()}

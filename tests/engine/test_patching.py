@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt_tui.engine.patching import Patch, Patcher, PatchError
+from gpt_tui.engine.analysis.patching import Patch, Patcher, PatchError
 from tests.engine.compare_helpers import ours
 
 CLEAN = [3, 14, 15, 9, 26, 5, 35, 8]

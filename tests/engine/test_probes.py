@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt_tui.engine.probes import Probes, find_block_list, find_probe_points
+from gpt_tui.engine.analysis.probes import Probes, find_block_list, find_probe_points
 from gpt_tui.models import build_model, make_config
 
 

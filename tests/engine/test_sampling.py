@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny_models import tiny_nanochat
 
-from gpt_tui.engine.interventions import Interventions, inject_nonfinite
-from gpt_tui.engine.sampling import (
+from gpt_tui.engine.analysis.interventions import Interventions, inject_nonfinite
+from gpt_tui.engine.generation.sampling import (
     GenerationError,
     GenerationSession,
     TokenOutOfRangeError,

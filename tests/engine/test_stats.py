@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gpt_tui.engine.stats import rows_to_stats, stats_row, tensor_stats
+from gpt_tui.engine.analysis.stats import rows_to_stats, stats_row, tensor_stats
 
 
 def reference(x: torch.Tensor) -> dict[str, float]:
@@ -45,7 +45,7 @@ def test_nan_and_inf_are_counted_and_left_out_of_moments(device_path: str) -> No
     x[1, 5] = float("inf")
     x[2, 9] = -float("inf")
     if device_path == "finite-path":  # what accelerators always run
-        from gpt_tui.engine import stats
+        from gpt_tui.engine.analysis import stats
 
         row = stats._finite_row(x)
         s = rows_to_stats([row], [x.numel()])[0]
@@ -77,3 +77,20 @@ def test_many_rows_one_batch_keep_their_order() -> None:
     xs = [torch.randn(10) + i for i in range(5)]
     stats = rows_to_stats([stats_row(x) for x in xs], [x.numel() for x in xs])
     assert [round(s.mean) for s in stats] == [round(x.mean().item()) for x in xs]
+
+
+def test_a_pass_of_small_and_large_tensors_is_read_in_one_batch_with_the_same_stats() -> None:
+    """Small CPU tensors' rows are made together at the transfer; a non-finite one, a
+    signed zero and a large tensor among them keep their own exact meaning."""
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(1, 1, 384, generator=gen) * (i + 1) for i in range(6)]
+    xs[1][0, 0, :5] = -0.0
+    xs[2][0, 0, 3] = float("nan")
+    xs[3][0, 0, 4] = float("-inf")
+    xs.append(torch.randn(1, 64, 1024, generator=gen))  # beyond the small-tensor size
+    xs.append(torch.full((7,), float("nan")))
+    stats = rows_to_stats([stats_row(x) for x in xs], [x.numel() for x in xs])
+    for x, st in zip(xs[:-1], stats, strict=False):
+        assert_matches(st, reference(x))
+    last = stats[-1]
+    assert (last.nan_count, last.numel) == (7, 7) and math.isnan(last.mean)

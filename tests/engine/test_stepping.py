@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_probes import IDX, nanochat, nanogpt
 
-from gpt_tui.engine.probes import Probes
-from gpt_tui.engine.stepping import ForwardStepper, StepperError
+from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core.stepping import ForwardStepper, StepperError
 
 
 def forward_threads() -> list[threading.Thread]:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from gpt_tui.engine.debug_state import DebugState, GenerationSettings
+from gpt_tui.engine.core.debug_state import DebugState, GenerationSettings
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
 
 SETTINGS = GenerationSettings(temperature=0.8, top_k=20, top_p=0.9, seed=7)
 

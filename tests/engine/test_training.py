@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
-from gpt_tui.engine.training import (
+from gpt_tui.engine.training.health import flags, train_health
+from gpt_tui.engine.training.step import (
     ZERO_TARGETS,
     StepOptions,
     TrainingError,
     train_step,
 )
-from gpt_tui.engine.training_health import flags, train_health
 from gpt_tui.io.batches import Batch
 
 
@@ -166,7 +166,7 @@ def test_health_flags_a_too_high_learning_rate():
 
 
 def test_flags_name_a_loss_spike_and_a_growing_grad_norm():
-    from gpt_tui.engine.training_health import HealthStep
+    from gpt_tui.engine.training.health import HealthStep
 
     def step(i, loss, norm):
         return HealthStep(i, loss, norm, 1e-3, (("h.0", 1e-3),), 0, 1.0, ())
@@ -238,7 +238,7 @@ def test_a_cancelled_health_run_puts_the_weights_back():
 
 
 def test_a_val_batch_of_the_sample_scores_near_its_eval_loss(shakespeare_path):
-    from gpt_tui.engine.evaluate import evaluate, split_text
+    from gpt_tui.engine.analysis.evaluate import evaluate, split_text
     from gpt_tui.io.batches import open_source
 
     session = Session.open(ModelSpec(sample="shakespeare-nanogpt", device="cpu"))

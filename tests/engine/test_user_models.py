@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.io.model_file import load_model_file, user_forward
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "user_models"

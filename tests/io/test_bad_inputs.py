@@ -67,6 +67,11 @@ def nanochat_without_meta(d: Path) -> list[str]:
     return ["--checkpoint", str(d / "ck")]
 
 
+def huge_safetensors_header(d: Path) -> list[str]:
+    (d / "model.safetensors").write_bytes((10**12).to_bytes(8, "little") + b'{"a": 1}' + b" " * 64)
+    return ["--checkpoint", str(d / "model.safetensors")]
+
+
 def model_file(source: str) -> Callable[[Path], list[str]]:
     def setup(d: Path) -> list[str]:
         (d / "mine.py").write_text(source)
@@ -87,6 +92,8 @@ CASES = {
     "raises on import": (model_file("raise RuntimeError('no GPU here')\n"), "no GPU here"),
     "missing class": (model_file("X = 1\n"), "no nn.Module class"),
     "missing import": (model_file("import not_installed_anywhere\n"), "not_installed_anywhere"),
+    "sys.exit at import": (model_file("import sys\nsys.exit(3)\n"), "called sys.exit(3)"),
+    "safetensors header of 10**12": (huge_safetensors_header, "header claims 1,000,000,000,000"),
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from io_helpers import tiny_model
 
 from gpt_tui.cli.open_progress import open_progress
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.io.checkpoints import load_checkpoint, save_nanochat_checkpoint
 from gpt_tui.io.checkpoints import save_nanogpt_checkpoint as save_nanogpt
 from gpt_tui.models import OpenProgress, build_model, make_config, model_class

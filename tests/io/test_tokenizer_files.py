@@ -10,7 +10,7 @@ import sys
 import pytest
 from io_helpers import MERGES, tiny_model, write_data_gym_bpe
 
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.io.checkpoints import CheckpointError, load_checkpoint, save_nanogpt_checkpoint
 from gpt_tui.io.tokenizer_files import load_tokenizer_path
 from gpt_tui.io.tokenizers import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_tui.engine.session import ModelSpec, Session
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.io.model_file import ModelFileError, import_model_file, load_user_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,11 +10,11 @@ import torch
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from ui_helpers import press, select, settle, tiny_app
 
-from gpt_tui.engine.interventions import Interventions, inject_nonfinite
-from gpt_tui.engine.probes import Probes
-from gpt_tui.engine.sampling import generate_steps
-from gpt_tui.engine.session import ModelSpec
-from gpt_tui.engine.stepping import ForwardStepper
+from gpt_tui.engine.analysis.interventions import Interventions, inject_nonfinite
+from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core.session import ModelSpec
+from gpt_tui.engine.core.stepping import ForwardStepper
+from gpt_tui.engine.generation.sampling import generate_steps
 from gpt_tui.ui.app import GptTuiApp
 from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
 from gpt_tui.ui.widgets.diagram import Diagram

@@ -39,7 +39,8 @@ async def test_gpt_tui_step_and_the_app_stop_at_the_same_events() -> None:
 
 async def test_quit_during_a_long_generation_exits_at_once() -> None:
     """`q` during G on a model whose every block takes long: the app exits before the
-    generation could have finished, with status 0, no forward thread and no hook left."""
+    generation could have finished, with status 0; the engine then unwinds at its next
+    block and leaves no forward thread and no hook."""
     app = tiny_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -58,10 +59,11 @@ async def test_quit_during_a_long_generation_exits_at_once() -> None:
         handles = [block.register_forward_hook(slow) for block in model.transformer.h]
         await pilot.press("G")
         assert await asyncio.to_thread(entered.wait, 30)
-        await pilot.press("q")  # returns once the app has closed the debugger
+        await pilot.press("q")  # the app leaves; the engine unwinds in the background
+    assert app.return_value == 0
+    assert await asyncio.to_thread(app.debugger.closed.wait, 30)  # at its next block
     for handle in handles:
         handle.remove()
-    assert app.return_value == 0
     n_layer = len(model.transformer.h)
     assert len(blocks_run) < 50 * n_layer  # stopped long before 50 tokens were made
     assert len(blocks_run) <= 2 * n_layer  # at its next block, not its next token
@@ -73,7 +75,7 @@ async def test_quit_during_a_long_generation_exits_at_once() -> None:
 async def test_attention_tab_shows_the_engines_head_summaries() -> None:
     from textual.widgets import Static
 
-    from gpt_tui.engine.attention import head_summaries
+    from gpt_tui.engine.analysis.attention import head_summaries
     from gpt_tui.ui.widgets.attention_heatmap import AttentionPanel
 
     app = tiny_app()
@@ -92,31 +94,6 @@ async def test_attention_tab_shows_the_engines_head_summaries() -> None:
                 f"head {h.head:<2} H {h.mean_entropy:5.2f} nats  diag {h.diagonal_share:4.2f}"
                 in table
             )
-
-
-async def test_keys_while_the_model_opens_never_type_into_a_hidden_filter(monkeypatch) -> None:
-    from gpt_tui.engine.session import Session
-
-    opening, go = threading.Event(), threading.Event()
-    real_open = Session.open.__func__
-
-    def slow_open(cls, spec, progress=None):
-        opening.set()
-        assert go.wait(30)
-        return real_open(cls, spec, progress)
-
-    monkeypatch.setattr(Session, "open", classmethod(slow_open))
-    app = tiny_app()
-    async with app.run_test(size=SIZE) as pilot:
-        assert await asyncio.to_thread(opening.wait, 30)
-        await pilot.press("r", "l", "m", "/", "x")  # before the model exists
-        go.set()
-        await settle(pilot)
-        box = app.query_one("#tree-filter", Input)
-        tree = app.query_one(ModuleTree)
-        assert box.value == "" and not box.display and tree.name_filter == ""
-        assert "lm_head" in tree._path_nodes and tree.has_focus
-        assert app.state is not None and app.state.run is None  # r did not run either
 
 
 async def test_prompt_box_keeps_its_text_takes_escapes_and_never_lies() -> None:
@@ -268,7 +245,7 @@ async def test_filter_then_enter_lands_on_the_first_match() -> None:
 
 
 async def test_q_quits_at_once_while_a_big_model_is_still_opening(monkeypatch) -> None:
-    from gpt_tui.engine.session import Session
+    from gpt_tui.engine.core.session import Session
 
     opening, go = threading.Event(), threading.Event()
     real_open = Session.open.__func__

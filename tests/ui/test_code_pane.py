@@ -9,7 +9,7 @@ from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
 import gpt_tui.models.nanogpt as nanogpt_module
-from gpt_tui.engine.frames import FrameSnapshot, SourceLine
+from gpt_tui.engine.core.frames import FrameSnapshot, SourceLine
 from gpt_tui.ui.widgets.code_pane import SourceView, VariablesTable, breakpoint_lines
 from gpt_tui.ui.widgets.tensor_viewer import TensorViewer, number
 
@@ -163,3 +163,26 @@ async def test_t_steps_into_a_tokens_sampling_and_v_views_an_expression() -> Non
         await press(pilot, "4")  # the Generate tab shows the token taken
         shown = str(app.query_one("#gen-text", Static).render())
         assert shown.startswith(state.generation.prompt) and len(shown) > len("ROMEO:")
+
+
+async def test_v_expr_keeps_the_focus_in_the_expression_box(arch: str) -> None:
+    """`v EXPR` opens the viewer and leaves the keys in the box: the next expression typed
+    is evaluated at the same pause, not read as app keys (x would abort, n step)."""
+    line = kernel_line() if arch == "nanogpt" else None
+    app = tiny_app(arch)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        await submit(pilot, "#code-break", f"nanogpt.py:{line}" if line else "norm")
+        await press(pilot, "escape", "C")
+        paused = app.state.frame
+        assert app.state.status == "paused" and paused is not None
+        box = app.query_one("#code-eval", Input)
+        box.focus()
+        await press(pilot, *"v x[0]", "enter")
+        assert app.query_one(TensorViewer).display and box.has_focus
+        await press(pilot, *"x.mean()", "enter")
+        state = app.state
+        assert state.status == "paused" and state.frame.where == paused.where
+        assert state.evaluations[-1].expr == "x.mean()"
+        assert state.evaluations[-1].value is not None

@@ -13,8 +13,8 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
+from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
-from gpt_tui.engine.session import ModelSpec, Session
 from gpt_tui.ui.messages import IntentRequested
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap
 from gpt_tui.ui.widgets.attention_pictures import ramp, rgb

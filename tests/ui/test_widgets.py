@@ -14,16 +14,16 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from gpt_tui import formatting as fmt
-from gpt_tui.engine.debug_state import (
+from gpt_tui.engine.analysis.summary import summarize
+from gpt_tui.engine.core.debug_state import (
     AttentionView,
     GenerationSettings,
     GenerationView,
     ModelInfo,
     RunResult,
 )
-from gpt_tui.engine.sampling import GenerationSession
-from gpt_tui.engine.summary import summarize
-from gpt_tui.engine.trace import AttentionPattern, ProbeRecord, TensorStats
+from gpt_tui.engine.core.trace import AttentionPattern, ProbeRecord, TensorStats
+from gpt_tui.engine.generation.sampling import GenerationSession
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
 from gpt_tui.ui.widgets.attention_heatmap import AttentionHeatmap, AttentionPanel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.pilot import Pilot
 
-from gpt_tui.engine.session import ModelSpec
+from gpt_tui.engine.core.session import ModelSpec
 from gpt_tui.ui.app import GptTuiApp
 
 

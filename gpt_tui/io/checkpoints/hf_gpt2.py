@@ -19,6 +19,7 @@ from .reading import (
     MASK_BUFFER,
     CheckpointError,
     Parsed,
+    check_safetensors,
     first_sentence,
     make_config,
     read_json,
@@ -133,6 +134,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path.name} is a safetensors file; pip install 'gpt-tui[safetensors]' to read it"
         ) from None
+    check_safetensors(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict

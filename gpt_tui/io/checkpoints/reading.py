@@ -65,11 +65,22 @@ def sniff(path: Path) -> str:
         return "empty"
     if head.startswith(_ZIP_MAGIC):
         return "zip"
-    if len(head) == 9 and head[8:9] == b"{":
-        header_len = int.from_bytes(head[:8], "little")
-        if 0 < header_len <= path.stat().st_size - 8:
-            return "safetensors"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0:
+        return "safetensors"  # its header length is checked before reading (check_safetensors)
     return "other"
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file's 8-byte header length must fit the file: a damaged or hostile
+    one (10**12) would otherwise reach the reader."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+    size = path.stat().st_size
+    if header_len > size - 8:
+        raise CheckpointError(
+            f"{path.name} is a damaged safetensors file: its header claims {header_len:,} "
+            f"bytes and the file has {size:,}; download or save it again"
+        )
 
 
 @contextlib.contextmanager
@@ -107,6 +118,8 @@ def torch_load(path: Path) -> Any:
     kind = sniff(path)
     if kind == "empty":
         raise CheckpointError(f"{path.name} is empty (0 bytes): the save was interrupted?")
+    if kind == "safetensors":
+        check_safetensors(path)
     try:
         with warnings.catch_warnings(), _numpy_scalars_allowed():
             warnings.simplefilter("ignore")

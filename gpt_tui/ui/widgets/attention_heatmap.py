@@ -32,7 +32,7 @@ from ..messages import IntentRequested
 from .attention_pictures import ALLOWED, MASKED, legend_text, overview_text, ramp, rgb, top_keys
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import AttentionView
+    from ...engine.core.debug_state import AttentionView
 
 MODES = ("pattern", "mask", "overlay")
 CURSOR = Style.parse("#00ffff")

@@ -22,15 +22,15 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from ...engine.frames import Evaluation, FrameSnapshot, Value
-from ...engine.tensors import TensorView
+from ...engine.analysis.tensors import TensorView
+from ...engine.core.frames import Evaluation, FrameSnapshot, Value
 from ..messages import IntentRequested
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
 NOT_PAUSED = (
     "Not paused at a line. Type a function (norm, CausalSelfAttention.forward) or "
-    "FILE:LINE (nanogpt.py:96) in [b]break at[/] and Enter; C runs to it, N to the first line."
+    "FILE:LINE ({example}) in [b]break at[/] and Enter; C runs to it, N to the first line."
 )
 MAX_EVALS = 3  # the newest evaluations shown
 
@@ -115,8 +115,17 @@ class SourceView(RowTable):
             self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (spec,)))
 
 
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 class VariablesTable(RowTable):
-    """The frame's locals; Enter on a tensor asks for the viewer."""
+    """The frame's locals; Enter on a tensor asks for the viewer. The numbers come first:
+    a long repr (a tuple of tensors, a cache object) is cut to the width the other columns
+    leave, so dtype, mean, std, min, max and NaN/Inf stay on screen."""
+
+    HEADERS = ("name", "shape / value", "dtype", "mean", "std", "min", "max", "NaN/Inf")
+    MIN_VALUE_WIDTH = 12
 
     @dataclass
     class TensorChosen(Message):
@@ -125,19 +134,42 @@ class VariablesTable(RowTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.values: tuple[Value, ...] = ()
-        self.add_columns("name", "shape / value", "dtype", "mean", "std", "min", "max", "NaN/Inf")
+        self._fitted_to = 0  # the width the value column was cut for
+        self.add_columns(*self.HEADERS)
 
     def show(self, values: tuple[Value, ...]) -> None:
         values = tuple(sorted(values, key=lambda v: v.kind != "tensor"))  # tensors first
-        if values == self.values:
+        if values == self.values and self._fitted_to == self._width():
             return
         chosen = self.values[self.cursor_row].name if self.cursor_row < len(self.values) else ""
         self.values = values
         self.clear()
-        for value in values:
-            self.add_row(*value_cells(value))
+        rows = [value_cells(value) for value in values]
+        self._fitted_to = width = self._width()
+        room = self._value_room(rows, width)
+        for cells in rows:
+            self.add_row(cells[0], clip(cells[1], room), *cells[2:])
         names = [v.name for v in values]
         self.move_cursor(row=names.index(chosen) if chosen in names else 0, animate=False)
+
+    def _width(self) -> int:
+        """The table's width (the screen's while it has not been laid out)."""
+        return self.size.width or self.app.size.width
+
+    def _value_room(self, rows: list[tuple[str, ...]], width: int) -> int:
+        """What the other columns, their padding and a scrollbar leave for the value."""
+        pad = 2 * self.cell_padding
+        others = sum(
+            max([len(header)] + [len(cells[i]) for cells in rows]) + pad
+            for i, header in enumerate(self.HEADERS)
+            if i != 1
+        )
+        return max(width - others - pad - self.styles.scrollbar_size_vertical, self.MIN_VALUE_WIDTH)
+
+    def on_resize(self, event: events.Resize) -> None:
+        super().on_resize(event)
+        if self.values and self._fitted_to != self._width():
+            self.show(self.values)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -165,15 +197,36 @@ class CodePane(Vertical):
         Binding("v", "toggle_viewer", "Vars/View", tooltip="switch Variables / tensor viewer"),
     ]
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.example = "forward"  # a line of this model's code to break at (FILE:LINE)
+        self._shown: tuple | None = None  # the last `show` arguments
+
+    def set_example(self, example: str) -> None:
+        """The model's own file and line, for the break-at box (nanochat.py:187 for nanochat)."""
+        if example == self.example:
+            return
+        self.example = example
+        self.query_one("#code-break", Input).placeholder = f"break at: norm, {example}"
+        if self._shown is not None:
+            self.show(*self._shown)
+
     def compose(self) -> ComposeResult:
-        yield Static(NOT_PAUSED, id="code-where")
+        yield Static(NOT_PAUSED.format(example=self.example), id="code-where")
         yield SourceView(id="code-source")
         yield VariablesTable(id="code-vars")
         yield TensorViewer(id="code-viewer")
         yield Static("", id="code-evals")
         with Horizontal(id="code-inputs"):
-            yield Input(placeholder="q.shape · v expr: view", id="code-eval", compact=True)
-            yield Input(placeholder="break at: norm, nanogpt.py:96", id="code-break", compact=True)
+            yield Input(
+                placeholder="q.shape · v expr: view · g col",
+                id="code-eval",
+                compact=True,
+                select_on_focus=False,  # g leaves "g " in it to type the index after
+            )
+            yield Input(
+                placeholder=f"break at: norm, {self.example}", id="code-break", compact=True
+            )
 
     def on_mount(self) -> None:
         self.query_one("#code-viewer").display = False
@@ -185,10 +238,11 @@ class CodePane(Vertical):
         evaluations: tuple[Evaluation, ...],
         tensor_view: TensorView | None,
     ) -> None:
+        self._shown = (frame, line_breakpoints, evaluations, tensor_view)
         where = self.query_one("#code-where", Static)
         if frame is None:
             marks = ", ".join(sorted(line_breakpoints)) or "none"
-            where.update(f"{NOT_PAUSED}\nLine breakpoints: {marks}")
+            where.update(f"{NOT_PAUSED.format(example=self.example)}\nLine breakpoints: {marks}")
         else:
             head = Text(f"{frame.where} ", style="bold yellow")
             head.append(f"{frame.function}", style="bold")
@@ -209,23 +263,47 @@ class CodePane(Vertical):
         if tensor_view is None and viewer.display:
             self._show_viewer(False)
 
-    def _show_viewer(self, on: bool) -> None:
+    def _show_viewer(self, on: bool, focus: bool = True) -> None:
         self.query_one(TensorViewer).display = on
         self.query_one(VariablesTable).display = not on
-        (self.query_one(TensorViewer) if on else self.query_one(VariablesTable)).focus()
+        if focus:
+            (self.query_one(TensorViewer) if on else self.query_one(VariablesTable)).focus()
 
     def action_toggle_viewer(self) -> None:
         viewer = self.query_one(TensorViewer)
         self._show_viewer(not viewer.display and viewer.view is not None)
 
+    def on_tensor_viewer_goto_asked(self, event: TensorViewer.GotoAsked) -> None:
+        event.stop()
+        box = self.query_one("#code-eval", Input)
+        box.value = "g "
+        box.cursor_position = len(box.value)
+        box.focus()
+
+    def _goto(self, where: str) -> None:
+        """`g 42` (a column) or `g 3,42` (row, column): the viewer scrolls there."""
+        parts = [p.strip() for p in where.replace(" ", ",").split(",") if p.strip()]
+        if not 1 <= len(parts) <= 2 or not all(p.lstrip("-").isdigit() for p in parts):
+            self.notify("g takes a column (g 42) or a row and column (g 3,42)", timeout=4)
+            return
+        row, col = (0, int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        viewer = self.query_one(TensorViewer)
+        problem = viewer.goto(row, col)
+        if problem is not None:
+            self.notify(problem, timeout=4)
+        else:
+            viewer.focus()
+
     def on_variables_table_tensor_chosen(self, event: VariablesTable.TensorChosen) -> None:
         event.stop()
         self._open_viewer(event.name)
 
-    def _open_viewer(self, expr: str) -> None:
+    def _open_viewer(self, expr: str, focus: bool = True) -> None:
+        """`focus`: the viewer takes the keys; from the expression box it does not, so the
+        next expression typed there is not read as app keys."""
         viewer = self.query_one(TensorViewer)
         viewer.expr = expr
-        self._show_viewer(True)
+        self._show_viewer(True, focus)
         self.post_message(IntentRequested("tensor_view", "view_tensor", (expr, ())))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -235,8 +313,10 @@ class CodePane(Vertical):
             return
         if event.input.id == "code-eval":
             command, _, rest = text.partition(" ")
-            if command in ("v", "view") and rest.strip():  # an expression into the viewer
-                self._open_viewer(rest.strip())
+            if command == "g" and self.query_one(TensorViewer).display:
+                self._goto(rest)
+            elif command in ("v", "view") and rest.strip():  # an expression into the viewer
+                self._open_viewer(rest.strip(), focus=False)
             else:  # pdb's `p expr` or the bare expression
                 expr = rest.strip() if command == "p" and rest.strip() else text
                 self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))

@@ -19,10 +19,10 @@ from .attention_pictures import ramp, rgb
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.attribution import Attribution
-    from ...engine.compare import Comparison
-    from ...engine.compare_intents import CompareView
-    from ...engine.patching import PatchSweep
+    from ...engine.analysis.attribution import Attribution
+    from ...engine.analysis.compare import Comparison
+    from ...engine.analysis.patching import PatchSweep
+    from ...engine.core.debug_state import CompareView
 
 BAR_WIDTH = 16
 WHATS = ("resid_pre", "attn", "mlp", "heads")
@@ -77,7 +77,7 @@ class ComparePanel(Vertical):
 
     def request(self, kind: str) -> tuple[str, tuple] | None:
         """The Debugger call for a button, or None after saying what is missing."""
-        from ...engine.compare_intents import BSpec
+        from ...engine.analysis.compare_intents import BSpec
 
         prompt = self.query_one("#compare-b-prompt", Input).value
         answer, wrong = self._text("answer"), self._text("wrong")

@@ -17,7 +17,7 @@ from ..messages import IntentRequested
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.measures import MeasuresView
+    from ...engine.analysis.measures import MeasuresView
 
 BAR = 10
 FORMATS = (("bf16", "bfloat16"), ("fp16", "float16"), ("e4m3", "float8_e4m3fn"),

@@ -18,7 +18,7 @@ from textual.widgets import Static
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import ModelInfo
+    from ...engine.core.debug_state import ModelInfo
 
 RAIL = 3  # column of the residual rail
 INNER = 6  # left edge of the boxes inside a block

@@ -18,14 +18,14 @@ from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
 from ... import formatting as fmt
-from ...engine.debug_state import GenerationSettings, GenerationView
+from ...engine.core.debug_state import GenerationSettings, GenerationView
 from ...errors import GptTuiError
 from ..messages import IntentRequested
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.attribution import Attribution
-    from ...engine.compare_intents import CompareView
+    from ...engine.analysis.attribution import Attribution
+    from ...engine.core.debug_state import CompareView
 
 BAR_WIDTH = 12
 WHY_PARTS = 4  # components shown for "why this token and not that one"
@@ -78,12 +78,25 @@ def generated_text(view: GenerationView) -> Text:
     return text
 
 
-def kv_text(view: GenerationView) -> Text:
+def kv_text(view: GenerationView, heads: tuple[int, int, int] | None = None) -> Text:
     """The KV cache: its fill, then each layer's key and value shapes and memory, layers
     of one shape together: `KV ▌ 7/128 · L0–3 K 1×4×128×32 V 1×4×128×32 128.0 KiB each ·
-    512.0 KiB, 28.0 KiB used`. Empty without a cache."""
+    512.0 KiB, 28.0 KiB used`. Without a cache (a model from --model-file), the keys and
+    values each layer recomputes per step, from `heads`: (n_layer, n_kv_head, head size)."""
     text = Text()
     if view.cache_fill is None:
+        if heads is None:
+            return text
+        n_layer, n_kv, hs = heads
+        step = view.step
+        t = step.context_len if step is not None else None
+        shape = fmt.short_shape((1, n_kv, t, hs)) if t else f"1×{n_kv}×T×{hs}"
+        text.append("KV ", style="dim")
+        text.append("no cache: each step recomputes every position", style="yellow")
+        text.append(f" · L0–{n_layer - 1} K ", style="dim")
+        text.append(shape, style="cyan")
+        text.append(" V ", style="dim")
+        text.append(shape, style="cyan")
         return text
     used, size = view.cache_fill
     text.append("KV ", style="dim")
@@ -162,9 +175,12 @@ class GeneratePanel(Vertical):
     view: reactive[GenerationView | None] = reactive(None, always_update=True)
     why: reactive[CompareView | None] = reactive(None)  # the snapshot's last attribution
 
-    def __init__(self, seed: int = 0, **kwargs) -> None:
+    def __init__(self, seed: int = 0, heads: tuple[int, int, int] | None = None, **kwargs) -> None:
+        """`heads`: (n_layer, n_kv_head, head size), for the keys and values a model
+        without a KV cache recomputes."""
         super().__init__(**kwargs)
         self.seed = seed
+        self.heads = heads
         # The (top, highlighted) token ids asked about, and the generation they were
         # asked of: an attribution is shown only for these.
         self._asked: tuple[int, int, GenerationView] | None = None
@@ -323,7 +339,7 @@ class GeneratePanel(Vertical):
         text.update(generated_text(view))
         self.query_one("#gen-text-scroll", VerticalScroll).scroll_end(animate=False)
         step = view.step
-        self.query_one("#gen-kv", Static).update(kv_text(view))
+        self.query_one("#gen-kv", Static).update(kv_text(view, self.heads))
         info = Text()
         # Bars are relative to the most likely candidate; the number is the probability.
         top = max((c.prob for c in view.next_candidates), default=0.0)

@@ -32,7 +32,8 @@ PANES = [
     (
         "Params",
         "every parameter grouped per block with subtotals, share bars, bytes; "
-        "tied weights marked; t sorts by size",
+        "tied weights marked; t sorts by size; i: each parameter's std beside the init "
+        "rule that set it, and the model's mode (train / eval, dropout)",
     ),
     (
         "Attention",
@@ -49,13 +50,15 @@ PANES = [
     (
         "Train",
         "a training step by phase (s n o c): the batch, forward, the loss, backward module "
-        "by module, the optimizer's update ratios; h: health over 20 steps",
+        "by module, the optimizer's update ratios, the mode the step runs in (train / eval, "
+        "dropout); h: health over 20 steps",
     ),
     (
         "Code",
         "the pass paused at a line of the model's code (N S U C): the function's source "
         "(→ current line, ● line breakpoint), the stack, the locals, expressions and a "
-        "tensor viewer (colour-scaled values, row / column norms, histogram)",
+        "tensor viewer (colour-scaled values, row / column norms, histogram; probabilities "
+        "open at the largest, g goes to an index)",
     ),
 ]
 

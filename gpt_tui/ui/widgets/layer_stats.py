@@ -23,8 +23,8 @@ from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import RunResult
-    from ...engine.trace import ProbeRecord, TensorStats
+    from ...engine.core.debug_state import RunResult
+    from ...engine.core.trace import ProbeRecord, TensorStats
 
 # What you hunt a NaN with comes first, so that it fits at 80 columns.
 COLUMNS = ("name", "shape", "NaN", "Inf", "mean", "std", "min", "max", "|max|", "rms", "zero%")

@@ -18,7 +18,7 @@ from textual.widgets import Label, ProgressBar
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.session import OpenProgress, ProgressFn
+    from ...engine.core.session import OpenProgress, ProgressFn
 
 
 def describe(event: OpenProgress) -> str:
@@ -47,6 +47,14 @@ class LoadingPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Label("Opening the model", id="loading-phase")
         yield ProgressBar(total=100, show_eta=False, id="loading-bar")
+        yield Label("", id="loading-keys")
+
+    def show_waiting(self, keys: list[str]) -> None:
+        """The keys pressed so far, which run once the model is open."""
+        shown = " ".join(keys[-12:])
+        self.query_one("#loading-keys", Label).update(
+            f"loading…, keys wait: {shown}\n(they run once the model is open; q leaves now)"
+        )
 
     def listener(self) -> ProgressFn:
         """A ProgressFn for `Session.open`, callable from any thread."""

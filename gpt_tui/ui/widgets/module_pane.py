@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from .module_tree import ModuleTree
 
@@ -14,10 +14,12 @@ class ModulePane(Vertical):
     def compose(self) -> ComposeResult:
         # Disabled and hidden until `/` opens it, so that no key ever types into it unseen.
         yield Input(placeholder="filter modules…", id="tree-filter", compact=True, disabled=True)
+        yield Static("", id="tree-no-match")
         yield ModuleTree(id="tree")
 
     def on_mount(self) -> None:
         self.query_one("#tree-filter").display = False
+        self.query_one("#tree-no-match").display = False
 
     @property
     def tree(self) -> ModuleTree:
@@ -40,6 +42,10 @@ class ModulePane(Vertical):
     def _filter_changed(self, event: Input.Changed) -> None:
         event.stop()
         self.tree.name_filter = event.value
+        note = self.query_one("#tree-no-match", Static)
+        note.display = self.tree.match_count() == 0
+        if note.display:
+            note.update(f"no module path contains {event.value.strip()!r} (/ to change the filter)")
 
     @on(Input.Submitted, "#tree-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:

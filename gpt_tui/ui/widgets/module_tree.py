@@ -19,8 +19,8 @@ from textual.widgets.tree import TreeNode
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.debug_state import DebugState
-    from ...engine.summary import ModelSummary
+    from ...engine.analysis.summary import ModelSummary
+    from ...engine.core.debug_state import DebugState
 
 # Modules expanded when the tree is first built: the path down to the blocks.
 OPEN_PATHS = ("", "transformer", "transformer.h")
@@ -77,6 +77,13 @@ class ModuleTree(Tree[str]):
                 parts = path.split(".")
                 keep.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
         return keep
+
+    def match_count(self) -> int | None:
+        """Modules whose path holds the filter text; None when not filtering."""
+        needle = self.name_filter.strip().lower()
+        if self.summary is None or not needle:
+            return None
+        return sum(needle in path.lower() for path in self.summary.modules if path)
 
     def _rebuild(self) -> None:
         summary = self.summary
@@ -163,10 +170,7 @@ class ModuleTree(Tree[str]):
         """Marks and shapes from a snapshot: the last whole run's output shapes (a paused
         pass's outputs so far are newer), non-finite outputs, the paused module,
         breakpoints and ablations."""
-        shapes = state.run.shapes() if state.run is not None else dict(self.shapes)
-        if state.status == "paused":
-            shapes.update({e.name: e.shape for e in state.events if e.phase == "out"})
-        self.shapes = shapes
+        self.shapes = state.shapes()
         bad = {e.name for e in state.events if e.phase == "out" and not e.stats.finite}
         if state.run is not None and state.status != "paused":
             bad |= {r.name for r in state.run.records if not r.stats.finite}

@@ -12,8 +12,9 @@ from ... import formatting as fmt
 from .tables import RowTable
 
 if TYPE_CHECKING:
-    from ...engine.summary import ModelSummary
-    from ...engine.trace import ParamRow
+    from ...engine.analysis.init_rules import ModelFacts
+    from ...engine.analysis.summary import ModelSummary
+    from ...engine.core.trace import ParamRow
 
 SHARE_WIDTH = 8
 
@@ -34,26 +35,44 @@ class ParamTable(RowTable):
             id="params.sort",
             tooltip="Sort the parameters by size, or group them per block",
         ),
+        Binding(
+            "i",
+            "toggle_init",
+            "Init/mode",
+            id="params.init",
+            tooltip="each parameter's std and the init rule that set it; train vs eval mode",
+        ),
     ]
 
     summary: reactive[ModelSummary | None] = reactive(None, always_update=True)
+    facts: reactive[ModelFacts | None] = reactive(None)
     by_size: reactive[bool] = reactive(False)
+    show_init: reactive[bool] = reactive(False)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._duplicates: set[str] = set()
 
     def on_mount(self) -> None:
-        # The numbers first: name, params and share fit in 80 columns; shape after.
-        self.add_columns("name", "params", "share", "bytes", "shape", "tied with")
+        self._fill()
 
     def action_toggle_sort(self) -> None:
+        self.show_init = False
         self.by_size = not self.by_size
+
+    def action_toggle_init(self) -> None:
+        self.show_init = not self.show_init
 
     def watch_summary(self) -> None:
         self._fill()
 
+    def watch_facts(self) -> None:
+        self._fill()
+
     def watch_by_size(self) -> None:
+        self._fill()
+
+    def watch_show_init(self) -> None:
         self._fill()
 
     def _row(self, row: ParamRow, total: int) -> tuple:
@@ -70,9 +89,16 @@ class ParamTable(RowTable):
         )
 
     def _fill(self) -> None:
-        self.clear()
+        if not self.is_mounted:
+            return
+        self.clear(columns=True)
+        if self.show_init:
+            self._fill_init()
+            return
+        # The numbers first: name, params and share fit in 80 columns; shape after.
+        self.add_columns("name", "params", "share", "bytes", "shape", "tied with")
         summary = self.summary
-        if summary is None or not self.columns:
+        if summary is None:
             return
         total = summary.total_params
         rows = list(summary.parameters)
@@ -101,7 +127,18 @@ class ParamTable(RowTable):
             Text(fmt.bar(1.0, SHARE_WIDTH) + " 100%", style="bold green"),
             Text(fmt.nbytes(summary.total_bytes), justify="right", style="bold"),
             "",
-            Text(f"{summary.non_embedding_params:,} non-embedding", style="dim"),
+            "",
+        )
+        # Its own row, the count in the params column: in the last column it was clipped.
+        n = summary.non_embedding_params
+        share = n / total if total else 0.0
+        self.add_row(
+            Text("non-embedding", style="dim"),
+            Text(f"{n:,}", justify="right", style="dim"),
+            Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="dim green"),
+            "",
+            "",
+            "",
         )
 
     def _subtotal(self, summary: ModelSummary, block: int, total: int) -> None:
@@ -120,3 +157,34 @@ class ParamTable(RowTable):
             "",
             "",
         )
+
+    def _fill_init(self) -> None:
+        """Each parameter's std now beside what its family's init drew, then the mode."""
+        self.add_columns("name", "std now", "init", "rule")
+        facts = self.facts
+        if facts is None:
+            self.add_row(Text("reading the parameters…", style="dim"), "", "", "")
+            return
+        for row in facts.init:
+            drifted = row.std is not None and init_drifted(row.std, row.init_std)
+            self.add_row(
+                short_name(row.name),
+                Text(
+                    "—" if row.std is None else fmt.num(row.std),
+                    justify="right",
+                    style="yellow" if drifted else "",
+                ),
+                Text(row.init, style="cyan"),
+                Text(row.rule, style="dim"),
+            )
+        mode = facts.mode
+        self.add_row(Text("mode", style="bold"), "", Text(mode.mode, style="bold"), mode.line())
+        for change in mode.changes:
+            self.add_row("", "", "", Text(change, style="dim"))
+
+
+def init_drifted(std: float, init_std: float) -> bool:
+    """The std now is far from what the init drew (training moved it, or another init)."""
+    if init_std != init_std:  # no known rule
+        return False
+    return abs(std - init_std) > 0.25 * max(init_std, 1e-3)

@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from ... import formatting as fmt
-from ...engine.debug_state import DebugState, ModelInfo
+from ...engine.core.debug_state import DebugState, ModelInfo
 
 
 def memory_text(memory: dict[str, int] | None) -> str:

@@ -16,10 +16,11 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ...engine.tensors import TensorView
+from ...engine.analysis.tensors import TensorView
 from ..messages import IntentRequested
 
 CELL = 7  # characters per value, its space included
@@ -78,7 +79,11 @@ class TensorViewer(Widget, can_focus=True):
         Binding("down", "scroll_cells(1, 0)", "Down", show=False, tooltip="scroll the rows"),
         Binding("left", "scroll_cells(0, -1)", "Left", show=False, tooltip="scroll the columns"),
         Binding("right", "scroll_cells(0, 1)", "Right", show=False, tooltip="scroll the columns"),
+        Binding("g", "goto", "Go to", tooltip="scroll to an index: g COL or g ROW,COL"),
     ]
+
+    class GotoAsked(Message):
+        """`g`: the pane opens its box for the index to scroll to."""
 
     view: reactive[TensorView | None] = reactive(None)
     expr: reactive[str] = reactive("")
@@ -88,6 +93,39 @@ class TensorViewer(Widget, can_focus=True):
     def watch_view(self, old: TensorView | None, new: TensorView | None) -> None:
         if old is None or new is None or old.shape != new.shape:
             self.top = self.left = 0
+            # Probabilities (no negative value) open at the largest, not at a corner of zeros.
+            if new is not None and new.values.size and np.nanmin(new.values) >= 0:
+                finite = np.where(np.isfinite(new.values), new.values, -1.0)
+                row, col = np.unravel_index(int(np.argmax(finite)), finite.shape)
+                self.goto(int(row) + new.row_start, int(col) + new.col_start)
+
+    def _grid(self) -> tuple[int, int]:
+        """Rows and columns of cells that fit."""
+        view = self.view
+        label_w = len(str(view.slice_shape[0] + view.row_start)) + 1 if view else 2
+        width = max(self.size.width, 40)
+        return max(1, self.size.height - 4), max(1, (width - label_w - CELL - 1) // CELL)
+
+    def goto(self, row: int, col: int) -> str | None:
+        """Scroll so that (row, col) of the slice is in view, near the middle; what is
+        wrong with the index, if anything."""
+        view = self.view
+        if view is None:
+            return "no tensor in the viewer"
+        rows, cols = view.slice_shape
+        if not (0 <= row < rows and 0 <= col < cols):
+            return f"index ({row}, {col}) is outside the slice's {rows}×{cols}"
+        n_rows, n_cols = view.values.shape
+        r, c = row - view.row_start, col - view.col_start
+        if not (0 <= r < n_rows and 0 <= c < n_cols):
+            return f"({row}, {col}) is beyond the {n_rows}×{n_cols} values held"
+        height, width = self._grid()
+        self.top = min(max(r - height // 2, 0), max(n_rows - height, 0))
+        self.left = min(max(c - width // 2, 0), max(n_cols - width, 0))
+        return None
+
+    def action_goto(self) -> None:
+        self.post_message(self.GotoAsked())
 
     def action_index(self, dim: int, delta: int) -> None:
         view = self.view
@@ -116,14 +154,15 @@ class TensorViewer(Widget, can_focus=True):
         text.append(title, style="bold")
         text.append(f"  {view.summary}"[: max(width - len(title), 0)] + "\n", style="dim")
         lo, hi = view.hist_edges[0], view.hist_edges[-1]
+        bars = histogram_line(view.hist_counts)
         text.append(f"hist {number(float(lo))} ", style="dim")
-        text.append(histogram_line(view.hist_counts), style="green")
-        text.append(f" {number(float(hi))}", style="dim")
+        text.append(bars, style="green")
         rows, columns = view.slice_shape
-        text.append(f"  {rows}×{columns}  [ ] index  arrows scroll\n", style="dim")
+        tail = f" {number(float(hi))}  {rows}×{columns}  g go to · [ ] index · arrows"
+        used = len(f"hist {number(float(lo))} ") + len(bars)
+        text.append(tail[: max(width - used, 0)] + "\n", style="dim")
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1
-        n_cols = max(1, (width - label_w - CELL - 1) // CELL)
-        n_rows = max(1, self.size.height - 4)
+        n_rows, n_cols = self._grid()
         values = view.values[self.top : self.top + n_rows, self.left : self.left + n_cols]
         finite = view.values[np.isfinite(view.values)]
         scale = float(np.abs(finite).max()) if finite.size else 0.0

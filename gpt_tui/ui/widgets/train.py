@@ -26,7 +26,8 @@ from .tables import RowTable
 from .train_parts import batch_text, current_text, head_text, health_text
 
 if TYPE_CHECKING:
-    from ...engine.training_intents import TrainingView
+    from ...engine.analysis.init_rules import ModeFacts
+    from ...engine.core.debug_state import TrainingView
 
 BAR_WIDTH = 10
 HEALTH_STEPS = 20
@@ -54,6 +55,7 @@ class TrainPanel(Vertical):
 
     view: reactive[TrainingView | None] = reactive(None, always_update=True)
     ablations: reactive[tuple[str, ...]] = reactive(tuple)
+    mode: reactive[ModeFacts | None] = reactive(None)  # the model's dropout, read once
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -63,10 +65,11 @@ class TrainPanel(Vertical):
         yield Static("the training step: loading the batch…", id="train-head")
         yield Static(id="train-batch")
         yield Static(id="train-current")
+        # The sparklines above the table: the table scrolls, they stay in view at 80x24.
+        yield Static(id="train-health")
         table = RowTable(id="train-grads")
         table.add_columns("parameter", "‖grad‖", "", "‖Δw‖/‖w‖")
         yield table
-        yield Static(id="train-health")
 
     def action_train(self, how: str) -> None:
         self.post_message(IntentRequested("training", "train_step", (how,)))
@@ -77,6 +80,9 @@ class TrainPanel(Vertical):
     def watch_ablations(self) -> None:
         self.watch_view(self.view)
 
+    def watch_mode(self) -> None:
+        self.watch_view(self.view)
+
     def on_resize(self, event: events.Resize) -> None:
         self.watch_view(self.view)
 
@@ -84,10 +90,13 @@ class TrainPanel(Vertical):
         if view is None or not self.is_mounted:
             return
         width = max(40, self.size.width - 2)
-        self.query_one("#train-head", Static).update(head_text(view, self.ablations))
+        mode = self.mode.line(view.options.train_mode) if self.mode is not None else ""
+        self.query_one("#train-head", Static).update(head_text(view, self.ablations, mode))
         self.query_one("#train-batch", Static).update(batch_text(view.batch, width))
         self.query_one("#train-current", Static).update(current_text(view))
-        self.query_one("#train-health", Static).update(health_text(view.health, width))
+        health = self.query_one("#train-health", Static)
+        health.update(health_text(view.health, width))
+        health.display = view.health is not None and bool(view.health.steps)
         self._fill_table(view)
 
     def _fill_table(self, view: TrainingView) -> None:

@@ -11,20 +11,22 @@ from rich.text import Text
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.trace import TensorStats
-    from ...engine.training_health import Health
-    from ...engine.training_intents import TrainingView
-    from ...io.batches import BatchView
+    from ...engine.core.debug_state import TrainingBatch, TrainingView
+    from ...engine.core.trace import TensorStats
+    from ...engine.training.health import Health
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BATCH_ROWS = 2  # rows of the batch shown; the CLI's --json has them all
 MAX_LAYER_LINES = 4
 
 
-def head_text(view: TrainingView, ablations: tuple[str, ...]) -> Text:
-    """The phase line, the loss, and what is wrong if anything is."""
+def head_text(view: TrainingView, ablations: tuple[str, ...], mode: str = "") -> Text:
+    """The phase line, the mode the step runs in (`mode`: train/eval and dropout), the loss,
+    and what is wrong if anything is."""
     text = Text()
     text.append(view.phase_line, style="bold")
+    if mode:
+        text.append(f"\n{mode}", style="cyan")
     report = view.report
     if report is not None:
         text.append("\nloss ", style="dim")
@@ -49,7 +51,7 @@ def head_text(view: TrainingView, ablations: tuple[str, ...]) -> Text:
     return text
 
 
-def batch_text(batch: BatchView | None, width: int) -> Text:
+def batch_text(batch: TrainingBatch | None, width: int) -> Text:
     """Each row's input over its target, aligned token by token, cut to `width`."""
     text = Text()
     if batch is None:

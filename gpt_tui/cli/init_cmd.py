@@ -1,0 +1,50 @@
+"""`gpt-tui init`: each parameter's std beside the init rule that set it, and train vs eval."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import render
+from .common import open_session
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..engine.analysis.init_rules import init_rows, mode_facts
+
+    session = open_session(args)
+    rows = init_rows(session.model, session.family)
+    mode = mode_facts(session.model)
+    if args.json:
+        render.print_json(
+            dict(
+                name=session.name,
+                family=session.family,
+                parameters=rows,
+                mode=mode.mode,
+                dropout=[dict(where=w, p=p) for w, p in mode.dropout],
+                dropout_on=mode.dropout_on,
+                changes=list(mode.changes),
+            )
+        )
+        return 0
+    table = render.table(f"{session.name}: init ({session.family})")
+    narrow = render.narrow()
+    table.add_column("parameter")
+    table.add_column("std now", justify="right")
+    table.add_column("init")
+    table.add_column("rule")
+    if not narrow:
+        table.add_column("shape")
+    for row in rows:
+        name = row.name.removeprefix("transformer.") if narrow else row.name
+        std = "—" if row.std is None else render.fmt_stat(row.std)
+        cells = [name, std, row.init, row.rule]
+        if not narrow:
+            cells.append(render.short_shape(row.shape))
+        table.add_row(*cells)
+    console = render.console()
+    console.print(table)
+    console.print(f"mode: {mode.line()}")
+    for change in mode.changes:
+        console.print(f"  {change}")
+    return 0

@@ -1,0 +1,1 @@
+"""analysis: see gpt_tui/engine/__init__.py for the layout."""

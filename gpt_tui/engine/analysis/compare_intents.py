@@ -1,0 +1,274 @@
+"""The Debugger's comparison intents: diff the open run against a run B, patch from the
+prompt into a corrupted one, attribute a logit. Each result is the snapshot's `compare`.
+
+B is the open model and prompt with changes (`BSpec`): another prompt, dtype, checkpoint,
+model file (on A's checkpoint unless B names its own), or KV-cached decoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from ...errors import GptTuiError, describe_error
+from ..core.debug_state import CompareView
+from ..core.model_access import crop_to_context
+from ..core.runner import MoveRunner, cancellable
+from .attribution import attribute
+from .compare import CompareError, Run, compare
+from .patching import Patcher, What, one_token
+
+if TYPE_CHECKING:
+    from ..core.debug_state import DebugState
+    from ..core.session import ModelSpec, Session
+    from ..generation.sampling import GenerationSession
+
+
+@dataclass(frozen=True)
+class BSpec:
+    """Run B: the open run with these changes (None / False: as A)."""
+
+    prompt: str | None = None
+    dtype: str | None = None
+    checkpoint: str | None = None
+    model_file: str | None = None
+    kv_cache: bool = False
+    device: str | None = None
+    overrides: tuple[str, ...] = ()  # `--set KEY=VALUE` for B's config
+
+    @property
+    def opens(self) -> bool:
+        """B is opened afresh (its own weights, code, device or config), not A's model."""
+        return bool(self.checkpoint or self.model_file or self.device or self.overrides)
+
+    @property
+    def label(self) -> str:
+        parts = [
+            f"prompt {self.prompt!r}" if self.prompt is not None else "",
+            self.dtype or "",
+            f"checkpoint {Path(self.checkpoint).name}" if self.checkpoint else "",
+            f"model file {Path(self.model_file).name}" if self.model_file else "",
+            "KV cache" if self.kv_cache else "",
+            f"on {self.device}" if self.device else "",
+            " ".join(self.overrides),
+        ]
+        return ", ".join(p for p in parts if p) or "the same run"
+
+
+def a_checkpoint(session: Session) -> Path:
+    """The checkpoint the open model came from, for a B that runs it in another file."""
+    from ..core.session import samples_dir
+
+    kind, _, where = session.source.partition(" ")
+    if kind == "checkpoint":
+        return Path(where)
+    if kind == "sample":
+        return samples_dir() / where
+    raise CompareError(
+        "B's model file needs weights: A is a random init, so give B a checkpoint too"
+    )
+
+
+class CompareIntents:
+    """Mixed into the Debugger: it provides `runner`, `session`, `_prompt` and
+    `_snapshot`, as every intent group does."""
+
+    session: Session
+    _prompt: str
+    runner: MoveRunner
+    _generation: GenerationSession | None
+
+    def _init_compare(self) -> None:
+        self._compare: CompareView | None = None
+
+    def _open_b(self, b: BSpec, check: Callable[[], None]) -> tuple[Session | None, nn.Module]:
+        """B's session (None when B is A's model) and its model; `check` runs between
+        the tensors of a dtype copy."""
+        from ..core.session import Session
+
+        a = self.session
+        try:
+            if b.opens:
+                opened = Session.open(b_model_spec(a, b))
+                return opened, opened.model
+            if b.dtype:
+                from ..core.session import resolve_dtype
+
+                return None, dtype_copy(a.model, resolve_dtype(b.dtype), check)
+        except (GptTuiError, FileNotFoundError) as err:
+            raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
+        return None, a.model
+
+    @cancellable
+    def compare_runs(self, b: BSpec, leaves: bool = False, *, move: int | None = None):
+        """Diff the open prompt's run against run B, probe by probe."""
+
+        def body(mid: int) -> DebugState:
+            ids_a, _ = self.session.prompt_ids(self._prompt)
+            opened, model_b = self._open_b(b, self.runner.check(mid))
+            try:
+                source = opened or self.session
+                ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else self._prompt)
+                own = model_b is not self.session.model  # A's blocks check already
+                with self.runner.cancellable_model(model_b) if own else nullcontext():
+                    result = compare(
+                        Run(self.session.model, ids_a),
+                        Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
+                        leaves=leaves,
+                    )
+            finally:
+                if opened is not None:
+                    opened.close()
+            self._compare = CompareView("diff", b.label, comparison=result)
+            first = result.first_divergence
+            return self._snapshot(mid, first.message if first else "no divergence")
+
+        return self.runner.intent(move, body, "diff")
+
+    @cancellable
+    def patch_runs(
+        self,
+        corrupted: str,
+        answer: str,
+        wrong: str,
+        what: What = "resid_pre",
+        *,
+        move: int | None = None,
+    ) -> DebugState:
+        """Patch the open prompt's run (clean) into `corrupted`, for every layer and
+        position (or head)."""
+
+        def body(mid: int) -> DebugState:
+            s = self.session
+            clean, _ = s.prompt_ids(self._prompt)
+            bad, _ = s.prompt_ids(corrupted)
+            ids = [
+                one_token(s.tokenizer, s.vocab_size, t, w)
+                for t, w in ((answer, "answer"), (wrong, "wrong"))
+            ]
+            sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
+            label = f"{what}: {self._prompt!r} into {corrupted!r}"
+            self._compare = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
+            return self._snapshot(mid, f"patched {what} at {len(sweep.values)} layers")
+
+        return self.runner.intent(move, body, "patch")
+
+    @cancellable
+    def attribute_logit(
+        self,
+        answer: str | int,
+        wrong: str | int | None = None,
+        position: int = -1,
+        *,
+        generation: bool = False,
+        move: int | None = None,
+    ) -> DebugState:
+        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt,
+        or with `generation` of the text generated so far (-1: the next token's logits).
+        A token is its text, or its id as an int."""
+
+        def body(mid: int) -> DebugState:
+            s = self.session
+            gen = self._generation if generation else None
+            if gen is not None:  # what the next step's forward sees, without a cache
+                ids = crop_to_context(gen.ids, gen.context_len)[0]
+            else:
+                ids = s.prompt_ids(self._prompt)[0]
+            a = _token_id(s, answer, "answer")
+            w = None if wrong is None or wrong == "" else _token_id(s, wrong, "wrong")
+            result = attribute(s.model, ids, a, w, position)
+            label = f"logit({_name(s, answer)})" + (
+                f" - logit({_name(s, wrong)})" if w is not None else ""
+            )
+            if gen is not None:
+                label = f"next token: {label}"
+            self._compare = CompareView(
+                "attribute", label, attribution=result, tokens=_labels(s, ids)
+            )
+            return self._snapshot(mid, f"{label}: {result.total:.4g}")
+
+        return self.runner.intent(move, body, "attribute")
+
+
+def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
+    """What B opens: A's own spec with B's changes (the CLI's --b-* flags). A model file
+    without a checkpoint runs A's weights, wherever they came from (a sample too)."""
+    from ..core.session import ModelSpec
+
+    base = a.spec or ModelSpec(device=str(a.device), dtype=str(a.dtype).removeprefix("torch."))
+    changes: dict[str, object] = {}
+    if b.checkpoint or b.model_file:
+        checkpoint = b.checkpoint or (None if base.checkpoint else str(a_checkpoint(a)))
+        if checkpoint is not None:
+            changes.update(checkpoint=checkpoint, config=None, sample=None)
+    if b.model_file:
+        changes.update(model_file=b.model_file, model_class=None, config_class=None)
+    if b.dtype:
+        changes.update(dtype=b.dtype)
+    if b.device:
+        changes.update(device=b.device)
+    if b.overrides:
+        changes.update(overrides=[*base.overrides, *b.overrides])
+    return dataclasses.replace(base, **changes)
+
+
+def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) -> nn.Module:
+    """`model` in another dtype, without its hooks (A's probes and interventions stay
+    A's): the structure is copied on `meta`, then each tensor filled after a `check()`,
+    so a cancel stops the copy within one tensor."""
+    tensors = [*model.parameters(), *model.buffers()]
+    memo: dict[int, object] = {}
+    for t in tensors:
+        if id(t) not in memo:
+            empty = torch.empty_like(t, device="meta")
+            memo[id(t)] = (
+                nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+            )
+    for module in model.modules():  # hooks are not copied (they may hold a paused frame)
+        for name, value in vars(module).items():
+            if "hook" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    clone = copy.deepcopy(model, memo)
+    filled: dict[int, torch.Tensor] = {}  # a tied weight stays tied
+    sources = dict(zip((id(memo[id(t)]) for t in tensors), tensors, strict=True))
+    for module in clone.modules():
+        for table in (module._parameters, module._buffers):
+            for name, meta in table.items():
+                if meta is None:
+                    continue
+                if id(meta) not in filled:
+                    check()
+                    src = sources[id(meta)].detach()
+                    data = src.to(dtype, copy=True) if src.is_floating_point() else src.clone()
+                    is_param = isinstance(meta, nn.Parameter)
+                    filled[id(meta)] = nn.Parameter(data, meta.requires_grad) if is_param else data
+                table[name] = filled[id(meta)]
+    return clone
+
+
+def _token_id(session: Session, token: str | int, what: str) -> int:
+    if isinstance(token, str):
+        return one_token(session.tokenizer, session.vocab_size, token, what)
+    if not 0 <= token < session.vocab_size:
+        raise CompareError(f"{what} token id {token} is outside the model's vocabulary")
+    return token
+
+
+def _name(session: Session, token: str | int) -> str:
+    from ..generation.sampling import token_label
+
+    return repr(token if isinstance(token, str) else token_label(session.tokenizer, token))
+
+
+def _labels(session: Session, ids: list[int]) -> tuple[str, ...]:
+    from ..generation.sampling import token_label
+
+    return tuple(token_label(session.tokenizer, i) for i in ids)

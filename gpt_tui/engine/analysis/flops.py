@@ -1,0 +1,340 @@
+"""Where the FLOPs go: per module, for a forward pass and a training step, with the time
+each module takes and the model FLOPs utilisation (MFU) against the device's peak.
+
+FLOPs come from `torch.utils.flop_counter.FlopCounterMode`, which attributes each matmul
+(and each attention kernel, forward and backward) to the modules running it; a module's own
+FLOPs are its count minus its children's. Per module only the forward is shown: in backward
+torch's counter charges the code between submodules (the attention kernel between c_k and
+c_proj, dropout) to a neighbouring submodule, so the training step is counted as a whole.
+On the CPU the counter has no formula for the CPU flash-attention kernel, so one is given
+here from torch's own SDPA counts. Like nanoGPT's formula, SDPA is counted over the full
+T×T square even when causal (half of it is masked). The gap to the formulas:
+the attention backward recomputes q·kᵀ when the kernel does (+2·L·C·T per token; some
+kernels' counts do not), and norm gains and biases are in N but do no matmul (−6 each).
+
+nanoGPT's `estimate_flops`: per token, 6·N + 12·L·H·Q·T with N the parameters minus the
+position embedding; nanochat's: 6·(N − embeddings) + 12·L·H·Q·T. Embedding lookups do no
+FLOPs (nanoGPT's tied wte is in N because the head's matmul uses it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from ...errors import GptTuiError
+from ..core.model_access import model_device, output_logits
+from ..training.step import restored, training_logits, wants_targets
+from .memory import make_optimizer
+
+if TYPE_CHECKING:
+    from ..core.session import Session
+
+OUTSIDE = "(outside modules)"
+TERA = 1e12
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s: bf16, fp16, fp32 (fp32 without TF32).
+# Matched in order against torch.cuda.get_device_name: the more specific names first.
+GPU_PEAKS: tuple[tuple[str, float | None, float, float], ...] = (
+    ("H100 PCIe", 756.0, 756.0, 51.0),
+    ("H100", 989.4, 989.4, 67.0),  # SXM
+    ("A100", 312.0, 312.0, 19.5),
+    ("A10G", 70.0, 70.0, 31.2),
+    ("L40S", 362.0, 362.0, 91.6),
+    ("A10", 125.0, 125.0, 31.2),
+    ("L4", 121.0, 121.0, 30.3),
+    ("RTX 4090", 165.2, 165.2, 82.6),
+    ("RTX 3090", 71.0, 71.0, 35.6),
+    ("V100", None, 125.0, 15.7),  # no bf16
+    ("T4", None, 65.0, 8.1),
+)
+
+
+class CostError(GptTuiError):
+    """A size that cannot be costed; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ModuleCost:
+    name: str
+    forward_flops: int  # the module's own, children excluded
+    forward_ms: float  # own wall (CPU) or CUDA-event time of one forward
+
+
+@dataclass(frozen=True)
+class Formula:
+    name: str  # "nanoGPT estimate_flops" / "nanochat estimate_flops"
+    per_token: float  # training FLOPs per token
+    measured_per_token: float
+    difference: float  # (measured − formula) / formula
+    non_matmul: int  # norm gains and biases: in N, but no matmul (6 each per token)
+    attention_extra: float  # the rest of the gap per token: the attention kernel's own count
+
+
+@dataclass(frozen=True)
+class CostReport:
+    device: str
+    device_name: str
+    dtype: str
+    batch: int
+    block: int
+    modules: tuple[ModuleCost, ...]
+    forward_flops: int
+    train_flops: int
+    step_seconds: float
+    peak_flops: float | None  # per second; None: unknown device (the CPU)
+    formula: Formula | None
+
+    @property
+    def achieved(self) -> float:
+        return self.train_flops / self.step_seconds if self.step_seconds > 0 else 0.0
+
+    @property
+    def mfu(self) -> float | None:
+        return None if not self.peak_flops else self.achieved / self.peak_flops
+
+
+def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(q, k, v)
+
+
+def _cpu_sdpa_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+def _custom_mapping() -> dict[Any, Callable[..., int]]:
+    aten = torch.ops.aten
+    out: dict[Any, Callable[..., int]] = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        out[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa
+        out[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward
+    return out
+
+
+def peak_for_name(name: str, dtype: torch.dtype) -> float | None:
+    """Dense peak FLOP/s of the GPU called `name` in `dtype`, None when not in the table."""
+    for key, bf16, fp16, fp32 in GPU_PEAKS:
+        if key in name:
+            peak = {torch.bfloat16: bf16, torch.float16: fp16}.get(dtype, fp32)
+            return peak * TERA if peak else None
+    return None
+
+
+def device_peak(device: torch.device, dtype: torch.dtype) -> tuple[str, float | None]:
+    """The device's name and its dense peak FLOP/s in `dtype` (None when not known)."""
+    if device.type != "cuda":
+        return (device.type, None)
+    name = torch.cuda.get_device_name(device)
+    return (name, peak_for_name(name, dtype))
+
+
+def _self_counts(counts: dict[str, int], root: str) -> dict[str, int]:
+    """FlopCounter names ("GPT.transformer.h.0.attn") -> module paths with own counts."""
+    paths = {}
+    for name, n in counts.items():
+        if name == "Global":
+            continue
+        path = name[len(root) + 1 :] if name.startswith(root + ".") else ""
+        paths[path] = n
+    own = dict(paths)
+    for path, n in paths.items():
+        if path:
+            parent = path.rsplit(".", 1)[0] if "." in path else ""
+            while parent not in paths and parent:
+                parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+            own[parent] = own.get(parent, 0) - n
+    outside = counts.get("Global", 0) - paths.get("", 0)
+    own[OUTSIDE] = outside
+    return {k: n for k, n in own.items() if n}
+
+
+def count_flops(model: nn.Module, x: torch.Tensor, train: bool = False) -> dict[str, int]:
+    """Own FLOPs per module path of one forward (and backward, with `train`), on x."""
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    targets = train and wants_targets(model, x)
+    with counter:
+        if train:
+            logits = training_logits(model, x, torch.zeros_like(x), targets)
+            F.cross_entropy(logits.float().flatten(0, -2), x.flatten()).backward()
+        else:
+            output_logits(model(x))
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return _self_counts(counts, type(model).__name__)
+
+
+class _Timer:
+    """Own time of each module in one forward: wall clock, or CUDA events on a GPU."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.device = model_device(model)
+        self.cuda = self.device.type == "cuda"
+        self.marks: dict[str, list[Any]] = {}
+        self.children = {
+            n: [f"{n}.{c}" if n else c for c, _ in m.named_children()]
+            for n, m in model.named_modules()
+        }
+        self.handles = []
+        for name, module in model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(self._mark(name, 0)))
+            self.handles.append(module.register_forward_hook(self._mark(name, 1)))
+
+    def _now(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def _mark(self, name: str, which: int):
+        def hook(*_args: Any) -> None:
+            self.marks.setdefault(name, [None, None])[which] = self._now()
+
+        return hook
+
+    def own_ms(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        total = {}
+        for name, (start, end) in self.marks.items():
+            if start is None or end is None:
+                continue
+            total[name] = start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+        return {
+            n: t - sum(total.get(c, 0.0) for c in self.children.get(n, []))
+            for n, t in total.items()
+        }
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _step_seconds(model: nn.Module, x: torch.Tensor) -> float:
+    """Wall time of one training step (the second of two: the first warms up)."""
+    device = model_device(model)
+    with restored(model):
+        model.train()
+        opts = make_optimizer(model, "adamw")
+        targets = wants_targets(model, x)
+        seconds = 0.0
+        for _ in range(2):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            logits = training_logits(model, x, x, targets)
+            loss = F.cross_entropy(logits.float().flatten(0, -2), x.flatten())
+            loss.backward()
+            for opt in opts:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+    return seconds
+
+
+def nanogpt_formula(model: nn.Module, block: int) -> float | None:
+    """nanoGPT's estimate_flops per token: 6·N + 12·L·H·Q·T, N without the position embedding."""
+    c = getattr(model, "config", None)
+    if c is None or not all(hasattr(c, f) for f in ("n_layer", "n_head", "n_embd")):
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    wpe = getattr(getattr(model, "transformer", None), "wpe", None)
+    if isinstance(wpe, nn.Embedding):
+        n -= wpe.weight.numel()
+    return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block
+
+
+def nanochat_formula(model: nn.Module, block: int) -> float | None:
+    """nanochat's estimate_flops per token: 6·(N − embeddings) + 12·L·H·Q·T."""
+    c = getattr(model, "config", None)
+    if c is None or not all(hasattr(c, f) for f in ("n_layer", "n_head", "n_embd")):
+        return None
+    seen: set[int] = set()
+    n = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return 6 * (n - emb) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block
+
+
+def non_matmul_params(model: nn.Module) -> int:
+    """Parameters that no matmul uses: norm gains and biases (shared ones counted once)."""
+    seen: set[int] = set()
+    n = 0
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            matmul = isinstance(m, nn.Linear) and p.dim() == 2
+            if id(p) not in seen and not matmul and not isinstance(m, nn.Embedding):
+                seen.add(id(p))
+                n += p.numel()
+    return n
+
+
+def cost_report(session: Session, batch: int, block: int, *, timing: bool = True) -> CostReport:
+    """FLOPs per module of a forward and a training step at (batch, block), each module's
+    forward time, the step's time and its MFU where the device's peak is known."""
+    context = session.context_len
+    if context is not None and block > context:
+        raise CostError(f"--block {block} is longer than the model's context ({context})")
+    model = session.model
+    device = session.device
+    x = torch.zeros((batch, block), dtype=torch.long, device=device)
+    with restored(model):
+        model.eval()
+        forward = count_flops(model, x)
+        train = sum(count_flops(model, x, train=True).values())
+    ms: dict[str, float] = {}
+    seconds = 0.0
+    if timing and device.type != "meta":
+        timer = _Timer(model)
+        try:
+            with torch.no_grad():
+                model(x)  # warm-up
+                for _ in range(3):  # each module's fastest of three: a busy CPU adds noise
+                    timer.marks.clear()
+                    model(x)
+                    for name, t in timer.own_ms().items():
+                        ms[name] = min(ms.get(name, t), t)
+        finally:
+            timer.close()
+        seconds = _step_seconds(model, x)
+    names = [n for n, _ in model.named_modules()] + [OUTSIDE]
+    modules = tuple(ModuleCost(n, forward[n], ms.get(n, 0.0)) for n in names if forward.get(n, 0))
+    dtype = next(model.parameters()).dtype
+    device_name, peak = device_peak(device, dtype)
+    total_train = train
+    tokens = batch * block
+    formula = None
+    fam = session.family
+    estimate = (
+        nanochat_formula(model, block) if fam == "nanochat" else nanogpt_formula(model, block)
+    )
+    if estimate:
+        measured = total_train / tokens
+        name = "nanochat estimate_flops" if fam == "nanochat" else "nanoGPT estimate_flops"
+        nm = non_matmul_params(model)
+        extra = measured - estimate + 6 * nm
+        formula = Formula(name, estimate, measured, (measured - estimate) / estimate, nm, extra)
+    return CostReport(
+        str(device),
+        device_name,
+        str(dtype).removeprefix("torch."),
+        batch,
+        block,
+        modules,
+        sum(forward.values()),
+        total_train,
+        seconds,
+        peak,
+        formula,
+    )

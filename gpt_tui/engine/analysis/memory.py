@@ -1,0 +1,330 @@
+"""What a training step holds in memory, per module, and a forecast for other sizes.
+
+`measure_step` runs one real training step (forward, cross-entropy, backward, optimizer) on
+random tokens, with the weights put back afterwards, and measures:
+
+- parameter bytes and gradient bytes, per module that owns the parameter (shared tensors
+  counted once, under their first owner);
+- optimizer state bytes: whatever the optimizer keeps per parameter after its step (AdamW's
+  two moments; Muon's momentum buffer, with AdamW for what Muon cannot take, as nanochat);
+- activation bytes saved for backward, seen by `torch.autograd.graph.saved_tensors_hooks`
+  and attributed to the innermost module whose forward was running (storages counted once,
+  parameters left out: they are already counted);
+- the peak: `torch.cuda.max_memory_allocated` on CUDA; elsewhere the measured tensors
+  (parameters + gradients + optimizer state + saved activations; workspace not counted).
+
+`fit_memory` measures two small sizes and fits peak(B, T) = fixed + B·(a·T + b·T²) (the
+T² term is attention that keeps its weights), checks the fit against a third measured size,
+and forecasts any batch and length, or the largest batch that fits in a budget.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...errors import GptTuiError
+from ..core.model_access import model_device
+from ..training.step import restored, training_logits, wants_targets
+
+if TYPE_CHECKING:
+    from ..core.session import Session
+
+GIB = 1024**3
+OPTIMIZERS = ("adamw", "muon")
+OUTSIDE = "(outside modules)"  # the loss, computed after the model returns
+
+
+class MemoryError_(GptTuiError):
+    """A size that cannot be measured or cannot fit; the message says what would."""
+
+
+@dataclass(frozen=True)
+class ModuleMemory:
+    name: str  # module path ("" is the model itself, for what its own forward saves)
+    params: int
+    grads: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer + self.activations
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """One measured training step."""
+
+    batch: int
+    block: int
+    modules: tuple[ModuleMemory, ...]  # module order; modules holding nothing left out
+    peak: int
+    peak_source: str  # "cuda max_memory_allocated" or "measured tensors"
+
+    def total(self, field: str) -> int:
+        return sum(getattr(m, field) for m in self.modules)
+
+    @property
+    def fixed(self) -> int:
+        """What does not grow with the batch: parameters, gradients, optimizer state."""
+        return self.total("params") + self.total("grads") + self.total("optimizer")
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """peak(B, T) = fixed + B·(per_token·T + per_token_sq·T²), from two measured steps."""
+
+    fixed: float
+    per_token: float
+    per_token_sq: float
+    measured: tuple[tuple[int, int, int], ...]  # (batch, block, peak) the fit came from
+    check: tuple[int, int, int]  # a third measured (batch, block, peak)
+    check_error: float  # |forecast − measured| / measured at the check
+
+    def forecast(self, batch: int, block: int) -> float:
+        return self.fixed + batch * (self.per_token * block + self.per_token_sq * block * block)
+
+    def largest_batch(self, budget: float, block: int) -> int:
+        """The largest batch whose forecast peak is within `budget` bytes (0: none)."""
+        per_row = self.per_token * block + self.per_token_sq * block * block
+        if per_row <= 0:
+            return 0 if self.fixed > budget else 2**31
+        return max(0, int((budget - self.fixed) // per_row))
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    device: str
+    optimizer: str
+    batch: int
+    block: int
+    step: StepMemory  # measured at batch 1, length `block`
+    modules: tuple[ModuleMemory, ...]  # at the asked batch: activations scaled by it
+    fit: MemoryFit
+    forecast: float  # bytes at (batch, block)
+    budget: float | None  # --fit, bytes
+    largest_batch: int | None  # within the budget at `block`
+
+
+def _owner_of_params(model: nn.Module) -> dict[int, str]:
+    """id(param) -> the module path that owns it first."""
+    owners: dict[int, str] = {}
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            owners.setdefault(id(p), name)
+    return owners
+
+
+def make_optimizer(model: nn.Module, name: str) -> list[torch.optim.Optimizer]:
+    """AdamW on everything, or (`muon`) Muon on the 2-D weights inside the blocks and AdamW
+    on the rest (embeddings, head, gains), as nanochat splits them."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        return [torch.optim.AdamW(params, lr=1e-4)]
+    if name != "muon":
+        raise MemoryError_(f"unknown optimizer {name!r}: use {' or '.join(OPTIMIZERS)}")
+    from .probes import find_block_list
+
+    found = find_block_list(model)
+    in_blocks = {id(p) for p in found[1].parameters()} if found else set()
+    matrices = [p for p in params if p.dim() == 2 and id(p) in in_blocks]
+    rest = [p for p in params if id(p) not in {id(m) for m in matrices}]
+    out: list[torch.optim.Optimizer] = []
+    if matrices:
+        out.append(torch.optim.Muon(matrices, lr=1e-4))
+    if rest:
+        out.append(torch.optim.AdamW(rest, lr=1e-4))
+    return out
+
+
+class _SavedTensors:
+    """saved_tensors_hooks plus forward hooks: saved bytes per running module."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.stack: list[str] = []
+        self.saved: dict[str, int] = defaultdict(int)
+        self.seen: set[tuple[int, str]] = set()
+        self.params = {self._key(p) for p in model.parameters()}
+        self.handles: list[Any] = []
+        for name, module in model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple[int, str]:
+        return (t.untyped_storage().data_ptr(), str(t.device))
+
+    def _enter(self, name: str):
+        def hook(_m: nn.Module, _args: tuple) -> None:
+            self.stack.append(name)
+
+        return hook
+
+    def _leave(self, _m: nn.Module, _args: tuple, _out: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device.type == "meta":  # no storage to tell apart
+            return t
+        key = self._key(t)
+        if key not in self.params and key not in self.seen:
+            self.seen.add(key)
+            self.saved[self.stack[-1] if self.stack else OUTSIDE] += t.untyped_storage().nbytes()
+        return t
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def measure_step(
+    model: nn.Module,
+    batch: int,
+    block: int,
+    optimizer: str = "adamw",
+    vocab_size: int | None = None,
+    seed: int = 0,
+) -> StepMemory:
+    """One real training step at (batch, block) on random tokens; the weights, gradients
+    and mode are put back afterwards."""
+    device = model_device(model)
+    if vocab_size is None:
+        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+        vocab_size = emb.num_embeddings if emb is not None else 2
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab_size, (batch, block), generator=gen).to(device)
+    y = torch.randint(0, vocab_size, (batch, block), generator=gen).to(device)
+    owners = _owner_of_params(model)
+    cuda = device.type == "cuda"
+    with restored(model):
+        model.train()
+        for p in model.parameters():
+            p.grad = None
+        opts = make_optimizer(model, optimizer)
+        targets = wants_targets(model, x)
+        saved = _SavedTensors(model)
+        try:
+            baseline = 0
+            if cuda:  # the peak above what is held now (weights, the copy `restored` keeps)
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                baseline = torch.cuda.memory_allocated(device)
+            with saved.hooks:
+                logits = training_logits(model, x, y, targets)
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            loss.backward()
+            del logits, loss
+            for opt in opts:
+                opt.step()
+            peak_cuda = torch.cuda.max_memory_allocated(device) - baseline if cuda else 0
+        except torch.OutOfMemoryError:
+            raise MemoryError_(
+                f"batch {batch} x {block} tokens does not fit on {device}: "
+                "try a smaller --batch or --block"
+            ) from None
+        finally:
+            saved.close()
+        per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        seen: set[int] = set()
+        for p in model.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            row = per[owners[id(p)]]
+            row[0] += p.nbytes
+            row[1] += p.grad.nbytes if p.grad is not None else 0
+            for opt in opts:
+                state = opt.state.get(p, {})
+                row[2] += sum(v.nbytes for v in state.values() if torch.is_tensor(v) and v.dim())
+        for name, nbytes in saved.saved.items():
+            per[name][3] += nbytes
+        for p in model.parameters():
+            p.grad = None
+    order = [n for n, _ in model.named_modules()] + [OUTSIDE]
+    modules = tuple(ModuleMemory(n, *per[n]) for n in order if n in per)
+    step = StepMemory(batch, block, modules, 0, "measured tensors")
+    if cuda:  # the weights were already there: add them back
+        peak = step.total("params") + peak_cuda
+        return StepMemory(batch, block, modules, peak, "cuda max_memory_allocated")
+    return StepMemory(
+        batch, block, modules, step.fixed + step.total("activations"), "measured tensors"
+    )
+
+
+def _solve(p1: tuple[int, int, int], p2: tuple[int, int, int], fixed: float) -> tuple[float, float]:
+    """a, b with peak − fixed = B·(a·T + b·T²) through two points (b = 0 if one T)."""
+    (b1, t1, m1), (b2, t2, m2) = p1, p2
+    y1, y2 = (m1 - fixed) / b1, (m2 - fixed) / b2
+    if t1 == t2:
+        return (y1 + y2) / (2 * t1), 0.0
+    det = t1 * t2 * t2 - t2 * t1 * t1
+    a = (y1 * t2 * t2 - y2 * t1 * t1) / det
+    b = (t1 * y2 - t2 * y1) / det
+    return a, b
+
+
+def fit_memory(
+    model: nn.Module, block: int, optimizer: str = "adamw", vocab_size: int | None = None
+) -> tuple[MemoryFit, StepMemory]:
+    """Measure (1, block/2) and (1, block), fit, and check at (2, block/2). Returns the fit
+    and the (1, block) step, whose modules are the per-module breakdown."""
+    half = max(1, block // 2)
+    small = measure_step(model, 1, half, optimizer, vocab_size)
+    full = measure_step(model, 1, block, optimizer, vocab_size) if block != half else small
+    check = measure_step(model, 2, half, optimizer, vocab_size)
+    fixed = float(full.fixed)
+    points = ((1, half, small.peak), (1, block, full.peak))
+    a, b = _solve(points[0], points[1], fixed)
+    fit = MemoryFit(fixed, a, b, points, (2, half, check.peak), 0.0)
+    error = abs(fit.forecast(2, half) - check.peak) / max(check.peak, 1)
+    return MemoryFit(fixed, a, b, points, (2, half, check.peak), error), full
+
+
+def memory_report(
+    session: Session,
+    batch: int,
+    block: int,
+    *,
+    optimizer: str = "adamw",
+    budget_gib: float | None = None,
+) -> MemoryReport:
+    """Per-module memory of a training step at (batch, block), and the forecast; raises a
+    one-line error for a length beyond the context or a batch beyond the budget."""
+    if session.device.type == "meta":
+        raise MemoryError_("memory is measured in a real step; --device meta has none (use cpu)")
+    if optimizer not in OPTIMIZERS:
+        raise MemoryError_(f"unknown optimizer {optimizer!r}: use {' or '.join(OPTIMIZERS)}")
+    context = session.context_len
+    if context is not None and block > context:
+        raise MemoryError_(f"--block {block} is longer than the model's context ({context})")
+    if budget_gib is not None and budget_gib <= 0:
+        raise MemoryError_(f"--fit {budget_gib:g}: give a budget above 0 GiB")
+    vocab = session.vocab_size
+    fit, step = fit_memory(session.model, block, optimizer, vocab)
+    modules = tuple(
+        ModuleMemory(m.name, m.params, m.grads, m.optimizer, m.activations * batch)
+        for m in step.modules
+    )
+    forecast = fit.forecast(batch, block)
+    budget = budget_gib * GIB if budget_gib is not None else None
+    if budget is None and session.device.type == "cuda":
+        budget = float(torch.cuda.get_device_properties(session.device).total_memory)
+    largest = fit.largest_batch(budget, block) if budget is not None else None
+    if budget is not None and forecast > budget:
+        where = f"--fit {budget_gib:g} GiB" if budget_gib is not None else f"{session.device}"
+        fits = f"the largest batch that fits is {largest}" if largest else "not even batch 1 fits"
+        raise MemoryError_(
+            f"batch {batch} x {block} tokens needs about {forecast / GIB:.3g} GiB, more than "
+            f"{where}: {fits} (or shorten --block)"
+        )
+    return MemoryReport(
+        str(session.device), optimizer, batch, block, step, modules, fit, forecast, budget, largest
+    )

@@ -1,0 +1,1 @@
+"""generation: see gpt_tui/engine/__init__.py for the layout."""

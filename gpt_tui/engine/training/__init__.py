@@ -1,0 +1,1 @@
+"""training: see gpt_tui/engine/__init__.py for the layout."""

@@ -1,0 +1,426 @@
+"""Non-finite checks inside a real training loop: `Watch(model)`, behind `gpt_tui.watch`.
+
+Hooks on the model's embeddings, blocks, attention and MLP modules and head (found by
+structure, as the probes find them) and on the model itself record, on the tensors' own
+device, whether each module's input and output were finite and, through hooks on those
+tensors' gradients, whether its grad_output and grad_input were. A flag is a tensor's
+fp32 sum, non-finite exactly when an element is. Nothing is read back inside the forward
+or backward hooks: at the end of a micro-step's backward (when it reaches the first module
+of the forward order, or at the next forward if that never comes) the flags are folded on
+the device into one key, the first non-finite place; one process reads it there, once.
+Given the optimizer, its step hooks mark the step's boundary (steps and micro-steps are
+counted as the loop counts them) and check the gradients before the update and the
+parameters after it. `every=N` checks one step in N.
+
+Under torch.distributed (see watch_ranks.py) the keys stay on the device until the
+optimizer's step, where the ranks exchange them in one collective (and once more after the
+update) and all agree on the first finding. A compiled or DDP-wrapped model: see
+watch_compile.py.
+
+The first non-finite value is named in the phase it arose in:
+- forward: the first module, in forward order, whose output is not finite while its input
+  was;
+- loss: the model's scalar output (its loss) while the logits were finite, e.g. a batch
+  whose targets are all ignored (0/0);
+- backward: the first module, in backward order, whose grad_input is not finite while its
+  grad_output was;
+- gradients (given `optimizer=`): a parameter's gradient that is not finite before the
+  update while every watched module's gradient was (or that another rank's gradients
+  made non-finite in the all-reduce);
+- optimizer (given `optimizer=`): a parameter that its update made non-finite while its
+  gradient was finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ...errors import GptTuiError
+from ..analysis.probes import find_probe_points, first_tensor
+from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
+from .watch_finding import Finding, Phase
+from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
+
+LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is 0/0"
+
+
+class NonFiniteError(GptTuiError, FloatingPointError):
+    """Raised by `watch(..., on="raise")` at the first non-finite value."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.summary)
+        self.finding = finding
+
+
+class WatchArgumentError(GptTuiError, TypeError):
+    """`watch()` was given something it cannot watch; the message names it and the fix."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__}"
+
+
+def check_arguments(model: Any, optimizer: Any, every: Any) -> None:
+    """One clear error for a model, optimizer or `every` that cannot be watched."""
+    if isinstance(model, type):
+        raise WatchArgumentError(
+            f"watch({model.__name__}): that is a class; give the torch.nn.Module your loop "
+            "trains, the model itself (gpt_tui.watch(model, optimizer=optimizer))"
+        )
+    if not isinstance(model, nn.Module):
+        raise WatchArgumentError(
+            f"watch({_short(model)}): give the torch.nn.Module your loop trains, "
+            f"not a {type(model).__name__} (gpt_tui.watch(model, optimizer=optimizer))"
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise WatchArgumentError(
+            f"optimizer={_short(optimizer)}: give the torch.optim.Optimizer your loop "
+            f"steps, not a {type(optimizer).__name__} "
+            "(e.g. optimizer=torch.optim.AdamW(model.parameters()))"
+        )
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise WatchArgumentError(f"every={every!r}: check every N >= 1 steps (an int)")
+    if optimizer is not None:
+        mine = {id(p) for p in model.parameters()}
+        theirs = [p for group in optimizer.param_groups for p in group["params"]]
+        if theirs and not any(id(p) in mine for p in theirs):
+            raise WatchArgumentError(
+                f"the optimizer's {len(theirs)} parameters are none of this model's: give "
+                "the optimizer made from this model (torch.optim.AdamW(model.parameters()))"
+            )
+
+
+def _finite(value: Any) -> torch.Tensor | None:
+    """A 0-dim fp32 sum of the value's first tensor, on its device (no host sync): it is
+    finite exactly when every element is (NaN and Inf propagate through a sum), short of
+    an fp32 overflow of the sum itself. None for no floating-point tensor."""
+    t = first_tensor(value)
+    if t is None or not t.is_floating_point():
+        return None
+    return t.detach().sum(dtype=torch.float32)
+
+
+def _sums(tensors: list[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
+    """The fp32 sums of the tensors, stacked on the device (None counts as 0: finite)."""
+    zero = like.new_zeros((), dtype=torch.float32)
+    return torch.stack([zero if t is None else t.detach().sum(dtype=torch.float32).to(
+        zero.device) for t in tensors])  # fmt: skip
+
+
+def _steps_taken(optimizer: torch.optim.Optimizer) -> int:
+    """How many steps the optimizer has taken (its state's "step", as Adam keeps it), so
+    that a watch attached mid-run counts steps as the loop does; 0 when it keeps none."""
+    for state in optimizer.state.values():
+        step = state.get("step") if isinstance(state, dict) else None
+        if isinstance(step, (int, float, torch.Tensor)):
+            return int(step)
+    return 0
+
+
+Flags = tuple[str, torch.Tensor | None, torch.Tensor | None]
+
+
+class Watch:
+    """The hooks of one watched model; see the module doc. `on_finding` is called once,
+    with the finding and its micro-step's batch, at the first non-finite value."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        on_finding: Callable[[Finding, tuple[Any, ...]], None],
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        every: int = 1,
+        distributed: bool = True,
+    ) -> None:
+        check_arguments(model, optimizer, every)
+        self.group = process_group() if distributed else None
+        if self.group is not None and optimizer is None:
+            raise WatchArgumentError(
+                "under torch.distributed, watch needs optimizer=: its step is where the "
+                "ranks compare what they found (gpt_tui.watch(model, optimizer=optimizer))"
+            )
+        self.outer, self.model = model, inner_module(model)
+        self.on_finding, self.optimizer, self.every = on_finding, optimizer, every
+        self.compiled = is_compiled(model)
+        self.notes: list[str] = [recompile()] if self.compiled else []
+        self.step = _steps_taken(optimizer) if optimizer is not None else -1
+        self.micro, self.micro_steps = -1, None if optimizer is not None else 1
+        self.finding: Finding | None = None
+        self.batch: tuple[Any, ...] = ()
+        self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # this step's
+        self._names: dict[int, tuple[list[str], list[str]]] = {}  # per micro-step
+        self._key: torch.Tensor | None = None  # under a process group: the step's first
+        self._forward: list[Flags] = []
+        self._backward: list[Flags] = []
+        self._loss: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+        self._pending = False  # flags recorded and not yet folded
+        self._params = [p for g in optimizer.param_groups for p in g["params"]] if optimizer else []
+        self._param_names = {id(p): n for n, p in self.model.named_parameters()}
+        modules = dict(self.model.named_modules())
+        points = [p for p in find_probe_points(self.model) if p.name in modules]
+        # An embedding's input (token ids) takes no gradient: its backward is not read.
+        self._first = next((p.name for p in points if p.kind != "embedding"), None)
+        self._handles = [
+            model.register_forward_pre_hook(self._start_step, with_kwargs=True),
+            model.register_forward_hook(self._model_output),
+        ]
+        for p in points:
+            hook = self._forward_hook(p.name)
+            self._handles.append(modules[p.name].register_forward_hook(hook))
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer))
+            self._handles.append(optimizer.register_step_post_hook(self._after_optimizer))
+
+    @property
+    def checked(self) -> bool:
+        """Whether this step is checked (one step in `every`, before the first finding)."""
+        return self.finding is None and self.step % self.every == 0
+
+    @property
+    def active(self) -> bool:
+        """Whether this forward is checked (a checked step's forward with grad)."""
+        return self.checked and torch.is_grad_enabled()
+
+    def flush(self) -> None:
+        """Fold what the last micro-step left (read it, without a process group)."""
+        if self._pending:
+            self._check()
+
+    def close(self) -> None:
+        """Read what the last step left, then remove every hook."""
+        try:
+            if self.group is None:
+                self.flush()
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+            if self.compiled:
+                torch._dynamo.reset()  # the compiled code keeps no trace of the hooks
+
+    # -- hooks (no host sync in any of them) ----------------------------------------------
+
+    def _start_step(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not torch.is_grad_enabled():
+            return  # an evaluation pass: not a training step
+        self.flush()  # the last micro-step's backward never ended (its loss raised?)
+        if self.optimizer is None:
+            self.step += 1  # no step boundary known: every forward is a step
+            self.micro = -1
+        self.micro += 1
+        if self.micro == 0:
+            self._calls, self._names, self._key = [], {}, None
+        self.batch = (*args, *kwargs.values())
+        if self.active:
+            self._calls.append((args, kwargs))
+        self._forward, self._backward, self._loss = [], [], None
+
+    def _forward_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if not self.active:
+                return
+            x, y = first_tensor(args), first_tensor(output)
+            self._forward.append((name, _finite(x), _finite(y)))
+            self._pending = True
+            # Backward through tensor hooks, cheaper than full backward hooks: the gradient
+            # of the output is the module's grad_output, the gradient of its input its
+            # grad_input (a block's, an attention's or an MLP's input feeds it alone).
+            if y is not None and y.requires_grad and x is not None and x.requires_grad:
+                grads: list[torch.Tensor | None] = [None]
+                y.register_hook(lambda g: grads.__setitem__(0, _finite(g)))
+                x.register_hook(lambda g: self._backward_seen(name, grads[0], _finite(g)))
+
+        # Under torch.compile the hook runs eagerly between the graph's pieces: traced,
+        # its tensor hooks would break the graph and recompile it once per module name.
+        return torch.compiler.disable(hook)
+
+    def _backward_seen(
+        self, name: str, grad_output: torch.Tensor | None, grad_input: torch.Tensor | None
+    ) -> None:
+        if not self._pending:
+            return
+        self._backward.append((name, grad_output, grad_input))
+        if name == self._first:  # backward has reached the first module: the end
+            self._check()
+
+    def _model_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if not self.active:
+            return
+        # (logits, loss) as nanoGPT returns, or nanochat's bare loss when given targets.
+        items = output if isinstance(output, tuple) else (output,)
+        tensors = [t for t in items if isinstance(t, torch.Tensor)]
+        losses = [t for t in tensors if t.dim() == 0]
+        logits = [t for t in tensors if t.dim() > 0]
+        if losses:
+            self._loss = (_finite(logits[0]) if logits else None, _finite(losses[0]))
+            self._pending = True
+
+    def _before_optimizer(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
+        if not self.checked or not self._params:
+            return
+        self.flush()
+        if self.finding is not None:
+            return
+        grads = _sums([p.grad for p in self._params], self._params[0])
+        key = first_bad(~torch.isfinite(grads))
+        if self.group is None:
+            index = int(key)  # one host read per checked step
+            if index != NO_KEY:
+                self._gradients_found(index, self.micro_steps)
+            return
+        rank, world = self.group
+        mine = self._key if self._key is not None else key.new_tensor(NO_KEY)
+        table = exchange([mine, key], world)  # the step's one collective before the update
+        keys, grads_bad = [row[0] for row in table], [row[1] for row in table]
+        first = min(keys)
+        if first != NO_KEY:
+            ranks = tuple(r for r, k in enumerate(keys) if k == first)
+            micro, phase, where, detail = self._decode(first)
+            received = None
+            if rank not in ranks and grads_bad[rank] != NO_KEY:
+                received = (
+                    f"rank {rank} received non-finite gradients from the all-reduce of "
+                    f"step {self.step}"
+                )
+            self._found(phase, where, detail, micro, self.micro + 1, ranks, received)
+            return
+        bad = tuple(r for r, g in enumerate(grads_bad) if g != NO_KEY)
+        if bad:
+            name = self._param_name(grads_bad[bad[0]])
+            why = "its gradient is not finite after backward and the reduce, while every "
+            why += "watched module's output and gradient was"
+            self._found("gradients", name, why, None, self.micro + 1, bad)
+
+    def _after_optimizer(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
+        try:
+            if self.checked and self._params:
+                self._check_update()
+        finally:
+            self.step += 1
+            self.micro_steps = self.micro + 1 if self.micro >= 0 else self.micro_steps
+            self.micro = -1
+
+    # -- reading the flags: one host transfer (or one collective) per checked step --------
+
+    def _check_update(self) -> None:
+        first = self._params[0]
+        values = _sums(list(self._params), first)
+        grads = _sums([p.grad for p in self._params], first)
+        key = first_bad(~torch.isfinite(values) & torch.isfinite(grads))
+        why = "its gradient was finite; the update was not"
+        if self.group is None:
+            index = int(key)
+            if index != NO_KEY:
+                self._found("optimizer", self._param_name(index), why, None, self.micro + 1)
+            return
+        keys = [row[0] for row in exchange([key], self.group[1])]  # once after the update
+        index = min(keys)
+        if index != NO_KEY:
+            ranks = tuple(r for r, k in enumerate(keys) if k == index)
+            self._found("optimizer", self._param_name(index), why, None, self.micro + 1, ranks)
+
+    def _check(self) -> None:
+        self._pending = False
+        key = self._micro_key()
+        names = [n for n, _, _ in self._forward], [n for n, _, _ in self._backward]
+        self._names[self.micro] = names
+        if key is None:
+            return
+        if self.group is not None:  # kept on the device until the step's exchange
+            self._key = key if self._key is None else torch.minimum(self._key, key)
+            return
+        found = int(key)  # the one host read of this micro-step
+        if found != NO_KEY:
+            micro, phase, where, detail = self._decode(found)
+            self._found(phase, where, detail, micro, self.micro_steps)
+        elif self.compiled and not self._forward and self._loss and self._loss[1] is not None:
+            self._replay_if_nan(self._loss[1])
+
+    def _replay_if_nan(self, loss: torch.Tensor) -> None:
+        """A compiled step whose hooks did not run: replay it when its loss is not finite."""
+        if not bool(torch.isfinite(loss)):
+            self._replay("loss", "loss", "the loss is not finite", self.micro_steps)
+
+    def _micro_key(self) -> torch.Tensor | None:
+        """The first place of this micro-step, in forward, loss, backward order, where a
+        flag turned non-finite while the one before it was finite; NO_KEY for none."""
+        entries = [(a, b) for _, a, b in self._forward]
+        entries.append(self._loss or (None, None))
+        entries += [(a, b) for _, a, b in self._backward]
+        flags = [f for pair in entries for f in pair]
+        present = [f for f in flags if f is not None]
+        if not present:
+            return None
+        finite = torch.isfinite(torch.stack(present))
+        finite = torch.cat([finite, finite.new_ones(1)])  # the last: a missing flag
+        order, k = [], 0
+        for f in flags:
+            order.append(len(present) if f is None else k)
+            k += f is not None
+        pairs = finite[torch.tensor(order, device=finite.device)].view(-1, 2)
+        return first_bad(pairs[:, 0] & ~pairs[:, 1], max(self.micro, 0) * MICRO_STRIDE)
+
+    def _decode(self, key: int) -> tuple[int, Phase, str, str]:
+        micro, place = divmod(key, MICRO_STRIDE)
+        forward, backward = self._names.get(micro, ([], []))
+        if place < len(forward):
+            return micro, "forward", forward[place], "its input was finite"
+        if place == len(forward):
+            return micro, "loss", "loss", LOSS_WHY
+        i = place - len(forward) - 1
+        name = backward[i] if i < len(backward) else f"module {i} of the backward order"
+        return micro, "backward", name, "its grad_output was finite"
+
+    def _param_name(self, index: int) -> str:
+        param = self._params[index] if index < len(self._params) else None
+        return self._param_names.get(id(param), f"parameter {index} of the optimizer")
+
+    def _gradients_found(self, index: int, micro_steps: int | None) -> None:
+        why = "its gradient is not finite after backward while every watched module's was"
+        if self.compiled:
+            self._replay("gradients", self._param_name(index), why, micro_steps)
+        else:
+            self._found("gradients", self._param_name(index), why, None, micro_steps)
+
+    def _replay(self, phase: Phase, where: str, why: str, micro_steps: int | None) -> None:
+        """The compiled graph ran without the hooks: name the module by an eager replay of
+        the step's micro-batches on a copy of the model."""
+        replayed = replay_eagerly(
+            self.model, self._calls, lambda m, cb: Watch(m, cb, distributed=False)
+        )
+        if replayed is None:
+            why += "; an eager replay on a copy of the model named no module"
+            self._found(phase, where, why, None, micro_steps)
+            return
+        micro, f = replayed
+        detail = f"{f.detail}; the compiled graph ran without the watch's hooks, an eager "
+        detail += "replay of the micro-batch on a copy of the model named it"
+        self._found(f.phase, f.where, detail, micro, micro_steps)
+
+    def _found(
+        self,
+        phase: Phase,
+        where: str,
+        detail: str,
+        micro: int | None,
+        micro_steps: int | None,
+        ranks: tuple[int, ...] = (),
+        received: str | None = None,
+    ) -> None:
+        if self.optimizer is None:
+            micro, micro_steps = None, None
+        self.finding = Finding(
+            self.step, phase, where, detail, None, micro, micro_steps,
+            ranks[0] if ranks else None, ranks, received,
+        )  # fmt: skip
+        batch = self.batch
+        if micro is not None and micro < len(self._calls):
+            args, kwargs = self._calls[micro]
+            batch = (*args, *kwargs.values())
+        self.on_finding(self.finding, batch)

@@ -1,0 +1,229 @@
+"""Reading a watch case back (see watch_report.py for what it holds) as untrusted input.
+
+A case folder may come from someone else: every file case.json names must be inside the
+folder, each field must have its type, torch files are read as tensors and plain values
+only, and the user's model file it names is imported only when trusted and unchanged
+(its sha256). Each mistake is one `CaseError` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ...errors import GptTuiError
+from .watch import Finding, Watch
+
+if TYPE_CHECKING:
+    from ..core.session import Session
+
+CASE_FILE = "case.json"
+LATEST = "latest"  # a text file in the report folder: the newest case's folder name
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class CaseError(GptTuiError, ValueError):
+    """A report folder that cannot be reopened; the message says why."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def case_folder(folder: str | Path) -> Path:
+    """The case a path names: a case folder itself, or a report folder's `latest` one."""
+    path = Path(folder)
+    if (path / CASE_FILE).exists() or not (path / LATEST).is_file():
+        return path
+    try:
+        name = (path / LATEST).read_text().strip()
+    except OSError as err:
+        raise CaseError(f"{path / LATEST} cannot be read: {err.strerror or err}") from None
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise CaseError(f"{path / LATEST} names {name!r}, not a case folder inside {path}")
+    return path / name
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), repr(value))
+
+
+def _inside(path: Path, case: dict[str, Any], key: str, required: bool = True) -> None:
+    """`case[key]` must name a file in the case's own folder."""
+    value = case.get(key)
+    if value is None and not required:
+        return
+    if value is None:
+        raise CaseError(
+            f"{path} has no {key!r}: not a case gpt_tui.watch wrote (one names its "
+            "checkpoint, batch and finding)"
+        )
+    if not isinstance(value, str) or not value:
+        raise CaseError(
+            f"{path}: {key!r} is {_kind(value)}; it must name a file in the case folder"
+        )
+    folder = path.parent.resolve()
+    if not (folder / value).resolve().is_relative_to(folder):
+        raise CaseError(
+            f"{path}: {key!r} names {value!r}, outside the case folder; a case reads only "
+            "its own files"
+        )
+
+
+def read_case(folder: str | Path) -> dict[str, Any]:
+    """case.json, checked: every file it names is inside its folder, each field its type."""
+    out = case_folder(folder)
+    path = out / CASE_FILE
+    try:
+        case = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CaseError(
+            f"{path} not found: give the folder a gpt_tui.watch report wrote "
+            "(it holds case.json, batch.pt and the weights)"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise CaseError(f"{path} cannot be read: {err}") from None
+    if not isinstance(case, dict):
+        raise CaseError(
+            f"{path} holds {_kind(case)}, not a case: give a folder gpt_tui.watch wrote"
+        )
+    for key, required in (("checkpoint", True), ("batch", True), ("optimizer", False)):
+        _inside(path, case, key, required)
+    for key in ("model_file", "model_file_sha256", "summary"):
+        if not isinstance(case.get(key), str | None):
+            raise CaseError(f"{path}: {key!r} is {_kind(case[key])}; it must be a string")
+    if not isinstance(case.get("finding", {}), dict):
+        raise CaseError(f"{path}: 'finding' is {_kind(case['finding'])}; it must be an object")
+    tokenizer = case.get("tokenizer")
+    if tokenizer is not None:
+        if not isinstance(tokenizer, dict):
+            raise CaseError(f"{path}: 'tokenizer' is {_kind(tokenizer)}; it must be an object")
+        _inside(path, tokenizer, "file", required=False)
+    case["folder"] = str(out)
+    return case
+
+
+def case_model_file(case: dict[str, Any], trust: bool) -> str | None:
+    """The user's model file the case imports: only when trusted, and only if unchanged."""
+    name = case.get("model_file")
+    if name is None:
+        return None
+    if not trust:
+        raise CaseError(
+            f"{case['folder']}: this case imports and runs {name}; give --trust-case-code "
+            "only if you trust that file"
+        )
+    if not Path(name).is_file():
+        raise CaseError(f"{case['folder']}: its model file {name} is not there")
+    want, got = case.get("model_file_sha256"), sha256_file(name)
+    if want is not None and want != got:
+        raise CaseError(
+            f"{name} has changed since the case was written (sha256 {got[:12]}, the case "
+            f"recorded {want[:12]}): refused, it would run other code than the finding's"
+        )
+    return name
+
+
+def case_vocabulary(case: dict[str, Any]) -> str | None:
+    """The case's tokenizer file (for --meta), when it recorded one."""
+    tokenizer = case.get("tokenizer") or {}
+    name = tokenizer.get("file")
+    path = Path(case["folder"]) / name if name else None
+    return str(path) if path is not None and path.is_file() else None
+
+
+def case_checkpoint(case: dict[str, Any]) -> str:
+    """The case's weights, found in its folder wherever the folder has moved since."""
+    return str(Path(case["folder"]) / case["checkpoint"])
+
+
+def _case_file(path: Path, what: str) -> Any:
+    """One of the case's torch files, read as tensors and plain values only."""
+    from ...io.checkpoints.reading import CheckpointError, torch_load
+
+    if not path.is_file():
+        raise CaseError(f"{path} not found: the case's {what} is missing")
+    try:
+        return torch_load(path)
+    except CheckpointError as err:
+        raise CaseError(f"the case's {what}: {err}") from None
+
+
+def case_batch(case: dict[str, Any], context: int | None = None) -> list[torch.Tensor]:
+    """The saved step's inputs (token ids, then targets), plain tensors on the CPU, checked
+    to be two (B, T) integer tensors of T <= `context`."""
+    path = Path(case["folder"]) / case["batch"]
+    data = _case_file(path, "batch")
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise CaseError(
+            f"{path} holds {_kind(data)}, not a case's batch ({{'inputs': [ids, targets]}})"
+        )
+    if len(inputs) < 2:
+        raise CaseError(f"{path}: the saved batch has no targets (model(x, y) takes two)")
+    x, y = inputs[:2]
+    if x.dim() != 2 or x.shape != y.shape or x.is_floating_point() or y.is_floating_point():
+        raise CaseError(
+            f"{path}: inputs {tuple(x.shape)} {x.dtype} and targets {tuple(y.shape)} "
+            f"{y.dtype} must both be (B, T) token ids"
+        )
+    if context is not None and x.shape[1] > context:
+        raise CaseError(
+            f"{path}: the saved rows have {x.shape[1]} tokens, more than the model's context "
+            f"of {context}: not this model's batch"
+        )
+    return inputs
+
+
+def replay_case(
+    folder: str | Path, device: str = "cpu", *, trust_code: bool = False
+) -> tuple[Finding | None, Session]:
+    """Open the case's model and run its step again under a watch: the finding it gets
+    (the saved one, when the case reproduces) and the session, for the caller to close.
+    A case that names a model file runs it only with `trust_code`."""
+    from ..core.session import ModelSpec, Session
+
+    case = read_case(folder)
+    out = Path(case["folder"])
+    spec = ModelSpec(
+        checkpoint=case_checkpoint(case),
+        model_file=case_model_file(case, trust_code),
+        meta=case_vocabulary(case),
+        device=device,
+    )
+    session = Session.open(spec)
+    try:
+        inputs = [t.to(session.device) for t in case_batch(case, session.context_len)]
+    except BaseException:
+        session.close()
+        raise
+    model = session.model
+    optimizer = None
+    if case.get("optimizer"):
+        optimizer = torch.optim.AdamW(model.parameters())
+        optimizer.load_state_dict(_case_file(out / case["optimizer"], "optimizer state"))
+    found: list[Finding] = []
+    watch = Watch(model, lambda f, _: found.append(f), optimizer=optimizer)
+    training = model.training
+    try:
+        model.train()
+        with torch.enable_grad():
+            output = model(*inputs)
+            items = output if isinstance(output, tuple) else (output,)
+            loss = next((t for t in items if isinstance(t, torch.Tensor) and t.dim() == 0), None)
+            if loss is None:
+                raise CaseError("the model returned no loss for the saved batch")
+            loss.backward()
+    finally:
+        watch.close()
+        model.train(training)
+        model.zero_grad(set_to_none=True)
+    return (found[0] if found else None), session

@@ -19,7 +19,13 @@ client detaches or goes away. Requests read the run and never change it:
 - `train-step`: one training step of the last batch on a copy of the model and of the
   optimizer: the loss, the gradient norm and the largest relative weight change.
 A lost client, a second client (refused: "busy"), a client of another user (refused):
-one line in the run's log each, and the run goes on. Not under torchrun yet.
+one line in the run's log each, and the run goes on. `case` writes the live state as a
+case folder for the client's app (`gpt-tui attach --app`).
+
+Under torchrun each rank listens on `<pid>.rank<N>.sock`; every `every` steps the ranks
+all-reduce one integer ("a client waits") on a gloo group of listen's own, and when it is
+up every rank pauses at that boundary: the attached one serves its client, the others
+wait in a barrier, so the run's collectives stay in step.
 """
 
 from __future__ import annotations
@@ -28,14 +34,17 @@ import copy
 import json
 import math
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -50,7 +59,8 @@ def socket_folder() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "gpt-tui" if runtime else Path(f"/tmp/gpt-tui-{os.getuid()}")
     folder = base / "runs"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for level in (base, folder):  # one at a time: parents=True would make base 0755
+        level.mkdir(mode=0o700, exist_ok=True)
     for level in (base, folder):
         if level.stat().st_uid != os.getuid() or level.stat().st_mode & 0o077:
             raise GptTuiError(f"{level} is not private to you (owner and mode 0700): remove it")
@@ -83,8 +93,17 @@ def _logits_of(output: Any) -> torch.Tensor | None:
 class Listener:
     """The socket, its accepting thread and the hooks of one listened run."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        path: Path,
+        group: Any = None,
+        every: int = 1,
+    ) -> None:
         self.model, self.optimizer, self.path = model, optimizer, path
+        self.group, self.every = group, every  # under torchrun: the ranks' own gloo group
+        self.rank = None if group is None else torch.distributed.get_rank()
         self.step = 0
         self.clients = 0  # clients served (or lost) at a step boundary
         self._args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
@@ -92,6 +111,7 @@ class Listener:
         self._client: socket.socket | None = None
         self._lock = threading.Lock()
         self._waiting = threading.Event()  # a client waits for the next step boundary
+        self._cases: list[Path] = []  # case folders written for the attached client
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if path.exists():
             path.unlink()
@@ -116,6 +136,11 @@ class Listener:
         self._server.close()  # ends the accepting thread
         self._thread.join(timeout=10)
         self.path.unlink(missing_ok=True)
+        if self.group is not None and torch.distributed.is_initialized():
+            # its own group ends with it, not in the interpreter's exit, where gloo's
+            # threads may be torn down in any order
+            torch.distributed.destroy_process_group(self.group)
+            self.group = None
 
     # -- the accepting thread ---------------------------------------------------------------
 
@@ -153,8 +178,27 @@ class Listener:
 
     def _boundary(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
         self.step += 1
-        if not self._waiting.is_set():
+        if self.group is None:
+            if self._waiting.is_set():
+                self._attach()
             return  # nobody attached: the whole cost
+        if self.step % self.every:
+            return
+        # Under torchrun every rank pauses at the same boundary, or the run's next
+        # collective would hang: one integer, "a client waits somewhere", every `every`.
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(self._waiting.is_set())])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        if not flag.item():
+            return
+        if self._waiting.is_set():
+            self._attach()
+        else:
+            _log(f"rank {self.rank} waits at step {self.step} while another rank is attached")
+        dist.barrier(group=self.group)
+
+    def _attach(self) -> None:
         self._waiting.clear()
         with self._lock:
             conn = self._client
@@ -168,6 +212,9 @@ class Listener:
             conn.close()
             self.clients += 1
             self._release(conn)
+            for folder in self._cases:  # the client's copies go with it
+                shutil.rmtree(folder, ignore_errors=True)
+            self._cases = []
 
     def _release(self, conn: socket.socket) -> None:
         with self._lock:
@@ -185,7 +232,12 @@ class Listener:
                 _send(conn, {"detached": self.step})
                 _log("the client detached; the run goes on")
                 return
-            answers = {"state": self._state, "forward": self._forward, "train-step": self._train}
+            answers = {
+                "state": self._state,
+                "forward": self._forward,
+                "train-step": self._train,
+                "case": self._case,
+            }
             answer = answers.get(request)
             _send(conn, answer() if answer else {"error": f"unknown request {request!r}"})
         _log("the client went away; the run goes on")
@@ -231,6 +283,30 @@ class Listener:
                 "finite": bool(torch.isfinite(x).all()),
             }
         return answer
+
+    def _case(self) -> dict[str, Any]:
+        """The live state as a case (weights, the last batch, the step): a copy for the
+        client's app, in a private temporary folder removed when the client goes."""
+        from .engine.training.watch_case import CASE_FILE, read_case
+        from .engine.training.watch_finding import Finding
+        from .engine.training.watch_report import write_case
+        from .io.checkpoints.save import atomic_write_text
+
+        root = Path(tempfile.mkdtemp(prefix="gpt-tui-attach-"))  # 0700, this user's
+        self._cases.append(root)
+        state = self._state()
+        loss = "" if state["loss"] is None else f", loss {state['loss']:.4f}"
+        summary = f"the live run, pid {os.getpid()}, at step {self.step}{loss}"
+        tensors = tuple(t for t in self._batch() if isinstance(t, torch.Tensor))
+        finding = Finding(self.step, cast(Any, "attach"), "the live run", summary)
+        written = write_case(root, inner_module(self.model), finding, tensors, None)
+        if written.path is None:
+            return {"error": f"the case could not be written: {written.error}"}
+        case = read_case(written.path)
+        case.update(summary=summary, attach=state)
+        atomic_write_text(written.path / CASE_FILE, json.dumps(case, indent=2) + "\n")
+        atomic_write_text(written.path / "README.md", f"# gpt-tui attach: {summary}\n")
+        return {"case": str(written.path), "summary": summary}
 
     def _train(self) -> dict[str, Any]:
         if self._args is None:
@@ -283,19 +359,41 @@ def _send(conn: socket.socket, message: dict[str, Any]) -> None:
     conn.sendall((json.dumps(message) + "\n").encode())
 
 
+def _rank_group() -> tuple[Any, int | None]:
+    """Under torchrun, a gloo group of listen's own (a CPU flag whatever the run's backend,
+    and a long timeout: the other ranks wait while a user looks) and this rank."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None, None
+    try:
+        group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+    except (RuntimeError, ValueError) as err:
+        raise GptTuiError(f"listen under torchrun needs a gloo process group: {err}") from None
+    return group, dist.get_rank()
+
+
 @contextmanager
 def listen(
-    model: nn.Module, *, optimizer: torch.optim.Optimizer, path: str | Path | None = None
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer,
+    path: str | Path | None = None,
+    every: int = 10,
 ) -> Iterator[Listener]:
-    """Let `gpt-tui attach` look into this training loop (see the module doc)."""
+    """Let `gpt-tui attach` look into this training loop (see the module doc). Under
+    torchrun every rank must call it; `every`: the steps between two exchanges of the
+    attach flag between ranks."""
     check_arguments(model, optimizer, 1)
     if optimizer is None:
         raise GptTuiError("listen needs optimizer=: its step is where the loop pauses")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        raise GptTuiError("listen does not work under torchrun yet: use gpt_tui.watch there")
-    where = Path(path) if path is not None else socket_folder() / f"{os.getpid()}.sock"
-    listener = Listener(model, optimizer, where)
-    _log(f"listening on {where} (gpt-tui attach {os.getpid()})")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise GptTuiError(f"every={every!r}: a whole number of steps, 1 or more")
+    group, rank = _rank_group()
+    name = f"{os.getpid()}.sock" if rank is None else f"{os.getpid()}.rank{rank}.sock"
+    where = Path(path) if path is not None else socket_folder() / name
+    listener = Listener(model, optimizer, where, group, every)
+    command = f"gpt-tui attach {os.getpid()}" + ("" if rank is None else f" --rank {rank}")
+    _log(f"listening on {where} ({command})")
     try:
         yield listener
     finally:

@@ -24,12 +24,20 @@ ALLOWED = {
     "errors": set(),
     "ui": {"errors", "formatting", "engine", "ui", "config_file"},
     "cli": {
-        "errors", "formatting", "models", "io", "engine", "cli", "ui", "train", "listener",
+        "errors",
+        "formatting",
+        "models",
+        "io",
+        "engine",
+        "cli",
+        "ui",
+        "train",
+        "listener",
         "config_file",
     },  # fmt: skip
     "train": {"errors", "models", "io", "engine"},
     "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
-    "listener": {"errors", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
+    "listener": {"errors", "io", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
 }
 
 

@@ -4,6 +4,9 @@ at a step boundary; the run's losses are those of an unattached run."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -17,6 +20,9 @@ from gpt_tui.cli import run
 from gpt_tui.models import build_model, make_config
 
 SCRIPT = Path(__file__).parent / "fixtures" / "listen" / "train.py"
+# One torch thread in the run, as in unattached_losses here (the tests' conftest): over
+# enough steps, a run on 2 threads and one on 1 part ways in the last bits.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
 
 
@@ -45,6 +51,7 @@ def test_attach_reads_a_live_run_which_goes_on_unchanged(tmp_path: Path, capsys)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=ONE_THREAD,
     )
     try:
         first = train.stderr.readline()  # blocks until the run listens
@@ -101,3 +108,250 @@ def test_listen_arguments_are_checked_up_front(tmp_path: Path) -> None:
         ):
             pass
     assert not (tmp_path / "a.sock").exists()
+
+
+async def _settle(pilot) -> None:
+    for _ in range(3):  # a finished worker may have queued the next engine call
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def test_attach_app_opens_a_copy_of_the_live_state_and_q_lets_the_run_go_on(
+    tmp_path: Path, capsys
+) -> None:
+    import asyncio
+
+    from gpt_tui.cli.attach_cmd import run_attach
+    from gpt_tui.cli.parser import parse_args
+
+    path = tmp_path / "run.sock"
+    train = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(path), "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ONE_THREAD,
+    )
+    seen: dict = {}
+
+    async def drive(app) -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot)
+            seen["case"] = Path(app.spec.checkpoint).parent
+            seen["batch"] = app.state.training.batch
+            await pilot.press("6", "c")  # the Train tab: a whole step, on the copy
+            await _settle(pilot)
+            seen["loss"] = app.state.training.loss
+            await pilot.press("q")
+
+    try:
+        assert f"listening on {path}" in train.stderr.readline()
+        args = parse_args(["attach", str(path), "--app"])
+        assert run_attach(args, run=lambda app: asyncio.run(drive(app))) == 0
+        out, err = train.communicate(timeout=120)
+    finally:
+        train.kill()
+        train.wait()
+    assert train.returncode == 0, err
+    printed = capsys.readouterr().out
+    assert "paused: the live run, pid" in printed and "detached: the run goes on" in printed
+    batch = seen["batch"]  # the run's own last batch, both rows, in the Train tab
+    assert batch is not None and len(batch.rows) == 2 and "the live run" in batch.source
+    assert 0 < seen["loss"] < 10
+    assert "gpt-tui-attach-" in str(seen["case"]) and not seen["case"].exists()
+    losses = json.loads(out)
+    assert losses == unattached_losses(len(losses))  # the copy's step changed nothing
+
+
+DIST_SCRIPT = """
+import json, sys, torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+import gpt_tui
+from gpt_tui.models import build_model, make_config
+
+mode, steps = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model = DistributedDataParallel(build_model(make_config("tiny", "nanogpt"), "cpu", seed=0))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+gen = torch.Generator().manual_seed(1 + rank)
+losses = []
+
+
+def train(listener):
+    after = 0
+    while len(losses) < steps and after < 3:
+        x = torch.randint(65, (2, 16), generator=gen)
+        _, loss = model(x, x.roll(-1, 1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if listener is not None:  # every rank stops together, 3 steps after the attach
+            done = torch.tensor([listener.clients])
+            dist.all_reduce(done, op=dist.ReduceOp.MAX)
+            after += int(done.item()) >= 1
+
+
+if mode == "listen":
+    with gpt_tui.listen(model, optimizer=opt, every=5) as listener:
+        train(listener)
+else:
+    train(None)
+print(json.dumps({"rank": rank, "losses": losses}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def _torchrun(folder: Path, mode: str, steps: int) -> subprocess.Popen:
+    import os
+
+    script = folder / "dist_train.py"
+    script.write_text(DIST_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.Popen(
+        [*command, "--nproc_per_node", "2", str(script), mode, str(steps)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # the ranks end with the test, whatever happens
+    )
+
+
+def _rank_losses(lines: list[str]) -> dict[int, list[float]]:
+    # the ranks print at once into one pipe: their lines may run together
+    found = {}
+    for match in re.finditer(r'\{"rank": \d+, "losses": \[[^\]]*\]\}', "".join(lines)):
+        data = json.loads(match[0])
+        found[data["rank"]] = data["losses"]
+    return found
+
+
+@pytest.mark.slow
+def test_attach_to_one_rank_under_torchrun_holds_every_rank_at_that_step(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import os
+    import signal
+    import tempfile
+    import threading
+
+    runtime = Path(tempfile.mkdtemp(prefix="gl-"))  # short: a socket's path is limited
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    proc = _torchrun(tmp_path, "listen", 5000)
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))  # a hang's bound
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # both ranks listen before the attach
+            lines.append(line)
+            if sum("listening on" in seen for seen in lines) == 2:
+                break
+        assert "--rank 1)" in "".join(lines)
+        assert run(["attach", "--rank", "1", "--json"]) == 0
+        state = json.loads(capsys.readouterr().out)["state"]
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=300) == 0, "".join(lines)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(runtime, ignore_errors=True)
+    log = "".join(lines)
+    assert state["step"] % 5 == 0  # a boundary where the ranks exchanged the flag
+    assert f"rank 0 waits at step {state['step']} while another rank is attached" in log
+    attached = _rank_losses(lines)
+    bare = _torchrun(tmp_path, "bare", len(attached[0]))
+    out, _ = bare.communicate(timeout=300)
+    assert bare.returncode == 0, out
+    assert attached == _rank_losses(out.splitlines()) and len(attached) == 2
+
+
+def test_several_ranks_listening_ask_for_a_rank(monkeypatch, capsys) -> None:
+    import os
+    import tempfile
+
+    runtime = Path(tempfile.mkdtemp(prefix="gl-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    from gpt_tui.listener import socket_folder
+
+    servers = []  # two ranks of one live run (this process)
+    try:
+        for rank in (0, 1):
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(socket_folder() / f"{os.getpid()}.rank{rank}.sock"))
+            servers.append(server)
+        assert run(["attach"]) == 2
+        err = capsys.readouterr().err
+        assert "2 runs are listening" in err and "give a rank (gpt-tui attach --rank N)" in err
+        assert run(["attach", "--rank", "2"]) == 2
+        assert "no run is listening" in capsys.readouterr().err
+    finally:
+        for server in servers:
+            server.close()
+        shutil.rmtree(runtime)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_attach_app_in_a_real_terminal(tmp_path: Path) -> None:
+    import os
+    import shlex
+    import time
+
+    path = tmp_path / "run.sock"
+    train = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(path), "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ONE_THREAD,
+    )
+    exit_file = tmp_path / "exit"
+    session = f"ls-attach-app-{os.getpid()}"
+    env = f"GPT_TUI_HIDE_MEMORY=1 PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))}"
+    shell = (
+        f"env {env} {shlex.quote(sys.executable)} -m gpt_tui attach {path} --app; "
+        f"echo EXIT=$? > {exit_file}; sleep 60"
+    )
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+
+    def screen() -> str:
+        try:
+            return tmux("capture-pane", "-p", "-t", session)
+        except subprocess.CalledProcessError:
+            return "(the tmux session has ended)"
+
+    def wait_for(what: str, condition) -> None:
+        """Poll the terminal (an outside process: no event to wait on), bounded."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"timed out waiting for {what}; the screen was:\n{screen()}")
+
+    try:
+        assert f"listening on {path}" in train.stderr.readline()
+        tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", shell)
+        wait_for("the app on the run's copy", lambda: "lm_head" in screen())
+        tmux("send-keys", "-t", session, "6")
+        wait_for("the Train tab on the run's batch", lambda: "from the run's batch" in screen())
+        tmux("send-keys", "-t", session, "q")
+        wait_for("the attach to end", exit_file.exists)
+        assert exit_file.read_text().strip() == "EXIT=0"
+        assert "detached: the run goes on" in screen()
+        out, err = train.communicate(timeout=120)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        train.kill()
+        train.wait()
+    assert train.returncode == 0, err
+    losses = json.loads(out)
+    assert losses == unattached_losses(len(losses))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .common import model_spec
 
 if TYPE_CHECKING:
     from ..config_file import AppConfig
     from ..engine.core.session import ModelSpec
+    from ..ui.app import GptTuiApp
 
 
 def with_config_defaults(spec: ModelSpec, config: AppConfig) -> ModelSpec:
@@ -57,3 +58,56 @@ def cmd_config(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}")
     return 0
+
+
+def case_app(
+    case: dict[str, Any],
+    device: str = "cpu",
+    *,
+    meta: str | None = None,
+    tokenizer: str | None = None,
+) -> GptTuiApp:
+    """`gpt-tui attach`'s app: the inspector on the copy of a live run's state that
+    `gpt_tui.listen` wrote, the Train tab on the run's batch."""
+    import torch
+
+    from ..engine.core.session import ModelSpec
+    from ..engine.training.watch_case import (
+        CaseError,
+        case_batch,
+        case_checkpoint,
+        case_model_file,
+        case_vocabulary,
+    )
+    from ..errors import GptTuiError
+    from ..io.batches import FixedBatch
+    from ..ui.app import GptTuiApp
+
+    try:
+        inputs = case_batch(case)
+    except CaseError:  # the run saw no forward call since the attach asked: no batch
+        inputs = []
+    ids = [t for t in inputs if t.dtype == torch.long and t.dim() in (1, 2)]
+    summary = case["summary"]
+
+    def setup(debugger: Any) -> None:
+        decode = debugger.session.decode_token
+        try:
+            if ids:
+                x = ids[0] if ids[0].dim() == 2 else ids[0][None]
+                debugger.set_prompt(debugger.session.decode(x[0].tolist()))
+                if len(ids) > 1 and ids[1].shape == ids[0].shape:
+                    y = ids[1] if ids[1].dim() == 2 else ids[1][None]
+                    debugger.set_batch(FixedBatch(x, y, decode, f"the run's batch ({summary})"))
+        except GptTuiError as err:  # the model is still worth opening without its batch
+            app.call_from_thread(app.notify, f"the run's batch is not used: {err}", timeout=8)
+        app.call_from_thread(app.notify, summary, title="attached", timeout=8)
+
+    # the run's own model file: this user's code, which the run itself is running
+    checkpoint, model_file = case_checkpoint(case), case_model_file(case, trust=True)
+    meta = meta or case_vocabulary(case)
+    spec = ModelSpec(
+        checkpoint=checkpoint, model_file=model_file, device=device, meta=meta, tokenizer=tokenizer
+    )
+    app = GptTuiApp(spec, setup=setup)
+    return app  # setup runs once the app is running, in its opening worker

@@ -168,7 +168,7 @@ def test_a_compiled_model_finds_the_same_nan_attached_before_or_after_compiling(
 def test_a_compiled_graph_that_ignores_the_hooks_is_replayed_eagerly(monkeypatch) -> None:
     """Were dynamo's reset refused, the graph would run without the hooks: the watch sees
     the gradients outside it and names the module by an eager replay on a copy."""
-    from gpt_tui.engine.training.step import watch as watch_module
+    from gpt_tui.engine.training import watch as watch_module
 
     torch._dynamo.reset()
     model = tiny_model()

@@ -65,7 +65,7 @@ def test_a_token_pauses_in_sample_next_and_its_pipeline_is_readable(dbg: Debugge
     assert state.status == "paused" and state.frame is not None
     assert state.frame.function == "sample_next" and state.frame.file == "sampling.py"
     assert state.stepper_line.startswith("paused at sampling.py:")  # no module runs it
-    assert state.stepper_line.endswith(" in sample_next · breakpoint")
+    assert state.stepper_line.endswith(" in sample_next · sampling (T stops here)")
     assert local(state, "logits").shape == (vocab,)
     assert local(state, "temperature").repr == "0.8"
     assert local(state, "top_k").repr == "20"

@@ -115,3 +115,24 @@ def test_cancel_reaches_a_running_line_move_and_leaves_a_paused_one_alone(dbg: D
     finally:
         gate.remove()
         hook.remove()
+
+
+def test_a_statement_at_a_pause_changes_the_pass_that_goes_on(dbg: Debugger) -> None:
+    """pdb's `!x = x * 0`: the assignment sticks in the paused frame, and the pass goes on
+    with it (Block 0 adds attention and MLP to zero: its output is their sum only)."""
+    dbg.set_line_breakpoints(["nanogpt.py:130"])  # Block.forward's first line
+    dbg.step_line("continue")
+    state = dbg.evaluate("!x = x * 0")
+    assert state.evaluations[-1].error is None
+    assert state.evaluations[-1].value.max == 0 and state.evaluations[-1].value.min == 0
+    assert dbg.evaluate("float(x.abs().sum())").evaluations[-1].value.repr == "0.0"
+    dbg.step_line("next")  # x = x + self.attn(self.ln_1(x)) ran on the zeroed x
+    from_zero = "bool((x - self.attn(self.ln_1(torch.zeros_like(x)))).abs().max() == 0)"
+    assert dbg.evaluate(from_zero).evaluations[-1].value.repr == "True"
+    state = dbg.evaluate("!y = undefined_name")
+    assert state.evaluations[-1].error == "NameError: name 'undefined_name' is not defined"
+    dbg.set_line_breakpoints([])
+    zeroed = dbg.step("continue").run
+    fresh = dbg.run().run
+    assert zeroed is not None and fresh is not None
+    assert zeroed.next_tokens != fresh.next_tokens  # the zeroed pass was run to its end

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,15 +195,57 @@ def summarise(items: Iterable[tuple[str, object]]) -> tuple[Value, ...]:
 
 def evaluate_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
     """pdb's `p expr` in `frame` (call it in the frame's own thread): the evaluation and
-    the raw result (None after an error)."""
+    the raw result (None after an error). `!stmt` runs a statement there, as pdb's `!`
+    does; names it assigns keep their new value when the pass goes on."""
+    if expr.lstrip().startswith("!"):
+        return _execute_in(frame, expr)
     try:
         result = eval(compile(expr, "<expression>", "eval"), frame.f_globals, frame.f_locals)
     except ExpressionInterrupted:
         raise
     except BaseException as err:  # the user's code, even `exit()`: one line, still paused
-        first = (str(err).strip().splitlines() or [""])[0]
-        return Evaluation(expr, None, f"{type(err).__name__}: {first}".rstrip(": ")), None
+        return Evaluation(expr, None, _one_line(err)), None
     return Evaluation(expr, summarise([(expr, result)])[0]), result
+
+
+def _one_line(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}".rstrip(": ")
+
+
+def _execute_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
+    source = expr.lstrip()[1:].strip()
+    try:
+        tree = ast.parse(source, "<statement>", "exec")
+        local = frame.f_locals  # one mapping: written back to the frame below
+        exec(compile(tree, "<statement>", "exec"), frame.f_globals, local)
+    except ExpressionInterrupted:
+        raise
+    except BaseException as err:
+        return Evaluation(expr, None, _one_line(err)), None
+    _write_back(frame, local)
+    assigned = [
+        t.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    ]
+    if assigned and assigned[-1] in local:
+        name = assigned[-1]
+        return Evaluation(expr, summarise([(name, local[name])])[0]), local[name]
+    return Evaluation(expr, Value(expr, "value", "done")), None
+
+
+def _write_back(frame: FrameType, local: Any) -> None:
+    """Make assignments to `frame.f_locals` stick. From 3.13 the mapping writes through
+    (PEP 667); before, its dict is copied into the frame's fast locals here (a trace
+    function's return would do it too, but sys.monitoring's would not)."""
+    if sys.version_info >= (3, 13) or not isinstance(local, dict):
+        return
+    import ctypes
+
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
 
 
 def view_in_frame(

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .analysis.attention import head_summaries
-from .analysis.compare_intents import CompareIntents
+from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
 from .analysis.measures import MeasuresView, measure
+from .analysis.patching import What
 from .analysis.tensors import TensorView
 from .core.debug_state import (
     AttentionView,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
+class Debugger(GenerationIntents, LineIntents, TrainingIntents):
     """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
     every intent under one lock and is the only way in: see moves.py."""
 
@@ -81,7 +82,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
         self._tensor_view: TensorView | None = None
         self._token_pass = False
         self._init_training()
-        self._init_compare()
+        self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
         self._measures: MeasuresView | None = None
 
     # -- the model -----------------------------------------------------------------------
@@ -393,6 +394,60 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
 
         return self.runner.intent(move, body, kind)
 
+    # -- comparisons (compare_intents.py) -------------------------------------------------
+
+    @cancellable
+    def compare_runs(
+        self, b: BSpec, leaves: bool = False, *, move: int | None = None
+    ) -> DebugState:
+        """Diff the open prompt's run against run B, probe by probe."""
+
+        def body(mid: int) -> DebugState:
+            message = self._compare.diff(self._prompt, b, leaves, self.runner, mid)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "diff")
+
+    @cancellable
+    def patch_runs(
+        self,
+        corrupted: str,
+        answer: str,
+        wrong: str,
+        what: What = "resid_pre",
+        *,
+        move: int | None = None,
+    ) -> DebugState:
+        """Patch the open prompt's run (clean) into `corrupted`, for every layer and
+        position (or head)."""
+
+        def body(mid: int) -> DebugState:
+            message = self._compare.patch(self._prompt, corrupted, answer, wrong, what)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "patch")
+
+    @cancellable
+    def attribute_logit(
+        self,
+        answer: str | int,
+        wrong: str | int | None = None,
+        position: int = -1,
+        *,
+        generation: bool = False,
+        move: int | None = None,
+    ) -> DebugState:
+        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt,
+        or with `generation` of the text generated so far (-1: the next token's logits).
+        A token is its text, or its id as an int."""
+
+        def body(mid: int) -> DebugState:
+            gen = self._generation if generation else None
+            message = self._compare.attribute(self._prompt, answer, wrong, position, gen)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "attribute")
+
     # -- snapshot and end ----------------------------------------------------------------
 
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
@@ -423,7 +478,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
             training=self._training_state(),
-            compare=self._compare,
+            compare=self._compare.view(),
             measures=self._measures,
             seq=self.runner.seq(),  # under the lock: the newest snapshot has the highest
         )

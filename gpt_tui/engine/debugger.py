@@ -43,18 +43,21 @@ from .core.views import (
     unpeeked_generation_view,
 )
 from .generation.intents import GenerationIntents
-from .training.intents import TrainingIntents
+from .training.intents import TRAIN_MOVES, Training
 
 if TYPE_CHECKING:
+    from ..io.batches import BatchSource
     from .core.session import Session, Trace
     from .core.stepping import ForwardStepper
     from .core.trace import StepEvent
     from .generation.sampling import GenerationSession
+    from .training.health import HealthStep
+    from .training.step import StepOptions
 
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, TrainingIntents):
+class Debugger(GenerationIntents, LineIntents):
     """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
     every intent under one lock and is the only way in: see moves.py."""
 
@@ -81,7 +84,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents):
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
         self._token_pass = False
-        self._init_training()
+        self._training = Training(session)  # the batch, the training step, health
         self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
         self._measures: MeasuresView | None = None
 
@@ -394,6 +397,76 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents):
 
         return self.runner.intent(move, body, kind)
 
+    # -- training (training/intents.py) --------------------------------------------------
+
+    def set_batch(
+        self,
+        data: str | BatchSource | None = None,
+        *,
+        batch: int = 4,
+        block: int = 64,
+        seed: int = 0,
+        meta: str | None = None,
+        split: str = "all",
+        options: StepOptions | None = None,
+        move: int | None = None,
+    ) -> DebugState:
+        """Where batches come from (a text file, a nanoGPT .bin, a `BatchSource` such as
+        a `FixedBatch`, or None: the prompt) and their shape; a batch that names ids
+        outside the vocabulary raises one line."""
+
+        def body(mid: int) -> DebugState:
+            args = (data, batch, block, seed, meta, split, options)
+            return self._snapshot(mid, self._training.set_batch(self._prompt, *args))
+
+        return self.runner.intent(move, body, "batch")
+
+    def set_training_options(self, options: StepOptions, *, move: int | None = None) -> DebugState:
+        def body(mid: int) -> DebugState:
+            return self._snapshot(mid, self._training.set_options(self._prompt, options))
+
+        return self.runner.intent(move, body, "training options")
+
+    @cancellable
+    def train_step(self, how: str = "into", *, move: int | None = None) -> DebugState:
+        """Walk the training step: `into` the next event, `over`/`out` to the next phase,
+        `continue` to the first non-finite value (with the watch) or the end. The step is
+        computed at the first move; the weights are back unless the options keep them."""
+        if how not in TRAIN_MOVES:
+            raise ValueError(f"unknown move {how!r}: one of {', '.join(TRAIN_MOVES)}")
+
+        def body(mid: int) -> DebugState:
+            check = self.runner.check(mid)
+            return self._snapshot(mid, self._training.step(self._prompt, how, self._watch, check))
+
+        return self.runner.intent(move, body, "training step")
+
+    def train_reset(self, *, move: int | None = None) -> DebugState:
+        """Forget the step (and health run); the batch stays."""
+
+        def body(mid: int) -> DebugState:
+            return self._snapshot(mid, self._training.reset(self._prompt))
+
+        return self.runner.intent(move, body, "training reset")
+
+    @cancellable
+    def train_health(
+        self,
+        n: int = 20,
+        *,
+        progress: Callable[[HealthStep], None] | None = None,
+        move: int | None = None,
+    ) -> DebugState:
+        """`n` steps on fresh seeded batches (the prompt's one batch if no data); stops at
+        the first non-finite value. Cancellable between and within steps."""
+
+        def body(mid: int) -> DebugState:
+            check = self.runner.check(mid)
+            message = self._training.health(self._prompt, n, self._watch, check, progress)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "training health")
+
     # -- comparisons (compare_intents.py) -------------------------------------------------
 
     @cancellable
@@ -477,7 +550,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents):
             line_breakpoints=self._line_breakpoints,
             evaluations=self._evaluations,
             tensor_view=self._tensor_view,
-            training=self._training_state(),
+            training=self._training.view(self._prompt),
             compare=self._compare.view(),
             measures=self._measures,
             seq=self.runner.seq(),  # under the lock: the newest snapshot has the highest

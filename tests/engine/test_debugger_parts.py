@@ -12,8 +12,9 @@ import pytest
 from gpt_tui.engine.analysis.compare_intents import Comparison
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
+from gpt_tui.engine.training.intents import Training
 
-PARTS = [Comparison]
+PARTS = [Comparison, Training]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
 from .analysis.measures import MeasuresView, measure
 from .analysis.patching import What
-from .analysis.tensors import TensorView
 from .core.debug_state import (
     AttentionView,
     DebugState,
@@ -31,8 +30,8 @@ from .core.debug_state import (
     RunResult,
     StepStatus,
 )
-from .core.frames import Evaluation
-from .core.line_intents import LineIntents
+from .core.frames import LINE_MOVES
+from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
 from .core.views import (
     default_prompt,
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents):
+class Debugger(GenerationIntents):
     """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
     every intent under one lock and is the only way in: see moves.py."""
 
@@ -80,9 +79,7 @@ class Debugger(GenerationIntents, LineIntents):
         self._generation_view: GenerationView | None = None
         self._attention: AttentionView | None = None
         self._attention_trace: Trace | None = None  # every layer's q/k/v, patterns on demand
-        self._line_breakpoints: frozenset[str] = frozenset()
-        self._evaluations: tuple[Evaluation, ...] = ()
-        self._tensor_view: TensorView | None = None
+        self._lines = Lines(session)  # line breakpoints, expressions, the tensor viewer
         self._token_pass = False
         self._training = Training(session)  # the batch, the training step, health
         self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
@@ -255,12 +252,12 @@ class Debugger(GenerationIntents, LineIntents):
         )
         self._stepper = stepper
         self._step_ids = tuple(ids)
-        if self._line_breakpoints:
-            stepper.set_line_breakpoints(self._line_breakpoints)
+        if self._lines.breakpoints:
+            stepper.set_line_breakpoints(self._lines.breakpoints)
         return stepper
 
     def _record_pause(self, stepper: ForwardStepper) -> None:
-        self._evaluations, self._tensor_view = (), None  # handles valid for one pause only
+        self._lines.forget_pause()
         self._step_status = "paused"
         self._step_events = tuple(stepper.events)
         self._stepping = stepped_run(stepper, self.session, self._prompt, self._step_ids)
@@ -276,7 +273,7 @@ class Debugger(GenerationIntents, LineIntents):
         if status == "idle":
             self._step_events = ()
         self._stepping = None
-        self._evaluations, self._tensor_view = (), None
+        self._lines.forget_pause()
         self._step_status = status
         self._token_pass = False
 
@@ -396,6 +393,50 @@ class Debugger(GenerationIntents, LineIntents):
             return self._snapshot(mid)
 
         return self.runner.intent(move, body, kind)
+
+    # -- lines (line_intents.py) ----------------------------------------------------------
+
+    def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
+        """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
+        matches nothing raises `BreakpointError` and the old set stays."""
+        with self.runner.moving(move) as mid:
+            self._lines.set_breakpoints(specs, self._stepper)
+            return self._snapshot(mid)
+
+    def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
+        return self.set_line_breakpoints(self._lines.breakpoints ^ {spec}, move=move)
+
+    @cancellable
+    def step_line(self, how: str, *, move: int | None = None) -> DebugState:
+        """A line move (`next`, `into`, `return`, `continue`), starting a pass if needed."""
+        if how not in LINE_MOVES:
+            raise ValueError(f"unknown line move {how!r}: one of {', '.join(LINE_MOVES)}")
+        return self.runner.intent(
+            move, lambda mid: self._advance(mid, lambda s: s.step_line(how)), "step"
+        )
+
+    @cancellable
+    def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
+        """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
+        line in the evaluation (and the message); the pass stays paused."""
+        with self.runner.moving(move) as mid:
+            message, interrupted = self._lines.evaluate(expr, self._stepper)
+            return self._snapshot(mid, message, cancelled=interrupted)
+
+    @cancellable
+    def view_tensor(
+        self,
+        expr: str,
+        fixed: tuple[int, ...] = (),
+        *,
+        row_start: int = 0,
+        col_start: int = 0,
+        move: int | None = None,
+    ) -> DebugState:
+        """The tensor viewer's data for a local or an expression at the paused line."""
+        with self.runner.moving(move) as mid:
+            message, cut = self._lines.view_tensor(expr, fixed, row_start, col_start, self._stepper)
+            return self._snapshot(mid, message, cancelled=cut)
 
     # -- training (training/intents.py) --------------------------------------------------
 
@@ -527,6 +568,7 @@ class Debugger(GenerationIntents, LineIntents):
         stepper = self._stepper
         paused = stepper is not None and (stepper.current or stepper.frame) is not None
         interventions = self.session.interventions.active
+        lines = self._lines.view()
         return DebugState(
             move=mid,
             prompt=self._prompt,
@@ -547,9 +589,9 @@ class Debugger(GenerationIntents, LineIntents):
             attention=self._attention,
             cancelled=cancelled,
             frame=stepper.frame if paused else None,
-            line_breakpoints=self._line_breakpoints,
-            evaluations=self._evaluations,
-            tensor_view=self._tensor_view,
+            line_breakpoints=lines.breakpoints,
+            evaluations=lines.evaluations,
+            tensor_view=lines.tensor_view,
             training=self._training.view(self._prompt),
             compare=self._compare.view(),
             measures=self._measures,

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from gpt_tui.engine.analysis.compare_intents import Comparison
+from gpt_tui.engine.core.line_intents import Lines
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.training.intents import Training
 
-PARTS = [Comparison, Training]
+PARTS = [Comparison, Training, Lines]
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,14 @@
 """`Debugger(session)`: the one stateful object that the app and the CLI drive.
 
 It owns the stepped forward pass, breakpoints, the NaN watchpoint, leaf probes,
-interventions, the generation under way, the attention and training views. Each public
-method is one user intent and returns a frozen `DebugState` taken under the lock. The
-generation intents are in generation_intents.py and the line-level ones in
-line_intents.py, mixins that share this object's state.
+interventions, the attention views, and holds its parts, each owning its own state and
+giving a `view()` of frozen data: `Generation` (generation/intents.py), `Lines`
+(core/line_intents.py), `Training` (training/intents.py), `Comparison`
+(analysis/compare_intents.py). Each public method is one user intent and returns a
+frozen `DebugState` taken under the lock; a part gets what the Debugger owns (the prompt,
+the stepped pass, the runner) as arguments, never the Debugger itself.
 
-The concurrency contract (move ids, cancellation, close) is in `moves.py`.
+The concurrency contract (move ids, cancellation, close) is in core/runner.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..errors import GptTuiError
 from .analysis.attention import head_summaries
 from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
@@ -25,7 +28,6 @@ from .core.debug_state import (
     AttentionView,
     DebugState,
     GenerationSettings,
-    GenerationView,
     ModelInfo,
     RunResult,
     StepStatus,
@@ -35,13 +37,12 @@ from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
 from .core.views import (
     default_prompt,
-    generation_view,
     model_info,
     run_from_trace,
     stepped_run,
-    unpeeked_generation_view,
 )
-from .generation.intents import GenerationIntents
+from .generation.intents import Generation, to_sampling
+from .generation.sampling import check_sampling_settings
 from .training.intents import TRAIN_MOVES, Training
 
 if TYPE_CHECKING:
@@ -49,14 +50,13 @@ if TYPE_CHECKING:
     from .core.session import Session, Trace
     from .core.stepping import ForwardStepper
     from .core.trace import StepEvent
-    from .generation.sampling import GenerationSession
     from .training.health import HealthStep
     from .training.step import StepOptions
 
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents):
+class Debugger:
     """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
     every intent under one lock and is the only way in: see moves.py."""
 
@@ -74,13 +74,11 @@ class Debugger(GenerationIntents):
         self._stepping: RunResult | None = None
         self._run: RunResult | None = None
         self._previous_run: RunResult | None = None
-        self._settings = GenerationSettings(seed=seed)
-        self._generation: GenerationSession | None = None
-        self._generation_view: GenerationView | None = None
+        self._generation = Generation(session, seed)  # the settings and the text so far
         self._attention: AttentionView | None = None
         self._attention_trace: Trace | None = None  # every layer's q/k/v, patterns on demand
         self._lines = Lines(session)  # line breakpoints, expressions, the tensor viewer
-        self._token_pass = False
+        self._token_pass = False  # the stepped pass is one token's, not the prompt's forward
         self._training = Training(session)  # the batch, the training step, health
         self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
         self._measures: MeasuresView | None = None
@@ -126,7 +124,7 @@ class Debugger(GenerationIntents):
             if prompt != self._prompt:
                 self._prompt = prompt
                 self._attention = self._attention_trace = None
-                self._generation = self._generation_view = None
+                self._generation.forget()
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
 
@@ -217,12 +215,8 @@ class Debugger(GenerationIntents):
             return self._snapshot(mid, "pass aborted")
         if stepper.finished and self._token_pass:
             self._end_stepper("finished")
-            gen = self._generation
-            assert gen is not None  # the token joined it: true at once, then re-peeked
-            self._generation_view = generation_view(
-                self.session, gen, self._prompt, self._settings, peek=False
-            )
-            self._refresh_generation()
+            self._generation.token_joined(self._prompt)  # true at once, then re-peeked
+            self._generation.refresh(self._prompt)
             return self._snapshot(mid, f"sampled {stepper.returned.token_label!r}")
         if stepper.finished:
             self._set_run(
@@ -241,7 +235,7 @@ class Debugger(GenerationIntents):
             return self._snapshot(mid, "pass aborted" if was_open else "")
 
     def _new_stepper(self, mid: int) -> ForwardStepper:
-        gen = self._generation if self._token_pass else None
+        gen = self._generation.current if self._token_pass else None
         ids = gen.pending if gen is not None else self.session.prompt_ids(self._prompt)[0]
         stepper = self.session.stepper(
             ids,
@@ -350,18 +344,14 @@ class Debugger(GenerationIntents):
         stale = self._run
         if stale is not None:
             self._previous_run, self._run = stale, None
-        gen = self._generation
-        if gen is not None:
-            gen.drop_cache()
-            self._generation_view = unpeeked_generation_view(
-                self.session, gen, self._prompt, self._settings, "the model changed"
-            )
+        gen = self._generation.current
+        self._generation.model_changed(self._prompt)
         # The views are recomputed after; a cancel leaves them absent, never stale.
         self._replay_paused(mid)
         if stale is not None:
             self._run = run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
         if gen is not None:
-            self._refresh_generation()
+            self._generation.refresh(self._prompt)
         active = self.session.interventions.active
         return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
 
@@ -393,6 +383,83 @@ class Debugger(GenerationIntents):
             return self._snapshot(mid)
 
         return self.runner.intent(move, body, kind)
+
+    # -- generation (generation/intents.py) -----------------------------------------------
+
+    @cancellable
+    def reset_generation(
+        self, settings: GenerationSettings | None = None, *, move: int | None = None
+    ) -> DebugState:
+        """Start generating from the prompt afresh (a new seeded generator)."""
+
+        def body(mid: int) -> DebugState:
+            self._end_token_pass()
+            self._generation.start(self._prompt, settings)
+            return self._snapshot(mid, "generation restarted from the prompt")
+
+        return self.runner.intent(move, body, "generation")
+
+    @cancellable
+    def set_generation_settings(
+        self, settings: GenerationSettings, *, move: int | None = None
+    ) -> DebugState:
+        """Sampling settings for the next steps; the text so far stays and the next
+        token's candidates are re-peeked. A new seed restarts (it names another run)."""
+
+        def body(mid: int) -> DebugState:
+            check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
+            self._end_token_pass()
+            restart = self._generation.set_settings(self._prompt, settings)
+            return self._snapshot(mid, "new seed: restarted" if restart else "")
+
+        return self.runner.intent(move, body, "generation")
+
+    @cancellable
+    def generate(
+        self,
+        n: int = 1,
+        *,
+        force_token: int | None = None,
+        progress: Callable[[DebugState], None] | None = None,
+        move: int | None = None,
+    ) -> DebugState:
+        """Take `n` sampled steps (or one forced step); cancellable between and within
+        steps, keeping the tokens taken so far. `progress` gets a snapshot after each
+        token (its candidates are the step's own; the lens waits for the end)."""
+        if n < 1:
+            raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
+
+        def body(mid: int) -> DebugState:
+            self._end_token_pass()
+            each = None if progress is None else lambda m: progress(self._snapshot(mid, m))
+            message, cut = self._generation.generate(
+                self._prompt, n, force_token, self.runner, mid, each
+            )
+            return self._snapshot(mid, message, cancelled=cut)
+
+        return self.runner.intent(move, body, "generation")
+
+    @cancellable
+    def step_token(self, *, move: int | None = None) -> DebugState:
+        """Step into the next token: its forward and its sampling run as a stepped pass
+        that stops at `sample_next`'s first line, or sooner at a module or line breakpoint
+        (only at the user's own when one is in the sampling code). Line and module moves
+        go on from there; when the pass finishes, its token joins the generation. Aborted,
+        it leaves the generation as it was."""
+
+        def body(mid: int) -> DebugState:
+            self._end_token_pass()
+            self._generation.ensure(self._prompt)
+            self._end_stepper("idle")  # a paused pass on the prompt gives way
+            self._token_pass = True
+            return self._advance(mid, to_sampling)
+
+        return self.runner.intent(move, body, "token step")
+
+    def _end_token_pass(self) -> None:
+        """A paused token step ends (unwound) before the generation changes under it."""
+        if self._token_pass and self._stepper is not None:
+            self._end_stepper("aborted")
 
     # -- lines (line_intents.py) ----------------------------------------------------------
 
@@ -556,7 +623,7 @@ class Debugger(GenerationIntents):
         A token is its text, or its id as an int."""
 
         def body(mid: int) -> DebugState:
-            gen = self._generation if generation else None
+            gen = self._generation.current if generation else None
             message = self._compare.attribute(self._prompt, answer, wrong, position, gen)
             return self._snapshot(mid, message)
 
@@ -585,7 +652,7 @@ class Debugger(GenerationIntents):
             leaves=self._leaves,
             ablations=tuple(spec.description for spec in interventions),
             ablated_modules=tuple(sorted({path for path, _ in self._ablations})),
-            generation=self._generation_view,
+            generation=self._generation.view(),
             attention=self._attention,
             cancelled=cancelled,
             frame=stepper.frame if paused else None,

@@ -13,9 +13,10 @@ from gpt_tui.engine.analysis.compare_intents import Comparison
 from gpt_tui.engine.core.line_intents import Lines
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
+from gpt_tui.engine.generation.intents import Generation
 from gpt_tui.engine.training.intents import Training
 
-PARTS = [Comparison, Training, Lines]
+PARTS = [Comparison, Training, Lines, Generation]
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,7 @@ def test_a_part_never_reaches_back_to_the_debugger(dbg: Debugger, part: type) ->
     tree = ast.parse(Path(inspect.getfile(part)).read_text())
     imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     assert not [m for m in imported if m.split(".")[-1] == "debugger"]
+
+
+def test_the_debugger_inherits_nothing() -> None:
+    assert Debugger.__bases__ == (object,), "no mixins: the Debugger holds its parts"

@@ -258,7 +258,7 @@ class DebugState:
     line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
-    training: TrainingView | None = None  # the training debugger (training_intents.py)
+    training: TrainingView | None = None  # the training debugger (training/intents.py)
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
     measures: MeasuresView | None = None  # numerics, memory and FLOPs (measures.py)
     seq: int = 0  # the snapshot's number, given under the lock when it was taken

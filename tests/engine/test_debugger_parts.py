@@ -4,6 +4,7 @@ its own class, and the Debugger holds the part, never a copy of its fields."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -48,3 +49,21 @@ def test_a_part_never_reaches_back_to_the_debugger(dbg: Debugger, part: type) ->
 
 def test_the_debugger_inherits_nothing() -> None:
     assert Debugger.__bases__ == (object,), "no mixins: the Debugger holds its parts"
+
+
+def test_each_part_s_view_is_frozen_and_is_what_the_snapshot_shows(dbg: Debugger) -> None:
+    dbg.generate(1)
+    dbg.set_batch(batch=1, block=8)
+    state = dbg.attribute_logit(" ", generation=True)
+    views = {part: next(v for v in vars(dbg).values() if isinstance(v, part)) for part in PARTS}
+    shown = {
+        Comparison: (views[Comparison].view(), state.compare),
+        Generation: (views[Generation].view(), state.generation),
+        Training: (views[Training].view(state.prompt), state.training),
+    }
+    for part, (view, in_state) in shown.items():
+        assert view is not None and view is in_state, part.__name__
+        assert dataclasses.fields(view) and type(view).__dataclass_params__.frozen
+    lines = views[Lines].view()
+    assert type(lines).__dataclass_params__.frozen
+    assert lines.breakpoints == state.line_breakpoints and lines.evaluations == state.evaluations

@@ -1,12 +1,14 @@
 """`Debugger(session)`: the one stateful object that the app and the CLI drive.
 
 It owns the stepped forward pass, breakpoints, the NaN watchpoint, leaf probes,
-interventions, the generation under way, the attention and training views. Each public
-method is one user intent and returns a frozen `DebugState` taken under the lock. The
-generation intents are in generation_intents.py and the line-level ones in
-line_intents.py, mixins that share this object's state.
+interventions, the attention views, and holds its parts, each owning its own state and
+giving a `view()` of frozen data: `Generation` (generation/intents.py), `Lines`
+(core/line_intents.py), `Training` (training/intents.py), `Comparison`
+(analysis/compare_intents.py). Each public method is one user intent and returns a
+frozen `DebugState` taken under the lock; a part gets what the Debugger owns (the prompt,
+the stepped pass, the runner) as arguments, never the Debugger itself.
 
-The concurrency contract (move ids, cancellation, close) is in `moves.py`.
+The concurrency contract (move ids, cancellation, close) is in core/runner.py.
 """
 
 from __future__ import annotations
@@ -16,44 +18,45 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..errors import GptTuiError
 from .analysis.attention import head_summaries
-from .analysis.compare_intents import CompareIntents
+from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
 from .analysis.measures import MeasuresView, measure
-from .analysis.tensors import TensorView
+from .analysis.patching import What
 from .core.debug_state import (
     AttentionView,
     DebugState,
     GenerationSettings,
-    GenerationView,
     ModelInfo,
     RunResult,
     StepStatus,
 )
-from .core.frames import Evaluation
-from .core.line_intents import LineIntents
+from .core.frames import LINE_MOVES
+from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
 from .core.views import (
     default_prompt,
-    generation_view,
     model_info,
     run_from_trace,
     stepped_run,
-    unpeeked_generation_view,
 )
-from .generation.intents import GenerationIntents
-from .training.intents import TrainingIntents
+from .generation.intents import Generation, to_sampling
+from .generation.sampling import check_sampling_settings
+from .training.intents import TRAIN_MOVES, Training
 
 if TYPE_CHECKING:
+    from ..io.batches import BatchSource
     from .core.session import Session, Trace
     from .core.stepping import ForwardStepper
     from .core.trace import StepEvent
-    from .generation.sampling import GenerationSession
+    from .training.health import HealthStep
+    from .training.step import StepOptions
 
 MOVES = ("into", "over", "out", "continue")
 
 
-class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
+class Debugger:
     """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
     every intent under one lock and is the only way in: see moves.py."""
 
@@ -71,17 +74,13 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
         self._stepping: RunResult | None = None
         self._run: RunResult | None = None
         self._previous_run: RunResult | None = None
-        self._settings = GenerationSettings(seed=seed)
-        self._generation: GenerationSession | None = None
-        self._generation_view: GenerationView | None = None
+        self._generation = Generation(session, seed)  # the settings and the text so far
         self._attention: AttentionView | None = None
         self._attention_trace: Trace | None = None  # every layer's q/k/v, patterns on demand
-        self._line_breakpoints: frozenset[str] = frozenset()
-        self._evaluations: tuple[Evaluation, ...] = ()
-        self._tensor_view: TensorView | None = None
-        self._token_pass = False
-        self._init_training()
-        self._init_compare()
+        self._lines = Lines(session)  # line breakpoints, expressions, the tensor viewer
+        self._token_pass = False  # the stepped pass is one token's, not the prompt's forward
+        self._training = Training(session)  # the batch, the training step, health
+        self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
         self._measures: MeasuresView | None = None
 
     # -- the model -----------------------------------------------------------------------
@@ -125,7 +124,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
             if prompt != self._prompt:
                 self._prompt = prompt
                 self._attention = self._attention_trace = None
-                self._generation = self._generation_view = None
+                self._generation.forget()
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
 
@@ -216,12 +215,8 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
             return self._snapshot(mid, "pass aborted")
         if stepper.finished and self._token_pass:
             self._end_stepper("finished")
-            gen = self._generation
-            assert gen is not None  # the token joined it: true at once, then re-peeked
-            self._generation_view = generation_view(
-                self.session, gen, self._prompt, self._settings, peek=False
-            )
-            self._refresh_generation()
+            self._generation.token_joined(self._prompt)  # true at once, then re-peeked
+            self._generation.refresh(self._prompt)
             return self._snapshot(mid, f"sampled {stepper.returned.token_label!r}")
         if stepper.finished:
             self._set_run(
@@ -240,7 +235,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
             return self._snapshot(mid, "pass aborted" if was_open else "")
 
     def _new_stepper(self, mid: int) -> ForwardStepper:
-        gen = self._generation if self._token_pass else None
+        gen = self._generation.current if self._token_pass else None
         ids = gen.pending if gen is not None else self.session.prompt_ids(self._prompt)[0]
         stepper = self.session.stepper(
             ids,
@@ -251,12 +246,12 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
         )
         self._stepper = stepper
         self._step_ids = tuple(ids)
-        if self._line_breakpoints:
-            stepper.set_line_breakpoints(self._line_breakpoints)
+        if self._lines.breakpoints:
+            stepper.set_line_breakpoints(self._lines.breakpoints)
         return stepper
 
     def _record_pause(self, stepper: ForwardStepper) -> None:
-        self._evaluations, self._tensor_view = (), None  # handles valid for one pause only
+        self._lines.forget_pause()
         self._step_status = "paused"
         self._step_events = tuple(stepper.events)
         self._stepping = stepped_run(stepper, self.session, self._prompt, self._step_ids)
@@ -272,7 +267,7 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
         if status == "idle":
             self._step_events = ()
         self._stepping = None
-        self._evaluations, self._tensor_view = (), None
+        self._lines.forget_pause()
         self._step_status = status
         self._token_pass = False
 
@@ -349,18 +344,14 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
         stale = self._run
         if stale is not None:
             self._previous_run, self._run = stale, None
-        gen = self._generation
-        if gen is not None:
-            gen.drop_cache()
-            self._generation_view = unpeeked_generation_view(
-                self.session, gen, self._prompt, self._settings, "the model changed"
-            )
+        gen = self._generation.current
+        self._generation.model_changed(self._prompt)
         # The views are recomputed after; a cancel leaves them absent, never stale.
         self._replay_paused(mid)
         if stale is not None:
             self._run = run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
         if gen is not None:
-            self._refresh_generation()
+            self._generation.refresh(self._prompt)
         active = self.session.interventions.active
         return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
 
@@ -393,12 +384,258 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
 
         return self.runner.intent(move, body, kind)
 
+    # -- generation (generation/intents.py) -----------------------------------------------
+
+    @cancellable
+    def reset_generation(
+        self, settings: GenerationSettings | None = None, *, move: int | None = None
+    ) -> DebugState:
+        """Start generating from the prompt afresh (a new seeded generator)."""
+
+        def body(mid: int) -> DebugState:
+            self._end_token_pass()
+            self._generation.start(self._prompt, settings)
+            return self._snapshot(mid, "generation restarted from the prompt")
+
+        return self.runner.intent(move, body, "generation")
+
+    @cancellable
+    def set_generation_settings(
+        self, settings: GenerationSettings, *, move: int | None = None
+    ) -> DebugState:
+        """Sampling settings for the next steps; the text so far stays and the next
+        token's candidates are re-peeked. A new seed restarts (it names another run)."""
+
+        def body(mid: int) -> DebugState:
+            check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
+            self._end_token_pass()
+            restart = self._generation.set_settings(self._prompt, settings)
+            return self._snapshot(mid, "new seed: restarted" if restart else "")
+
+        return self.runner.intent(move, body, "generation")
+
+    @cancellable
+    def generate(
+        self,
+        n: int = 1,
+        *,
+        force_token: int | None = None,
+        progress: Callable[[DebugState], None] | None = None,
+        move: int | None = None,
+    ) -> DebugState:
+        """Take `n` sampled steps (or one forced step); cancellable between and within
+        steps, keeping the tokens taken so far. `progress` gets a snapshot after each
+        token (its candidates are the step's own; the lens waits for the end)."""
+        if n < 1:
+            raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
+
+        def body(mid: int) -> DebugState:
+            self._end_token_pass()
+            each = None if progress is None else lambda m: progress(self._snapshot(mid, m))
+            message, cut = self._generation.generate(
+                self._prompt, n, force_token, self.runner, mid, each
+            )
+            return self._snapshot(mid, message, cancelled=cut)
+
+        return self.runner.intent(move, body, "generation")
+
+    @cancellable
+    def step_token(self, *, move: int | None = None) -> DebugState:
+        """Step into the next token: its forward and its sampling run as a stepped pass
+        that stops at `sample_next`'s first line, or sooner at a module or line breakpoint
+        (only at the user's own when one is in the sampling code). Line and module moves
+        go on from there; when the pass finishes, its token joins the generation. Aborted,
+        it leaves the generation as it was."""
+
+        def body(mid: int) -> DebugState:
+            self._end_token_pass()
+            self._generation.ensure(self._prompt)
+            self._end_stepper("idle")  # a paused pass on the prompt gives way
+            self._token_pass = True
+            return self._advance(mid, to_sampling)
+
+        return self.runner.intent(move, body, "token step")
+
+    def _end_token_pass(self) -> None:
+        """A paused token step ends (unwound) before the generation changes under it."""
+        if self._token_pass and self._stepper is not None:
+            self._end_stepper("aborted")
+
+    # -- lines (line_intents.py) ----------------------------------------------------------
+
+    def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
+        """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
+        matches nothing raises `BreakpointError` and the old set stays."""
+        with self.runner.moving(move) as mid:
+            self._lines.set_breakpoints(specs, self._stepper)
+            return self._snapshot(mid)
+
+    def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
+        return self.set_line_breakpoints(self._lines.breakpoints ^ {spec}, move=move)
+
+    @cancellable
+    def step_line(self, how: str, *, move: int | None = None) -> DebugState:
+        """A line move (`next`, `into`, `return`, `continue`), starting a pass if needed."""
+        if how not in LINE_MOVES:
+            raise ValueError(f"unknown line move {how!r}: one of {', '.join(LINE_MOVES)}")
+        return self.runner.intent(
+            move, lambda mid: self._advance(mid, lambda s: s.step_line(how)), "step"
+        )
+
+    @cancellable
+    def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
+        """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
+        line in the evaluation (and the message); the pass stays paused."""
+        with self.runner.moving(move) as mid:
+            message, interrupted = self._lines.evaluate(expr, self._stepper)
+            return self._snapshot(mid, message, cancelled=interrupted)
+
+    @cancellable
+    def view_tensor(
+        self,
+        expr: str,
+        fixed: tuple[int, ...] = (),
+        *,
+        row_start: int = 0,
+        col_start: int = 0,
+        move: int | None = None,
+    ) -> DebugState:
+        """The tensor viewer's data for a local or an expression at the paused line."""
+        with self.runner.moving(move) as mid:
+            message, cut = self._lines.view_tensor(expr, fixed, row_start, col_start, self._stepper)
+            return self._snapshot(mid, message, cancelled=cut)
+
+    # -- training (training/intents.py) --------------------------------------------------
+
+    def set_batch(
+        self,
+        data: str | BatchSource | None = None,
+        *,
+        batch: int = 4,
+        block: int = 64,
+        seed: int = 0,
+        meta: str | None = None,
+        split: str = "all",
+        options: StepOptions | None = None,
+        move: int | None = None,
+    ) -> DebugState:
+        """Where batches come from (a text file, a nanoGPT .bin, a `BatchSource` such as
+        a `FixedBatch`, or None: the prompt) and their shape; a batch that names ids
+        outside the vocabulary raises one line."""
+
+        def body(mid: int) -> DebugState:
+            args = (data, batch, block, seed, meta, split, options)
+            return self._snapshot(mid, self._training.set_batch(self._prompt, *args))
+
+        return self.runner.intent(move, body, "batch")
+
+    def set_training_options(self, options: StepOptions, *, move: int | None = None) -> DebugState:
+        def body(mid: int) -> DebugState:
+            return self._snapshot(mid, self._training.set_options(self._prompt, options))
+
+        return self.runner.intent(move, body, "training options")
+
+    @cancellable
+    def train_step(self, how: str = "into", *, move: int | None = None) -> DebugState:
+        """Walk the training step: `into` the next event, `over`/`out` to the next phase,
+        `continue` to the first non-finite value (with the watch) or the end. The step is
+        computed at the first move; the weights are back unless the options keep them."""
+        if how not in TRAIN_MOVES:
+            raise ValueError(f"unknown move {how!r}: one of {', '.join(TRAIN_MOVES)}")
+
+        def body(mid: int) -> DebugState:
+            check = self.runner.check(mid)
+            return self._snapshot(mid, self._training.step(self._prompt, how, self._watch, check))
+
+        return self.runner.intent(move, body, "training step")
+
+    def train_reset(self, *, move: int | None = None) -> DebugState:
+        """Forget the step (and health run); the batch stays."""
+
+        def body(mid: int) -> DebugState:
+            return self._snapshot(mid, self._training.reset(self._prompt))
+
+        return self.runner.intent(move, body, "training reset")
+
+    @cancellable
+    def train_health(
+        self,
+        n: int = 20,
+        *,
+        progress: Callable[[HealthStep], None] | None = None,
+        move: int | None = None,
+    ) -> DebugState:
+        """`n` steps on fresh seeded batches (the prompt's one batch if no data); stops at
+        the first non-finite value. Cancellable between and within steps."""
+
+        def body(mid: int) -> DebugState:
+            check = self.runner.check(mid)
+            message = self._training.health(self._prompt, n, self._watch, check, progress)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "training health")
+
+    # -- comparisons (compare_intents.py) -------------------------------------------------
+
+    @cancellable
+    def compare_runs(
+        self, b: BSpec, leaves: bool = False, *, move: int | None = None
+    ) -> DebugState:
+        """Diff the open prompt's run against run B, probe by probe."""
+
+        def body(mid: int) -> DebugState:
+            message = self._compare.diff(self._prompt, b, leaves, self.runner, mid)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "diff")
+
+    @cancellable
+    def patch_runs(
+        self,
+        corrupted: str,
+        answer: str,
+        wrong: str,
+        what: What = "resid_pre",
+        *,
+        move: int | None = None,
+    ) -> DebugState:
+        """Patch the open prompt's run (clean) into `corrupted`, for every layer and
+        position (or head)."""
+
+        def body(mid: int) -> DebugState:
+            message = self._compare.patch(self._prompt, corrupted, answer, wrong, what)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "patch")
+
+    @cancellable
+    def attribute_logit(
+        self,
+        answer: str | int,
+        wrong: str | int | None = None,
+        position: int = -1,
+        *,
+        generation: bool = False,
+        move: int | None = None,
+    ) -> DebugState:
+        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt,
+        or with `generation` of the text generated so far (-1: the next token's logits).
+        A token is its text, or its id as an int."""
+
+        def body(mid: int) -> DebugState:
+            gen = self._generation.current if generation else None
+            message = self._compare.attribute(self._prompt, answer, wrong, position, gen)
+            return self._snapshot(mid, message)
+
+        return self.runner.intent(move, body, "attribute")
+
     # -- snapshot and end ----------------------------------------------------------------
 
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
         stepper = self._stepper
         paused = stepper is not None and (stepper.current or stepper.frame) is not None
         interventions = self.session.interventions.active
+        lines = self._lines.view()
         return DebugState(
             move=mid,
             prompt=self._prompt,
@@ -415,15 +652,15 @@ class Debugger(GenerationIntents, LineIntents, TrainingIntents, CompareIntents):
             leaves=self._leaves,
             ablations=tuple(spec.description for spec in interventions),
             ablated_modules=tuple(sorted({path for path, _ in self._ablations})),
-            generation=self._generation_view,
+            generation=self._generation.view(),
             attention=self._attention,
             cancelled=cancelled,
             frame=stepper.frame if paused else None,
-            line_breakpoints=self._line_breakpoints,
-            evaluations=self._evaluations,
-            tensor_view=self._tensor_view,
-            training=self._training_state(),
-            compare=self._compare,
+            line_breakpoints=lines.breakpoints,
+            evaluations=lines.evaluations,
+            tensor_view=lines.tensor_view,
+            training=self._training.view(self._prompt),
+            compare=self._compare.view(),
             measures=self._measures,
             seq=self.runner.seq(),  # under the lock: the newest snapshot has the highest
         )

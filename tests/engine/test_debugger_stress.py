@@ -67,7 +67,7 @@ def mismatches(dbg: Debugger, state: DebugState) -> list[str]:
     active = dbg.session.interventions.active
     if state.ablations != tuple(s.description for s in active):
         bad.append("other interventions")
-    gen, view = dbg._generation, state.generation
+    gen, view = dbg._generation.current, state.generation
     if view is not None:
         if gen is None or [s.token_id for s in view.steps] != [s.token_id for s in gen.steps]:
             bad.append("other generated tokens")

@@ -21,13 +21,12 @@ import torch.nn as nn
 from ...errors import GptTuiError, describe_error
 from ..core.debug_state import CompareView
 from ..core.model_access import crop_to_context
-from ..core.runner import MoveRunner, cancellable
 from .attribution import attribute
 from .compare import CompareError, Run, compare
 from .patching import Patcher, What, one_token
 
 if TYPE_CHECKING:
-    from ..core.debug_state import DebugState
+    from ..core.runner import MoveRunner
     from ..core.session import ModelSpec, Session
     from ..generation.sampling import GenerationSession
 
@@ -77,24 +76,23 @@ def a_checkpoint(session: Session) -> Path:
     )
 
 
-class CompareIntents:
-    """Mixed into the Debugger: it provides `runner`, `session`, `_prompt` and
-    `_snapshot`, as every intent group does."""
+class Comparison:
+    """The Debugger's comparison part: it owns the last diff, sweep or attribution. The
+    Debugger passes in what it owns (the prompt, the runner's cancel checks)."""
 
-    session: Session
-    _prompt: str
-    runner: MoveRunner
-    _generation: GenerationSession | None
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._view: CompareView | None = None
 
-    def _init_compare(self) -> None:
-        self._compare: CompareView | None = None
+    def view(self) -> CompareView | None:
+        return self._view
 
     def _open_b(self, b: BSpec, check: Callable[[], None]) -> tuple[Session | None, nn.Module]:
         """B's session (None when B is A's model) and its model; `check` runs between
         the tensors of a dtype copy."""
         from ..core.session import Session
 
-        a = self.session
+        a = self._session
         try:
             if b.opens:
                 opened = Session.open(b_model_spec(a, b))
@@ -107,95 +105,67 @@ class CompareIntents:
             raise CompareError(f"run B cannot be opened: {describe_error(err)}") from None
         return None, a.model
 
-    @cancellable
-    def compare_runs(self, b: BSpec, leaves: bool = False, *, move: int | None = None):
-        """Diff the open prompt's run against run B, probe by probe."""
+    def diff(self, prompt: str, b: BSpec, leaves: bool, runner: MoveRunner, mid: int) -> str:
+        """Diff `prompt`'s run against run B, probe by probe; the message to show."""
+        a = self._session
+        ids_a, _ = a.prompt_ids(prompt)
+        opened, model_b = self._open_b(b, runner.check(mid))
+        try:
+            source = opened or a
+            ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else prompt)
+            own = model_b is not a.model  # A's blocks check already
+            with runner.cancellable_model(model_b) if own else nullcontext():
+                result = compare(
+                    Run(a.model, ids_a),
+                    Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
+                    leaves=leaves,
+                )
+        finally:
+            if opened is not None:
+                opened.close()
+        self._view = CompareView("diff", b.label, comparison=result)
+        first = result.first_divergence
+        return first.message if first else "no divergence"
 
-        def body(mid: int) -> DebugState:
-            ids_a, _ = self.session.prompt_ids(self._prompt)
-            opened, model_b = self._open_b(b, self.runner.check(mid))
-            try:
-                source = opened or self.session
-                ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else self._prompt)
-                own = model_b is not self.session.model  # A's blocks check already
-                with self.runner.cancellable_model(model_b) if own else nullcontext():
-                    result = compare(
-                        Run(self.session.model, ids_a),
-                        Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
-                        leaves=leaves,
-                    )
-            finally:
-                if opened is not None:
-                    opened.close()
-            self._compare = CompareView("diff", b.label, comparison=result)
-            first = result.first_divergence
-            return self._snapshot(mid, first.message if first else "no divergence")
+    def patch(self, prompt: str, corrupted: str, answer: str, wrong: str, what: What) -> str:
+        """Patch `prompt`'s run (clean) into `corrupted`, for every layer and position."""
+        s = self._session
+        clean, _ = s.prompt_ids(prompt)
+        bad, _ = s.prompt_ids(corrupted)
+        ids = [
+            one_token(s.tokenizer, s.vocab_size, t, w)
+            for t, w in ((answer, "answer"), (wrong, "wrong"))
+        ]
+        sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
+        label = f"{what}: {prompt!r} into {corrupted!r}"
+        self._view = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
+        return f"patched {what} at {len(sweep.values)} layers"
 
-        return self.runner.intent(move, body, "diff")
-
-    @cancellable
-    def patch_runs(
+    def attribute(
         self,
-        corrupted: str,
-        answer: str,
-        wrong: str,
-        what: What = "resid_pre",
-        *,
-        move: int | None = None,
-    ) -> DebugState:
-        """Patch the open prompt's run (clean) into `corrupted`, for every layer and
-        position (or head)."""
-
-        def body(mid: int) -> DebugState:
-            s = self.session
-            clean, _ = s.prompt_ids(self._prompt)
-            bad, _ = s.prompt_ids(corrupted)
-            ids = [
-                one_token(s.tokenizer, s.vocab_size, t, w)
-                for t, w in ((answer, "answer"), (wrong, "wrong"))
-            ]
-            sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
-            label = f"{what}: {self._prompt!r} into {corrupted!r}"
-            self._compare = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
-            return self._snapshot(mid, f"patched {what} at {len(sweep.values)} layers")
-
-        return self.runner.intent(move, body, "patch")
-
-    @cancellable
-    def attribute_logit(
-        self,
+        prompt: str,
         answer: str | int,
-        wrong: str | int | None = None,
-        position: int = -1,
-        *,
-        generation: bool = False,
-        move: int | None = None,
-    ) -> DebugState:
-        """Direct logit attribution of `answer` (minus `wrong`) at `position` of the prompt,
-        or with `generation` of the text generated so far (-1: the next token's logits).
-        A token is its text, or its id as an int."""
-
-        def body(mid: int) -> DebugState:
-            s = self.session
-            gen = self._generation if generation else None
-            if gen is not None:  # what the next step's forward sees, without a cache
-                ids = crop_to_context(gen.ids, gen.context_len)[0]
-            else:
-                ids = s.prompt_ids(self._prompt)[0]
-            a = _token_id(s, answer, "answer")
-            w = None if wrong is None or wrong == "" else _token_id(s, wrong, "wrong")
-            result = attribute(s.model, ids, a, w, position)
-            label = f"logit({_name(s, answer)})" + (
-                f" - logit({_name(s, wrong)})" if w is not None else ""
-            )
-            if gen is not None:
-                label = f"next token: {label}"
-            self._compare = CompareView(
-                "attribute", label, attribution=result, tokens=_labels(s, ids)
-            )
-            return self._snapshot(mid, f"{label}: {result.total:.4g}")
-
-        return self.runner.intent(move, body, "attribute")
+        wrong: str | int | None,
+        position: int,
+        generation: GenerationSession | None,
+    ) -> str:
+        """Direct logit attribution on `prompt`, or on `generation`'s text when given."""
+        s = self._session
+        gen = generation
+        if gen is not None:  # what the next step's forward sees, without a cache
+            ids = crop_to_context(gen.ids, gen.context_len)[0]
+        else:
+            ids = s.prompt_ids(prompt)[0]
+        a = _token_id(s, answer, "answer")
+        w = None if wrong is None or wrong == "" else _token_id(s, wrong, "wrong")
+        result = attribute(s.model, ids, a, w, position)
+        label = f"logit({_name(s, answer)})" + (
+            f" - logit({_name(s, wrong)})" if w is not None else ""
+        )
+        if gen is not None:
+            label = f"next token: {label}"
+        self._view = CompareView("attribute", label, attribution=result, tokens=_labels(s, ids))
+        return f"{label}: {result.total:.4g}"
 
 
 def b_model_spec(a: Session, b: BSpec) -> ModelSpec:

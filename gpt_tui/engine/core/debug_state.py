@@ -218,6 +218,15 @@ class TrainingView:
 
 
 @dataclass(frozen=True)
+class LineView:
+    """Line-level debugging: the line breakpoints, and what was read at this pause."""
+
+    breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
+    evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
+    tensor_view: TensorView | None = None  # the viewer's tensor at this pause
+
+
+@dataclass(frozen=True)
 class DebugState:
     """The whole debugger at one moment, taken under its lock at the end of an intent.
 
@@ -249,7 +258,7 @@ class DebugState:
     line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
-    training: TrainingView | None = None  # the training debugger (training_intents.py)
+    training: TrainingView | None = None  # the training debugger (training/intents.py)
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
     measures: MeasuresView | None = None  # numerics, memory and FLOPs (measures.py)
     seq: int = 0  # the snapshot's number, given under the lock when it was taken

@@ -1,22 +1,20 @@
-"""The Debugger's generation intents: sample tokens one at a time or N at once, force a
-token, and step into one token's forward and sampling at line level.
-
-A mixin of `Debugger` (debugger.py), which owns the state these methods read and write.
-"""
+"""The Debugger's generation part: sample tokens one at a time or N at once, force a
+token; stepping into one token's forward and sampling is the Debugger's stepped pass,
+which `to_sampling` starts. The Debugger holds one and runs its intents."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ...errors import GptTuiError
-from ..core.debug_state import DebugState, GenerationSettings, GenerationView, StepStatus
+from ..core.debug_state import GenerationSettings, GenerationView
 from ..core.frames import SAMPLING_FILE
-from ..core.runner import MoveCancelled, MoveRunner, cancellable
+from ..core.runner import MoveCancelled
 from ..core.views import generation_view, unpeeked_generation_view
 from .sampling import check_sampling_settings
 
 if TYPE_CHECKING:
+    from ..core.runner import MoveRunner
     from ..core.session import Session
     from ..core.stepping import ForwardStepper
     from .sampling import GenerationSession
@@ -25,151 +23,119 @@ if TYPE_CHECKING:
 SAMPLING_ENTRY = "sample_next"
 
 
-class GenerationIntents:
-    """Generation, as Debugger intents."""
+class Generation:
+    """The Debugger's generation part: it owns the sampling settings, the generation
+    under way and its view. The Debugger passes in the prompt (and the runner, to stop
+    between tokens); a token stepped at line level is the Debugger's stepped pass."""
 
-    session: Session
-    runner: MoveRunner
-    _stepper: ForwardStepper | None
-    _prompt: str
-    _settings: GenerationSettings
-    _generation: GenerationSession | None
-    _generation_view: GenerationView | None
-    _token_pass: bool  # the stepped pass is one token's generation, not the prompt's forward
-    _snapshot: Callable[..., DebugState]
-    _advance: Callable[..., DebugState]
-    _end_stepper: Callable[[StepStatus], None]
+    def __init__(self, session: Session, seed: int = 0) -> None:
+        self._session = session
+        self._settings = GenerationSettings(seed=seed)
+        self._gen: GenerationSession | None = None
+        self._view: GenerationView | None = None
 
-    @cancellable
-    def reset_generation(
-        self, settings: GenerationSettings | None = None, *, move: int | None = None
-    ) -> DebugState:
-        """Start generating from the prompt afresh (a new seeded generator)."""
+    def view(self) -> GenerationView | None:
+        return self._view
 
-        def body(mid: int) -> DebugState:
-            self._end_token_pass()
-            if settings is not None:
-                check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
-                self._settings = settings
-            self._start_generation()
-            return self._snapshot(mid, "generation restarted from the prompt")
+    @property
+    def current(self) -> GenerationSession | None:
+        """The generation under way (None before the first token or after a new prompt)."""
+        return self._gen
 
-        return self.runner.intent(move, body, "generation")
+    def forget(self) -> None:
+        """The prompt changed: the generation made on the old one goes."""
+        self._gen = self._view = None
 
-    @cancellable
-    def set_generation_settings(
-        self, settings: GenerationSettings, *, move: int | None = None
-    ) -> DebugState:
-        """Sampling settings for the next steps; the text so far stays and the next
-        token's candidates are re-peeked. A new seed restarts (it names another run)."""
+    def ensure(self, prompt: str) -> GenerationSession:
+        if self._gen is None:
+            self.start(prompt)
+        assert self._gen is not None
+        return self._gen
 
-        def body(mid: int) -> DebugState:
+    def start(self, prompt: str, settings: GenerationSettings | None = None) -> None:
+        """Start afresh from `prompt` (a new seeded generator), with `settings` if given."""
+        if settings is not None:
             check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
-            self._end_token_pass()
-            restart = settings.seed != self._settings.seed
             self._settings = settings
-            gen = self._generation
-            if gen is None or restart:
-                self._start_generation()
-            else:
-                gen.temperature, gen.top_k, gen.top_p = (
-                    settings.temperature,
-                    settings.top_k,
-                    settings.top_p,
-                )
-                self._refresh_generation()
-            return self._snapshot(mid, "new seed: restarted" if restart else "")
+        s = self._settings
+        self._gen = self._session.generation(
+            prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed
+        )
+        self.refresh(prompt)
 
-        return self.runner.intent(move, body, "generation")
+    def set_settings(self, prompt: str, settings: GenerationSettings) -> bool:
+        """New settings for the next steps; True if a new seed restarted the generation."""
+        restart = settings.seed != self._settings.seed
+        self._settings = settings
+        gen = self._gen
+        if gen is None or restart:
+            self.start(prompt)
+        else:
+            gen.temperature, gen.top_k, gen.top_p = (
+                settings.temperature,
+                settings.top_k,
+                settings.top_p,
+            )
+            self.refresh(prompt)
+        return restart
 
-    @cancellable
     def generate(
         self,
-        n: int = 1,
-        *,
-        force_token: int | None = None,
-        progress: Callable[[DebugState], None] | None = None,
-        move: int | None = None,
-    ) -> DebugState:
-        """Take `n` sampled steps (or one forced step); cancellable between and within
-        steps, keeping the tokens taken so far. `progress` gets a snapshot after each
-        token (its candidates are the step's own; the lens waits for the end)."""
-        if n < 1:
-            raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
+        prompt: str,
+        n: int,
+        force_token: int | None,
+        runner: MoveRunner,
+        mid: int,
+        progress: Callable[[str], None] | None,
+    ) -> tuple[str, bool]:
+        """`n` sampled steps (or one forced); the message and whether a cancel cut it."""
+        gen = self.ensure(prompt)
+        taken = 0
+        try:
+            if force_token is not None:
+                gen.step(force_token=force_token)
+            else:
+                for taken in range(n):  # noqa: B007 (read after a cancel)
+                    if runner.stop_requested(mid):
+                        raise MoveCancelled
+                    gen.step()
+                    if progress is not None and taken < n - 1:
+                        self.token_joined(prompt)
+                        progress(f"generating {taken + 1} of {n}")
+        except MoveCancelled:
+            runner.clear_cancel()
+            self.refresh(prompt)
+            return f"generation cancelled after {taken} of {n} tokens", True
+        self.refresh(prompt)
+        return "", False
 
-        def body(mid: int) -> DebugState:
-            self._end_token_pass()
-            if self._generation is None:
-                self._start_generation()
-            gen = self._generation
-            assert gen is not None
-            taken = 0
-            try:
-                if force_token is not None:
-                    gen.step(force_token=force_token)
-                else:
-                    for taken in range(n):  # noqa: B007 (read after a cancel)
-                        if self.runner.stop_requested(mid):
-                            raise MoveCancelled
-                        gen.step()
-                        if progress is not None and taken < n - 1:
-                            self._generation_view = generation_view(
-                                self.session, gen, self._prompt, self._settings, peek=False
-                            )
-                            progress(self._snapshot(mid, f"generating {taken + 1} of {n}"))
-            except MoveCancelled:
-                self.runner.clear_cancel()
-                self._refresh_generation()
-                message = f"generation cancelled after {taken} of {n} tokens"
-                return self._snapshot(mid, message, cancelled=True)
-            self._refresh_generation()
-            return self._snapshot(mid)
+    def token_joined(self, prompt: str) -> None:
+        """A token joined the generation: the view shows it at once, without a peek."""
+        assert self._gen is not None
+        self._view = generation_view(self._session, self._gen, prompt, self._settings, peek=False)
 
-        return self.runner.intent(move, body, "generation")
+    def model_changed(self, prompt: str) -> None:
+        """The KV cache describes the old model: it goes, and so do the candidates."""
+        if self._gen is not None:
+            self._gen.drop_cache()
+            self._view = unpeeked_generation_view(
+                self._session, self._gen, prompt, self._settings, "the model changed"
+            )
 
-    @cancellable
-    def step_token(self, *, move: int | None = None) -> DebugState:
-        """Step into the next token: its forward and its sampling run as a stepped pass
-        that stops at `sample_next`'s first line, or sooner at a module or line breakpoint
-        (only at the user's own when one is in the sampling code). Line and module moves
-        go on from there; when the pass finishes, its token joins the generation. Aborted,
-        it leaves the generation as it was."""
-
-        def body(mid: int) -> DebugState:
-            self._end_token_pass()
-            if self._generation is None:
-                self._start_generation()
-            self._end_stepper("idle")  # a paused pass on the prompt gives way
-            self._token_pass = True
-            return self._advance(mid, self._to_sampling)
-
-        return self.runner.intent(move, body, "token step")
-
-    @staticmethod
-    def _to_sampling(stepper: ForwardStepper) -> object:
-        # For this pass only, unless a breakpoint of the user's is in the sampling code.
-        breakpoints = stepper.lines.breakpoints
-        if not breakpoints.in_file(SAMPLING_FILE):
-            stepper.set_line_breakpoints({*breakpoints.specs, SAMPLING_ENTRY})
-        return stepper.continue_()
-
-    def _end_token_pass(self) -> None:
-        """A paused token step ends (unwound) before the generation changes under it."""
-        if self._token_pass and self._stepper is not None:
-            self._end_stepper("aborted")
-
-    def _start_generation(self) -> None:
-        s = self._settings
-        self._generation = self.session.generation(
-            self._prompt, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed
-        )
-        self._refresh_generation()
-
-    def _refresh_generation(self) -> None:
+    def refresh(self, prompt: str) -> None:
         """The generation's view: first what is true without running the model, then the
         next token's candidates and lens (a cancel there leaves the first)."""
-        gen, prompt, settings = self._generation, self._prompt, self._settings
+        gen, settings = self._gen, self._settings
         assert gen is not None
         why = "cancelled before the next token's candidates"
-        self._generation_view = unpeeked_generation_view(self.session, gen, prompt, settings, why)
-        self._generation_view = generation_view(self.session, gen, prompt, settings)
+        self._view = unpeeked_generation_view(self._session, gen, prompt, settings, why)
+        self._view = generation_view(self._session, gen, prompt, settings)
+
+
+def to_sampling(stepper: ForwardStepper) -> object:
+    """A token's stepped pass runs to `sample_next`'s first line: for this pass only,
+    unless a breakpoint of the user's is in the sampling code."""
+    breakpoints = stepper.lines.breakpoints
+    if not breakpoints.in_file(SAMPLING_FILE):
+        stepper.set_line_breakpoints({*breakpoints.specs, SAMPLING_ENTRY})
+    return stepper.continue_()

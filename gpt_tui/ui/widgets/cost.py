@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Static
 
 from ... import formatting as fmt
-from ..messages import IntentRequested
+from ..messages import IntentFailed, IntentRequested
 from .tables import RowTable
 
 if TYPE_CHECKING:
@@ -85,6 +85,10 @@ class CostPanel(Vertical):
                 self.post_message(IntentRequested("measure", *self.request_numerics()))
         elif bid == "cost-measure":
             self._measure()
+
+    def on_intent_failed(self, event: IntentFailed) -> None:
+        if event.worker == "measure":  # else "measuring…" would stay up for good
+            self.query_one("#cost-head", Static).update(Text(event.error, style="bold red"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -196,6 +196,8 @@ class GptTuiApp(App[int]):
             self._update_memory()
             self.set_interval(MEMORY_INTERVAL, self._update_memory)
         await self._mount_tab(self.query_one(TabbedContent).active)
+        if self.size.width < NARROW_WIDTH:  # the tree steps aside so every tab name shows
+            await self.action_show_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
         self.refresh_bindings()
         self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)

@@ -40,6 +40,11 @@ def _bar(fraction: float, value: str, style: str = "cyan") -> Text:
     return Text.assemble((fmt.bar(fraction, BAR), style), f" {value}")
 
 
+def _share(fraction: float, style: str) -> Text:
+    """A share with its bar after it, so the value sits under its column's header."""
+    return Text.assemble(f"{_pct(fraction):>6} ", (fmt.bar(fraction, BAR), style))
+
+
 class CostPanel(Vertical):
     """Four views of one `MeasuresView`; the dtype and view switch without recomputing."""
 
@@ -151,8 +156,8 @@ class CostPanel(Vertical):
             table.add_row(
                 Text(m.name, style=style),
                 Text(fmt.num(m.absmax), justify="right"),
-                _bar(f.overflow, _pct(f.overflow), "red"),
-                _bar(small, _pct(small), "yellow"),
+                _share(f.overflow, "red"),
+                _share(small, "yellow"),
             )
         head = Text(f"{facts.short}: max {facts.max:.4g}, normal from "
                     f"{facts.smallest_normal:.3g} · on {report.prompt[:24]!r}\n")  # fmt: skip

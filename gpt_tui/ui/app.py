@@ -30,7 +30,7 @@ from .export import copy_focused, export_screen
 from .help_sections import help_sections
 from .intents import Intents
 from .key_queue import KeyQueue
-from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
+from .messages import IntentFailed, IntentRequested, SessionFailed, SessionOpened, StateUpdated
 from .settings import UserSettings
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
@@ -196,6 +196,8 @@ class GptTuiApp(App[int]):
             self._update_memory()
             self.set_interval(MEMORY_INTERVAL, self._update_memory)
         await self._mount_tab(self.query_one(TabbedContent).active)
+        if self.size.width < NARROW_WIDTH:  # the tree steps aside so every tab name shows
+            await self.action_show_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
         self.refresh_bindings()
         self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)
@@ -232,6 +234,10 @@ class GptTuiApp(App[int]):
                 self._show_open_error(error)
                 return
             self.notify(error, title=f"{worker.name} failed", severity="error", timeout=8)
+            for tab in self._mounted_tabs:  # the pane that asked ends its "working…" line
+                self.query_one(f"#{tab}", TabPane).children[0].post_message(
+                    IntentFailed(worker.name, error)
+                )
             if worker.name in ("stepper", "run") or self.paused_at is not None:
                 self._error = f"error · {error}"
                 self._show_stepper()

@@ -52,3 +52,12 @@ class StateUpdated(Message):
 
     state: DebugState
     name: str = ""
+
+
+@dataclass
+class IntentFailed(Message, bubble=False):
+    """The intent a pane asked for (`worker`, as in `IntentRequested`) raised; `error` is
+    one readable line. Sent to every mounted tab so the pane that asked can say why."""
+
+    worker: str
+    error: str

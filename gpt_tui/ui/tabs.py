@@ -216,7 +216,7 @@ TABS: tuple[Tab, ...] = (
         "Compare",
         "Diff",
         "8",
-        "#compare-b-prompt",
+        ".compare-shown",
         lambda ctx: ComparePanel(id="compare-panel"),
         _feed_compare,
     ),

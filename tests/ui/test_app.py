@@ -367,3 +367,17 @@ async def test_help_screen_and_command_palette_list_the_keys() -> None:
         await settle(pilot)
         assert app.paused_at == "transformer.wte"
         assert app.query_one(TabbedContent).active == "stats"
+
+
+async def test_first_frame_at_80_columns_gives_the_tabs_the_width() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        tabs = app.query_one(TabbedContent).query("Tab")
+        assert [str(t.label) for t in tabs][-3:] == ["Code", "Diff", "Cost"]
+        assert all(0 < t.region.right <= 80 for t in tabs)  # every tab name on screen
+        await press(pilot, "r")
+        table = app.query_one("#stats-table", DataTable)
+        assert visible_columns(table)[:8] == [
+            "name", "shape", "NaN", "Inf", "mean", "std", "min", "max"
+        ]  # fmt: skip

@@ -178,3 +178,14 @@ async def test_generate_tab_says_why_the_top_token_and_not_the_highlighted_one()
 
         await press(pilot, "g")  # a new step: that answer was about the last one
         assert not why.display
+
+
+async def test_key_8_focuses_the_diff_table_not_a_text_box() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "8")
+        panel = app.query_one(ComparePanel)
+        assert app.focused is panel.query_one("#compare-table", RowTable)
+        await press(pilot, "N", "S")  # keys, not text in the B prompt
+        assert panel.query_one("#compare-b-prompt", Input).value == ""

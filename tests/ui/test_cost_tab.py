@@ -4,6 +4,7 @@ training step, each table the engine's numbers."""
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
@@ -77,3 +78,42 @@ def test_cost_tab_numerics_80x24(snap_compare) -> None:
         await settle(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_cost_tab_says_why_a_block_longer_than_the_context_fails() -> None:
+    app = tiny_app()  # block_size 16
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "9")
+        panel = app.query_one(CostPanel)
+        head = lambda: str(panel.query_one("#cost-head", Static).render())  # noqa: E731
+        panel.query_one("#cost-block", Input).value = "10002"
+        for view in ("flops", "memory"):
+            await pilot.click(f"#cost-view-{view}")
+            await pilot.click("#cost-measure")
+            await settle(pilot)
+            assert head() == "--block 10002 is longer than the model's context (16)"
+            assert app._intents.pending == 0
+
+        panel.query_one("#cost-block", Input).value = "8"  # the pane still measures
+        await pilot.click("#cost-measure")
+        await settle(pilot)
+        assert app.state.measures.memory is not None and "forecast peak" in head()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_numerics_values_sit_under_their_headers(size: tuple[int, int]) -> None:
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "9")
+        await pilot.click("#cost-dtype-float8_e4m3fn")
+        await settle(pilot)
+        table = app.query_one(CostPanel).query_one("#cost-table", RowTable)
+        header = table.render_line(0).text
+        for y in range(1, 4):
+            line = table.render_line(y).text
+            for name in ("overflow", "flush+subnormal"):
+                start = header.index(name)
+                under = line[start : start + len(name)].strip()
+                assert under[:1].isdigit(), (name, line)  # the value, not a bar or blank

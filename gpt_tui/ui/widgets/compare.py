@@ -60,7 +60,7 @@ class ComparePanel(Vertical):
             yield Button("Patch", id="compare-patch", compact=True)
             yield Button("Attribute", id="compare-attribute", compact=True)
         yield Static(Text(HINT, style="dim"), id="compare-head")
-        yield RowTable(id="compare-table")
+        yield RowTable(id="compare-table", classes="compare-shown")
         yield AttentionHeatmap(id="compare-heatmap")
         yield Static("", id="compare-cell")
 
@@ -68,8 +68,9 @@ class ComparePanel(Vertical):
         self._show_heatmap(False)
 
     def _show_heatmap(self, shown: bool) -> None:
-        self.query_one("#compare-table").display = not shown
-        self.query_one("#compare-heatmap").display = shown
+        for name, on in (("table", not shown), ("heatmap", shown)):
+            self.query_one(f"#compare-{name}").display = on
+            self.query_one(f"#compare-{name}").set_class(on, "compare-shown")  # key 8 focuses
         self.query_one("#compare-cell").display = shown
 
     def _text(self, name: str) -> str:

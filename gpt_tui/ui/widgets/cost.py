@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Static
 
 from ... import formatting as fmt
-from ..messages import IntentRequested
+from ..messages import IntentFailed, IntentRequested
 from .tables import RowTable
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ def _flops(n: float) -> str:
 
 def _bar(fraction: float, value: str, style: str = "cyan") -> Text:
     return Text.assemble((fmt.bar(fraction, BAR), style), f" {value}")
+
+
+def _share(fraction: float, style: str) -> Text:
+    """A share with its bar after it, so the value sits under its column's header."""
+    return Text.assemble(f"{_pct(fraction):>6} ", (fmt.bar(fraction, BAR), style))
 
 
 class CostPanel(Vertical):
@@ -85,6 +90,10 @@ class CostPanel(Vertical):
                 self.post_message(IntentRequested("measure", *self.request_numerics()))
         elif bid == "cost-measure":
             self._measure()
+
+    def on_intent_failed(self, event: IntentFailed) -> None:
+        if event.worker == "measure":  # else "measuring…" would stay up for good
+            self.query_one("#cost-head", Static).update(Text(event.error, style="bold red"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -147,8 +156,8 @@ class CostPanel(Vertical):
             table.add_row(
                 Text(m.name, style=style),
                 Text(fmt.num(m.absmax), justify="right"),
-                _bar(f.overflow, _pct(f.overflow), "red"),
-                _bar(small, _pct(small), "yellow"),
+                _share(f.overflow, "red"),
+                _share(small, "yellow"),
             )
         head = Text(f"{facts.short}: max {facts.max:.4g}, normal from "
                     f"{facts.smallest_normal:.3g} · on {report.prompt[:24]!r}\n")  # fmt: skip

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import GptTuiError
+from ..formatting import visible_controls
 from . import safe_pickle
 from .tokenizers import CharTokenizer
 
@@ -115,7 +116,8 @@ class FixedBatch(BatchSource):
 
 def token_piece(text: str) -> str:
     """A token's text made printable on one line, for aligned rows."""
-    return text.replace("\n", "⏎").replace("\t", "→").replace("\r", "␍") or "∅"
+    text = text.replace("\n", "⏎").replace("\t", "→").replace("\r", "␍")
+    return visible_controls(text) or "∅"
 
 
 def read_meta(path: Path) -> CharTokenizer:

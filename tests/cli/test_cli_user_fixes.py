@@ -28,3 +28,32 @@ def test_generate_prints_the_text_then_the_table_and_json_stays_pure() -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)  # nothing but the JSON document
     assert len(data["steps"]) == 3 and data["text"].startswith("ab")
+
+
+def _controls(text: str) -> set[str]:
+    return {ch for ch in text if (ord(ch) < 0x20 and ch != "\n") or ch == "\x7f"}
+
+
+def test_a_batch_of_control_bytes_is_drawn_not_sent(tmp_path) -> None:
+    import numpy as np
+
+    data = tmp_path / "train.bin"  # ESC [ 3 1 m and NUL: what a byte-level batch can hold
+    np.array([97, 27, 91, 51, 49, 109, 98, 0, 99, 10] * 40, dtype=np.uint16).tofile(data)
+    done = gpt_tui("train-step", *TINY, "--set", "vocab_size=256", "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    assert not _controls(done.stdout), sorted(_controls(done.stdout))
+    assert "␛[31m" in done.stdout and "␀" in done.stdout
+
+
+def test_generated_control_bytes_are_drawn_not_sent() -> None:
+    args = ("generate", *TINY, "--set", "vocab_size=256", "--prompt", "ab", "--steps", "40")
+    done = gpt_tui(*args, "--seed", "0")
+    assert done.returncode == 0, done.stderr
+    assert not _controls(done.stdout), sorted(_controls(done.stdout))
+
+
+def test_visible_controls_draws_each_kind() -> None:
+    from gpt_tui.formatting import printable_token, visible_controls
+
+    assert visible_controls("a\x1b[0m\x00\x7f\x85 b") == "a␛[0m␀␡\\x85 b"
+    assert printable_token("\n\t\r\x07") == "⏎⇥␍␇"

@@ -290,6 +290,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(main)
+    main.add_argument("--prompt", help="the prompt the app opens on (`p` changes it once open)")
     main.set_defaults(func=cmd_app)
     subs: dict[str, Parser] = {}
     for name, (func, summary, model) in COMMANDS.items():

@@ -57,3 +57,39 @@ def test_visible_controls_draws_each_kind() -> None:
 
     assert visible_controls("a\x1b[0m\x00\x7f\x85 b") == "a␛[0m␀␡\\x85 b"
     assert printable_token("\n\t\r\x07") == "⏎⇥␍␇"
+
+
+def test_a_misspelt_app_option_suggests_one_the_app_takes() -> None:
+    done = gpt_tui("--promt", "x")
+    assert done.returncode == 2 and "did you mean --prompt?" in done.stderr, done.stderr
+
+
+async def test_the_app_opens_on_its_prompt_option() -> None:
+    from gpt_tui.cli.app_cmd import _prompt_setup
+    from gpt_tui.cli.common import model_spec
+    from gpt_tui.cli.parser import parse_args
+    from gpt_tui.ui.app import GptTuiApp
+
+    args = parse_args(["--config", "tiny", "--prompt", "ROMEO:"])
+    app = GptTuiApp(model_spec(args), setup=_prompt_setup(args.prompt), show_memory=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        assert app.open_error is None and app.prompt == "ROMEO:"
+
+
+def test_a_text_file_as_checkpoint_says_what_it_found(tmp_path) -> None:
+    bad = tmp_path / "x.pt"
+    bad.write_text("hello world\n")
+    done = gpt_tui("summary", "--checkpoint", str(bad))
+    assert done.returncode == 2, done.stderr
+    assert "it is a text file starting 'hello world'" in done.stderr, done.stderr
+
+
+def test_a_file_as_case_says_what_a_case_folder_is(tmp_path) -> None:
+    bad = tmp_path / "README.md"
+    bad.write_text("# notes\n")
+    done = gpt_tui("train-step", "--case", str(bad))
+    assert done.returncode == 2 and "Errno" not in done.stderr, done.stderr
+    assert "is not a case folder (a folder holding case.json, or a report folder" in done.stderr

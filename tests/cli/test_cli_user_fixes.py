@@ -93,3 +93,21 @@ def test_a_file_as_case_says_what_a_case_folder_is(tmp_path) -> None:
     done = gpt_tui("train-step", "--case", str(bad))
     assert done.returncode == 2 and "Errno" not in done.stderr, done.stderr
     assert "is not a case folder (a folder holding case.json, or a report folder" in done.stderr
+
+
+def test_watch_on_open_without_a_terminal_says_it_raises(capsys) -> None:
+    import pytest
+    import torch
+
+    import gpt_tui
+    from gpt_tui.models import build_model, make_config
+
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    with torch.no_grad():
+        model.transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
+    x = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(gpt_tui.NonFiniteError):  # pytest's stdin is no terminal
+        with gpt_tui.watch(model, on="open", report=None):
+            model(x, x)
+    err = capsys.readouterr().err
+    assert "gpt-tui: no terminal: raising instead of opening the debugger" in err, err

@@ -106,8 +106,8 @@ def test_watch_on_open_without_a_terminal_says_it_raises(capsys) -> None:
     with torch.no_grad():
         model.transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
     x = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(1))
-    with pytest.raises(gpt_tui.NonFiniteError):  # pytest's stdin is no terminal
-        with gpt_tui.watch(model, on="open", report=None):
-            model(x, x)
+    # pytest's stdin is no terminal
+    with pytest.raises(gpt_tui.NonFiniteError), gpt_tui.watch(model, on="open", report=None):
+        model(x, x)
     err = capsys.readouterr().err
     assert "gpt-tui: no terminal: raising instead of opening the debugger" in err, err

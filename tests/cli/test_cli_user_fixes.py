@@ -111,3 +111,19 @@ def test_watch_on_open_without_a_terminal_says_it_raises(capsys) -> None:
         model(x, x)
     err = capsys.readouterr().err
     assert "gpt-tui: no terminal: raising instead of opening the debugger" in err, err
+
+
+def test_numerics_heads_title_fits_its_table_at_80_columns() -> None:
+    import os
+
+    env = {**os.environ, "COLUMNS": "80"}
+    args = ["numerics", *TINY, "--prompt", "ab", "--dtype", "bfloat16"]
+    done = subprocess.run(
+        [sys.executable, "-m", "gpt_tui", *args],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    title = next(i for i, line in enumerate(lines) if "Heads by" in line)
+    assert lines[title].strip() == "Heads by largest pre-softmax logit"  # one line, whole
+    assert lines[title + 1].split()[:2] == ["layer", "head"]

@@ -74,26 +74,9 @@ def bar(fraction: float, width: int) -> str:
     return text.ljust(width)
 
 
-def visible_controls(text: str) -> str:
-    """`text` with control characters drawn, not sent: C0 as their U+2400 symbols (ESC ␛,
-    NUL ␀), DEL ␡, other unprintables as \\xNN / \\uNNNN, so a byte cannot drive the terminal."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if code < 0x20:
-            out.append(chr(0x2400 + code))
-        elif code == 0x7F:
-            out.append("␡")
-        elif not ch.isprintable() and ch != " ":
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def printable_token(label: str) -> str:
-    """A token label safe for one terminal cell run: newlines, tabs and controls made visible."""
-    return visible_controls(label.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍"))
+    """A token label safe for one terminal cell run: newlines and tabs made visible."""
+    return label.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍")
 
 
 # What the prompt box shows for characters a one-line input cannot hold, and back.

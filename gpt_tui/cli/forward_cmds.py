@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import formatting as fmt
+from ..io.tokenizers import visible_controls
 from . import render, step_lines
 from .common import UserError, open_debugger, require_weights
 
@@ -246,7 +246,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _terminal_safe(text: str) -> str:
     """Generated text as lines, every other control byte drawn (a model can emit ESC)."""
-    return "\n".join(fmt.visible_controls(line) for line in text.split("\n"))
+    return "\n".join(visible_controls(line) for line in text.split("\n"))
 
 
 def _print_generation(name: str, args: argparse.Namespace, steps: Sequence[Any]) -> None:

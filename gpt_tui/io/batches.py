@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import GptTuiError
-from ..formatting import visible_controls
 from . import safe_pickle
-from .tokenizers import CharTokenizer
+from .tokenizers import CharTokenizer, visible_controls
 
 IGNORE = -1  # nanoGPT / nanochat's ignore_index: a target that is not scored
 

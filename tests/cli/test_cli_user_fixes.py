@@ -53,10 +53,11 @@ def test_generated_control_bytes_are_drawn_not_sent() -> None:
 
 
 def test_visible_controls_draws_each_kind() -> None:
-    from gpt_tui.formatting import printable_token, visible_controls
+    from gpt_tui.io.batches import token_piece
+    from gpt_tui.io.tokenizers import visible_controls
 
     assert visible_controls("a\x1b[0m\x00\x7f\x85 b") == "a␛[0m␀␡\\x85 b"
-    assert printable_token("\n\t\r\x07") == "⏎⇥␍␇"
+    assert token_piece("\n\t\r\x07") == "⏎→␍␇"
 
 
 def test_a_misspelt_app_option_suggests_one_the_app_takes() -> None:

@@ -112,6 +112,10 @@ class WatchHandle:
             targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
             inspect(self.model, idx, targets=targets[0] if targets else None)
         elif self.on in ("raise", "open"):
+            if self.on == "open":
+                why = "no terminal" if group is None else "one terminal for every rank"
+                print(f"{self._prefix}{why}: raising instead of opening the debugger",
+                      file=sys.stderr)  # fmt: skip
             error = NonFiniteError(finding)
             if written is not None and written.error is not None:
                 error.add_note(written.error)

@@ -186,6 +186,36 @@ def test_the_page_shows_what_the_command_prints(block: Block, tmp_path: Path) ->
         )
 
 
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's ids for a page's headings: lower case, punctuation dropped, spaces to -."""
+    heads = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists() or (anchor and file.suffix == ".md" and anchor not in anchors(file)):
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)}: links that resolve to nothing: {broken}"
+
+
+def test_the_reference_lists_every_command() -> None:
+    from gpt_tui.cli.parser import COMMANDS
+
+    text = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    missing = [name for name in COMMANDS if f"| `gpt-tui {name}" not in text]
+    assert not missing, f"docs/reference.md's commands table lacks {missing}"
+
+
 if __name__ == "__main__":  # print what each block of a page prints now
     import tempfile
 

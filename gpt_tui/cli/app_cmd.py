@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .common import model_spec
@@ -32,12 +33,28 @@ def cmd_app(args: argparse.Namespace) -> int:
     config, warnings = load_config(actions=ACTION_IDS)
     spec = with_config_defaults(model_spec(args), config)
     check_spec(spec)  # quick mistakes go to stderr with status 2, before the screen opens
-    app = GptTuiApp(spec, config=config, config_warnings=warnings, config_file=config_path())
+    setup = _prompt_setup(args.prompt) if getattr(args, "prompt", None) else None
+    app = GptTuiApp(
+        spec, setup=setup, config=config, config_warnings=warnings, config_file=config_path()
+    )
     app.run()
     if app.open_error:  # the model could not be opened: said on the screen, and here
         print(f"gpt-tui: error: {app.open_error}", file=sys.stderr)
         return 2
     return app.return_code or 0
+
+
+def _prompt_setup(prompt: str) -> Callable[[Any], None]:
+    """The app opens on `--prompt` (as the commands do); `p` changes it once open."""
+    from ..errors import GptTuiError
+
+    def setup(debugger: Any) -> None:
+        try:
+            debugger.set_prompt(prompt)
+        except GptTuiError as err:  # the model is still worth opening on its default prompt
+            raise GptTuiError(f"--prompt: {err}") from None
+
+    return setup
 
 
 def cmd_config(args: argparse.Namespace) -> int:

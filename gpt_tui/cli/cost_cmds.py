@@ -80,7 +80,7 @@ def cmd_numerics(args: argparse.Namespace) -> int:
             _pct(f.subnormal),
         )  # fmt: skip
     console.print(table)
-    heads = render.table("Attention heads: largest pre-softmax logit and entropy")
+    heads = render.table("Heads by largest pre-softmax logit")
     for col in ("layer", "head", "max logit", "entropy (nats)"):
         heads.add_column(col, justify="right", no_wrap=True)
     for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0))[:12]:

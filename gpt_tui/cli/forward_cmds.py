@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..io.tokenizers import visible_controls
 from . import render, step_lines
 from .common import UserError, open_debugger, require_weights
 
@@ -204,9 +205,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             return
         if not streamed:
             render.console().rule("text")
-            sys.stdout.write(view.prompt)
+            sys.stdout.write(_terminal_safe(view.prompt))
             streamed.append(0)
-        sys.stdout.write("".join(view.pieces[streamed[0] :]))
+        sys.stdout.write(_terminal_safe("".join(view.pieces[streamed[0] :])))
         sys.stdout.flush()
         streamed[0] = len(view.pieces)
 
@@ -241,6 +242,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"gpt-tui: interrupted after {render.plural(len(steps), 'token')}", file=sys.stderr)
         return 130
     return 0
+
+
+def _terminal_safe(text: str) -> str:
+    """Generated text as lines, every other control byte drawn (a model can emit ESC)."""
+    return "\n".join(visible_controls(line) for line in text.split("\n"))
 
 
 def _print_generation(name: str, args: argparse.Namespace, steps: Sequence[Any]) -> None:

@@ -138,7 +138,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "samples": (cmd_samples, "List the shipped sample models.", False),
     "trace": (cmd_trace, "One forward pass: every probe's shape and statistics.", True),
     "step": (cmd_step, "Run a forward pass to a breakpoint and print where it stopped.", True),
-    "generate": (cmd_generate, "Generate tokens and print each step's candidates.", True),
+    "generate": (cmd_generate, "Generate tokens: the text as drawn, then each step's table.", True),
     "eval": (cmd_eval, "Mean loss of a model over a text file, in context windows.", True),
     "train": (cmd_train, "Train a small char-level model on a text file.", False),
     "train-step": (cmd_train_step, "One training step laid open, and the health of N.", True),
@@ -290,6 +290,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(main)
+    main.add_argument("--prompt", help="the prompt the app opens on (`p` changes it once open)")
     main.set_defaults(func=cmd_app)
     subs: dict[str, Parser] = {}
     for name, (func, summary, model) in COMMANDS.items():

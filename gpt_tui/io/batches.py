@@ -18,7 +18,7 @@ import torch
 
 from ..errors import GptTuiError
 from . import safe_pickle
-from .tokenizers import CharTokenizer
+from .tokenizers import CharTokenizer, visible_controls
 
 IGNORE = -1  # nanoGPT / nanochat's ignore_index: a target that is not scored
 
@@ -115,7 +115,8 @@ class FixedBatch(BatchSource):
 
 def token_piece(text: str) -> str:
     """A token's text made printable on one line, for aligned rows."""
-    return text.replace("\n", "⏎").replace("\t", "→").replace("\r", "␍") or "∅"
+    text = text.replace("\n", "⏎").replace("\t", "→").replace("\r", "␍")
+    return visible_controls(text) or "∅"
 
 
 def read_meta(path: Path) -> CharTokenizer:

@@ -59,6 +59,23 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def visible_controls(text: str) -> str:
+    """`text` with control characters drawn, not sent: C0 as their U+2400 symbols (ESC ␛,
+    NUL ␀), DEL ␡, other unprintables as \\xNN / \\uNNNN, so a byte cannot drive the terminal."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x20:
+            out.append(chr(0x2400 + code))
+        elif code == 0x7F:
+            out.append("␡")
+        elif not ch.isprintable() and ch != " ":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _bytes_label(b: bytes) -> str:
     """A token's bytes as text when they are whole UTF-8, else as hex like <0xE2 0x80>."""
     try:

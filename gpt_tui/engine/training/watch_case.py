@@ -81,6 +81,11 @@ def _inside(path: Path, case: dict[str, Any], key: str, required: bool = True) -
 def read_case(folder: str | Path) -> dict[str, Any]:
     """case.json, checked: every file it names is inside its folder, each field its type."""
     out = case_folder(folder)
+    if out.exists() and not out.is_dir():
+        raise CaseError(
+            f"{out} is not a case folder (a folder holding case.json, or a report folder "
+            "with latest)"
+        )
     path = out / CASE_FILE
     try:
         case = json.loads(path.read_text())

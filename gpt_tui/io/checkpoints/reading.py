@@ -138,7 +138,7 @@ def torch_load(path: Path) -> Any:
                 raise UnsafeCheckpointError(_unsafe_message(path.name, names[0])) from None
         raise CheckpointError(
             f"{path.name} is not a PyTorch checkpoint torch.load can read safely "
-            "(damaged, or another format)"
+            f"({_found(path) or 'damaged, or another format'})"
         ) from None
     except EOFError:
         raise CheckpointError(f"{path.name} is cut short (truncated file); save it again") from None
@@ -150,9 +150,26 @@ def torch_load(path: Path) -> Any:
                 "save or copy it again"
             ) from None
         raise CheckpointError(
-            f"{path.name} is not a PyTorch checkpoint ({detail}); expected a file from "
-            "torch.save, safetensors, or a checkpoint folder"
+            f"{path.name} is not a PyTorch checkpoint ({_found(path) or detail}); expected a "
+            "file from torch.save, safetensors, or a checkpoint folder"
         ) from None
+
+
+def _found(path: Path) -> str | None:
+    """What the file holds instead, in words: text and its first line, or its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(ch.isprintable() or ch in "\n\r\t" for ch in text):
+        line = text.splitlines()[0] if text.strip() else ""
+        return f"it is a text file starting {line[:40]!r}"
+    return "damaged, or another format: it starts " + " ".join(f"{b:02x}" for b in head[:8])
 
 
 def read_json(path: Path) -> Any:

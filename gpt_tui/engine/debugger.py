@@ -35,7 +35,7 @@ from .core.debug_state import (
 from .core.frames import LINE_MOVES
 from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
-from .core.stepped_pass import SteppedPass
+from .core.stepped_pass import MOVES, SteppedPass, module_move
 from .core.views import (
     default_prompt,
     model_info,
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from .core.stepping import ForwardStepper
     from .training.health import HealthStep
     from .training.step import StepOptions
-
-MOVES = ("into", "over", "out", "continue")
 
 
 class Debugger:
@@ -184,23 +182,12 @@ class Debugger:
         if how not in MOVES:
             raise ValueError(f"unknown move {how!r}: one of {', '.join(MOVES)}")
 
-        def advance(stepper: ForwardStepper) -> object:
-            return {
-                "into": stepper.step_into,
-                "over": stepper.step_over,
-                "out": stepper.step_out,
-                "continue": stepper.continue_,
-            }[how]()
-
-        return self.runner.intent(move, lambda mid: self._advance(mid, advance), "step")
+        return self.runner.intent(move, lambda mid: self._advance(mid, module_move(how)), "step")
 
     def _advance(self, mid: int, advance: Callable[[ForwardStepper], object]) -> DebugState:
         """One move of the stepped pass (started on the prompt if none is under way)."""
-        probes = self._probes()
-        message = self._pass.advance(
-            mid, self.runner, probes, advance, self._lines, self._generation
-        )
-        return self._snapshot(mid, message)
+        args = (self.runner, self._probes(), advance, self._lines, self._generation)
+        return self._snapshot(mid, self._pass.advance(mid, *args))
 
     def abort(self, *, move: int | None = None) -> DebugState:
         """End the paused stepped pass (nothing to do if none is under way)."""

@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from .stepping import ForwardStepper
     from .trace import StepEvent
 
+MOVES = ("into", "over", "out", "continue")
+
+
+def module_move(how: str) -> Callable[[ForwardStepper], object]:
+    """The stepper's move named `how` (one of MOVES)."""
+
+    def move(stepper: ForwardStepper) -> object:
+        moves = {
+            "into": stepper.step_into,
+            "over": stepper.step_over,
+            "out": stepper.step_out,
+            "continue": stepper.continue_,
+        }
+        return moves[how]()
+
+    return move
+
 
 class SteppedPass:
     """The Debugger's stepped-pass part: it owns the pass under way (the one a cancel must

@@ -13,7 +13,6 @@ The concurrency contract (move ids, cancellation, close) is in core/runner.py.
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -124,15 +123,7 @@ class Debugger:
     def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
         with self.runner.moving(move) as mid:
             self._breakpoints = frozenset(globs)
-            if self._pass.stepper is not None:
-                self._pass.stepper.breakpoints = sorted(self._breakpoints)
-            names = self.session.probe_names(leaves=self._leaves)
-            unseen = sorted(g for g in self._breakpoints if not fnmatch.filter(names, g))
-            if unseen and not self._leaves:
-                hint = "; leaf probes (l) stop at Linear, norm and activation layers"
-            else:
-                hint = ""
-            message = f"{', '.join(unseen)}: no probe there, never stops{hint}" if unseen else ""
+            message = self._pass.set_breakpoints(self._breakpoints, self._leaves)
             return self._snapshot(mid, message)
 
     def toggle_breakpoint(self, name: str, *, move: int | None = None) -> DebugState:
@@ -141,8 +132,7 @@ class Debugger:
     def set_watch(self, on: bool, *, move: int | None = None) -> DebugState:
         with self.runner.moving(move) as mid:
             self._watch = on
-            if self._pass.stepper is not None:
-                self._pass.stepper.watch_nonfinite = on
+            self._pass.set_watch(on)
             return self._snapshot(mid)
 
     @cancellable

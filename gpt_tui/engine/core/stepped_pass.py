@@ -5,6 +5,7 @@ a new pass is set up with, its line and generation parts."""
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,22 @@ class SteppedPass:
     def stepper(self) -> ForwardStepper | None:
         """The pass under way, if any (for a cancel, a new breakpoint, the line part)."""
         return self._stepper
+
+    def set_breakpoints(self, breakpoints: frozenset[str], leaves: bool) -> str:
+        """The pass under way stops at `breakpoints` from now on; the message names the
+        globs that match no probe (they never stop)."""
+        if self._stepper is not None:
+            self._stepper.breakpoints = sorted(breakpoints)
+        names = self._session.probe_names(leaves=leaves)
+        unseen = sorted(g for g in breakpoints if not fnmatch.filter(names, g))
+        if not unseen:
+            return ""
+        hint = "" if leaves else "; leaf probes (l) stop at Linear, norm and activation layers"
+        return f"{', '.join(unseen)}: no probe there, never stops{hint}"
+
+    def set_watch(self, on: bool) -> None:
+        if self._stepper is not None:
+            self._stepper.watch_nonfinite = on
 
     @property
     def run(self) -> RunResult | None:

@@ -1,12 +1,13 @@
 """`Debugger(session)`: the one stateful object that the app and the CLI drive.
 
 It owns the prompt, breakpoints, the NaN watchpoint, leaf probes, interventions, the
-attention views, and holds its parts, each owning its own state and giving a `view()` of
-frozen data: `SteppedPass` (core/stepped_pass.py), `Generation` (generation/intents.py),
+measures, and holds its parts, each owning its own state and giving a `view()` of frozen
+data: `SteppedPass` (core/stepped_pass.py), `Generation` (generation/intents.py),
 `Lines` (core/line_intents.py), `Training` (training/intents.py), `Comparison`
-(analysis/compare_intents.py). Each public method is one user intent and returns a
-frozen `DebugState` taken under the lock; a part gets what the Debugger owns (the prompt,
-the stepped pass, the runner) as arguments, never the Debugger itself.
+(analysis/compare_intents.py), `Attention` (analysis/attention_intents.py). Each public
+method is one user intent and returns a frozen `DebugState` taken under the lock; a part
+gets what the Debugger owns (the prompt, the runner, other parts) as arguments, never the
+Debugger itself.
 
 The concurrency contract (move ids, cancellation, close) is in core/runner.py.
 """
@@ -18,13 +19,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import GptTuiError
-from .analysis.attention import head_summaries
+from .analysis.attention_intents import Attention
 from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
 from .analysis.measures import MeasuresView, measure
 from .analysis.patching import What
 from .core.debug_state import (
-    AttentionView,
     DebugState,
     GenerationSettings,
     ModelInfo,
@@ -46,7 +46,7 @@ from .training.intents import TRAIN_MOVES, Training
 
 if TYPE_CHECKING:
     from ..io.batches import BatchSource
-    from .core.session import Session, Trace
+    from .core.session import Session
     from .core.stepping import ForwardStepper
     from .training.health import HealthStep
     from .training.step import StepOptions
@@ -66,8 +66,7 @@ class Debugger:
         self._leaves = False
         self._ablations: dict[tuple[str, int | None], int] = {}
         self._generation = Generation(session, seed)  # the settings and the text so far
-        self._attention: AttentionView | None = None
-        self._attention_trace: Trace | None = None  # every layer's q/k/v, patterns on demand
+        self._attention = Attention(session)  # the Attention tab's pattern
         self._lines = Lines(session)  # line breakpoints, expressions, the tensor viewer
         self._training = Training(session)  # the batch, the training step, health
         self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
@@ -113,7 +112,7 @@ class Debugger:
             self.session.prompt_ids(prompt)  # raises for an empty or unencodable prompt
             if prompt != self._prompt:
                 self._prompt = prompt
-                self._attention = self._attention_trace = None
+                self._attention.forget()
                 self._generation.forget()
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
@@ -228,7 +227,7 @@ class Debugger:
     def _interventions_changed(self, mid: int) -> DebugState:
         # What must follow the change goes with it, before anything a cancel can stop: no
         # view made with the old model survives, and the KV cache describes the old model.
-        self._attention = self._attention_trace = None
+        self._attention.forget()
         stale = self._pass.drop_run()
         gen = self._generation.current
         self._generation.model_changed(self._prompt)
@@ -250,14 +249,7 @@ class Debugger:
         """The recomputed attention pattern of `layer` on the prompt."""
 
         def body(mid: int) -> DebugState:
-            # One pass keeps what every layer's pattern is computed from (O(L·T·d)); a
-            # layer switch then computes one pattern instead of running the model again.
-            if self._attention_trace is None:
-                self._attention_trace = self.session.trace(self._prompt, attention_layers="all")
-            trace = self._attention_trace
-            pattern = trace.patterns[layer]
-            heads = head_summaries(pattern)
-            self._attention = AttentionView(trace.prompt, trace.tokens, pattern, heads)
+            self._attention.show(self._prompt, layer)
             return self._snapshot(mid)
 
         return self.runner.intent(move, body, "attention")
@@ -526,7 +518,7 @@ class Debugger:
             tuple(spec.description for spec in self.session.interventions.active),
             tuple(sorted({path for path, _ in self._ablations})),
             self._generation.view(),
-            self._attention,
+            self._attention.view(),
             self._training.view(self._prompt),
             self._compare.view(),
             self._measures,

@@ -1,45 +1,44 @@
 """`Debugger(session)`: the one stateful object that the app and the CLI drive.
 
-It owns the stepped forward pass, breakpoints, the NaN watchpoint, leaf probes,
-interventions, the attention views, and holds its parts, each owning its own state and
-giving a `view()` of frozen data: `Generation` (generation/intents.py), `Lines`
-(core/line_intents.py), `Training` (training/intents.py), `Comparison`
-(analysis/compare_intents.py). Each public method is one user intent and returns a
-frozen `DebugState` taken under the lock; a part gets what the Debugger owns (the prompt,
-the stepped pass, the runner) as arguments, never the Debugger itself.
+It owns the prompt, breakpoints, the NaN watchpoint, leaf probes, interventions, the
+measures, and holds its parts, each owning its own state and giving a `view()` of frozen
+data: `SteppedPass` (core/stepped_pass.py), `Generation` (generation/intents.py),
+`Lines` (core/line_intents.py), `Training` (training/intents.py), `Comparison`
+(analysis/compare_intents.py), `Attention` (analysis/attention_intents.py). Each public
+method is one user intent and returns a frozen `DebugState` taken under the lock; a part
+gets what the Debugger owns (the prompt, the runner, other parts) as arguments, never the
+Debugger itself.
 
 The concurrency contract (move ids, cancellation, close) is in core/runner.py.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import GptTuiError
-from .analysis.attention import head_summaries
+from .analysis.attention_intents import Attention
 from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
 from .analysis.measures import MeasuresView, measure
 from .analysis.patching import What
 from .core.debug_state import (
-    AttentionView,
     DebugState,
     GenerationSettings,
     ModelInfo,
-    RunResult,
-    StepStatus,
+    Probes,
+    assemble_state,
 )
 from .core.frames import LINE_MOVES
 from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
+from .core.stepped_pass import MOVES, SteppedPass, module_move
 from .core.views import (
     default_prompt,
     model_info,
     run_from_trace,
-    stepped_run,
 )
 from .generation.intents import Generation, to_sampling
 from .generation.sampling import check_sampling_settings
@@ -47,13 +46,10 @@ from .training.intents import TRAIN_MOVES, Training
 
 if TYPE_CHECKING:
     from ..io.batches import BatchSource
-    from .core.session import Session, Trace
+    from .core.session import Session
     from .core.stepping import ForwardStepper
-    from .core.trace import StepEvent
     from .training.health import HealthStep
     from .training.step import StepOptions
-
-MOVES = ("into", "over", "out", "continue")
 
 
 class Debugger:
@@ -62,23 +58,16 @@ class Debugger:
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
         self.session = session
-        self._stepper: ForwardStepper | None = None  # the stepped pass a cancel must reach
-        self.runner = MoveRunner(session, self._snapshot, lambda: self._stepper)
+        self._pass = SteppedPass(session)  # the stepped pass a cancel must reach, the runs
+        self.runner = MoveRunner(session, self._snapshot, lambda: self._pass.stepper)
         self._prompt = default_prompt(session)
         self._breakpoints: frozenset[str] = frozenset()
         self._watch = False
         self._leaves = False
         self._ablations: dict[tuple[str, int | None], int] = {}
-        self._step_status: StepStatus = "idle"
-        self._step_events: tuple[StepEvent, ...] = ()
-        self._stepping: RunResult | None = None
-        self._run: RunResult | None = None
-        self._previous_run: RunResult | None = None
         self._generation = Generation(session, seed)  # the settings and the text so far
-        self._attention: AttentionView | None = None
-        self._attention_trace: Trace | None = None  # every layer's q/k/v, patterns on demand
+        self._attention = Attention(session)  # the Attention tab's pattern
         self._lines = Lines(session)  # line breakpoints, expressions, the tensor viewer
-        self._token_pass = False  # the stepped pass is one token's, not the prompt's forward
         self._training = Training(session)  # the batch, the training step, health
         self._compare = Comparison(session)  # the Compare tab's diff, sweep or attribution
         self._measures: MeasuresView | None = None
@@ -123,7 +112,7 @@ class Debugger:
             self.session.prompt_ids(prompt)  # raises for an empty or unencodable prompt
             if prompt != self._prompt:
                 self._prompt = prompt
-                self._attention = self._attention_trace = None
+                self._attention.forget()
                 self._generation.forget()
                 self._replay_paused(mid)
             return self._snapshot(mid, f"prompt {prompt!r}")
@@ -133,15 +122,7 @@ class Debugger:
     def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
         with self.runner.moving(move) as mid:
             self._breakpoints = frozenset(globs)
-            if self._stepper is not None:
-                self._stepper.breakpoints = sorted(self._breakpoints)
-            names = self.session.probe_names(leaves=self._leaves)
-            unseen = sorted(g for g in self._breakpoints if not fnmatch.filter(names, g))
-            if unseen and not self._leaves:
-                hint = "; leaf probes (l) stop at Linear, norm and activation layers"
-            else:
-                hint = ""
-            message = f"{', '.join(unseen)}: no probe there, never stops{hint}" if unseen else ""
+            message = self._pass.set_breakpoints(self._breakpoints, self._leaves)
             return self._snapshot(mid, message)
 
     def toggle_breakpoint(self, name: str, *, move: int | None = None) -> DebugState:
@@ -150,8 +131,7 @@ class Debugger:
     def set_watch(self, on: bool, *, move: int | None = None) -> DebugState:
         with self.runner.moving(move) as mid:
             self._watch = on
-            if self._stepper is not None:
-                self._stepper.watch_nonfinite = on
+            self._pass.set_watch(on)
             return self._snapshot(mid)
 
     @cancellable
@@ -175,11 +155,11 @@ class Debugger:
         """A whole recorded forward pass on the prompt; a paused stepped pass gives way."""
 
         def body(mid: int) -> DebugState:
-            self._end_stepper("idle")
+            self._pass.end("idle", self._lines)
             trace = self.session.trace(
                 self._prompt, attention_layers=attention_layers, leaves=self._leaves
             )
-            self._set_run(run_from_trace(trace))
+            self._pass.set_run(run_from_trace(trace))
             return self._snapshot(mid, f"forward pass recorded {len(trace.records)} probes")
 
         return self.runner.intent(move, body, "forward pass")
@@ -191,118 +171,25 @@ class Debugger:
         if how not in MOVES:
             raise ValueError(f"unknown move {how!r}: one of {', '.join(MOVES)}")
 
-        def advance(stepper: ForwardStepper) -> object:
-            return {
-                "into": stepper.step_into,
-                "over": stepper.step_over,
-                "out": stepper.step_out,
-                "continue": stepper.continue_,
-            }[how]()
-
-        return self.runner.intent(move, lambda mid: self._advance(mid, advance), "step")
+        return self.runner.intent(move, lambda mid: self._advance(mid, module_move(how)), "step")
 
     def _advance(self, mid: int, advance: Callable[[ForwardStepper], object]) -> DebugState:
         """One move of the stepped pass (started on the prompt if none is under way)."""
-        stepper = self._stepper or self._new_stepper(mid)
-        self.runner.arm(stepper, mid)
-        try:
-            advance(stepper)
-        except BaseException:
-            self._end_stepper("idle")
-            raise
-        if stepper.aborted:  # cancel() unwound the pass mid-move
-            self._end_stepper("aborted")
-            return self._snapshot(mid, "pass aborted")
-        if stepper.finished and self._token_pass:
-            self._end_stepper("finished")
-            self._generation.token_joined(self._prompt)  # true at once, then re-peeked
-            self._generation.refresh(self._prompt)
-            return self._snapshot(mid, f"sampled {stepper.returned.token_label!r}")
-        if stepper.finished:
-            self._set_run(
-                stepped_run(stepper, self.session, self._prompt, self._step_ids, finished=True)
-            )
-            self._end_stepper("finished")
-            return self._snapshot(mid, f"pass finished after {len(stepper.events)} events")
-        self._record_pause(stepper)
-        return self._snapshot(mid, "paused")
+        args = (self.runner, self._probes(), advance, self._lines, self._generation)
+        return self._snapshot(mid, self._pass.advance(mid, *args))
 
     def abort(self, *, move: int | None = None) -> DebugState:
         """End the paused stepped pass (nothing to do if none is under way)."""
         with self.runner.moving(move) as mid:
-            was_open = self._stepper is not None
-            self._end_stepper("aborted" if was_open else self._step_status)
-            return self._snapshot(mid, "pass aborted" if was_open else "")
+            return self._snapshot(mid, self._pass.abort(self._lines))
 
-    def _new_stepper(self, mid: int) -> ForwardStepper:
-        gen = self._generation.current if self._token_pass else None
-        ids = gen.pending if gen is not None else self.session.prompt_ids(self._prompt)[0]
-        stepper = self.session.stepper(
-            ids,
-            breakpoints=sorted(self._breakpoints),
-            watch_nonfinite=self._watch,
-            leaves=self._leaves,
-            call=gen.step if gen is not None else None,
+    def _probes(self) -> Probes:
+        return Probes(
+            self._prompt, self._breakpoints, self._watch, self._leaves, self._lines.breakpoints
         )
-        self._stepper = stepper
-        self._step_ids = tuple(ids)
-        if self._lines.breakpoints:
-            stepper.set_line_breakpoints(self._lines.breakpoints)
-        return stepper
-
-    def _record_pause(self, stepper: ForwardStepper) -> None:
-        self._lines.forget_pause()
-        self._step_status = "paused"
-        self._step_events = tuple(stepper.events)
-        self._stepping = stepped_run(stepper, self.session, self._prompt, self._step_ids)
-
-    def _end_stepper(self, status: StepStatus) -> None:
-        """Close the stepped pass. Its events stay in the snapshot when it `finished` or
-        was `aborted`; `idle` (a whole run took over) forgets them."""
-        stepper = self._stepper
-        if stepper is not None:
-            self._step_events = tuple(stepper.events)
-            self.session.release(stepper)
-            self._stepper = None
-        if status == "idle":
-            self._step_events = ()
-        self._stepping = None
-        self._lines.forget_pause()
-        self._step_status = status
-        self._token_pass = False
 
     def _replay_paused(self, mid: int) -> None:
-        """Re-run the paused pass to the event it was at, with the current probes and
-        interventions (hooks added later see a replaced output only if they run after
-        it, so a pass made before an ablation changed would show the old values)."""
-        old = self._stepper
-        if self._token_pass:  # the generation moved on inside it: no replay, unwind it
-            self._end_stepper("aborted")
-            return
-        if old is None or old.current is None:
-            return
-        target = old.current
-        self._end_stepper("idle")
-        names = [target.name]
-        while "." in names[-1]:  # a leaf no longer probed: stop at its parent module
-            names.append(names[-1].rsplit(".", 1)[0])
-        for name in names:
-            stepper = self._new_stepper(mid)
-            event = None
-            while not stepper.aborted:
-                self.runner.arm(stepper, mid)
-                event = stepper.step_into()
-                if event is None or (event.name, event.phase) == (name, target.phase):
-                    break
-            if event is not None and not stepper.aborted:
-                self._record_pause(stepper)
-                return
-            self._end_stepper("idle")
-            if stepper.aborted:
-                return
-
-    def _set_run(self, run: RunResult) -> None:
-        self._previous_run, self._run = self._run, run
+        self._pass.replay(mid, self.runner, self._probes(), self._lines)
 
     # -- interventions -------------------------------------------------------------------
 
@@ -340,16 +227,16 @@ class Debugger:
     def _interventions_changed(self, mid: int) -> DebugState:
         # What must follow the change goes with it, before anything a cancel can stop: no
         # view made with the old model survives, and the KV cache describes the old model.
-        self._attention = self._attention_trace = None
-        stale = self._run
-        if stale is not None:
-            self._previous_run, self._run = stale, None
+        self._attention.forget()
+        stale = self._pass.drop_run()
         gen = self._generation.current
         self._generation.model_changed(self._prompt)
         # The views are recomputed after; a cancel leaves them absent, never stale.
         self._replay_paused(mid)
-        if stale is not None:
-            self._run = run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
+        if stale:
+            self._pass.rerecorded(
+                run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
+            )
         if gen is not None:
             self._generation.refresh(self._prompt)
         active = self.session.interventions.active
@@ -362,14 +249,7 @@ class Debugger:
         """The recomputed attention pattern of `layer` on the prompt."""
 
         def body(mid: int) -> DebugState:
-            # One pass keeps what every layer's pattern is computed from (O(L·T·d)); a
-            # layer switch then computes one pattern instead of running the model again.
-            if self._attention_trace is None:
-                self._attention_trace = self.session.trace(self._prompt, attention_layers="all")
-            trace = self._attention_trace
-            pattern = trace.patterns[layer]
-            heads = head_summaries(pattern)
-            self._attention = AttentionView(trace.prompt, trace.tokens, pattern, heads)
+            self._attention.show(self._prompt, layer)
             return self._snapshot(mid)
 
         return self.runner.intent(move, body, "attention")
@@ -393,7 +273,7 @@ class Debugger:
         """Start generating from the prompt afresh (a new seeded generator)."""
 
         def body(mid: int) -> DebugState:
-            self._end_token_pass()
+            self._pass.end_token_pass(self._lines)
             self._generation.start(self._prompt, settings)
             return self._snapshot(mid, "generation restarted from the prompt")
 
@@ -408,7 +288,7 @@ class Debugger:
 
         def body(mid: int) -> DebugState:
             check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
-            self._end_token_pass()
+            self._pass.end_token_pass(self._lines)
             restart = self._generation.set_settings(self._prompt, settings)
             return self._snapshot(mid, "new seed: restarted" if restart else "")
 
@@ -430,7 +310,7 @@ class Debugger:
             raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
 
         def body(mid: int) -> DebugState:
-            self._end_token_pass()
+            self._pass.end_token_pass(self._lines)
             each = None if progress is None else lambda m: progress(self._snapshot(mid, m))
             message, cut = self._generation.generate(
                 self._prompt, n, force_token, self.runner, mid, each
@@ -448,18 +328,12 @@ class Debugger:
         it leaves the generation as it was."""
 
         def body(mid: int) -> DebugState:
-            self._end_token_pass()
+            self._pass.end_token_pass(self._lines)
             self._generation.ensure(self._prompt)
-            self._end_stepper("idle")  # a paused pass on the prompt gives way
-            self._token_pass = True
+            self._pass.start_token(self._lines)  # a paused pass on the prompt gives way
             return self._advance(mid, to_sampling)
 
         return self.runner.intent(move, body, "token step")
-
-    def _end_token_pass(self) -> None:
-        """A paused token step ends (unwound) before the generation changes under it."""
-        if self._token_pass and self._stepper is not None:
-            self._end_stepper("aborted")
 
     # -- lines (line_intents.py) ----------------------------------------------------------
 
@@ -467,7 +341,7 @@ class Debugger:
         """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
         matches nothing raises `BreakpointError` and the old set stays."""
         with self.runner.moving(move) as mid:
-            self._lines.set_breakpoints(specs, self._stepper)
+            self._lines.set_breakpoints(specs, self._pass.stepper)
             return self._snapshot(mid)
 
     def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
@@ -487,7 +361,7 @@ class Debugger:
         """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
         line in the evaluation (and the message); the pass stays paused."""
         with self.runner.moving(move) as mid:
-            message, interrupted = self._lines.evaluate(expr, self._stepper)
+            message, interrupted = self._lines.evaluate(expr, self._pass.stepper)
             return self._snapshot(mid, message, cancelled=interrupted)
 
     @cancellable
@@ -502,7 +376,9 @@ class Debugger:
     ) -> DebugState:
         """The tensor viewer's data for a local or an expression at the paused line."""
         with self.runner.moving(move) as mid:
-            message, cut = self._lines.view_tensor(expr, fixed, row_start, col_start, self._stepper)
+            message, cut = self._lines.view_tensor(
+                expr, fixed, row_start, col_start, self._pass.stepper
+            )
             return self._snapshot(mid, message, cancelled=cut)
 
     # -- training (training/intents.py) --------------------------------------------------
@@ -632,36 +508,20 @@ class Debugger:
     # -- snapshot and end ----------------------------------------------------------------
 
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
-        stepper = self._stepper
-        paused = stepper is not None and (stepper.current or stepper.frame) is not None
-        interventions = self.session.interventions.active
-        lines = self._lines.view()
-        return DebugState(
-            move=mid,
-            prompt=self._prompt,
-            status=self._step_status,
-            event=stepper.current if paused else None,
-            reason=stepper.reason if paused else None,
-            events=self._step_events,
-            stepping=self._stepping if paused else None,
-            run=self._run,
-            previous_run=self._previous_run,
-            message=message,
-            breakpoints=self._breakpoints,
-            watch_nonfinite=self._watch,
-            leaves=self._leaves,
-            ablations=tuple(spec.description for spec in interventions),
-            ablated_modules=tuple(sorted({path for path, _ in self._ablations})),
-            generation=self._generation.view(),
-            attention=self._attention,
-            cancelled=cancelled,
-            frame=stepper.frame if paused else None,
-            line_breakpoints=lines.breakpoints,
-            evaluations=lines.evaluations,
-            tensor_view=lines.tensor_view,
-            training=self._training.view(self._prompt),
-            compare=self._compare.view(),
-            measures=self._measures,
+        return assemble_state(
+            mid,
+            message,
+            cancelled,
+            self._probes(),
+            self._pass.view(),
+            self._lines.view(),
+            tuple(spec.description for spec in self.session.interventions.active),
+            tuple(sorted({path for path, _ in self._ablations})),
+            self._generation.view(),
+            self._attention.view(),
+            self._training.view(self._prompt),
+            self._compare.view(),
+            self._measures,
             seq=self.runner.seq(),  # under the lock: the newest snapshot has the highest
         )
 
@@ -672,7 +532,7 @@ class Debugger:
         `closed` is set when done. `wait` is for a model that must be put back (inspect)."""
         self.runner.closing = True
         self.cancel()
-        stepper = self._stepper
+        stepper = self._pass.stepper
         if stepper is not None:
             stepper.interrupt()
         if self.runner.lock.acquire(blocking=wait):
@@ -691,7 +551,7 @@ class Debugger:
     def _teardown(self) -> None:
         if self.closed.is_set():
             return
-        self._end_stepper("idle")
+        self._pass.end("idle", self._lines)
         self.runner.remove_hooks()
         self.session.close()
         self.closed.set()

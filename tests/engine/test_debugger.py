@@ -98,12 +98,12 @@ def test_abort_after_the_move_paused_leaves_the_pass_paused(dbg: Debugger) -> No
     state = dbg.step("into", move=move)
     assert not dbg.cancel(move)  # its move is over: nothing is unwound behind our back
     assert state.status == "paused"
-    assert dbg.state().status == "paused" and dbg._stepper is not None
-    assert dbg._stepper._thread is not None and dbg._stepper._thread.is_alive()
+    assert dbg.state().status == "paused" and dbg._pass.stepper is not None
+    assert dbg._pass.stepper._thread is not None and dbg._pass.stepper._thread.is_alive()
     nxt = dbg.step("into")
     assert nxt.status == "paused" and nxt.event.index == state.event.index + 1
     ended = dbg.abort()
-    assert ended.status == "aborted" and ended.event is None and dbg._stepper is None
+    assert ended.status == "aborted" and ended.event is None and dbg._pass.stepper is None
 
 
 def test_abort_during_a_continue_unwinds_it(dbg: Debugger) -> None:
@@ -124,7 +124,7 @@ def test_abort_during_a_continue_unwinds_it(dbg: Debugger) -> None:
     assert state.status == "aborted" and state.move == move
     names = [e.name for e in state.events]
     assert "transformer.h.0.mlp" in names and "logits" not in names
-    assert dbg._stepper is None
+    assert dbg._pass.stepper is None
 
 
 def test_quit_during_a_generation_of_n_tokens(dbg: Debugger) -> None:

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from gpt_tui.engine.analysis.attention_intents import Attention
 from gpt_tui.engine.analysis.compare_intents import Comparison
 from gpt_tui.engine.core.line_intents import Lines
 from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.core.stepped_pass import SteppedPass
 from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.generation.intents import Generation
 from gpt_tui.engine.training.intents import Training
 
-PARTS = [Comparison, Training, Lines, Generation]
+PARTS = [Comparison, Training, Lines, Generation, SteppedPass, Attention]
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +69,26 @@ def test_each_part_s_view_is_frozen_and_is_what_the_snapshot_shows(dbg: Debugger
     lines = views[Lines].view()
     assert type(lines).__dataclass_params__.frozen
     assert lines.breakpoints == state.line_breakpoints and lines.evaluations == state.evaluations
+
+
+def test_the_stepped_pass_s_view_is_frozen_and_is_what_the_snapshot_shows(dbg: Debugger) -> None:
+    stepped = next(v for v in vars(dbg).values() if isinstance(v, SteppedPass))
+    dbg.run()
+    state = dbg.step("into")
+    view = stepped.view()
+    assert type(view).__dataclass_params__.frozen and state.status == view.status == "paused"
+    assert view.event is state.event and view.events is state.events
+    assert view.stepping is state.stepping and view.run is state.run
+    assert (view.reason, view.frame) == (state.reason, state.frame)
+    ended = dbg.abort()
+    after = stepped.view()
+    assert stepped.stepper is None and after.status == ended.status == "aborted"
+    assert after.event is None and after.stepping is None and after.run is ended.run
+
+
+def test_the_attention_part_s_view_is_what_the_snapshot_shows(dbg: Debugger) -> None:
+    attention = next(v for v in vars(dbg).values() if isinstance(v, Attention))
+    state = dbg.attention(0)
+    view = attention.view()
+    assert view is not None and view is state.attention
+    assert type(view).__dataclass_params__.frozen and view.prompt == state.prompt

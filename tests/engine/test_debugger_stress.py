@@ -53,7 +53,7 @@ def same_stats(a, b) -> bool:
 def mismatches(dbg: Debugger, state: DebugState) -> list[str]:
     """Where the snapshot says something the engine does not hold."""
     bad = []
-    stepper = dbg._stepper
+    stepper = dbg._pass.stepper
     live = forward_threads()
     if state.status == "paused":
         if stepper is None or stepper.finished or not live:
@@ -86,7 +86,7 @@ def mismatches(dbg: Debugger, state: DebugState) -> list[str]:
 
 
 def one_intent(dbg: Debugger, rng: random.Random) -> DebugState:
-    paused_at_line = dbg._stepper is not None and dbg._stepper.frame is not None
+    paused_at_line = dbg._pass.stepper is not None and dbg._pass.stepper.frame is not None
     choices = [
         lambda: dbg.step(rng.choice(["into", "into", "over", "out", "continue"])),
         lambda: dbg.step_line(rng.choice(["next", "into", "continue"])),

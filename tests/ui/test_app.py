@@ -195,7 +195,7 @@ async def test_breakpoint_abort_and_watchpoint() -> None:
         assert not app.stepping and app.paused_at is None
         assert "aborted" in app.query_one(StatusBar).stepper
         assert app.state.run is None  # the pass never finished: no whole run was recorded
-        assert app.debugger.state().status == "aborted" and app.debugger._stepper is None
+        assert app.debugger.state().status == "aborted" and app.debugger._pass.stepper is None
         # w: the watchpoint stops where a NaN first appears.
         Interventions(app.debugger.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
         await press(pilot, "w", "c")

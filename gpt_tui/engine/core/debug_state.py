@@ -227,6 +227,32 @@ class LineView:
 
 
 @dataclass(frozen=True)
+class Probes:
+    """What the Debugger owns that a new stepped pass is set up with."""
+
+    prompt: str
+    breakpoints: frozenset[str]
+    watch: bool
+    leaves: bool
+    line_breakpoints: frozenset[str]
+
+
+@dataclass(frozen=True)
+class SteppedView:
+    """What the snapshot shows of the stepped pass and the recorded runs; the pause's
+    event, reason, records and frame are None unless the pass is paused."""
+
+    status: StepStatus
+    event: StepEvent | None
+    reason: str | None
+    events: tuple[StepEvent, ...]
+    stepping: RunResult | None
+    run: RunResult | None
+    previous_run: RunResult | None
+    frame: FrameSnapshot | None
+
+
+@dataclass(frozen=True)
 class DebugState:
     """The whole debugger at one moment, taken under its lock at the end of an intent.
 
@@ -306,3 +332,50 @@ class DebugState:
         if self.run is not None:
             return f"idle · forward pass recorded {len(self.run.records)} probes"
         return "idle"
+
+
+def assemble_state(
+    move: int,
+    message: str,
+    cancelled: bool,
+    probes: Probes,
+    stepped: SteppedView,
+    lines: LineView,
+    interventions: tuple[str, ...],
+    ablated_modules: tuple[str, ...],
+    generation: GenerationView | None,
+    attention: AttentionView | None,
+    training: TrainingView | None,
+    compare: CompareView | None,
+    measures: MeasuresView | None,
+    seq: int,
+) -> DebugState:
+    """The snapshot, from what the Debugger owns and its parts' views."""
+    return DebugState(
+        move=move,
+        prompt=probes.prompt,
+        status=stepped.status,
+        event=stepped.event,
+        reason=stepped.reason,
+        events=stepped.events,
+        stepping=stepped.stepping,
+        run=stepped.run,
+        previous_run=stepped.previous_run,
+        message=message,
+        breakpoints=probes.breakpoints,
+        watch_nonfinite=probes.watch,
+        leaves=probes.leaves,
+        ablations=interventions,
+        ablated_modules=ablated_modules,
+        generation=generation,
+        attention=attention,
+        cancelled=cancelled,
+        frame=stepped.frame,
+        line_breakpoints=lines.breakpoints,
+        evaluations=lines.evaluations,
+        tensor_view=lines.tensor_view,
+        training=training,
+        compare=compare,
+        measures=measures,
+        seq=seq,
+    )

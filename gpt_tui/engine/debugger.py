@@ -24,22 +24,12 @@ from .analysis.compare_intents import BSpec, Comparison
 from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
 from .analysis.measures import MeasuresView, measure
 from .analysis.patching import What
-from .core.debug_state import (
-    DebugState,
-    GenerationSettings,
-    ModelInfo,
-    Probes,
-    assemble_state,
-)
+from .core.debug_state import DebugState, GenerationSettings, ModelInfo, Probes, assemble_state
 from .core.frames import LINE_MOVES
 from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
 from .core.stepped_pass import MOVES, SteppedPass, module_move
-from .core.views import (
-    default_prompt,
-    model_info,
-    run_from_trace,
-)
+from .core.views import default_prompt, model_info, run_from_trace
 from .generation.intents import Generation, to_sampling
 from .generation.sampling import check_sampling_settings
 from .training.intents import TRAIN_MOVES, Training
@@ -54,7 +44,7 @@ if TYPE_CHECKING:
 
 class Debugger:
     """Debugging intents on one open `Session`. Its `runner` (held, not inherited) runs
-    every intent under one lock and is the only way in: see moves.py."""
+    every intent under one lock and is the only way in: see core/runner.py."""
 
     def __init__(self, session: Session, *, seed: int = 0) -> None:
         self.session = session

@@ -31,6 +31,7 @@ from .help_sections import help_sections
 from .intents import Intents
 from .key_queue import KeyQueue
 from .messages import IntentFailed, IntentRequested, SessionFailed, SessionOpened, StateUpdated
+from .opening import NARROW_WIDTH, open_debugger, show_open_error, update_layout
 from .settings import UserSettings
 from .tabs import TAB_BY_ID, TABS, TabContext
 from .widgets.attention_heatmap import AttentionPanel
@@ -49,10 +50,6 @@ if TYPE_CHECKING:
     from ..engine.core.debug_state import DebugState, ModelInfo
     from ..engine.core.session import ModelSpec, ProgressFn, Session
     from ..engine.debugger import Debugger
-
-# Below this width a focused tab takes the whole width (the tree comes back with escape);
-# wider, the tree shrinks to a rail of names beside it.
-NARROW_WIDTH = 100
 
 # Set to 1 to leave out the memory figure (it changes between runs): snapshots, demos.
 HIDE_MEMORY_ENV = "GPT_TUI_HIDE_MEMORY"
@@ -150,7 +147,8 @@ class GptTuiApp(App[int]):
     # -- opening the model ---------------------------------------------------------------
 
     async def _opening(self, progress: ProgressFn) -> None:
-        await in_daemon(lambda: self._open(self.spec, progress))
+        spec, session, setup = self.spec, self._session, self._setup
+        self.post_message(await in_daemon(lambda: open_debugger(spec, session, setup, progress)))
 
     async def _fetch_facts(self, debugger: Debugger) -> None:
         """Init rows, train/eval mode and a line to break at, read from the model once."""
@@ -160,20 +158,6 @@ class GptTuiApp(App[int]):
         self.facts = await in_daemon(lambda: model_facts(session.model, session.family))
         for tab in self._mounted_tabs:
             self._feed(tab)
-
-    def _open(self, spec: ModelSpec, progress: ProgressFn) -> None:
-        from ..engine.core.session import Session
-        from ..engine.debugger import Debugger
-        from ..errors import GptTuiError
-
-        try:
-            debugger = Debugger(self._session or Session.open(spec, progress), seed=spec.seed)
-            if self._setup is not None:
-                self._setup(debugger)
-        except GptTuiError as err:
-            self.post_message(SessionFailed(describe_error(err)))
-            return
-        self.post_message(SessionOpened(debugger, debugger.info(), debugger.state()))
 
     async def on_session_opened(self, message: SessionOpened) -> None:
         self.debugger = message.debugger
@@ -204,23 +188,7 @@ class GptTuiApp(App[int]):
         self._waiting.replay()
 
     def on_session_failed(self, message: SessionFailed) -> None:
-        self._show_open_error(message.error)
-
-    def _show_open_error(self, error: str) -> None:
-        self.open_error = error
-        self.query_one(LoadingPanel).display = False
-        self.query_one("#tree").loading = False
-        self.query_one("#tabs").loading = False
-        self.query_one(StatusBar).loading_text = "no model"
-        box = self.query_one("#message", Static)
-        box.update(
-            f"[b red]Could not open the model[/]\n\n{error}\n\n"
-            "[dim]Quit with q and start again with other model arguments "
-            "(gpt-tui --help).[/]"
-        )
-        box.display = True
-        self.query_one("#tabs").display = False
-        self.query_one(ModuleTree).focus()
+        show_open_error(self, message.error)
 
     # -- intents -------------------------------------------------------------------------
 
@@ -231,7 +199,7 @@ class GptTuiApp(App[int]):
         if event.state == WorkerState.ERROR:
             error = describe_error(worker.error) if worker.error else "unknown error"
             if worker.group == "open":
-                self._show_open_error(error)
+                show_open_error(self, error)
                 return
             self.notify(error, title=f"{worker.name} failed", severity="error", timeout=8)
             for tab in self._mounted_tabs:  # the pane that asked ends its "working…" line
@@ -369,24 +337,10 @@ class GptTuiApp(App[int]):
     # -- layout: the focused side gets the room -----------------------------------------
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        self._update_layout()
+        update_layout(self)
 
     def on_resize(self, event: events.Resize) -> None:
-        self._update_layout()
-
-    def _update_layout(self) -> None:
-        """A tab with the focus gets the width its columns need: the tree becomes a rail
-        of names (or, below NARROW_WIDTH columns, steps aside) until it has the focus."""
-        focused = self.focused
-        if focused is None or focused.screen is not self.screen:
-            return
-        body = self.query_one("#body")
-        right = self.query_one("#right")
-        if focused in right.walk_children() or focused is right:
-            body.add_class("-tabs-focused")
-        elif focused in self.query_one("#left").walk_children():
-            body.remove_class("-tabs-focused")
-        body.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+        update_layout(self)
 
     # -- tabs ----------------------------------------------------------------------------
 

@@ -22,3 +22,66 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+class Terminal:
+    """A real terminal: one tmux session on a tmux server of its own.
+
+    A private server (`tmux -L`) keeps tests that run side by side from sharing a
+    server, whose options and sizes they would otherwise change for each other.
+    """
+
+    TIMEOUT = 120.0  # seconds; two busy CPU cores make torch's import slow
+
+    def __init__(self, name: str) -> None:
+        self.socket = f"gpt-tui-test-{name}-{os.getpid()}"
+        self.session = "main"
+
+    def tmux(self, *args: str) -> str:
+        import subprocess
+
+        command = ["tmux", "-L", self.socket, *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+    def start(self, shell: str, width: int, height: int) -> None:
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", self.session,
+                  "-x", str(width), "-y", str(height), shell)
+        self.tmux("resize-window", "-t", self.session, "-x", str(width), "-y", str(height))
+
+    def screen(self) -> str:
+        import subprocess
+
+        try:
+            return self.tmux("capture-pane", "-p", "-t", self.session)
+        except subprocess.CalledProcessError:
+            return "(the tmux session has ended)"
+
+    def keys(self, *names: str) -> None:
+        self.tmux("send-keys", "-t", self.session, *names)
+
+    def wait_for(self, what: str, condition) -> None:
+        """Poll the terminal (an outside process: no event to wait on), bounded."""
+        import time
+
+        deadline = time.monotonic() + self.TIMEOUT
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"timed out waiting for {what}; the screen was:\n{self.screen()}")
+
+    def close(self) -> None:
+        import subprocess
+
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def terminal(request):
+    import shutil
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    term = Terminal(request.node.name.replace("[", "-").rstrip("]"))
+    yield term
+    term.close()

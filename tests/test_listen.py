@@ -297,11 +297,9 @@ def test_several_ranks_listening_ask_for_a_rank(monkeypatch, capsys) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_attach_app_in_a_real_terminal(tmp_path: Path) -> None:
+def test_attach_app_in_a_real_terminal(tmp_path: Path, terminal) -> None:
     import os
     import shlex
-    import time
 
     path = tmp_path / "run.sock"
     train = subprocess.Popen(
@@ -312,44 +310,26 @@ def test_attach_app_in_a_real_terminal(tmp_path: Path) -> None:
         env=ONE_THREAD,
     )
     exit_file = tmp_path / "exit"
-    session = f"ls-attach-app-{os.getpid()}"
     env = f"GPT_TUI_HIDE_MEMORY=1 PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))}"
     shell = (
         f"env {env} {shlex.quote(sys.executable)} -m gpt_tui attach {path} --app; "
         f"echo EXIT=$? > {exit_file}; sleep 60"
     )
-
-    def tmux(*args: str) -> str:
-        return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
-
-    def screen() -> str:
-        try:
-            return tmux("capture-pane", "-p", "-t", session)
-        except subprocess.CalledProcessError:
-            return "(the tmux session has ended)"
-
-    def wait_for(what: str, condition) -> None:
-        """Poll the terminal (an outside process: no event to wait on), bounded."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.1)
-        pytest.fail(f"timed out waiting for {what}; the screen was:\n{screen()}")
-
+    screen = terminal.screen
     try:
         assert f"listening on {path}" in train.stderr.readline()
-        tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", shell)
-        wait_for("the app on the run's copy", lambda: "lm_head" in screen())
-        tmux("send-keys", "-t", session, "6")
-        wait_for("the Train tab on the run's batch", lambda: "from the run's batch" in screen())
-        tmux("send-keys", "-t", session, "q")
-        wait_for("the attach to end", exit_file.exists)
+        terminal.start(shell, 100, 30)
+        terminal.wait_for("the app on the run's copy", lambda: "lm_head" in screen())
+        terminal.keys("6")
+        terminal.wait_for(
+            "the Train tab on the run's batch", lambda: "from the run's batch" in screen()
+        )
+        terminal.keys("q")
+        terminal.wait_for("the attach to end", exit_file.exists)
         assert exit_file.read_text().strip() == "EXIT=0"
         assert "detached: the run goes on" in screen()
         out, err = train.communicate(timeout=120)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         train.kill()
         train.wait()
     assert train.returncode == 0, err

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from . import render
 
 if TYPE_CHECKING:
-    from ..engine.analysis.tensors import TensorView
     from ..engine.core.debug_state import DebugState
     from ..engine.core.frames import Evaluation, FrameSnapshot, Value
+    from ..engine.core.tensors import TensorView
 
 CONTEXT = 4  # source lines shown above and below the current one
 SLICE_ROWS = 12

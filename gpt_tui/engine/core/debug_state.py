@@ -18,11 +18,11 @@ if TYPE_CHECKING:  # annotations only: the UI imports this module before torch l
     from ..analysis.measures import MeasuresView
     from ..analysis.patching import PatchSweep
     from ..analysis.summary import ModelSummary
-    from ..analysis.tensors import TensorView
     from ..generation.sampling import Candidate, SamplingStep
     from ..training.health import Health
     from ..training.step import StepOptions, StepReport
     from .frames import Evaluation, FrameSnapshot
+    from .tensors import TensorView
     from .trace import AttentionPattern, ProbeRecord, StepEvent
 
 # idle: no stepped pass; paused: a stepped pass waits at `event`; finished / aborted:

@@ -29,12 +29,12 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..analysis.probes import unwrap_model
-from ..analysis.stats import rows_to_stats, stats_row
-from ..analysis.tensors import TensorView, view_tensor
 from .line_breakpoints import BreakpointError as BreakpointError  # re-exported
 from .line_breakpoints import Breakpoints, resolve_breakpoints
 from .line_tracer import make_backend
+from .model_access import unwrap_model
+from .stats import rows_to_stats, stats_row
+from .tensors import TensorView, view_tensor
 
 LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[2] / "models"

@@ -18,9 +18,9 @@ from .frames import (
 )
 
 if TYPE_CHECKING:
-    from ..analysis.tensors import TensorView
     from .session import Session
     from .stepping import ForwardStepper
+    from .tensors import TensorView
 
 
 class Lines:

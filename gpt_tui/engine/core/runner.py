@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from ...errors import GptTuiError
-from ..analysis.probes import find_block_list, unwrap_model
-from .model_access import raised_in_user_code
+from .model_access import find_block_list, raised_in_user_code, unwrap_model
 
 if TYPE_CHECKING:
     from .debug_state import DebugState

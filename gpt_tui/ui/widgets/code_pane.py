@@ -22,8 +22,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from ...engine.analysis.tensors import TensorView
 from ...engine.core.frames import Evaluation, FrameSnapshot, Value
+from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number

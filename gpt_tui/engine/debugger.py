@@ -249,7 +249,9 @@ class Debugger:
         """The Cost tab's numerics (dtype) or memory and FLOPs (batch, block); measures.py."""
 
         def body(mid: int) -> DebugState:
-            self._measures = measure(self.session, self._prompt, self._measures, kind, *args)
+            self._measures = measure(
+                self.session, self._prompt, self._measures, kind, *args, runner=self.runner, mid=mid
+            )
             return self._snapshot(mid)
 
         return self.runner.intent(move, body, kind)

@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 from ...errors import GptTuiError
 from .flops import CostReport, cost_report
 from .memory import MemoryReport, memory_report
-from .numerics import NumericsReport, numerics
+from .numerics import Cancels, NumericsReport, numerics
 
 if TYPE_CHECKING:
-    from ..core.runner import MoveRunner
     from ..core.session import Session
 
 KINDS = ("numerics", "cost")
@@ -34,7 +33,7 @@ def measure(
     view: MeasuresView | None,
     kind: str,
     *args: object,
-    runner: MoveRunner | None = None,
+    runner: Cancels | None = None,
     mid: int = 0,
 ) -> MeasuresView:
     """`view` with one part recomputed: ("numerics", dtype) on the prompt, or ("cost",

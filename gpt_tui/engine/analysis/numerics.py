@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,6 @@ from .compare import Comparison, Run, compare, tolerance_for
 from .probes import PendingRecord, Probes
 
 if TYPE_CHECKING:
-    from ..core.runner import MoveRunner
     from ..core.session import Session
 
 FORMATS: tuple[str, ...] = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
@@ -231,6 +230,14 @@ def _heads(calls: dict[int, AttentionCall]) -> tuple[HeadNumerics, ...]:
     return tuple(out)
 
 
+class Cancels(Protocol):
+    """What the what-if needs of the Debugger's runner (core/runner.py) to be cancelled."""
+
+    def check(self, mid: int) -> Callable[[], None]: ...
+
+    def cancellable_model(self, model: nn.Module) -> AbstractContextManager[None]: ...
+
+
 class _Fp8Rounding:
     """A copy of the model whose Linear weights and inputs are rounded through fp8."""
 
@@ -252,7 +259,7 @@ def _nan_last(x: float) -> float:
 
 
 def what_if(
-    model: nn.Module, ids: Sequence[int], name: str, runner: MoveRunner | None = None, mid: int = 0
+    model: nn.Module, ids: Sequence[int], name: str, runner: Cancels | None = None, mid: int = 0
 ) -> WhatIf:
     """Run `ids` in fp32 and in `name` and name the first module where they part. The
     copies carry none of the model's hooks; with `runner`, a cancel of move `mid` stops
@@ -288,7 +295,7 @@ def numerics(
     dtype: str = "bfloat16",
     *,
     fp32_check: bool = True,
-    runner: MoveRunner | None = None,
+    runner: Cancels | None = None,
     mid: int = 0,
 ) -> NumericsReport:
     """The pass on `prompt`: per-module ranges in every format, per-head logits and entropy,

@@ -117,3 +117,30 @@ async def test_numerics_values_sit_under_their_headers(size: tuple[int, int]) ->
                 start = header.index(name)
                 under = line[start : start + len(name)].strip()
                 assert under[:1].isdigit(), (name, line)  # the value, not a bar or blank
+
+
+def on_screen(app) -> str:
+    """The screen as painted: what the terminal shows."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_a_dtype_switch_never_leaves_the_numerics_table_squashed(
+    size: tuple[int, int],
+) -> None:
+    """The app may paint between the table's refill and its next idle: that paint must
+    already give each column its width, since nothing repaints the table after (its size
+    did not change). Before, the columns stayed as narrow as their labels ("transf")."""
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "9")
+        panel = app.query_one(CostPanel)
+        for dtype in ("float8_e4m3fn", "float16", "bfloat16"):
+            panel.dtype = dtype  # as its button does: the table is refilled at once
+            on_screen(app)  # a paint before the table idles
+            await settle(pilot)
+            lines = on_screen(app).splitlines()
+            header = next(line for line in lines if "absmax" in line)
+            assert header.index("absmax") > len(" transformer.h.0.attn.c_proj"), header
+            assert any(" transformer.h.0.attn.c_proj " in line for line in lines), dtype

@@ -100,6 +100,7 @@ class GptTuiApp(App[int]):
         self._tabs = TabViews(self, self._intents)  # built tabs and the views they asked for
         self._stepper = StepperLine(self, self._intents)  # the status field, and x
         self._waiting = KeyQueue(self)  # keys pressed while the model opens
+        self._pressed = False  # a mouse button is down: the layout waits for its release
         self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
     # -- what the snapshot says ----------------------------------------------------------
@@ -259,7 +260,12 @@ class GptTuiApp(App[int]):
             return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
-            await super().on_event(event)
+            pressed = isinstance(event, events.MouseDown) and not event.is_forwarded
+            released = isinstance(event, events.MouseUp) and not event.is_forwarded
+            self._pressed = pressed or (self._pressed and not released)
+            await super().on_event(event)  # a release makes the click here
+            if released:
+                update_layout(self)
             return
         if self.screen is self.screen_stack[0]:
             # Escape's work done now (replayed, it would still be bubbling up from the
@@ -285,7 +291,10 @@ class GptTuiApp(App[int]):
     # -- layout: the focused side gets the room -----------------------------------------
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        update_layout(self)
+        # Focused by a press: the layout changes once it is released, so the click
+        # lands on the widget the press began on, not on what moved under the pointer.
+        if not self._pressed:
+            update_layout(self)
 
     def on_resize(self, event: events.Resize) -> None:
         update_layout(self)

@@ -44,19 +44,8 @@ class Terminal:
         return subprocess.run(command, check=True, capture_output=True, text=True).stdout
 
     def start(self, shell: str, width: int, height: int) -> None:
-        self.tmux(
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            self.session,
-            "-x",
-            str(width),
-            "-y",
-            str(height),
-            shell,
-        )
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", self.session,
+                  "-x", str(width), "-y", str(height), shell)
         self.tmux("resize-window", "-t", self.session, "-x", str(width), "-y", str(height))
 
     def screen(self) -> str:

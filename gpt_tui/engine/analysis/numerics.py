@@ -276,8 +276,8 @@ def what_if(
         tol = tolerance_for(dtype)
     other.eval()
     with ExitStack() as cancellable:
-        for copied in (base, other) if runner is not None else ():
-            if copied is not model:
+        if runner is not None:  # the model itself has the runner's checks already
+            for copied in (m for m in (base, other) if m is not model):
                 cancellable.enter_context(runner.cancellable_model(copied))
         result: Comparison = compare(
             Run(base, list(ids)), Run(other, list(ids), label=name), leaves=True, tolerance=tol

@@ -39,12 +39,8 @@ def log(line: str) -> None:
     print(f"gpt-tui listen: {line}", file=sys.stderr, flush=True)
 
 
-def _elements(n: int) -> str:
-    return f"{n:,} element" + ("" if n == 1 else "s")
-
-
 def describe_changes(applied: list[list[Any]]) -> str:
-    return ", ".join(f"{name} ({_elements(changed)} of {total:,} changed)"
+    return ", ".join(f"{name} ({changed:,} of {total:,} elements changed)"
                      for name, changed, total in applied)  # fmt: skip
 
 

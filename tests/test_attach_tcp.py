@@ -1,0 +1,132 @@
+"""`gpt_tui.listen(..., tcp=PORT)`: loopback only unless asked, a token per listen, proved
+by both ends; a wrong or missing token is refused in one line and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from test_listen import ONE_THREAD, SCRIPT, unattached_losses
+
+import gpt_tui
+from gpt_tui.cli import run
+from gpt_tui.errors import GptTuiError
+from gpt_tui.listener.wire import receive, send
+from gpt_tui.models import build_model, make_config
+
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+), token (\S+) \(in (\S+);")
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch) -> Path:
+    folder = tmp_path / "rt"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    return folder
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ONE_THREAD, "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"]},
+    )
+
+
+def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys) -> None:
+    train = _start("tcp", "2")
+    try:
+        found = LISTENING.search(train.stderr.readline())
+        assert found, "the run printed no endpoint"
+        port, token, record = int(found[1]), found[2], Path(found[3])
+        assert stat.S_IMODE(record.stat().st_mode) == 0o600
+        assert json.loads(record.read_text())["token"] == token
+        where = f"127.0.0.1:{port}"
+
+        assert run(["attach", where, "--token", "not-the-token"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "the run refused: wrong token" in err
+
+        silent = socket.create_connection(("127.0.0.1", port))  # sends nothing, goes
+        silent.makefile("rb").readline()  # the challenge
+        silent.close()
+
+        assert run(["attach", where, "--token", token, "--json"]) == 0
+        state = json.loads(capsys.readouterr().out)["state"]
+        assert state["step"] >= 1 and state["batch"] == [[2, 16]] * 2
+        assert run(["attach", where]) == 0  # a local run: its token file is found
+        assert "detached: the run goes on" in capsys.readouterr().out
+        out, log = train.communicate(timeout=120)
+    finally:
+        train.kill()
+        train.wait()
+    assert train.returncode == 0, log
+    assert "wrong token" in log and "the client detached; the run goes on" in log
+    refused = [line for line in log.splitlines() if "refused 127.0.0.1:" in line]
+    assert len(refused) == 2, log  # the wrong token, the client that sent none
+    losses = json.loads(out)
+    assert losses == unattached_losses(len(losses))
+    assert not record.exists()
+
+
+def test_a_server_without_the_token_is_not_trusted(runtime: Path, capsys) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def impostor() -> None:
+        conn, _ = server.accept()
+        reader = conn.makefile("rb")
+        send(conn, {"challenge": "ab" * 32})
+        receive(reader)
+        send(conn, {"proof": "00" * 32})  # it cannot prove the token
+        conn.close()
+
+    thread = threading.Thread(target=impostor)
+    thread.start()
+    try:
+        assert run(["attach", f"127.0.0.1:{port}", "--token", "x" * 20]) == 2
+    finally:
+        thread.join(30)
+        server.close()
+    err = capsys.readouterr().err
+    assert "did not prove it knows the token: not the run you meant" in err
+
+
+def test_tcp_is_loopback_unless_remote_is_allowed(runtime: Path, capfd) -> None:
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    remote = gpt_tui.listen(model, optimizer=opt, tcp=0, host="0.0.0.0")
+    with pytest.raises(GptTuiError, match="pass allow_remote=True if you mean it"), remote:
+        pass
+    for bad in (70000, True, "7000"):
+        with (
+            pytest.raises(GptTuiError, match="a port number"),
+            gpt_tui.listen(model, optimizer=opt, tcp=bad),
+        ):
+            pass
+    capfd.readouterr()
+    with gpt_tui.listen(model, optimizer=opt, tcp=0, host="0.0.0.0", allow_remote=True) as lis:
+        assert lis._server.getsockname()[0] == "0.0.0.0"
+    err = capfd.readouterr().err
+    assert "warning: 0.0.0.0:" in err and "open to other machines" in err
+    with gpt_tui.listen(model, optimizer=opt, tcp=0) as lis:
+        assert lis._server.getsockname()[0] == "127.0.0.1"
+    assert "warning" not in capfd.readouterr().err
+    assert not list((runtime / "gpt-tui" / "runs").glob("*.tcp"))  # removed at the end
+
+
+def test_attach_without_a_token_for_a_foreign_port_is_one_line(runtime: Path, capsys) -> None:
+    assert run(["attach", "127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no token for 127.0.0.1:9: give --token" in err

@@ -202,3 +202,89 @@ def test_watch_with_listen_shows_the_watch_figures_in_attach(tmp_path: Path, cap
     watch = next(line for line in printed.splitlines() if line.startswith("watch: "))
     assert watch.startswith("watch: checks every step, at step ")
     assert "step 2: the first non-finite value is in forward at transformer.h.1.mlp" in watch
+
+
+RANKS_SCRIPT = """
+import json, sys, torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+import gpt_tui
+from gpt_tui.models import build_model, make_config
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model = DistributedDataParallel(build_model(make_config("tiny", "nanogpt"), "cpu", seed=0))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+gen = torch.Generator().manual_seed(1 + rank)
+with gpt_tui.listen(model, optimizer=opt, every=2) as listener:
+    after = 0
+    for _ in range(5000):
+        x = torch.randint(65, (2, 16), generator=gen)
+        _, loss = model(x, x.roll(-1, 1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        done = torch.tensor([listener.clients])  # every rank stops 3 steps after the attach
+        dist.all_reduce(done, op=dist.ReduceOp.MAX)
+        after += int(done.item()) >= 1
+        if after >= 3:
+            break
+weights = [p.detach().double().sum().item() for p in model.parameters()]
+print(json.dumps({"rank": rank, "weights": weights}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_changes_sent_to_one_rank_reach_every_rank(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import re
+    import shutil
+    import signal
+    import tempfile
+    import threading
+
+    runtime = Path(tempfile.mkdtemp(prefix="gl-"))  # short: a socket's path is limited
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )  # fmt: skip
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))  # a hang's bound
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if sum("listening on" in seen for seen in lines) == 2:
+                break
+        rank1 = re.search(r"listening on (\S+\.rank1\.sock)", "".join(lines))
+        assert rank1 is not None, lines
+        conn, reader = _raw_attach(Path(rank1[1]))
+        blob = _tensor_file({CHANGED: torch.zeros(32, 32)})
+        send(conn, {"op": "apply", "bytes": len(blob)}, blob)
+        assert receive(reader)["applied"] == [[CHANGED, 32 * 32, 32 * 32]]
+        send(conn, {"op": "detach"})
+        assert "detached" in receive(reader)
+        conn.close()
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=300) == 0, "".join(lines)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(runtime, ignore_errors=True)
+    log = "".join(lines)
+    assert "gpt-tui listen: applied the client's changes at step" in log
+    assert "rank 0 applied rank 1's client's changes at step" in log
+    weights = {}
+    for match in re.finditer(r'\{"rank": \d+, "weights": \[[^\]]*\]\}', log):
+        data = json.loads(match[0])
+        weights[data["rank"]] = data["weights"]
+    assert len(weights) == 2 and weights[0] == weights[1]  # the replicas are still one model

@@ -288,3 +288,24 @@ def test_changes_sent_to_one_rank_reach_every_rank(tmp_path: Path, monkeypatch) 
         data = json.loads(match[0])
         weights[data["rank"]] = data["weights"]
     assert len(weights) == 2 and weights[0] == weights[1]  # the replicas are still one model
+
+
+def test_watch_listen_arguments_are_checked_up_front(tmp_path: Path) -> None:
+    import gpt_tui
+    from gpt_tui.errors import GptTuiError
+
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cases = [
+        ({"listen": True}, "needs optimizer="),
+        ({"optimizer": opt, "listen": {"port": 1}}, "allow_remote, every, host, path, tcp"),
+        ({"optimizer": opt, "listen": "yes"}, "True, or a dict of gpt_tui.listen's arguments"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(GptTuiError, match=message), gpt_tui.watch(model, **kwargs):
+            pass
+        assert not model._forward_hooks and not opt._optimizer_step_post_hooks  # all removed
+    path = tmp_path / "w.sock"
+    with gpt_tui.watch(model, optimizer=opt, listen={"path": path}) as handle:
+        assert handle.listener is not None and path.exists()
+    assert not path.exists()

@@ -98,6 +98,8 @@ def run_attach(args: argparse.Namespace, run: Callable[[App], object]) -> int:
         first = receive(reader)
         if "error" in first:
             raise UserError(f"the run refused: {first['error']}")
+        if not isinstance(first.get("attached"), dict):
+            raise UserError(f"{endpoint} is not a gpt-tui run listening (it said {first!r:.60})")
         answers["state"] = first["attached"]
         answers["health"] = client.ask("health")
         for op in args.do:
@@ -191,6 +193,10 @@ def _app_session(
 
 def _receive_case(reader: IO[bytes], files: Any, folder: Path) -> None:
     """The case's files as the run sends them, each name checked to stay in `folder`."""
+    if not isinstance(files, list) or not all(
+        isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) for f in files
+    ):
+        raise UserError("the run sent a malformed list of case files: refused")
     for name, size in files:
         parts = PurePosixPath(name).parts
         if not parts or PurePosixPath(name).is_absolute() or ".." in parts:

@@ -197,9 +197,12 @@ class Listener:
             data = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
         dist.broadcast(data, src=dist.get_global_rank(self.group, src), group=self.group)
         if blob is None:
-            applied = answers.apply_changes(
-                self.model, answers.read_changes(self.model, data.numpy().tobytes())
-            )
+            try:
+                changes = answers.read_changes(self.model, data.numpy().tobytes())
+            except answers.ChangeError as err:  # a rank whose model differs: said, not fatal
+                log(f"rank {self.rank} could not apply rank {src}'s changes: {err}")
+                return
+            applied = answers.apply_changes(self.model, changes)
             log(f"rank {self.rank} applied rank {src}'s client's changes at step "
                 f"{self.step}: {describe_changes(applied)}")  # fmt: skip
 
@@ -271,7 +274,16 @@ class _Session:
             elif op == "apply":
                 send(self.conn, self._apply(request.get("bytes")))
             else:
-                send(self.conn, self._answer(op))
+                send(self.conn, self._safely(op))
+
+    def _safely(self, op: Any) -> dict[str, Any]:
+        """A request that fails on this model is the client's answer, not the run's end."""
+        try:
+            return self._answer(op)
+        except Exception as err:  # the user's model may raise anything
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            log(f"the request {op!r} failed ({why}); the run goes on")
+            return {"error": why}
 
     def _answer(self, op: Any) -> dict[str, Any]:
         run = self.listener

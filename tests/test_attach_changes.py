@@ -217,7 +217,8 @@ rank = dist.get_rank()
 model = DistributedDataParallel(build_model(make_config("tiny", "nanogpt"), "cpu", seed=0))
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 gen = torch.Generator().manual_seed(1 + rank)
-with gpt_tui.listen(model, optimizer=opt, every=2) as listener:
+where = {"tcp": 0} if sys.argv[1] == "tcp" else {}
+with gpt_tui.listen(model, optimizer=opt, every=2, **where) as listener:
     after = 0
     for _ in range(5000):
         x = torch.randint(65, (2, 16), generator=gen)
@@ -236,8 +237,21 @@ dist.destroy_process_group()
 """
 
 
+def _tcp_attach(host: str, port: int, token: str) -> tuple[socket.socket, object]:
+    from gpt_tui.listener.wire import client_handshake
+
+    conn = socket.create_connection((host, port))
+    reader = conn.makefile("rb")
+    client_handshake(conn, reader, token)
+    assert "attached" in receive(reader)
+    return conn, reader
+
+
 @pytest.mark.slow
-def test_changes_sent_to_one_rank_reach_every_rank(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("endpoint", ["unix", "tcp"])
+def test_changes_sent_to_one_rank_reach_every_rank(
+    tmp_path: Path, monkeypatch, endpoint: str
+) -> None:
     import os
     import re
     import shutil
@@ -251,7 +265,7 @@ def test_changes_sent_to_one_rank_reach_every_rank(tmp_path: Path, monkeypatch) 
     script.write_text(RANKS_SCRIPT)
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script)],
+         str(script), endpoint],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
     )  # fmt: skip
@@ -263,9 +277,14 @@ def test_changes_sent_to_one_rank_reach_every_rank(tmp_path: Path, monkeypatch) 
             lines.append(line)
             if sum("listening on" in seen for seen in lines) == 2:
                 break
-        rank1 = re.search(r"listening on (\S+\.rank1\.sock)", "".join(lines))
-        assert rank1 is not None, lines
-        conn, reader = _raw_attach(Path(rank1[1]))
+        if endpoint == "unix":
+            rank1 = re.search(r"listening on (\S+\.rank1\.sock)", "".join(lines))
+            assert rank1 is not None, lines
+            conn, reader = _raw_attach(Path(rank1[1]))
+        else:  # each rank's token file, beside its pid
+            (record,) = (runtime / "gpt-tui" / "runs").glob("*.rank1.tcp")
+            data = json.loads(record.read_text())
+            conn, reader = _tcp_attach(data["host"], data["port"], data["token"])
         blob = _tensor_file({CHANGED: torch.zeros(32, 32)})
         send(conn, {"op": "apply", "bytes": len(blob)}, blob)
         assert receive(reader)["applied"] == [[CHANGED, 32 * 32, 32 * 32]]

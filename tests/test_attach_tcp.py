@@ -45,7 +45,7 @@ def _start(*args: str) -> subprocess.Popen:
 
 
 def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys) -> None:
-    train = _start("tcp", "2")
+    train = _start("tcp", "3")
     try:
         found = LISTENING.search(train.stderr.readline())
         assert found, "the run printed no endpoint"
@@ -67,6 +67,8 @@ def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys) -> None:
         assert state["step"] >= 1 and state["batch"] == [[2, 16]] * 2
         assert run(["attach", where]) == 0  # a local run: its token file is found
         assert "detached: the run goes on" in capsys.readouterr().out
+        assert run(["attach", str(train.pid)]) == 0  # by process id: the same file
+        assert f"attached to pid {train.pid}" in capsys.readouterr().out
         out, log = train.communicate(timeout=120)
     finally:
         train.kill()

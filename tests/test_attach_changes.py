@@ -183,7 +183,15 @@ def test_changes_that_do_not_fit_the_run_are_refused_and_change_nothing(tmp_path
 
 def test_watch_with_listen_shows_the_watch_figures_in_attach(tmp_path: Path, capsys) -> None:
     path = tmp_path / "run.sock"
-    train = _start(str(path), "1", "--watch", "--nan-at", "2")
+    train = _start(str(path), "2", "--watch", "--nan-at", "2")
+    seen: dict = {}
+
+    async def drive(app) -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _settle(pilot)
+            seen["source"] = app.state.training.batch.source
+            await pilot.press("q")
+
     try:
         lines = []
         while f"listening on {path}" not in "".join(lines):
@@ -193,6 +201,8 @@ def test_watch_with_listen_shows_the_watch_figures_in_attach(tmp_path: Path, cap
                 break
         assert run(["attach", str(path)]) == 0
         printed = capsys.readouterr().out
+        app_attach = parse_args(["attach", str(path), "--app"])
+        assert run_attach(app_attach, run=lambda app: asyncio.run(drive(app))) == 0
         out, log = train.communicate(timeout=120)
     finally:
         train.kill()
@@ -201,7 +211,9 @@ def test_watch_with_listen_shows_the_watch_figures_in_attach(tmp_path: Path, cap
     assert "health: last " in printed and "non-finite weights and gradients" in printed
     watch = next(line for line in printed.splitlines() if line.startswith("watch: "))
     assert watch.startswith("watch: checks every step, at step ")
-    assert "step 2: the first non-finite value is in forward at transformer.h.1.mlp" in watch
+    finding = "step 2: the first non-finite value is in forward at transformer.h.1.mlp"
+    assert finding in watch
+    assert f"; watch: {finding}" in seen["source"]  # beside the run's batch in the Train tab
 
 
 RANKS_SCRIPT = """

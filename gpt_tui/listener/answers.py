@@ -167,6 +167,9 @@ def write_live_case(
     root = Path(tempfile.mkdtemp(prefix="gpt-tui-attach-"))  # 0700, this user's
     loss = "" if facts["loss"] is None else f", loss {facts['loss']:.4f}"
     summary = f"the live run, pid {os.getpid()}, at step {step}{loss}"
+    watch = facts.get("health", {}).get("watch")
+    if watch is not None:  # the app shows the summary beside the run's batch: keep it there
+        summary += f"; watch: {watch['finding'] or 'no non-finite value so far'}"
     tensors = tuple(t for t in batch if isinstance(t, torch.Tensor))
     finding = Finding(step, cast(Any, "attach"), "the live run", summary)
     written = write_case(root, inner_module(model), finding, tensors, None)

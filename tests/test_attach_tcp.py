@@ -44,7 +44,7 @@ def _start(*args: str) -> subprocess.Popen:
     )
 
 
-def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys) -> None:
+def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys, monkeypatch) -> None:
     train = _start("tcp", "3")
     try:
         found = LISTENING.search(train.stderr.readline())
@@ -62,7 +62,13 @@ def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys) -> None:
         silent.makefile("rb").readline()  # the challenge
         silent.close()
 
-        assert run(["attach", where, "--token", token, "--json"]) == 0
+        monkeypatch.setenv("GPT_TUI_ATTACH_TOKEN", token)  # a token ps does not show
+        elsewhere = runtime / "elsewhere"  # no token file to find: the variable's is used
+        elsewhere.mkdir(mode=0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(elsewhere))
+        assert run(["attach", where, "--json"]) == 0
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        monkeypatch.delenv("GPT_TUI_ATTACH_TOKEN")
         state = json.loads(capsys.readouterr().out)["state"]
         assert state["step"] >= 1 and state["batch"] == [[2, 16]] * 2
         assert run(["attach", where]) == 0  # a local run: its token file is found
@@ -75,6 +81,7 @@ def test_tcp_needs_the_token_and_the_run_goes_on(runtime: Path, capsys) -> None:
         train.wait()
     assert train.returncode == 0, log
     assert "wrong token" in log and "the client detached; the run goes on" in log
+    assert log.count("the client detached") == 3
     refused = [line for line in log.splitlines() if "refused 127.0.0.1:" in line]
     assert len(refused) == 2, log  # the wrong token, the client that sent none
     losses = json.loads(out)

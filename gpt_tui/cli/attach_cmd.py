@@ -47,7 +47,11 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         help="also run the last batch forward, or a training step on a copy (repeatable)",
     )
     p.add_argument("--rank", type=int, metavar="N", help="under torchrun: the rank to attach to")
-    p.add_argument("--token", help="a TCP endpoint's token (a local run's is found on its own)")
+    p.add_argument(
+        "--token",
+        help="a TCP endpoint's token (default: $GPT_TUI_ATTACH_TOKEN, which ps does not "
+        "show to other users; a local run's is found on its own)",
+    )
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a step boundary")
     p.add_argument(
         "--app",

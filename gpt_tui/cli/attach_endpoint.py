@@ -17,6 +17,8 @@ from ..listener.wire import (
 )
 from .common import UserError
 
+TOKEN_VARIABLE = "GPT_TUI_ATTACH_TOKEN"  # unlike --token, not shown by ps to other users
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -93,11 +95,11 @@ def find_endpoint(target: str | None, rank: int | None, token: str | None) -> En
     if address is None:
         return Endpoint(path=Path(target))
     host, port = address
-    token = token or _token_for(host, port, folder)
+    token = token or os.environ.get(TOKEN_VARIABLE) or _token_for(host, port, folder)
     if token is None:
         raise UserError(
-            f"no token for {host}:{port}: give --token TOKEN (the run printed it when it "
-            "began to listen)"
+            f"no token for {host}:{port}: give --token TOKEN or set {TOKEN_VARIABLE} (the "
+            "run printed it when it began to listen)"
         )
     return Endpoint(host=host, port=port, token=token)
 

@@ -139,3 +139,19 @@ def test_attach_without_a_token_for_a_foreign_port_is_one_line(runtime: Path, ca
     assert run(["attach", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no token for 127.0.0.1:9: give --token" in err
+
+
+def test_a_client_waiting_when_the_loop_ends_is_told(tmp_path: Path, capsys) -> None:
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    path = tmp_path / "r.sock"
+    result: list[int] = []
+    with gpt_tui.listen(model, optimizer=opt, path=path) as listener:
+        client = threading.Thread(target=lambda: result.append(run(["attach", str(path)])))
+        client.start()
+        while not listener._waiting.is_set():  # the run has let it in, no step is coming
+            listener._waiting.wait(1)
+    client.join(60)
+    assert result == [2]
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the run refused: the loop ended before its next step boundary")

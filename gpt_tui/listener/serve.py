@@ -85,6 +85,11 @@ class Listener:
             handle.remove()
         self._server.close()  # ends the accepting thread
         self._thread.join(timeout=10)
+        with self._lock:
+            waiting, self._client = self._client, None
+        if waiting is not None:  # a client the loop never reached: told, not left hanging
+            log("a client waited for a step boundary the loop never reached")
+            self._refuse(waiting[0], "the loop ended before its next step boundary")
         for path in self._remove:
             path.unlink(missing_ok=True)
         if self.group is not None and torch.distributed.is_initialized():

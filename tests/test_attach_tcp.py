@@ -155,3 +155,19 @@ def test_a_client_waiting_when_the_loop_ends_is_told(tmp_path: Path, capsys) -> 
     assert result == [2]
     err = capsys.readouterr().err.strip()
     assert err.endswith("the run refused: the loop ended before its next step boundary")
+
+
+def test_a_client_silent_in_the_handshake_is_dropped(runtime: Path, monkeypatch, capfd) -> None:
+    from gpt_tui.listener import serve
+
+    monkeypatch.setattr(serve, "HANDSHAKE_SECONDS", 0.5)
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with gpt_tui.listen(model, optimizer=opt, tcp=0) as listener:
+        port = listener._server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            reader = silent.makefile("rb")
+            assert b"challenge" in reader.readline()
+            assert reader.read() == b""  # it says nothing: the run hangs up at the deadline
+        assert listener.clients == 0 and not listener._waiting.is_set()
+    assert "refused 127.0.0.1:" in capfd.readouterr().err

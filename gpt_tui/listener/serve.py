@@ -39,6 +39,11 @@ def log(line: str) -> None:
     print(f"gpt-tui listen: {line}", file=sys.stderr, flush=True)
 
 
+def _hang_up(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+
+
 def describe_changes(applied: list[list[Any]]) -> str:
     return ", ".join(f"{name} ({changed:,} of {total:,} elements changed)"
                      for name, changed, total in applied)  # fmt: skip
@@ -129,17 +134,20 @@ class Listener:
                 log(f"refused a client of user {uid}")
                 return False
             return True
-        conn.settimeout(HANDSHAKE_SECONDS)  # a silent client does not hold the door
+        # A silent or slow client does not hold the door: the whole handshake has a deadline.
+        deadline = threading.Timer(HANDSHAKE_SECONDS, _hang_up, (conn,))
+        deadline.start()
         try:
             why = server_handshake(conn, reader, self._token)
         except (OSError, WireError) as err:
             why = str(err)
+        finally:
+            deadline.cancel()
         where = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "a client"
         if why is not None:
             log(f"refused {where}: {why}")
             self._refuse(conn, f"{why}: give the token the run printed (--token)")
             return False
-        conn.settimeout(None)
         return True
 
     @staticmethod

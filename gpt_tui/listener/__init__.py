@@ -29,6 +29,7 @@ the run's collectives stay in step.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -118,9 +119,10 @@ def listen(
         write_endpoint_file(record, {"host": host, "port": port, "token": token,
                                      "pid": os.getpid()})  # fmt: skip
         remove = (record,)
+        reach = socket.gethostname() if host in ("0.0.0.0", "::") else host
         said = (
             f"listening on {host}:{port}, token {token} (in {record}; "
-            f"{command}, or gpt-tui attach {host}:{port} --token TOKEN)"
+            f"{command}, or gpt-tui attach {reach}:{port} --token TOKEN)"
         )
         if not is_loopback(host):
             log(f"warning: {host}:{port} is open to other machines (allow_remote=True): the "

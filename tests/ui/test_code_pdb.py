@@ -42,7 +42,7 @@ async def test_display_expressions_are_shown_at_each_pause_with_what_changed() -
         peak = app.state.displays[1].evaluation.value
         assert f"2 x.abs().max(): tensor({number(peak.max)}) float32" in text  # not a repr
         assert "[old:" not in text
-        assert "breakpoints: 1 break MLP.forward · hit 1" in text
+        assert "line breakpoints: 1 break MLP.forward · hit 1" in text
 
         await press(pilot, "escape", "C")  # block 1's MLP: another input
         assert app.state.frame.module == "transformer.h.1.mlp"
@@ -73,8 +73,8 @@ async def test_tbreak_ignore_and_clear_in_the_break_at_box() -> None:
             (1, "MLP.forward", True, 0),
             (2, "Block.forward", False, 1),
         ]
-        where = plain(pilot, "#code-where")
-        assert "1 tbreak MLP.forward · 2 break Block.forward · ignore next 1" in where
+        listed = plain(pilot, "#code-displays")
+        assert "1 tbreak MLP.forward · 2 break Block.forward · ignore next 1" in listed
 
         await press(pilot, "escape", "C")  # block 0's Block.forward is ignored: the MLP
         assert app.state.frame.function == "MLP.forward"

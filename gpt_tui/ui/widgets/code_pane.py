@@ -33,11 +33,13 @@ from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
 NOT_PAUSED = (
-    "Not paused at a line. Type a function (norm, CausalSelfAttention.forward) or "
-    "FILE:LINE ({example}) in [b]break at[/] and Enter; C runs to it, N to the first line."
+    "Not paused at a line. In [b]break at[/]: a function (norm) or FILE:LINE ({example}), "
+    "Enter; [b]tbreak[/] SPEC stops once, [b]ignore[/] N COUNT passes hits, [b]clear[/] N. "
+    "C runs to it, N to the first line; [b]display[/] EXPR in the expression box shows EXPR "
+    "at each pause."
 )
 MAX_EVALS = 3  # the newest evaluations shown
-BREAK_HINT = "break at: norm, {example} · tbreak SPEC · ignore N COUNT · clear N"
+BREAK_HINT = "break at: norm, {example} · tbreak SPEC · ignore N COUNT"
 EVAL_HINT = "q.shape · v EXPR: view · display EXPR · g col"
 
 
@@ -214,7 +216,7 @@ def displays_text(displays: tuple[Display, ...], table: tuple[BreakpointInfo, ..
             text.append(f"  [old: {old.error or display_value(old.value)}]", style="dim")
         text.append("\n")
     if table:
-        text.append("breakpoints: " + " · ".join(b.line for b in table), style="dim")
+        text.append("line breakpoints: " + " · ".join(b.line for b in table), style="dim")
     text.rstrip()
     return text
 
@@ -298,9 +300,7 @@ class CodePane(Vertical):
         self.table = table
         where = self.query_one("#code-where", Static)
         if frame is None:
-            marks = " · ".join(b.line for b in table) or ", ".join(sorted(line_breakpoints))
-            text = f"{NOT_PAUSED.format(example=self.example)}\nLine breakpoints: {marks or 'none'}"
-            where.update(text)
+            where.update(NOT_PAUSED.format(example=self.example))
         else:
             head = Text(f"{frame.where} ", style="bold yellow")
             head.append(f"{frame.function}", style="bold")
@@ -317,8 +317,8 @@ class CodePane(Vertical):
         self.query_one(SourceView).show(frame, marks_in)
         self.query_one(VariablesTable).show(frame.locals if frame else ())
         shown = self.query_one("#code-displays", Static)
-        shown.update(displays_text(displays, table if frame else ()))
-        shown.display = bool(displays) or (frame is not None and bool(table))
+        shown.update(displays_text(displays, table))
+        shown.display = bool(displays or table)
         evals = self.query_one("#code-evals", Static)
         evals.update(evaluations_text(evaluations))
         evals.display = bool(evaluations)

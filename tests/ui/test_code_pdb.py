@@ -82,7 +82,8 @@ async def test_tbreak_ignore_and_clear_in_the_break_at_box() -> None:
         assert [b.number for b in app.state.line_table] == [2]
         await press(pilot, "escape", "C")
         assert app.state.frame.module == "transformer.h.1"
-        assert "breakpoint 2, hit 2" in plain(pilot, "#code-where")
+        assert "breakpoint 2" not in plain(pilot, "#code-where")  # one left: listed below
+        assert "line breakpoints: 2 break Block.forward · hit 2" in plain(pilot, "#code-displays")
 
         await submit(pilot, "#code-break", "clear 2")
         assert app.state.line_table == ()

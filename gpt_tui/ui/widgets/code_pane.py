@@ -308,7 +308,7 @@ class CodePane(Vertical):
             head.append(f" ({module})" if module else "", style="cyan")
             if frame.returned is not None:
                 head.append(f"  returned {frame.returned.repr}", style="green")
-            if hit is not None:
+            if hit is not None and (hit.temporary or len(table) > 1):  # else listed below
                 gone = ", deleted (tbreak)" if hit.temporary else ""
                 head.append(f"  breakpoint {hit.number}, hit {hit.hits}{gone}", style="red")
             head.append("\n" + frame.stack_line, style="dim")

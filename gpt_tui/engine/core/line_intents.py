@@ -119,7 +119,8 @@ class Lines:
     def paused(self, stepper: ForwardStepper) -> str:
         """A new pause: the breakpoint it stopped at (a temporary one is gone now) and,
         at a line, every display expression evaluated in the frame. The note to show."""
-        self._hit = self._table.take_hit() if stepper.frame is not None else None
+        hit, frame = self._table.take_hit(), stepper.frame  # taken always: none left stale
+        self._hit = hit if frame is not None and frame.reason == "breakpoint" else None
         note = ""
         if self._hit is not None and self._hit.temporary:
             stepper.set_line_breakpoints(stepper.lines.breakpoints.specs - {self._hit.spec})
@@ -127,12 +128,15 @@ class Lines:
         if stepper.frame is None or not self._displays:
             return note
         evaluations = _evaluate_all(stepper, self._displays)
+        cut = False
         for ev in evaluations:
+            if ev.error == "interrupted":  # no value: the last one stays the one to compare
+                self._shown[ev.expr], cut = (ev, None), True
+                continue
             last = self._last.get(ev.expr)
             changed = last is not None and _key(last) != _key(ev)
             self._shown[ev.expr] = (ev, last if changed else None)
             self._last[ev.expr] = ev
-        cut = any(ev.error == "interrupted" for ev in evaluations)
         return note + ("; display interrupted" if cut else "")
 
     # -- display expressions ------------------------------------------------------------
@@ -158,9 +162,11 @@ class Lines:
             return f"display {expr}: shown at the next pause at a line", False
         (ev,) = _evaluate_all(stepper, [expr])
         self._shown[expr] = (ev, None)
-        self._last[expr] = ev
+        cut = ev.error == "interrupted"
+        if not cut:
+            self._last[expr] = ev
         shown = ev.error or (ev.value.repr if ev.value else "")
-        return f"display {expr}: {shown}", ev.error == "interrupted"
+        return f"display {expr}: {shown}", cut
 
     def undisplay(self, which: str | int | None) -> str:
         """pdb's `undisplay [EXPR]`, also by number; None or "" clears every one."""

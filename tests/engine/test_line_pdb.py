@@ -166,3 +166,22 @@ def test_ignore_names_the_numbers_there_are(dbg: Debugger) -> None:
         dbg.ignore_line_breakpoint(4, 1)
     with pytest.raises(BreakpointError, match="0 or more"):
         dbg.ignore_line_breakpoint(1, -1)
+
+
+def test_a_replay_counts_no_hit_twice(dbg: Debugger) -> None:
+    """Leaf probes switched on re-run the paused pass to where it was: the breakpoint hits
+    on the way were counted the first time, and an ignore count is not used up again."""
+    dbg.set_line_breakpoints(["MLP.forward", "Block.forward"])
+    dbg.step_line("continue")
+    dbg.step_line("continue")
+    state = dbg.step_line("continue")  # Block.forward, MLP.forward, then block 1
+    assert state.frame.module == "transformer.h.1"
+    before = dbg.ignore_line_breakpoint(1, 1).line_table
+    assert [(b.hits, b.ignore) for b in before] == [(1, 1), (2, 0)]
+    state = dbg.set_leaves(True)
+    assert state.status == "paused" and state.line_table == before
+    assert state.frame is None  # a replay stops at the module event before the line
+    state = dbg.step_line("continue")  # so block 1's Block.forward line is reached again
+    assert state.frame.module == "transformer.h.1" and state.hit.hits == 3
+    state = dbg.step_line("continue")  # block 1's MLP: its hit is the one ignored
+    assert state.status == "finished" and [b.hits for b in state.line_table] == [2, 3]

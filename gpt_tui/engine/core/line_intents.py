@@ -80,6 +80,11 @@ class Lines:
         if self._table.specs:
             stepper.set_line_breakpoints(self._table.specs)
 
+    def count_hits(self, stepper: ForwardStepper, on: bool) -> None:
+        """Off while a pass is re-run to where it was (a replay): hits, ignore counts and
+        temporary breakpoints are left as the first run left them."""
+        stepper.lines.table = self._table if on else None
+
     def set_breakpoints(self, specs: Iterable[str], stepper: ForwardStepper | None) -> None:
         """One that matches nothing raises `BreakpointError` and the old set stays. New
         ones are numbered in the order given."""

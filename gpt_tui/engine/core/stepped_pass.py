@@ -229,6 +229,7 @@ class SteppedPass:
             names.append(names[-1].rsplit(".", 1)[0])
         for name in names:
             stepper = self._new_stepper(probes, None, lines)
+            lines.count_hits(stepper, False)  # those on the way were counted the first time
             event = None
             while not stepper.aborted:
                 runner.arm(stepper, mid)
@@ -236,6 +237,7 @@ class SteppedPass:
                 if event is None or (event.name, event.phase) == (name, target.phase):
                     break
             if event is not None and not stepper.aborted:
+                lines.count_hits(stepper, True)
                 self._record_pause(stepper, probes.prompt, lines)
                 return
             self.end("idle", lines)

@@ -141,9 +141,11 @@ def _print_stop(state: DebugState, args: argparse.Namespace, notes: list[str], i
         for note in notes:
             render.console().print(f"[yellow]note:[/] {note}", highlight=False)
         return
+    if event is None and i > 0:  # --stops: the pass ran on to its end (a token: sampled)
+        print(f"no more stops: {state.message}")
+        return
     if event is None:
-        how = "without stopping" if i == 0 else "after that stop"
-        print(f"the forward pass finished {how} ({len(state.events)} events)")
+        print(f"the forward pass finished without stopping ({len(state.events)} events)")
         return
     assert state.stepping is not None
     residual = [r for r in state.stepping.records if r.kind == "resid"]

@@ -67,7 +67,7 @@ def test_the_stops_read_at_80_columns_as_pdb_prints_them() -> None:
     assert "display x.shape: torch.Size([1, 6, 32])" in lines
     peak = [text for text in lines if text.startswith("display x.abs().max(): ")]
     assert len(peak) == 1 and "[old:" not in peak[0]  # the second never stops
-    assert lines[-1].startswith("the forward pass finished after that stop")
+    assert lines[-1].startswith("no more stops: pass finished after")
 
 
 def test_mistakes_are_one_line_and_exit_2() -> None:

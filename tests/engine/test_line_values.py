@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_frames import line_of, local
-from test_probes import IDX, nanogpt
+from test_probes import IDX, nanochat, nanogpt
 
 from gpt_tui.engine.core.frames import BreakpointError
 from gpt_tui.engine.core.session import ModelSpec, Session
@@ -125,3 +125,16 @@ def test_a_line_without_code_is_refused_naming_the_nearest_code(marker: str | No
         if marker is not None:  # inside forward: the pass stops at one of them
             stepper.continue_()
             assert stepper.frame is not None and stepper.frame.line in near
+
+
+@pytest.mark.parametrize("model", [nanogpt, nanochat])
+def test_the_error_for_an_unknown_name_gives_examples_the_model_has(model) -> None:
+    with ForwardStepper(model(), IDX) as stepper:
+        with pytest.raises(BreakpointError, match="matches no line or function") as err:
+            stepper.set_line_breakpoints(["no_such_function"])
+        examples = re.findall(r"'([^']+)'", str(err.value).split("e.g.")[1])
+        assert len(examples) == 2 and "no_such_function" not in examples
+        for spec in examples:  # each one resolves and stops the pass
+            stepper.set_line_breakpoints([spec])
+            stepper.continue_()
+            assert stepper.frame is not None and stepper.frame.reason == "breakpoint"

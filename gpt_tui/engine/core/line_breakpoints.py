@@ -23,20 +23,52 @@ class BreakpointError(GptTuiError, ValueError):
 
 def _functions(path: str) -> list[str]:
     """The qualified name (as `co_qualname` spells it) of every function in the file."""
+    return [qual for qual, _ in _function_nodes(path)]
+
+
+def _function_nodes(path: str) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     tree = ast.parse(Path(path).read_text(), path)
-    found: list[str] = []
+    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 qual = prefix + child.name
-                found.append(qual)
+                found.append((qual, child))
                 visit(child, qual + ".<locals>.")
             elif isinstance(child, ast.ClassDef):
                 visit(child, prefix + child.name + ".")
 
     visit(tree, "")
     return found
+
+
+def break_examples(files: tuple[str, ...]) -> tuple[str, str]:
+    """A `FILE:LINE` and a function of the model's own code to show as examples: the
+    attention kernel call and the function that makes it (the first file first), else
+    the first `forward` and its first statement. ("", "") without a function."""
+    fallback: tuple[str, str] = ("", "")
+    for path in files:
+        try:
+            functions = _function_nodes(path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for qual, node in functions:
+            calls = [
+                n.lineno
+                for n in ast.walk(node)
+                if isinstance(n, ast.Call) and _called(n) == "scaled_dot_product_attention"
+            ]
+            if calls:
+                return f"{Path(path).name}:{min(calls)}", qual
+            if not fallback[1] and qual.endswith(".forward") and node.body:
+                fallback = (f"{Path(path).name}:{node.body[0].lineno}", qual)
+    return fallback
+
+
+def _called(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
 
 
 _PROLOGUE = frozenset({"RESUME", "MAKE_CELL", "COPY_FREE_VARS", "RETURN_GENERATOR", "CACHE"})
@@ -270,10 +302,11 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
             if qual == spec or qual.endswith("." + spec)
         ]
         if not matched:
+            at, function = break_examples(files)
+            like = f", e.g. {at!r} or {function!r}" if function else ""
             raise BreakpointError(
                 f"breakpoint {spec!r} matches no line or function of the model's code "
-                f"(searched {searched}); write FILE:LINE or a name like 'norm', "
-                f"'CausalSelfAttention.forward'"
+                f"(searched {searched}); write FILE:LINE or a function's name{like}"
             )
         functions.update(matched)
         conditions += [(site, whole, condition or None) for site in matched]

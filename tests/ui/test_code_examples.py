@@ -1,10 +1,15 @@
 """The Code tab's examples are the open model's own: the function the break-at box and
-the not-paused text suggest is one the model has, and breaking at it stops there."""
+the not-paused text suggest is one the model has, and breaking at it stops there. A
+scalar result shows its value; a `!statement` updates the Variables table at once."""
 
 from __future__ import annotations
 
+import re
+
 from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
+
+from gpt_tui.ui.widgets.code_pane import VariablesTable
 
 
 async def test_the_suggested_function_exists_and_stops_the_pass(arch) -> None:
@@ -25,3 +30,38 @@ async def test_the_suggested_function_exists_and_stops_the_pass(arch) -> None:
         assert frame is not None and frame.reason == "breakpoint"
         assert frame.function == function and frame.file == example.split(":")[0]
         assert any(s.number == int(example.split(":")[1]) for s in frame.source)
+
+
+async def test_a_scalar_shows_its_value_and_a_statement_updates_the_variables_at_once() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        example = app.query_one("#code-break", Input).placeholder.split(" · ")[0]
+        await submit(pilot, "#code-break", example.removeprefix("break at: ").split(", ")[0])
+        await press(pilot, "escape", "C")
+        assert app.state.frame is not None
+        await submit(pilot, "#code-eval", "x.std()")
+        shown = app.state.evaluations[-1].value
+        evals = str(app.query_one("#code-evals", Static).render())
+        assert re.search(r"x\.std\(\) → tensor\(\d\.\d+\) float32 cpu", evals), evals
+        assert f"{shown.mean:.4g}" in evals
+
+        table = app.query_one(VariablesTable)
+
+        def x_row() -> tuple:
+            rows = [table.get_row_at(i) for i in range(table.row_count)]
+            return next(row for row in rows if row[0] == "x")
+
+        assert x_row()[6] != "0"  # max
+        await submit(pilot, "#code-eval", "!x = x * 0")
+        assert app.state.status == "paused"
+        assert (x_row()[5], x_row()[6]) == ("0", "0")  # min and max, before any move
+
+
+async def submit(pilot, selector: str, text: str) -> None:
+    box = pilot.app.query_one(selector, Input)
+    box.focus()
+    box.value = text
+    await press(pilot, "enter")
+    await settle(pilot)

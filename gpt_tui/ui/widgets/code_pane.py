@@ -11,6 +11,7 @@ the engine: it posts messages and the app hands back the snapshot's parts throug
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import ClassVar
@@ -25,7 +26,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from ...engine.core.debug_state import Display
-from ...engine.core.frames import Evaluation, FrameSnapshot, Value
+from ...engine.core.frames import SMALL_NUMEL, Evaluation, FrameSnapshot, Value
 from ...engine.core.line_breakpoints import BreakpointInfo
 from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
@@ -186,13 +187,13 @@ class VariablesTable(RowTable):
 
 
 def display_value(value: Value | None) -> str:
-    """A display's value in a few words: a scalar tensor's number, a tensor's shape and
+    """A display's value in a few words: a small tensor's values, a tensor's shape and
     range, or the short repr."""
     if value is None or value.kind != "tensor" or value.shape is None:
         return value.repr if value is not None else ""
     stat = ["?" if x is None else number(x) for x in (value.mean, value.min, value.max)]
-    if value.shape == ():
-        return f"tensor({stat[0]}) {value.dtype}"
+    if math.prod(value.shape) <= SMALL_NUMEL:  # the repr lists the values
+        return value.repr
     shape = "(" + ", ".join(map(str, value.shape)) + ")"
     bad = f" NaN {value.nan}" if value.nan else ""
     return f"{shape} {value.dtype} μ {stat[0]} [{stat[1]}, {stat[2]}]{bad}"

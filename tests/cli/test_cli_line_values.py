@@ -44,7 +44,7 @@ def test_scalars_and_tuples_show_their_values_in_json_and_text() -> None:
     data = json.loads(result.stdout)
     std, exact, topk, indices, zeroed = data["eval"]
     assert re.fullmatch(r"tensor\(\S+\) float32 cpu", std["repr"]) and std["shape"] == []
-    assert float(std["repr"][7:].split(")")[0]) == pytest.approx(float(exact["repr"]), rel=1e-3)
+    assert float(std["repr"][7:].split(")")[0]) == pytest.approx(float(exact["repr"]), rel=5e-3)
     assert topk["repr"].startswith("topk(values=tensor([")
     assert f"indices=tensor({indices['repr']}) int64 cpu)" in topk["repr"]
     assert zeroed["max"] == 0

@@ -37,7 +37,7 @@ def test_a_scalar_result_shows_its_value(at_kernel: ForwardStepper, expr: str) -
     exact = float(at_kernel.evaluate(f"float({expr})").value.repr)
     match = re.fullmatch(r"tensor\((\S+)\) float32 cpu", value.repr)
     assert match, value.repr
-    assert float(match[1]) == pytest.approx(exact, rel=1e-3)
+    assert float(match[1]) == pytest.approx(exact, rel=5e-3)
     assert value.shape == () and value.mean == pytest.approx(exact, rel=1e-5)
 
 
@@ -47,7 +47,7 @@ def test_small_tensors_show_their_values_and_big_ones_their_statistics(
     one = at_kernel.evaluate("x[0, 0, :1]").value
     first = float(at_kernel.evaluate("float(x[0, 0, 0])").value.repr)
     assert re.fullmatch(r"tensor\(\[(\S+)\]\) float32 cpu", one.repr)
-    assert float(one.repr[8:].split("]")[0]) == pytest.approx(first, rel=1e-3)
+    assert float(one.repr[8:].split("]")[0]) == pytest.approx(first, rel=5e-3)
     assert at_kernel.evaluate("torch.arange(4).view(2, 2)").value.repr == (
         "tensor([[0, 1], [2, 3]]) int64 cpu"
     )
@@ -55,8 +55,8 @@ def test_small_tensors_show_their_values_and_big_ones_their_statistics(
     assert at_kernel.evaluate("torch.tensor(True)").value.repr == "tensor(True) bool cpu"
     big = at_kernel.evaluate("q").value
     shape = ", ".join(map(str, big.shape))
-    assert big.repr.startswith(f"tensor[{shape}] float32 cpu μ {big.mean:.4g} σ {big.std:.4g} ")
-    assert big.repr.endswith(f"[{big.min:.4g}, {big.max:.4g}]")
+    assert big.repr.startswith(f"tensor[{shape}] float32 cpu μ {big.mean:.3g} σ {big.std:.3g} ")
+    assert big.repr.endswith(f"[{big.min:.3g}, {big.max:.3g}]")
     assert local(at_kernel.frame, "q").repr == big.repr  # the locals say the same
 
 
@@ -69,7 +69,7 @@ def test_a_tuple_of_tensors_shows_every_element_within_the_width(
     values = at_kernel.evaluate(f"{probs}.topk(5).values.tolist()").value.repr
     assert shown.startswith("topk(values=tensor([") and len(shown) <= 120
     assert f"indices=tensor({indices}) int64 cpu)" in shown
-    assert f"{float(values.strip('[]').split(',')[0]):.4g}" in shown
+    assert f"{float(values.strip('[]').split(',')[0]):.3g}" in shown
     pair = at_kernel.evaluate("(T, x[0, 0, :2], q)").value.repr
     assert pair.startswith(f"({IDX.shape[1]}, tensor([") and "tensor[1, " in pair
 

@@ -45,7 +45,7 @@ async def test_a_scalar_shows_its_value_and_a_statement_updates_the_variables_at
         shown = app.state.evaluations[-1].value
         evals = str(app.query_one("#code-evals", Static).render())
         assert re.search(r"x\.std\(\) → tensor\(\d\.\d+\) float32 cpu", evals), evals
-        assert f"{shown.mean:.4g}" in evals
+        assert f"{shown.mean:.3g}" in evals
 
         table = app.query_one(VariablesTable)
 

@@ -167,7 +167,7 @@ def _number(x: float, dtype: torch.dtype) -> str:
         return str(bool(x))
     if not dtype.is_floating_point and math.isfinite(x):
         return str(int(x))
-    return f"{x:.4g}"
+    return f"{x:.3g}"
 
 
 def _nested(flat: list[str], shape: tuple[int, ...]) -> str:
@@ -205,7 +205,7 @@ def _tensor_repr(t: torch.Tensor, st: TensorStats, values: list[float] | None) -
     head = f"tensor{list(t.shape)} {dtype} {t.device}"
     if t.numel() == 0 or t.device.type == "meta" or math.isnan(st.mean) and not st.nan_count:
         return head
-    text = f"{head} μ {st.mean:.4g} σ {st.std:.4g} [{st.min:.4g}, {st.max:.4g}]"
+    text = f"{head} μ {st.mean:.3g} σ {st.std:.3g} [{st.min:.3g}, {st.max:.3g}]"
     bad = [f"NaN {st.nan_count}"] * bool(st.nan_count) + [f"Inf {st.inf_count}"] * bool(
         st.inf_count
     )

@@ -65,3 +65,16 @@ async def submit(pilot, selector: str, text: str) -> None:
     box.value = text
     await press(pilot, "enter")
     await settle(pilot)
+
+
+async def test_a_line_without_code_is_refused_with_the_nearest_code_lines() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        app.clear_notifications()
+        await submit(pilot, "#code-break", "nanogpt.py:1")
+        assert app.state.line_breakpoints == frozenset()
+        (toast,) = [n for n in app._notifications if "nanogpt.py:1" in n.message]
+        assert toast.severity == "error" and "\n" not in toast.message
+        assert "runs no code" in toast.message and "nearest lines with code" in toast.message

@@ -205,7 +205,7 @@ def _print_source(frame: FrameSnapshot) -> None:
 def _value_line(value: Value | None) -> str:
     if value is None or value.kind != "tensor":
         return value.repr if value is not None else ""
-    from ..engine.core.frames import SMALL_NUMEL
+    from ..engine.core.line_values import SMALL_NUMEL
 
     shape = list(value.shape or ())
     if math.prod(shape) <= SMALL_NUMEL:  # the repr lists its values

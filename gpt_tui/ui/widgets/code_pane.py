@@ -26,8 +26,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from ...engine.core.debug_state import Display
-from ...engine.core.frames import SMALL_NUMEL, Evaluation, FrameSnapshot, Value
+from ...engine.core.frames import Evaluation, FrameSnapshot
 from ...engine.core.line_breakpoints import BreakpointInfo
+from ...engine.core.line_values import SMALL_NUMEL, Value
 from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
 from .tables import RowTable

@@ -36,7 +36,8 @@ ALLOWED = {
         "config_file",
     },  # fmt: skip
     "train": {"errors", "models", "io", "engine"},
-    "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
+    # gpt_tui.watch / inspect: a face, like the CLI (watch(listen=True) opens the listener)
+    "live": {"errors", "io", "engine", "ui", "listener"},
     "listener": {"errors", "io", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
 }
 

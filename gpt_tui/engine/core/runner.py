@@ -199,6 +199,30 @@ class MoveRunner:
 
         return [m.register_forward_pre_hook(check) for m in modules]
 
+    def close(self, teardown: Callable[[], None], wait: bool) -> bool:
+        """Cancel whatever runs (an expression at a pause is interrupted), refuse the
+        intents still waiting, and run `teardown` under the lock: now if it is free (or
+        once it is, with `wait`), else in a daemon thread once the intent has unwound.
+        True if torn down before returning."""
+        self.closing = True
+        self.cancel()
+        stepper = self._stepper()
+        if stepper is not None:
+            stepper.interrupt()
+        if self.lock.acquire(blocking=wait):
+            try:
+                teardown()
+            finally:
+                self.lock.release()
+            return True
+
+        def when_free() -> None:
+            with self.lock:
+                teardown()
+
+        threading.Thread(target=when_free, name="gpt-tui-close", daemon=True).start()
+        return False
+
     def remove_hooks(self) -> None:
         for handle in self.hooks:
             handle.remove()

@@ -32,18 +32,11 @@ from .help_sections import help_sections
 from .intents import Intents
 from .key_queue import KeyQueue
 from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
-from .opening import (
-    NARROW_WIDTH,
-    TREE_HINT,
-    TreeHint,
-    open_debugger,
-    show_open_error,
-    update_layout,
-)
+from .opening import NARROW_WIDTH, TreeHint, open_debugger, show_open_error, update_layout
 from .quit_guard import QuitGuard
 from .settings import UserSettings
 from .stepper_line import StepperLine
-from .tab_views import TabViews
+from .tab_views import TEXT_BOXES, TabViews
 from .tabs import TABS
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
@@ -144,7 +137,7 @@ class GptTuiApp(App[int]):
                 with TabbedContent(id="tabs"):
                     for tab in TABS:
                         yield TabPane(tab.label, id=tab.id)
-                yield TreeHint(TREE_HINT, id="tree-hint")
+                yield TreeHint()
         yield PromptBar(id="prompt-bar")
         yield KeyFooter(keys.FOOTER_RANK)
 
@@ -324,6 +317,10 @@ class GptTuiApp(App[int]):
         if event.pane.id is not None and self.info is not None:
             await self._tabs.mount(event.pane.id)
             self._tabs.fetch(event.pane.id)
+        boxed = event.pane.id in TEXT_BOXES
+        rank = keys.FOOTER_RANK_BOX if boxed else keys.FOOTER_RANK
+        self.query_one(KeyFooter).rank = {action: i for i, action in enumerate(rank)}
+        self.refresh_bindings()
 
     # -- the forward pass and stepping ----------------------------------------------------
 

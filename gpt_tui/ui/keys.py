@@ -59,6 +59,10 @@ KEY_BINDINGS: list[Binding] = [
 LINE_ACTIONS = ("step_line", "step_token")
 AFTER_PANE_KEYS = (*LINE_ACTIONS, "focus_text_box")
 FOOTER_RANK = [b.action for b in KEY_BINDINGS if not b.action.startswith(AFTER_PANE_KEYS)]
+# In a tab with a text box of its own (Code, Diff) e ranks among the first: there a word
+# meant for the box, typed with the focus elsewhere, sets off one-letter keys.
+_AFTER_ABORT = FOOTER_RANK.index("abort") + 1
+FOOTER_RANK_BOX = [*FOOTER_RANK[:_AFTER_ABORT], "focus_text_box", *FOOTER_RANK[_AFTER_ABORT:]]
 
 KEY_TITLES: dict[str, str] = {
     "run": "Run",

@@ -36,6 +36,9 @@ TAB_STRIP = sum(len(tab.label) + 2 for tab in TABS)  # each label has a cell eit
 class TreeHint(Static):
     """The line that says how to bring the hidden tree back; a click on it does."""
 
+    def __init__(self) -> None:
+        super().__init__(TREE_HINT, id="tree-hint")
+
     async def on_click(self, event: events.Click) -> None:
         event.stop()
         await self.app.run_action("focus_tree")

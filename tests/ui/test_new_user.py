@@ -80,6 +80,18 @@ async def test_q_with_a_paused_pass_asks_once_and_a_second_q_quits() -> None:
     assert app.return_code == 0
 
 
+async def test_ctrl_q_asks_the_same_way() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s", "ctrl+q")
+        assert app.is_running
+        asked = [n.message for n in app._notifications if n.title == "quit?"]
+        assert asked and asked[0].endswith(": ctrl+q again to quit, any other key stays")
+        await press(pilot, "ctrl+q")
+    assert app.return_code == 0
+
+
 async def test_q_with_nothing_to_lose_quits_at_once() -> None:
     app = tiny_app()
     async with app.run_test(size=(80, 24)) as pilot:

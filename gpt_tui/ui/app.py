@@ -303,7 +303,7 @@ class GptTuiApp(App[int]):
             update_layout(self)
 
     def on_resize(self, event: events.Resize) -> None:
-        update_layout(self)
+        update_layout(self, event.size.width)  # app.size is still the old size here
 
     # -- tabs ----------------------------------------------------------------------------
 

@@ -83,9 +83,10 @@ def show_open_error(app: GptTuiApp, error: str) -> None:
     app.query_one(ModuleTree).focus()
 
 
-def update_layout(app: GptTuiApp) -> None:
+def update_layout(app: GptTuiApp, width: int | None = None) -> None:
     """A tab with the focus gets the width its columns need: the tree becomes a rail
-    of names (or, below NARROW_WIDTH columns, steps aside) until it has the focus."""
+    of names (or, below NARROW_WIDTH columns, steps aside) until it has the focus.
+    `width`: the terminal's, when it has just changed (default: the app's)."""
     focused = app.focused
     if focused is None or focused.screen is not app.screen:
         return
@@ -95,9 +96,10 @@ def update_layout(app: GptTuiApp) -> None:
         body.add_class("-tabs-focused")
     elif focused in app.query_one("#left").walk_children():
         body.remove_class("-tabs-focused")
-    body.set_class(app.size.width < NARROW_WIDTH, "-narrow")
+    width = width or app.size.width
+    body.set_class(width < NARROW_WIDTH, "-narrow")
     # Over the tab strip's empty end, so it takes no width from the tabs (and only there).
     hint = app.query_one(TreeHint)
-    left = app.size.width - len(TREE_HINT) - 1
+    left = width - len(TREE_HINT) - 1
     hint.set_class(left <= TAB_STRIP, "-no-room")
     hint.styles.offset = (max(0, left), 0)

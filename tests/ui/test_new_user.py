@@ -157,3 +157,19 @@ async def test_the_hidden_tree_says_how_to_come_back(size: tuple[int, int]) -> N
             assert app.query_one("#left").display and "Esc: modules" not in on_screen(app)
             await press(pilot, "1")  # the tab again: the tree steps aside, the hint is back
             assert "Esc: modules" in on_screen(app).splitlines()[2]
+
+
+async def test_a_resized_terminal_lays_out_for_its_new_width() -> None:
+    """The layout followed the width only at the next focus change: widened from 80 to
+    110 columns the tree stayed hidden, and the hint stayed where 80 columns put it."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.resize_terminal(110, 24)
+        await settle(pilot)
+        assert app.query_one("#left").display  # a rail of names beside the focused tab
+        assert "Esc: modules" not in on_screen(app)
+        await pilot.resize_terminal(90, 24)
+        await settle(pilot)
+        assert not app.query_one("#left").display
+        assert on_screen(app).splitlines()[2].endswith(" Esc: modules ")  # at its right end

@@ -234,15 +234,25 @@ def row_losses(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return mean, nll.detach().sum(dim=1) / counts
 
 
+# What `wants_targets` found, per model: asking costs a forward, and the answer is the
+# model's (its forward's signature and what it returns), not the batch's.
+_WANTS_TARGETS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
 def wants_targets(model: nn.Module, x: torch.Tensor) -> bool:
     """True when the forward gives every position's logits only with targets, as upstream
     nanoGPT does (nanochat returns the loss alone then: it is called without)."""
     import inspect
 
+    known = _WANTS_TARGETS.get(model)
+    if known is not None:
+        return known
     with torch.no_grad():
         logits = output_logits(model(x[:1]))
     every = logits.dim() == 3 and logits.shape[:2] == x[:1].shape
-    return not every and "targets" in inspect.signature(model.forward).parameters
+    wants = not every and "targets" in inspect.signature(model.forward).parameters
+    _WANTS_TARGETS[model] = wants
+    return wants
 
 
 def training_logits(
@@ -339,13 +349,55 @@ def make_optimizer(params: list[nn.Parameter], opts: StepOptions) -> torch.optim
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=opts.lr, betas=opts.betas)
 
 
+# `train_step`'s optimizer per model, put back to a fresh one's state before each step:
+# AdamW's moments are twice the weights' size, and allocating them anew every step costs
+# more than the update itself (the allocator hands back fresh pages, faulted in one by one).
+_OPTIMIZERS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.optim.Optimizer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _fits(state: dict[str, Any], p: torch.Tensor) -> bool:
+    return all(
+        v.dim() == 0 or (v.shape, v.dtype, v.device) == (p.shape, p.dtype, p.device)
+        for v in state.values()
+        if isinstance(v, torch.Tensor)
+    )
+
+
+def fresh_optimizer(
+    model: nn.Module, params: list[nn.Parameter], opts: StepOptions
+) -> torch.optim.Optimizer:
+    """An optimizer as `make_optimizer` makes it, reusing the memory of the last one made
+    here for the same model and settings: its state is zeroed, which is how a new AdamW's
+    starts (step 0, both moments 0); any other optimizer is made anew."""
+    key = (opts.optimizer, opts.lr, opts.betas, opts.weight_decay, tuple(map(id, params)))
+    cached = _OPTIMIZERS.get(model)
+    if opts.optimizer == "adamw" and cached is not None and cached[0] == key:
+        optimizer = cached[1]
+        states = [(optimizer.state[p], p) for p in params if p in optimizer.state]
+        if all(_fits(state, p) for state, p in states):
+            with torch.no_grad():
+                for state, _ in states:
+                    for v in state.values():
+                        if isinstance(v, torch.Tensor):
+                            v.zero_()
+            return optimizer
+    optimizer = make_optimizer(params, opts)
+    if opts.optimizer == "adamw":
+        _OPTIMIZERS[model] = (key, optimizer)
+    return optimizer
+
+
 class Stepper:
     """One model prepared for training steps: its optimizer, scaler and names.
 
     `step(batch)` takes one step (weights change); `train_step` wraps it in `restored`.
+    `fresh` reuses the optimizer memory of the last such Stepper of the model: only for
+    one Stepper at a time.
     """
 
-    def __init__(self, model: nn.Module, opts: StepOptions) -> None:
+    def __init__(self, model: nn.Module, opts: StepOptions, fresh: bool = False) -> None:
         self.model = model
         self.opts = opts
         self.device = model_device(model)
@@ -357,7 +409,8 @@ class Stepper:
             raise TrainingError("no parameter requires grad: there is nothing to train")
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
-        self.optimizer = make_optimizer(self.params, opts)
+        make = fresh_optimizer if fresh else lambda _m, params, o: make_optimizer(params, o)
+        self.optimizer = make(model, self.params, opts)
         fp16_cuda = self.dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16_cuda else None
         self._targets: bool | None = None
@@ -430,8 +483,7 @@ class Stepper:
         clipped = total
         if opts.clip is not None and math.isfinite(total) and total > opts.clip:
             coef = opts.clip / (total + 1e-6)  # as torch's clip_grad_norm_
-            for g in grads:
-                g.mul_(coef)
+            torch._foreach_mul_(grads, coef)
             clipped = total * coef
         report["grad_norm_clipped"] = clipped
         if first is not None and opts.watch_nan:
@@ -449,8 +501,11 @@ class Stepper:
         else:
             self.optimizer.step()
         phases.append("optimizer")
-        now = [p.detach() for p in self.params]
-        diffs = [d.float() for d in torch._foreach_sub(now, old)]
+        # The gradients are spent (their norms taken; `restored` puts the caller's back):
+        # their memory takes the update, sparing a weights-sized allocation.
+        for g, p, b in zip(grads, self.params, old, strict=True):
+            torch.sub(p.detach(), b, out=g)
+        diffs = [d.float() for d in grads]
         updates = torch.stack([_norms(diffs), _norms([b.float() for b in old])], 1).tolist()
         if first is None:
             broken = [n for n, (d, _) in zip(self.names, updates, strict=True)
@@ -495,4 +550,4 @@ def train_step(
     """One step on `batch`; the model is exactly as before unless `opts.keep`."""
     opts = opts or StepOptions()
     with torch.inference_mode(False), restored(model, opts.keep, check) as saved:
-        return Stepper(model, opts).step(batch, check, saved)
+        return Stepper(model, opts, fresh=True).step(batch, check, saved)

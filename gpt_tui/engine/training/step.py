@@ -138,10 +138,21 @@ def _poison(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _grad_input_at(args: tuple) -> int | None:
+    """Where the module's grad_input comes from: its first positional tensor needing one."""
+    return next(
+        (i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad), None
+    )
+
+
 def _grad_hooks(
     model: nn.Module, opts: StepOptions, record: _Backward, check: Callable[[], None] | None
 ) -> list[torch.utils.hooks.RemovableHandle]:
-    handles = []
+    """Backward read through tensor hooks (cheaper than full backward hooks, which wrap
+    every module's inputs and outputs in an autograd Function): the gradient of a module's
+    output is its grad_output; its input is replaced by an alias (a view) that the module
+    alone uses, whose gradient is its grad_input, however else the input is used."""
+    target = None
     if opts.inject_grad_nan:
         target = check_module(model, opts.inject_grad_nan, "--inject-grad-nan")
         if isinstance(target, nn.Embedding):
@@ -150,35 +161,44 @@ def _grad_hooks(
                 f"it has no input gradient (name a block, attn or mlp)"
             )
 
-        def inject(_m: nn.Module, grad_input: tuple, _grad_output: tuple) -> tuple:
-            return tuple(None if g is None else _poison(g) for g in grad_input)
+    def event(name: str, kind: str, go: torch.Tensor | None, gi: torch.Tensor | None) -> None:
+        if check is not None:
+            check()
+        record.rows.append((
+            name, kind,
+            stats_row(go) if go is not None else None, go.numel() if go is not None else 0,
+            stats_row(gi) if gi is not None else None, gi.numel() if gi is not None else 0,
+        ))  # fmt: skip
 
-        handles.append(target.register_full_backward_hook(inject))
+    def alias(module: nn.Module, args: tuple) -> tuple | None:
+        at = _grad_input_at(args)
+        if at is None:
+            return None
+        x = args[at].view_as(args[at])
+        if module is target:
+            x.register_hook(_poison)
+        return (*args[:at], x, *args[at + 1 :])
+
+    handles = []
     for point in find_probe_points(model):
-        if point.module is None or point.module is unwrap_model(model):
+        module = point.module
+        if module is None or module is unwrap_model(model):
             continue
 
-        def hook(_m: nn.Module, gin: tuple, gout: tuple, name=point.name, kind=point.kind) -> None:
-            if check is not None:
-                check()
-            go, gi = first_tensor(gout), first_tensor(gin)
-            rows = (
-                stats_row(go) if go is not None else None,
-                go.numel() if go is not None else 0,
-                stats_row(gi) if gi is not None else None,
-                gi.numel() if gi is not None else 0,
-            )
-            record.rows.append((name, kind, *rows))
+        def after(_m: nn.Module, args: tuple, out: Any, name=point.name, kind=point.kind) -> None:
+            y, at = first_tensor(out), _grad_input_at(args)
+            if y is None or not y.requires_grad:
+                return
+            if at is None:  # no input gradient (token ids): the event is the output's
+                y.register_hook(lambda g: event(name, kind, g, None))
+                return
+            seen: list[torch.Tensor] = []
+            y.register_hook(seen.append)  # autograd reaches the output first
+            args[at].register_hook(lambda g: event(name, kind, seen[0] if seen else None, g))
 
-        if isinstance(point.module, nn.Embedding):
-            # Its input is token ids, with no gradient: a hook on its output's gradient.
-            def on_output(_m: nn.Module, _args: tuple, out: Any, hook=hook) -> None:
-                if isinstance(out, torch.Tensor) and out.requires_grad:
-                    out.register_hook(lambda g, m=_m: hook(m, (None,), (g,)))
-
-            handles.append(point.module.register_forward_hook(on_output))
-        else:
-            handles.append(point.module.register_full_backward_hook(hook))
+        if not isinstance(module, nn.Embedding):
+            handles.append(module.register_forward_pre_hook(alias))
+        handles.append(module.register_forward_hook(after))
     return handles
 
 

@@ -21,7 +21,9 @@ works on any device including `meta` (a 1.5B model's points in a second, no forw
 starts in the root module's pre-hook and ends in its post-hook, so any call of the model
 (`probes.run(idx)` or a plain `model(idx)`) is recorded, while calls of single submodules
 outside a pass (the logit lens applying `lm_head`) and calls from other threads are not.
-Stats rows are computed on the device in the hooks and read back once per pass (`flush`).
+Stats rows are computed on the device in the hooks and read back once per pass, when the
+records are read (`records`, `flush`): until then they wait in a `Parcel`, which the next
+`to_host` copy of the pass's thread carries along (sampling's logits: one transfer).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch.nn as nn
 
 from ..core.trace import AttentionPattern, Phase, ProbeKind, ProbeRecord
 from .attention import AttentionCapture, LazyPatterns
-from .stats import rows_to_stats, stats_row
+from .stats import Parcel, stats_row
 
 MODEL_OUTPUT = "logits"  # name of the virtual point for the whole model's output
 _ATTN_NAMES = ("attn", "attention")
@@ -286,7 +288,8 @@ class Probes:
         self._by_name = {p.name: p for p in self.points}
         self.inputs = inputs
         self.listener = listener
-        self.records: list[ProbeRecord] = []
+        self._records: list[ProbeRecord] = []
+        self._parcel: Parcel | None = None  # the ended pass's rows, not read yet
         self.capture = AttentionCapture(())
         self.attention_layers = attention_layers
         self._pending: list[PendingRecord] = []
@@ -405,7 +408,8 @@ class Probes:
             return  # another thread's pass is under way (e.g. a paused stepper)
         self._thread = threading.get_ident()
         self._pending = []
-        self.records = []
+        self._parcel = None
+        self._records = []
         self._order = 0
         self._block_inputs = {}
         self.capture.reset()
@@ -422,7 +426,9 @@ class Probes:
         y = first_tensor(output)
         if output_point is not None and y is not None:
             self._record(output_point, "out", y)
-        self.flush()
+        if self._pending:
+            pending = self._pending
+            self._parcel = Parcel([r.row for r in pending], [r.numel for r in pending]).post()
         self._block_inputs = {}
         self._last = _Last()
         self._thread = None
@@ -439,6 +445,7 @@ class Probes:
             self.capture.__exit__(None, None, None)
             self._capturing = False
         self._pending = []
+        self._parcel = None
         self._block_inputs = {}
         self._last = _Last()
         self._thread = None
@@ -467,10 +474,22 @@ class Probes:
             self.listener(pending, x)
         return row
 
+    @property
+    def records(self) -> list[ProbeRecord]:
+        """The records of the last (or current) pass, in execution order, read back now if
+        they were not yet."""
+        if self._pending:
+            self.flush()
+        return self._records
+
     def flush(self) -> list[ProbeRecord]:
-        """Move queued stats to the host (one transfer) and return the new records."""
+        """Move queued stats to the host (one transfer, unless they rode along with one)
+        and return the new records."""
         pending, self._pending = self._pending, []
-        stats = rows_to_stats([r.row for r in pending], [r.numel for r in pending])
+        parcel, self._parcel = self._parcel, None
+        if parcel is None or len(parcel.rows) != len(pending):
+            parcel = Parcel([r.row for r in pending], [r.numel for r in pending])
+        stats = parcel.read()
         new = [
             ProbeRecord(
                 name=r.point.name,
@@ -486,7 +505,7 @@ class Probes:
             )
             for r, s in zip(pending, stats, strict=True)
         ]
-        self.records.extend(new)
+        self._records.extend(new)
         return new
 
     # -- use ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch
 from gpt_tui.models.sampling import SamplingResult, filter_logits, make_generator, sample_next
 
 from ...errors import GptTuiError
+from ..analysis.stats import to_host
 from ..core.model_access import (
     crop_to_context,
     last_position_logits,
@@ -261,8 +262,9 @@ class GenerationSession:
         idx = torch.tensor([self._pending], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
-            # the step's one read: the last position's logits; the rest runs on the host
-            logits = last_position_logits(output).detach().float().cpu()
+            # The step's one read: the last position's logits, and the stats of the probes
+            # on this pass riding along; the rest runs on the host.
+            (logits,) = to_host(last_position_logits(output).detach().float())
             if not torch.isfinite(logits).all():
                 raise GenerationError(
                     f"the model's logits at position {len(self._ids) - 1} contain NaN or "

@@ -32,7 +32,7 @@ from ...errors import GptTuiError
 from ...io.batches import IGNORE, Batch
 from ..analysis.interventions import get_module, inject_nonfinite
 from ..analysis.probes import Probes, find_probe_points, first_tensor, unwrap_model
-from ..analysis.stats import rows_to_stats, stats_row
+from ..analysis.stats import Parcel, stats_row, to_host
 from ..core.model_access import model_device, output_logits
 from ..core.trace import ProbeRecord, TensorStats
 
@@ -202,7 +202,9 @@ def _grad_hooks(
     return handles
 
 
-def _events(record: _Backward) -> tuple[BackwardEvent, ...]:
+def _parcel(record: _Backward) -> tuple[Parcel, list[tuple[int, int]]]:
+    """The backward's stats rows, posted to ride with the gradient norms' transfer, and
+    where each goes: (event, 0 for grad_output / 1 for grad_input)."""
     rows, numels, where = [], [], []
     for i, (_, _, go, n_go, gi, n_gi) in enumerate(record.rows):
         for slot, row, n in ((0, go, n_go), (1, gi, n_gi)):
@@ -210,9 +212,13 @@ def _events(record: _Backward) -> tuple[BackwardEvent, ...]:
                 rows.append(row)
                 numels.append(n)
                 where.append((i, slot))
-    stats: dict[tuple[int, int], TensorStats] = dict(
-        zip(where, rows_to_stats(rows, numels), strict=True)
-    )
+    return Parcel(rows, numels).post(), where
+
+
+def _events(
+    record: _Backward, parcel: Parcel, where: list[tuple[int, int]]
+) -> tuple[BackwardEvent, ...]:
+    stats: dict[tuple[int, int], TensorStats] = dict(zip(where, parcel.read(), strict=True))
     return tuple(
         BackwardEvent(i, name, kind, stats.get((i, 0)), stats.get((i, 1)))
         for i, (name, kind, *_) in enumerate(record.rows)
@@ -467,10 +473,12 @@ class Stepper:
                 except BaseException:
                     probes.abandon_pass()
                     raise
-                forward = tuple(probes.records)
                 loss, rows = row_losses(logits, y)
-            scored = int((y != IGNORE).sum())
-            loss_value, row_values = float(loss.detach()), tuple(rows.tolist())
+            # The phase's one transfer: the loss, its rows, the count scored, and the
+            # probes' stats of the forward riding along.
+            host = to_host(loss.detach(), rows, (y != IGNORE).sum())
+            forward = tuple(probes.records)
+            loss_value, row_values, scored = float(host[0]), tuple(host[1].tolist()), int(host[2])
             note = ZERO_TARGETS if scored == 0 else None
             first = self._forward_nonfinite(forward, loss_value, note)
             phases: list[Phase] = ["forward", "loss"]
@@ -483,15 +491,18 @@ class Stepper:
             scaled = self.scaler.scale(loss) if self.scaler is not None else loss
             scaled.backward()
             phases.append("backward")
-        events = _events(record)
+        parcel, slots = _parcel(record)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        # The phase's one transfer: the gradient norms, the backward's stats riding along.
+        (host_norms,) = to_host(_norms([g.detach().float() for g in grads]))
+        norms = host_norms.tolist()
+        events = _events(record, parcel, slots)
         where = backward_watch(events)
         if first is None and where is not None:
             first = NonFinite("backward", where)
         report.update(backward=events, first_nonfinite=first)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        norms = _norms([g.detach().float() for g in grads]).tolist()  # one transfer
         total = math.sqrt(sum(n * n for n in norms))
         # Only a gradient whose norm is not finite can hold NaN/Inf: count those alone.
         bad = {i: int((~torch.isfinite(grads[i])).sum()) for i, n in enumerate(norms)

@@ -32,14 +32,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
 from ..core.trace import AttentionPattern, Phase, ProbeKind, ProbeRecord
 from .attention import AttentionCapture, LazyPatterns
-from .stats import Parcel, stats_row
+from .stats import Parcel, Row, stats_row
 
 MODEL_OUTPUT = "logits"  # name of the virtual point for the whole model's output
 _ATTN_NAMES = ("attn", "attention")
@@ -242,18 +242,34 @@ class PendingRecord:
     dtype: str
     device: str
     numel: int
-    row: torch.Tensor | None
+    row: Row | None
     order: int
     same_as: str | None = None  # the first "out" record of the same tensor in this pass
 
 
-@dataclass(frozen=True)
-class _Last:
+class _Last(NamedTuple):
     """The last tensor recorded, its stats row, and its first "out" record's name."""
 
     tensor: torch.Tensor | None = None
-    row: torch.Tensor | None = None
+    row: Row | None = None
     first_out: str | None = None
+
+
+# Names of dtypes and devices as records show them, made once each (a record is made for
+# every point of every pass, a decoding step's included).
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
+def _names(x: torch.Tensor) -> tuple[str, str]:
+    dtype, device = x.dtype, x.device
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    where = _DEVICE_NAMES.get(device)
+    if where is None:
+        where = _DEVICE_NAMES[device] = str(device)
+    return name, where
 
 
 # Called in the forward thread for every record as it is made (the stepper pauses here).
@@ -337,12 +353,13 @@ class Probes:
             pattern = p.kind in ("attn", "block") and f"{p.name}.pattern" in names
             mid = by_name.get(f"{p.name.rsplit('.', 1)[0]}.resid_mid") if p.kind == "attn" else None
             block_layer = p.layer if p.kind == "block" else None
-            self._handles.append(
-                p.module.register_forward_pre_hook(
-                    self._pre_hook(p, resid.get("resid_pre"), block_layer, pattern),
-                    with_kwargs=True,
+            if self.inputs or block_layer is not None or pattern:  # else it has nothing to do
+                self._handles.append(
+                    p.module.register_forward_pre_hook(
+                        self._pre_hook(p, resid.get("resid_pre"), block_layer, pattern),
+                        with_kwargs=True,
+                    )
                 )
-            )
             self._handles.append(
                 p.module.register_forward_hook(
                     self._post_hook(p, resid.get("resid_post"), mid, pattern), with_kwargs=True
@@ -451,8 +468,8 @@ class Probes:
         self._thread = None
 
     def _record(
-        self, p: ProbePoint, phase: Phase, x: torch.Tensor, row: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
+        self, p: ProbePoint, phase: Phase, x: torch.Tensor, row: Row | None = None
+    ) -> Row | None:
         """Queue a record; `row` reuses stats already computed for the same tensor."""
         # The same tensor is often recorded several times in a row (a block's output is its
         # resid_post, the next block's input and resid_pre; the head's output is the
@@ -465,9 +482,8 @@ class Probes:
         first_out = same_as or (p.name if phase == "out" else None)
         self._last = _Last(x, row, first_out)
         pending = PendingRecord(
-            p, phase, tuple(x.shape), str(x.dtype).removeprefix("torch."), str(x.device),
-            x.numel(), row, self._order, same_as,
-        )  # fmt: skip
+            p, phase, tuple(x.shape), *_names(x), x.numel(), row, self._order, same_as
+        )
         self._order += 1
         self._pending.append(pending)
         if self.listener is not None:

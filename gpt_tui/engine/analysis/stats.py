@@ -133,14 +133,17 @@ def stats_row(x: torch.Tensor) -> Row | None:
 
     Returns None for tensors without data (the `meta` device) or of complex dtype.
     """
-    if x.device.type == "meta" or x.is_complex():
+    where, numel = x.device.type, x.numel()
+    if where == "meta" or x.is_complex():
         return None
+    if 0 < numel <= SMALL_CPU_NUMEL and where in FREE_READS and x.dtype == torch.float32:
+        return HostValues(x.detach().numpy().reshape(-1).copy())  # a decoding step's path
     x = x.detach().float()
-    if x.numel() == 0:
+    if numel == 0:
         return _pack(torch.zeros(_FLOATS), torch.zeros(3)).to(x.device)
-    if x.device.type not in FREE_READS:
+    if where not in FREE_READS:
         return _finite_row(x)
-    if x.numel() <= SMALL_CPU_NUMEL:
+    if numel <= SMALL_CPU_NUMEL:
         return HostValues(x.reshape(-1).numpy().copy())
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):

@@ -506,21 +506,11 @@ class Probes:
         if parcel is None or len(parcel.rows) != len(pending):
             parcel = Parcel([r.row for r in pending], [r.numel for r in pending])
         stats = parcel.read()
-        new = [
-            ProbeRecord(
-                name=r.point.name,
-                kind=r.point.kind,
-                phase=r.phase,
-                depth=r.point.depth,
-                shape=r.shape,
-                dtype=r.dtype,
-                device=r.device,
-                stats=s,
-                order=r.order,
-                same_as=r.same_as,
-            )
-            for r, s in zip(pending, stats, strict=True)
-        ]
+        new = []
+        for r, s in zip(pending, stats, strict=True):
+            p = r.point  # positional arguments: a decoding step makes dozens of records
+            args = (p.name, p.kind, r.phase, p.depth, r.shape, r.dtype, r.device, s, r.order)
+            new.append(ProbeRecord(*args, r.same_as))
         self._records.extend(new)
         return new
 

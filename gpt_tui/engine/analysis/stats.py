@@ -176,10 +176,7 @@ def _from_host_rows(rows: np.ndarray, numels: np.ndarray) -> list[TensorStats]:
     moments = np.stack([mean, std, rms, lo, hi, abs_max])
     moments[:, n_finite <= 0] = np.nan  # nothing finite to take them over
     columns = [*moments.tolist(), zero_frac.tolist(), nan_count.tolist(), inf_count.tolist()]
-    return [
-        TensorStats(*values, numel=numel)
-        for *values, numel in zip(*columns, numels.tolist(), strict=True)
-    ]
+    return [TensorStats(*values) for values in zip(*columns, numels.tolist(), strict=True)]
 
 
 class Parcel:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from ..analysis.probes import Probes, find_probe_points, first_tensor, unwrap_mo
 from ..analysis.stats import Parcel, stats_row, to_host
 from ..core.model_access import model_device, output_logits
 from ..core.trace import ProbeRecord, TensorStats
+from .snapshot import restored
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
 ZERO_TARGETS = "the loss averages over zero targets: NaN (every target is -1)"
@@ -292,70 +293,6 @@ def training_logits(
             f"the model returned {tuple(logits.shape)}"
         )
     return logits
-
-
-# One snapshot buffer per model, reused step after step: copying into memory already
-# mapped is about twice as fast as cloning into fresh pages. A nested `restored` of the
-# same model (while the buffer is in use) gets fresh copies.
-_SNAPSHOTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
-_IN_USE: set[int] = set()
-
-
-def _snapshot(
-    model: nn.Module, state: dict[str, torch.Tensor], check: Callable[[], None] | None
-) -> dict[str, torch.Tensor]:
-    """Copies of `state`, into the model's buffer when it fits; `check()` before each."""
-    check = check or (lambda: None)
-    buffers = _SNAPSHOTS.get(model) if id(model) not in _IN_USE else None
-    fits = (
-        buffers is not None
-        and buffers.keys() == state.keys()
-        and all(
-            (b.shape, b.dtype, b.device) == (v.shape, v.dtype, v.device)
-            for b, v in zip(buffers.values(), state.values(), strict=True)
-        )
-    )
-    if not fits:
-        buffers = {}
-        for k, v in state.items():
-            check()
-            buffers[k] = v.detach().clone()
-        if id(model) not in _IN_USE:
-            _SNAPSHOTS[model] = buffers
-        return buffers
-    with torch.no_grad():
-        for k, v in state.items():
-            check()
-            buffers[k].copy_(v.detach())
-    return buffers
-
-
-@contextmanager
-def restored(
-    model: nn.Module, keep: bool = False, check: Callable[[], None] | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Parameters and buffers (bit-exact copies), `.grad`s and the mode put back on exit.
-    `check()` runs before each tensor is saved: a cancel there has changed nothing. The
-    copies it yields are valid inside the block only."""
-    owner = id(model) not in _IN_USE
-    saved = _snapshot(model, model.state_dict(keep_vars=True), check)
-    _IN_USE.add(id(model))
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    mode = model.training
-    try:
-        yield saved
-    finally:
-        if owner:
-            _IN_USE.discard(id(model))
-        if not keep:
-            with torch.no_grad():
-                for k, v in model.state_dict(keep_vars=True).items():
-                    v.detach().copy_(saved[k])
-        for n, p in model.named_parameters():
-            p.grad = grads[n]
-        model.train(mode)
 
 
 def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -63,7 +63,7 @@ def measure(model: torch.nn.Module, T: int, reps: int) -> tuple[list[float], dic
 
     def probed(layers: object, view: bool) -> float:
         with Probes(model, attention_layers=layers) as probes:
-            elapsed = timed(lambda: probes.run(idx))
+            elapsed = timed(lambda: (probes.run(idx), probes.records))
             if view:
                 elapsed += timed(lambda: probes.pattern(middle))
             return elapsed
@@ -72,7 +72,7 @@ def measure(model: torch.nn.Module, T: int, reps: int) -> tuple[list[float], dic
 
     def attnall() -> float:
         with Probes(model, attention_layers="all") as probes:
-            elapsed = timed(lambda: probes.run(idx))
+            elapsed = timed(lambda: (probes.run(idx), probes.records))
             switch.append(timed(lambda: head_summaries(probes.pattern(middle))))
             return elapsed
 

@@ -1,5 +1,6 @@
 """Host-device syncs: how many reads back to the host one probed forward, one watched
-training step and one cached decode step make, counted on the CPU.
+training step, one cached decode step and one laid-open training step make, counted on
+the CPU.
 
 On an accelerator every read of a device value (`.item()`, `float(t)`, `bool(t)`,
 `.tolist()`, `.cpu()`, `.numpy()`, `nonzero`, ...) waits for the queued work to finish, so
@@ -8,12 +9,14 @@ these calls; `stats.FREE_READS` is emptied so the stats take the path they take 
 accelerator (on the CPU they read as they go, which is free there). Each count is printed
 with its target, and the call sites (the first frame in gpt_tui) of every read beyond it.
 
-Targets: 1 per probed forward (the pass's stats in one transfer), 1 per watched step (2
-with the optimizer check), 1 per decode step (the token; the shown stats ride along).
+Targets: 1 per probed forward (the pass's stats in one transfer, when its records are
+read), 1 per watched step (2 with the optimizer check), 1 per decode step (the logits, with
+the probes' stats of the pass riding along in the same transfer). And `training.train_step`,
+3: one per phase (forward and loss, backward and gradient norms, update).
 
 Usage: python benchmarks/syncs.py [preset]   (default small)
 Last line: syncs probed_forward=<n> (target 1) watched_step=<n> (target 2) decode_step=<n>
-(target 1)
+(target 1) train_step=<n> (target 3)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import gpt_tui
 from gpt_tui.engine.analysis.probes import Probes
 from gpt_tui.engine.core import stats
 from gpt_tui.engine.generation.sampling import GenerationSession
+from gpt_tui.engine.training.step import train_step
+from gpt_tui.io.batches import Batch
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config
 
@@ -44,6 +49,9 @@ READS = {
     "equal", "allclose", "is_nonzero",
 }  # fmt: skip
 _PACKAGE = str(Path(gpt_tui.__file__).resolve().parent)
+_TORCH_WRAPPERS = tuple(
+    str(Path(torch.__file__).resolve().parent / name) for name in ("_tensor.py", "overrides.py")
+)
 
 
 def _to_host(func: Callable, args: tuple, kwargs: dict) -> bool:
@@ -105,10 +113,15 @@ class SyncCounter(TorchFunctionMode):
         return ref is not None and ref() is t
 
     def _site(self) -> str | None:
+        """The read's caller when it is gpt_tui (past torch's own Tensor wrappers); None
+        when torch reads for itself (the optimizer's step count) or the loop does."""
         for frame in reversed(traceback.extract_stack()[:-2]):
-            if frame.filename.startswith(_PACKAGE):
-                where = Path(frame.filename).relative_to(Path(_PACKAGE).parent)
-                return f"{where}:{frame.lineno} ({frame.name})"
+            if frame.filename.startswith(_TORCH_WRAPPERS):
+                continue
+            if not frame.filename.startswith(_PACKAGE):
+                return None
+            where = Path(frame.filename).relative_to(Path(_PACKAGE).parent)
+            return f"{where}:{frame.lineno} ({frame.name})"
         return None
 
 
@@ -127,7 +140,7 @@ def probed_forward(model: torch.nn.Module) -> SyncCounter:
     T = min(64, model.config.block_size)
     idx = torch.randint(0, model.config.vocab_size, (1, T), generator=torch.Generator())
     with Probes(model) as probes:
-        return counted(lambda: probes.run(idx))
+        return counted(lambda: (probes.run(idx), probes.records))  # the pass, then its stats
 
 
 def watched_step(model: torch.nn.Module) -> SyncCounter:
@@ -166,10 +179,21 @@ def decode_step(model: torch.nn.Module) -> SyncCounter:
         return counted(one)
 
 
+def laid_open_step(model: torch.nn.Module) -> SyncCounter:
+    """`training.train_step`: one read per phase (the forward's stats with the loss, the
+    backward's with the gradient norms, the update norms); AdamW's own reads apart."""
+    gen = torch.Generator().manual_seed(0)
+    T = min(32, model.config.block_size)
+    x, y = (torch.randint(model.config.vocab_size, (4, T), generator=gen) for _ in range(2))
+    train_step(model, Batch(x, y, "random", ()))  # the first sets up the reused buffers
+    return counted(lambda: train_step(model, Batch(x, y, "random", ())))
+
+
 SCENARIOS: dict[str, tuple[Callable[[torch.nn.Module], SyncCounter], int]] = {
     "probed_forward": (probed_forward, 1),
     "watched_step": (watched_step, 2),
     "decode_step": (decode_step, 1),
+    "train_step": (laid_open_step, 3),
 }
 
 

@@ -21,7 +21,9 @@ works on any device including `meta` (a 1.5B model's points in a second, no forw
 starts in the root module's pre-hook and ends in its post-hook, so any call of the model
 (`probes.run(idx)` or a plain `model(idx)`) is recorded, while calls of single submodules
 outside a pass (the logit lens applying `lm_head`) and calls from other threads are not.
-Stats rows are computed on the device in the hooks and read back once per pass (`flush`).
+Stats rows are computed on the device in the hooks and read back once per pass, when the
+records are read (`records`, `flush`): until then they wait in a `Parcel`, which the next
+`to_host` copy of the pass's thread carries along (sampling's logits: one transfer).
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
 from ..core.model_access import find_block_list, unwrap_model
-from ..core.stats import rows_to_stats, stats_row
+from ..core.stats import Parcel, Row, stats_row
 from ..core.trace import AttentionPattern, Phase, ProbeKind, ProbeRecord
 from .attention import AttentionCapture, LazyPatterns
 
@@ -220,18 +222,34 @@ class PendingRecord:
     dtype: str
     device: str
     numel: int
-    row: torch.Tensor | None
+    row: Row | None
     order: int
     same_as: str | None = None  # the first "out" record of the same tensor in this pass
 
 
-@dataclass(frozen=True)
-class _Last:
+class _Last(NamedTuple):
     """The last tensor recorded, its stats row, and its first "out" record's name."""
 
     tensor: torch.Tensor | None = None
-    row: torch.Tensor | None = None
+    row: Row | None = None
     first_out: str | None = None
+
+
+# Names of dtypes and devices as records show them, made once each (a record is made for
+# every point of every pass, a decoding step's included).
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
+def _names(x: torch.Tensor) -> tuple[str, str]:
+    dtype, device = x.dtype, x.device
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    where = _DEVICE_NAMES.get(device)
+    if where is None:
+        where = _DEVICE_NAMES[device] = str(device)
+    return name, where
 
 
 # Called in the forward thread for every record as it is made (the stepper pauses here).
@@ -266,7 +284,8 @@ class Probes:
         self._by_name = {p.name: p for p in self.points}
         self.inputs = inputs
         self.listener = listener
-        self.records: list[ProbeRecord] = []
+        self._records: list[ProbeRecord] = []
+        self._parcel: Parcel | None = None  # the ended pass's rows, not read yet
         self.capture = AttentionCapture(())
         self.attention_layers = attention_layers
         self._pending: list[PendingRecord] = []
@@ -314,12 +333,13 @@ class Probes:
             pattern = p.kind in ("attn", "block") and f"{p.name}.pattern" in names
             mid = by_name.get(f"{p.name.rsplit('.', 1)[0]}.resid_mid") if p.kind == "attn" else None
             block_layer = p.layer if p.kind == "block" else None
-            self._handles.append(
-                p.module.register_forward_pre_hook(
-                    self._pre_hook(p, resid.get("resid_pre"), block_layer, pattern),
-                    with_kwargs=True,
+            if self.inputs or block_layer is not None or pattern:  # else it has nothing to do
+                self._handles.append(
+                    p.module.register_forward_pre_hook(
+                        self._pre_hook(p, resid.get("resid_pre"), block_layer, pattern),
+                        with_kwargs=True,
+                    )
                 )
-            )
             self._handles.append(
                 p.module.register_forward_hook(
                     self._post_hook(p, resid.get("resid_post"), mid, pattern), with_kwargs=True
@@ -385,7 +405,8 @@ class Probes:
             return  # another thread's pass is under way (e.g. a paused stepper)
         self._thread = threading.get_ident()
         self._pending = []
-        self.records = []
+        self._parcel = None
+        self._records = []
         self._order = 0
         self._block_inputs = {}
         self.capture.reset()
@@ -402,7 +423,9 @@ class Probes:
         y = first_tensor(output)
         if output_point is not None and y is not None:
             self._record(output_point, "out", y)
-        self.flush()
+        if self._pending:
+            pending = self._pending
+            self._parcel = Parcel([r.row for r in pending], [r.numel for r in pending]).post()
         self._block_inputs = {}
         self._last = _Last()
         self._thread = None
@@ -419,13 +442,14 @@ class Probes:
             self.capture.__exit__(None, None, None)
             self._capturing = False
         self._pending = []
+        self._parcel = None
         self._block_inputs = {}
         self._last = _Last()
         self._thread = None
 
     def _record(
-        self, p: ProbePoint, phase: Phase, x: torch.Tensor, row: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
+        self, p: ProbePoint, phase: Phase, x: torch.Tensor, row: Row | None = None
+    ) -> Row | None:
         """Queue a record; `row` reuses stats already computed for the same tensor."""
         # The same tensor is often recorded several times in a row (a block's output is its
         # resid_post, the next block's input and resid_pre; the head's output is the
@@ -438,35 +462,36 @@ class Probes:
         first_out = same_as or (p.name if phase == "out" else None)
         self._last = _Last(x, row, first_out)
         pending = PendingRecord(
-            p, phase, tuple(x.shape), str(x.dtype).removeprefix("torch."), str(x.device),
-            x.numel(), row, self._order, same_as,
-        )  # fmt: skip
+            p, phase, tuple(x.shape), *_names(x), x.numel(), row, self._order, same_as
+        )
         self._order += 1
         self._pending.append(pending)
         if self.listener is not None:
             self.listener(pending, x)
         return row
 
+    @property
+    def records(self) -> list[ProbeRecord]:
+        """The records of the last (or current) pass, in execution order, read back now if
+        they were not yet."""
+        if self._pending:
+            self.flush()
+        return self._records
+
     def flush(self) -> list[ProbeRecord]:
-        """Move queued stats to the host (one transfer) and return the new records."""
+        """Move queued stats to the host (one transfer, unless they rode along with one)
+        and return the new records."""
         pending, self._pending = self._pending, []
-        stats = rows_to_stats([r.row for r in pending], [r.numel for r in pending])
-        new = [
-            ProbeRecord(
-                name=r.point.name,
-                kind=r.point.kind,
-                phase=r.phase,
-                depth=r.point.depth,
-                shape=r.shape,
-                dtype=r.dtype,
-                device=r.device,
-                stats=s,
-                order=r.order,
-                same_as=r.same_as,
-            )
-            for r, s in zip(pending, stats, strict=True)
-        ]
-        self.records.extend(new)
+        parcel, self._parcel = self._parcel, None
+        if parcel is None or len(parcel.rows) != len(pending):
+            parcel = Parcel([r.row for r in pending], [r.numel for r in pending])
+        stats = parcel.read()
+        new = []
+        for r, s in zip(pending, stats, strict=True):
+            p = r.point  # positional arguments: a decoding step makes dozens of records
+            args = (p.name, p.kind, r.phase, p.depth, r.shape, r.dtype, r.device, s, r.order)
+            new.append(ProbeRecord(*args, r.same_as))
+        self._records.extend(new)
         return new
 
     # -- use ------------------------------------------------------------------------

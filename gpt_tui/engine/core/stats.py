@@ -11,7 +11,8 @@ take ~10-20 ms each, while `var_mean` takes ~160 ms and `isinf` ~100 ms. So:
   than torch's count_nonzero). Mean, rms and std are derived from sum and norm (std is
   the population std, sqrt(rms² − mean²), evaluated in float64 on the host).
 - `rows_to_stats(rows, numels)` stacks all rows of a pass and moves them to the host with
-  one transfer per device.
+  one transfer per device; a `Parcel` of them can instead ride along with the next
+  `to_host` copy of the same thread (sampling's logits), one transfer for both.
 
 NaN / Inf semantics: `nan_count` and `inf_count` count every element; the moments and
 extremes (mean, std, rms, min, max, abs_max) are taken over the *finite* elements only, so
@@ -25,6 +26,8 @@ passes are cheap there).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,14 +133,17 @@ def stats_row(x: torch.Tensor) -> Row | None:
 
     Returns None for tensors without data (the `meta` device) or of complex dtype.
     """
-    if x.device.type == "meta" or x.is_complex():
+    where, numel = x.device.type, x.numel()
+    if where == "meta" or x.is_complex():
         return None
+    if 0 < numel <= SMALL_CPU_NUMEL and where in FREE_READS and x.dtype == torch.float32:
+        return HostValues(x.detach().numpy().reshape(-1).copy())  # a decoding step's path
     x = x.detach().float()
-    if x.numel() == 0:
+    if numel == 0:
         return _pack(torch.zeros(_FLOATS), torch.zeros(3)).to(x.device)
-    if x.device.type not in FREE_READS:
+    if where not in FREE_READS:
         return _finite_row(x)
-    if x.numel() <= SMALL_CPU_NUMEL:
+    if numel <= SMALL_CPU_NUMEL:
         return HostValues(x.reshape(-1).numpy().copy())
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -170,42 +176,121 @@ def _from_host_rows(rows: np.ndarray, numels: np.ndarray) -> list[TensorStats]:
     moments = np.stack([mean, std, rms, lo, hi, abs_max])
     moments[:, n_finite <= 0] = np.nan  # nothing finite to take them over
     columns = [*moments.tolist(), zero_frac.tolist(), nan_count.tolist(), inf_count.tolist()]
-    return [
-        TensorStats(*values, numel=numel)
-        for *values, numel in zip(*columns, numels.tolist(), strict=True)
-    ]
+    return [TensorStats(*values) for values in zip(*columns, numels.tolist(), strict=True)]
+
+
+class Parcel:
+    """A pass's stats rows on their way to the host. Made where the rows are complete
+    (the rows on a device stacked there, without waiting for it) and read when wanted:
+    by a transfer of its own, or by riding along with another one, `to_host`, which
+    carries every parcel `post`ed in its thread (the probes' stats ride with the logits
+    that sampling copies anyway). A None row (no data, e.g. `meta`) reads as stats of
+    NaN with the right `numel`."""
+
+    def __init__(self, rows: Sequence[Row | None], numels: Sequence[int]) -> None:
+        self.rows, self.numels = list(rows), list(numels)
+        by_device: dict[torch.device, list[int]] = {}
+        for i, row in enumerate(self.rows):
+            if isinstance(row, torch.Tensor):
+                by_device.setdefault(row.device, []).append(i)
+        self._stacked = {
+            device: (indices, torch.stack([self.rows[i] for i in indices]))  # type: ignore[misc]
+            for device, indices in by_device.items()
+        }
+        self._arrived: dict[torch.device, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._stats: list[TensorStats] | None = None
+
+    def post(self) -> Parcel:
+        """Let the next `to_host` of this thread carry this parcel's device rows."""
+        if self._stacked:
+            box = _outbox()
+            box[:] = [ref for ref in box if ref() is not None]
+            box.append(weakref.ref(self))
+        return self
+
+    def _ride(self, device: torch.device) -> torch.Tensor | None:
+        with self._lock:
+            found = self._stacked.get(device) if self._stats is None else None
+            return None if found is None or device in self._arrived else found[1]
+
+    def _arrive(self, device: torch.device, rows: np.ndarray) -> None:
+        with self._lock:
+            self._arrived[device] = rows
+
+    def read(self) -> list[TensorStats]:
+        """The rows as `TensorStats`: one transfer per device not yet carried (none on
+        the host, where the rows already are)."""
+        with self._lock:
+            if self._stats is None:
+                self._stats = self._read()
+            return self._stats
+
+    def _read(self) -> list[TensorStats]:
+        rows, numels = self.rows, self.numels
+        host: dict[int, np.ndarray] = {}
+        small = [i for i, row in enumerate(rows) if isinstance(row, HostValues)]
+        if small:
+            made = _batch_rows([rows[i].values for i in small])  # type: ignore[union-attr]
+            host.update(zip(small, made, strict=True))
+        host.update((i, row) for i, row in enumerate(rows) if isinstance(row, np.ndarray))
+        for device, (indices, stacked) in self._stacked.items():
+            arrived = self._arrived.get(device)
+            if arrived is None:
+                arrived = stacked.cpu().numpy()  # the one transfer
+            host.update(zip(indices, arrived, strict=True))
+        self._stacked = {}  # the device rows are not needed any more
+        out = [_unknown(numel) for numel in numels] if len(host) < len(numels) else []
+        if host:
+            order = sorted(host)
+            made = _from_host_rows(
+                np.stack([host[i] for i in order]), np.array([numels[i] for i in order], np.int64)
+            )
+            if not out:
+                return made
+            for i, st in zip(order, made, strict=True):
+                out[i] = st
+        return out
+
+
+_LOCAL = threading.local()
+
+
+def _outbox() -> list[weakref.ref[Parcel]]:
+    box = getattr(_LOCAL, "box", None)
+    if box is None:
+        box = _LOCAL.box = []
+    return box
+
+
+def to_host(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Host copies of `tensors` (all on one device) in one transfer, which also carries
+    the device rows of every parcel this thread posted there. Where reads are free
+    (`FREE_READS`) it is `.cpu()` of each, and the parcels read on their own for free."""
+    device = tensors[0].device
+    if device.type in FREE_READS:
+        return tuple(t.detach().cpu() for t in tensors)
+    box, _LOCAL.box = _outbox(), []
+    riders = [(p, rows) for p in (ref() for ref in box) if p is not None
+              for rows in [p._ride(device)] if rows is not None]  # fmt: skip
+    parts = [rows for _, rows in riders] + [t.detach() for t in tensors]
+    # Widest elements first: every part then starts at a multiple of its element size.
+    order = sorted(range(len(parts)), key=lambda i: -parts[i].element_size())
+    flat = [parts[i].reshape(-1).view(torch.uint8) for i in order]
+    host = torch.cat(flat).cpu()  # the one transfer
+    out: list[torch.Tensor] = [host] * len(parts)
+    start = 0
+    for i, bytes_ in zip(order, flat, strict=True):
+        out[i] = host[start : start + bytes_.numel()].view(parts[i].dtype).view(parts[i].shape)
+        start += bytes_.numel()
+    for (parcel, _), rows in zip(riders, out, strict=False):
+        parcel._arrive(device, rows.numpy())
+    return tuple(out[len(riders) :])
 
 
 def rows_to_stats(rows: Sequence[Row | None], numels: Sequence[int]) -> list[TensorStats]:
-    """Turn packed rows into `TensorStats` with one host transfer per device.
-
-    A None row (no data, e.g. `meta`) becomes stats of NaN with the right `numel`.
-    """
-    by_device: dict[torch.device, list[int]] = {}
-    host: dict[int, np.ndarray] = {}
-    small = [i for i, row in enumerate(rows) if isinstance(row, HostValues)]
-    if small:
-        made = _batch_rows([rows[i].values for i in small])  # type: ignore[union-attr]
-        host.update(zip(small, made, strict=True))
-    for i, row in enumerate(rows):
-        if isinstance(row, np.ndarray):
-            host[i] = row
-        elif row is not None and not isinstance(row, HostValues):
-            by_device.setdefault(row.device, []).append(i)
-    for indices in by_device.values():
-        stacked = torch.stack([rows[i] for i in indices]).cpu().numpy()  # the one transfer
-        host.update(zip(indices, stacked, strict=True))
-    out = [_unknown(numel) for numel in numels] if len(host) < len(numels) else []
-    if host:
-        order = sorted(host)
-        made = _from_host_rows(
-            np.stack([host[i] for i in order]), np.array([numels[i] for i in order], np.int64)
-        )
-        if not out:
-            return made
-        for i, st in zip(order, made, strict=True):
-            out[i] = st
-    return out
+    """Turn packed rows into `TensorStats` with one host transfer per device."""
+    return Parcel(rows, numels).read()
 
 
 def tensor_stats(x: torch.Tensor) -> TensorStats:

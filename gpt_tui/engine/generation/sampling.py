@@ -29,6 +29,7 @@ from ..core.model_access import (
     model_device,
     usable_vocab_size,
 )
+from ..core.stats import to_host
 
 TOP_CANDIDATES = 10
 
@@ -261,8 +262,9 @@ class GenerationSession:
         idx = torch.tensor([self._pending], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             output = self.model(idx) if cache is None else self.model(idx, kv_cache=cache)
-            # the step's one read: the last position's logits; the rest runs on the host
-            logits = last_position_logits(output).detach().float().cpu()
+            # The step's one read: the last position's logits, and the stats of the probes
+            # on this pass riding along; the rest runs on the host.
+            (logits,) = to_host(last_position_logits(output).detach().float())
             if not torch.isfinite(logits).all():
                 raise GenerationError(
                     f"the model's logits at position {len(self._ids) - 1} contain NaN or "
@@ -321,11 +323,13 @@ class GenerationSession:
         probs = result.probs
         kept = int(torch.isfinite(result.filtered).sum())
         n_top = min(TOP_CANDIDATES, kept)
-        top = torch.topk(result.filtered, n_top).indices.tolist()
-        raw = result.logits.tolist()
-        prob_list = probs.tolist()
+        top = torch.topk(result.filtered, n_top).indices
+        # Only the rows shown leave the tensors (a vocabulary of 50k would cost ms a step).
+        shown = top.tolist()
+        raw, prob_list = result.logits[top].tolist(), probs[top].tolist()
         candidates = tuple(
-            Candidate(i, token_label(self.tokenizer, i), raw[i], prob_list[i]) for i in top
+            Candidate(i, token_label(self.tokenizer, i), logit, p)
+            for i, logit, p in zip(shown, raw, prob_list, strict=True)
         )
         return SamplingStep(
             index=len(self._steps),
@@ -340,7 +344,7 @@ class GenerationSession:
             greedy=result.greedy,
             token_id=token,
             token_label=token_label(self.tokenizer, token),
-            token_prob=prob_list[token],
+            token_prob=float(probs[token]),
             forced=forced,
             cache_fill=self.cache_fill,
             entropy=float(torch.special.entr(probs).sum()),

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,8 +33,9 @@ from ...io.batches import IGNORE, Batch
 from ..analysis.interventions import get_module, inject_nonfinite
 from ..analysis.probes import Probes, find_probe_points, first_tensor, unwrap_model
 from ..core.model_access import model_device, output_logits
-from ..core.stats import rows_to_stats, stats_row
+from ..core.stats import Parcel, stats_row, to_host
 from ..core.trace import ProbeRecord, TensorStats
+from .snapshot import restored
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
 ZERO_TARGETS = "the loss averages over zero targets: NaN (every target is -1)"
@@ -138,10 +139,21 @@ def _poison(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _grad_input_at(args: tuple) -> int | None:
+    """Where the module's grad_input comes from: its first positional tensor needing one."""
+    return next(
+        (i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad), None
+    )
+
+
 def _grad_hooks(
     model: nn.Module, opts: StepOptions, record: _Backward, check: Callable[[], None] | None
 ) -> list[torch.utils.hooks.RemovableHandle]:
-    handles = []
+    """Backward read through tensor hooks (cheaper than full backward hooks, which wrap
+    every module's inputs and outputs in an autograd Function): the gradient of a module's
+    output is its grad_output; its input is replaced by an alias (a view) that the module
+    alone uses, whose gradient is its grad_input, however else the input is used."""
+    target = None
     if opts.inject_grad_nan:
         target = check_module(model, opts.inject_grad_nan, "--inject-grad-nan")
         if isinstance(target, nn.Embedding):
@@ -150,39 +162,50 @@ def _grad_hooks(
                 f"it has no input gradient (name a block, attn or mlp)"
             )
 
-        def inject(_m: nn.Module, grad_input: tuple, _grad_output: tuple) -> tuple:
-            return tuple(None if g is None else _poison(g) for g in grad_input)
+    def event(name: str, kind: str, go: torch.Tensor | None, gi: torch.Tensor | None) -> None:
+        if check is not None:
+            check()
+        record.rows.append((
+            name, kind,
+            stats_row(go) if go is not None else None, go.numel() if go is not None else 0,
+            stats_row(gi) if gi is not None else None, gi.numel() if gi is not None else 0,
+        ))  # fmt: skip
 
-        handles.append(target.register_full_backward_hook(inject))
+    def alias(module: nn.Module, args: tuple) -> tuple | None:
+        at = _grad_input_at(args)
+        if at is None:
+            return None
+        x = args[at].view_as(args[at])
+        if module is target:
+            x.register_hook(_poison)
+        return (*args[:at], x, *args[at + 1 :])
+
+    handles = []
     for point in find_probe_points(model):
-        if point.module is None or point.module is unwrap_model(model):
+        module = point.module
+        if module is None or module is unwrap_model(model):
             continue
 
-        def hook(_m: nn.Module, gin: tuple, gout: tuple, name=point.name, kind=point.kind) -> None:
-            if check is not None:
-                check()
-            go, gi = first_tensor(gout), first_tensor(gin)
-            rows = (
-                stats_row(go) if go is not None else None,
-                go.numel() if go is not None else 0,
-                stats_row(gi) if gi is not None else None,
-                gi.numel() if gi is not None else 0,
-            )
-            record.rows.append((name, kind, *rows))
+        def after(_m: nn.Module, args: tuple, out: Any, name=point.name, kind=point.kind) -> None:
+            y, at = first_tensor(out), _grad_input_at(args)
+            if y is None or not y.requires_grad:
+                return
+            if at is None:  # no input gradient (token ids): the event is the output's
+                y.register_hook(lambda g: event(name, kind, g, None))
+                return
+            seen: list[torch.Tensor] = []
+            y.register_hook(seen.append)  # autograd reaches the output first
+            args[at].register_hook(lambda g: event(name, kind, seen[0] if seen else None, g))
 
-        if isinstance(point.module, nn.Embedding):
-            # Its input is token ids, with no gradient: a hook on its output's gradient.
-            def on_output(_m: nn.Module, _args: tuple, out: Any, hook=hook) -> None:
-                if isinstance(out, torch.Tensor) and out.requires_grad:
-                    out.register_hook(lambda g, m=_m: hook(m, (None,), (g,)))
-
-            handles.append(point.module.register_forward_hook(on_output))
-        else:
-            handles.append(point.module.register_full_backward_hook(hook))
+        if not isinstance(module, nn.Embedding):
+            handles.append(module.register_forward_pre_hook(alias))
+        handles.append(module.register_forward_hook(after))
     return handles
 
 
-def _events(record: _Backward) -> tuple[BackwardEvent, ...]:
+def _parcel(record: _Backward) -> tuple[Parcel, list[tuple[int, int]]]:
+    """The backward's stats rows, posted to ride with the gradient norms' transfer, and
+    where each goes: (event, 0 for grad_output / 1 for grad_input)."""
     rows, numels, where = [], [], []
     for i, (_, _, go, n_go, gi, n_gi) in enumerate(record.rows):
         for slot, row, n in ((0, go, n_go), (1, gi, n_gi)):
@@ -190,9 +213,13 @@ def _events(record: _Backward) -> tuple[BackwardEvent, ...]:
                 rows.append(row)
                 numels.append(n)
                 where.append((i, slot))
-    stats: dict[tuple[int, int], TensorStats] = dict(
-        zip(where, rows_to_stats(rows, numels), strict=True)
-    )
+    return Parcel(rows, numels).post(), where
+
+
+def _events(
+    record: _Backward, parcel: Parcel, where: list[tuple[int, int]]
+) -> tuple[BackwardEvent, ...]:
+    stats: dict[tuple[int, int], TensorStats] = dict(zip(where, parcel.read(), strict=True))
     return tuple(
         BackwardEvent(i, name, kind, stats.get((i, 0)), stats.get((i, 1)))
         for i, (name, kind, *_) in enumerate(record.rows)
@@ -234,15 +261,25 @@ def row_losses(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return mean, nll.detach().sum(dim=1) / counts
 
 
+# What `wants_targets` found, per model: asking costs a forward, and the answer is the
+# model's (its forward's signature and what it returns), not the batch's.
+_WANTS_TARGETS: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
 def wants_targets(model: nn.Module, x: torch.Tensor) -> bool:
     """True when the forward gives every position's logits only with targets, as upstream
     nanoGPT does (nanochat returns the loss alone then: it is called without)."""
     import inspect
 
+    known = _WANTS_TARGETS.get(model)
+    if known is not None:
+        return known
     with torch.no_grad():
         logits = output_logits(model(x[:1]))
     every = logits.dim() == 3 and logits.shape[:2] == x[:1].shape
-    return not every and "targets" in inspect.signature(model.forward).parameters
+    wants = not every and "targets" in inspect.signature(model.forward).parameters
+    _WANTS_TARGETS[model] = wants
+    return wants
 
 
 def training_logits(
@@ -256,70 +293,6 @@ def training_logits(
             f"the model returned {tuple(logits.shape)}"
         )
     return logits
-
-
-# One snapshot buffer per model, reused step after step: copying into memory already
-# mapped is about twice as fast as cloning into fresh pages. A nested `restored` of the
-# same model (while the buffer is in use) gets fresh copies.
-_SNAPSHOTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
-_IN_USE: set[int] = set()
-
-
-def _snapshot(
-    model: nn.Module, state: dict[str, torch.Tensor], check: Callable[[], None] | None
-) -> dict[str, torch.Tensor]:
-    """Copies of `state`, into the model's buffer when it fits; `check()` before each."""
-    check = check or (lambda: None)
-    buffers = _SNAPSHOTS.get(model) if id(model) not in _IN_USE else None
-    fits = (
-        buffers is not None
-        and buffers.keys() == state.keys()
-        and all(
-            (b.shape, b.dtype, b.device) == (v.shape, v.dtype, v.device)
-            for b, v in zip(buffers.values(), state.values(), strict=True)
-        )
-    )
-    if not fits:
-        buffers = {}
-        for k, v in state.items():
-            check()
-            buffers[k] = v.detach().clone()
-        if id(model) not in _IN_USE:
-            _SNAPSHOTS[model] = buffers
-        return buffers
-    with torch.no_grad():
-        for k, v in state.items():
-            check()
-            buffers[k].copy_(v.detach())
-    return buffers
-
-
-@contextmanager
-def restored(
-    model: nn.Module, keep: bool = False, check: Callable[[], None] | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Parameters and buffers (bit-exact copies), `.grad`s and the mode put back on exit.
-    `check()` runs before each tensor is saved: a cancel there has changed nothing. The
-    copies it yields are valid inside the block only."""
-    owner = id(model) not in _IN_USE
-    saved = _snapshot(model, model.state_dict(keep_vars=True), check)
-    _IN_USE.add(id(model))
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    mode = model.training
-    try:
-        yield saved
-    finally:
-        if owner:
-            _IN_USE.discard(id(model))
-        if not keep:
-            with torch.no_grad():
-                for k, v in model.state_dict(keep_vars=True).items():
-                    v.detach().copy_(saved[k])
-        for n, p in model.named_parameters():
-            p.grad = grads[n]
-        model.train(mode)
 
 
 def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -339,13 +312,55 @@ def make_optimizer(params: list[nn.Parameter], opts: StepOptions) -> torch.optim
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=opts.lr, betas=opts.betas)
 
 
+# `train_step`'s optimizer per model, put back to a fresh one's state before each step:
+# AdamW's moments are twice the weights' size, and allocating them anew every step costs
+# more than the update itself (the allocator hands back fresh pages, faulted in one by one).
+_OPTIMIZERS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.optim.Optimizer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _fits(state: dict[str, Any], p: torch.Tensor) -> bool:
+    return all(
+        v.dim() == 0 or (v.shape, v.dtype, v.device) == (p.shape, p.dtype, p.device)
+        for v in state.values()
+        if isinstance(v, torch.Tensor)
+    )
+
+
+def fresh_optimizer(
+    model: nn.Module, params: list[nn.Parameter], opts: StepOptions
+) -> torch.optim.Optimizer:
+    """An optimizer as `make_optimizer` makes it, reusing the memory of the last one made
+    here for the same model and settings: its state is zeroed, which is how a new AdamW's
+    starts (step 0, both moments 0); any other optimizer is made anew."""
+    key = (opts.optimizer, opts.lr, opts.betas, opts.weight_decay, tuple(map(id, params)))
+    cached = _OPTIMIZERS.get(model)
+    if opts.optimizer == "adamw" and cached is not None and cached[0] == key:
+        optimizer = cached[1]
+        states = [(optimizer.state[p], p) for p in params if p in optimizer.state]
+        if all(_fits(state, p) for state, p in states):
+            with torch.no_grad():
+                for state, _ in states:
+                    for v in state.values():
+                        if isinstance(v, torch.Tensor):
+                            v.zero_()
+            return optimizer
+    optimizer = make_optimizer(params, opts)
+    if opts.optimizer == "adamw":
+        _OPTIMIZERS[model] = (key, optimizer)
+    return optimizer
+
+
 class Stepper:
     """One model prepared for training steps: its optimizer, scaler and names.
 
     `step(batch)` takes one step (weights change); `train_step` wraps it in `restored`.
+    `fresh` reuses the optimizer memory of the last such Stepper of the model: only for
+    one Stepper at a time.
     """
 
-    def __init__(self, model: nn.Module, opts: StepOptions) -> None:
+    def __init__(self, model: nn.Module, opts: StepOptions, fresh: bool = False) -> None:
         self.model = model
         self.opts = opts
         self.device = model_device(model)
@@ -357,7 +372,8 @@ class Stepper:
             raise TrainingError("no parameter requires grad: there is nothing to train")
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
-        self.optimizer = make_optimizer(self.params, opts)
+        make = fresh_optimizer if fresh else lambda _m, params, o: make_optimizer(params, o)
+        self.optimizer = make(model, self.params, opts)
         fp16_cuda = self.dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16_cuda else None
         self._targets: bool | None = None
@@ -394,10 +410,12 @@ class Stepper:
                 except BaseException:
                     probes.abandon_pass()
                     raise
-                forward = tuple(probes.records)
                 loss, rows = row_losses(logits, y)
-            scored = int((y != IGNORE).sum())
-            loss_value, row_values = float(loss.detach()), tuple(rows.tolist())
+            # The phase's one transfer: the loss, its rows, the count scored, and the
+            # probes' stats of the forward riding along.
+            host = to_host(loss.detach(), rows, (y != IGNORE).sum())
+            forward = tuple(probes.records)
+            loss_value, row_values, scored = float(host[0]), tuple(host[1].tolist()), int(host[2])
             note = ZERO_TARGETS if scored == 0 else None
             first = self._forward_nonfinite(forward, loss_value, note)
             phases: list[Phase] = ["forward", "loss"]
@@ -410,15 +428,18 @@ class Stepper:
             scaled = self.scaler.scale(loss) if self.scaler is not None else loss
             scaled.backward()
             phases.append("backward")
-        events = _events(record)
+        parcel, slots = _parcel(record)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        # The phase's one transfer: the gradient norms, the backward's stats riding along.
+        (host_norms,) = to_host(_norms([g.detach().float() for g in grads]))
+        norms = host_norms.tolist()
+        events = _events(record, parcel, slots)
         where = backward_watch(events)
         if first is None and where is not None:
             first = NonFinite("backward", where)
         report.update(backward=events, first_nonfinite=first)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        norms = _norms([g.detach().float() for g in grads]).tolist()  # one transfer
         total = math.sqrt(sum(n * n for n in norms))
         # Only a gradient whose norm is not finite can hold NaN/Inf: count those alone.
         bad = {i: int((~torch.isfinite(grads[i])).sum()) for i, n in enumerate(norms)
@@ -430,8 +451,7 @@ class Stepper:
         clipped = total
         if opts.clip is not None and math.isfinite(total) and total > opts.clip:
             coef = opts.clip / (total + 1e-6)  # as torch's clip_grad_norm_
-            for g in grads:
-                g.mul_(coef)
+            torch._foreach_mul_(grads, coef)
             clipped = total * coef
         report["grad_norm_clipped"] = clipped
         if first is not None and opts.watch_nan:
@@ -449,8 +469,11 @@ class Stepper:
         else:
             self.optimizer.step()
         phases.append("optimizer")
-        now = [p.detach() for p in self.params]
-        diffs = [d.float() for d in torch._foreach_sub(now, old)]
+        # The gradients are spent (their norms taken; `restored` puts the caller's back):
+        # their memory takes the update, sparing a weights-sized allocation.
+        for g, p, b in zip(grads, self.params, old, strict=True):
+            torch.sub(p.detach(), b, out=g)
+        diffs = [d.float() for d in grads]
         updates = torch.stack([_norms(diffs), _norms([b.float() for b in old])], 1).tolist()
         if first is None:
             broken = [n for n, (d, _) in zip(self.names, updates, strict=True)
@@ -495,4 +518,4 @@ def train_step(
     """One step on `batch`; the model is exactly as before unless `opts.keep`."""
     opts = opts or StepOptions()
     with torch.inference_mode(False), restored(model, opts.keep, check) as saved:
-        return Stepper(model, opts).step(batch, check, saved)
+        return Stepper(model, opts, fresh=True).step(batch, check, saved)

@@ -1,0 +1,27 @@
+"""Rough edges a new user met: byte tokens written one way, footer and help wording, the
+tensor viewer's rows at 80x24, the Train tab's advice in the app's own terms."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from gpt_tui.ui.widgets.generation import GeneratePanel
+from tests.ui.ui_helpers import press, settle, tiny_app
+
+
+async def test_byte_tokens_read_as_the_cli_writes_them() -> None:
+    app = tiny_app(overrides=["vocab_size=256"])  # the tiny model on a byte vocabulary
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "4", "g", "g", "g")
+        panel = app.query_one(GeneratePanel)
+        view = panel.view
+        assert view is not None
+        table = panel.query_one("#gen-candidates", DataTable)
+        cells = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        # the candidates' labels exactly as `gpt-tui generate` prints them
+        assert cells == [c.label for c in view.next_candidates]
+        bytes_ = [c for c in view.next_candidates if c.token_id < 32 or c.token_id >= 127]
+        drawn = {9: "⇥", 10: "⏎", 13: "␍"}
+        assert bytes_ and all(drawn.get(c.token_id, "<0x") in c.label[:3] for c in bytes_)
+        assert not any("\\" in cell for cell in cells)

@@ -4,8 +4,10 @@ tensor viewer's rows at 80x24, the Train tab's advice in the app's own terms."""
 from __future__ import annotations
 
 from textual.widgets import DataTable
+from textual.widgets._footer import FooterKey
 
 from gpt_tui.ui.widgets.generation import GeneratePanel
+from gpt_tui.ui.widgets.help import HelpScreen
 from tests.ui.ui_helpers import press, settle, tiny_app
 
 
@@ -25,3 +27,18 @@ async def test_byte_tokens_read_as_the_cli_writes_them() -> None:
         drawn = {9: "⇥", 10: "⏎", 13: "␍"}
         assert bytes_ and all(drawn.get(c.token_id, "<0x") in c.label[:3] for c in bytes_)
         assert not any("\\" in cell for cell in cells)
+
+
+async def test_footer_labels_never_read_as_another_key_and_help_tells_n_from_o() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        footer = list(app.query(FooterKey))
+        keys = {k.key_display for k in footer}
+        assert "G" in keys and "N" in keys
+        for k in footer:  # "G Gen N N Line" read as if N were G's argument
+            assert not keys & set(k.description.split()), (k.key_display, k.description)
+        await press(pilot, "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        train = {key: what for key, _, what in dict(app.screen.sections)["Train"]}
+        assert train["n"] != train["o"]

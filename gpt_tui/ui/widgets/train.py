@@ -47,8 +47,16 @@ class TrainPanel(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "train('into')", "Into", tooltip="the next event of the training step"),
-        Binding("n", "train('over')", "Phase", tooltip="to the next phase of the step"),
-        Binding("o", "train('out')", "Phase", show=False, tooltip="to the next phase"),
+        Binding(
+            "n", "train('over')", "Phase", tooltip="over the rest of this phase, to the next one"
+        ),
+        Binding(
+            "o",
+            "train('out')",
+            "Phase",
+            show=False,
+            tooltip="out of this phase, to the next one (as n: the phases do not nest)",
+        ),
         Binding("c", "train('continue')", "Cont", tooltip="to the first NaN/Inf or the end"),
         Binding("h", "health", "Health", tooltip=f"{HEALTH_STEPS} training steps: the curves"),
     ]

@@ -8,6 +8,8 @@ from textual.widgets._footer import FooterKey
 
 from gpt_tui.ui.widgets.generation import GeneratePanel
 from gpt_tui.ui.widgets.help import HelpScreen
+from gpt_tui.ui.widgets.tensor_viewer import TensorViewer
+from tests.ui.test_code_pane import kernel_line, submit
 from tests.ui.ui_helpers import press, settle, tiny_app
 
 
@@ -42,3 +44,23 @@ async def test_footer_labels_never_read_as_another_key_and_help_tells_n_from_o()
         assert isinstance(app.screen, HelpScreen)
         train = {key: what for key, _, what in dict(app.screen.sections)["Train"]}
         assert train["n"] != train["o"]
+
+
+async def test_the_tensor_viewer_shows_all_of_q_at_80x24() -> None:
+    """Paused at nanogpt's attention kernel, after one `p`: q[0, 0] is 6 × 16 (T × hs)."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        await submit(pilot, "#code-break", f"nanogpt.py:{kernel_line()}")
+        await press(pilot, "escape", "C")
+        await submit(pilot, "#code-eval", "p q.shape")
+        await submit(pilot, "#code-eval", "v q[0,0]")
+        viewer = app.query_one(TensorViewer)
+        rows = app.state.tensor_view.values.shape[0]
+        assert rows == len(app.prompt) == 6
+        lines = str(viewer.render()).splitlines()
+        labels = [line.split()[0] for line in lines[3 : 3 + rows]]
+        assert labels == [str(r) for r in range(rows)]  # every row, then the column norms
+        assert lines[3 + rows].lstrip().startswith("‖·‖")
+        assert viewer.region.bottom <= app.query_one("#code-inputs").region.y <= 23

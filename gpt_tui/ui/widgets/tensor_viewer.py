@@ -24,6 +24,7 @@ from ...engine.analysis.tensors import TensorView
 from ..messages import IntentRequested
 
 CELL = 7  # characters per value, its space included
+CHROME_LINES = 4  # title, histogram, column numbers and column norms around the rows
 BARS = " ▁▂▃▄▅▆▇█"
 
 
@@ -104,7 +105,8 @@ class TensorViewer(Widget, can_focus=True):
         view = self.view
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1 if view else 2
         width = max(self.size.width, 40)
-        return max(1, self.size.height - 4), max(1, (width - label_w - CELL - 1) // CELL)
+        rows = max(1, self.size.height - CHROME_LINES)
+        return rows, max(1, (width - label_w - CELL - 1) // CELL)
 
     def goto(self, row: int, col: int) -> str | None:
         """Scroll so that (row, col) of the slice is in view, near the middle; what is

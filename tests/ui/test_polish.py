@@ -3,12 +3,13 @@ tensor viewer's rows at 80x24, the Train tab's advice in the app's own terms."""
 
 from __future__ import annotations
 
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 from textual.widgets._footer import FooterKey
 
 from gpt_tui.ui.widgets.generation import GeneratePanel
 from gpt_tui.ui.widgets.help import HelpScreen
 from gpt_tui.ui.widgets.tensor_viewer import TensorViewer
+from gpt_tui.ui.widgets.train import TrainPanel
 from tests.ui.test_code_pane import kernel_line, submit
 from tests.ui.ui_helpers import press, settle, tiny_app
 
@@ -64,3 +65,18 @@ async def test_the_tensor_viewer_shows_all_of_q_at_80x24() -> None:
         assert labels == [str(r) for r in range(rows)]  # every row, then the column norms
         assert lines[3 + rows].lstrip().startswith("‖·‖")
         assert viewer.region.bottom <= app.query_one("#code-inputs").region.y <= 23
+
+
+async def test_the_train_tabs_health_advice_says_how_in_the_app() -> None:
+    """The tab has no --lr: its flag says the lr it steps with and where to try another."""
+    app = tiny_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "6", "h")
+        view = app.query_one(TrainPanel).view
+        assert view is not None and view.health is not None
+        engine = [f for f in view.health.flags if f.startswith("update ratio")]
+        assert engine and engine[0].endswith("--lr)")  # the CLI's words
+        shown = str(app.query_one("#train-health", Static).render())
+        assert "lower --lr" not in shown and "raise --lr" not in shown
+        assert f"the learning rate: this tab steps adamw at lr {view.options.lr:g}" in shown

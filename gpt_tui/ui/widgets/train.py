@@ -103,7 +103,7 @@ class TrainPanel(Vertical):
         self.query_one("#train-batch", Static).update(batch_text(view.batch, width))
         self.query_one("#train-current", Static).update(current_text(view))
         health = self.query_one("#train-health", Static)
-        health.update(health_text(view.health, width))
+        health.update(health_text(view.health, width, view.options))
         health.display = view.health is not None and bool(view.health.steps)
         self._fill_table(view)
 

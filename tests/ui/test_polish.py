@@ -3,9 +3,12 @@ tensor viewer's rows at 80x24, the Train tab's advice in the app's own terms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.widgets import DataTable, Static
 from textual.widgets._footer import FooterKey
 
+from gpt_tui.ui.tabs import TABS
 from gpt_tui.ui.widgets.generation import GeneratePanel
 from gpt_tui.ui.widgets.help import HelpScreen
 from gpt_tui.ui.widgets.tensor_viewer import TensorViewer
@@ -80,3 +83,12 @@ async def test_the_train_tabs_health_advice_says_how_in_the_app() -> None:
         shown = str(app.query_one("#train-health", Static).render())
         assert "lower --lr" not in shown and "raise --lr" not in shown
         assert f"the learning rate: this tab steps adamw at lr {view.options.lr:g}" in shown
+
+
+def test_docs_app_md_names_every_tab_and_its_key() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "app.md").read_text()
+    first = " ".join(text.split("\n\n", 2)[1].split())  # the paragraph that lists the tabs
+    assert f"({', '.join(tab.label for tab in TABS)})" in first
+    assert f"| `1`–`{len(TABS)}` | tabs;" in text
+    keys = {tab.key for tab in TABS}
+    assert keys == {str(i) for i in range(1, len(TABS) + 1)}

@@ -35,7 +35,7 @@ KEY_BINDINGS: list[Binding] = [
     _key("q", "quit", "Quit", "leave gpt-tui"),
     _key("question_mark", "help", "Help", "the panes and keys explained"),
     _key("x", "abort", "Abort", "abort the paused or running forward pass"),
-    _key("G", "generate_n", "Gen many", "sample N tokens (N in the Generate tab)"),
+    _key("G", "generate_n", "Gen+", "sample N tokens (N in the Generate tab)"),
     _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
     _key("N", "step_line('next')", "Line", "next line of the model's code, over calls"),
     _key("S", "step_line('into')", "Line in", "next line, into a called model function"),

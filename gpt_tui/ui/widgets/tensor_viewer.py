@@ -16,6 +16,8 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.css.scalar import Unit
+from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -86,7 +88,7 @@ class TensorViewer(Widget, can_focus=True):
     class GotoAsked(Message):
         """`g`: the pane opens its box for the index to scroll to."""
 
-    view: reactive[TensorView | None] = reactive(None)
+    view: reactive[TensorView | None] = reactive(None, layout=True)  # its rows set its height
     expr: reactive[str] = reactive("")
     top = reactive(0)  # the first row and column drawn, within the values held
     left = reactive(0)
@@ -99,6 +101,23 @@ class TensorViewer(Widget, can_focus=True):
                 finite = np.where(np.isfinite(new.values), new.values, -1.0)
                 row, col = np.unravel_index(int(np.argmax(finite)), finite.shape)
                 self.goto(int(row) + new.row_start, int(col) + new.col_start)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """The lines the rows held need, within what the pane's other parts leave: a
+        flexible (fr) one keeps its min-height, the others the height they have."""
+        needed = (self.view.values.shape[0] if self.view else 1) + CHROME_LINES
+        if self.parent is None:
+            return needed
+        taken = 0
+        for other in self.parent.children:
+            if other is self or not other.display:
+                continue
+            height, least = other.styles.height, other.styles.min_height
+            if height is not None and height.unit == Unit.FRACTION:
+                taken += int(least.value) if least is not None else 1
+            else:
+                taken += other.outer_size.height
+        return max(1, min(needed, container.height - taken))
 
     def _grid(self) -> tuple[int, int]:
         """Rows and columns of cells that fit."""

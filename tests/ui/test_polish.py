@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 from textual.widgets._footer import FooterKey
 
 from gpt_tui.ui.tabs import TABS
+from gpt_tui.ui.widgets.compare import ComparePanel
 from gpt_tui.ui.widgets.generation import GeneratePanel
 from gpt_tui.ui.widgets.help import HelpScreen
 from gpt_tui.ui.widgets.tensor_viewer import TensorViewer
@@ -92,3 +93,17 @@ def test_docs_app_md_names_every_tab_and_its_key() -> None:
     assert f"| `1`–`{len(TABS)}` | tabs;" in text
     keys = {tab.key for tab in TABS}
     assert keys == {str(i) for i in range(1, len(TABS) + 1)}
+
+
+async def test_the_diff_tab_says_the_prompts_differ() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "8")
+        panel = app.query_one(ComparePanel)
+        panel.query_one("#compare-b-prompt", Input).value = "JULIET"  # A's is ROMEO:
+        await pilot.click("#compare-diff")
+        await settle(pilot)
+        head = str(panel.query_one("#compare-head", Static).render())
+        assert head.startswith("first divergence: the prompts differ at token 0 ('R' vs 'J')")
+        assert "lost in code" not in head

@@ -31,8 +31,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import gpt_tui
-from gpt_tui.engine.analysis import stats
 from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core import stats
 from gpt_tui.engine.generation.sampling import GenerationSession
 from gpt_tui.io.tokenizers import CharTokenizer
 from gpt_tui.models import build_model, make_config

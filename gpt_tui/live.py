@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from textual.app import App
 
     from .engine.debugger import Debugger
+    from .listener import Listener
 
 OnFinding = Literal["raise", "report", "open"]
+LISTEN_OPTIONS = {"path", "tcp", "host", "allow_remote", "every"}
 
 
 class NoTerminalError(GptTuiError):
@@ -71,6 +73,7 @@ class WatchHandle:
         self.model, self.optimizer, self.on = model, optimizer, on
         self.tokenizer = tokenizer
         self.report = None if report is None else Path(report)
+        self.listener: Listener | None = None  # with listen=: gpt-tui attach's endpoint
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
         for note in self._watch.notes:
             print(self._prefix + note, file=sys.stderr)
@@ -86,6 +89,23 @@ class WatchHandle:
 
     def close(self) -> None:
         self._watch.close()
+
+    def health(self) -> dict[str, Any]:
+        """The watch's figures, as `gpt-tui attach` shows them."""
+        w = self._watch
+        finding = w.finding
+        every = "every step" if w.every == 1 else f"one step in {w.every}"
+        micro = f", {w.micro_steps} micro-steps a step" if (w.micro_steps or 1) > 1 else ""
+        rank = "" if w.group is None else f" on rank {w.group[0]} of {w.group[1]}"
+        found = "no non-finite value so far" if finding is None else finding.summary
+        return {
+            "summary": f"checks {every}{rank}, at step {w.step}{micro}: {found}",
+            "step": w.step,
+            "every": w.every,
+            "micro_steps": w.micro_steps,
+            "compiled": w.compiled,
+            "finding": None if finding is None else finding.summary,
+        }
 
     def _found(self, finding: Finding, batch: tuple[Any, ...]) -> None:
         group = self._watch.group
@@ -131,6 +151,7 @@ def watch(
     on: OnFinding = "raise",
     report: str | Path | None = "gpt-tui-report",
     tokenizer: Any = None,
+    listen: bool | dict[str, Any] = False,
 ) -> Iterator[WatchHandle]:
     """Watch a training loop for its first non-finite value (see `engine/training/watch.py`).
 
@@ -149,12 +170,35 @@ def watch(
     ranks agree at each checked step on the first finding, act together (raise on every
     rank), and write one case per rank into `report/rank<N>/`. A DDP-wrapped or compiled
     model is watched inside (a compiled one recompiles once, and says so).
+
+    `listen=True` also opens `gpt_tui.listen`'s endpoint (optimizer needed), whose
+    `gpt-tui attach` shows the watch's figures too; a dict gives listen's keyword
+    arguments (`{"tcp": 7000}`). The handle's `listener` is then that listener.
     """
+    if not isinstance(listen, (bool, dict)) or (
+        isinstance(listen, dict) and not set(listen) <= LISTEN_OPTIONS
+    ):
+        raise GptTuiError(
+            f"listen={listen!r}: True, or a dict of gpt_tui.listen's arguments "
+            f"({', '.join(sorted(LISTEN_OPTIONS))})"
+        )
     handle = WatchHandle(
         model, optimizer=optimizer, every=every, on=on, report=report, tokenizer=tokenizer
     )
     try:
-        yield handle
+        if listen is False:
+            yield handle
+            return
+        if optimizer is None:
+            raise GptTuiError("watch(..., listen=True) needs optimizer=: its step is where "
+                              "the loop pauses for gpt-tui attach")  # fmt: skip
+        from .listener import listen as open_endpoint
+
+        options = {} if listen is True else listen
+        with open_endpoint(model, optimizer=optimizer, watch_health=handle.health,
+                           **options) as listener:  # fmt: skip
+            handle.listener = listener
+            yield handle
     finally:
         handle.close()
 

@@ -36,9 +36,23 @@ ALLOWED = {
         "config_file",
     },  # fmt: skip
     "train": {"errors", "models", "io", "engine"},
-    "live": {"errors", "io", "engine", "ui"},  # gpt_tui.watch / inspect: a face, like the CLI
+    # gpt_tui.watch / inspect: a face, like the CLI (watch(listen=True) opens the listener)
+    "live": {"errors", "io", "engine", "ui", "listener"},
     "listener": {"errors", "io", "engine"},  # gpt_tui.listen: the run's end of `gpt-tui attach`
 }
+
+
+# engine/core is what every part uses: when it runs, it imports no part (analysis,
+# generation, training) and not the Debugger. These modules still do; the list only shrinks.
+CORE_STILL_IMPORTING_PARTS = {
+    "gpt_tui.engine.core.session",  # the session holds the probes, lens and sampling
+    "gpt_tui.engine.core.stepping",  # the stepper drives the probes
+    "gpt_tui.engine.core.live_session",  # decodes with the sampling's tokenizer helper
+    "gpt_tui.engine.core.views",  # token labels from sampling
+}
+_ENGINE_PARTS = tuple(
+    f"gpt_tui.engine.{p}" for p in ("analysis", "generation", "training", "debugger")
+)
 
 
 def module_name(path: Path) -> str:
@@ -134,3 +148,18 @@ def test_only_the_app_command_imports_the_ui() -> None:
         if m.startswith("gpt_tui.cli") and any(t.startswith("gpt_tui.ui") for t in targets)
     )  # fmt: skip
     assert users == ["gpt_tui.cli.app_cmd"]
+
+
+def test_engine_core_imports_no_part() -> None:
+    """frames.py, stats, tensors and model_access among them: a pause's values, the stats
+    rows and the model's structure are core's own."""
+    upward = {}
+    for m, targets in graph().items():
+        if m.startswith("gpt_tui.engine.core."):
+            parts = sorted(t for t in targets if t.startswith(_ENGINE_PARTS))
+            if parts:
+                upward[m] = parts
+    new = {m: t for m, t in upward.items() if m not in CORE_STILL_IMPORTING_PARTS}
+    assert new == {}, "engine/core imports upward"
+    stale = CORE_STILL_IMPORTING_PARTS - set(upward)
+    assert stale == set(), "no longer imports a part: take it off CORE_STILL_IMPORTING_PARTS"

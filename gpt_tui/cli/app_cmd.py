@@ -83,9 +83,12 @@ def case_app(
     *,
     meta: str | None = None,
     tokenizer: str | None = None,
+    notice: str | None = None,
+    on_open: Callable[[Any], None] | None = None,
 ) -> GptTuiApp:
     """`gpt-tui attach`'s app: the inspector on the copy of a live run's state that
-    `gpt_tui.listen` wrote, the Train tab on the run's batch."""
+    `gpt_tui.listen` wrote, the Train tab on the run's batch. `notice` (the run's health
+    figures) is shown with the summary; `on_open(debugger)` runs once the copy is open."""
     import torch
 
     from ..engine.core.session import ModelSpec
@@ -118,7 +121,10 @@ def case_app(
                     debugger.set_batch(FixedBatch(x, y, decode, f"the run's batch ({summary})"))
         except GptTuiError as err:  # the model is still worth opening without its batch
             app.call_from_thread(app.notify, f"the run's batch is not used: {err}", timeout=8)
-        app.call_from_thread(app.notify, summary, title="attached", timeout=8)
+        message = summary if notice is None else f"{summary}\n{notice}"
+        app.call_from_thread(app.notify, message, title="attached", timeout=12)
+        if on_open is not None:
+            on_open(debugger)
 
     # the run's own model file: this user's code, which the run itself is running
     checkpoint, model_file = case_checkpoint(case), case_model_file(case, trust=True)

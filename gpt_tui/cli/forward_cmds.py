@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fnmatch
 import sys
 from collections.abc import Callable, Sequence
@@ -62,9 +61,10 @@ def cmd_step(args: argparse.Namespace) -> int:
     from ..engine.analysis.interventions import inject_nonfinite
     from ..engine.core.debug_state import GenerationSettings
 
-    if (args.evals or args.show) and not (args.line_breakpoints or args.token):
+    if (args.evals or args.show or args.displays) and not (args.line_breakpoints or args.token):
         raise UserError(
-            "--eval and --show need --break-at or --token: expressions run at a paused line"
+            "--eval, --show and --display need --break-at, --tbreak or --token: expressions "
+            "run at a paused line"
         )
     if not (args.breakpoints or args.watch_nan or args.line_breakpoints or args.token):
         raise UserError(
@@ -91,7 +91,7 @@ def cmd_step(args: argparse.Namespace) -> int:
         if args.inject_nan:
             debugger.add_intervention(inject_nonfinite(args.inject_nan))
         debugger.set_breakpoints(args.breakpoints)
-        debugger.set_line_breakpoints(args.line_breakpoints)
+        step_lines.set_up(debugger, args)  # --break-at, --tbreak, --ignore, --display
         debugger.set_watch(args.watch_nan)
         debugger.set_leaves(args.leaves)
         if args.token:  # the app's `g` N-1 times, then `t`
@@ -104,34 +104,51 @@ def cmd_step(args: argparse.Namespace) -> int:
             state = debugger.step_token()
         else:
             state = debugger.step("continue")  # the app's `c`
-        from ..io.user_import import captured_output
-
-        printed: list[str] = []  # what --eval prints is a note: stdout stays the output
-        if state.frame is not None:
-            with captured_output(printed, "--eval"):
-                for expr in args.evals:
-                    state = debugger.evaluate(expr)
-            if args.show:
-                state = debugger.view_tensor(args.show)
+        stops = step_lines.stops(debugger, state, args)
     finally:
         debugger.close()
-    event, reason = state.event, state.reason
+    if args.json and args.stops > 1:
+        data = [_stop_data(s, args, notes, i) for i, (s, notes) in enumerate(stops)]
+        render.print_json(dict(stops=data))
+        return 0
+    for i, (state, notes) in enumerate(stops):
+        if args.json:
+            render.print_json(_stop_data(state, args, notes, i))
+        else:
+            _print_stop(state, args, notes, i)
+    return 0
+
+
+def _stop_data(state: DebugState, args: argparse.Namespace, notes: list[str], i: int) -> dict:
+    """One stop for --json: a line pause, a module pause, or the pass's end."""
     events = [dict(index=e.index, name=e.name, phase=e.phase) for e in state.events]
     if state.frame is not None:
-        return _print_line_pause(state, args, printed)
-    if event is None:
-        if args.json:
-            render.print_json(dict(stopped=False, events=events))
-        else:
-            print(f"the forward pass finished without stopping ({len(state.events)} events)")
-        return 0
+        return step_lines.pause_json(state, args.show, notes, events)
+    if state.event is None:
+        return dict(stopped=False, events=events)
     assert state.stepping is not None
     residual = [r for r in state.stepping.records if r.kind == "resid"]
-    if args.json:
-        render.print_json(
-            dict(stopped=True, reason=reason, event=event, residual=residual, events=events)
-        )
-        return 0
+    return dict(
+        stopped=True, reason=state.reason, event=state.event, residual=residual, events=events
+    )
+
+
+def _print_stop(state: DebugState, args: argparse.Namespace, notes: list[str], i: int) -> None:
+    """The `i`-th stop (from 0), as text."""
+    event, reason = state.event, state.reason
+    if state.frame is not None:
+        step_lines.print_pause(state, args.show)
+        for note in notes:
+            render.console().print(f"[yellow]note:[/] {note}", highlight=False)
+        return
+    if event is None and i > 0:  # --stops: the pass ran on to its end (a token: sampled)
+        print(f"no more stops: {state.message}")
+        return
+    if event is None:
+        print(f"the forward pass finished without stopping ({len(state.events)} events)")
+        return
+    assert state.stepping is not None
+    residual = [r for r in state.stepping.records if r.kind == "resid"]
     console = render.console()
     why = {"breakpoint": "breakpoint", "watch": "NaN/Inf watchpoint"}.get(reason or "", reason)
     console.print(
@@ -153,7 +170,6 @@ def cmd_step(args: argparse.Namespace) -> int:
         console.print(render.stats_table("Residual stream so far", residual))
     if args.evals or args.show:
         console.print("[yellow]note:[/] --eval and --show run only at a pause at a line")
-    return 0
 
 
 def _token_progress(token: int) -> Callable[[DebugState], None] | None:
@@ -166,29 +182,6 @@ def _token_progress(token: int) -> Callable[[DebugState], None] | None:
         print(f"\rgenerating token {done} of {token - 1}", end="", file=sys.stderr)
 
     return show
-
-
-def _print_line_pause(state: DebugState, args: argparse.Namespace, printed: list[str]) -> int:
-    frame = state.frame
-    assert frame is not None
-    if args.json:
-        data = dict(
-            stopped=True,
-            reason=frame.reason,
-            frame=step_lines.frame_json(frame),
-            eval=[step_lines.evaluation_json(e) for e in state.evaluations],
-            event=state.event,
-            events=[dict(index=e.index, name=e.name, phase=e.phase) for e in state.events],
-        )
-        if args.show and state.tensor_view is not None:
-            data["show"] = dict(expr=args.show, **dataclasses.asdict(state.tensor_view))
-        data["notes"] = printed
-        render.print_json(data)
-        return 0
-    step_lines.print_pause(state, args.show)
-    for note in printed:
-        render.console().print(f"[yellow]note:[/] {note}", highlight=False)
-    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import difflib
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import compare_cmds, cost_cmds, patch_cmds
+from . import compare_cmds, cost_cmds, patch_cmds, step_lines
 from .app_cmd import cmd_app, cmd_config
 from .arg_types import EXIT_USAGE, SEED, Parser, real, whole
 from .attach_cmd import add_attach_args, cmd_attach
@@ -150,6 +150,7 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             metavar="NAME",
             help="print a 2-D slice of this local's (or expression's) values (needs --break-at)",
         )
+        step_lines.add_args(p)  # --tbreak, --ignore, --display, --stops
         p.add_argument(
             "--watch-nan",
             action="store_true",

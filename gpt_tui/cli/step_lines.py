@@ -1,21 +1,139 @@
-"""How `gpt-tui step --break-at` prints a pause at a line: where, the source around it, the
-locals, the expressions evaluated there and, with --show, a 2-D slice of a tensor."""
+"""`gpt-tui step`'s line debugging, as pdb's: the line breakpoints (--break-at, --tbreak,
+--ignore), the display expressions (--display), the stops (--stops) and how a pause at a
+line prints: where, the source around it, the locals, the displays, the expressions
+evaluated there and, with --show, a 2-D slice of a tensor."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from . import render
+from .arg_types import whole
 
 if TYPE_CHECKING:
-    from ..engine.analysis.tensors import TensorView
-    from ..engine.core.debug_state import DebugState
+    from ..engine.core.debug_state import DebugState, Display
     from ..engine.core.frames import Evaluation, FrameSnapshot, Value
+    from ..engine.core.tensors import TensorView
+    from ..engine.debugger import Debugger
 
 CONTEXT = 4  # source lines shown above and below the current one
 SLICE_ROWS = 12
 SLICE_COLS = 6  # at 80 columns; more on a wider terminal
+
+
+class Temporary(str):
+    """A --tbreak spec: a line breakpoint removed at its first stop."""
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    """`step`'s pdb options beyond --break-at and --eval (parser.py adds those)."""
+    p.add_argument(
+        "--tbreak",
+        dest="line_breakpoints",
+        action="append",
+        type=Temporary,
+        default=[],
+        metavar="FILE:LINE|FUNCTION",
+        help="as --break-at, but removed at its first stop (pdb's tbreak; repeatable)",
+    )
+    p.add_argument(
+        "--ignore",
+        dest="ignores",
+        action="append",
+        nargs=2,
+        type=whole(0),
+        default=[],
+        metavar=("NUMBER", "COUNT"),
+        help="pass the next COUNT hits of line breakpoint NUMBER (pdb's ignore; --break-at "
+        "and --tbreak are numbered from 1 in the order given)",
+    )
+    p.add_argument(
+        "--display",
+        dest="displays",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="evaluate EXPR at every stop at a line, marked when it changed (pdb's display; "
+        "repeatable)",
+    )
+    p.add_argument(
+        "--stops",
+        type=whole(1),
+        default=1,
+        metavar="N",
+        help="after a stop, continue to the next, up to N stops, each printed (--eval and "
+        "--show run at each; default 1)",
+    )
+
+
+def set_up(debugger: Debugger, args: argparse.Namespace) -> None:
+    """The line breakpoints, numbered in the order given, their ignore counts and the
+    display expressions."""
+    for spec in args.line_breakpoints:
+        debugger.add_line_breakpoint(spec, temporary=isinstance(spec, Temporary))
+    for number, count in args.ignores:
+        debugger.ignore_line_breakpoint(number, count)
+    for expr in args.displays:
+        debugger.display(expr)
+
+
+def stops(
+    debugger: Debugger, state: DebugState, args: argparse.Namespace
+) -> list[tuple[DebugState, list[str]]]:
+    """Each stop with what --eval printed there (notes: stdout stays the output): at a
+    line, --eval and --show run; then the pass continues (the app's `c`) to the next,
+    until --stops or the end of the pass."""
+    from ..io.user_import import captured_output
+
+    found: list[tuple[DebugState, list[str]]] = []
+    while True:
+        printed: list[str] = []
+        if state.frame is not None:
+            with captured_output(printed, "--eval"):
+                for expr in args.evals:
+                    state = debugger.evaluate(expr)
+            if args.show:
+                state = debugger.view_tensor(args.show)
+        found.append((state, printed))
+        if len(found) >= args.stops or state.status != "paused":
+            return found
+        state = debugger.step("continue")
+
+
+def pause_json(
+    state: DebugState, show: str | None, notes: list[str], events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    frame = state.frame
+    assert frame is not None
+    data = dict(
+        stopped=True,
+        reason=frame.reason,
+        frame=frame_json(frame),
+        breakpoint=state.hit,
+        breakpoints=state.line_table,
+        display=[display_json(d) for d in state.displays],
+        eval=[evaluation_json(e) for e in state.evaluations],
+        event=state.event,
+        events=events,
+    )
+    if show and state.tensor_view is not None:
+        data["show"] = dict(expr=show, **dataclasses.asdict(state.tensor_view))
+    data["notes"] = notes
+    return data
+
+
+def display_json(display: Display) -> dict[str, Any]:
+    """`{"number", "expr", "changed", "value": {...} | null, "previous": {...} | null}`."""
+    ev, before = display.evaluation, display.previous
+    return dict(
+        number=display.number,
+        expr=display.expr,
+        changed=display.changed,
+        value=evaluation_json(ev) if ev is not None else None,
+        previous=evaluation_json(before) if before is not None else None,
+    )
 
 
 def frame_json(frame: FrameSnapshot) -> dict[str, Any]:
@@ -51,8 +169,18 @@ def print_pause(state: DebugState, show: str | None) -> None:
     console.print(f"[bold]stopped[/] at [bold]{frame.where}[/] ({why})", highlight=False)
     console.print(f"  in {frame.function}{module}", markup=False, highlight=False)
     console.print(f"  stack: {frame.stack_line}", markup=False, highlight=False)
+    hit = state.hit
+    if hit is not None:
+        gone = " · deleted" if hit.temporary else ""
+        console.print(f"  breakpoint {hit.line}{gone}", markup=False, highlight=False)
     _print_source(frame)
     _print_locals(frame.locals)
+    for display in state.displays:  # as pdb prints them: `display EXPR: VALUE  [old: OLD]`
+        ev = display.evaluation
+        shown = (ev.error or _value_line(ev.value)) if ev is not None else ""
+        old = display.previous
+        was = f"  [old: {old.error or _value_line(old.value)}]" if old is not None else ""
+        console.print(f"display {display.expr}: {shown}{was}", markup=False, highlight=False)
     for evaluation in state.evaluations:
         shown = evaluation.error or _value_line(evaluation.value)
         console.print(f"[bold]>>>[/] {evaluation.expr}", highlight=False)

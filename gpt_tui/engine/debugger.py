@@ -1,13 +1,13 @@
 """`Debugger(session)`: the one stateful object that the app and the CLI drive.
 
-It owns the prompt, breakpoints, the NaN watchpoint, leaf probes, interventions, the
-measures, and holds its parts, each owning its own state and giving a `view()` of frozen
-data: `SteppedPass` (core/stepped_pass.py), `Generation` (generation/intents.py),
+It owns the prompt, leaf probes and the measures, and holds its parts, each owning its
+own state and giving a `view()` of frozen data: `SteppedPass` (core/stepped_pass.py: also
+the module breakpoints and the NaN watchpoint), `Generation` (generation/intents.py),
 `Lines` (core/line_intents.py), `Training` (training/intents.py), `Comparison`
-(analysis/compare_intents.py), `Attention` (analysis/attention_intents.py). Each public
-method is one user intent and returns a frozen `DebugState` taken under the lock; a part
-gets what the Debugger owns (the prompt, the runner, other parts) as arguments, never the
-Debugger itself.
+(analysis/compare_intents.py), `Attention` (analysis/attention_intents.py),
+`Interventions` (analysis/intervention_intents.py). Each public method is one user
+intent and returns a frozen `DebugState` taken under the lock; a part gets what the
+Debugger owns (the prompt, the runner, other parts) as arguments, never the Debugger.
 
 The concurrency contract (move ids, cancellation, close) is in core/runner.py.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..errors import GptTuiError
 from .analysis.attention_intents import Attention
 from .analysis.compare_intents import BSpec, Comparison
-from .analysis.interventions import HeadScale, InterventionSpec, OutputScale
+from .analysis.intervention_intents import Interventions
 from .analysis.measures import MeasuresView, measure
 from .analysis.patching import What
 from .core.debug_state import DebugState, GenerationSettings, ModelInfo, Probes, assemble_state
@@ -29,13 +29,14 @@ from .core.frames import LINE_MOVES
 from .core.line_intents import Lines
 from .core.runner import MoveRunner, cancellable
 from .core.stepped_pass import MOVES, SteppedPass, module_move
-from .core.views import default_prompt, model_info, run_from_trace
+from .core.views import default_prompt, model_info
 from .generation.intents import Generation, to_sampling
 from .generation.sampling import check_sampling_settings
 from .training.intents import TRAIN_MOVES, Training
 
 if TYPE_CHECKING:
     from ..io.batches import BatchSource
+    from .analysis.interventions import InterventionSpec
     from .core.session import Session
     from .core.stepping import ForwardStepper
     from .training.health import HealthStep
@@ -51,10 +52,8 @@ class Debugger:
         self._pass = SteppedPass(session)  # the stepped pass a cancel must reach, the runs
         self.runner = MoveRunner(session, self._snapshot, lambda: self._pass.stepper)
         self._prompt = default_prompt(session)
-        self._breakpoints: frozenset[str] = frozenset()
-        self._watch = False
         self._leaves = False
-        self._ablations: dict[tuple[str, int | None], int] = {}
+        self._ablations = Interventions(session)  # the ablations toggled, the others
         self._generation = Generation(session, seed)  # the settings and the text so far
         self._attention = Attention(session)  # the Attention tab's pattern
         self._lines = Lines(session)  # line breakpoints, expressions, the tensor viewer
@@ -111,16 +110,13 @@ class Debugger:
 
     def set_breakpoints(self, globs: Iterable[str], *, move: int | None = None) -> DebugState:
         with self.runner.moving(move) as mid:
-            self._breakpoints = frozenset(globs)
-            message = self._pass.set_breakpoints(self._breakpoints, self._leaves)
-            return self._snapshot(mid, message)
+            return self._snapshot(mid, self._pass.set_breakpoints(globs, self._leaves))
 
     def toggle_breakpoint(self, name: str, *, move: int | None = None) -> DebugState:
-        return self.set_breakpoints(self._breakpoints ^ {name}, move=move)
+        return self.set_breakpoints(self._pass.breakpoints ^ {name}, move=move)
 
     def set_watch(self, on: bool, *, move: int | None = None) -> DebugState:
         with self.runner.moving(move) as mid:
-            self._watch = on
             self._pass.set_watch(on)
             return self._snapshot(mid)
 
@@ -137,22 +133,12 @@ class Debugger:
 
     @cancellable
     def run(
-        self,
-        *,
-        attention_layers: Iterable[int] | str = (),
-        move: int | None = None,
+        self, *, attention_layers: Iterable[int] | str = (), move: int | None = None
     ) -> DebugState:
         """A whole recorded forward pass on the prompt; a paused stepped pass gives way."""
-
-        def body(mid: int) -> DebugState:
-            self._pass.end("idle", self._lines)
-            trace = self.session.trace(
-                self._prompt, attention_layers=attention_layers, leaves=self._leaves
-            )
-            self._pass.set_run(run_from_trace(trace))
-            return self._snapshot(mid, f"forward pass recorded {len(trace.records)} probes")
-
-        return self.runner.intent(move, body, "forward pass")
+        record = self._pass.record
+        args = (self._prompt, attention_layers, self._leaves, self._lines)
+        return self._intent(move, "forward pass", lambda _: record(*args))
 
     @cancellable
     def step(self, how: str, *, move: int | None = None) -> DebugState:
@@ -160,7 +146,6 @@ class Debugger:
         the prompt if none is under way."""
         if how not in MOVES:
             raise ValueError(f"unknown move {how!r}: one of {', '.join(MOVES)}")
-
         return self.runner.intent(move, lambda mid: self._advance(mid, module_move(how)), "step")
 
     def _advance(self, mid: int, advance: Callable[[ForwardStepper], object]) -> DebugState:
@@ -173,10 +158,13 @@ class Debugger:
         with self.runner.moving(move) as mid:
             return self._snapshot(mid, self._pass.abort(self._lines))
 
+    @property
+    def _at(self) -> ForwardStepper | None:
+        """The pass under way, for the line part (None if none is)."""
+        return self._pass.stepper
+
     def _probes(self) -> Probes:
-        return Probes(
-            self._prompt, self._breakpoints, self._watch, self._leaves, self._lines.breakpoints
-        )
+        return Probes(self._prompt, self._pass.breakpoints, self._pass.watch, self._leaves)
 
     def _replay_paused(self, mid: int) -> None:
         self._pass.replay(mid, self.runner, self._probes(), self._lines)
@@ -187,72 +175,48 @@ class Debugger:
     def toggle_ablation(
         self, module: str, kind: str, head: int | None = None, *, move: int | None = None
     ) -> DebugState:
-        """Ablate the attention head / MLP at `module`, or undo it. Every view is brought
-        up to date: the paused pass re-runs to where it was, the last whole run is
-        recorded again, the next token's candidates are re-peeked."""
+        """Ablate the attention head / MLP at `module`, or undo it. Every view is brought up
+        to date: the paused pass re-run, the last run re-recorded, candidates re-peeked."""
 
-        def body(mid: int) -> DebugState:
-            interventions = self.session.interventions
-            key = (module, head if kind == "attn" else None)
-            if key in self._ablations:
-                interventions.remove(self._ablations.pop(key))
-            else:
-                spec = HeadScale(module, head or 0) if kind == "attn" else OutputScale(module)
-                self._ablations[key] = interventions.add(spec)
+        def act(mid: int) -> str:
+            self._ablations.toggle_ablation(module, kind, head)
             return self._interventions_changed(mid)
 
-        return self.runner.intent(move, body, "ablation")
+        return self._intent(move, "ablation", act)
 
     @cancellable
     def add_intervention(self, spec: InterventionSpec, *, move: int | None = None) -> DebugState:
         """Any intervention (e.g. `inject_nonfinite(module)` to try the NaN watchpoint);
         it stays for the session. The views are brought up to date as for an ablation."""
 
-        def body(mid: int) -> DebugState:
-            self.session.interventions.add(spec)
+        def act(mid: int) -> str:
+            self._ablations.add(spec)
             return self._interventions_changed(mid)
 
-        return self.runner.intent(move, body, "intervention")
+        return self._intent(move, "intervention", act)
 
-    def _interventions_changed(self, mid: int) -> DebugState:
-        # What must follow the change goes with it, before anything a cancel can stop: no
-        # view made with the old model survives, and the KV cache describes the old model.
-        self._attention.forget()
-        stale = self._pass.drop_run()
-        gen = self._generation.current
-        self._generation.model_changed(self._prompt)
-        # The views are recomputed after; a cancel leaves them absent, never stale.
-        self._replay_paused(mid)
-        if stale:
-            self._pass.rerecorded(
-                run_from_trace(self.session.trace(self._prompt, leaves=self._leaves))
-            )
-        if gen is not None:
-            self._generation.refresh(self._prompt)
-        active = self.session.interventions.active
-        return self._snapshot(mid, "; ".join(s.description for s in active) or "none active")
+    def _interventions_changed(self, mid: int) -> str:
+        parts = (self._attention, self._pass, self._generation)
+        replay = lambda: self._replay_paused(mid)  # noqa: E731
+        return self._ablations.changed(self._prompt, self._leaves, parts, replay)
 
     # -- views ---------------------------------------------------------------------------
 
     @cancellable
     def attention(self, layer: int, *, move: int | None = None) -> DebugState:
         """The recomputed attention pattern of `layer` on the prompt."""
-
-        def body(mid: int) -> DebugState:
-            self._attention.show(self._prompt, layer)
-            return self._snapshot(mid)
-
-        return self.runner.intent(move, body, "attention")
+        return self._intent(move, "attention", lambda _: self._attention.show(self._prompt, layer))
 
     @cancellable
     def measure(self, kind: str, *args: object, move: int | None = None) -> DebugState:
         """The Cost tab's numerics (dtype) or memory and FLOPs (batch, block); measures.py."""
 
-        def body(mid: int) -> DebugState:
-            self._measures = measure(self.session, self._prompt, self._measures, kind, *args)
-            return self._snapshot(mid)
+        def act(mid: int) -> None:
+            self._measures = measure(
+                self.session, self._prompt, self._measures, kind, *args, runner=self.runner, mid=mid
+            )
 
-        return self.runner.intent(move, body, kind)
+        return self._intent(move, kind, act)
 
     # -- generation (generation/intents.py) -----------------------------------------------
 
@@ -262,12 +226,12 @@ class Debugger:
     ) -> DebugState:
         """Start generating from the prompt afresh (a new seeded generator)."""
 
-        def body(mid: int) -> DebugState:
+        def act(mid: int) -> str:
             self._pass.end_token_pass(self._lines)
             self._generation.start(self._prompt, settings)
-            return self._snapshot(mid, "generation restarted from the prompt")
+            return "generation restarted from the prompt"
 
-        return self.runner.intent(move, body, "generation")
+        return self._intent(move, "generation", act)
 
     @cancellable
     def set_generation_settings(
@@ -276,13 +240,13 @@ class Debugger:
         """Sampling settings for the next steps; the text so far stays and the next
         token's candidates are re-peeked. A new seed restarts (it names another run)."""
 
-        def body(mid: int) -> DebugState:
+        def act(mid: int) -> str:
             check_sampling_settings(settings.temperature, settings.top_k, settings.top_p)
             self._pass.end_token_pass(self._lines)
             restart = self._generation.set_settings(self._prompt, settings)
-            return self._snapshot(mid, "new seed: restarted" if restart else "")
+            return "new seed: restarted" if restart else ""
 
-        return self.runner.intent(move, body, "generation")
+        return self._intent(move, "generation", act)
 
     @cancellable
     def generate(
@@ -299,23 +263,18 @@ class Debugger:
         if n < 1:
             raise GptTuiError(f"cannot generate {n} tokens: give a number >= 1")
 
-        def body(mid: int) -> DebugState:
+        def act(mid: int) -> tuple[str, bool]:
             self._pass.end_token_pass(self._lines)
             each = None if progress is None else lambda m: progress(self._snapshot(mid, m))
-            message, cut = self._generation.generate(
-                self._prompt, n, force_token, self.runner, mid, each
-            )
-            return self._snapshot(mid, message, cancelled=cut)
+            return self._generation.generate(self._prompt, n, force_token, self.runner, mid, each)
 
-        return self.runner.intent(move, body, "generation")
+        return self._intent(move, "generation", act)
 
     @cancellable
     def step_token(self, *, move: int | None = None) -> DebugState:
-        """Step into the next token: its forward and its sampling run as a stepped pass
-        that stops at `sample_next`'s first line, or sooner at a module or line breakpoint
-        (only at the user's own when one is in the sampling code). Line and module moves
-        go on from there; when the pass finishes, its token joins the generation. Aborted,
-        it leaves the generation as it was."""
+        """Step into the next token: its forward and sampling run as a stepped pass that
+        stops at `sample_next`'s first line, or sooner at a module or line breakpoint of
+        the user's. When the pass finishes its token joins the generation; aborted, not."""
 
         def body(mid: int) -> DebugState:
             self._pass.end_token_pass(self._lines)
@@ -325,17 +284,39 @@ class Debugger:
 
         return self.runner.intent(move, body, "token step")
 
-    # -- lines (line_intents.py) ----------------------------------------------------------
+    # -- lines (line_intents.py): pdb's break, tbreak, ignore, clear, display, p ----------
 
     def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
-        """pdb-style `FILE:LINE` / `FUNCTION` breakpoints in the model's own code. One that
-        matches nothing raises `BreakpointError` and the old set stays."""
-        with self.runner.moving(move) as mid:
-            self._lines.set_breakpoints(specs, self._pass.stepper)
-            return self._snapshot(mid)
+        """pdb-style `FILE:LINE` / `FUNCTION` breakpoints (with ` if COND`) in the model's own
+        code, numbered as pdb does (one kept keeps its number and counts). One that matches
+        nothing raises `BreakpointError` and the old set stays."""
+        return self._intent(move, "line", lambda _: self._lines.set_breakpoints(specs, self._at))
 
     def toggle_line_breakpoint(self, spec: str, *, move: int | None = None) -> DebugState:
         return self.set_line_breakpoints(self._lines.breakpoints ^ {spec}, move=move)
+
+    def add_line_breakpoint(
+        self, spec: str, *, temporary: bool = False, move: int | None = None
+    ) -> DebugState:
+        """pdb's `break SPEC`, or its `tbreak SPEC` (`temporary`: removed at its first stop)."""
+        add = self._lines.add_breakpoint
+        return self._intent(move, "line", lambda _: add(spec, temporary, self._at))
+
+    def ignore_line_breakpoint(
+        self, number: int, count: int, *, move: int | None = None
+    ) -> DebugState:
+        """pdb's `ignore NUMBER COUNT`: the breakpoint's next `count` hits pass."""
+        return self._intent(move, "line", lambda _: self._lines.ignore(number, count))
+
+    @cancellable
+    def display(self, expr: str, *, move: int | None = None) -> DebugState:
+        """pdb's `display EXPR`: evaluated at every line pause (now too, if paused at one),
+        shown with whether it changed since the last."""
+        return self._intent(move, "display", lambda _: self._lines.display(expr, self._at))
+
+    def undisplay(self, which: str | int | None = None, *, move: int | None = None) -> DebugState:
+        """pdb's `undisplay [EXPR]`, or by number; without one, every display goes."""
+        return self._intent(move, "line", lambda _: self._lines.undisplay(which))
 
     @cancellable
     def step_line(self, how: str, *, move: int | None = None) -> DebugState:
@@ -350,9 +331,7 @@ class Debugger:
     def evaluate(self, expr: str, *, move: int | None = None) -> DebugState:
         """pdb's `p expr` in the paused frame, run in the forward thread. An error is one
         line in the evaluation (and the message); the pass stays paused."""
-        with self.runner.moving(move) as mid:
-            message, interrupted = self._lines.evaluate(expr, self._pass.stepper)
-            return self._snapshot(mid, message, cancelled=interrupted)
+        return self._intent(move, "expression", lambda _: self._lines.evaluate(expr, self._at))
 
     @cancellable
     def view_tensor(
@@ -365,11 +344,8 @@ class Debugger:
         move: int | None = None,
     ) -> DebugState:
         """The tensor viewer's data for a local or an expression at the paused line."""
-        with self.runner.moving(move) as mid:
-            message, cut = self._lines.view_tensor(
-                expr, fixed, row_start, col_start, self._pass.stepper
-            )
-            return self._snapshot(mid, message, cancelled=cut)
+        args = (expr, fixed, row_start, col_start)
+        return self._intent(move, "tensor view", lambda _: self._lines.view_tensor(*args, self._at))
 
     # -- training (training/intents.py) --------------------------------------------------
 
@@ -388,18 +364,12 @@ class Debugger:
         """Where batches come from (a text file, a nanoGPT .bin, a `BatchSource` such as
         a `FixedBatch`, or None: the prompt) and their shape; a batch that names ids
         outside the vocabulary raises one line."""
-
-        def body(mid: int) -> DebugState:
-            args = (data, batch, block, seed, meta, split, options)
-            return self._snapshot(mid, self._training.set_batch(self._prompt, *args))
-
-        return self.runner.intent(move, body, "batch")
+        args = (data, batch, block, seed, meta, split, options)
+        return self._intent(move, "batch", lambda _: self._training.set_batch(self._prompt, *args))
 
     def set_training_options(self, options: StepOptions, *, move: int | None = None) -> DebugState:
-        def body(mid: int) -> DebugState:
-            return self._snapshot(mid, self._training.set_options(self._prompt, options))
-
-        return self.runner.intent(move, body, "training options")
+        set_options = self._training.set_options
+        return self._intent(move, "training options", lambda _: set_options(self._prompt, options))
 
     @cancellable
     def train_step(self, how: str = "into", *, move: int | None = None) -> DebugState:
@@ -409,19 +379,14 @@ class Debugger:
         if how not in TRAIN_MOVES:
             raise ValueError(f"unknown move {how!r}: one of {', '.join(TRAIN_MOVES)}")
 
-        def body(mid: int) -> DebugState:
-            check = self.runner.check(mid)
-            return self._snapshot(mid, self._training.step(self._prompt, how, self._watch, check))
+        def act(mid: int) -> str:
+            return self._training.step(self._prompt, how, self._pass.watch, self.runner.check(mid))
 
-        return self.runner.intent(move, body, "training step")
+        return self._intent(move, "training step", act)
 
     def train_reset(self, *, move: int | None = None) -> DebugState:
         """Forget the step (and health run); the batch stays."""
-
-        def body(mid: int) -> DebugState:
-            return self._snapshot(mid, self._training.reset(self._prompt))
-
-        return self.runner.intent(move, body, "training reset")
+        return self._intent(move, "training reset", lambda _: self._training.reset(self._prompt))
 
     @cancellable
     def train_health(
@@ -434,12 +399,11 @@ class Debugger:
         """`n` steps on fresh seeded batches (the prompt's one batch if no data); stops at
         the first non-finite value. Cancellable between and within steps."""
 
-        def body(mid: int) -> DebugState:
+        def act(mid: int) -> str:
             check = self.runner.check(mid)
-            message = self._training.health(self._prompt, n, self._watch, check, progress)
-            return self._snapshot(mid, message)
+            return self._training.health(self._prompt, n, self._pass.watch, check, progress)
 
-        return self.runner.intent(move, body, "training health")
+        return self._intent(move, "training health", act)
 
     # -- comparisons (compare_intents.py) -------------------------------------------------
 
@@ -448,12 +412,8 @@ class Debugger:
         self, b: BSpec, leaves: bool = False, *, move: int | None = None
     ) -> DebugState:
         """Diff the open prompt's run against run B, probe by probe."""
-
-        def body(mid: int) -> DebugState:
-            message = self._compare.diff(self._prompt, b, leaves, self.runner, mid)
-            return self._snapshot(mid, message)
-
-        return self.runner.intent(move, body, "diff")
+        args = (self._prompt, b, leaves, self.runner)
+        return self._intent(move, "diff", lambda mid: self._compare.diff(*args, mid))
 
     @cancellable
     def patch_runs(
@@ -467,12 +427,8 @@ class Debugger:
     ) -> DebugState:
         """Patch the open prompt's run (clean) into `corrupted`, for every layer and
         position (or head)."""
-
-        def body(mid: int) -> DebugState:
-            message = self._compare.patch(self._prompt, corrupted, answer, wrong, what)
-            return self._snapshot(mid, message)
-
-        return self.runner.intent(move, body, "patch")
+        args = (self._prompt, corrupted, answer, wrong, what)
+        return self._intent(move, "patch", lambda _: self._compare.patch(*args))
 
     @cancellable
     def attribute_logit(
@@ -488,14 +444,25 @@ class Debugger:
         or with `generation` of the text generated so far (-1: the next token's logits).
         A token is its text, or its id as an int."""
 
-        def body(mid: int) -> DebugState:
+        def act(mid: int) -> str:
             gen = self._generation.current if generation else None
-            message = self._compare.attribute(self._prompt, answer, wrong, position, gen)
-            return self._snapshot(mid, message)
+            return self._compare.attribute(self._prompt, answer, wrong, position, gen)
 
-        return self.runner.intent(move, body, "attribute")
+        return self._intent(move, "attribute", act)
 
     # -- snapshot and end ----------------------------------------------------------------
+
+    def _intent(
+        self, move: int | None, what: str, act: Callable[[int], str | tuple[str, bool] | None]
+    ) -> DebugState:
+        """`act(mid)` as one intent; it gives the message (and whether it was cut short)."""
+
+        def body(mid: int) -> DebugState:
+            done = act(mid) or ""
+            message, cut = done if isinstance(done, tuple) else (done, False)
+            return self._snapshot(mid, message, cancelled=cut)
+
+        return self.runner.intent(move, body, what)
 
     def _snapshot(self, mid: int, message: str = "", cancelled: bool = False) -> DebugState:
         return assemble_state(
@@ -505,8 +472,8 @@ class Debugger:
             self._probes(),
             self._pass.view(),
             self._lines.view(),
-            tuple(spec.description for spec in self.session.interventions.active),
-            tuple(sorted({path for path, _ in self._ablations})),
+            self._ablations.descriptions(),
+            self._ablations.ablated_modules(),
             self._generation.view(),
             self._attention.view(),
             self._training.view(self._prompt),
@@ -517,26 +484,9 @@ class Debugger:
 
     def close(self, *, wait: bool = False) -> bool:
         """Stop everything and remove every hook, without waiting for the running intent
-        unless `wait`: it is cancelled (an expression interrupted) and the teardown runs
-        in a daemon thread once it has unwound. True if torn down before returning;
-        `closed` is set when done. `wait` is for a model that must be put back (inspect)."""
-        self.runner.closing = True
-        self.cancel()
-        stepper = self._pass.stepper
-        if stepper is not None:
-            stepper.interrupt()
-        if self.runner.lock.acquire(blocking=wait):
-            try:
-                self._teardown()
-            finally:
-                self.runner.lock.release()
-            return True
-        threading.Thread(target=self._teardown_when_free, name="gpt-tui-close", daemon=True).start()
-        return False
-
-    def _teardown_when_free(self) -> None:
-        with self.runner.lock:
-            self._teardown()
+        unless `wait` (for a model that must be put back, as inspect does); see
+        core/runner.py. True if torn down before returning; `closed` is set when done."""
+        return self.runner.close(self._teardown, wait)
 
     def _teardown(self) -> None:
         if self.closed.is_set():

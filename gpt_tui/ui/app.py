@@ -2,7 +2,8 @@
 
 The app renders `DebugState` snapshots and posts intents. Each key is one intent of the
 engine's `Debugger`, run in a thread worker in the order the keys were pressed (see
-`intents.py`); the worker posts the snapshot back and `_render` shows it everywhere.
+`intents.py`); the worker posts the snapshot back and `_render` shows it everywhere: the
+tree, the status bar (its stepper field: `stepper_line.py`) and the tabs (`tab_views.py`).
 torch loads inside the first worker, so the screen paints before the model exists.
 """
 
@@ -30,10 +31,12 @@ from .export import copy_focused, export_screen
 from .help_sections import help_sections
 from .intents import Intents
 from .key_queue import KeyQueue
-from .messages import IntentFailed, IntentRequested, SessionFailed, SessionOpened, StateUpdated
+from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
 from .opening import NARROW_WIDTH, open_debugger, show_open_error, update_layout
 from .settings import UserSettings
-from .tabs import TAB_BY_ID, TABS, TabContext
+from .stepper_line import StepperLine
+from .tab_views import TabViews
+from .tabs import TABS
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
 from .widgets.footer import KeyFooter
@@ -94,12 +97,10 @@ class GptTuiApp(App[int]):
         self.selected_path: str | None = None
         self.open_error: str | None = None
         self._intents = Intents(self, lambda: self.debugger)
-        self._mounted_tabs: set[str] = set()
-        self._wanted: set[str] = set()  # views asked for and not yet in a snapshot
-        self._failed: set[str] = set()  # views whose fetch failed: asked again only by a key
-        self._abort_move: int | None = None  # a step move asked to abort while running
-        self._error: str | None = None  # the last failure, until the next stepper move
+        self._tabs = TabViews(self, self._intents)  # built tabs and the views they asked for
+        self._stepper = StepperLine(self, self._intents)  # the status field, and x
         self._waiting = KeyQueue(self)  # keys pressed while the model opens
+        self._pressed = False  # a mouse button is down: the layout waits for its release
         self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
     # -- what the snapshot says ----------------------------------------------------------
@@ -111,7 +112,7 @@ class GptTuiApp(App[int]):
     @property
     def stepping(self) -> bool:
         """A step move is queued or running."""
-        return self._intents.busy("stepper")
+        return self._stepper.stepping
 
     @property
     def paused_at(self) -> str | None:
@@ -156,8 +157,7 @@ class GptTuiApp(App[int]):
 
         session = debugger.session
         self.facts = await in_daemon(lambda: model_facts(session.model, session.family))
-        for tab in self._mounted_tabs:
-            self._feed(tab)
+        self._tabs.feed_all()
 
     async def on_session_opened(self, message: SessionOpened) -> None:
         self.debugger = message.debugger
@@ -179,7 +179,7 @@ class GptTuiApp(App[int]):
         if self.show_memory:
             self._update_memory()
             self.set_interval(MEMORY_INTERVAL, self._update_memory)
-        await self._mount_tab(self.query_one(TabbedContent).active)
+        await self._tabs.mount(self.query_one(TabbedContent).active)
         if self.size.width < NARROW_WIDTH:  # the tree steps aside so every tab name shows
             await self.action_show_tab(self.query_one(TabbedContent).active)
         self._render(message.state)
@@ -195,22 +195,16 @@ class GptTuiApp(App[int]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.name == "stepper":
-            self._show_stepper()
+            self._stepper.show()
         if event.state == WorkerState.ERROR:
             error = describe_error(worker.error) if worker.error else "unknown error"
             if worker.group == "open":
                 show_open_error(self, error)
                 return
             self.notify(error, title=f"{worker.name} failed", severity="error", timeout=8)
-            for tab in self._mounted_tabs:  # the pane that asked ends its "working…" line
-                self.query_one(f"#{tab}", TabPane).children[0].post_message(
-                    IntentFailed(worker.name, error)
-                )
+            self._tabs.failed(worker.name, error)
             if worker.name in ("stepper", "run") or self.paused_at is not None:
-                self._error = f"error · {error}"
-                self._show_stepper()
-            self._failed |= self._wanted & {worker.name}  # shown once, not retried by itself
-            self._wanted.clear()
+                self._stepper.failed(error)
             debugger = self.debugger
             if debugger is not None:  # bring the display in line with what is true now
                 self._intents.start("refresh", lambda move: debugger.state())
@@ -220,7 +214,7 @@ class GptTuiApp(App[int]):
 
     def on_intent_requested(self, message: IntentRequested) -> None:
         """A pane asks for a Debugger intent; the snapshot it returns is rendered."""
-        self._failed.discard(message.worker)
+        self._tabs.ask_again(message.worker)
         kwargs = dict(message.kwargs)
         if message.progress:
             kwargs["progress"] = self._progress
@@ -230,16 +224,7 @@ class GptTuiApp(App[int]):
         state = message.state
         if self.state is not None and state.seq < self.state.seq:
             return  # taken before the one shown
-        if message.name in ("stepper", "run"):
-            self._error = None
-        if (
-            state.move == self._abort_move
-            and state.status == "paused"
-            and self.debugger is not None
-        ):
-            # x arrived just as the move paused: end the paused pass as asked.
-            debugger = self.debugger
-            self._intents.start("abort", lambda move: debugger.abort(move=move))
+        self._stepper.arrived(state, message.name)
         if message.name == "prompt" and self.query_one("#prompt", Input).has_focus:
             self.query_one(ModuleTree).focus()
         if message.name == "ablation" and state.message:
@@ -251,48 +236,12 @@ class GptTuiApp(App[int]):
     def _render(self, state: DebugState) -> None:
         """Show a snapshot everywhere: tree, status, and every mounted tab."""
         self.state = state
-        self._wanted = {view for view in self._wanted if getattr(state, view) is None}
         self.query_one(ModuleTree).show_state(state)
         self.query_one(PromptBar).prompt = state.prompt
-        self._show_stepper()
+        self._stepper.show()
         self._update_detail()
-        for tab in self._mounted_tabs:
-            self._feed(tab)
-        self._fetch(self.query_one(TabbedContent).active)
+        self._tabs.render(state)
         self.refresh_bindings()
-
-    def _show_stepper(self) -> None:
-        if self.stepping:
-            aborting = self._abort_move == self._intents.latest("stepper")
-            text = "aborting…" if aborting else "running…"
-        else:
-            text = self._error or (self.state.stepper_line if self.state else "idle")
-        self.query_one(StatusBar).stepper = text
-
-    def _tab_context(self) -> TabContext:
-        assert self.info is not None
-        shapes = self.state.shapes() if self.state is not None else {}
-        return TabContext(self.info, self.state, shapes, self.spec.seed, self.facts)
-
-    def _feed(self, tab: str) -> None:
-        widget = self.query_one(f"#{tab}", TabPane).children[0]
-        TAB_BY_ID[tab].feed(widget, self._tab_context())
-
-    def _fetch(self, tab: str) -> None:
-        """Start the intent that computes what the tab shows, if the snapshot lacks it."""
-        spec = TAB_BY_ID[tab]
-        view = spec.view
-        if self.debugger is None or self.state is None or view is None:
-            return
-        if view in self._wanted or view in self._failed:
-            return
-        if getattr(self.state, view) is not None or tab not in self._mounted_tabs:
-            return
-        request = spec.request(self.query_one(f"#{tab}", TabPane).children[0])
-        if request is not None:
-            self._wanted.add(view)
-            method, args = request
-            self._intents.call(view, method, *args)
 
     def _update_memory(self) -> None:
         if self.debugger is not None:
@@ -311,7 +260,12 @@ class GptTuiApp(App[int]):
             return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
-            await super().on_event(event)
+            pressed = isinstance(event, events.MouseDown) and not event.is_forwarded
+            released = isinstance(event, events.MouseUp) and not event.is_forwarded
+            self._pressed = pressed or (self._pressed and not released)
+            await super().on_event(event)  # a release makes the click here
+            if released:
+                update_layout(self)
             return
         if self.screen is self.screen_stack[0]:
             # Escape's work done now (replayed, it would still be bubbling up from the
@@ -337,7 +291,10 @@ class GptTuiApp(App[int]):
     # -- layout: the focused side gets the room -----------------------------------------
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        update_layout(self)
+        # Focused by a press: the layout changes once it is released, so the click
+        # lands on the widget the press began on, not on what moved under the pointer.
+        if not self._pressed:
+            update_layout(self)
 
     def on_resize(self, event: events.Resize) -> None:
         update_layout(self)
@@ -346,26 +303,14 @@ class GptTuiApp(App[int]):
 
     async def action_show_tab(self, tab: str) -> None:
         """Switch tabs and put the keyboard focus in the tab (escape goes back to the tree)."""
-        if self.info is None:
-            return
-        self._failed.discard(TAB_BY_ID[tab].view or "")  # the key asks again
-        await self._mount_tab(tab)
-        self.query_one(TabbedContent).active = tab
-        self.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus).focus()
+        if self.info is not None:
+            await self._tabs.show(tab)
 
     @on(TabbedContent.TabActivated)
     async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id is not None and self.info is not None:
-            await self._mount_tab(event.pane.id)
-            self._fetch(event.pane.id)
-
-    async def _mount_tab(self, tab: str) -> None:
-        """Tabs are built the first time they are shown, and fed what is known."""
-        if tab in self._mounted_tabs or self.info is None:
-            return
-        self._mounted_tabs.add(tab)
-        await self.query_one(f"#{tab}", TabPane).mount(TAB_BY_ID[tab].make(self._tab_context()))
-        self._feed(tab)
+            await self._tabs.mount(event.pane.id)
+            self._tabs.fetch(event.pane.id)
 
     # -- the forward pass and stepping ----------------------------------------------------
 
@@ -405,16 +350,7 @@ class GptTuiApp(App[int]):
     def action_abort(self) -> None:
         """A running move is cancelled at its next module, without waiting for the
         engine; a paused pass is ended by the abort intent."""
-        debugger = self.debugger
-        assert debugger is not None
-        running = self._intents.running_move()
-        # A generation keeps the tokens taken so far; a training step puts the weights back.
-        if running is not None and debugger.cancel(running[1]):
-            if running[0] == "stepper":
-                self._abort_move = running[1]
-                self._show_stepper()
-            return
-        self._intents.call("abort", "abort")
+        self._stepper.abort()
 
     def action_toggle_breakpoint(self) -> None:
         path = self.selected_path
@@ -449,7 +385,7 @@ class GptTuiApp(App[int]):
         if kind not in ("attn", "mlp") or path is None:
             self.notify("select an attention or MLP module in the tree", timeout=2)
             return
-        head = self.query_one(AttentionPanel).head if "attention" in self._mounted_tabs else 0
+        head = self.query_one(AttentionPanel).head if "attention" in self._tabs.mounted else 0
         self._intents.call("ablation", "toggle_ablation", path, kind, head)
 
     # -- generation ----------------------------------------------------------------------
@@ -476,8 +412,7 @@ class GptTuiApp(App[int]):
 
     @on(PromptBar.Submitted)
     def _prompt_submitted(self, event: PromptBar.Submitted) -> None:
-        self._wanted.clear()
-        self._failed.clear()
+        self._tabs.forget()
         # The box keeps the focus until the prompt is taken: a refused one is mended there.
         self._intents.call("prompt", "set_prompt", event.text)
 

@@ -64,7 +64,12 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + [("Enter", "Evaluate", "in the expression box: evaluate, like pdb's p")]
             + [("v EXPR", "View", "in the expression box: open EXPR's result in the viewer")]
             + [("g COL", "Go to", "in the expression box: scroll the viewer to COL or ROW,COL")]
+            + [("display EXPR", "Display", "in the expression box: EXPR at every line pause")]
+            + [("undisplay", "Undisplay", "in the expression box: one (EXPR or N) or all")]
             + [("Enter", "Break at", "in break at: toggle a FUNCTION or FILE:LINE breakpoint")]
+            + [("tbreak SPEC", "Temporary", "in break at: a breakpoint gone after its first stop")]
+            + [("ignore N COUNT", "Ignore", "in break at: breakpoint N passes its next COUNT hits")]
+            + [("clear N", "Clear", "in break at: remove breakpoint N (numbers as pdb's)")]
             + tables,
         ),
         (

@@ -120,7 +120,8 @@ def _feed_code(widget: Widget, ctx: TabContext) -> None:
     state = ctx.state
     if state is not None:
         frame = state.frame if state.status == "paused" else None
-        widget.show(frame, state.line_breakpoints, state.evaluations, state.tensor_view)
+        line = (state.line_breakpoints, state.evaluations, state.tensor_view, state.displays)
+        widget.show(frame, *line, state.line_table, state.hit if frame else None)
 
 
 def _feed_compare(widget: Widget, ctx: TabContext) -> None:

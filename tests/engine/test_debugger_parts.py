@@ -12,6 +12,7 @@ import pytest
 
 from gpt_tui.engine.analysis.attention_intents import Attention
 from gpt_tui.engine.analysis.compare_intents import Comparison
+from gpt_tui.engine.analysis.intervention_intents import Interventions
 from gpt_tui.engine.core.line_intents import Lines
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.core.stepped_pass import SteppedPass
@@ -19,7 +20,7 @@ from gpt_tui.engine.debugger import Debugger
 from gpt_tui.engine.generation.intents import Generation
 from gpt_tui.engine.training.intents import Training
 
-PARTS = [Comparison, Training, Lines, Generation, SteppedPass, Attention]
+PARTS = [Comparison, Training, Lines, Generation, SteppedPass, Attention, Interventions]
 
 
 @pytest.fixture(scope="module")

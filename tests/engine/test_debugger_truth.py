@@ -13,8 +13,9 @@ import torch
 from test_debugger import WAIT, Gate, in_thread
 from test_probes import IDX, nanogpt
 
-from gpt_tui.engine.analysis.compare_intents import BSpec, dtype_copy
+from gpt_tui.engine.analysis.compare_intents import BSpec
 from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core.model_copy import dtype_copy
 from gpt_tui.engine.core.runner import is_cancellable
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.core.stepping import ForwardStepper

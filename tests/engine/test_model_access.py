@@ -10,11 +10,11 @@ import pytest
 import torch
 from tiny_models import tiny_nanochat
 
-from gpt_tui.engine.analysis.probes import find_block_list
 from gpt_tui.engine.core.model_access import (
     ModelOutputError,
     UnsupportedModelError,
     crop_to_context,
+    find_block_list,
     last_position_logits,
     logits_from_residual,
     model_context_len,

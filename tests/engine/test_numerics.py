@@ -4,6 +4,7 @@ logits, the softcap, and where a narrower pass first parts from fp32."""
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -16,8 +17,13 @@ from gpt_tui.engine.analysis.numerics import (
     format_facts,
     numerics,
     tensor_fractions,
+    what_if,
 )
+from gpt_tui.engine.core.model_copy import dtype_copy
 from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.debugger import Debugger
+from gpt_tui.models import build_model
+from gpt_tui.models.config import make_config
 
 
 def test_fp16_fractions_of_known_values() -> None:
@@ -147,3 +153,87 @@ def test_a_dtype_the_device_lacks_is_a_one_line_error(monkeypatch: pytest.Monkey
     assert check_device_format(torch.device("cuda"), "float16") is torch.float16
     with pytest.raises(NumericsError, match="MPS cannot cast to float8_e5m2"):
         check_device_format(torch.device("mps"), "float8_e5m2")
+
+
+class _Watcher:
+    """A hook's owner that cannot be deep-copied (a lock), like the engine's probes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls = 0
+
+    def hook(self, *_args: object) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("held", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
+def test_the_what_if_copies_leave_the_models_hooks_behind(held: torch.dtype, dtype: str) -> None:
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0).to(held)
+    watcher = _Watcher()
+    model.transformer.h[0].register_forward_hook(watcher.hook)
+    found = what_if(model, [1, 2, 3, 4], dtype)
+    assert found.tolerance > 0
+    # fp32: the model runs as the fp32 side itself, once; otherwise only copies run
+    assert watcher.calls == (1 if held == torch.float32 else 0)
+    assert len(model.transformer.h[0]._forward_hooks) == 1  # the model keeps its own
+
+
+@pytest.mark.parametrize("held", [torch.float32, torch.bfloat16])
+def test_the_what_if_copies_are_made_once_in_their_own_dtype(
+    held: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each copy is filled straight in its dtype: no full-width copy made first."""
+    from gpt_tui.engine.analysis import numerics as module
+
+    made: list[torch.dtype | None] = []
+
+    def counted(model, dtype, check):
+        made.append(dtype)
+        return dtype_copy(model, dtype, check)
+
+    monkeypatch.setattr(module, "dtype_copy", counted)
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0).to(held)
+    module.what_if(model, [1, 2, 3], "float16")
+    assert made == ([torch.float16] if held == torch.float32 else [torch.float32, torch.float16])
+
+
+def test_a_cancel_stops_the_numerics_copies_being_made_and_run() -> None:
+    debugger = Debugger(Session.open(ModelSpec(config="tiny")))
+    try:
+        debugger.set_prompt("ROMEO:")
+        model = debugger.session.model
+        move = debugger.new_move()
+        calls: list[int] = []
+
+        def cancel_after_the_fp32_side(*_args: object) -> None:
+            calls.append(1)  # 1: the numerics pass, 2: the what-if's fp32 side (the model)
+            if len(calls) == 2:
+                assert debugger.cancel(move)
+
+        handle = model.lm_head.register_forward_hook(cancel_after_the_fp32_side)
+        state = debugger.measure("numerics", "bfloat16", move=move)
+        handle.remove()
+        assert state.cancelled and state.measures is None  # the bf16 copy's pass stopped
+
+        move, checks, make = debugger.new_move(), [], debugger.runner.check
+
+        def cancel_at_the_third_tensor(mid: int):
+            check = make(mid)
+
+            def counted() -> None:
+                checks.append(1)
+                if len(checks) == 3:
+                    assert debugger.cancel(move)
+                check()
+
+            return counted
+
+        debugger.runner.check = cancel_at_the_third_tensor
+        state = debugger.measure("numerics", "bfloat16", move=move)
+        del debugger.runner.check
+        assert state.cancelled and state.measures is None and len(checks) == 3
+        state = debugger.measure("numerics", "bfloat16")
+        assert not state.cancelled and state.measures.numerics.what_if is not None
+    finally:
+        debugger.close()

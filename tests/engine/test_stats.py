@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gpt_tui.engine.analysis.stats import rows_to_stats, stats_row, tensor_stats
+from gpt_tui.engine.core.stats import rows_to_stats, stats_row, tensor_stats
 
 
 def reference(x: torch.Tensor) -> dict[str, float]:
@@ -45,7 +45,7 @@ def test_nan_and_inf_are_counted_and_left_out_of_moments(device_path: str) -> No
     x[1, 5] = float("inf")
     x[2, 9] = -float("inf")
     if device_path == "finite-path":  # what accelerators always run
-        from gpt_tui.engine.analysis import stats
+        from gpt_tui.engine.core import stats
 
         row = stats._finite_row(x)
         s = rows_to_stats([row], [x.numel()])[0]

@@ -32,7 +32,7 @@ def test_the_counter_sees_reads_of_device_values_and_not_of_host_copies() -> Non
 def test_one_read_per_probed_forward() -> None:
     counter = syncs.probed_forward(model())
     assert counter.count == 1, counter.sites
-    assert next(iter(counter.sites)).startswith("cpu at gpt_tui/engine/analysis/stats.py")
+    assert next(iter(counter.sites)).startswith("cpu at gpt_tui/engine/core/stats.py")
 
 
 def test_a_watched_step_reads_at_most_twice() -> None:
@@ -44,4 +44,4 @@ def test_a_cached_decode_step_reads_its_logits_and_its_stats_once_each() -> None
     counter = syncs.decode_step(model())
     assert counter.count == 2, counter.sites
     sites = " ".join(counter.sites)
-    assert "engine/generation/sampling.py" in sites and "engine/analysis/stats.py" in sites
+    assert "engine/generation/sampling.py" in sites and "engine/core/stats.py" in sites

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt_tui.engine.analysis.tensors import TensorViewError, one_line, view_tensor
+from gpt_tui.engine.core.tensors import TensorViewError, one_line, view_tensor
 
 
 def test_slice_by_fixed_indices_with_norms_and_histogram() -> None:

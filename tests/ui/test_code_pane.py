@@ -57,7 +57,8 @@ async def test_break_step_evaluate_and_view_in_the_code_tab() -> None:
         assert "Not paused at a line" in plain(where)
         await submit(pilot, "#code-break", f"nanogpt.py:{line}")
         assert app.state.line_breakpoints == {f"nanogpt.py:{line}"}
-        assert f"nanogpt.py:{line}" in plain(where)
+        shown = plain(app.query_one("#code-displays", Static))
+        assert f"line breakpoints: 1 break nanogpt.py:{line}" in shown
 
         await press(pilot, "escape", "C")
         state = app.state

@@ -5,6 +5,7 @@ training step, each table the engine's numbers."""
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
@@ -117,3 +118,50 @@ async def test_numerics_values_sit_under_their_headers(size: tuple[int, int]) ->
                 start = header.index(name)
                 under = line[start : start + len(name)].strip()
                 assert under[:1].isdigit(), (name, line)  # the value, not a bar or blank
+
+
+def on_screen(app) -> str:
+    """The screen as painted: what the terminal shows."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_a_dtype_switch_never_leaves_the_numerics_table_squashed(
+    size: tuple[int, int],
+) -> None:
+    """The app may paint between the table's refill and its next idle: that paint must
+    already give each column its width, since nothing repaints the table after (its size
+    did not change). Before, the columns stayed as narrow as their labels ("transf")."""
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "9")
+        panel = app.query_one(CostPanel)
+        for dtype in ("float8_e4m3fn", "float16", "bfloat16"):
+            panel.dtype = dtype  # as its button does: the table is refilled at once
+            on_screen(app)  # a paint before the table idles
+            await settle(pilot)
+            lines = on_screen(app).splitlines()
+            header = next(line for line in lines if "absmax" in line)
+            assert header.index("absmax") > len(" transformer.h.0.attn.c_proj"), header
+            assert any(" transformer.h.0.attn.c_proj " in line for line in lines), dtype
+
+
+async def test_a_click_in_the_tabs_beside_the_tree_presses_what_was_under_the_pointer() -> None:
+    """At 80 columns the tree has the room until a tab gets the focus: a mouse press on a
+    button there moves the tab to the full width, and the button with it. The layout
+    waits for the release, so the click still lands on the button it started on (it
+    used to be lost: the first click on a dtype only moved the layout)."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "9", "escape")  # the tree has the focus and the room
+        button = app.query_one("#cost-dtype-float16")
+        x, y = button.region.center
+        assert x > app.query_one("#left").region.right  # beside the tree
+        for kind in (events.MouseDown, events.MouseUp):  # as the terminal sends them
+            app.post_message(kind(None, x, y, 0, 0, 1, False, False, False, x, y))
+            await pilot.pause()
+        await settle(pilot)
+        assert app.query_one(CostPanel).dtype == "float16"
+        assert app.query_one("#body").has_class("-tabs-focused")  # then the tab gets the room

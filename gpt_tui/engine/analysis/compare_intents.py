@@ -7,7 +7,6 @@ model file (on A's checkpoint unless B names its own), or KV-cached decoding.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -15,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError, describe_error
 from ..core.debug_state import CompareView
 from ..core.model_access import crop_to_context
+from ..core.model_copy import dtype_copy
 from .attribution import attribute
 from .compare import CompareError, Run, compare
 from .patching import Patcher, What, one_token
@@ -194,40 +193,6 @@ def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
     if b.overrides:
         changes.update(overrides=[*base.overrides, *b.overrides])
     return dataclasses.replace(base, **changes)
-
-
-def dtype_copy(model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) -> nn.Module:
-    """`model` in another dtype, without its hooks (A's probes and interventions stay
-    A's): the structure is copied on `meta`, then each tensor filled after a `check()`,
-    so a cancel stops the copy within one tensor."""
-    tensors = [*model.parameters(), *model.buffers()]
-    memo: dict[int, object] = {}
-    for t in tensors:
-        if id(t) not in memo:
-            empty = torch.empty_like(t, device="meta")
-            memo[id(t)] = (
-                nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
-            )
-    for module in model.modules():  # hooks are not copied (they may hold a paused frame)
-        for name, value in vars(module).items():
-            if "hook" in name and isinstance(value, dict):
-                memo[id(value)] = type(value)()
-    clone = copy.deepcopy(model, memo)
-    filled: dict[int, torch.Tensor] = {}  # a tied weight stays tied
-    sources = dict(zip((id(memo[id(t)]) for t in tensors), tensors, strict=True))
-    for module in clone.modules():
-        for table in (module._parameters, module._buffers):
-            for name, meta in table.items():
-                if meta is None:
-                    continue
-                if id(meta) not in filled:
-                    check()
-                    src = sources[id(meta)].detach()
-                    data = src.to(dtype, copy=True) if src.is_floating_point() else src.clone()
-                    is_param = isinstance(meta, nn.Parameter)
-                    filled[id(meta)] = nn.Parameter(data, meta.requires_grad) if is_param else data
-                table[name] = filled[id(meta)]
-    return clone
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

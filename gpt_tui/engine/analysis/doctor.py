@@ -16,7 +16,8 @@ from ...io.model_file import flash_switches
 from ...io.tokenizers import describe_tokenizer
 from ...models import NanoChatConfig, NanoGPTConfig
 from ..core.line_tracer import BACKEND as LINE_BACKEND
-from .probes import Probes, find_block_list, find_probe_points
+from ..core.model_access import find_block_list
+from .probes import Probes, find_probe_points
 
 _LINE_NOTES = {
     "sys.monitoring": "events on breakpoint code only",

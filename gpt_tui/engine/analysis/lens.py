@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt_tui.engine.analysis.probes import find_block_list
 from gpt_tui.engine.core.model_access import (
     UnsupportedModelError,
     crop_to_context,
+    find_block_list,
     last_position_logits,
     logits_from_residual,
     model_context_len,

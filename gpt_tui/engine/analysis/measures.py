@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ...errors import GptTuiError
 from .flops import CostReport, cost_report
 from .memory import MemoryReport, memory_report
-from .numerics import NumericsReport, numerics
+from .numerics import Cancels, NumericsReport, numerics
 
 if TYPE_CHECKING:
     from ..core.session import Session
@@ -28,14 +28,22 @@ class MeasuresView:
 
 
 def measure(
-    session: Session, prompt: str, view: MeasuresView | None, kind: str, *args: object
+    session: Session,
+    prompt: str,
+    view: MeasuresView | None,
+    kind: str,
+    *args: object,
+    runner: Cancels | None = None,
+    mid: int = 0,
 ) -> MeasuresView:
     """`view` with one part recomputed: ("numerics", dtype) on the prompt, or ("cost",
-    batch, block) for memory and FLOPs of a training step of that size."""
+    batch, block) for memory and FLOPs of a training step of that size. `runner`, `mid`:
+    the move whose cancel stops the numerics' model copies."""
     view = view or MeasuresView()
     if kind == "numerics":
         (dtype,) = args
-        return dataclasses.replace(view, numerics=numerics(session, prompt, str(dtype)))
+        report = numerics(session, prompt, str(dtype), runner=runner, mid=mid)
+        return dataclasses.replace(view, numerics=report)
     if kind == "cost":
         batch, block = (int(a) for a in args)  # type: ignore[call-overload]
         return dataclasses.replace(

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import GptTuiError
-from ..core.model_access import model_device
+from ..core.model_access import find_block_list, model_device
 from ..training.step import restored, training_logits, wants_targets
 
 if TYPE_CHECKING:
@@ -129,8 +129,6 @@ def make_optimizer(model: nn.Module, name: str) -> list[torch.optim.Optimizer]:
         return [torch.optim.AdamW(params, lr=1e-4)]
     if name != "muon":
         raise MemoryError_(f"unknown optimizer {name!r}: use {' or '.join(OPTIMIZERS)}")
-    from .probes import find_block_list
-
     found = find_block_list(model)
     in_blocks = {id(p) for p in found[1].parameters()} if found else set()
     matrices = [p for p in params if p.dim() == 2 and id(p) in in_blocks]

@@ -21,16 +21,17 @@ engine (`compare.compare`), which names the first module beyond the dtype's tole
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
+from ..core.model_copy import dtype_copy
 from .attention import AttentionCall, head_summaries, recompute_pattern
 from .compare import Comparison, Run, compare, tolerance_for
 from .probes import PendingRecord, Probes
@@ -229,11 +230,19 @@ def _heads(calls: dict[int, AttentionCall]) -> tuple[HeadNumerics, ...]:
     return tuple(out)
 
 
+class Cancels(Protocol):
+    """What the what-if needs of the Debugger's runner (core/runner.py) to be cancelled."""
+
+    def check(self, mid: int) -> Callable[[], None]: ...
+
+    def cancellable_model(self, model: nn.Module) -> AbstractContextManager[None]: ...
+
+
 class _Fp8Rounding:
     """A copy of the model whose Linear weights and inputs are rounded through fp8."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
-        self.model = copy.deepcopy(model)
+    def __init__(self, model: nn.Module, dtype: torch.dtype, check: Callable[[], None]) -> None:
+        self.model = dtype_copy(model, None, check)
         self.dtype = dtype
         with torch.no_grad():
             for m in self.model.modules():
@@ -249,22 +258,30 @@ def _nan_last(x: float) -> float:
     return math.inf if math.isnan(x) else x
 
 
-def what_if(model: nn.Module, ids: Sequence[int], name: str) -> WhatIf:
-    """Run `ids` in fp32 and in `name` and name the first module where they part."""
+def what_if(
+    model: nn.Module, ids: Sequence[int], name: str, runner: Cancels | None = None, mid: int = 0
+) -> WhatIf:
+    """Run `ids` in fp32 and in `name` and name the first module where they part. The
+    copies carry none of the model's hooks; with `runner`, a cancel of move `mid` stops
+    them being made (within a tensor) and run (within a block)."""
     dtype = check_format(name)
-    base = (
-        model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
-    )
+    check = runner.check(mid) if runner is not None else lambda: None
+    fp32 = next(model.parameters()).dtype == torch.float32
+    base = model if fp32 else dtype_copy(model, torch.float32, check)
     if name.startswith("float8"):
-        other = _Fp8Rounding(base, dtype).model
+        other = _Fp8Rounding(base, dtype, check).model
         tol = torch.finfo(dtype).eps  # one ulp relative: fp8 keeps 2-3 mantissa bits
     else:
-        other = copy.deepcopy(base).to(dtype)
+        other = dtype_copy(base, dtype, check)
         tol = tolerance_for(dtype)
     other.eval()
-    result: Comparison = compare(
-        Run(base, list(ids)), Run(other, list(ids), label=name), leaves=True, tolerance=tol
-    )
+    with ExitStack() as cancellable:
+        if runner is not None:  # the model itself has the runner's checks already
+            for copied in (m for m in (base, other) if m is not model):
+                cancellable.enter_context(runner.cancellable_model(copied))
+        result: Comparison = compare(
+            Run(base, list(ids)), Run(other, list(ids), label=name), leaves=True, tolerance=tol
+        )
     ranked = sorted(((r.name, r.rel_diff) for r in result.records), key=lambda t: -_nan_last(t[1]))
     worst = ranked[:5]
     div = result.first_divergence
@@ -278,9 +295,12 @@ def numerics(
     dtype: str = "bfloat16",
     *,
     fp32_check: bool = True,
+    runner: Cancels | None = None,
+    mid: int = 0,
 ) -> NumericsReport:
     """The pass on `prompt`: per-module ranges in every format, per-head logits and entropy,
-    the softcap, and (with `fp32_check`) where a pass in `dtype` parts from fp32."""
+    the softcap, and (with `fp32_check`) where a pass in `dtype` parts from fp32 (`runner`
+    and `mid`: the move that a cancel stops, see `what_if`)."""
     check_device_format(session.device, dtype)
     ids, note = session.prompt_ids(prompt)
     model = session.model
@@ -327,7 +347,7 @@ def numerics(
     if cap and raw_absmax is not None:
         capped = next((m.absmax for m in modules if m.kind == "model"), float("nan"))
         softcap = Softcap(cap, raw_absmax[0], capped, raw_absmax[1])
-    check = what_if(model, ids, dtype) if fp32_check else None
+    check = what_if(model, ids, dtype, runner, mid) if fp32_check else None
     text = prompt if isinstance(prompt, str) else session.decode(ids)
     return NumericsReport(
         text, len(ids), dtype, tuple(facts), tuple(modules), heads, softcap, check, note

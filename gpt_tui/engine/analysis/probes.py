@@ -35,9 +35,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..core.model_access import find_block_list, unwrap_model
+from ..core.stats import rows_to_stats, stats_row
 from ..core.trace import AttentionPattern, Phase, ProbeKind, ProbeRecord
 from .attention import AttentionCapture, LazyPatterns
-from .stats import rows_to_stats, stats_row
 
 MODEL_OUTPUT = "logits"  # name of the virtual point for the whole model's output
 _ATTN_NAMES = ("attn", "attention")
@@ -60,27 +61,6 @@ class ProbePoint:
     @property
     def virtual(self) -> bool:
         return self.module is None
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module hooks must go on: `torch.compile` wrappers keep it in `_orig_mod`."""
-    while isinstance(getattr(model, "_orig_mod", None), nn.Module):
-        model = model._orig_mod
-    return model
-
-
-def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
-    """Path and ModuleList of the transformer blocks: the largest list of same-class modules."""
-    best: tuple[str, nn.ModuleList] | None = None
-    for name, module in unwrap_model(model).named_modules():
-        if (
-            isinstance(module, nn.ModuleList)
-            and len(module) > 0
-            and len({type(child) for child in module}) == 1
-            and (best is None or len(module) > len(best[1]))
-        ):
-            best = (name, module)
-    return best
 
 
 def _linears(module: nn.Module) -> list[nn.Linear]:

@@ -18,11 +18,12 @@ if TYPE_CHECKING:  # annotations only: the UI imports this module before torch l
     from ..analysis.measures import MeasuresView
     from ..analysis.patching import PatchSweep
     from ..analysis.summary import ModelSummary
-    from ..analysis.tensors import TensorView
     from ..generation.sampling import Candidate, SamplingStep
     from ..training.health import Health
     from ..training.step import StepOptions, StepReport
     from .frames import Evaluation, FrameSnapshot
+    from .line_breakpoints import BreakpointInfo
+    from .tensors import TensorView
     from .trace import AttentionPattern, ProbeRecord, StepEvent
 
 # idle: no stepped pass; paused: a stepped pass waits at `event`; finished / aborted:
@@ -218,12 +219,27 @@ class TrainingView:
 
 
 @dataclass(frozen=True)
+class Display:
+    """A `display` expression at this line pause, as pdb's: its value or one-line error,
+    and whether that differs from the last line pause's (`previous`, shown as pdb's old)."""
+
+    number: int  # its place in the list, from 1 (`undisplay N`)
+    expr: str
+    evaluation: Evaluation | None  # None: not at a line pause
+    changed: bool = False
+    previous: Evaluation | None = None  # the last line pause's, when it changed
+
+
+@dataclass(frozen=True)
 class LineView:
     """Line-level debugging: the line breakpoints, and what was read at this pause."""
 
     breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
+    table: tuple[BreakpointInfo, ...] = ()  # the breakpoints, numbered
+    displays: tuple[Display, ...] = ()  # the display expressions, at this pause
+    hit: BreakpointInfo | None = None  # the breakpoint this pause stopped at
 
 
 @dataclass(frozen=True)
@@ -234,7 +250,6 @@ class Probes:
     breakpoints: frozenset[str]
     watch: bool
     leaves: bool
-    line_breakpoints: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -284,6 +299,9 @@ class DebugState:
     line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
+    line_table: tuple[BreakpointInfo, ...] = ()  # the line breakpoints, numbered as pdb
+    displays: tuple[Display, ...] = ()  # display expressions, re-evaluated at each line pause
+    hit: BreakpointInfo | None = None  # the line breakpoint this pause stopped at
     training: TrainingView | None = None  # the training debugger (training/intents.py)
     compare: CompareView | None = None  # the last diff, patching sweep or attribution
     measures: MeasuresView | None = None  # numerics, memory and FLOPs (measures.py)
@@ -374,6 +392,9 @@ def assemble_state(
         line_breakpoints=lines.breakpoints,
         evaluations=lines.evaluations,
         tensor_view=lines.tensor_view,
+        line_table=lines.table,
+        displays=lines.displays,
+        hit=lines.hit,
         training=training,
         compare=compare,
         measures=measures,

@@ -29,12 +29,12 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..analysis.probes import unwrap_model
-from ..analysis.stats import rows_to_stats, stats_row
-from ..analysis.tensors import TensorView, view_tensor
 from .line_breakpoints import BreakpointError as BreakpointError  # re-exported
-from .line_breakpoints import Breakpoints, resolve_breakpoints
+from .line_breakpoints import Breakpoints, BreakpointTable, resolve_breakpoints
 from .line_tracer import make_backend
+from .model_access import unwrap_model
+from .stats import rows_to_stats, stats_row
+from .tensors import TensorView, view_tensor
 
 LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -275,6 +275,7 @@ class LineTracer:
         self._canonical: dict[str, str | None] = {}
         self._modules = {id(m): name or "(model)" for name, m in model.named_modules()}
         self.breakpoints = Breakpoints(frozenset(), frozenset(), frozenset())
+        self.table: BreakpointTable | None = None  # numbers, hits, ignore counts, tbreaks
         self._bp_codes: dict[CodeType, bool] = {}  # code -> holds a breakpoint
         self._mode = "continue"  # "step": any model line; "frame": a line of _target
         self._target: FrameType | None = None
@@ -404,7 +405,7 @@ class LineTracer:
         bps = self.breakpoints
         if frame is self._entered:
             self._entered = None
-            if bps.condition_holds((path, frame.f_code.co_qualname), frame):
+            if bps.stops((path, frame.f_code.co_qualname), frame, self.table):
                 return "breakpoint"
         line = frame.f_lineno
         same = self._statement
@@ -412,7 +413,7 @@ class LineTracer:
             if same[1] <= line <= same[2]:
                 return self._stepping(frame)  # still in the statement paused at: no new hit
             self._statement = None
-        if (path, line) in bps.lines and bps.condition_holds((path, line), frame):
+        if (path, line) in bps.lines and bps.stops((path, line), frame, self.table):
             return "breakpoint"
         return self._stepping(frame)
 

@@ -5,8 +5,9 @@ the frame when the line is reached."""
 from __future__ import annotations
 
 import ast
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import CodeType, FrameType
 
@@ -47,28 +48,152 @@ def _code_lines(path: str) -> set[int]:
 
 
 @dataclass(frozen=True)
+class BreakpointInfo:
+    """One numbered line breakpoint, as pdb's `break` lists it."""
+
+    number: int  # pdb's: given in order, never reused
+    spec: str  # `FILE:LINE` or `FUNCTION`, with its ` if COND`
+    temporary: bool = False  # pdb's tbreak: removed at its first stop
+    ignore: int = 0  # hits still to pass without stopping (pdb's ignore)
+    hits: int = 0  # times reached (its condition tested), in every pass so far
+
+    @property
+    def line(self) -> str:
+        """`1 tbreak nanogpt.py:96 · hit 2 · ignore next 1`: pdb's `break` listing."""
+        text = f"{self.number} {'tbreak' if self.temporary else 'break'} {self.spec}"
+        text += f" · hit {self.hits}" if self.hits else ""
+        return text + (f" · ignore next {self.ignore}" if self.ignore else "")
+
+
+class BreakpointTable:
+    """pdb's numbered breakpoints: each spec once, numbered from 1 in the order set (never
+    reused), with its hit count, the hits still to ignore and whether it is temporary.
+
+    The forward thread counts hits (`stops`) during a move while the Debugger waits for
+    it; the Debugger reads the table at the pause. The lock keeps each read whole."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, BreakpointInfo] = {}  # spec -> row, in number order
+        self._next = 1
+        self._lock = threading.Lock()
+        self._hit: BreakpointInfo | None = None  # the one that stopped the pass last
+
+    def view(self) -> tuple[BreakpointInfo, ...]:
+        with self._lock:
+            return tuple(self._rows.values())
+
+    @property
+    def specs(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._rows)
+
+    def set(self, specs: Iterable[str]) -> None:
+        """Exactly these specs: the ones kept keep their numbers and counts."""
+        wanted = list(dict.fromkeys(s.strip() for s in specs))
+        with self._lock:
+            self._rows = {s: r for s, r in self._rows.items() if s in wanted}
+        for spec in wanted:
+            if spec not in self._rows:
+                self.add(spec)
+
+    def add(self, spec: str, temporary: bool = False) -> BreakpointInfo:
+        """A new breakpoint; one already set keeps its number and becomes (or stops being)
+        temporary."""
+        spec = spec.strip()
+        with self._lock:
+            row = self._rows.get(spec)
+            if row is None:
+                row, self._next = BreakpointInfo(self._next, spec), self._next + 1
+            row = self._rows[spec] = replace(row, temporary=temporary)
+            return row
+
+    def find(self, number: int) -> BreakpointInfo:
+        """The breakpoint numbered `number`; one line naming those there are if none."""
+        with self._lock:
+            for row in self._rows.values():
+                if row.number == number:
+                    return row
+            there = ", ".join(str(r.number) for r in self._rows.values()) or "none is set"
+        raise BreakpointError(f"no line breakpoint number {number} (numbers: {there})")
+
+    def ignore(self, number: int, count: int) -> BreakpointInfo:
+        """pdb's `ignore N COUNT`: its next `count` hits pass (0: stop at the next)."""
+        if count < 0:
+            raise BreakpointError(f"ignore {number} {count}: the count must be 0 or more")
+        row = self.find(number)
+        with self._lock:
+            row = self._rows[row.spec] = replace(row, ignore=count)
+        return row
+
+    def take_hit(self) -> BreakpointInfo | None:
+        """The breakpoint the pass last stopped at (once)."""
+        with self._lock:
+            hit, self._hit = self._hit, None
+            return hit
+
+    def stops(self, candidates: Iterable[tuple[str, str | None]], frame: FrameType) -> bool:
+        """bdb's `effective`: the breakpoints of the site reached, in number order, each
+        counting a hit; the first whose condition holds (or raises) stops, unless it still
+        has hits to ignore. A temporary one that stops is removed (not when its condition
+        raised: pdb keeps it then). A spec not in the table (T's own stop) just stops."""
+        with self._lock:
+            rows = self._rows
+            order = sorted(candidates, key=lambda c: rows[c[0]].number if c[0] in rows else 0)
+        for spec, condition in order:
+            with self._lock:
+                row = self._rows.get(spec)
+                if row is not None:
+                    row = self._rows[spec] = replace(row, hits=row.hits + 1)
+            held = _holds(condition, frame)
+            if held is None:  # the condition raised: stop, as pdb does
+                self._stopped(row, remove=False)
+                return True
+            if not held:
+                continue
+            if row is not None and row.ignore > 0:
+                with self._lock:
+                    self._rows[spec] = replace(row, ignore=row.ignore - 1)
+                continue
+            self._stopped(row, remove=row is not None and row.temporary)
+            return True
+        return False
+
+    def _stopped(self, row: BreakpointInfo | None, remove: bool) -> None:
+        with self._lock:
+            self._hit = row
+            if remove and row is not None:
+                self._rows.pop(row.spec, None)
+
+
+def _holds(condition: str | None, frame: FrameType) -> bool | None:
+    """A breakpoint's condition in `frame`: None if it raised."""
+    if condition is None:
+        return True
+    try:
+        return bool(eval(condition, frame.f_globals, frame.f_locals))
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
 class Breakpoints:
     """Resolved line breakpoints: (path, line) pairs and qualified function names."""
 
     specs: frozenset[str]
     lines: frozenset[tuple[str, int]]
     functions: frozenset[tuple[str, str]]  # (path, qualified name)
-    # (path, line or qualified name) -> the conditions of its specs; None: unconditional
-    conditions: tuple[tuple[tuple[str, int | str], str | None], ...] = ()
+    # (path, line or qualified name) -> each spec there and its condition (None: none)
+    conditions: tuple[tuple[tuple[str, int | str], str, str | None], ...] = ()
 
-    def condition_holds(self, site: tuple[str, int | str], frame: FrameType) -> bool:
-        """pdb's `break ... if COND`: any unconditional spec of the site, or any condition
-        true in `frame`; one that raises stops too (the pause shows where it was)."""
-        conditions = [c for s, c in self.conditions if s == site]
-        if not conditions or None in conditions:
-            return True
-        for expr in conditions:
-            try:
-                if eval(expr, frame.f_globals, frame.f_locals):
-                    return True
-            except Exception:
-                return True
-        return False
+    def stops(
+        self, site: tuple[str, int | str], frame: FrameType, table: BreakpointTable | None
+    ) -> bool:
+        """Whether reaching `site` stops: pdb's conditions, and with `table` its ignore
+        counts, hit counts and temporary breakpoints."""
+        candidates = [(spec, c) for s, spec, c in self.conditions if s == site]
+        if table is not None:
+            return table.stops(candidates, frame)
+        return any(_holds(c, frame) is not False for _, c in candidates) or not candidates
 
     def in_file(self, path: str) -> bool:
         """Whether any of them stops in the file at `path` (canonical)."""
@@ -80,7 +205,7 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
     the files searched when a spec matches nothing."""
     lines: set[tuple[str, int]] = set()
     functions: set[tuple[str, str]] = set()
-    conditions: list[tuple[tuple[str, int | str], str | None]] = []
+    conditions: list[tuple[tuple[str, int | str], str, str | None]] = []
     specs = frozenset(s.strip() for s in specs)
     searched = ", ".join(Path(f).name for f in files) or "(no source file found)"
     for whole in sorted(specs):
@@ -108,7 +233,7 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
                     f"{', '.join(Path(p).name for p in paths)}); pick a line with a statement"
                 )
             lines.update((p, line) for p in hits)
-            conditions += [((p, line), condition or None) for p in hits]
+            conditions += [((p, line), whole, condition or None) for p in hits]
             continue
         matched = [
             (path, qual)
@@ -123,5 +248,5 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
                 f"'CausalSelfAttention.forward'"
             )
         functions.update(matched)
-        conditions += [(site, condition or None) for site in matched]
+        conditions += [(site, whole, condition or None) for site in matched]
     return Breakpoints(specs, frozenset(lines), frozenset(functions), tuple(conditions))

@@ -1,57 +1,200 @@
-"""The Debugger's line part (frames.py): pdb-style line breakpoints, expressions at the
-paused line and the tensor viewer's data. The Debugger holds one and runs its intents."""
+"""The Debugger's line part (frames.py): pdb-style line breakpoints (numbered, with hit
+and ignore counts, temporary ones), display expressions, expressions at the paused line
+and the tensor viewer's data. The Debugger holds one and runs its intents."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from .debug_state import LineView
+from ...errors import GptTuiError
+from .debug_state import Display, LineView
 from .frames import (
     EvaluateError,
     Evaluation,
     ExpressionInterrupted,
+    evaluate_in,
     model_files,
     resolve_breakpoints,
     view_in_frame,
 )
+from .line_breakpoints import BreakpointInfo, BreakpointTable
 
 if TYPE_CHECKING:
-    from ..analysis.tensors import TensorView
     from .session import Session
     from .stepping import ForwardStepper
+    from .tensors import TensorView
+
+MAX_DISPLAYS = 20  # each is evaluated at every line pause
+
+
+class DisplayError(GptTuiError):
+    """A display expression that is not one, or an undisplay that names none."""
 
 
 class Lines:
-    """The Debugger's line part: it owns the line breakpoints and what was read at the
-    current pause (expressions, the tensor viewer's data). The Debugger passes in its
-    stepped pass; each intent returns the message to show and whether it was cut short."""
+    """The Debugger's line part: it owns the line breakpoints, the display expressions and
+    what was read at the current pause (expressions, displays, the tensor viewer's data,
+    the breakpoint stopped at). The Debugger passes in its stepped pass; each intent
+    returns the message to show and whether it was cut short."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._line_breakpoints: frozenset[str] = frozenset()
+        self._table = BreakpointTable()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
+        self._displays: tuple[str, ...] = ()
+        # at this pause: expr -> (its evaluation, the last line pause's if it changed)
+        self._shown: dict[str, tuple[Evaluation, Evaluation | None]] = {}
+        self._last: dict[str, Evaluation] = {}  # each display at the last line pause
+        self._hit: BreakpointInfo | None = None
 
     def view(self) -> LineView:
-        return LineView(self._line_breakpoints, self._evaluations, self._tensor_view)
+        displays = tuple(
+            Display(i + 1, expr, *self._display_now(expr)) for i, expr in enumerate(self._displays)
+        )
+        return LineView(
+            self._table.specs,
+            self._evaluations,
+            self._tensor_view,
+            self._table.view(),
+            displays,
+            self._hit,
+        )
+
+    def _display_now(self, expr: str) -> tuple[Evaluation | None, bool, Evaluation | None]:
+        evaluation, previous = self._shown.get(expr, (None, None))
+        return evaluation, previous is not None, previous
+
+    # -- breakpoints --------------------------------------------------------------------
 
     @property
     def breakpoints(self) -> frozenset[str]:
-        return self._line_breakpoints
+        return self._table.specs
+
+    def attach(self, stepper: ForwardStepper) -> None:
+        """A new pass counts hits in this part's table and stops at its breakpoints."""
+        stepper.lines.table = self._table
+        if self._table.specs:
+            stepper.set_line_breakpoints(self._table.specs)
+
+    def count_hits(self, stepper: ForwardStepper, on: bool) -> None:
+        """Off while a pass is re-run to where it was (a replay): hits, ignore counts and
+        temporary breakpoints are left as the first run left them."""
+        stepper.lines.table = self._table if on else None
 
     def set_breakpoints(self, specs: Iterable[str], stepper: ForwardStepper | None) -> None:
-        """One that matches nothing raises `BreakpointError` and the old set stays."""
-        specs = frozenset(specs)
+        """One that matches nothing raises `BreakpointError` and the old set stays. New
+        ones are numbered in the order given."""
+        specs = list(specs)
+        self._resolve(specs)
+        self._table.set(specs)
+        self._sync(stepper)
+
+    def add_breakpoint(self, spec: str, temporary: bool, stepper: ForwardStepper | None) -> str:
+        self._resolve([spec])
+        row = self._table.add(spec, temporary)
+        self._sync(stepper)
+        return f"{'temporary ' if temporary else ''}breakpoint {row.number} at {row.spec}"
+
+    def ignore(self, number: int, count: int) -> str:
+        """pdb's `ignore`: the next `count` hits of breakpoint `number` pass."""
+        row = self._table.ignore(number, count)
+        if count == 0:
+            return f"breakpoint {number} will stop the next time it is reached"
+        hits = "hit" if count == 1 else f"{count} hits"
+        return f"will ignore the next {hits} of breakpoint {number} ({row.spec})"
+
+    def _resolve(self, specs: Iterable[str]) -> None:
         resolve_breakpoints(specs, model_files(self._session.model))
-        self._line_breakpoints = specs
+
+    def _sync(self, stepper: ForwardStepper | None) -> None:
         if stepper is not None:
-            stepper.set_line_breakpoints(specs)
+            stepper.set_line_breakpoints(self._table.specs)
+
+    # -- pauses -------------------------------------------------------------------------
 
     def forget_pause(self) -> None:
         """What was read at a pause is valid for that pause only."""
         self._evaluations, self._tensor_view = (), None
+        self._shown, self._hit = {}, None
+
+    def paused(self, stepper: ForwardStepper) -> str:
+        """A new pause: the breakpoint it stopped at (a temporary one is gone now) and,
+        at a line, every display expression evaluated in the frame. The note to show."""
+        hit, frame = self._table.take_hit(), stepper.frame  # taken always: none left stale
+        self._hit = hit if frame is not None and frame.reason == "breakpoint" else None
+        note = ""
+        if self._hit is not None and self._hit.temporary:
+            stepper.set_line_breakpoints(stepper.lines.breakpoints.specs - {self._hit.spec})
+            note = f"; deleted temporary breakpoint {self._hit.number} at {self._hit.spec}"
+        if stepper.frame is None or not self._displays:
+            return note
+        evaluations = _evaluate_all(stepper, self._displays)
+        cut = False
+        for ev in evaluations:
+            if ev.error == "interrupted":  # no value: the last one stays the one to compare
+                self._shown[ev.expr], cut = (ev, None), True
+                continue
+            last = self._last.get(ev.expr)
+            changed = last is not None and _key(last) != _key(ev)
+            self._shown[ev.expr] = (ev, last if changed else None)
+            self._last[ev.expr] = ev
+        return note + ("; display interrupted" if cut else "")
+
+    # -- display expressions ------------------------------------------------------------
+
+    def display(self, expr: str, stepper: ForwardStepper | None) -> tuple[str, bool]:
+        """pdb's `display EXPR`: evaluated at every line pause from now on, and now if the
+        pass is paused at a line."""
+        expr = expr.strip()
+        try:
+            compile(expr, "<display>", "eval")
+        except SyntaxError as err:
+            raise DisplayError(
+                f"display {expr!r}: not a Python expression ({err.msg}); display takes an "
+                "expression such as 'x.norm()' (run a statement with !STATEMENT)"
+            ) from None
+        if expr not in self._displays:
+            if len(self._displays) >= MAX_DISPLAYS:
+                raise DisplayError(
+                    f"at most {MAX_DISPLAYS} display expressions; undisplay one first"
+                )
+            self._displays = (*self._displays, expr)
+        if stepper is None or stepper.frame is None:
+            return f"display {expr}: shown at the next pause at a line", False
+        (ev,) = _evaluate_all(stepper, [expr])
+        self._shown[expr] = (ev, None)
+        cut = ev.error == "interrupted"
+        if not cut:
+            self._last[expr] = ev
+        shown = ev.error or (ev.value.repr if ev.value else "")
+        return f"display {expr}: {shown}", cut
+
+    def undisplay(self, which: str | int | None) -> str:
+        """pdb's `undisplay [EXPR]`, also by number; None or "" clears every one."""
+        if which is None or str(which).strip() == "":
+            self._displays, self._shown = (), {}
+            return "no display expressions"
+        text = str(which).strip()
+        number = int(text) if text.isdigit() else None
+        if number is not None and 1 <= number <= len(self._displays):
+            expr = self._displays[number - 1]
+        elif text in self._displays:
+            expr = text
+        else:
+            listed = ", ".join(f"{i + 1} {e}" for i, e in enumerate(self._displays))
+            raise DisplayError(
+                f"undisplay {text}: no such display expression ({listed or 'none is set'})"
+            )
+        self._displays = tuple(e for e in self._displays if e != expr)
+        self._shown.pop(expr, None)
+        self._last.pop(expr, None)
+        return f"undisplay {expr}"
+
+    # -- expressions and the tensor viewer ------------------------------------------------
 
     def evaluate(self, expr: str, stepper: ForwardStepper | None) -> tuple[str, bool]:
         try:
@@ -80,6 +223,32 @@ class Lines:
         except ExpressionInterrupted:
             return f"{expr}: interrupted", True
         return f"{expr}: {self._tensor_view.summary}", False
+
+
+def _evaluate_all(stepper: ForwardStepper, exprs: Sequence[str]) -> tuple[Evaluation, ...]:
+    """Each expression as `evaluate` runs it (the forward thread, the paused frame, no
+    probe records), all in one task; a cancel interrupts the one running and the rest are
+    not run: each says "interrupted"."""
+
+    def task(frame: FrameType) -> list[Evaluation]:
+        done: list[Evaluation] = []
+        try:
+            for expr in exprs:
+                done.append(evaluate_in(frame, expr)[0])
+        except ExpressionInterrupted:
+            pass
+        return done
+
+    try:
+        done = stepper.in_frame(task)
+    except ExpressionInterrupted:
+        done = []
+    return (*done, *(Evaluation(e, None, "interrupted") for e in exprs[len(done) :]))
+
+
+def _key(evaluation: Evaluation) -> str:
+    """What a display shows, to tell whether it changed (NaN statistics compare equal)."""
+    return repr(astuple(evaluation.value)) if evaluation.value else str(evaluation.error)
 
 
 def _paused(stepper: ForwardStepper | None) -> ForwardStepper:

@@ -13,9 +13,8 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..analysis.probes import find_block_list, unwrap_model
 from ..generation.sampling import decode_ids
-from .model_access import model_device
+from .model_access import find_block_list, model_device, unwrap_model
 from .session import Session
 
 

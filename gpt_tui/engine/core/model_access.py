@@ -21,9 +21,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import GptTuiError
-from ..analysis.probes import find_block_list, unwrap_model
 
 _NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module hooks must go on: `torch.compile` wrappers keep it in `_orig_mod`."""
+    while isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
+
+
+def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """Path and ModuleList of the transformer blocks: the largest list of same-class modules."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in unwrap_model(model).named_modules():
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) > 0
+            and len({type(child) for child in module}) == 1
+            and (best is None or len(module) > len(best[1]))
+        ):
+            best = (name, module)
+    return best
 
 
 class UnsupportedModelError(GptTuiError, ValueError):

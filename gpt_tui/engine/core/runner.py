@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from ...errors import GptTuiError
-from ..analysis.probes import find_block_list, unwrap_model
-from .model_access import raised_in_user_code
+from .model_access import find_block_list, raised_in_user_code, unwrap_model
 
 if TYPE_CHECKING:
     from .debug_state import DebugState
@@ -199,6 +198,30 @@ class MoveRunner:
                 raise MoveCancelled
 
         return [m.register_forward_pre_hook(check) for m in modules]
+
+    def close(self, teardown: Callable[[], None], wait: bool) -> bool:
+        """Cancel whatever runs (an expression at a pause is interrupted), refuse the
+        intents still waiting, and run `teardown` under the lock: now if it is free (or
+        once it is, with `wait`), else in a daemon thread once the intent has unwound.
+        True if torn down before returning."""
+        self.closing = True
+        self.cancel()
+        stepper = self._stepper()
+        if stepper is not None:
+            stepper.interrupt()
+        if self.lock.acquire(blocking=wait):
+            try:
+                teardown()
+            finally:
+                self.lock.release()
+            return True
+
+        def when_free() -> None:
+            with self.lock:
+                teardown()
+
+        threading.Thread(target=when_free, name="gpt-tui-close", daemon=True).start()
+        return False
 
     def remove_hooks(self) -> None:
         for handle in self.hooks:

@@ -6,11 +6,11 @@ a new pass is set up with, its line and generation parts."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .debug_state import Probes, RunResult, SteppedView, StepStatus
-from .views import stepped_run
+from .views import run_from_trace, stepped_run
 
 if TYPE_CHECKING:
     from ..generation.intents import Generation
@@ -54,6 +54,8 @@ class SteppedPass:
         self._previous_run: RunResult | None = None
         self._token_pass = False  # the pass is one token's, not the prompt's forward
         self._ids: tuple[int, ...] = ()
+        self.breakpoints: frozenset[str] = frozenset()  # module globs; set_breakpoints
+        self.watch = False  # the NaN/Inf watchpoint; set_watch
 
     def view(self) -> SteppedView:
         paused = self._stepper
@@ -75,9 +77,10 @@ class SteppedPass:
         """The pass under way, if any (for a cancel, a new breakpoint, the line part)."""
         return self._stepper
 
-    def set_breakpoints(self, breakpoints: frozenset[str], leaves: bool) -> str:
-        """The pass under way stops at `breakpoints` from now on; the message names the
-        globs that match no probe (they never stop)."""
+    def set_breakpoints(self, breakpoints: Iterable[str], leaves: bool) -> str:
+        """The pass under way (and every new one) stops at the module `breakpoints` from
+        now on; the message names the globs that match no probe (they never stop)."""
+        breakpoints = self.breakpoints = frozenset(breakpoints)
         if self._stepper is not None:
             self._stepper.breakpoints = sorted(breakpoints)
         names = self._session.probe_names(leaves=leaves)
@@ -88,8 +91,18 @@ class SteppedPass:
         return f"{', '.join(unseen)}: no probe there, never stops{hint}"
 
     def set_watch(self, on: bool) -> None:
+        """The NaN/Inf watchpoint, for the pass under way and every new one."""
+        self.watch = on
         if self._stepper is not None:
             self._stepper.watch_nonfinite = on
+
+    def record(self, prompt: str, layers: Iterable[int] | str, leaves: bool, lines: Lines) -> str:
+        """A whole recorded forward pass (with the attention `layers`); a paused stepped
+        pass gives way."""
+        self.end("idle", lines)
+        trace = self._session.trace(prompt, attention_layers=layers, leaves=leaves)
+        self.set_run(run_from_trace(trace))
+        return f"forward pass recorded {len(trace.records)} probes"
 
     @property
     def run(self) -> RunResult | None:
@@ -135,7 +148,7 @@ class SteppedPass:
         generation: Generation,
     ) -> str:
         """One move of the pass (started on the prompt if none is under way)."""
-        stepper = self._stepper or self._new_stepper(probes, generation.current)
+        stepper = self._stepper or self._new_stepper(probes, generation.current, lines)
         runner.arm(stepper, mid)
         try:
             move(stepper)
@@ -156,10 +169,11 @@ class SteppedPass:
             )
             self.end("finished", lines)
             return f"pass finished after {len(stepper.events)} events"
-        self._record_pause(stepper, probes.prompt, lines)
-        return "paused"
+        return "paused" + self._record_pause(stepper, probes.prompt, lines)
 
-    def _new_stepper(self, probes: Probes, gen: GenerationSession | None) -> ForwardStepper:
+    def _new_stepper(
+        self, probes: Probes, gen: GenerationSession | None, lines: Lines
+    ) -> ForwardStepper:
         gen = gen if self._token_pass else None
         ids = gen.pending if gen is not None else self._session.prompt_ids(probes.prompt)[0]
         stepper = self._session.stepper(
@@ -171,15 +185,17 @@ class SteppedPass:
         )
         self._stepper = stepper
         self._ids = tuple(ids)
-        if probes.line_breakpoints:
-            stepper.set_line_breakpoints(probes.line_breakpoints)
+        lines.attach(stepper)  # its line breakpoints, numbered, counting their hits
         return stepper
 
-    def _record_pause(self, stepper: ForwardStepper, prompt: str, lines: Lines) -> None:
+    def _record_pause(self, stepper: ForwardStepper, prompt: str, lines: Lines) -> str:
+        """The pause, with the line part's: its display expressions evaluated in the
+        paused frame (probes muted) and the breakpoint it stopped at. A note to show."""
         lines.forget_pause()
         self._status = "paused"
         self._events = tuple(stepper.events)
         self._stepping = stepped_run(stepper, self._session, prompt, self._ids)
+        return lines.paused(stepper)
 
     def end(self, status: StepStatus, lines: Lines) -> None:
         """Close the pass. Its events stay in the view when it `finished` or was
@@ -212,7 +228,8 @@ class SteppedPass:
         while "." in names[-1]:  # a leaf no longer probed: stop at its parent module
             names.append(names[-1].rsplit(".", 1)[0])
         for name in names:
-            stepper = self._new_stepper(probes, None)
+            stepper = self._new_stepper(probes, None, lines)
+            lines.count_hits(stepper, False)  # those on the way were counted the first time
             event = None
             while not stepper.aborted:
                 runner.arm(stepper, mid)
@@ -220,6 +237,7 @@ class SteppedPass:
                 if event is None or (event.name, event.phase) == (name, target.phase):
                     break
             if event is not None and not stepper.aborted:
+                lines.count_hits(stepper, True)
                 self._record_pause(stepper, probes.prompt, lines)
                 return
             self.end("idle", lines)

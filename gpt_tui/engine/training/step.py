@@ -32,8 +32,8 @@ from ...errors import GptTuiError
 from ...io.batches import IGNORE, Batch
 from ..analysis.interventions import get_module, inject_nonfinite
 from ..analysis.probes import Probes, find_probe_points, first_tensor, unwrap_model
-from ..analysis.stats import rows_to_stats, stats_row
 from ..core.model_access import model_device, output_logits
+from ..core.stats import rows_to_stats, stats_row
 from ..core.trace import ProbeRecord, TensorStats
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]

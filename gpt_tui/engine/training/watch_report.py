@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from ...errors import GptTuiError
 from ...io.checkpoints.save import atomic_torch_save, atomic_write_text, fsync_dir
-from ..analysis.probes import unwrap_model
+from ..core.model_access import unwrap_model
 from .watch import Finding
 from .watch_case import CASE_FILE, LATEST, TOKENIZER_FILE, sha256_file
 

@@ -2,9 +2,11 @@
 
 Where the pass stands and its stack, the paused function's source (current line, line
 breakpoints, a cursor; `b` toggles a breakpoint at the cursor), the frame's locals
-(Enter on a tensor opens the viewer), expressions evaluated at the pause, and a box to set
-a breakpoint by `FILE:LINE` or function name. The pane never calls the engine: it posts
-messages and the app hands back the snapshot's parts through `show`.
+(Enter on a tensor opens the viewer), the display expressions and the expressions
+evaluated at the pause, and a box to set a breakpoint by `FILE:LINE` or function name.
+The two boxes take pdb's commands: `display EXPR` / `undisplay [EXPR|N]` in the expression
+box, `tbreak SPEC`, `ignore N COUNT`, `clear N` in the break-at box. The pane never calls
+the engine: it posts messages and the app hands back the snapshot's parts through `show`.
 """
 
 from __future__ import annotations
@@ -22,17 +24,23 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from ...engine.analysis.tensors import TensorView
+from ...engine.core.debug_state import Display
 from ...engine.core.frames import Evaluation, FrameSnapshot, Value
+from ...engine.core.line_breakpoints import BreakpointInfo
+from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
 NOT_PAUSED = (
-    "Not paused at a line. Type a function (norm, CausalSelfAttention.forward) or "
-    "FILE:LINE ({example}) in [b]break at[/] and Enter; C runs to it, N to the first line."
+    "Not paused at a line. In [b]break at[/]: a function (norm) or FILE:LINE ({example}), "
+    "Enter; [b]tbreak[/] SPEC stops once, [b]ignore[/] N COUNT passes hits, [b]clear[/] N. "
+    "C runs to it, N to the first line; [b]display[/] EXPR in the expression box shows EXPR "
+    "at each pause."
 )
 MAX_EVALS = 3  # the newest evaluations shown
+BREAK_HINT = "break at: norm, {example} · tbreak SPEC · ignore N COUNT"
+EVAL_HINT = "q.shape · v EXPR: view · display EXPR · g col"
 
 
 def breakpoint_lines(specs: frozenset[str], frame: FrameSnapshot) -> set[int]:
@@ -177,6 +185,42 @@ class VariablesTable(RowTable):
             self.post_message(self.TensorChosen(self.values[event.cursor_row].name))
 
 
+def display_value(value: Value | None) -> str:
+    """A display's value in a few words: a scalar tensor's number, a tensor's shape and
+    range, or the short repr."""
+    if value is None or value.kind != "tensor" or value.shape is None:
+        return value.repr if value is not None else ""
+    stat = ["?" if x is None else number(x) for x in (value.mean, value.min, value.max)]
+    if value.shape == ():
+        return f"tensor({stat[0]}) {value.dtype}"
+    shape = "(" + ", ".join(map(str, value.shape)) + ")"
+    bad = f" NaN {value.nan}" if value.nan else ""
+    return f"{shape} {value.dtype} μ {stat[0]} [{stat[1]}, {stat[2]}]{bad}"
+
+
+def displays_text(displays: tuple[Display, ...], table: tuple[BreakpointInfo, ...]) -> Text:
+    """`1 x.shape: (1, 6, 32)` per display (yellow with its old value when it changed, as
+    pdb's `[old: ...]`), then the numbered breakpoints (for ignore N and clear N)."""
+    text = Text()
+    for d in displays:
+        ev = d.evaluation
+        text.append(f"{d.number} {d.expr}: ", style="bold")
+        if ev is None:
+            text.append("(at the next pause at a line)", style="dim")
+        elif ev.error is not None:
+            text.append(ev.error, style="red")
+        else:
+            text.append(display_value(ev.value), style="yellow" if d.changed else "")
+        old = d.previous
+        if old is not None:
+            text.append(f"  [old: {old.error or display_value(old.value)}]", style="dim")
+        text.append("\n")
+    if table:
+        text.append("line breakpoints: " + " · ".join(b.line for b in table), style="dim")
+    text.rstrip()
+    return text
+
+
 def evaluations_text(evaluations: tuple[Evaluation, ...]) -> Text:
     text = Text()
     for ev in evaluations[-MAX_EVALS:]:
@@ -191,7 +235,16 @@ def evaluations_text(evaluations: tuple[Evaluation, ...]) -> Text:
 
 
 class CodePane(Vertical):
-    """Fed with `show(frame, line_breakpoints, evaluations, tensor_view)`."""
+    """Fed with `show(frame, line_breakpoints, evaluations, tensor_view, displays, table,
+    hit)`."""
+
+    DEFAULT_CSS = """
+    #code-displays {
+        height: auto;
+        max-height: 6;
+        padding: 0 1;
+    }
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("v", "toggle_viewer", "Vars/View", tooltip="switch Variables / tensor viewer"),
@@ -201,13 +254,14 @@ class CodePane(Vertical):
         super().__init__(**kwargs)
         self.example = "forward"  # a line of this model's code to break at (FILE:LINE)
         self._shown: tuple | None = None  # the last `show` arguments
+        self.table: tuple[BreakpointInfo, ...] = ()  # the numbered line breakpoints shown
 
     def set_example(self, example: str) -> None:
         """The model's own file and line, for the break-at box (nanochat.py:187 for nanochat)."""
         if example == self.example:
             return
         self.example = example
-        self.query_one("#code-break", Input).placeholder = f"break at: norm, {example}"
+        self.query_one("#code-break", Input).placeholder = BREAK_HINT.format(example=example)
         if self._shown is not None:
             self.show(*self._shown)
 
@@ -216,16 +270,17 @@ class CodePane(Vertical):
         yield SourceView(id="code-source")
         yield VariablesTable(id="code-vars")
         yield TensorViewer(id="code-viewer")
+        yield Static("", id="code-displays")
         yield Static("", id="code-evals")
         with Horizontal(id="code-inputs"):
             yield Input(
-                placeholder="q.shape · v expr: view · g col",
+                placeholder=EVAL_HINT,
                 id="code-eval",
                 compact=True,
                 select_on_focus=False,  # g leaves "g " in it to type the index after
             )
             yield Input(
-                placeholder=f"break at: norm, {self.example}", id="code-break", compact=True
+                placeholder=BREAK_HINT.format(example=self.example), id="code-break", compact=True
             )
 
     def on_mount(self) -> None:
@@ -237,12 +292,15 @@ class CodePane(Vertical):
         line_breakpoints: frozenset[str],
         evaluations: tuple[Evaluation, ...],
         tensor_view: TensorView | None,
+        displays: tuple[Display, ...] = (),
+        table: tuple[BreakpointInfo, ...] = (),
+        hit: BreakpointInfo | None = None,
     ) -> None:
-        self._shown = (frame, line_breakpoints, evaluations, tensor_view)
+        self._shown = (frame, line_breakpoints, evaluations, tensor_view, displays, table, hit)
+        self.table = table
         where = self.query_one("#code-where", Static)
         if frame is None:
-            marks = ", ".join(sorted(line_breakpoints)) or "none"
-            where.update(f"{NOT_PAUSED.format(example=self.example)}\nLine breakpoints: {marks}")
+            where.update(NOT_PAUSED.format(example=self.example))
         else:
             head = Text(f"{frame.where} ", style="bold yellow")
             head.append(f"{frame.function}", style="bold")
@@ -250,11 +308,17 @@ class CodePane(Vertical):
             head.append(f" ({module})" if module else "", style="cyan")
             if frame.returned is not None:
                 head.append(f"  returned {frame.returned.repr}", style="green")
+            if hit is not None and (hit.temporary or len(table) > 1):  # else listed below
+                gone = ", deleted (tbreak)" if hit.temporary else ""
+                head.append(f"  breakpoint {hit.number}, hit {hit.hits}{gone}", style="red")
             head.append("\n" + frame.stack_line, style="dim")
             where.update(head)
         marks_in = breakpoint_lines(line_breakpoints, frame) if frame else set()
         self.query_one(SourceView).show(frame, marks_in)
         self.query_one(VariablesTable).show(frame.locals if frame else ())
+        shown = self.query_one("#code-displays", Static)
+        shown.update(displays_text(displays, table))
+        shown.display = bool(displays or table)
         evals = self.query_one("#code-evals", Static)
         evals.update(evaluations_text(evaluations))
         evals.display = bool(evaluations)
@@ -312,14 +376,50 @@ class CodePane(Vertical):
         if not text:
             return
         if event.input.id == "code-eval":
-            command, _, rest = text.partition(" ")
-            if command == "g" and self.query_one(TensorViewer).display:
-                self._goto(rest)
-            elif command in ("v", "view") and rest.strip():  # an expression into the viewer
-                self._open_viewer(rest.strip(), focus=False)
-            else:  # pdb's `p expr` or the bare expression
-                expr = rest.strip() if command == "p" and rest.strip() else text
-                self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))
+            self._expression(text)
+        else:
+            self._break_at(text)
+        event.input.value = ""
+
+    def _expression(self, text: str) -> None:
+        command, _, rest = text.partition(" ")
+        rest = rest.strip()
+        if command == "g" and self.query_one(TensorViewer).display:
+            self._goto(rest)
+        elif command in ("v", "view") and rest:  # an expression into the viewer
+            self._open_viewer(rest, focus=False)
+        elif command == "display" and rest:  # pdb's display: at every line pause
+            self.post_message(IntentRequested("display", "display", (rest,)))
+        elif command == "undisplay":  # by number, by expression, or all of them
+            which = int(rest) if rest.isdigit() else rest or None
+            self.post_message(IntentRequested("display", "undisplay", (which,)))
+        else:  # pdb's `p expr` or the bare expression
+            expr = rest if command == "p" and rest else text
+            self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))
+
+    def _break_at(self, text: str) -> None:
+        """pdb's `tbreak SPEC`, `break SPEC`, `ignore N COUNT` and `clear N`; a bare SPEC
+        toggles that breakpoint."""
+        command, _, rest = text.partition(" ")
+        rest = rest.strip()
+        if command in ("tbreak", "break", "b") and rest:
+            kwargs = {"temporary": command == "tbreak"}
+            self.post_message(
+                IntentRequested("line_breakpoint", "add_line_breakpoint", (rest,), kwargs)
+            )
+        elif command == "ignore":
+            parts = rest.split()
+            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                self.notify("ignore takes a breakpoint number and a count: ignore 1 3", timeout=4)
+                return
+            args = (int(parts[0]), int(parts[1]))
+            self.post_message(IntentRequested("line_breakpoint", "ignore_line_breakpoint", args))
+        elif command in ("clear", "cl") and rest:
+            spec = next((b.spec for b in self.table if str(b.number) == rest), None)
+            if spec is None:
+                numbers = ", ".join(str(b.number) for b in self.table) or "none is set"
+                self.notify(f"clear {rest}: no breakpoint numbered so ({numbers})", timeout=4)
+                return
+            self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (spec,)))
         else:
             self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (text,)))
-        event.input.value = ""

@@ -23,6 +23,7 @@ BAR = 10
 FORMATS = (("bf16", "bfloat16"), ("fp16", "float16"), ("e4m3", "float8_e4m3fn"),
            ("e5m2", "float8_e5m2"))  # fmt: skip
 VIEWS = ("numerics", "heads", "memory", "flops")
+Shown = tuple[tuple[str, ...], list[tuple[object, ...]], Text]  # columns, rows, the head
 
 
 def _pct(x: float) -> str:
@@ -129,12 +130,10 @@ class CostPanel(Vertical):
             self.query_one(f"#cost-dtype-{name}", Button).variant = (
                 "primary" if name == self.dtype else "default"
             )
-        table = self.query_one("#cost-table", RowTable)
-        table.clear(columns=True)
         view = self.view
-        head: Text | None = None
-        if view is not None:
-            head = getattr(self, f"_show_{self.shown}")(table, view)
+        shown = getattr(self, f"_show_{self.shown}")(view) if view is not None else None
+        columns, rows, head = shown or ((), [], None)
+        self.query_one("#cost-table", RowTable).fill(columns, rows)
         if head is None:
             head = Text(
                 "Numerics: press Numerics (the prompt's pass). Memory and FLOPs: a batch and "
@@ -143,22 +142,22 @@ class CostPanel(Vertical):
             )
         self.query_one("#cost-head", Static).update(head)
 
-    def _show_numerics(self, table: RowTable, view: MeasuresView) -> Text | None:
+    def _show_numerics(self, view: MeasuresView) -> Shown | None:
         report = view.numerics
         if report is None:
             return None
         facts = next(f for f in report.facts if f.name == self.dtype)
-        table.add_columns("module", "absmax", "overflow", "flush+subnormal")
+        rows = []
         for m in report.modules:
             f = m.formats[self.dtype]
             small = f.underflow + f.subnormal
             style = "bold red" if f.overflow else ("yellow" if small > 0.01 else "")
-            table.add_row(
+            rows.append((
                 Text(m.name, style=style),
                 Text(fmt.num(m.absmax), justify="right"),
                 _share(f.overflow, "red"),
                 _share(small, "yellow"),
-            )
+            ))  # fmt: skip
         head = Text(f"{facts.short}: max {facts.max:.4g}, normal from "
                     f"{facts.smallest_normal:.3g} · on {report.prompt[:24]!r}\n")  # fmt: skip
         if report.what_if is not None:
@@ -167,40 +166,41 @@ class CostPanel(Vertical):
             head.append(f"fp32 vs {fmt_short(w.dtype)}: {w.message}", style=style)
             if w.dtype != self.dtype:
                 head.append(" (press Numerics to check this dtype)", style="dim")
-        return head
+        return ("module", "absmax", "overflow", "flush+subnormal"), rows, head
 
-    def _show_heads(self, table: RowTable, view: MeasuresView) -> Text | None:
+    def _show_heads(self, view: MeasuresView) -> Shown | None:
         report = view.numerics
         if report is None:
             return None
-        table.add_columns("layer", "head", "max logit", "entropy")
         top = max((h.max_logit or 0.0 for h in report.heads), default=0.0) or 1.0
+        rows = []
         for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0.0)):
             logit = "-" if h.max_logit is None else f"{h.max_logit:.3g}"
-            table.add_row(
+            rows.append((
                 str(h.layer), str(h.head), _bar((h.max_logit or 0.0) / top, logit, "magenta"),
                 Text(f"{h.entropy:.3f}", justify="right"),
-            )  # fmt: skip
+            ))  # fmt: skip
         head = Text("largest pre-softmax logit per head (q·kᵀ·scale), softmax entropy in nats")
         if report.softcap is not None:
             s = report.softcap
             head.append(f"\nsoftcap {s.cap:g}: raw logits to {s.raw_absmax:.3g}, capped to "
                         f"{s.capped_absmax:.3g}; {s.beyond:.1%} beyond ±{s.cap:g}")  # fmt: skip
-        return head
+        return ("layer", "head", "max logit", "entropy"), rows, head
 
-    def _show_memory(self, table: RowTable, view: MeasuresView) -> Text | None:
+    def _show_memory(self, view: MeasuresView) -> Shown | None:
         report = view.memory
         if report is None:
             return None
-        table.add_columns("module", "total", "params", "grads", "optim", "activations")
-        rows = sorted(report.modules, key=lambda m: -m.total)
-        top = max((m.total for m in rows), default=1) or 1
-        for m in rows:
-            table.add_row(
+        modules = sorted(report.modules, key=lambda m: -m.total)
+        top = max((m.total for m in modules), default=1) or 1
+        rows = [
+            (
                 m.name or "(model)", _bar(m.total / top, fmt.nbytes(m.total)),
                 *(Text(fmt.nbytes(n), justify="right")
                   for n in (m.params, m.grads, m.optimizer, m.activations)),
-            )  # fmt: skip
+            )
+            for m in modules
+        ]  # fmt: skip
         fit = report.fit
         head = Text(f"batch {report.batch} x {report.block}, {report.optimizer}: forecast peak ",
                     style="bold")  # fmt: skip
@@ -208,22 +208,21 @@ class CostPanel(Vertical):
         head.append(f" (fit off by {fit.check_error:.1%} at {fit.check[0]}x{fit.check[1]})")
         if report.budget is not None and report.largest_batch is not None:
             head.append(f"\nlargest batch in {fmt.nbytes(report.budget)}: {report.largest_batch}")
-        return head
+        return ("module", "total", "params", "grads", "optim", "activations"), rows, head
 
-    def _show_flops(self, table: RowTable, view: MeasuresView) -> Text | None:
+    def _show_flops(self, view: MeasuresView) -> Shown | None:
         report = view.cost
         if report is None:
             return None
-        table.add_columns("module", "forward FLOPs", "ms")
-        rows = sorted(report.modules, key=lambda m: -m.forward_flops)
         total = max(report.forward_flops, 1)
-        for m in rows:
+        rows = []
+        for m in sorted(report.modules, key=lambda m: -m.forward_flops):
             share = m.forward_flops / total
-            table.add_row(
+            rows.append((
                 m.name or "(model)",
                 _bar(share, f"{_flops(m.forward_flops)} {share:.0%}"),
                 Text(f"{m.forward_ms:.2f}", justify="right"),
-            )  # fmt: skip
+            ))  # fmt: skip
         tokens = report.batch * report.block
         head = Text(f"forward {_flops(report.forward_flops)} · step {_flops(report.train_flops)} "
                     f"({_flops(report.train_flops / tokens)}/token) in "
@@ -232,7 +231,7 @@ class CostPanel(Vertical):
         if report.formula is not None:
             f = report.formula
             head.append(f"\n{f.name}: {_flops(f.per_token)}/token ({f.difference:+.1%} measured)")
-        return head
+        return ("module", "forward FLOPs", "ms"), rows, head
 
 
 def fmt_short(name: str) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
@@ -23,8 +25,27 @@ class RowTable(DataTable):
         kwargs.setdefault("cursor_type", "row")
         super().__init__(**kwargs)
 
+    def fill(self, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """Replace the columns and rows, each column as wide as its widest cell. The stock
+        table measures new rows when it next idles, and when its size then comes out the
+        same nothing repaints it: a screen painted in between kept every column as narrow
+        as its label."""
+        self.clear(columns=True)
+        for i, label in enumerate(columns):
+            self.add_column(label, width=max([_width(label), *(_width(r[i]) for r in rows)]))
+        self.add_rows(rows)
+
     def on_resize(self, event: events.Resize) -> None:
         # A layout change (the tree rail folding away, a scrollbar appearing) or a table
         # filled while its tab was hidden would otherwise leave the cursor row out of view.
         if self.row_count:
             self.move_cursor(row=self.cursor_row, animate=False)
+
+
+def _width(cell: object) -> int:
+    """Cells as the table shows them: a str is markup, a float has two decimals."""
+    if isinstance(cell, str):
+        cell = Text.from_markup(cell)
+    elif isinstance(cell, float):
+        cell = Text(f"{cell:.2f}")
+    return cell.cell_len if isinstance(cell, Text) else len(str(cell))

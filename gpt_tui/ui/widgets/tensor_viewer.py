@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ...engine.analysis.tensors import TensorView
+from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
 
 CELL = 7  # characters per value, its space included

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.trace import TensorStats
+from .trace import TensorStats
 
 # Packed row layout: four float32 values bit-cast into int64 slots, then three int64
 # counts. One dtype lets a whole pass travel to the host as one tensor, with counts exact

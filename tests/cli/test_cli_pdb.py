@@ -1,0 +1,90 @@
+"""`gpt-tui step` with pdb's tbreak, ignore, display and several stops (issue 21): run as
+a user runs it, in a subprocess, in JSON and as text at 80 columns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from test_cli_tables import ANSI, gpt_tui
+
+TINY = ("step", "--config", "tiny", "--prompt", "ROMEO:")
+
+
+def step_json(*args: str) -> dict:
+    return json.loads(gpt_tui(*TINY, *args, "--json", columns=None).stdout)
+
+
+def test_display_is_printed_at_each_stop_and_marked_when_it_changed() -> None:
+    data = step_json(
+        *("--break-at", "MLP.forward", "--display", "x.abs().max()", "--display", "x.shape"),
+        *("--display", "no_such_name", "--stops", "2"),
+    )
+    first, second = data["stops"]
+    assert [s["frame"]["module"] for s in data["stops"]] == [
+        "transformer.h.0.mlp",
+        "transformer.h.1.mlp",
+    ]
+    peak, shape, missing = first["display"]
+    assert (peak["number"], peak["expr"], peak["changed"], peak["previous"]) == (
+        1,
+        "x.abs().max()",
+        False,
+        None,
+    )
+    assert shape["value"]["repr"] == "torch.Size([1, 6, 32])"
+    assert missing["value"]["error"] == "NameError: name 'no_such_name' is not defined"
+    peak, shape, missing = second["display"]
+    assert peak["changed"] and peak["previous"]["max"] == first["display"][0]["value"]["max"]
+    assert not shape["changed"] and not missing["changed"]
+
+
+def test_tbreak_stops_once_and_ignore_passes_hits() -> None:
+    data = step_json(
+        *("--tbreak", "MLP.forward", "--break-at", "Block.forward", "--ignore", "2", "1"),
+        *("--stops", "3"),
+    )
+    stops = data["stops"]
+    assert [s["frame"]["function"] for s in stops[:2]] == ["MLP.forward", "Block.forward"]
+    tbreak, block = stops[0]["breakpoint"], stops[1]["breakpoint"]
+    assert (tbreak["number"], tbreak["temporary"], tbreak["hits"]) == (1, True, 1)
+    assert [b["spec"] for b in stops[0]["breakpoints"]] == ["Block.forward"]  # 1 is gone
+    # Block.forward's hit in block 0 was ignored; block 1's stops; the MLP there does not
+    assert stops[1]["frame"]["module"] == "transformer.h.1" and block["hits"] == 2
+    assert stops[2] == {"stopped": False, "events": stops[2]["events"]}
+
+
+def test_the_stops_read_at_80_columns_as_pdb_prints_them() -> None:
+    result = gpt_tui(
+        *TINY,
+        *("--tbreak", "MLP.forward", "--break-at", "MLP.forward if False"),
+        *("--display", "x.shape", "--display", "x.abs().max()", "--stops", "2"),
+    )
+    lines = ANSI.sub("", result.stdout).splitlines()
+    assert not [text for text in lines if len(text) > 80]
+    assert "  breakpoint 1 tbreak MLP.forward · hit 1 · deleted" in lines
+    assert "display x.shape: torch.Size([1, 6, 32])" in lines
+    peak = [text for text in lines if text.startswith("display x.abs().max(): ")]
+    assert len(peak) == 1 and "[old:" not in peak[0]  # the second never stops
+    assert lines[-1].startswith("no more stops: pass finished after")
+
+
+def test_mistakes_are_one_line_and_exit_2() -> None:
+    cases = {
+        ("--break-at", "MLP.forward", "--ignore", "3", "1"): "no line breakpoint number 3",
+        ("--break-at", "MLP.forward", "--display", "x ="): "not a Python expression",
+        ("--break", "transformer.h.0", "--display", "x"): "need --break-at, --tbreak",
+        ("--tbreak", "nanogpt.py:1x"): "matches no line or function",
+        ("--break-at", "MLP.forward", "--ignore", "1", "-2"): "must be 0 or more",
+    }
+    for args, said in cases.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "gpt_tui", *TINY, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        err = result.stderr.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (args, err)

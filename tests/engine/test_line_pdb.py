@@ -1,0 +1,187 @@
+"""pdb parity at line pauses (issue 21): display expressions re-evaluated at each line
+pause, temporary breakpoints (tbreak), ignore counts, numbered breakpoints with hit counts.
+These run on both line backends (sys.settrace on 3.11, sys.monitoring on 3.12: .ci/run)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from test_debugger import WAIT, in_thread
+
+from gpt_tui.engine.core.line_breakpoints import BreakpointError
+from gpt_tui.engine.core.line_intents import DisplayError
+from gpt_tui.engine.core.session import ModelSpec, Session
+from gpt_tui.engine.debugger import Debugger
+
+STARTED = threading.Event()  # set by a display expression, to cancel it while it runs
+
+
+@pytest.fixture
+def dbg() -> Iterator[Debugger]:
+    debugger = Debugger(Session.open(ModelSpec(config="tiny")))
+    debugger.set_prompt("ROMEO:")
+    yield debugger
+    debugger.close()
+
+
+def test_displays_are_evaluated_at_each_line_pause_and_marked_when_they_change(
+    dbg: Debugger,
+) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    dbg.display("x.shape")
+    state = dbg.display("x.abs().max()")  # not paused yet: kept for the next pause
+    assert [d.expr for d in state.displays] == ["x.shape", "x.abs().max()"]
+    assert all(d.evaluation is None for d in state.displays)
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.0.mlp"
+    shape, peak = state.displays
+    assert shape.evaluation.value.repr == "torch.Size([1, 6, 32])" and not shape.changed
+    assert peak.evaluation.value.kind == "tensor" and not peak.changed
+    first_peak = peak.evaluation.value.max
+    state = dbg.step_line("continue")  # the next block's MLP: another input
+    assert state.frame.module == "transformer.h.1.mlp"
+    shape, peak = state.displays
+    assert not shape.changed and shape.previous is None  # pdb shows nothing new for it
+    assert peak.changed and peak.previous.value.max == first_peak
+    assert peak.evaluation.value.max != first_peak
+
+
+def test_a_display_that_fails_shows_its_one_line_error_and_the_pass_stays_paused(
+    dbg: Debugger,
+) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    dbg.step_line("continue")
+    state = dbg.display("no_such_name + 1")  # paused at a line: evaluated now
+    (shown,) = state.displays
+    assert state.status == "paused"
+    assert shown.evaluation.error == "NameError: name 'no_such_name' is not defined"
+    assert state.message == f"display no_such_name + 1: {shown.evaluation.error}"
+    with pytest.raises(DisplayError, match="not a Python expression"):
+        dbg.display("x = 1")
+    with pytest.raises(DisplayError, match="no such display expression .1 no_such_name"):
+        dbg.undisplay("x")
+
+
+def test_a_display_adds_no_probe_events_even_when_it_calls_a_module(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["Block.forward"])
+    plain = dbg.step_line("continue")
+    dbg.abort()
+    dbg.display("self.mlp(x).sum()")  # runs a probed module at the pause
+    state = dbg.step_line("continue")
+    assert state.displays[0].evaluation.value.kind == "tensor"
+    assert [e.name for e in state.events] == [e.name for e in plain.events]
+
+
+def test_displays_are_not_evaluated_at_a_module_pause(dbg: Debugger) -> None:
+    dbg.display("x.shape")
+    state = dbg.step("into")
+    assert state.status == "paused" and state.frame is None
+    assert state.displays[0].evaluation is None
+
+
+def test_undisplay_by_number_by_expression_or_all(dbg: Debugger) -> None:
+    for expr in ("x.shape", "x.dtype", "x.device"):
+        dbg.display(expr)
+    state = dbg.undisplay(2)
+    assert [(d.number, d.expr) for d in state.displays] == [(1, "x.shape"), (2, "x.device")]
+    state = dbg.undisplay("x.shape")
+    assert [d.expr for d in state.displays] == ["x.device"]
+    assert dbg.undisplay().displays == ()
+
+
+def test_a_cancel_interrupts_a_display_and_the_pass_stays_paused(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    STARTED.clear()
+    # never ends: a generator (Python code) the interrupt can stop at its next line
+    dbg.display("__import__('test_line_pdb').STARTED.set() or all(True for _ in iter(int, 1))")
+    dbg.display("x.shape")
+    move = dbg.new_move()
+    thread, out = in_thread(lambda: dbg.step_line("continue", move=move))
+    assert STARTED.wait(WAIT)
+    assert dbg.cancel(move)
+    thread.join(WAIT)
+    (state,) = out
+    assert state.status == "paused" and state.frame.function == "MLP.forward"
+    assert [d.evaluation.error for d in state.displays] == ["interrupted", "interrupted"]
+    assert "display interrupted" in state.message
+    state = dbg.undisplay(1)  # the pass is still usable
+    assert dbg.evaluate("x.dim()").evaluations[-1].value.repr == "3"
+
+
+def test_breakpoints_are_numbered_as_pdb_and_keep_their_numbers(dbg: Debugger) -> None:
+    state = dbg.set_line_breakpoints(["MLP.forward", "Block.forward"])
+    assert {b.spec: b.number for b in state.line_table} == {"MLP.forward": 1, "Block.forward": 2}
+    state = dbg.set_line_breakpoints(["Block.forward"])
+    state = dbg.add_line_breakpoint("CausalSelfAttention.forward", temporary=True)
+    assert [(b.number, b.spec, b.temporary) for b in state.line_table] == [
+        (2, "Block.forward", False),
+        (3, "CausalSelfAttention.forward", True),
+    ]
+    assert state.message == "temporary breakpoint 3 at CausalSelfAttention.forward"
+    assert state.line_table[1].line == "3 tbreak CausalSelfAttention.forward"
+
+
+def test_a_temporary_breakpoint_stops_once_then_is_gone(dbg: Debugger) -> None:
+    dbg.add_line_breakpoint("MLP.forward", temporary=True)
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.0.mlp"
+    assert state.hit.number == 1 and state.hit.temporary and state.hit.hits == 1
+    assert state.line_table == () and state.line_breakpoints == frozenset()
+    assert state.message == "paused; deleted temporary breakpoint 1 at MLP.forward"
+    state = dbg.step_line("continue")  # block 1's MLP runs the same line: no stop
+    assert state.status == "finished"
+
+
+def test_a_temporary_line_breakpoint_with_a_condition_stops_where_it_holds(
+    dbg: Debugger,
+) -> None:
+    second = id(dbg.session.model.transformer.h[1].mlp)
+    dbg.add_line_breakpoint(f"MLP.forward if id(self) == {second}", temporary=True)
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.1.mlp" and state.hit.hits == 2
+    assert state.line_table == ()
+
+
+def test_ignore_passes_the_next_hits_and_hits_are_counted(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    state = dbg.ignore_line_breakpoint(1, 1)
+    assert state.line_table[0].ignore == 1
+    assert state.message == "will ignore the next hit of breakpoint 1 (MLP.forward)"
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.1.mlp"  # block 0's hit was passed
+    (row,) = state.line_table
+    assert (row.hits, row.ignore) == (2, 0) and state.hit == row
+    assert row.line == "1 break MLP.forward · hit 2"
+    state = dbg.step_line("continue")
+    assert state.status == "finished" and state.line_table[0].hits == 2
+    state = dbg.step_line("continue")  # a new pass: hits go on counting, as in pdb
+    assert state.frame.module == "transformer.h.0.mlp" and state.line_table[0].hits == 3
+
+
+def test_ignore_names_the_numbers_there_are(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    with pytest.raises(BreakpointError, match=r"no line breakpoint number 4 \(numbers: 1\)"):
+        dbg.ignore_line_breakpoint(4, 1)
+    with pytest.raises(BreakpointError, match="0 or more"):
+        dbg.ignore_line_breakpoint(1, -1)
+
+
+def test_a_replay_counts_no_hit_twice(dbg: Debugger) -> None:
+    """Leaf probes switched on re-run the paused pass to where it was: the breakpoint hits
+    on the way were counted the first time, and an ignore count is not used up again."""
+    dbg.set_line_breakpoints(["MLP.forward", "Block.forward"])
+    dbg.step_line("continue")
+    dbg.step_line("continue")
+    state = dbg.step_line("continue")  # Block.forward, MLP.forward, then block 1
+    assert state.frame.module == "transformer.h.1"
+    before = dbg.ignore_line_breakpoint(1, 1).line_table
+    assert [(b.hits, b.ignore) for b in before] == [(1, 1), (2, 0)]
+    state = dbg.set_leaves(True)
+    assert state.status == "paused" and state.line_table == before
+    assert state.frame is None  # a replay stops at the module event before the line
+    state = dbg.step_line("continue")  # so block 1's Block.forward line is reached again
+    assert state.frame.module == "transformer.h.1" and state.hit.hits == 3
+    state = dbg.step_line("continue")  # block 1's MLP: its hit is the one ignored
+    assert state.status == "finished" and [b.hits for b in state.line_table] == [2, 3]

@@ -65,9 +65,10 @@ async def test_the_tensor_viewer_shows_all_of_q_at_80x24() -> None:
         rows = app.state.tensor_view.values.shape[0]
         assert rows == len(app.prompt) == 6
         lines = str(viewer.render()).splitlines()
-        labels = [line.split()[0] for line in lines[3 : 3 + rows]]
+        head = next(i for i, line in enumerate(lines) if line.endswith("‖row‖"))
+        labels = [line.split()[0] for line in lines[head + 1 : head + 1 + rows]]
         assert labels == [str(r) for r in range(rows)]  # every row, then the column norms
-        assert lines[3 + rows].lstrip().startswith("‖·‖")
+        assert lines[head + 1 + rows].lstrip().startswith("‖·‖")
         assert viewer.region.bottom <= app.query_one("#code-inputs").region.y <= 23
 
 

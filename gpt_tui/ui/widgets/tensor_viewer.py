@@ -124,8 +124,13 @@ class TensorViewer(Widget, can_focus=True):
         view = self.view
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1 if view else 2
         width = max(self.size.width, 40)
-        rows = max(1, self.size.height - CHROME_LINES)
+        rows = max(1, self.size.height - CHROME_LINES + (not self._histogram_fits()))
         return rows, max(1, (width - label_w - CELL - 1) // CELL)
+
+    def _histogram_fits(self) -> bool:
+        """Whether the histogram line has room: short of it, the rows come first."""
+        held = self.view.values.shape[0] if self.view else 0
+        return self.size.height >= held + CHROME_LINES
 
     def goto(self, row: int, col: int) -> str | None:
         """Scroll so that (row, col) of the slice is in view, near the middle; what is
@@ -174,14 +179,15 @@ class TensorViewer(Widget, can_focus=True):
         title = f"{self.expr}[{lead}{', ' if lead else ''}:, :]"
         text.append(title, style="bold")
         text.append(f"  {view.summary}"[: max(width - len(title), 0)] + "\n", style="dim")
-        lo, hi = view.hist_edges[0], view.hist_edges[-1]
-        bars = histogram_line(view.hist_counts)
-        text.append(f"hist {number(float(lo))} ", style="dim")
-        text.append(bars, style="green")
-        rows, columns = view.slice_shape
-        tail = f" {number(float(hi))}  {rows}×{columns}  g go to · [ ] index · arrows"
-        used = len(f"hist {number(float(lo))} ") + len(bars)
-        text.append(tail[: max(width - used, 0)] + "\n", style="dim")
+        if self._histogram_fits():
+            lo, hi = view.hist_edges[0], view.hist_edges[-1]
+            bars = histogram_line(view.hist_counts)
+            text.append(f"hist {number(float(lo))} ", style="dim")
+            text.append(bars, style="green")
+            rows, columns = view.slice_shape
+            tail = f" {number(float(hi))}  {rows}×{columns}  g go to · [ ] index · arrows"
+            used = len(f"hist {number(float(lo))} ") + len(bars)
+            text.append(tail[: max(width - used, 0)] + "\n", style="dim")
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1
         n_rows, n_cols = self._grid()
         values = view.values[self.top : self.top + n_rows, self.left : self.left + n_cols]

@@ -133,8 +133,9 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             action="append",
             default=[],
             metavar="FILE:LINE|FUNCTION",
-            help="stop at a line of the model's code, as pdb: 'nanogpt.py:96', 'norm', "
-            "'CausalSelfAttention.forward', 'nanogpt.py:96 if i == 2' (repeatable)",
+            help="stop at a line of the model's code, as pdb: 'nanogpt.py:96', "
+            "'CausalSelfAttention.forward' (nanoGPT), 'norm' (nanochat), "
+            "'nanogpt.py:96 if i == 2' (repeatable)",
         )
         p.add_argument(
             "--eval",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 from . import render
@@ -204,9 +205,11 @@ def _print_source(frame: FrameSnapshot) -> None:
 def _value_line(value: Value | None) -> str:
     if value is None or value.kind != "tensor":
         return value.repr if value is not None else ""
+    from ..engine.core.line_values import SMALL_NUMEL
+
     shape = list(value.shape or ())
-    if not shape:
-        return f"tensor({render.fmt_stat(value.mean)}) {value.dtype} {value.device}"
+    if math.prod(shape) <= SMALL_NUMEL:  # the repr lists its values
+        return value.repr
     return (
         f"tensor{shape} {value.dtype} {value.device}  mean {render.fmt_stat(value.mean)}  "
         f"std {render.fmt_stat(value.std)}  min {render.fmt_stat(value.min)}  "

@@ -32,10 +32,11 @@ from .help_sections import help_sections
 from .intents import Intents
 from .key_queue import KeyQueue
 from .messages import IntentRequested, SessionFailed, SessionOpened, StateUpdated
-from .opening import NARROW_WIDTH, open_debugger, show_open_error, update_layout
+from .opening import NARROW_WIDTH, TreeHint, open_debugger, show_open_error, update_layout
+from .quit_guard import QuitGuard
 from .settings import UserSettings
 from .stepper_line import StepperLine
-from .tab_views import TabViews
+from .tab_views import TEXT_BOXES, TabViews
 from .tabs import TABS
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
@@ -100,6 +101,8 @@ class GptTuiApp(App[int]):
         self._tabs = TabViews(self, self._intents)  # built tabs and the views they asked for
         self._stepper = StepperLine(self, self._intents)  # the status field, and x
         self._waiting = KeyQueue(self)  # keys pressed while the model opens
+        self._quit_guard = QuitGuard(self, self._intents)  # q asks before losing a pause
+        self._told_run_passes_breakpoints = False
         self._pressed = False  # a mouse button is down: the layout waits for its release
         self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
@@ -134,6 +137,7 @@ class GptTuiApp(App[int]):
                 with TabbedContent(id="tabs"):
                     for tab in TABS:
                         yield TabPane(tab.label, id=tab.id)
+                yield TreeHint()
         yield PromptBar(id="prompt-bar")
         yield KeyFooter(keys.FOOTER_RANK)
 
@@ -258,6 +262,8 @@ class GptTuiApp(App[int]):
         replayed as the two keys the user pressed."""
         if self.info is None and not self.open_error and self._waiting.hold(event):
             return
+        if isinstance(event, events.Key) and not event.is_forwarded:  # not bubbled back up
+            self._quit_guard.key(event)
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
             pressed = isinstance(event, events.MouseDown) and not event.is_forwarded
@@ -297,7 +303,7 @@ class GptTuiApp(App[int]):
             update_layout(self)
 
     def on_resize(self, event: events.Resize) -> None:
-        update_layout(self)
+        update_layout(self, event.size.width)  # app.size is still the old size here
 
     # -- tabs ----------------------------------------------------------------------------
 
@@ -311,10 +317,19 @@ class GptTuiApp(App[int]):
         if event.pane.id is not None and self.info is not None:
             await self._tabs.mount(event.pane.id)
             self._tabs.fetch(event.pane.id)
+        boxed = event.pane.id in TEXT_BOXES
+        rank = keys.FOOTER_RANK_BOX if boxed else keys.FOOTER_RANK
+        self.query_one(KeyFooter).rank = {action: i for i, action in enumerate(rank)}
+        self.refresh_bindings()
 
     # -- the forward pass and stepping ----------------------------------------------------
 
     def action_run(self) -> None:
+        breakpoints = len(self.state.breakpoints) if self.state else 0
+        if breakpoints and not self._told_run_passes_breakpoints:
+            self._told_run_passes_breakpoints = True  # said once: r stays the whole pass
+            s = "s" if breakpoints > 1 else ""
+            self.notify(f"r runs the whole pass; c stops at the {breakpoints} breakpoint{s}")
         self._intents.call("run", "run")
 
     def _step(self, how: str) -> None:
@@ -435,6 +450,15 @@ class GptTuiApp(App[int]):
     def action_focus_prompt(self) -> None:
         self.query_one(PromptBar).edit()
 
+    def action_focus_text_box(self) -> None:
+        """The shown tab's own text box (Code: the expression, Diff: B's prompt), else the
+        prompt: typing there can never set off a one-letter key."""
+        box = self._tabs.text_box(self.query_one(TabbedContent).active)
+        if box is None:
+            self.action_focus_prompt()
+        else:
+            box.focus()
+
     # -- copy and export (ui/export.py) -------------------------------------------------
 
     def action_copy(self) -> None:
@@ -450,7 +474,10 @@ class GptTuiApp(App[int]):
 
     async def action_quit(self) -> None:
         """Leave at once: the running intent is cancelled at its next check and waiting
-        ones are dropped; its hooks and threads go when it has unwound (see close)."""
+        ones are dropped; its hooks and threads go when it has unwound (see close). With
+        a pass paused or a move running, only a second q in a row (quit_guard.py)."""
+        if not self._quit_guard.should_quit():
+            return
         await self._close_debugger()
         self.exit(0)
 

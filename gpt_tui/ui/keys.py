@@ -32,9 +32,15 @@ KEY_BINDINGS: list[Binding] = [
         show=False,
     ),
     _key("g", "generate", "Gen", "sample one token"),
-    _key("q", "quit", "Quit", "leave gpt-tui"),
+    _key("q", "quit", "Quit", "leave gpt-tui (asks first if a pass is paused or running)"),
     _key("question_mark", "help", "Help", "the panes and keys explained"),
     _key("x", "abort", "Abort", "abort the paused or running forward pass"),
+    _key(
+        "e",
+        "focus_text_box",
+        "Edit",
+        "type in the tab's text box: Code's expression, Diff's B prompt, else the prompt",
+    ),
     _key("G", "generate_n", "Gen+", "sample N tokens (N in the Generate tab)"),
     _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
     _key("N", "step_line('next')", "Line", "next line of the model's code, over calls"),
@@ -48,10 +54,15 @@ KEY_BINDINGS: list[Binding] = [
     ),
 ]
 
-# The footer's order: the line keys rank after the focused pane's own keys, so that they
-# show where there is room and never push a pane's keys out.
+# The footer's order: the line keys (and e, in most tabs p again) rank after the focused
+# pane's own keys, so that they show where there is room and never push a pane's keys out.
 LINE_ACTIONS = ("step_line", "step_token")
-FOOTER_RANK = [b.action for b in KEY_BINDINGS if not b.action.startswith(LINE_ACTIONS)]
+AFTER_PANE_KEYS = (*LINE_ACTIONS, "focus_text_box")
+FOOTER_RANK = [b.action for b in KEY_BINDINGS if not b.action.startswith(AFTER_PANE_KEYS)]
+# In a tab with a text box of its own (Code, Diff) e ranks among the first: there a word
+# meant for the box, typed with the focus elsewhere, sets off one-letter keys.
+_AFTER_ABORT = FOOTER_RANK.index("abort") + 1
+FOOTER_RANK_BOX = [*FOOTER_RANK[:_AFTER_ABORT], "focus_text_box", *FOOTER_RANK[_AFTER_ABORT:]]
 
 KEY_TITLES: dict[str, str] = {
     "run": "Run",
@@ -66,6 +77,7 @@ KEY_TITLES: dict[str, str] = {
     "quit": "Quit",
     "help": "Help",
     "abort": "Abort",
+    "focus_text_box": "Edit text box",
     "generate_n": "Generate N",
     "ablate": "Ablate",
     "step_line('next')": "Next line",
@@ -110,6 +122,7 @@ ENGINE_ACTIONS = frozenset(
         "step_token",
         "filter_tree",
         "focus_prompt",
+        "focus_text_box",
     }
 )
 

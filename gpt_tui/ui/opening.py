@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from textual import events
 from textual.widgets import Static
 
 from ..errors import describe_error
 from .messages import SessionFailed, SessionOpened
+from .tabs import TABS
 from .widgets.loading import LoadingPanel
 from .widgets.module_tree import ModuleTree
 from .widgets.status import StatusBar
@@ -25,6 +27,21 @@ if TYPE_CHECKING:
 # Below this width a focused tab takes the whole width (the tree comes back with escape);
 # wider, the tree shrinks to a rail of names beside it.
 NARROW_WIDTH = 100
+
+# Where the tree went, said at the right end of the tab strip while it is hidden.
+TREE_HINT = "Esc: modules"
+TAB_STRIP = sum(len(tab.label) + 2 for tab in TABS)  # each label has a cell either side
+
+
+class TreeHint(Static):
+    """The line that says how to bring the hidden tree back; a click on it does."""
+
+    def __init__(self) -> None:
+        super().__init__(TREE_HINT, id="tree-hint")
+
+    async def on_click(self, event: events.Click) -> None:
+        event.stop()
+        await self.app.run_action("focus_tree")
 
 
 def open_debugger(
@@ -66,9 +83,10 @@ def show_open_error(app: GptTuiApp, error: str) -> None:
     app.query_one(ModuleTree).focus()
 
 
-def update_layout(app: GptTuiApp) -> None:
+def update_layout(app: GptTuiApp, width: int | None = None) -> None:
     """A tab with the focus gets the width its columns need: the tree becomes a rail
-    of names (or, below NARROW_WIDTH columns, steps aside) until it has the focus."""
+    of names (or, below NARROW_WIDTH columns, steps aside) until it has the focus.
+    `width`: the terminal's, when it has just changed (default: the app's)."""
     focused = app.focused
     if focused is None or focused.screen is not app.screen:
         return
@@ -78,4 +96,10 @@ def update_layout(app: GptTuiApp) -> None:
         body.add_class("-tabs-focused")
     elif focused in app.query_one("#left").walk_children():
         body.remove_class("-tabs-focused")
-    body.set_class(app.size.width < NARROW_WIDTH, "-narrow")
+    width = width or app.size.width
+    body.set_class(width < NARROW_WIDTH, "-narrow")
+    # Over the tab strip's empty end, so it takes no width from the tabs (and only there).
+    hint = app.query_one(TreeHint)
+    left = width - len(TREE_HINT) - 1
+    hint.set_class(left <= TAB_STRIP, "-no-room")
+    hint.styles.offset = (max(0, left), 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.widget import Widget
-from textual.widgets import TabbedContent, TabPane
+from textual.widgets import Input, TabbedContent, TabPane
 
 from .intents import Intents
 from .messages import IntentFailed
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
         info: ModelInfo | None
         state: DebugState | None
         facts: ModelFacts | None
+
+
+# The text box `e` goes to in each tab that has one (the others: the prompt bar).
+TEXT_BOXES = {"code": "#code-eval", "compare": "#compare-b-prompt"}
 
 
 class TabViews:
@@ -64,6 +68,13 @@ class TabViews:
         await self.mount(tab)
         self._app.query_one(TabbedContent).active = tab
         self._app.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus).focus()
+
+    def text_box(self, tab: str) -> Input | None:
+        """The tab's own text box, None if it has none (or is not built)."""
+        selector = TEXT_BOXES.get(tab)
+        if selector is None or tab not in self.mounted:
+            return None
+        return self._app.query_one(f"#{tab}", TabPane).query_one(selector, Input)
 
     def feed(self, tab: str) -> None:
         TAB_BY_ID[tab].feed(self.pane(tab), self.context())

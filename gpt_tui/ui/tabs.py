@@ -116,7 +116,7 @@ def _feed_train(widget: Widget, ctx: TabContext) -> None:
 def _feed_code(widget: Widget, ctx: TabContext) -> None:
     assert isinstance(widget, CodePane)
     if ctx.facts is not None:
-        widget.set_example(ctx.facts.break_example)
+        widget.set_example(ctx.facts.break_example, ctx.facts.break_function)
     state = ctx.state
     if state is not None:
         frame = state.frame if state.status == "paused" else None

@@ -41,6 +41,8 @@ def test_open_run_step_and_quit_in_tmux(tmp_path: Path, terminal) -> None:
     wait_for("the second stop", lambda: "paused at transformer.wte (out)" in screen())
     assert "→ wte" in screen()
 
+    keys("q")  # a pass is paused: asked once, the second q quits
+    wait_for("the quit question", lambda: "q again to quit" in screen())
     keys("q")
     wait_for("the app to exit", exit_file.exists)
     assert exit_file.read_text().strip() == "EXIT=0"

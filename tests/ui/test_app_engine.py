@@ -59,7 +59,8 @@ async def test_quit_during_a_long_generation_exits_at_once() -> None:
         handles = [block.register_forward_hook(slow) for block in model.transformer.h]
         await pilot.press("G")
         assert await asyncio.to_thread(entered.wait, 30)
-        await pilot.press("q")  # the app leaves; the engine unwinds in the background
+        # A generation running: q asks once; the second leaves, the engine unwinds after.
+        await pilot.press("q", "q")
     assert app.return_value == 0
     assert await asyncio.to_thread(app.debugger.closed.wait, 30)  # at its next block
     for handle in handles:

@@ -53,7 +53,8 @@ async def test_q_during_an_endless_expression_leaves_at_once(monkeypatch) -> Non
         await asyncio.to_thread(debugger.step_line, "continue")
         app._intents.call("evaluate", "evaluate", endless)
         assert await asyncio.to_thread(started.wait, WAIT)
-        await pilot.press("q")  # the app leaves while the expression still runs
+        # Paused, so q asks once; the second leaves while the expression still runs.
+        await pilot.press("q", "q")
         await pilot.pause()
     assert app.return_code == 0
     # The expression never ends by itself: the teardown finishing means it was interrupted.
@@ -85,7 +86,8 @@ def test_q_inside_inspect_waits_for_the_running_work_and_puts_the_model_back() -
             app.notify = said
             app._intents.call("training", "train_health", 5)
             assert await asyncio.to_thread(gate.reached.wait, WAIT)
-            await pilot.press("q")  # returns once the model is put back
+            # The run would be cut short: q asks; the second returns once the model is back.
+            await pilot.press("q", "q")
             seen["closed"] = app.debugger.closed.is_set()
             gate.remove()
 

@@ -31,7 +31,7 @@ async def test_the_break_at_example_is_the_attention_call_in_the_familys_file(ar
         await settle(pilot)
         await press(pilot, "7")
         hint = app.query_one("#code-break", Input).placeholder
-        example = hint.split(" · ")[0].rsplit(", ", 1)[-1]
+        example = hint.split(" · ")[0].removeprefix("break at: ").split(", ")[0]
         file, line = example.split(":")
         assert file == f"{arch}.py"
         source = Path(__file__).resolve().parents[2] / "gpt_tui" / "models" / file

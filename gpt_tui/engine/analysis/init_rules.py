@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.frames import model_files
+from ..core.line_breakpoints import break_examples
+
 NANOGPT_STD = 0.02
 
 
@@ -181,7 +184,10 @@ class ModelFacts:
     init: tuple[InitRow, ...]
     mode: ModeFacts
     break_example: str
+    break_function: str = "forward"  # a function of the model's own code to break at
 
 
 def model_facts(model: nn.Module, family: str) -> ModelFacts:
-    return ModelFacts(tuple(init_rows(model, family)), mode_facts(model), break_example(model))
+    function = break_examples(model_files(model))[1] or "forward"
+    rows = tuple(init_rows(model, family))
+    return ModelFacts(rows, mode_facts(model), break_example(model), function)

@@ -20,7 +20,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
@@ -32,37 +32,18 @@ from ...errors import GptTuiError
 from .line_breakpoints import BreakpointError as BreakpointError  # re-exported
 from .line_breakpoints import Breakpoints, BreakpointTable, resolve_breakpoints
 from .line_tracer import make_backend
+from .line_values import Value as Value  # re-exported
+from .line_values import summarise
 from .model_access import unwrap_model
-from .stats import rows_to_stats, stats_row
 from .tensors import TensorView, view_tensor
 
 LINE_MOVES = ("next", "into", "return", "continue")
 _OUR_MODELS = Path(__file__).resolve().parents[2] / "models"
 SAMPLING_FILE = str(_OUR_MODELS / "sampling.py")  # the one sampling pipeline
-_REPR_WIDTH = 60
 
 
 class EvaluateError(GptTuiError):
     """An expression asked for where there is no frame to evaluate it in."""
-
-
-@dataclass(frozen=True)
-class Value:
-    """One local (or an expression's result): a tensor's summary, or a short repr."""
-
-    name: str
-    kind: str  # "tensor" | "value"
-    repr: str
-    shape: tuple[int, ...] | None = None
-    dtype: str | None = None
-    device: str | None = None
-    requires_grad: bool | None = None
-    mean: float | None = None
-    std: float | None = None
-    min: float | None = None
-    max: float | None = None
-    nan: int | None = None
-    inf: int | None = None
 
 
 @dataclass(frozen=True)
@@ -141,56 +122,6 @@ def _statement_ends(path: str) -> dict[int, int]:
         if simple and node.end_lineno and node.end_lineno > node.lineno:
             ends[node.lineno] = max(ends.get(node.lineno, 0), node.end_lineno)
     return ends
-
-
-def short_repr(value: object) -> str:
-    if isinstance(value, nn.Module):
-        return f"<{type(value).__name__}>"
-    try:
-        text = repr(value)
-    except Exception as err:  # a user's object with a broken __repr__
-        return f"<repr failed: {type(err).__name__}>"
-    text = " ".join(text.split())
-    return text if len(text) <= _REPR_WIDTH else text[: _REPR_WIDTH - 1] + "…"
-
-
-def summarise(items: Iterable[tuple[str, object]]) -> tuple[Value, ...]:
-    """Values for named objects; every tensor's statistics come back in one transfer."""
-    items = list(items)
-    tensors = [
-        (i, v)
-        for i, (_, v) in enumerate(items)
-        if isinstance(v, torch.Tensor) and v.layout == torch.strided  # not sparse
-    ]
-    rows = [stats_row(t) for _, t in tensors]
-    numels = [t.numel() for _, t in tensors]
-    stats = dict(zip((i for i, _ in tensors), rows_to_stats(rows, numels), strict=True))
-    out = []
-    for i, (name, value) in enumerate(items):
-        if i not in stats:
-            out.append(Value(name, "value", short_repr(value)))
-            continue
-        st = stats[i]
-        shape = tuple(value.shape)
-        dtype = str(value.dtype).removeprefix("torch.")
-        out.append(
-            Value(
-                name,
-                "tensor",
-                f"tensor{list(shape)} {dtype}",
-                shape=shape,
-                dtype=dtype,
-                device=str(value.device),
-                requires_grad=value.requires_grad,
-                mean=st.mean,
-                std=st.std,
-                min=st.min,
-                max=st.max,
-                nan=st.nan_count,
-                inf=st.inf_count,
-            )
-        )
-    return tuple(out)
 
 
 def evaluate_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
@@ -411,7 +342,9 @@ class LineTracer:
         same = self._statement
         if same is not None and same[0] is frame:
             if same[1] <= line <= same[2]:
-                return self._stepping(frame)  # still in the statement paused at: no new hit
+                # still in the statement paused at (a call's argument lines, its first
+                # line again): no new hit, and a move goes past it in one press
+                return None
             self._statement = None
         if (path, line) in bps.lines and bps.stops((path, line), frame, self.table):
             return "breakpoint"
@@ -458,6 +391,12 @@ class LineTracer:
             locals=values[: len(values) - (returned is not None)],
             returned=values[-1] if returned is not None else None,
         )
+
+    def reread(self, frame: FrameType, shown: FrameSnapshot) -> FrameSnapshot:
+        """`shown` with the frame's locals read again (after a `!stmt` changed them); in
+        the frame's thread."""
+        names = [(k, v) for k, v in frame.f_locals.items() if not k.startswith("__")]
+        return replace(shown, locals=summarise(names))
 
     def _module_of(self, frame: FrameType) -> str | None:
         owner = frame.f_locals.get("self")

@@ -5,6 +5,9 @@ the frame when the line is reached."""
 from __future__ import annotations
 
 import ast
+import dis
+import functools
+import inspect
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -20,14 +23,18 @@ class BreakpointError(GptTuiError, ValueError):
 
 def _functions(path: str) -> list[str]:
     """The qualified name (as `co_qualname` spells it) of every function in the file."""
+    return [qual for qual, _ in _function_nodes(path)]
+
+
+def _function_nodes(path: str) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     tree = ast.parse(Path(path).read_text(), path)
-    found: list[str] = []
+    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 qual = prefix + child.name
-                found.append(qual)
+                found.append((qual, child))
                 visit(child, qual + ".<locals>.")
             elif isinstance(child, ast.ClassDef):
                 visit(child, prefix + child.name + ".")
@@ -36,15 +43,65 @@ def _functions(path: str) -> list[str]:
     return found
 
 
-def _code_lines(path: str) -> set[int]:
-    """Lines that produce line events: those of the file's compiled code objects."""
+def break_examples(files: tuple[str, ...]) -> tuple[str, str]:
+    """A `FILE:LINE` and a function of the model's own code to show as examples: the
+    attention kernel call and the function that makes it (the first file first), else
+    the first `forward` and its first statement. ("", "") without a function."""
+    fallback: tuple[str, str] = ("", "")
+    for path in files:
+        try:
+            functions = _function_nodes(path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for qual, node in functions:
+            calls = [
+                n.lineno
+                for n in ast.walk(node)
+                if isinstance(n, ast.Call) and _called(n) == "scaled_dot_product_attention"
+            ]
+            if calls:
+                return f"{Path(path).name}:{min(calls)}", qual
+            if not fallback[1] and qual.endswith(".forward") and node.body:
+                fallback = (f"{Path(path).name}:{node.body[0].lineno}", qual)
+    return fallback
+
+
+def _called(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+_PROLOGUE = frozenset({"RESUME", "MAKE_CELL", "COPY_FREE_VARS", "RETURN_GENERATOR", "CACHE"})
+
+
+@functools.lru_cache(maxsize=64)
+def _code_lines(path: str, mtime: float) -> frozenset[int]:
+    """Lines that produce line events when the model runs: those of the file's functions,
+    not a `def` line (its prologue raises none) nor the module's or a class's own lines
+    (run once, at import). `mtime` keys the cache to the file's version."""
     lines: set[int] = set()
-    stack = [compile(Path(path).read_text(), path, "exec")]
+    stack = _consts(compile(Path(path).read_text(), path, "exec"))
     while stack:
         code = stack.pop()
-        lines.update(line for _, _, line in code.co_lines() if line)  # 0: a module's RESUME
-        stack.extend(c for c in code.co_consts if isinstance(c, CodeType))
-    return lines
+        stack.extend(_consts(code))
+        if not code.co_flags & inspect.CO_NEWLOCALS:
+            continue  # a class body (and a module): not run by a forward
+        for instruction in dis.get_instructions(code):
+            line = instruction.positions.lineno if instruction.positions else None
+            if line and instruction.opname not in _PROLOGUE:
+                lines.add(line)
+    return frozenset(lines)
+
+
+def _consts(code: CodeType) -> list[CodeType]:
+    return [c for c in code.co_consts if isinstance(c, CodeType)]
+
+
+def _nearest(lines: frozenset[int], line: int) -> list[int]:
+    """The closest line with code before `line` and the closest after."""
+    before = max((n for n in lines if n < line), default=None)
+    after = min((n for n in lines if n > line), default=None)
+    return [n for n in (before, after) if n is not None]
 
 
 @dataclass(frozen=True)
@@ -226,11 +283,14 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
                     f"({searched})"
                 )
             line = int(line_part)
-            hits = [p for p in paths if line in _code_lines(p)]
+            code = {p: _code_lines(p, Path(p).stat().st_mtime) for p in paths}
+            hits = [p for p in paths if line in code[p]]
             if not hits:
+                near = [f"{Path(p).name}:{n}" for p in paths for n in _nearest(code[p], line)]
                 raise BreakpointError(
-                    f"breakpoint {spec!r}: line {line} of {file_part} runs no code (searched "
-                    f"{', '.join(Path(p).name for p in paths)}); pick a line with a statement"
+                    f"breakpoint {spec!r}: line {line} of {file_part} runs no code in a forward "
+                    f"(a blank line, a comment, a docstring, a def or class line); the nearest "
+                    f"lines with code: {', '.join(near) or 'none'}"
                 )
             lines.update((p, line) for p in hits)
             conditions += [((p, line), whole, condition or None) for p in hits]
@@ -242,10 +302,11 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
             if qual == spec or qual.endswith("." + spec)
         ]
         if not matched:
+            at, function = break_examples(files)
+            like = f", e.g. {at!r} or {function!r}" if function else ""
             raise BreakpointError(
                 f"breakpoint {spec!r} matches no line or function of the model's code "
-                f"(searched {searched}); write FILE:LINE or a name like 'norm', "
-                f"'CausalSelfAttention.forward'"
+                f"(searched {searched}); write FILE:LINE or a function's name{like}"
             )
         functions.update(matched)
         conditions += [(site, whole, condition or None) for site in matched]

@@ -197,8 +197,11 @@ class Lines:
     # -- expressions and the tensor viewer ------------------------------------------------
 
     def evaluate(self, expr: str, stepper: ForwardStepper | None) -> tuple[str, bool]:
+        paused = _paused(stepper)
         try:
-            result = _paused(stepper).evaluate(expr)
+            result = paused.evaluate(expr)
+            if expr.lstrip().startswith("!") and result.error is None:
+                _reread(paused)  # the statement may have changed the locals shown
         except ExpressionInterrupted:  # a cancel or a quit stopped it
             result = Evaluation(expr, None, "interrupted")
         self._evaluations = (*self._evaluations, result)
@@ -244,6 +247,14 @@ def _evaluate_all(stepper: ForwardStepper, exprs: Sequence[str]) -> tuple[Evalua
     except ExpressionInterrupted:
         done = []
     return (*done, *(Evaluation(e, None, "interrupted") for e in exprs[len(done) :]))
+
+
+def _reread(stepper: ForwardStepper) -> None:
+    """The paused frame's snapshot with its locals read again. The pass stays paused:
+    the snapshot is replaced, not retaken (the stack, the source, `returned` stay)."""
+    shown = stepper.frame
+    if shown is not None:
+        stepper.frame = stepper.in_frame(lambda frame: stepper.lines.reread(frame, shown))
 
 
 def _key(evaluation: Evaluation) -> str:

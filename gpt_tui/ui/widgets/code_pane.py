@@ -11,6 +11,7 @@ the engine: it posts messages and the app hands back the snapshot's parts throug
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import ClassVar
@@ -25,21 +26,22 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from ...engine.core.debug_state import Display
-from ...engine.core.frames import Evaluation, FrameSnapshot, Value
+from ...engine.core.frames import Evaluation, FrameSnapshot
 from ...engine.core.line_breakpoints import BreakpointInfo
+from ...engine.core.line_values import SMALL_NUMEL, Value
 from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
 NOT_PAUSED = (
-    "Not paused at a line. In [b]break at[/]: a function (norm) or FILE:LINE ({example}), "
+    "Not paused at a line. In [b]break at[/]: a function ({function}) or FILE:LINE ({example}), "
     "Enter; [b]tbreak[/] SPEC stops once, [b]ignore[/] N COUNT passes hits, [b]clear[/] N. "
     "C runs to it, N to the first line; [b]display[/] EXPR in the expression box shows EXPR "
     "at each pause."
 )
 MAX_EVALS = 3  # the newest evaluations shown
-BREAK_HINT = "break at: norm, {example} · tbreak SPEC · ignore N COUNT"
+BREAK_HINT = "break at: {example}, {function} · tbreak SPEC · ignore N COUNT"
 EVAL_HINT = "q.shape · v EXPR: view · display EXPR · g col"
 
 
@@ -186,13 +188,13 @@ class VariablesTable(RowTable):
 
 
 def display_value(value: Value | None) -> str:
-    """A display's value in a few words: a scalar tensor's number, a tensor's shape and
+    """A display's value in a few words: a small tensor's values, a tensor's shape and
     range, or the short repr."""
     if value is None or value.kind != "tensor" or value.shape is None:
         return value.repr if value is not None else ""
     stat = ["?" if x is None else number(x) for x in (value.mean, value.min, value.max)]
-    if value.shape == ():
-        return f"tensor({stat[0]}) {value.dtype}"
+    if math.prod(value.shape) <= SMALL_NUMEL:  # the repr lists the values
+        return value.repr
     shape = "(" + ", ".join(map(str, value.shape)) + ")"
     bad = f" NaN {value.nan}" if value.nan else ""
     return f"{shape} {value.dtype} μ {stat[0]} [{stat[1]}, {stat[2]}]{bad}"
@@ -252,21 +254,26 @@ class CodePane(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.example = "forward"  # a line of this model's code to break at (FILE:LINE)
+        # a line and a function of this model's own code to break at, as examples
+        self.example, self.function = "FILE:LINE", "forward"
         self._shown: tuple | None = None  # the last `show` arguments
         self.table: tuple[BreakpointInfo, ...] = ()  # the numbered line breakpoints shown
 
-    def set_example(self, example: str) -> None:
-        """The model's own file and line, for the break-at box (nanochat.py:187 for nanochat)."""
-        if example == self.example:
+    def set_example(self, example: str, function: str) -> None:
+        """The model's own file and line (nanochat.py:187 for nanochat) and function
+        (CausalSelfAttention.forward), for the break-at box."""
+        if (example, function) == (self.example, self.function):
             return
-        self.example = example
-        self.query_one("#code-break", Input).placeholder = BREAK_HINT.format(example=example)
+        self.example, self.function = example, function
+        self.query_one("#code-break", Input).placeholder = self._hint(BREAK_HINT)
         if self._shown is not None:
             self.show(*self._shown)
 
+    def _hint(self, template: str) -> str:
+        return template.format(example=self.example, function=self.function)
+
     def compose(self) -> ComposeResult:
-        yield Static(NOT_PAUSED.format(example=self.example), id="code-where")
+        yield Static(self._hint(NOT_PAUSED), id="code-where")
         yield SourceView(id="code-source")
         yield VariablesTable(id="code-vars")
         yield TensorViewer(id="code-viewer")
@@ -279,9 +286,7 @@ class CodePane(Vertical):
                 compact=True,
                 select_on_focus=False,  # g leaves "g " in it to type the index after
             )
-            yield Input(
-                placeholder=BREAK_HINT.format(example=self.example), id="code-break", compact=True
-            )
+            yield Input(placeholder=self._hint(BREAK_HINT), id="code-break", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#code-viewer").display = False
@@ -300,7 +305,7 @@ class CodePane(Vertical):
         self.table = table
         where = self.query_one("#code-where", Static)
         if frame is None:
-            where.update(NOT_PAUSED.format(example=self.example))
+            where.update(self._hint(NOT_PAUSED))
         else:
             head = Text(f"{frame.where} ", style="bold yellow")
             head.append(f"{frame.function}", style="bold")

@@ -118,15 +118,16 @@ class ComparePanel(Vertical):
         if view is None or not self.is_mounted:
             return
         table = self.query_one("#compare-table", RowTable)
-        table.clear(columns=True)
         self._show_heatmap(view.sweep is not None)
-        if view.comparison is not None:
-            head = _show_diff(table, view.comparison)
-        elif view.sweep is not None:
+        if view.sweep is not None:
+            table.clear(columns=True)
             head = self._show_sweep(view.sweep, view.tokens)
+        elif view.comparison is not None:
+            head = _show_diff(table, view.comparison)
         elif view.attribution is not None:
             head = _show_attribution(table, view.attribution)
         else:
+            table.clear(columns=True)
             return
         head.append(f"\n{view.label}", style="dim")
         self.query_one("#compare-head", Static).update(head)
@@ -175,18 +176,21 @@ class ComparePanel(Vertical):
 
 
 def _show_diff(table: RowTable, result: Comparison) -> Text:
-    table.add_columns("probe", "max |Δ|", "‖Δ‖/‖a‖", "cos", "")
     first = result.first_divergence
+    rows = []
     for r in result.records:
         mark = "◀ first" if first is not None and r.name == first.name else ""
         style = "bold red" if mark else ("yellow" if r.diverged else "")
-        table.add_row(
-            Text(r.name, style=style),
-            Text(fmt.num(r.max_abs_diff), justify="right"),
-            Text(fmt.num(r.rel_diff), justify="right"),
-            Text(f"{r.cosine:.6f}", justify="right"),
-            Text(mark or ("≠" if r.diverged else ""), style="bold red"),
+        rows.append(
+            (
+                Text(r.name, style=style),
+                Text(fmt.num(r.max_abs_diff), justify="right"),
+                Text(fmt.num(r.rel_diff), justify="right"),
+                Text(f"{r.cosine:.6f}", justify="right"),
+                Text(mark or ("≠" if r.diverged else ""), style="bold red"),
+            )
         )
+    table.fill(("probe", "max |Δ|", "‖Δ‖/‖a‖", "cos", ""), rows)
     if first is None:
         return Text(f"no divergence: every probe agrees within {result.tolerance:g} relative")
     return Text(f"first divergence: {first.message}", style="bold red")
@@ -221,15 +225,17 @@ def sweep_legend(cells: int = 6) -> Text:
 
 
 def _show_attribution(table: RowTable, result: Attribution) -> Text:
-    table.add_columns("component", "share", "")
     ranked = result.ranked()
     top = max((abs(c.value) for c in ranked), default=0.0) or 1.0
-    for c in ranked:
-        table.add_row(
+    rows = [
+        (
             c.name,
             Text(f"{c.value:+.4f}", justify="right"),
             Text(fmt.bar(abs(c.value) / top, BAR_WIDTH), style="green" if c.value > 0 else "red"),
         )
+        for c in ranked
+    ]
+    table.fill(("component", "share", ""), rows)
     head = Text(
         f"sum {result.total:.6g}, pre-softcap logit difference {result.logit_diff:.6g} "
         f"(model output {result.model_logit_diff:.4g}) at position {result.position}"

@@ -91,15 +91,15 @@ class ParamTable(RowTable):
     def _fill(self) -> None:
         if not self.is_mounted:
             return
-        self.clear(columns=True)
         if self.show_init:
-            self._fill_init()
+            self.fill(("name", "std now", "init", "rule"), self._init_rows())
             return
         # The numbers first: name, params and share fit in 80 columns; shape after.
-        self.add_columns("name", "params", "share", "bytes", "shape", "tied with")
+        columns = ("name", "params", "share", "bytes", "shape", "tied with")
         summary = self.summary
-        if summary is None:
-            return
+        self.fill(columns, self._size_rows(summary) if summary is not None else [])
+
+    def _size_rows(self, summary: ModelSummary) -> list[tuple]:
         total = summary.total_params
         rows = list(summary.parameters)
         # The second name of a shared tensor is listed but not counted again.
@@ -109,39 +109,44 @@ class ParamTable(RowTable):
             if r.tied_with in seen:
                 self._duplicates.add(r.name)
             seen.add(r.name)
+        shown: list[tuple] = []
         if self.by_size:
-            for r in sorted(rows, key=lambda r: -r.numel):
-                self.add_row(*self._row(r, total))
+            shown += [self._row(r, total) for r in sorted(rows, key=lambda r: -r.numel)]
         else:
             current: int | None = None
             for r in rows:
                 if r.block != current and current is not None:
-                    self._subtotal(summary, current, total)
+                    shown.append(self._subtotal(summary, current, total))
                 current = r.block
-                self.add_row(*self._row(r, total))
+                shown.append(self._row(r, total))
             if current is not None:
-                self._subtotal(summary, current, total)
-        self.add_row(
-            Text("total (shared once)", style="bold"),
-            Text(f"{total:,}", justify="right", style="bold"),
-            Text(fmt.bar(1.0, SHARE_WIDTH) + " 100%", style="bold green"),
-            Text(fmt.nbytes(summary.total_bytes), justify="right", style="bold"),
-            "",
-            "",
+                shown.append(self._subtotal(summary, current, total))
+        shown.append(
+            (
+                Text("total (shared once)", style="bold"),
+                Text(f"{total:,}", justify="right", style="bold"),
+                Text(fmt.bar(1.0, SHARE_WIDTH) + " 100%", style="bold green"),
+                Text(fmt.nbytes(summary.total_bytes), justify="right", style="bold"),
+                "",
+                "",
+            )
         )
         # Its own row, the count in the params column: in the last column it was clipped.
         n = summary.non_embedding_params
         share = n / total if total else 0.0
-        self.add_row(
-            Text("non-embedding", style="dim"),
-            Text(f"{n:,}", justify="right", style="dim"),
-            Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="dim green"),
-            "",
-            "",
-            "",
+        shown.append(
+            (
+                Text("non-embedding", style="dim"),
+                Text(f"{n:,}", justify="right", style="dim"),
+                Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="dim green"),
+                "",
+                "",
+                "",
+            )
         )
+        return shown
 
-    def _subtotal(self, summary: ModelSummary, block: int, total: int) -> None:
+    def _subtotal(self, summary: ModelSummary, block: int, total: int) -> tuple:
         n = summary.block_params.get(block, 0)
         nbytes = sum(
             r.nbytes
@@ -149,7 +154,7 @@ class ParamTable(RowTable):
             if r.block == block and r.name not in self._duplicates
         )
         share = n / total if total else 0.0
-        self.add_row(
+        return (
             Text(f"block {block} subtotal", style="bold cyan"),
             Text(f"{n:,}", justify="right", style="bold cyan"),
             Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="cyan"),
@@ -158,29 +163,30 @@ class ParamTable(RowTable):
             "",
         )
 
-    def _fill_init(self) -> None:
+    def _init_rows(self) -> list[tuple]:
         """Each parameter's std now beside what its family's init drew, then the mode."""
-        self.add_columns("name", "std now", "init", "rule")
         facts = self.facts
         if facts is None:
-            self.add_row(Text("reading the parameters…", style="dim"), "", "", "")
-            return
+            return [(Text("reading the parameters…", style="dim"), "", "", "")]
+        rows: list[tuple] = []
         for row in facts.init:
             drifted = row.std is not None and init_drifted(row.std, row.init_std)
-            self.add_row(
-                short_name(row.name),
-                Text(
-                    "—" if row.std is None else fmt.num(row.std),
-                    justify="right",
-                    style="yellow" if drifted else "",
-                ),
-                Text(row.init, style="cyan"),
-                Text(row.rule, style="dim"),
+            rows.append(
+                (
+                    short_name(row.name),
+                    Text(
+                        "—" if row.std is None else fmt.num(row.std),
+                        justify="right",
+                        style="yellow" if drifted else "",
+                    ),
+                    Text(row.init, style="cyan"),
+                    Text(row.rule, style="dim"),
+                )
             )
         mode = facts.mode
-        self.add_row(Text("mode", style="bold"), "", Text(mode.mode, style="bold"), mode.line())
-        for change in mode.changes:
-            self.add_row("", "", "", Text(change, style="dim"))
+        rows.append((Text("mode", style="bold"), "", Text(mode.mode, style="bold"), mode.line()))
+        rows += [("", "", "", Text(change, style="dim")) for change in mode.changes]
+        return rows
 
 
 def init_drifted(std: float, init_std: float) -> bool:

@@ -1,0 +1,175 @@
+"""What a new user's first session tripped on: tables refilled in place painted squashed,
+one-letter keys acting on the wrong widget, q losing a paused pass, the hidden tree, and r
+passing breakpoints by without a word."""
+
+from __future__ import annotations
+
+import pytest
+from test_app import footer_keys
+from textual.widgets import Input, Tabs
+from ui_helpers import press, select, settle, tiny_app
+
+from gpt_tui.ui.widgets.compare import ComparePanel
+from gpt_tui.ui.widgets.param_table import ParamTable
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def on_screen(app) -> str:
+    """The screen as painted: what the terminal shows."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_params_refill_never_paints_squashed(size: tuple[int, int]) -> None:
+    """A paint between the table's refill and its next idle must already give each column
+    its width: nothing repaints the table after (its size did not change). Before, the
+    columns stayed as narrow as their labels ("transf")."""
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "2")
+        table = app.query_one(ParamTable)
+        for by_size in (True, False, True):
+            table.by_size = by_size  # as t does: the table is refilled at once
+            on_screen(app)  # a paint before the table idles
+            await settle(pilot)
+            lines = on_screen(app).splitlines()
+            header = next(line for line in lines if " params " in line and " share " in line)
+            assert header.index(" params ") >= len(" h.0.attn.c_attn.weight"), header
+            assert any(" h.0.attn.c_attn.weight " in line for line in lines), by_size
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_diff_refill_never_paints_squashed(size: tuple[int, int]) -> None:
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "8")
+        panel = app.query_one(ComparePanel)
+        panel.query_one("#compare-b-dtype").value = "bfloat16"
+        await pilot.click("#compare-diff")
+        await settle(pilot)
+        view = app.state.compare
+        assert view is not None and view.comparison is not None
+        for _ in range(2):
+            panel.view = view  # as a snapshot does: the table is refilled at once
+            on_screen(app)  # a paint before the table idles
+            await settle(pilot)
+            lines = on_screen(app).splitlines()
+            header = next(line for line in lines if "max |Δ|" in line)
+            assert header.index("max |Δ|") > len(" transformer.h.0.resid_pre"), header
+            assert any(" transformer.h.0.resid_pre " in line for line in lines)
+
+
+async def test_q_with_a_paused_pass_asks_once_and_a_second_q_quits() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s")  # a pass paused at its first module
+        assert app.paused_at is not None
+        await press(pilot, "q")
+        assert app.is_running  # before, the app closed here and the pass was lost
+        asked = [n.message for n in app._notifications if n.title == "quit?"]
+        assert asked == [
+            f"a pass is paused at {app.paused_at}: q again to quit, any other key stays"
+        ]
+        await press(pilot, "j", "q")  # another key in between: asked again, still here
+        assert app.is_running and app.paused_at is not None
+        await press(pilot, "q")
+    assert app.return_code == 0
+
+
+async def test_ctrl_q_asks_the_same_way() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s", "ctrl+q")
+        assert app.is_running
+        asked = [n.message for n in app._notifications if n.title == "quit?"]
+        assert asked and asked[0].endswith(": ctrl+q again to quit, any other key stays")
+        await press(pilot, "ctrl+q")
+    assert app.return_code == 0
+
+
+async def test_q_with_nothing_to_lose_quits_at_once() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")  # a whole pass: nothing paused
+        await press(pilot, "q")
+    assert app.return_code == 0
+
+
+@pytest.mark.parametrize(
+    ("tab", "box"), [("7", "#code-eval"), ("8", "#compare-b-prompt"), ("1", "#prompt")]
+)
+async def test_e_puts_the_keys_in_the_tabs_text_box(tab: str, box: str) -> None:
+    """From the tab strip, `e` and then what the box's example says: the text lands in the
+    box, and no one-letter key acts (before, q quit and U, T stepped)."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, tab)
+        app.query_one(Tabs).focus()  # where a Tab count may land
+        await press(pilot, "e")
+        focused = app.focused
+        assert isinstance(focused, Input) and focused.id == box.lstrip("#")
+        focused.value = ""
+        await press(pilot, *"JULIET")
+        assert focused.value == "JULIET" and app.is_running
+        assert app.state.status == "idle" and app.state.run is None  # nothing stepped
+        app.query_one(Tabs).focus()
+        await settle(pilot)
+        assert "e" in footer_keys(app)  # said where the keys are
+
+
+async def test_r_says_once_that_it_passes_the_breakpoints_by() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")  # no breakpoint: nothing to say
+        await press(pilot, "escape")
+        select(app, "transformer.h.1.mlp")
+        await press(pilot, "b", "r", "r")
+        said = [n.message for n in app._notifications if n.message.startswith("r runs")]
+        assert said == ["r runs the whole pass; c stops at the 1 breakpoint"]
+        assert app.state.status != "paused"  # r still runs the whole pass
+        await press(pilot, "c")
+        assert app.paused_at == "transformer.h.1.mlp"
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_the_hidden_tree_says_how_to_come_back(size: tuple[int, int]) -> None:
+    """At 80 columns the first screen has no tree: the tab strip's end says Esc brings
+    it back, and says nothing once the tree is there (or always there, at 120)."""
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        tabs_line = on_screen(app).splitlines()[2]
+        narrow = size[0] < 100
+        assert ("Esc: modules" in tabs_line) is narrow, tabs_line
+        assert " Stats  Params  Attn  Generate  Diagram  Train  Code  Diff  Cost " in tabs_line
+        if narrow:
+            assert not app.query_one("#left").display
+            await pilot.click("#tree-hint")  # the hint itself brings the tree back
+            await settle(pilot)
+            assert app.query_one("#left").display and "Esc: modules" not in on_screen(app)
+            await press(pilot, "1")  # the tab again: the tree steps aside, the hint is back
+            assert "Esc: modules" in on_screen(app).splitlines()[2]
+
+
+async def test_a_resized_terminal_lays_out_for_its_new_width() -> None:
+    """The layout followed the width only at the next focus change: widened from 80 to
+    110 columns the tree stayed hidden, and the hint stayed where 80 columns put it."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.resize_terminal(110, 24)
+        await settle(pilot)
+        assert app.query_one("#left").display  # a rail of names beside the focused tab
+        assert "Esc: modules" not in on_screen(app)
+        await pilot.resize_terminal(90, 24)
+        await settle(pilot)
+        assert not app.query_one("#left").display
+        assert on_screen(app).splitlines()[2].endswith(" Esc: modules ")  # at its right end

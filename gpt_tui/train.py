@@ -228,7 +228,7 @@ def train(
                 if done % s.eval_interval == 0 or done == s.steps:
                     val = estimate_loss(model, val_data, s, block)
                     best_val = min(best_val, val)
-                    bar.console.log(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
+                    bar.console.print(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
                     save(done)
                 elapsed = max(time.time() - t0, 1e-9)
                 tps = (done - start_step) * tokens_per_step / elapsed
@@ -236,7 +236,7 @@ def train(
                 if stop_at is not None and done >= stop_at:
                     break
         except KeyboardInterrupt:
-            bar.console.log(f"interrupted: saved step {done}; run again to resume")
+            bar.console.print(f"interrupted: saved step {done}; run again to resume")
             save(done)
             raise
     if done % s.eval_interval and done != s.steps:

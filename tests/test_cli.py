@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -191,6 +192,22 @@ def test_eval_and_train_round_trip(tmp_path, capsys):
     assert result["split"] == "val"
     assert 0 < result["loss"] < 3.2  # well below a uniform guess over 28 characters (3.33)
     assert result["tokens"] == len(text) - int(0.9 * len(text)) - 1
+
+
+def test_train_logs_plain_lines(tmp_path):
+    """No time stamp or source location (`train.py:231`) beside the losses."""
+    data = tmp_path / "text.txt"
+    data.write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
+    args = ["train", "--data", str(data), "--arch", "nanogpt", "--config", "tiny"]
+    args += ["--steps", "4", "--eval-interval", "2", "--batch-size", "4", "--out", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt_tui", *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    logged = [line for line in result.stdout.splitlines() if "val" in line]
+    assert len(logged) == 3, result.stdout  # steps 2 and 4, and the closing line
+    for line in logged[:2]:
+        assert re.fullmatch(r"step \d+: train \d\.\d{4}  val \d\.\d{4}", line), line
 
 
 def test_watchpoint_with_leaves_names_the_exact_linear(capsys):

@@ -119,6 +119,7 @@ def diff_json(result: Comparison) -> dict:
             max_abs_diff=first.max_abs_diff,
             input_max_abs_diff=first.input_max_abs_diff,
             first_probe=first.first_probe,
+            token_position=first.token_position,
             message=first.message,
         ),
         records=[

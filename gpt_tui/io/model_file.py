@@ -23,7 +23,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..models.config import ConfigError
 from .checkpoints import LoadedCheckpoint, read_raw_checkpoint
+from .checkpoints.raw import RawCheckpoint
+from .nanochat_eras import fit_user_config
 from .user_import import ModelFileError, captured_output, import_model_file, where
 
 COMPILED_PREFIX = "_orig_mod."
@@ -274,6 +277,22 @@ def build_user_model(
     return model.eval()
 
 
+def _nanochat_args(raw: RawCheckpoint, found: ModelFile, notes: list[str]) -> dict[str, Any]:
+    """A nanochat checkpoint's settings for the file's config class: ours that it has no
+    field for are left out, with a note, when they are what nanochat's code does anyway."""
+    config = found.config_class
+    try:
+        args, left = fit_user_config(raw.model_args, config, raw.state_dict, found.path.name)
+    except ConfigError as e:
+        raise ModelFileError(str(e)) from None
+    if left:
+        notes.append(
+            f"gpt-tui settings {', '.join(left)} left out: {config.__name__} has no such "
+            "fields, and nanochat's code of these weights' era does the same"
+        )
+    return args
+
+
 def _logits_of(output: Any) -> torch.Tensor:
     """The logits in whatever forward returned: a tensor, (logits, loss), or `.logits`."""
     if isinstance(output, torch.Tensor):
@@ -435,9 +454,10 @@ def load_user_checkpoint(
             config_class=config_class,
             model_args=raw.model_args,
         )
+        args = _nanochat_args(raw, found, notes) if raw.nanochat else raw.model_args
         model = build_user_model(
             model_file,
-            raw.model_args,
+            args,
             raw.state_dict,
             device,
             dtype,

@@ -24,20 +24,33 @@ checkpoints load with 15 and a note; pass `softcap` in `model_config` (e.g. from
 in `model_config` wins over what the keys suggest, so our own checkpoints (which record
 every field) load exactly. Keys no era has (e.g. the bigram embeddings upstream tried for
 a day in January 2026) are named in a ConfigError.
+
+Our checkpoints keep `model_config` to nanochat's own GPTConfig fields of the model's era,
+so nanochat's gpt.py builds them, and the rest of our config under `gpt_tui_config`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ..models.config import ConfigError, NanoChatConfig, config_from_dict
+from ..models.config import (
+    ConfigError,
+    NanoChatConfig,
+    config_from_dict,
+    config_to_dict,
+    user_fields,
+)
 
 # ve_gate input channels -> the gate's scale, as the two value-embedding eras paired them.
 VE_GATE_SCALES = {32: 2.0, 12: 3.0}
+# nanochat's GPTConfig fields in every era; window_pattern joined them in January 2026.
+UPSTREAM_FIELDS = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
+EXTRAS_KEY = "gpt_tui_config"  # beside model_config in meta_<step>.json: the rest of ours
 
 
 def _shorten(keys: list[str]) -> str:
@@ -143,3 +156,53 @@ def nanochat_config_from_checkpoint(
     config = config_from_dict("nanochat", values, source)
     check_state_dict(config, state_dict, source)
     return config
+
+
+def split_model_config(config: NanoChatConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`config` as (model_config, extras): the fields nanochat's GPTConfig of the model's
+    era has (window_pattern from the residual-lambdas era on), and the rest of ours."""
+    values = config_to_dict(config)
+    later = config.resid_x0_lambdas or config.value_embeds or config.smear or config.backout
+    own = [*UPSTREAM_FIELDS, *(["window_pattern"] if later else [])]
+    return {k: values[k] for k in own}, {k: v for k, v in values.items() if k not in own}
+
+
+def _effective(name: str, value: Any, settings: Mapping[str, Any]) -> Any:
+    """A setting as the model uses it (0 means "the default" for two of them)."""
+    if name == "padded_vocab_size":
+        return value or settings.get("vocab_size")
+    if name == "short_window":
+        return value or settings.get("sequence_len", NanoChatConfig.sequence_len) // 2
+    return value
+
+
+def fit_user_config(
+    settings: Mapping[str, Any],
+    config_class: type,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """The arguments for a user's nanochat `config_class`, and the settings of
+    ours it has no field for, left out because nanochat's own code of the weights' era
+    (read off the keys) does just that. A setting that differs from it would change the
+    model, and nothing in the user's code would apply it: ConfigError names it."""
+    fields = {f.name for f in dataclasses.fields(config_class) if f.init}
+    ours = {f.name for f in user_fields(NanoChatConfig)}
+    args = {k: v for k, v in settings.items() if k in fields or k not in ours}
+    left = {k: v for k, v in settings.items() if k not in args}
+    if not left:
+        return args, []
+    era = {f.name: f.default for f in user_fields(NanoChatConfig)}
+    era.update(infer_era_fields(settings, state_dict, source))
+    changed = [
+        f"{k}={v!r} (nanochat's code: {era[k]!r})"
+        for k, v in left.items()
+        if _effective(k, v, settings) != _effective(k, era[k], settings)
+    ]
+    if changed:
+        name = config_class.__name__
+        raise ConfigError(
+            f"{source}: the checkpoint's {', '.join(changed)} would change the model and "
+            f"{name} has no such field; open it without --model-file, or add the field to {name}"
+        )
+    return args, sorted(left)

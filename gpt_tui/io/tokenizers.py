@@ -47,11 +47,14 @@ _VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥", "\r": "␍"}
 
 
 def printable(text: str) -> str:
-    """`text` with whitespace and control characters made visible, for one-line labels."""
+    """`text` with whitespace and control characters made visible, for one-line labels: a
+    control character below U+0100 is written as a byte that is not text is, `<0x10>`."""
     out = []
     for ch in text:
         if ch in _VISIBLE:
             out.append(_VISIBLE[ch])
+        elif not ch.isprintable() and ord(ch) < 0x100:
+            out.append(f"<0x{ord(ch):02X}>")
         elif not ch.isprintable():
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:

@@ -41,7 +41,7 @@ KEY_BINDINGS: list[Binding] = [
         "Edit",
         "type in the tab's text box: Code's expression, Diff's B prompt, else the prompt",
     ),
-    _key("G", "generate_n", "Gen N", "sample N tokens (N in the Generate tab)"),
+    _key("G", "generate_n", "Gen+", "sample N tokens (N in the Generate tab)"),
     _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),
     _key("N", "step_line('next')", "Line", "next line of the model's code, over calls"),
     _key("S", "step_line('into')", "Line in", "next line, into a called model function"),

@@ -82,6 +82,22 @@ def test_diff_kv_cache_agrees(capsys):
 
 
 @pytest.mark.parametrize(
+    "b_prompt, position, tokens", [("JULIET", 0, "('R' vs 'J')"), ("ROMEOS", 5, "(':' vs 'S')")]
+)
+def test_diff_of_two_prompts_names_the_token_they_differ_in(capsys, b_prompt, position, tokens):
+    # Different prompts make every module differ: the verdict says so, not "lost in code".
+    args = ["diff", "--config", "tiny", "--device", "cpu", "--prompt", "ROMEO:"]
+    code, out, _ = gpt_tui(capsys, *args, "--b-prompt", b_prompt, "--json")
+    assert code == 0
+    first = json.loads(out)["first_divergence"]
+    assert first["token_position"] == position
+    assert first["message"].startswith(f"the prompts differ at token {position} {tokens}")
+    assert "lost in code" not in first["message"]
+    code, out, _ = gpt_tui(capsys, *args, "--b-prompt", b_prompt)
+    assert code == 0 and f"first divergence: the prompts differ at token {position}" in out
+
+
+@pytest.mark.parametrize(
     "extra, needles",
     [
         (["--b-prompt", "To"], ["run A has 6 tokens and run B 2", "same token length"]),

@@ -182,3 +182,19 @@ def test_a_b_model_file_needs_weights_when_a_is_random():
             debugger.compare_runs(BSpec(kv_cache=True))
     finally:
         debugger.close()
+
+
+def test_runs_on_different_tokens_say_so_before_any_module():
+    model = ours("nanochat")
+    other = [*IDS[:3], 40, *IDS[4:]]
+    result = compare(Run(model, IDS, tokens=[str(i) for i in IDS]), Run(model, other, label="B"))
+    first = result.first_divergence
+    assert first is not None and first.token_position == 3
+    assert first.message.startswith("the prompts differ at token 3 ('9' vs id 40)")
+    # a cached decode compares the last position only, yet the earlier tokens fill its cache
+    cached = compare(Run(model, IDS), Run(model, other, kv_cache=True, label="B"))
+    assert cached.positions == (7,) and cached.first_divergence is not None
+    assert cached.first_divergence.token_position == 3
+    # the same tokens: no such sentence
+    same = compare(Run(model, IDS), Run(model, IDS, kv_cache=True, label="B"))
+    assert same.first_divergence is None

@@ -338,6 +338,7 @@ def _value_embeds_checkpoint(folder: Path, channels: int, **recorded) -> Path:
     data = json.loads(meta.read_text())
     upstream = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd")
     data["model_config"] = {k: config_to_dict(model.config)[k] for k in upstream} | recorded
+    data.pop("gpt_tui_config")  # as upstream writes it: the era is read off the keys
     meta.write_text(json.dumps(data))
     return folder
 

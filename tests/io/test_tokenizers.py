@@ -74,7 +74,7 @@ def test_byte_round_trip_and_labels():
         "⏎",
         "␣",
         "⇥",
-        "\\x00",
+        "<0x00>",
         "<0xE2>",
         "<280>",
     ]
@@ -89,7 +89,7 @@ def test_byte_tokenizer_for_a_small_vocabulary():
 
 def test_char_labels():
     tok = CharTokenizer(["\n", " ", "a", "\x07"])
-    assert [tok.token_str(i) for i in range(5)] == ["⏎", "␣", "a", "\\x07", "<4>"]
+    assert [tok.token_str(i) for i in range(5)] == ["⏎", "␣", "a", "<0x07>", "<4>"]
     assert printable("a b\nc") == "a␣b⏎c"
 
 

@@ -17,7 +17,7 @@ it, so the report climbs to the enclosing point whose input agreed).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -50,6 +50,7 @@ class Run:
     kv_cache: bool = False  # prefill ids[:-1], then decode ids[-1] with the cache
     interventions: Sequence[InterventionSpec] = ()
     label: str = "A"
+    tokens: Sequence[str] | None = None  # the ids as text, to name a token the runs differ in
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Divergence:
     input_max_abs_diff: float | None  # None: a point with no input of its own (embedding)
     first_probe: str  # the earliest probe beyond the tolerance (a leaf inside `name`)
     message: str
+    token_position: int | None = None  # the first position where the runs' token ids differ
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,13 @@ def compare(
                 in_pairs.append(pair)
         input_dist = dict(zip(in_names, _distances(in_pairs), strict=True))
     divergence = _first_divergence(records, input_dist, by_name, tol)
+    token = _first_token_difference(run_a, run_b, positions)
+    if divergence is not None and token is not None:
+        # The inputs differ by the user's choice: "lost in code between probes" would mislead.
+        position, said = token
+        d = divergence
+        said += f" (from {d.name} on, by up to {d.max_abs_diff:.3g})"
+        divergence = replace(d, message=said, token_position=position)
     notes = []
     if cap_a.dtype != cap_b.dtype:
         notes.append(
@@ -366,6 +375,25 @@ def compare(
         )
     return Comparison(
         tuple(records), divergence, tol, tuple(positions), tuple(unmatched), tuple(notes)
+    )
+
+
+def _first_token_difference(a: Run, b: Run, positions: list[int]) -> tuple[int, str] | None:
+    """The first position up to the last compared where the runs are given different token
+    ids, and a sentence naming it: there the inputs differ by the user's choice, not by code
+    (a KV-cached run's earlier tokens count too: they fill its cache)."""
+    last = positions[-1] if positions else -1
+    ids_a, ids_b = [int(i) for i in a.ids[: last + 1]], [int(i) for i in b.ids[: last + 1]]
+    pairs = zip(ids_a, ids_b, strict=True)  # positions are ones both runs have
+    at = next((p for p, (x, y) in enumerate(pairs) if x != y), None)
+    if at is None:
+        return None
+
+    def name(run: Run) -> str:
+        return repr(run.tokens[at]) if run.tokens is not None else f"id {int(run.ids[at])}"
+
+    return at, (
+        f"the prompts differ at token {at} ({name(a)} vs {name(b)}): every module after it differs"
     )
 
 

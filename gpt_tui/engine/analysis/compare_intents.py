@@ -115,8 +115,14 @@ class Comparison:
             own = model_b is not a.model  # A's blocks check already
             with runner.cancellable_model(model_b) if own else nullcontext():
                 result = compare(
-                    Run(a.model, ids_a),
-                    Run(model_b, ids_b, kv_cache=b.kv_cache, label="B"),
+                    Run(a.model, ids_a, tokens=_labels(a, ids_a)),
+                    Run(
+                        model_b,
+                        ids_b,
+                        kv_cache=b.kv_cache,
+                        label="B",
+                        tokens=_labels(source, ids_b),
+                    ),
                     leaves=leaves,
                 )
         finally:

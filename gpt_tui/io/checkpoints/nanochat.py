@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models.config import ConfigError
-from ..nanochat_eras import nanochat_config_from_checkpoint, softcap_note
+from ..nanochat_eras import EXTRAS_KEY, nanochat_config_from_checkpoint, softcap_note
 from .reading import CheckpointError, Parsed, plain, read_json, state_dict_of, torch_load
 
 NANOCHAT_MODEL = re.compile(r"model_(\d+)\.pt$")
@@ -61,7 +61,14 @@ def read_nanochat_meta(model_file: Path) -> tuple[Path, Mapping[str, Any]]:
     meta = read_json(meta_file)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("model_config"), Mapping):
         raise CheckpointError(f"{meta_file.name} has no 'model_config' dict")
+    if not isinstance(meta.get(EXTRAS_KEY, {}), Mapping):
+        raise CheckpointError(f"{meta_file.name}: '{EXTRAS_KEY}' is not a dict")
     return meta_file, meta
+
+
+def nanochat_settings(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting the meta records: nanochat's model_config and, in ours, the rest."""
+    return {**meta["model_config"], **meta.get(EXTRAS_KEY, {})}
 
 
 def nanochat_info(meta_file: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,14 +84,15 @@ def parse_nanochat(model_file: Path, state: Any | None) -> Parsed:
     if state is None:
         state = torch_load(model_file)
     sd = state_dict_of(state, model_file.name)
+    settings = nanochat_settings(meta)
     try:
-        config = nanochat_config_from_checkpoint(meta["model_config"], sd, model_file.name)
+        config = nanochat_config_from_checkpoint(settings, sd, model_file.name)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     except TypeError as e:
         raise CheckpointError(f"{meta_file.name}: model_config does not fit ({e})") from None
     info = nanochat_info(meta_file, meta)
-    info["softcap_note"] = softcap_note(config, meta["model_config"], model_file.name)
+    info["softcap_note"] = softcap_note(config, settings, model_file.name)
     return Parsed(
         "nanochat",
         "nanochat",

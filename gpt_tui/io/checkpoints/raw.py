@@ -11,7 +11,13 @@ from typing import Any
 import torch
 
 from ..tokenizers import Tokenizer
-from .nanochat import latest_model_file, nanochat_info, nanochat_vocab_files, read_nanochat_meta
+from .nanochat import (
+    latest_model_file,
+    nanochat_info,
+    nanochat_settings,
+    nanochat_vocab_files,
+    read_nanochat_meta,
+)
 from .nanogpt import is_nanogpt_ckpt, nanogpt_info, nanogpt_vocab_files
 from .reading import CheckpointError, is_state_dict, state_dict_of, torch_load
 from .vocab import choose_tokenizer
@@ -20,10 +26,11 @@ from .vocab import choose_tokenizer
 @dataclass
 class RawCheckpoint:
     path: Path
-    model_args: dict[str, Any]  # nanoGPT `model_args`, or nanochat `model_config`
+    model_args: dict[str, Any]  # nanoGPT `model_args`, or nanochat's every setting
     state_dict: dict[str, torch.Tensor]  # `_orig_mod.` prefixes stripped
     tokenizer: Tokenizer
     info: dict[str, Any] = field(default_factory=dict)
+    nanochat: bool = False  # model_args may hold settings of ours nanochat's code has no field for
 
 
 def _weights_file(path: Path) -> Path:
@@ -53,7 +60,7 @@ def read_raw_checkpoint(
         found = nanogpt_vocab_files(weights, obj)
     elif is_state_dict(obj):
         meta_file, meta = read_nanochat_meta(weights)
-        args = meta["model_config"]
+        args = nanochat_settings(meta)
         sd = state_dict_of(obj, weights.name)
         info = nanochat_info(meta_file, meta)
         found = nanochat_vocab_files(weights.parent)
@@ -69,4 +76,4 @@ def read_raw_checkpoint(
     tok = choose_tokenizer(
         vocab if isinstance(vocab, int) else None, found, tokenizer or meta_path, info
     )
-    return RawCheckpoint(weights, args, sd, tok, info)
+    return RawCheckpoint(weights, args, sd, tok, info, nanochat=not is_nanogpt_ckpt(obj))

@@ -21,6 +21,7 @@ from typing import IO, Any
 import torch
 
 from ...models.config import config_to_dict
+from ..nanochat_eras import EXTRAS_KEY, split_model_config
 from ..tokenizers import CharTokenizer
 from .nanochat import NANOCHAT_MODEL
 
@@ -156,7 +157,12 @@ def save_nanochat_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None:
         _write_if_changed(out / "tokenizer.json", json.dumps(tokenizer.to_json()).encode())
-    meta = {"step": step, "model_config": config_to_dict(model.config), **(extra_meta or {})}
+    meta: dict[str, Any] = {"step": step}
+    if model.config.family == "nanochat":  # nanochat's GPTConfig(**model_config) builds it
+        meta["model_config"], meta[EXTRAS_KEY] = split_model_config(model.config)
+    else:
+        meta["model_config"] = config_to_dict(model.config)
+    meta.update(extra_meta or {})
     atomic_write_text(out / f"meta_{step:06d}.json", json.dumps(meta, indent=2))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     path = out / f"model_{step:06d}.pt"

@@ -123,9 +123,9 @@ def kv_text(view: GenerationView, heads: tuple[int, int, int] | None = None) -> 
 
 
 def token_text(label: str) -> str:
-    """A token label on one line: escapes as in the candidates table, a space as ␣."""
-    text = repr(label)[1:-1]
-    return text.replace(" ", "␣") if text.isspace() or not text else text
+    """A token label as the engine writes it for the CLI too (already one printable line:
+    `<0x8D>` for a byte, ⏎ for a newline), and an empty one as ␣."""
+    return label or "␣"
 
 
 def lens_line(view: GenerationView) -> Text:

@@ -16,6 +16,8 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.css.scalar import Unit
+from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -24,6 +26,7 @@ from ...engine.core.tensors import TensorView
 from ..messages import IntentRequested
 
 CELL = 7  # characters per value, its space included
+CHROME_LINES = 4  # title, histogram, column numbers and column norms around the rows
 BARS = " ▁▂▃▄▅▆▇█"
 
 
@@ -85,7 +88,7 @@ class TensorViewer(Widget, can_focus=True):
     class GotoAsked(Message):
         """`g`: the pane opens its box for the index to scroll to."""
 
-    view: reactive[TensorView | None] = reactive(None)
+    view: reactive[TensorView | None] = reactive(None, layout=True)  # its rows set its height
     expr: reactive[str] = reactive("")
     top = reactive(0)  # the first row and column drawn, within the values held
     left = reactive(0)
@@ -99,12 +102,35 @@ class TensorViewer(Widget, can_focus=True):
                 row, col = np.unravel_index(int(np.argmax(finite)), finite.shape)
                 self.goto(int(row) + new.row_start, int(col) + new.col_start)
 
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """The lines the rows held need, within what the pane's other parts leave: a
+        flexible (fr) one keeps its min-height, the others the height they have."""
+        needed = (self.view.values.shape[0] if self.view else 1) + CHROME_LINES
+        if self.parent is None:
+            return needed
+        taken = 0
+        for other in self.parent.children:
+            if other is self or not other.display:
+                continue
+            height, least = other.styles.height, other.styles.min_height
+            if height is not None and height.unit == Unit.FRACTION:
+                taken += int(least.value) if least is not None else 1
+            else:
+                taken += other.outer_size.height
+        return max(1, min(needed, container.height - taken))
+
     def _grid(self) -> tuple[int, int]:
         """Rows and columns of cells that fit."""
         view = self.view
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1 if view else 2
         width = max(self.size.width, 40)
-        return max(1, self.size.height - 4), max(1, (width - label_w - CELL - 1) // CELL)
+        rows = max(1, self.size.height - CHROME_LINES + (not self._histogram_fits()))
+        return rows, max(1, (width - label_w - CELL - 1) // CELL)
+
+    def _histogram_fits(self) -> bool:
+        """Whether the histogram line has room: short of it, the rows come first."""
+        held = self.view.values.shape[0] if self.view else 0
+        return self.size.height >= held + CHROME_LINES
 
     def goto(self, row: int, col: int) -> str | None:
         """Scroll so that (row, col) of the slice is in view, near the middle; what is
@@ -153,14 +179,15 @@ class TensorViewer(Widget, can_focus=True):
         title = f"{self.expr}[{lead}{', ' if lead else ''}:, :]"
         text.append(title, style="bold")
         text.append(f"  {view.summary}"[: max(width - len(title), 0)] + "\n", style="dim")
-        lo, hi = view.hist_edges[0], view.hist_edges[-1]
-        bars = histogram_line(view.hist_counts)
-        text.append(f"hist {number(float(lo))} ", style="dim")
-        text.append(bars, style="green")
-        rows, columns = view.slice_shape
-        tail = f" {number(float(hi))}  {rows}×{columns}  g go to · [ ] index · arrows"
-        used = len(f"hist {number(float(lo))} ") + len(bars)
-        text.append(tail[: max(width - used, 0)] + "\n", style="dim")
+        if self._histogram_fits():
+            lo, hi = view.hist_edges[0], view.hist_edges[-1]
+            bars = histogram_line(view.hist_counts)
+            text.append(f"hist {number(float(lo))} ", style="dim")
+            text.append(bars, style="green")
+            rows, columns = view.slice_shape
+            tail = f" {number(float(hi))}  {rows}×{columns}  g go to · [ ] index · arrows"
+            used = len(f"hist {number(float(lo))} ") + len(bars)
+            text.append(tail[: max(width - used, 0)] + "\n", style="dim")
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1
         n_rows, n_cols = self._grid()
         values = view.values[self.top : self.top + n_rows, self.left : self.left + n_cols]

@@ -47,8 +47,16 @@ class TrainPanel(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "train('into')", "Into", tooltip="the next event of the training step"),
-        Binding("n", "train('over')", "Phase", tooltip="to the next phase of the step"),
-        Binding("o", "train('out')", "Phase", show=False, tooltip="to the next phase"),
+        Binding(
+            "n", "train('over')", "Phase", tooltip="over the rest of this phase, to the next one"
+        ),
+        Binding(
+            "o",
+            "train('out')",
+            "Phase",
+            show=False,
+            tooltip="out of this phase, to the next one (as n: the phases do not nest)",
+        ),
         Binding("c", "train('continue')", "Cont", tooltip="to the first NaN/Inf or the end"),
         Binding("h", "health", "Health", tooltip=f"{HEALTH_STEPS} training steps: the curves"),
     ]
@@ -95,7 +103,7 @@ class TrainPanel(Vertical):
         self.query_one("#train-batch", Static).update(batch_text(view.batch, width))
         self.query_one("#train-current", Static).update(current_text(view))
         health = self.query_one("#train-health", Static)
-        health.update(health_text(view.health, width))
+        health.update(health_text(view.health, width, view.options))
         health.display = view.health is not None and bool(view.health.steps)
         self._fill_table(view)
 

@@ -4,6 +4,7 @@ sparklines over the health run. Plain functions of a `TrainingView`, no widgets.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from ...engine.core.debug_state import TrainingBatch, TrainingView
     from ...engine.core.trace import TensorStats
     from ...engine.training.health import Health
+    from ...engine.training.step import StepOptions
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BATCH_ROWS = 2  # rows of the batch shown; the CLI's --json has them all
@@ -141,7 +143,23 @@ def sparkline(values: list[float], width: int) -> str:
     )
 
 
-def health_text(health: Health | None, width: int) -> Text:
+# The health flags advise the CLI's `--lr`; the Train tab has no learning-rate setting of
+# its own, so here the advice says what it steps with and where another is set.
+_LR_ADVICE = re.compile(r"\b(lower|raise) --lr\)$")
+
+
+def app_flag(flag: str, options: StepOptions) -> str:
+    """A health flag in the app's terms."""
+    return _LR_ADVICE.sub(
+        lambda m: (
+            f"{m[1]} the learning rate: this tab steps {options.optimizer} at lr "
+            f"{options.lr:g}; try another with gpt-tui train-step --lr)"
+        ),
+        flag,
+    )
+
+
+def health_text(health: Health | None, width: int, options: StepOptions) -> Text:
     """Sparklines of loss, grad norm and the largest update ratio per layer (log10)."""
     text = Text()
     if health is None or not health.steps:
@@ -162,7 +180,7 @@ def health_text(health: Health | None, width: int) -> Text:
         logs = [math.log10(v) if v > 0 else math.nan for v in values]
         line(f"Δw/w {layer}", logs, f"{values[-1]:.1e}")
     for flag in health.flags:
-        text.append(f"⚑ {flag}\n", style="yellow")
+        text.append(f"⚑ {app_flag(flag, options)}\n", style="yellow")
     if health.stopped is not None:
         where = health.stopped
         text.append(

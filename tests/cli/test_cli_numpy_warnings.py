@@ -8,12 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
-# The fix is in gpt_tui/engine/core/stats.py, owned elsewhere: see the polish report.
-PENDING = pytest.mark.xfail(strict=True, reason="stats.py's reductions still warn")
 
 
 def gpt_tui(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -28,7 +24,6 @@ def assert_quiet(result: subprocess.CompletedProcess) -> None:
     assert "RuntimeWarning" not in result.stderr, result.stderr
 
 
-@PENDING
 def test_weights_beyond_float32_squares_print_no_overflow_warning(tmp_path):
     """SGD at lr 30 sends the weights past 1e19, whose squares float32 cannot hold."""
     (tmp_path / "text.txt").write_text(TEXT * 200)
@@ -39,7 +34,6 @@ def test_weights_beyond_float32_squares_print_no_overflow_warning(tmp_path):
     assert "stopped at step" in result.stdout  # it did blow up
 
 
-@PENDING
 def test_a_watched_case_reopens_without_invalid_value_warnings(tmp_path):
     """The example's diverging run (inf and -inf in one activation) saves a case."""
     (tmp_path / "text.txt").write_text(TEXT * 200)

@@ -88,12 +88,13 @@ def _host_row(a: np.ndarray) -> np.ndarray:
         inf = int(a.size - mask.sum()) - nan
         finite = a[mask]
         lo, hi = (finite.min(), finite.max()) if finite.size else (np.inf, -np.inf)
-    flat = finite.reshape(-1)
+    flat = finite.reshape(-1).astype(np.float64)  # float32 squares overflow beyond ~1.8e19
     return _host_pack(flat.sum(), np.sqrt(np.dot(flat, flat)), lo, hi, a.size - _zeros(a), nan, inf)
 
 
 def _host_pack(total: float, norm: float, lo: float, hi: float, *counts: int) -> np.ndarray:
-    floats = np.array([total, norm, lo, hi], dtype=np.float32)
+    with np.errstate(over="ignore"):  # a statistic beyond float32's range is inf, as in torch
+        floats = np.array([total, norm, lo, hi], dtype=np.float32)
     return np.concatenate([floats.view(np.int32).astype(np.int64), np.array(counts, np.int64)])
 
 
@@ -115,12 +116,14 @@ def _batch_rows(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     flat = np.concatenate(arrays).astype(np.float64)
     finite = np.logical_and.reduceat(np.isfinite(flat), starts)
-    total = np.add.reduceat(flat, starts)
-    norm = np.sqrt(np.add.reduceat(flat * flat, starts))
-    lo = np.minimum.reduceat(flat, starts)
-    hi = np.maximum.reduceat(flat, starts)
+    # A segment holding inf and -inf sums to NaN here; `_host_row` redoes such segments.
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = np.add.reduceat(flat, starts)
+        norm = np.sqrt(np.add.reduceat(flat * flat, starts))
+        lo = np.minimum.reduceat(flat, starts)
+        hi = np.maximum.reduceat(flat, starts)
+        floats = np.stack([total, norm, lo, hi], axis=1).astype(np.float32)
     zeros = np.add.reduceat(flat == 0, starts, dtype=np.int64)
-    floats = np.stack([total, norm, lo, hi], axis=1).astype(np.float32)
     counts = np.stack([sizes - zeros, np.zeros_like(zeros), np.zeros_like(zeros)], axis=1)
     packed = np.concatenate([floats.view(np.int32).astype(np.int64), counts], axis=1)
     return [row if ok else _host_row(a) for row, ok, a in zip(packed, finite, arrays, strict=True)]

@@ -40,13 +40,16 @@ class Terminal:
     def tmux(self, *args: str) -> str:
         import subprocess
 
+        # The size comes from the terminal: COLUMNS / LINES would override it (shutil).
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         command = ["tmux", "-L", self.socket, *args]
-        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
 
     def start(self, shell: str, width: int, height: int) -> None:
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", self.session,
-                  "-x", str(width), "-y", str(height), shell)
-        self.tmux("resize-window", "-t", self.session, "-x", str(width), "-y", str(height))
+        size = ("-x", str(width), "-y", str(height))
+        shell = f"unset COLUMNS LINES; {shell}"
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", self.session, *size, shell)
+        self.tmux("resize-window", "-t", self.session, *size)
 
     def screen(self) -> str:
         import subprocess
@@ -68,7 +71,13 @@ class Terminal:
             if condition():
                 return
             time.sleep(0.1)
-        pytest.fail(f"timed out waiting for {what}; the screen was:\n{self.screen()}")
+        try:
+            shape = "#{window_width}x#{window_height}"
+            size = self.tmux("display", "-p", "-t", self.session, shape)
+        except Exception as exc:  # noqa: BLE001 - only to describe the failure
+            size = f"unknown ({exc})"
+        screen = self.screen()
+        pytest.fail(f"timed out waiting for {what}; the {size.strip()} screen was:\n{screen}")
 
     def close(self) -> None:
         import subprocess

@@ -319,7 +319,10 @@ def test_attach_app_in_a_real_terminal(tmp_path: Path, terminal) -> None:
     try:
         assert f"listening on {path}" in train.stderr.readline()
         terminal.start(shell, 100, 30)
-        terminal.wait_for("the app on the run's copy", lambda: "lm_head" in screen())
+        # the run's checkpoint in the header and the prompt bar: in any layout (a narrow
+        # terminal steps the module tree aside)
+        opened = lambda: "ckpt.pt nanogpt" in screen() and "prompt ›" in screen()  # noqa: E731
+        terminal.wait_for("the app on the run's copy", opened)
         terminal.keys("6")
         terminal.wait_for(
             "the Train tab on the run's batch", lambda: "from the run's batch" in screen()

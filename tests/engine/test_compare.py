@@ -10,7 +10,7 @@ import torch
 
 from gpt_tui.engine.analysis.compare import CompareError, Run, compare, match_points
 from gpt_tui.engine.analysis.interventions import OutputScale
-from gpt_tui.engine.analysis.probes import find_probe_points
+from gpt_tui.engine.analysis.probe_points import find_probe_points
 from gpt_tui.errors import GptTuiError
 from gpt_tui.io.model_file import load_model_file
 from tests.engine.compare_helpers import FIXTURES, ours, user_copy, write_port

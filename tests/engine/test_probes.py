@@ -7,7 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt_tui.engine.analysis.probes import Probes, find_block_list, find_probe_points
+from gpt_tui.engine.analysis.probe_points import find_probe_points
+from gpt_tui.engine.analysis.probes import Probes
+from gpt_tui.engine.core.model_access import find_block_list
 from gpt_tui.models import build_model, make_config
 
 

@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from ...errors import GptTuiError
 from ..core.model_access import logits_from_residual, model_device, output_logits, unwrap_model
-from .probes import find_probe_points, first_tensor
+from .probe_points import find_probe_points, first_tensor
 
 RESIDUAL_TOLERANCE = 1e-4  # relative mismatch of the tracked residual that earns a note
 

@@ -26,7 +26,7 @@ import torch.nn as nn
 from ...errors import GptTuiError
 from ..core.model_access import model_device, unwrap_model
 from .interventions import Interventions, InterventionSpec
-from .probes import MODEL_OUTPUT, ProbePoint, find_probe_points, first_tensor
+from .probe_points import MODEL_OUTPUT, ProbePoint, find_probe_points, first_tensor
 
 # Relative ‖Δ‖/‖a‖ that still counts as agreement, by the coarser dtype of the two runs.
 TOLERANCES: dict[torch.dtype, float] = {

@@ -17,7 +17,8 @@ from ...io.tokenizers import describe_tokenizer
 from ...models import NanoChatConfig, NanoGPTConfig
 from ..core.line_tracer import BACKEND as LINE_BACKEND
 from ..core.model_access import find_block_list
-from .probes import Probes, find_probe_points
+from .probe_points import find_probe_points
+from .probes import Probes
 
 _LINE_NOTES = {
     "sys.monitoring": "events on breakpoint code only",

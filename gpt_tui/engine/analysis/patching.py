@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ...errors import GptTuiError, describe_error
 from ..core.model_access import model_device, output_logits, unwrap_model
-from .probes import find_probe_points, first_tensor
+from .probe_points import find_probe_points, first_tensor
 
 What = Literal["resid_pre", "attn", "mlp", "heads"]
 WHATS: tuple[What, ...] = ("resid_pre", "attn", "mlp", "heads")

@@ -23,7 +23,8 @@ from ...models.progress import OpenProgress as OpenProgress  # for the UI's type
 from ...models.progress import ProgressFn
 from ..analysis.interventions import Interventions
 from ..analysis.lens import LensResult, logit_lens
-from ..analysis.probes import Probes, find_probe_points
+from ..analysis.probe_points import find_probe_points
+from ..analysis.probes import Probes
 from ..analysis.summary import ModelSummary, summarize
 from ..generation.sampling import Candidate, GenerationSession, check_token_ids, token_label
 from .model_access import crop_to_context, last_position_logits, usable_vocab_size

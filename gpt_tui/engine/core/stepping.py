@@ -40,7 +40,9 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..analysis.probes import PendingRecord, ProbePoint, Probes, first_tensor, unwrap_model
+from ..analysis.probe_points import ProbePoint, first_tensor
+from ..analysis.probes import PendingRecord, Probes
+from ..core.model_access import unwrap_model
 from .frames import (
     LINE_MOVES,
     EvaluateError,

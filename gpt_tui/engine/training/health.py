@@ -19,8 +19,7 @@ import torch
 import torch.nn as nn
 
 from ...io.batches import Batch
-from ..analysis.probes import find_block_list, unwrap_model
-from ..core.model_access import model_device
+from ..core.model_access import find_block_list, model_device, unwrap_model
 from .step import NonFinite, StepOptions, Stepper, StepReport, restored
 
 SPIKE_SIGMAS = 3.0

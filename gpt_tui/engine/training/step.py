@@ -4,9 +4,10 @@
   stepper's: the first module whose output holds NaN/Inf while its input did not.
 - The loss is cross-entropy per row and mean over the scored targets (`-1` is ignored, as
   nanoGPT / nanochat). With every target ignored the mean is 0/0: NaN, said in words.
-- Backward: full backward hooks on every probed module record grad_output / grad_input
-  stats in the order autograd calls them (the reverse of forward). The gradient watchpoint
-  is the first module whose grad_input holds NaN/Inf while its grad_output was finite.
+- Backward: tensor hooks on every probed module's output and input (backward_read.py)
+  record grad_output / grad_input stats in the order autograd produces them (the reverse
+  of forward). The gradient watchpoint is the first module whose grad_input holds NaN/Inf
+  while its grad_output was finite.
 - After backward: per-parameter gradient norms, the global norm before and after clipping;
   then an AdamW (or SGD) step and each parameter's update ratio ||dw|| / ||w||.
 - The weights, buffers and `.grad`s are put back bit-exactly unless `keep`.
@@ -20,7 +21,7 @@ import math
 import weakref
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,10 +32,18 @@ import torch.nn.functional as F
 from ...errors import GptTuiError
 from ...io.batches import IGNORE, Batch
 from ..analysis.interventions import get_module, inject_nonfinite
-from ..analysis.probes import Probes, find_probe_points, first_tensor, unwrap_model
-from ..core.model_access import model_device, output_logits
-from ..core.stats import Parcel, stats_row, to_host
+from ..analysis.probes import Probes
+from ..core.model_access import model_device, output_logits, unwrap_model
+from ..core.stats import to_host
 from ..core.trace import ProbeRecord, TensorStats
+from .backward_read import (
+    BackwardEvent,
+    BackwardRecord,
+    backward_events,
+    backward_watch,
+    grad_hooks,
+    post_backward,
+)
 from .snapshot import restored
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
@@ -64,15 +73,6 @@ class StepOptions:
 class NonFinite:
     phase: Phase
     where: str
-
-
-@dataclass(frozen=True)
-class BackwardEvent:
-    index: int
-    name: str
-    kind: str
-    grad_output: TensorStats | None
-    grad_input: TensorStats | None  # None: no input needs a gradient (token ids)
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,6 @@ class StepReport:
         return max(ratios, default=math.nan)
 
 
-@dataclass
-class _Backward:
-    """What the backward hooks saw, in the order autograd called them: per module its
-    name, kind, and the stats rows and sizes of grad_output and grad_input."""
-
-    rows: list[tuple[str, str, Any, int, Any, int]] = field(default_factory=list)
-
-
 def check_module(model: nn.Module, path: str, what: str) -> nn.Module:
     try:
         return get_module(unwrap_model(model), path)
@@ -133,99 +125,6 @@ def autocast_dtype(name: str | None) -> torch.dtype | None:
     return dtypes[name]
 
 
-def _poison(t: torch.Tensor) -> torch.Tensor:
-    t = t.clone()
-    t.view(-1)[-1] = math.nan
-    return t
-
-
-def _grad_input_at(args: tuple) -> int | None:
-    """Where the module's grad_input comes from: its first positional tensor needing one."""
-    return next(
-        (i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad), None
-    )
-
-
-def _grad_hooks(
-    model: nn.Module, opts: StepOptions, record: _Backward, check: Callable[[], None] | None
-) -> list[torch.utils.hooks.RemovableHandle]:
-    """Backward read through tensor hooks (cheaper than full backward hooks, which wrap
-    every module's inputs and outputs in an autograd Function): the gradient of a module's
-    output is its grad_output; its input is replaced by an alias (a view) that the module
-    alone uses, whose gradient is its grad_input, however else the input is used."""
-    target = None
-    if opts.inject_grad_nan:
-        target = check_module(model, opts.inject_grad_nan, "--inject-grad-nan")
-        if isinstance(target, nn.Embedding):
-            raise TrainingError(
-                f"--inject-grad-nan {opts.inject_grad_nan}: an embedding's input is token ids, "
-                f"it has no input gradient (name a block, attn or mlp)"
-            )
-
-    def event(name: str, kind: str, go: torch.Tensor | None, gi: torch.Tensor | None) -> None:
-        if check is not None:
-            check()
-        record.rows.append((
-            name, kind,
-            stats_row(go) if go is not None else None, go.numel() if go is not None else 0,
-            stats_row(gi) if gi is not None else None, gi.numel() if gi is not None else 0,
-        ))  # fmt: skip
-
-    def alias(module: nn.Module, args: tuple) -> tuple | None:
-        at = _grad_input_at(args)
-        if at is None:
-            return None
-        x = args[at].view_as(args[at])
-        if module is target:
-            x.register_hook(_poison)
-        return (*args[:at], x, *args[at + 1 :])
-
-    handles = []
-    for point in find_probe_points(model):
-        module = point.module
-        if module is None or module is unwrap_model(model):
-            continue
-
-        def after(_m: nn.Module, args: tuple, out: Any, name=point.name, kind=point.kind) -> None:
-            y, at = first_tensor(out), _grad_input_at(args)
-            if y is None or not y.requires_grad:
-                return
-            if at is None:  # no input gradient (token ids): the event is the output's
-                y.register_hook(lambda g: event(name, kind, g, None))
-                return
-            seen: list[torch.Tensor] = []
-            y.register_hook(seen.append)  # autograd reaches the output first
-            args[at].register_hook(lambda g: event(name, kind, seen[0] if seen else None, g))
-
-        if not isinstance(module, nn.Embedding):
-            handles.append(module.register_forward_pre_hook(alias))
-        handles.append(module.register_forward_hook(after))
-    return handles
-
-
-def _parcel(record: _Backward) -> tuple[Parcel, list[tuple[int, int]]]:
-    """The backward's stats rows, posted to ride with the gradient norms' transfer, and
-    where each goes: (event, 0 for grad_output / 1 for grad_input)."""
-    rows, numels, where = [], [], []
-    for i, (_, _, go, n_go, gi, n_gi) in enumerate(record.rows):
-        for slot, row, n in ((0, go, n_go), (1, gi, n_gi)):
-            if n:
-                rows.append(row)
-                numels.append(n)
-                where.append((i, slot))
-    return Parcel(rows, numels).post(), where
-
-
-def _events(
-    record: _Backward, parcel: Parcel, where: list[tuple[int, int]]
-) -> tuple[BackwardEvent, ...]:
-    stats: dict[tuple[int, int], TensorStats] = dict(zip(where, parcel.read(), strict=True))
-    return tuple(
-        BackwardEvent(i, name, kind, stats.get((i, 0)), stats.get((i, 1)))
-        for i, (name, kind, *_) in enumerate(record.rows)
-    )
-
-
 def forward_watch(records: tuple[ProbeRecord, ...]) -> str | None:
     """The first module whose output holds NaN/Inf while its input was finite."""
     last_in: dict[str, TensorStats] = {}
@@ -236,15 +135,6 @@ def forward_watch(records: tuple[ProbeRecord, ...]) -> str | None:
             last_in[r.name] = r.stats
         elif not r.stats.finite and (r.name not in last_in or last_in[r.name].finite):
             return r.name
-    return None
-
-
-def backward_watch(events: tuple[BackwardEvent, ...]) -> str | None:
-    """The first module (backward order) whose grad_input is non-finite, grad_output finite."""
-    for e in events:
-        bad_in = e.grad_input is not None and not e.grad_input.finite
-        if bad_in and (e.grad_output is None or e.grad_output.finite):
-            return e.name
     return None
 
 
@@ -393,7 +283,7 @@ class Stepper:
             self._targets = wants_targets(model, x)
         for p in self.params:
             p.grad = None
-        record = _Backward()
+        record = BackwardRecord()
         with ExitStack() as stack:
             # Overflowing statistics are what is being debugged here: no numpy warnings.
             stack.enter_context(np.errstate(over="ignore", invalid="ignore"))
@@ -401,7 +291,7 @@ class Stepper:
                 for h in inject_nonfinite(opts.inject_nan).install(unwrap_model(model)):
                     stack.callback(h.remove)
             probes = stack.enter_context(Probes(model, inputs=True))
-            for h in _grad_hooks(model, opts, record, check):
+            for h in grad_hooks(model, record, check, self._grad_nan_target()):
                 stack.callback(h.remove)
             with torch.enable_grad():
                 try:
@@ -428,14 +318,14 @@ class Stepper:
             scaled = self.scaler.scale(loss) if self.scaler is not None else loss
             scaled.backward()
             phases.append("backward")
-        parcel, slots = _parcel(record)
+        parcel, slots = post_backward(record)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         # The phase's one transfer: the gradient norms, the backward's stats riding along.
         (host_norms,) = to_host(_norms([g.detach().float() for g in grads]))
         norms = host_norms.tolist()
-        events = _events(record, parcel, slots)
+        events = backward_events(record, parcel, slots)
         where = backward_watch(events)
         if first is None and where is not None:
             first = NonFinite("backward", where)
@@ -484,6 +374,19 @@ class Stepper:
             **report, params=self._rows(norms, updates), phases_run=tuple(phases),
             kept=opts.keep,
         )  # fmt: skip
+
+    def _grad_nan_target(self) -> nn.Module | None:
+        """The module whose grad_input --inject-grad-nan makes NaN, if asked."""
+        path = self.opts.inject_grad_nan
+        if not path:
+            return None
+        target = check_module(self.model, path, "--inject-grad-nan")
+        if isinstance(target, nn.Embedding):
+            raise TrainingError(
+                f"--inject-grad-nan {path}: an embedding's input is token ids, "
+                f"it has no input gradient (name a block, attn or mlp)"
+            )
+        return target
 
     def _forward_nonfinite(
         self, forward: tuple[ProbeRecord, ...], loss: float, note: str | None

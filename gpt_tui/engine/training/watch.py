@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..analysis.probes import find_probe_points, first_tensor
+from ..analysis.probe_points import find_probe_points, first_tensor
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
 from .watch_finding import Finding, Phase
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..analysis.probes import first_tensor
+from ..analysis.probe_points import first_tensor
 
 
 def inner_module(model: nn.Module) -> nn.Module:

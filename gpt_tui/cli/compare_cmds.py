@@ -4,7 +4,6 @@ arguments of the comparison commands (patch and attribute live in patch_cmds).""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,23 +46,6 @@ def add_diff_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leaves", action="store_true", help="also compare every Linear and activation")
 
 
-def b_spec(args: argparse.Namespace) -> tuple[ModelSpec, bool]:
-    """B's model: A's, changed by the --b-* arguments; and whether anything changed."""
-    spec = model_spec(args)
-    changes: dict[str, object] = {}
-    if args.b_checkpoint:
-        changes.update(checkpoint=args.b_checkpoint, config=None, sample=None)
-    if args.b_model_file:
-        changes.update(model_file=args.b_model_file, model_class=None, config_class=None)
-    if args.b_dtype:
-        changes.update(dtype=args.b_dtype)
-    if args.b_device:
-        changes.update(device=args.b_device)
-    if args.b_overrides:
-        changes.update(overrides=[*spec.overrides, *args.b_overrides])
-    return dataclasses.replace(spec, **changes), bool(changes)
-
-
 def run_b(args: argparse.Namespace) -> BSpec:
     """The --b-* flags as the Debugger's run B (the app's Compare tab builds the same)."""
     from ..engine.analysis.compare_intents import BSpec
@@ -96,7 +78,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json(diff_json(result))
         return 0
-    b = b_spec(args)[0]
+    from ..engine.analysis.compare_intents import b_model_spec
+
+    b = b_model_spec(a, run_b(args))  # the engine's own: what B opened
     b_name = Path(b.checkpoint).parent.name if args.b_checkpoint and b.checkpoint else a.name
     _print_diff(result, _label(model_spec(args), a.name), _label(b, b_name))
     return 0

@@ -451,8 +451,9 @@ class GptTuiApp(App[int]):
         self.query_one(PromptBar).edit()
 
     def action_focus_text_box(self) -> None:
-        """The shown tab's own text box (Code: the expression, Diff: B's prompt), else the
-        prompt: typing there can never set off a one-letter key."""
+        """The shown tab's own text box (Code: where to break, or the expression when paused
+        at a line; Diff: B's prompt), else the prompt: typing there can never set off a
+        one-letter key."""
         box = self._tabs.text_box(self.query_one(TabbedContent).active)
         if box is None:
             self.action_focus_prompt()

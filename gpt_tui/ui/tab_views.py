@@ -32,8 +32,10 @@ if TYPE_CHECKING:
         facts: ModelFacts | None
 
 
-# The text box `e` goes to in each tab that has one (the others: the prompt bar).
+# The text box `e` goes to in each tab that has one (the others: the prompt bar). The
+# Code tab has two: where to break until a pass is paused at a line, then the expression.
 TEXT_BOXES = {"code": "#code-eval", "compare": "#compare-b-prompt"}
+CODE_BREAK_BOX = "#code-break"
 
 
 class TabViews:
@@ -74,6 +76,9 @@ class TabViews:
         selector = TEXT_BOXES.get(tab)
         if selector is None or tab not in self.mounted:
             return None
+        state = self._app.state
+        if tab == "code" and (state is None or state.frame is None):
+            selector = CODE_BREAK_BOX
         return self._app.query_one(f"#{tab}", TabPane).query_one(selector, Input)
 
     def feed(self, tab: str) -> None:

@@ -102,7 +102,7 @@ async def test_q_with_nothing_to_lose_quits_at_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tab", "box"), [("7", "#code-eval"), ("8", "#compare-b-prompt"), ("1", "#prompt")]
+    ("tab", "box"), [("7", "#code-break"), ("8", "#compare-b-prompt"), ("1", "#prompt")]
 )
 async def test_e_puts_the_keys_in_the_tabs_text_box(tab: str, box: str) -> None:
     """From the tab strip, `e` and then what the box's example says: the text lands in the
@@ -122,6 +122,22 @@ async def test_e_puts_the_keys_in_the_tabs_text_box(tab: str, box: str) -> None:
         app.query_one(Tabs).focus()
         await settle(pilot)
         assert "e" in footer_keys(app)  # said where the keys are
+
+
+async def test_e_in_the_code_tab_goes_where_to_break_then_to_the_expression() -> None:
+    """Not paused at a line, the Code tab's useful box is where to break; paused, it is
+    the expression box."""
+    from test_code_pane import kernel_line
+
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7", "e")
+        assert app.focused is not None and app.focused.id == "code-break"
+        await press(pilot, *f"nanogpt.py:{kernel_line()}", "enter", "escape", "C")
+        assert app.state.frame is not None and app.state.frame.line == kernel_line()
+        await press(pilot, "e")
+        assert app.focused is not None and app.focused.id == "code-eval"
 
 
 async def test_r_says_once_that_it_passes_the_breakpoints_by() -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: the UI imports this module before torch loads
-    from ...io.batches import BatchView
     from ..analysis.attention import HeadSummary
     from ..analysis.attribution import Attribution
     from ..analysis.compare import Comparison
@@ -127,6 +126,39 @@ class CompareView:
     tokens: tuple[str, ...] = ()  # the prompt's token labels, for columns and positions
 
 
+@dataclass(frozen=True)
+class TrainingBatchRow:
+    """One row of the batch inspector: the ids, their text, and the ignored targets.
+    (io's `BatchRow` as the engine's own type: a snapshot holds only engine types, so a
+    pane never reaches into io; `test_a_snapshot_is_plain_data` checks it.)"""
+
+    offset: int | None
+    input_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+    input_text: tuple[str, ...]  # one printable piece per token, aligned with the ids
+    target_text: tuple[str, ...]  # "·" where the target is ignored
+    ignored: int  # targets equal to -1
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """The batch a training step runs on, as the batch inspector shows it."""
+
+    source: str
+    rows: tuple[TrainingBatchRow, ...]
+    block: int
+    seed: int
+    step: int
+
+    @property
+    def ignored_targets(self) -> int:
+        return sum(r.ignored for r in self.rows)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.rows) * self.block
+
+
 TrainPhase = Literal["batch", "forward", "loss", "backward", "optimizer", "done"]
 PHASES: tuple[TrainPhase, ...] = ("batch", "forward", "loss", "backward", "optimizer", "done")
 
@@ -135,7 +167,7 @@ PHASES: tuple[TrainPhase, ...] = ("batch", "forward", "loss", "backward", "optim
 class TrainingView:
     """The training debugger at one moment: the batch, the step so far, the health run."""
 
-    batch: BatchView | None
+    batch: TrainingBatch | None
     options: StepOptions
     report: StepReport | None = None
     position: int = 0  # index in `timeline`

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ...io.batches import Batch, BatchSource, batch_view, check_vocab, open_source
+from ...io.batches import Batch, BatchSource, BatchView, batch_view, check_vocab, open_source
 from ...io.batches import prompt_batch as make_prompt_batch
-from ..core.debug_state import TrainingView, TrainPhase
+from ..core.debug_state import TrainingBatch, TrainingBatchRow, TrainingView, TrainPhase
 from .health import HealthStep, train_health
 from .step import StepOptions, StepReport, train_step
 
@@ -120,7 +120,7 @@ class Training:
         self._batch = batch
         self._interventions = self._interventions_now()
         opts = options or (self._view.options if self._view else StepOptions())
-        self._view = TrainingView(batch_view(batch, decode, self._seed), opts)
+        self._view = TrainingView(_plain(batch_view(batch, decode, self._seed)), opts)
         return self._view
 
     def _interventions_now(self) -> tuple[str, ...]:
@@ -221,6 +221,17 @@ def _step_message(view: TrainingView) -> str:
             return f"non-finite: {hit.phase} at {hit.where}"
     module = view.current_module
     return view.phase_line + (f" · {module}" if module else "")
+
+
+def _plain(view: BatchView) -> TrainingBatch:
+    """io's batch inspector data as the engine's own view type."""
+    rows = tuple(
+        TrainingBatchRow(
+            r.offset, r.input_ids, r.target_ids, r.input_text, r.target_text, r.ignored
+        )
+        for r in view.rows
+    )
+    return TrainingBatch(view.source, rows, view.block, view.seed, view.step)
 
 
 __all__ = ["TRAIN_MOVES", "Training", "TrainingView", "TrainPhase"]

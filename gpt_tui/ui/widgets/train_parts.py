@@ -12,11 +12,10 @@ from rich.text import Text
 from ... import formatting as fmt
 
 if TYPE_CHECKING:
-    from ...engine.core.debug_state import TrainingView
+    from ...engine.core.debug_state import TrainingBatch, TrainingView
     from ...engine.core.trace import TensorStats
     from ...engine.training.health import Health
     from ...engine.training.step import StepOptions
-    from ...io.batches import BatchView
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BATCH_ROWS = 2  # rows of the batch shown; the CLI's --json has them all
@@ -54,7 +53,7 @@ def head_text(view: TrainingView, ablations: tuple[str, ...], mode: str = "") ->
     return text
 
 
-def batch_text(batch: BatchView | None, width: int) -> Text:
+def batch_text(batch: TrainingBatch | None, width: int) -> Text:
     """Each row's input over its target, aligned token by token, cut to `width`."""
     text = Text()
     if batch is None:

@@ -99,6 +99,7 @@ try:
             print(f"rank {rank} step {step}: loss {loss.item():.4f}", flush=True)
 except gpt_tui.NonFiniteError as err:
     print(f"rank {rank} raised at step {err.finding.step}", flush=True)
+dist.barrier()  # both ranks past every collective before the group goes (see test_listen)
 dist.destroy_process_group()
 """
 

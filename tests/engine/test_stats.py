@@ -94,3 +94,32 @@ def test_a_pass_of_small_and_large_tensors_is_read_in_one_batch_with_the_same_st
         assert_matches(st, reference(x))
     last = stats[-1]
     assert (last.nan_count, last.numel) == (7, 7) and math.isnan(last.mean)
+
+
+@pytest.mark.parametrize("size", [2, 5000, 100_000])  # the host batch, numpy, torch on cpu
+@pytest.mark.parametrize("path", ["cpu", "accelerator"])
+def test_values_near_float32s_limit_give_their_mean_not_inf(
+    size: int, path: str, monkeypatch
+) -> None:
+    # Activations growing towards overflow are what a user hunting the first inf looks
+    # at: the sum of two 3e38 values is past float32's range, their mean is not.
+    from gpt_tui.engine.core import stats
+
+    if path == "accelerator":  # every row made and read the way a GPU's is
+        monkeypatch.setattr(stats, "FREE_READS", frozenset())
+    x = torch.full((size,), 3e38)
+    x[0] = -1e38
+    s = tensor_stats(x)
+    assert s.finite and math.isfinite(s.mean) and math.isfinite(s.rms)
+    assert_matches(s, reference(x))
+
+
+def test_a_device_without_float64_reads_its_float32_rows(monkeypatch) -> None:
+    from gpt_tui.engine.core import stats
+
+    monkeypatch.setattr(stats, "FREE_READS", frozenset())
+    monkeypatch.setattr(stats, "NO_FLOAT64", frozenset({"cpu"}))  # the rows MPS makes
+    x = torch.randn(3, 70) * 4 + 1
+    x[0, 0] = float("nan")
+    assert_matches(tensor_stats(x), reference(x))
+    assert math.isinf(tensor_stats(torch.full((4,), 3e38)).mean)  # float32 sums, as said

@@ -36,27 +36,46 @@ import torch
 
 from .trace import TensorStats
 
-# Packed row layout: four float32 values bit-cast into int64 slots, then three int64
+# Packed row layout: four float64 values bit-cast into int64 slots, then three int64
 # counts. One dtype lets a whole pass travel to the host as one tensor, with counts exact
-# beyond 2**24 elements (float32 counts would not be) and no float64 (which MPS lacks).
+# beyond 2**24 elements (float32 counts would not be). The sum and the norm are float64:
+# two float32 values of 3e38 sum past float32's range, and their mean is not inf.
 _FLOATS = 4  # sum, l2 norm, min, max (over finite elements)
 ROW_WIDTH = _FLOATS + 3  # + nonzero count, nan count, inf count
 
+# Devices without float64 (MPS): their rows hold float32 bits in the float slots (sums
+# past float32's range read inf there); `_widen` turns them into the float64 layout.
+NO_FLOAT64 = frozenset({"mps"})
+
 
 def _pack(floats: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    bits = floats.to(torch.float32).view(torch.int32).to(torch.int64)
+    if floats.device.type in NO_FLOAT64:
+        bits = floats.to(torch.float32).view(torch.int32).to(torch.int64)
+    else:
+        bits = floats.to(torch.float64).view(torch.int64)
     return torch.cat([bits, counts.to(torch.int64)])
+
+
+def _widen(rows: np.ndarray) -> np.ndarray:
+    """Rows of a device without float64, in the float64 layout."""
+    out = rows.copy()
+    out[:, :_FLOATS] = (
+        rows[:, :_FLOATS].astype(np.int32).view(np.float32).astype(np.float64).view(np.int64)
+    )
+    return out
 
 
 def _finite_row(x: torch.Tensor) -> torch.Tensor:
     """Moments and extremes over finite elements, counts over all: always correct, slower."""
+    wide = torch.float32 if x.device.type in NO_FLOAT64 else torch.float64
     finite = torch.isfinite(x)
     nan = torch.count_nonzero(torch.isnan(x))
     inf = torch.count_nonzero(finite.logical_not()) - nan
     zeroed = torch.where(finite, x, 0.0)
     lo = torch.where(finite, x, torch.inf).amin()
     hi = torch.where(finite, x, -torch.inf).amax()
-    floats = torch.stack([zeroed.sum(), torch.linalg.vector_norm(zeroed), lo, hi])
+    total, norm = zeroed.sum(dtype=wide), torch.linalg.vector_norm(zeroed, dtype=wide)
+    floats = torch.stack([total, norm, lo.to(wide), hi.to(wide)])
     return _pack(floats, torch.stack([torch.count_nonzero(x), nan, inf]))
 
 
@@ -93,9 +112,8 @@ def _host_row(a: np.ndarray) -> np.ndarray:
 
 
 def _host_pack(total: float, norm: float, lo: float, hi: float, *counts: int) -> np.ndarray:
-    with np.errstate(over="ignore"):  # a statistic beyond float32's range is inf, as in torch
-        floats = np.array([total, norm, lo, hi], dtype=np.float32)
-    return np.concatenate([floats.view(np.int32).astype(np.int64), np.array(counts, np.int64)])
+    floats = np.array([total, norm, lo, hi], dtype=np.float64)
+    return np.concatenate([floats.view(np.int64), np.array(counts, np.int64)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,10 +140,10 @@ def _batch_rows(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         norm = np.sqrt(np.add.reduceat(flat * flat, starts))
         lo = np.minimum.reduceat(flat, starts)
         hi = np.maximum.reduceat(flat, starts)
-        floats = np.stack([total, norm, lo, hi], axis=1).astype(np.float32)
+        floats = np.stack([total, norm, lo, hi], axis=1)
     zeros = np.add.reduceat(flat == 0, starts, dtype=np.int64)
     counts = np.stack([sizes - zeros, np.zeros_like(zeros), np.zeros_like(zeros)], axis=1)
-    packed = np.concatenate([floats.view(np.int32).astype(np.int64), counts], axis=1)
+    packed = np.concatenate([floats.view(np.int64), counts], axis=1)
     return [row if ok else _host_row(a) for row, ok, a in zip(packed, finite, arrays, strict=True)]
 
 
@@ -151,12 +169,16 @@ def stats_row(x: torch.Tensor) -> Row | None:
     lo, hi = (float(v) for v in torch.aminmax(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return _finite_row(x)
-    # A dot product is the cheapest sum of squares on the CPU (half a vector_norm); it can
-    # only overflow for values beyond ~1e19, where vector_norm's scaling takes over.
+    # A dot product is the cheapest sum of squares on the CPU (half a vector_norm); it
+    # overflows float32 only for values beyond ~1e19, and the sum only near 3e38: then
+    # both are taken again in float64.
     flat = x.reshape(-1)
-    sumsq = float(torch.dot(flat, flat))
-    norm = math.sqrt(sumsq) if math.isfinite(sumsq) else float(torch.linalg.vector_norm(x))
-    return _host_pack(float(x.sum()), norm, lo, hi, x.numel() - _zeros(x.numpy()), 0, 0)
+    sumsq, total = float(torch.dot(flat, flat)), float(x.sum())
+    if not math.isfinite(sumsq):
+        sumsq = float(torch.dot(flat.double(), flat.double()))
+    if not math.isfinite(total):
+        total = float(x.sum(dtype=torch.float64))
+    return _host_pack(total, math.sqrt(sumsq), lo, hi, x.numel() - _zeros(x.numpy()), 0, 0)
 
 
 def _unknown(numel: int) -> TensorStats:
@@ -166,7 +188,7 @@ def _unknown(numel: int) -> TensorStats:
 
 def _from_host_rows(rows: np.ndarray, numels: np.ndarray) -> list[TensorStats]:
     """`TensorStats` of packed host rows (n, ROW_WIDTH), computed for all rows at once."""
-    floats = rows[:, :_FLOATS].astype(np.int32).view(np.float32).astype(np.float64)
+    floats = np.ascontiguousarray(rows[:, :_FLOATS]).view(np.float64)
     total, norm, lo, hi = floats.T
     nonzero, nan_count, inf_count = rows[:, _FLOATS:].T
     n_finite = numels - nan_count - inf_count
@@ -241,6 +263,8 @@ class Parcel:
             arrived = self._arrived.get(device)
             if arrived is None:
                 arrived = stacked.cpu().numpy()  # the one transfer
+            if device.type in NO_FLOAT64:
+                arrived = _widen(arrived)
             host.update(zip(indices, arrived, strict=True))
         self._stacked = {}  # the device rows are not needed any more
         out = [_unknown(numel) for numel in numels] if len(host) < len(numels) else []

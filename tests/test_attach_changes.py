@@ -134,6 +134,53 @@ def test_a_weight_changed_in_the_app_reaches_the_run_only_when_allowed(
     assert losses[step] != unattached_losses(step + 1)[step]  # the next loss reflects it
 
 
+@pytest.mark.e2e
+def test_a_weight_zeroed_in_a_real_terminal_reaches_the_run(tmp_path: Path, terminal) -> None:
+    """What a user types: the Code tab's boxes reached with `e`, the quit question, the
+    lines printed after the app; the run's next losses are those of a run changed there."""
+    import os
+    import shlex
+
+    path = tmp_path / "run.sock"
+    exit_file = tmp_path / "exit"
+    env = f"GPT_TUI_HIDE_MEMORY=1 PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))}"
+    shell = (
+        f"env {env} {shlex.quote(sys.executable)} -m gpt_tui attach {path} --app "
+        f"--allow-changes; echo EXIT=$? > {exit_file}; sleep 60"
+    )
+    screen = terminal.screen
+    train = _start(str(path), "1")
+    try:
+        assert f"listening on {path}" in train.stderr.readline()
+        terminal.start(shell, 120, 40)
+        terminal.wait_for("the app on the run's copy", lambda: "prompt ›" in screen())
+        terminal.keys("7", "e")  # the Code tab, its break-at box
+        terminal.keys("-l", f"nanogpt.py:{_kernel_line()}")
+        terminal.keys("Enter", "Escape", "C")
+        paused = f"paused at nanogpt.py:{_kernel_line()}"
+        terminal.wait_for("the pause at the kernel", lambda: paused in screen())
+        terminal.keys("e")  # paused at a line: the expression box
+        terminal.keys("-l", "!self.c_proj.weight.data.zero_()")
+        terminal.keys("Enter")
+        terminal.wait_for("the statement to run", lambda: "zero_() → done" in screen())
+        terminal.keys("Escape", "q")
+        terminal.wait_for("the quit question", lambda: "q again to" in screen())
+        terminal.keys("q")
+        terminal.wait_for("the attach to end", exit_file.exists)
+        assert exit_file.read_text().strip() == "EXIT=0"
+        whole = 32 * 32
+        assert f"applied in the run: {CHANGED} ({whole:,} of {whole:,} elements" in screen()
+        out, log = train.communicate(timeout=120)
+    finally:
+        train.kill()
+        train.wait()
+    assert train.returncode == 0, log
+    step = int(log.split("applied the client's changes at step ")[1].split(":")[0])
+    losses = json.loads(out)
+    zero = lambda m: m.transformer.h[0].attn.c_proj.weight.zero_()  # noqa: E731
+    assert losses == changed_losses(len(losses), step, zero)
+
+
 def _raw_attach(path: Path) -> tuple[socket.socket, object]:
     conn = socket.socket(socket.AF_UNIX)
     conn.connect(str(path))

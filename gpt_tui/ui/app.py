@@ -38,6 +38,7 @@ from .settings import UserSettings
 from .stepper_line import StepperLine
 from .tab_views import TEXT_BOXES, TabViews
 from .tabs import TABS
+from .type_ahead import open_box_now
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
 from .widgets.footer import KeyFooter
@@ -264,6 +265,8 @@ class GptTuiApp(App[int]):
             return
         if isinstance(event, events.Key) and not event.is_forwarded:  # not bubbled back up
             self._quit_guard.key(event)
+            if await open_box_now(self, event):
+                return
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
             pressed = isinstance(event, events.MouseDown) and not event.is_forwarded
@@ -457,8 +460,8 @@ class GptTuiApp(App[int]):
         box = self._tabs.text_box(self.query_one(TabbedContent).active)
         if box is None:
             self.action_focus_prompt()
-        else:
-            box.focus()
+        else:  # at once: keys typed right after `e` (a paste, a fast typist over SSH) go in
+            self.screen.set_focus(box)
 
     # -- copy and export (ui/export.py) -------------------------------------------------
 

@@ -140,6 +140,41 @@ async def test_e_in_the_code_tab_goes_where_to_break_then_to_the_expression() ->
         assert app.focused is not None and app.focused.id == "code-eval"
 
 
+def _arriving_together(app, *keys: str) -> None:
+    """Keys posted before any is handled: how a paste, or a fast typist over SSH, reaches
+    the app (Pilot's press waits between keys, and hid the bug)."""
+    from textual import events
+    from textual.keys import _character_to_key
+
+    for key in keys:
+        char = "/" if key == "slash" else key
+        app.post_message(events.Key(_character_to_key(char), char))
+
+
+@pytest.mark.parametrize(
+    ("first", "box"), [("e", "code-eval"), ("p", "prompt"), ("slash", "tree-filter")]
+)
+async def test_keys_right_behind_the_one_that_opens_a_box_go_into_it(first: str, box: str) -> None:
+    """Paused at a line, `e` then `x.std()` at once: before, the focus moved only after
+    the queued keys were handled, so `x` aborted the pause and `s` started a new pass."""
+    from test_code_pane import kernel_line
+
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7", "e", *f"nanogpt.py:{kernel_line()}", "enter", "escape", "C")
+        assert app.state.frame is not None and app.state.frame.line == kernel_line()
+        if first != "slash":
+            await press(pilot, "escape")  # the focus off any box
+        else:
+            await press(pilot, "1", "escape")  # the tree shows (and has the focus)
+        _arriving_together(app, first, *"x.std()")
+        await settle(pilot)
+        assert app.focused is not None and app.focused.id == box
+        assert app.focused.value.endswith("x.std()")
+        assert app.state.frame is not None and app.state.frame.line == kernel_line()
+
+
 async def test_r_says_once_that_it_passes_the_breakpoints_by() -> None:
     app = tiny_app()
     async with app.run_test(size=(80, 24)) as pilot:

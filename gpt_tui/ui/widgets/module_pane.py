@@ -29,7 +29,7 @@ class ModulePane(Vertical):
         box = self.query_one("#tree-filter", Input)
         box.disabled = False
         box.display = True
-        box.focus()
+        self.screen.set_focus(box)  # at once: the keys queued behind `/` go in
 
     def close_empty_filter(self) -> None:
         """Leaving the filter with nothing typed in it hides it again."""

@@ -43,7 +43,7 @@ class PromptBar(Horizontal):
 
     def edit(self) -> None:
         box = self.box
-        box.focus()
+        self.screen.set_focus(box)  # at once: the keys queued behind the one that asked go in
         box.cursor_position = len(box.value)
 
     def watch_prompt(self, prompt: str) -> None:

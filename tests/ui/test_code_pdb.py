@@ -126,6 +126,13 @@ async def test_disable_enable_and_condition_in_the_break_at_box() -> None:
         assert str(source.get_row_at(row)[0]) == "→○"
         await submit(pilot, "#code-break", "enable 3")
         assert str(source.get_row_at(row)[0]) == "→●"
+        source.focus()
+        source.move_cursor(row=0)  # the def line: b there fails, and the box stays empty
+        app.clear_notifications()
+        await press(pilot, "b")
+        (note,) = app._notifications
+        assert "runs no code" in note.message
+        assert app.query_one("#code-break", Input).value == ""
 
         box = app.query_one("#code-break", Input)
         before = app.state.line_table

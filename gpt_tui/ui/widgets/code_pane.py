@@ -263,7 +263,7 @@ class CodePane(Vertical):
         self.example, self.function = "FILE:LINE", "forward"
         self._shown: tuple | None = None  # the last `show` arguments
         self.table: tuple[BreakpointInfo, ...] = ()  # the numbered line breakpoints shown
-        self._sent: str | None = None  # the break-at box's last command, until it fails
+        self._sent: str | None = None  # the break-at box's command, until a snapshot comes
 
     def set_example(self, example: str, function: str) -> None:
         """The model's own file and line (nanochat.py:187 for nanochat) and function
@@ -308,6 +308,7 @@ class CodePane(Vertical):
         hit: BreakpointInfo | None = None,
     ) -> None:
         self._shown = (frame, line_breakpoints, evaluations, tensor_view, displays, table, hit)
+        self._sent = None  # a snapshot came: the command did not fail (or is not the last)
         self.table = table
         where = self.query_one("#code-where", Static)
         if frame is None:

@@ -306,3 +306,13 @@ def test_disable_enable_and_condition_mistakes_are_one_line_and_change_nothing(
             act()
         assert "\n" not in str(err.value)
         assert dbg.state().line_table == before
+
+
+def test_t_stops_at_sample_next_by_itself_where_a_disabled_breakpoint_is(dbg: Debugger) -> None:
+    """T's own stop at sampling's entry is not the user's disabled breakpoint there: no
+    hit is counted and the pause does not name it."""
+    dbg.set_line_breakpoints(["sample_next"])
+    dbg.enable_line_breakpoints([1], on=False)
+    state = dbg.step_token()
+    assert state.stepper_line.endswith(" in sample_next · sampling (T stops here)")
+    assert state.hit is None and state.line_table[0].hits == 0

@@ -91,7 +91,7 @@ def cmd_step(args: argparse.Namespace) -> int:
         if args.inject_nan:
             debugger.add_intervention(inject_nonfinite(args.inject_nan))
         debugger.set_breakpoints(args.breakpoints)
-        step_lines.set_up(debugger, args)  # --break-at, --tbreak, --ignore, --display
+        step_lines.set_up(debugger, args)  # --break-at, --tbreak, --ignore, --disable, ...
         debugger.set_watch(args.watch_nan)
         debugger.set_leaves(args.leaves)
         if args.token:  # the app's `g` N-1 times, then `t`

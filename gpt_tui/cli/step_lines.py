@@ -1,5 +1,5 @@
 """`gpt-tui step`'s line debugging, as pdb's: the line breakpoints (--break-at, --tbreak,
---ignore), the display expressions (--display), the stops (--stops) and how a pause at a
+--ignore, --disable), the display expressions (--display), the stops (--stops) and how a pause at a
 line prints: where, the source around it, the locals, the displays, the expressions
 evaluated there and, with --show, a 2-D slice of a tensor."""
 
@@ -51,6 +51,16 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "and --tbreak are numbered from 1 in the order given)",
     )
     p.add_argument(
+        "--disable",
+        dest="disables",
+        action="append",
+        type=whole(1),
+        default=[],
+        metavar="NUMBER",
+        help="keep line breakpoint NUMBER numbered but stopping nowhere (pdb's disable; "
+        "repeatable): the others keep their numbers",
+    )
+    p.add_argument(
         "--display",
         dest="displays",
         action="append",
@@ -70,12 +80,14 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def set_up(debugger: Debugger, args: argparse.Namespace) -> None:
-    """The line breakpoints, numbered in the order given, their ignore counts and the
-    display expressions."""
+    """The line breakpoints, numbered in the order given, their ignore counts, the ones
+    disabled and the display expressions."""
     for spec in args.line_breakpoints:
         debugger.add_line_breakpoint(spec, temporary=isinstance(spec, Temporary))
     for number, count in args.ignores:
         debugger.ignore_line_breakpoint(number, count)
+    if args.disables:
+        debugger.enable_line_breakpoints(args.disables, on=False)
     for expr in args.displays:
         debugger.display(expr)
 

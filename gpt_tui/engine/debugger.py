@@ -284,7 +284,7 @@ class Debugger:
 
         return self.runner.intent(move, body, "token step")
 
-    # -- lines (line_intents.py): pdb's break, tbreak, ignore, clear, display, p ----------
+    # -- lines (line_intents.py): pdb's break, tbreak, ignore, clear, disable, display, p
 
     def set_line_breakpoints(self, specs: Iterable[str], *, move: int | None = None) -> DebugState:
         """pdb-style `FILE:LINE` / `FUNCTION` breakpoints (with ` if COND`) in the model's own
@@ -307,6 +307,19 @@ class Debugger:
     ) -> DebugState:
         """pdb's `ignore NUMBER COUNT`: the breakpoint's next `count` hits pass."""
         return self._intent(move, "line", lambda _: self._lines.ignore(number, count))
+
+    def enable_line_breakpoints(
+        self, numbers: Iterable[int], on: bool = True, *, move: int | None = None
+    ) -> DebugState:
+        """pdb's `enable N...`, or `disable N...` (`on=False`: kept, but never stops)."""
+        return self._intent(move, "line", lambda _: self._lines.enable(numbers, on, self._at))
+
+    def condition_line_breakpoint(
+        self, number: int, expr: str | None = None, *, move: int | None = None
+    ) -> DebugState:
+        """pdb's `condition N [EXPR]`: set, replaced or (no EXPR) removed; number kept."""
+        act = self._lines.condition
+        return self._intent(move, "line", lambda _: act(number, expr, self._at))
 
     @cancellable
     def display(self, expr: str, *, move: int | None = None) -> DebugState:

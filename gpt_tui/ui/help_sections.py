@@ -69,6 +69,8 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + [("Enter", "Break at", "in break at: toggle a FUNCTION or FILE:LINE breakpoint")]
             + [("tbreak SPEC", "Temporary", "in break at: a breakpoint gone after its first stop")]
             + [("ignore N COUNT", "Ignore", "in break at: breakpoint N passes its next COUNT hits")]
+            + [("disable N", "Disable", "in break at: breakpoint N kept but off (enable N)")]
+            + [("condition N EXPR", "Condition", "in break at: N stops if EXPR (none: always)")]
             + [("clear N", "Clear", "in break at: remove breakpoint N (numbers as pdb's)")]
             + tables,
         ),

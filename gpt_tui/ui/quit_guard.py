@@ -4,6 +4,11 @@ A user who meant to type in a box (the Code tab's `q.shape`) but had the focus e
 lost the paused pass to one key. Now the first quit says what would be lost and arms; the
 very next key, if it quits again, quits; any other key disarms. With nothing to lose q
 quits at once, as before. Ctrl+Q runs the same action, so it asks the same way.
+
+Only a key pressed after the question was asked answers it: keys that arrived together with
+the first q (a pasted `qq`, a key held down) were typed before it was on screen, so a q
+among them is swallowed, neither quitting nor asking again, as a dialog ignores keys typed
+ahead of it.
 """
 
 from __future__ import annotations
@@ -59,10 +64,13 @@ class QuitGuard:
         return None
 
     def should_quit(self) -> bool:
-        """True to quit now; else the first quit of a pair was said and armed."""
+        """True to quit now; else the first quit of a pair was said and armed (or this one
+        came in with the first and is swallowed)."""
         lost = self.at_stake()
         if lost is None or self._armed_at == self._keys - 1:
             return True
+        if self._armed_at == self._keys:  # already here when the question was asked
+            return False
         self._armed_at = self._keys
         key = self._last_key if self._last_key in self._quit_keys() else "q"
         self._app.notify(

@@ -1,4 +1,4 @@
-"""`gpt-tui step` with pdb's tbreak, ignore, display and several stops (issue 21): run as
+"""`gpt-tui step` with pdb's tbreak, ignore, disable, display and several stops: run as
 a user runs it, in a subprocess, in JSON and as text at 80 columns."""
 
 from __future__ import annotations
@@ -55,6 +55,24 @@ def test_tbreak_stops_once_and_ignore_passes_hits() -> None:
     assert stops[2] == {"stopped": False, "events": stops[2]["events"]}
 
 
+def test_a_disabled_breakpoint_keeps_its_number_and_stops_nowhere() -> None:
+    data = step_json(
+        *("--break-at", "Block.forward", "--break-at", "MLP.forward", "--tbreak", "GPT.forward"),
+        *("--disable", "1", "--disable", "3", "--ignore", "2", "1", "--stops", "2"),
+    )
+    first, second = data["stops"]
+    # neither Block.forward nor GPT.forward stops; block 0's MLP hit is ignored
+    assert first["frame"]["module"] == "transformer.h.1.mlp"
+    assert second == {"stopped": False, "events": second["events"]}
+    rows = [(b["number"], b["spec"], b["enabled"], b["hits"]) for b in first["breakpoints"]]
+    assert rows == [
+        (1, "Block.forward", False, 0),
+        (2, "MLP.forward", True, 2),
+        (3, "GPT.forward", False, 0),
+    ]
+    assert first["breakpoint"]["number"] == 2 and first["breakpoint"]["enabled"]
+
+
 def test_the_stops_read_at_80_columns_as_pdb_prints_them() -> None:
     result = gpt_tui(
         *TINY,
@@ -77,6 +95,7 @@ def test_mistakes_are_one_line_and_exit_2() -> None:
         ("--break", "transformer.h.0", "--display", "x"): "need --break-at, --tbreak",
         ("--tbreak", "nanogpt.py:1x"): "matches no line or function",
         ("--break-at", "MLP.forward", "--ignore", "1", "-2"): "must be 0 or more",
+        ("--break-at", "MLP.forward", "--disable", "2"): "no line breakpoint number 2",
     }
     for args, said in cases.items():
         result = subprocess.run(

@@ -1,6 +1,7 @@
 """pdb parity at line pauses (issue 21): display expressions re-evaluated at each line
-pause, temporary breakpoints (tbreak), ignore counts, numbered breakpoints with hit counts.
-These run on both line backends (sys.settrace on 3.11, sys.monitoring on 3.12: .ci/run)."""
+pause, temporary breakpoints (tbreak), ignore counts, numbered breakpoints with hit counts,
+disable / enable and condition N [EXPR]. These run on both line backends (sys.settrace on
+3.11, sys.monitoring on 3.12: .ci/run)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from test_debugger import WAIT, in_thread
 
 from gpt_tui.engine.core.line_breakpoints import BreakpointError
 from gpt_tui.engine.core.line_intents import DisplayError
+from gpt_tui.engine.core.line_tracer import tracing_here
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.debugger import Debugger
 
@@ -185,3 +187,132 @@ def test_a_replay_counts_no_hit_twice(dbg: Debugger) -> None:
     assert state.frame.module == "transformer.h.1" and state.hit.hits == 3
     state = dbg.step_line("continue")  # block 1's MLP: its hit is the one ignored
     assert state.status == "finished" and [b.hits for b in state.line_table] == [2, 3]
+
+
+def test_a_disabled_breakpoint_stops_nowhere_counts_no_hits_and_arms_no_line_events(
+    dbg: Debugger,
+) -> None:
+    traced: list[bool] = []  # whether line events are armed as each MLP's first Linear runs
+    hooks = [
+        block.mlp.c_fc.register_forward_pre_hook(lambda m, a: traced.append(tracing_here()))
+        for block in dbg.session.model.transformer.h
+    ]
+    try:
+        dbg.set_line_breakpoints(["MLP.forward", "Block.forward"])
+        state = dbg.step_line("continue")
+        assert state.frame.module == "transformer.h.0" and state.line_table[0].hits == 0
+        state = dbg.enable_line_breakpoints([2, 1], on=False)  # while paused
+        assert state.message == (
+            "disabled breakpoint 2 at Block.forward; disabled breakpoint 1 at MLP.forward"
+        )
+        assert [b.line for b in state.line_table] == [
+            "1 break MLP.forward · disabled",
+            "2 break Block.forward · hit 1 · disabled",
+        ]
+        assert state.line_breakpoints == frozenset()  # the ones that stop
+        state = dbg.step_line("continue")
+        assert state.status == "finished" and [b.hits for b in state.line_table] == [0, 1]
+        assert traced == [False, False]  # neither block's MLP ran with line events armed
+
+        state = dbg.enable_line_breakpoints([1])
+        assert state.message == "enabled breakpoint 1 at MLP.forward"
+        assert state.line_table[0].line == "1 break MLP.forward"
+        state = dbg.step_line("continue")  # a new pass
+        assert state.frame.module == "transformer.h.0.mlp" and state.hit.number == 1
+        state = dbg.step_line("continue")  # block 0's MLP runs on, traced, to block 1's
+        assert state.frame.module == "transformer.h.1.mlp"
+        assert traced[2] is True and [b.hits for b in state.line_table] == [2, 1]
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_a_disabled_temporary_breakpoint_is_kept_until_it_is_enabled_and_stops(
+    dbg: Debugger,
+) -> None:
+    dbg.add_line_breakpoint("MLP.forward", temporary=True)
+    dbg.enable_line_breakpoints([1], on=False)
+    assert dbg.step_line("continue").status == "finished"
+    assert [(b.number, b.temporary, b.enabled) for b in dbg.state().line_table] == [
+        (1, True, False)
+    ]
+    dbg.enable_line_breakpoints([1])
+    state = dbg.step_line("continue")
+    assert state.hit.number == 1 and state.line_table == ()
+
+
+def test_condition_is_replaced_and_removed_keeping_number_hits_ignore_and_tbreak(
+    dbg: Debugger,
+) -> None:
+    second = id(dbg.session.model.transformer.h[1].mlp)
+    dbg.set_line_breakpoints(["MLP.forward"])
+    dbg.add_line_breakpoint("Block.forward if False", temporary=True)
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.0.mlp" and state.hit.hits == 1
+    dbg.ignore_line_breakpoint(2, 3)
+    state = dbg.condition_line_breakpoint(1, f"id(self) == {second}")
+    assert state.message == f"breakpoint 1 stops at MLP.forward only if id(self) == {second}"
+    assert [(b.number, b.spec, b.hits) for b in state.line_table][0] == (
+        1,
+        f"MLP.forward if id(self) == {second}",
+        1,
+    )
+    state = dbg.condition_line_breakpoint(2)  # removed: Block.forward stops now
+    assert state.message == "breakpoint 2 is now unconditional (Block.forward)"
+    tbreak = state.line_table[1]
+    assert (tbreak.number, tbreak.spec, tbreak.temporary, tbreak.ignore, tbreak.hits) == (
+        2,
+        "Block.forward",
+        True,
+        3,
+        1,
+    )
+    dbg.ignore_line_breakpoint(2, 0)
+    state = dbg.step_line("continue")  # block 1's Block.forward: the tbreak, now bare
+    assert state.frame.module == "transformer.h.1" and state.hit.number == 2
+    state = dbg.step_line("continue")  # block 1's MLP: its condition holds
+    assert state.frame.module == "transformer.h.1.mlp"
+    assert state.hit.number == 1 and state.hit.hits == 2  # block 0's was not stopped at
+    state = dbg.condition_line_breakpoint(1)
+    assert [(b.number, b.spec, b.hits) for b in state.line_table] == [(1, "MLP.forward", 2)]
+    state = dbg.step_line("continue")
+    state = dbg.step_line("continue")  # a new pass: block 0's MLP stops again
+    assert state.frame.module == "transformer.h.0.mlp" and state.hit.hits == 3
+
+
+def test_a_condition_on_a_disabled_breakpoint_leaves_it_disabled(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    dbg.enable_line_breakpoints([1], on=False)
+    state = dbg.condition_line_breakpoint(1, "True")
+    assert state.line_table[0].line == "1 break MLP.forward if True · disabled"
+    assert state.line_breakpoints == frozenset()
+    assert dbg.step_line("continue").status == "finished"
+
+
+def test_disable_enable_and_condition_mistakes_are_one_line_and_change_nothing(
+    dbg: Debugger,
+) -> None:
+    dbg.set_line_breakpoints(["MLP.forward", "MLP.forward if False"])
+    before = dbg.state().line_table
+    cases = [
+        (lambda: dbg.enable_line_breakpoints([1, 4], on=False), r"number 4 \(numbers: 1, 2\)"),
+        (lambda: dbg.enable_line_breakpoints([]), "enable takes breakpoint numbers"),
+        (lambda: dbg.condition_line_breakpoint(3, "True"), "no line breakpoint number 3"),
+        (lambda: dbg.condition_line_breakpoint(1, "x =="), r"not a Python expression \("),
+        (lambda: dbg.condition_line_breakpoint(2), "breakpoint 1 is MLP.forward already"),
+    ]
+    for act, said in cases:
+        with pytest.raises(BreakpointError, match=said) as err:
+            act()
+        assert "\n" not in str(err.value)
+        assert dbg.state().line_table == before
+
+
+def test_t_stops_at_sample_next_by_itself_where_a_disabled_breakpoint_is(dbg: Debugger) -> None:
+    """T's own stop at sampling's entry is not the user's disabled breakpoint there: no
+    hit is counted and the pause does not name it."""
+    dbg.set_line_breakpoints(["sample_next"])
+    dbg.enable_line_breakpoints([1], on=False)
+    state = dbg.step_token()
+    assert state.stepper_line.endswith(" in sample_next · sampling (T stops here)")
+    assert state.hit is None and state.line_table[0].hits == 0

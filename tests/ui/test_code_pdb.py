@@ -1,12 +1,14 @@
 """The Code tab's pdb commands (issue 21): `display EXPR` / `undisplay` in the expression
-box, shown at each line pause with what changed; `tbreak SPEC`, `ignore N COUNT` and
-`clear N` in the break-at box, with the breakpoints' numbers and hits on screen."""
+box, shown at each line pause with what changed; `tbreak SPEC`, `ignore N COUNT`, `clear N`,
+`disable N`, `enable N` and `condition N [EXPR]` in the break-at box, with the breakpoints'
+numbers and hits on screen."""
 
 from __future__ import annotations
 
 from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
+from gpt_tui.ui.widgets.code_pane import SourceView
 from gpt_tui.ui.widgets.tensor_viewer import number
 
 SIZE = (120, 40)
@@ -89,3 +91,66 @@ async def test_tbreak_ignore_and_clear_in_the_break_at_box() -> None:
         assert app.state.line_table == ()
         await submit(pilot, "#code-break", "ignore two 1")  # a one-line note, nothing sent
         assert app.state.line_table == () and app.state.status == "paused"
+
+
+async def test_disable_enable_and_condition_in_the_break_at_box() -> None:
+    app = tiny_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        second = id(app.debugger.session.model.transformer.h[1].mlp)
+        await submit(pilot, "#code-break", "MLP.forward")
+        await submit(pilot, "#code-break", "Block.forward")
+        await submit(pilot, "#code-break", "disable 2")
+        await submit(pilot, "#code-break", f"condition 1 id(self) == {second}")
+        listed = plain(pilot, "#code-displays")
+        assert f"1 break MLP.forward if id(self) == {second}" in listed
+        assert "2 break Block.forward · disabled" in listed
+
+        await press(pilot, "escape", "C")  # Block.forward is off; block 0's MLP fails the test
+        state = app.state
+        assert state.frame.module == "transformer.h.1.mlp" and state.hit.number == 1
+        await submit(pilot, "#code-break", "condition 1")
+        await submit(pilot, "#code-break", "enable 2")
+        assert [(b.number, b.spec, b.hits, b.enabled) for b in app.state.line_table] == [
+            (1, "MLP.forward", 2, True),
+            (2, "Block.forward", 0, True),
+        ]
+        assert "disabled" not in plain(pilot, "#code-displays")
+
+        frame = app.state.frame  # a breakpoint at the current line, disabled: a hollow mark
+        await submit(pilot, "#code-break", f"{frame.file}:{frame.line}")
+        await submit(pilot, "#code-break", "disable 3")
+        source = app.query_one(SourceView)
+        row = next(i for i, line in enumerate(frame.source) if line.current)
+        assert str(source.get_row_at(row)[0]) == "→○"
+        await submit(pilot, "#code-break", "enable 3")
+        assert str(source.get_row_at(row)[0]) == "→●"
+        source.focus()
+        source.move_cursor(row=0)  # the def line: b there fails, and the box stays empty
+        app.clear_notifications()
+        await press(pilot, "b")
+        (note,) = app._notifications
+        assert "runs no code" in note.message
+        assert app.query_one("#code-break", Input).value == ""
+
+        box = app.query_one("#code-break", Input)
+        before = app.state.line_table
+        app.clear_notifications()
+        await submit(pilot, "#code-break", "disable two")  # caught here: nothing sent
+        assert box.value == "disable two" and app.state.line_table == before
+        (note,) = app._notifications
+        assert note.message == "disable takes breakpoint numbers: disable 1 2"
+        box.value = ""
+        app.clear_notifications()
+        await submit(pilot, "#code-break", "condition 9 i == 2")  # the engine's one line
+        (note,) = app._notifications
+        assert note.severity == "error"
+        assert note.message == "no line breakpoint number 9 (numbers: 1, 2, 3)"
+        assert box.value == "condition 9 i == 2"  # back in the box, to be fixed
+        box.value = ""
+        app.clear_notifications()
+        await submit(pilot, "#code-break", "condition 1 i ==")
+        (note,) = app._notifications
+        assert "not a Python expression" in note.message and "\n" not in note.message
+        assert app.state.line_table == before and app.state.status == "paused"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from test_app import footer_keys
+from textual import events
 from textual.widgets import Input, Tabs
 from ui_helpers import press, select, settle, tiny_app
 
@@ -76,6 +77,26 @@ async def test_q_with_a_paused_pass_asks_once_and_a_second_q_quits() -> None:
         ]
         await press(pilot, "j", "q")  # another key in between: asked again, still here
         assert app.is_running and app.paused_at is not None
+        await press(pilot, "q")
+    assert app.return_code == 0
+
+
+async def test_qq_arriving_together_asks_once_and_the_next_q_quits() -> None:
+    """A pasted `qq` (or q held down): the second q was typed before the question was on
+    screen, so it neither quits nor asks again; a q pressed after it quits."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "s")
+        assert app.paused_at is not None
+        for _ in range(3):  # in the app's queue at once, as a terminal read delivers them
+            app.post_message(events.Key("q", "q"))
+        await settle(pilot)
+        assert app.is_running and app.paused_at is not None
+        asked = [n.message for n in app._notifications if n.title == "quit?"]
+        assert asked == [
+            f"a pass is paused at {app.paused_at}: q again to quit, any other key stays"
+        ]
         await press(pilot, "q")
     assert app.return_code == 0
 

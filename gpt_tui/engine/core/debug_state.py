@@ -236,7 +236,7 @@ class Display:
 class LineView:
     """Line-level debugging: the line breakpoints, and what was read at this pause."""
 
-    breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
+    breakpoints: frozenset[str] = frozenset()  # the enabled `FILE:LINE` / `FUNCTION` ones
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
     table: tuple[BreakpointInfo, ...] = ()  # the breakpoints, numbered
@@ -298,7 +298,7 @@ class DebugState:
     attention: AttentionView | None
     cancelled: bool = False  # the intent was cancelled before it finished
     frame: FrameSnapshot | None = None  # the line the pass is paused at (None at a module)
-    line_breakpoints: frozenset[str] = frozenset()  # `FILE:LINE` / `FUNCTION`, as pdb
+    line_breakpoints: frozenset[str] = frozenset()  # the enabled ones (all: line_table)
     evaluations: tuple[Evaluation, ...] = ()  # expressions evaluated at this pause
     tensor_view: TensorView | None = None  # the viewer's tensor at this pause
     line_table: tuple[BreakpointInfo, ...] = ()  # the line breakpoints, numbered as pdb

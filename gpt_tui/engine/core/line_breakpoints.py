@@ -113,18 +113,22 @@ class BreakpointInfo:
     temporary: bool = False  # pdb's tbreak: removed at its first stop
     ignore: int = 0  # hits still to pass without stopping (pdb's ignore)
     hits: int = 0  # times reached (its condition tested), in every pass so far
+    enabled: bool = True  # pdb's disable: listed, but neither stops nor counts hits
 
     @property
     def line(self) -> str:
-        """`1 tbreak nanogpt.py:96 · hit 2 · ignore next 1`: pdb's `break` listing."""
+        """`1 tbreak nanogpt.py:96 · hit 2 · ignore next 1 · disabled`: pdb's `break`
+        listing."""
         text = f"{self.number} {'tbreak' if self.temporary else 'break'} {self.spec}"
         text += f" · hit {self.hits}" if self.hits else ""
-        return text + (f" · ignore next {self.ignore}" if self.ignore else "")
+        text += f" · ignore next {self.ignore}" if self.ignore else ""
+        return text + ("" if self.enabled else " · disabled")
 
 
 class BreakpointTable:
     """pdb's numbered breakpoints: each spec once, numbered from 1 in the order set (never
-    reused), with its hit count, the hits still to ignore and whether it is temporary.
+    reused), with its hit count, the hits still to ignore, whether it is temporary and
+    whether it is enabled.
 
     The forward thread counts hits (`stops`) during a move while the Debugger waits for
     it; the Debugger reads the table at the pause. The lock keeps each read whole."""
@@ -143,6 +147,12 @@ class BreakpointTable:
     def specs(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._rows)
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        """The specs that stop: only these arm the line tracer."""
+        with self._lock:
+            return frozenset(s for s, r in self._rows.items() if r.enabled)
 
     def set(self, specs: Iterable[str]) -> None:
         """Exactly these specs: the ones kept keep their numbers and counts."""
@@ -182,6 +192,46 @@ class BreakpointTable:
             row = self._rows[row.spec] = replace(row, ignore=count)
         return row
 
+    def enable(self, numbers: Iterable[int], on: bool) -> tuple[BreakpointInfo, ...]:
+        """pdb's `enable N...` (`on`) and `disable N...`. One unknown number changes none."""
+        rows = [self.find(n) for n in dict.fromkeys(numbers)]
+        if not rows:
+            verb = "enable" if on else "disable"
+            raise BreakpointError(f"{verb} takes breakpoint numbers, e.g. '{verb} 1 2'")
+        with self._lock:
+            for row in rows:
+                self._rows[row.spec] = replace(self._rows[row.spec], enabled=on)
+            return tuple(self._rows[row.spec] for row in rows)
+
+    def condition(self, number: int, expr: str | None) -> BreakpointInfo:
+        """pdb's `condition N [EXPR]`: the breakpoint stops only where EXPR holds (none:
+        always), keeping its number, hits, ignore count and whether it is temporary. Its
+        spec becomes `WHERE if EXPR`."""
+        row = self.find(number)
+        where = row.spec.partition(" if ")[0].strip()
+        expr = (expr or "").strip()
+        try:
+            compile(expr or "True", "<condition>", "eval")
+        except SyntaxError as err:
+            raise BreakpointError(
+                f"condition {number} {expr}: not a Python expression ({err.msg}); write "
+                f"condition N EXPR, e.g. 'condition {number} i == 2'"
+            ) from None
+        spec = f"{where} if {expr}" if expr else where
+        with self._lock:
+            other = self._rows.get(spec)
+            if other is not None and other.number != number:
+                raise BreakpointError(
+                    f"condition {number}: breakpoint {other.number} is {spec} already; "
+                    f"clear one of them first"
+                )
+            row = replace(self._rows[row.spec], spec=spec)
+            self._rows = {
+                (spec if r.number == number else s): (row if r.number == number else r)
+                for s, r in self._rows.items()
+            }
+            return row
+
     def take_hit(self) -> BreakpointInfo | None:
         """The breakpoint the pass last stopped at (once)."""
         with self._lock:
@@ -192,15 +242,18 @@ class BreakpointTable:
         """bdb's `effective`: the breakpoints of the site reached, in number order, each
         counting a hit; the first whose condition holds (or raises) stops, unless it still
         has hits to ignore. A temporary one that stops is removed (not when its condition
-        raised: pdb keeps it then). A spec not in the table (T's own stop) just stops."""
+        raised: pdb keeps it then). A spec not in the table (T's own stop), or disabled
+        there, just stops."""
         with self._lock:
             rows = self._rows
             order = sorted(candidates, key=lambda c: rows[c[0]].number if c[0] in rows else 0)
         for spec, condition in order:
             with self._lock:
                 row = self._rows.get(spec)
-                if row is not None:
+                if row is not None and row.enabled:
                     row = self._rows[spec] = replace(row, hits=row.hits + 1)
+                else:
+                    row = None
             held = _holds(condition, frame)
             if held is None:  # the condition raised: stop, as pdb does
                 self._stopped(row, remove=False)

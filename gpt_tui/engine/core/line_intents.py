@@ -1,6 +1,7 @@
 """The Debugger's line part (frames.py): pdb-style line breakpoints (numbered, with hit
-and ignore counts, temporary ones), display expressions, expressions at the paused line
-and the tensor viewer's data. The Debugger holds one and runs its intents."""
+and ignore counts, temporary, disabled and conditional ones), display expressions,
+expressions at the paused line and the tensor viewer's data. The Debugger holds one and
+runs its intents."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class Lines:
             Display(i + 1, expr, *self._display_now(expr)) for i, expr in enumerate(self._displays)
         )
         return LineView(
-            self._table.specs,
+            self._table.enabled,
             self._evaluations,
             self._tensor_view,
             self._table.view(),
@@ -72,13 +73,15 @@ class Lines:
 
     @property
     def breakpoints(self) -> frozenset[str]:
+        """Every one, disabled too."""
         return self._table.specs
 
     def attach(self, stepper: ForwardStepper) -> None:
-        """A new pass counts hits in this part's table and stops at its breakpoints."""
+        """A new pass counts hits in this part's table and stops at its enabled
+        breakpoints (a disabled one arms no line events)."""
         stepper.lines.table = self._table
-        if self._table.specs:
-            stepper.set_line_breakpoints(self._table.specs)
+        if self._table.enabled:
+            stepper.set_line_breakpoints(self._table.enabled)
 
     def count_hits(self, stepper: ForwardStepper, on: bool) -> None:
         """Off while a pass is re-run to where it was (a replay): hits, ignore counts and
@@ -107,12 +110,29 @@ class Lines:
         hits = "hit" if count == 1 else f"{count} hits"
         return f"will ignore the next {hits} of breakpoint {number} ({row.spec})"
 
+    def enable(self, numbers: Iterable[int], on: bool, stepper: ForwardStepper | None) -> str:
+        """pdb's `enable N...` and `disable N...`: a disabled breakpoint keeps its number
+        and counts but neither stops nor counts hits."""
+        rows = self._table.enable(numbers, on)
+        self._sync(stepper)
+        verb = "enabled" if on else "disabled"
+        return "; ".join(f"{verb} breakpoint {r.number} at {r.spec}" for r in rows)
+
+    def condition(self, number: int, expr: str | None, stepper: ForwardStepper | None) -> str:
+        """pdb's `condition N [EXPR]`: replaced, or removed without EXPR."""
+        row = self._table.condition(number, expr)
+        self._sync(stepper)
+        where, _, held = row.spec.partition(" if ")
+        if not held:
+            return f"breakpoint {number} is now unconditional ({where})"
+        return f"breakpoint {number} stops at {where} only if {held}"
+
     def _resolve(self, specs: Iterable[str]) -> None:
         resolve_breakpoints(specs, model_files(self._session.model))
 
     def _sync(self, stepper: ForwardStepper | None) -> None:
         if stepper is not None:
-            stepper.set_line_breakpoints(self._table.specs)
+            stepper.set_line_breakpoints(self._table.enabled)
 
     # -- pauses -------------------------------------------------------------------------
 

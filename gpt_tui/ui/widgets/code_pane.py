@@ -5,7 +5,8 @@ breakpoints, a cursor; `b` toggles a breakpoint at the cursor), the frame's loca
 (Enter on a tensor opens the viewer), the display expressions and the expressions
 evaluated at the pause, and a box to set a breakpoint by `FILE:LINE` or function name.
 The two boxes take pdb's commands: `display EXPR` / `undisplay [EXPR|N]` in the expression
-box, `tbreak SPEC`, `ignore N COUNT`, `clear N` in the break-at box. The pane never calls
+box, `tbreak SPEC`, `ignore N COUNT`, `clear N`, `disable N...`, `enable N...` and
+`condition N [EXPR]` in the break-at box. The pane never calls
 the engine: it posts messages and the app hands back the snapshot's parts through `show`.
 """
 
@@ -30,27 +31,29 @@ from ...engine.core.frames import Evaluation, FrameSnapshot
 from ...engine.core.line_breakpoints import BreakpointInfo
 from ...engine.core.line_values import SMALL_NUMEL, Value
 from ...engine.core.tensors import TensorView
-from ..messages import IntentRequested
+from ..messages import IntentFailed, IntentRequested
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
 NOT_PAUSED = (
     "Not paused at a line. In [b]break at[/]: a function ({function}) or FILE:LINE ({example}), "
-    "Enter; [b]tbreak[/] SPEC stops once, [b]ignore[/] N COUNT passes hits, [b]clear[/] N. "
+    "Enter; [b]tbreak[/] SPEC stops once, [b]ignore[/] N COUNT passes hits, [b]disable[/] / "
+    "[b]enable[/] N, [b]condition[/] N EXPR, [b]clear[/] N. "
     "C runs to it, N to the first line; [b]display[/] EXPR in the expression box shows EXPR "
     "at each pause."
 )
 MAX_EVALS = 3  # the newest evaluations shown
-BREAK_HINT = "break at: {example}, {function} · tbreak SPEC · ignore N COUNT"
+BREAK_HINT = "break at: {example}, {function} · tbreak SPEC · ignore N COUNT · disable N"
 EVAL_HINT = "q.shape · v EXPR: view · display EXPR · g col"
 
 
 def breakpoint_lines(specs: frozenset[str], frame: FrameSnapshot) -> set[int]:
     """The lines of `frame`'s file that carry a `FILE:LINE` breakpoint (the file by its
     name or the end of its path), and the `def` line of the paused function when a
-    `FUNCTION` breakpoint names it."""
+    `FUNCTION` breakpoint names it (either with its ` if COND`)."""
     lines = set()
-    for spec in specs:
+    for whole in specs:
+        spec = whole.partition(" if ")[0].strip()
         file, _, line = spec.rpartition(":")
         parts = PurePath(file).parts
         if file and line.isdigit() and PurePath(frame.path).parts[-len(parts) :] == parts:
@@ -85,7 +88,8 @@ class SourceView(RowTable):
         self._centre_row = 0
         self.add_columns("mark", "line", "code")
 
-    def show(self, frame: FrameSnapshot | None, marks: set[int]) -> None:
+    def show(self, frame: FrameSnapshot | None, marks: set[int], off: set[int]) -> None:
+        """`marks`: the lines with a breakpoint; `off`: those whose only ones are disabled."""
         moved = frame is None or self.frame is None or frame.where != self.frame.where
         cursor, scrolled = self.cursor_row, self.scroll_y
         self.frame = frame
@@ -95,8 +99,9 @@ class SourceView(RowTable):
         code = "\n".join(line.text for line in frame.source)
         lines = Syntax(code, "python", theme="ansi_dark").highlight(code).split("\n")
         for line, text in zip(frame.source, lines, strict=False):
-            mark = ("→" if line.current else " ") + ("●" if line.number in marks else " ")
-            style = "bold yellow" if line.current else "red" if line.number in marks else "dim"
+            dot = "●" if line.number in marks else "○" if line.number in off else " "
+            mark = ("→" if line.current else " ") + dot
+            style = "bold yellow" if line.current else "red" if dot != " " else "dim"
             text.rstrip()
             if line.current:
                 text.stylize("bold")
@@ -258,6 +263,7 @@ class CodePane(Vertical):
         self.example, self.function = "FILE:LINE", "forward"
         self._shown: tuple | None = None  # the last `show` arguments
         self.table: tuple[BreakpointInfo, ...] = ()  # the numbered line breakpoints shown
+        self._sent: str | None = None  # the break-at box's command, until a snapshot comes
 
     def set_example(self, example: str, function: str) -> None:
         """The model's own file and line (nanochat.py:187 for nanochat) and function
@@ -302,6 +308,7 @@ class CodePane(Vertical):
         hit: BreakpointInfo | None = None,
     ) -> None:
         self._shown = (frame, line_breakpoints, evaluations, tensor_view, displays, table, hit)
+        self._sent = None  # a snapshot came: the command did not fail (or is not the last)
         self.table = table
         where = self.query_one("#code-where", Static)
         if frame is None:
@@ -319,7 +326,9 @@ class CodePane(Vertical):
             head.append("\n" + frame.stack_line, style="dim")
             where.update(head)
         marks_in = breakpoint_lines(line_breakpoints, frame) if frame else set()
-        self.query_one(SourceView).show(frame, marks_in)
+        disabled = frozenset(b.spec for b in table if not b.enabled)
+        off = breakpoint_lines(disabled, frame) - marks_in if frame else set()
+        self.query_one(SourceView).show(frame, marks_in, off)
         self.query_one(VariablesTable).show(frame.locals if frame else ())
         shown = self.query_one("#code-displays", Static)
         shown.update(displays_text(displays, table))
@@ -382,9 +391,18 @@ class CodePane(Vertical):
             return
         if event.input.id == "code-eval":
             self._expression(text)
-        else:
-            self._break_at(text)
+        elif not self._break_at(text):
+            return  # a mistake, said in one line: the text stays to be fixed
         event.input.value = ""
+
+    def on_intent_failed(self, event: IntentFailed) -> None:
+        """The break-at box's command failed in the engine (its one line is in the status):
+        it comes back into the empty box to be fixed."""
+        box = self.query_one("#code-break", Input)
+        sent, self._sent = self._sent, None
+        if event.worker == "line_breakpoint" and sent and not box.value:
+            box.value = sent
+            box.cursor_position = len(sent)
 
     def _expression(self, text: str) -> None:
         command, _, rest = text.partition(" ")
@@ -402,29 +420,47 @@ class CodePane(Vertical):
             expr = rest if command == "p" and rest else text
             self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))
 
-    def _break_at(self, text: str) -> None:
-        """pdb's `tbreak SPEC`, `break SPEC`, `ignore N COUNT` and `clear N`; a bare SPEC
-        toggles that breakpoint."""
+    def _break_at(self, text: str) -> bool:
+        """pdb's `tbreak SPEC`, `break SPEC`, `ignore N COUNT`, `clear N`, `disable N...`,
+        `enable N...` and `condition N [EXPR]`; a bare SPEC toggles that breakpoint. False
+        for a mistake (said in one line, nothing sent)."""
         command, _, rest = text.partition(" ")
         rest = rest.strip()
+        numbers = rest.split()
         if command in ("tbreak", "break", "b") and rest:
             kwargs = {"temporary": command == "tbreak"}
-            self.post_message(
-                IntentRequested("line_breakpoint", "add_line_breakpoint", (rest,), kwargs)
-            )
+            self._ask("add_line_breakpoint", (rest,), kwargs)
         elif command == "ignore":
-            parts = rest.split()
-            if len(parts) != 2 or not all(p.isdigit() for p in parts):
-                self.notify("ignore takes a breakpoint number and a count: ignore 1 3", timeout=4)
-                return
-            args = (int(parts[0]), int(parts[1]))
-            self.post_message(IntentRequested("line_breakpoint", "ignore_line_breakpoint", args))
+            if len(numbers) != 2 or not all(p.isdigit() for p in numbers):
+                return self._mistake("ignore takes a breakpoint number and a count: ignore 1 3")
+            self._ask("ignore_line_breakpoint", (int(numbers[0]), int(numbers[1])))
+        elif command in ("disable", "enable"):
+            if not numbers or not all(p.isdigit() for p in numbers):
+                return self._mistake(f"{command} takes breakpoint numbers: {command} 1 2")
+            on = {"on": command == "enable"}
+            self._ask("enable_line_breakpoints", (tuple(map(int, numbers)),), on)
+        elif command == "condition":
+            number, _, expr = rest.partition(" ")
+            if not number.isdigit():
+                return self._mistake(
+                    "condition takes a breakpoint number and an expression: condition 1 "
+                    "i == 2 (without one, the breakpoint stops every time)"
+                )
+            self._ask("condition_line_breakpoint", (int(number), expr.strip() or None))
         elif command in ("clear", "cl") and rest:
             spec = next((b.spec for b in self.table if str(b.number) == rest), None)
             if spec is None:
-                numbers = ", ".join(str(b.number) for b in self.table) or "none is set"
-                self.notify(f"clear {rest}: no breakpoint numbered so ({numbers})", timeout=4)
-                return
-            self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (spec,)))
+                there = ", ".join(str(b.number) for b in self.table) or "none is set"
+                return self._mistake(f"clear {rest}: no breakpoint numbered so ({there})")
+            self._ask("toggle_line_breakpoint", (spec,))
         else:
-            self.post_message(IntentRequested("line_breakpoint", "toggle_line_breakpoint", (text,)))
+            self._ask("toggle_line_breakpoint", (text,))
+        self._sent = text
+        return True
+
+    def _ask(self, method: str, args: tuple, kwargs: dict | None = None) -> None:
+        self.post_message(IntentRequested("line_breakpoint", method, args, kwargs or {}))
+
+    def _mistake(self, note: str) -> bool:
+        self.notify(note, severity="error", timeout=4)
+        return False

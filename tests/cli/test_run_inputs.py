@@ -115,6 +115,9 @@ def interrupt_after_first_output(*args: str) -> tuple[int, str, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "COLUMNS": "100"},
+        # Unbuffered: a buffered readline reads ahead, and communicate() (which reads the
+        # pipes' descriptors) never sees what it read; the streamed text went missing.
+        bufsize=0,
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # blocks until the command has streamed something

@@ -194,7 +194,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     for m in sorted(report.modules, key=lambda m: -m.forward_flops):
         table.add_row(
             m.name or "(model)", _flops(m.forward_flops), f"{m.forward_flops / total:.1%}",
-            f"{m.forward_ms:.3f}",
+            "-" if m.forward_ms is None else f"{m.forward_ms:.3f}",
         )  # fmt: skip
     table.add_row("total", _flops(report.forward_flops), "100%", "", style="bold")
     console.print(table)
@@ -209,20 +209,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
         f"({_flops(report.train_flops / tokens)} per token){timed}"
     )
     if report.formula is not None:
-        f = report.formula
-        why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
-        console.print(
-            f"{f.name}: {_flops(f.per_token)} per token; measured {_flops(f.measured_per_token)} "
-            f"({f.difference:+.2%}): norm gains and biases {-6 * f.non_matmul:+,} "
-            f"(in N, no matmul), attention {f.attention_extra:+,.0f} ({why})"
-        )
-    if report.mfu is None:
-        console.print(f"MFU: unknown (no peak known for {report.device_name} in {report.dtype})")
+        _print_formula(console, report)
     else:
-        console.print(
-            f"MFU: {report.mfu:.1%} of {report.device_name}'s {_flops(report.peak_flops or 0)}"
-            f"FLOP/s {report.dtype} peak"
-        )
+        _print_mfu(console, report)
     return 0
 
 
@@ -231,3 +220,56 @@ def _flops(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} "
+
+
+def _print_mfu(console, report) -> None:  # noqa: ANN001 - a rich Console and a CostReport
+    if report.mfu is None:
+        why = "not timed" if not report.step_seconds else f"no peak known for {report.device_name}"
+        console.print(f"MFU (measured FLOPs / step time / peak): unknown ({why} in {report.dtype})")
+    else:
+        console.print(
+            f"MFU (measured FLOPs / step time / peak): {report.mfu:.1%} of "
+            f"{report.device_name}'s {_flops(report.peak_flops or 0)}FLOP/s {report.dtype} peak"
+        )
+
+
+def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console and a CostReport
+    """The family's formula at its own T, at the step's T against the count, and its MFU."""
+    f = report.formula
+    chat = f.name.startswith("nanochat")
+    t_name = "sequence_len" if chat else "block_size"
+    own = (
+        ""
+        if f.model_says is None
+        else f"; the model's own estimate_flops(): {_flops(f.model_says)}"
+    )
+    console.print(f"{f.name} (T = {t_name} {f.context}): {_flops(f.per_token)} per token{own}")
+    if f.model_error:
+        console.print(f"[yellow]note:[/] {f.model_error}")
+    parts = []
+    if f.non_matmul:
+        parts.append(f"norm gains and biases {-6 * f.non_matmul:+,} (in N, no matmul)")
+    if f.window_extra:
+        parts.append(f"windowed layers counted over all T {f.window_extra:+,.0f}")
+    why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
+    parts.append(f"attention {f.attention_extra:+,.0f} ({why})")
+    console.print(
+        f"  the same formula at this step's T = {f.block}: {_flops(f.at_block)}; measured "
+        f"{_flops(f.measured_per_token)} ({f.difference:+.2%}): " + ", ".join(parts)
+    )
+    _print_mfu(console, report)
+    label = "nanochat's bf16_mfu" if chat else f"nanoGPT's estimate_mfu({report.batch}, dt)"
+    if f.mfu is None:
+        why = (
+            "not timed"
+            if not report.step_seconds
+            else f"no bf16 peak known for {report.device_name}"
+        )
+        console.print(f"{label}: unknown ({why}; {f.mfu_basis})")
+        return
+    note = ""
+    if not chat and f.block != f.context:
+        note = f"; it counts {f.context} tokens a row, this step ran {f.block}"
+    console.print(f"{label}: {f.mfu:.4%} ({f.mfu_basis}{note})")
+    if f.model_mfu is not None:
+        console.print(f"  the model's own estimate_mfu({report.batch}, dt): {f.model_mfu:.4%}")

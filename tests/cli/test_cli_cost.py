@@ -60,8 +60,21 @@ def test_cost_json_agrees_with_the_formula() -> None:
     data = json.loads(out.stdout)
     assert abs(data["report"]["formula"]["difference"]) < 0.05
     assert data["mfu"] is None  # the CPU's peak is unknown, never 0
-    out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "16")
-    assert "MFU: unknown" in out.stdout and "nanoGPT estimate_flops" in out.stdout
+    out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "8")
+    assert "MFU (measured FLOPs / step time / peak): unknown" in out.stdout
+    # nanoGPT has no estimate_flops: its formula lives in estimate_mfu, at T = block_size
+    assert "nanoGPT estimate_mfu formula (T = block_size 16)" in out.stdout
+    assert "nanoGPT's estimate_mfu(2, dt): " in out.stdout
+    assert "it counts 16 tokens a row, this step ran 8" in out.stdout
+
+
+def test_cost_on_meta_says_not_measured_rather_than_zero_ms() -> None:
+    out = gpt_tui("cost", "--config", "tiny", "--device", "meta", "--block", "8")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "transformer.h.0.mlp.c_fc" in line]
+    assert rows and rows[0].split()[-1] == "-", rows
+    assert "0.000" not in out.stdout
+    assert "unknown (not timed" in out.stdout
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from . import render
 from .common import open_session
 
 NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
+HEADS_SHOWN = 12  # the heads table's rows unless --all-heads
 
 
 def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
@@ -30,6 +31,9 @@ def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callabl
         help="also train N steps on the prompt and flag heads whose largest logit grows",
     )
     p.add_argument("--lr", type=real(0, above=True), default=1e-3, help="with --steps")
+    p.add_argument(
+        "--all-heads", action="store_true", help=f"list every head (default: the top {HEADS_SHOWN})"
+    )
     p.add_argument("--json", action="store_true")
 
 
@@ -80,13 +84,16 @@ def cmd_numerics(args: argparse.Namespace) -> int:
             _pct(f.subnormal),
         )  # fmt: skip
     console.print(table)
+    shown = len(report.heads) if args.all_heads else min(len(report.heads), HEADS_SHOWN)
     heads = render.table("Heads by largest pre-softmax logit")
     for col in ("layer", "head", "max logit", "entropy (nats)"):
         heads.add_column(col, justify="right", no_wrap=True)
-    for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0))[:12]:
+    for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0))[:shown]:
         logit = "-" if h.max_logit is None else f"{h.max_logit:.3g}"
         heads.add_row(str(h.layer), str(h.head), logit, f"{h.entropy:.3f}")
     console.print(heads)
+    if shown < len(report.heads):
+        console.print(f"{shown} of {len(report.heads)} heads shown (--all-heads for all)")
     if report.softcap is not None:
         s = report.softcap
         console.print(

@@ -63,7 +63,7 @@ async def test_cost_tab_shows_numerics_heads_memory_and_flops() -> None:
         await settle(pilot)
         cost = app.state.measures.cost
         assert cost is not None and table.row_count == len(cost.modules)
-        assert "MFU unknown" in head() and "nanoGPT estimate_flops" in head()
+        assert "MFU unknown" in head() and "nanoGPT estimate_mfu formula" in head()
 
         panel.query_one("#cost-block", Input).value = "x"
         await pilot.click("#cost-measure")

@@ -162,7 +162,7 @@ class CostPanel(Vertical):
                     f"{facts.smallest_normal:.3g} · on {report.prompt[:24]!r}\n")  # fmt: skip
         if report.what_if is not None:
             w = report.what_if
-            style = "bold red" if w.first else "green"
+            style = "bold red" if w.first else ("yellow" if w.crossed else "green")
             head.append(f"fp32 vs {fmt_short(w.dtype)}: {w.message}", style=style)
             if w.dtype != self.dtype:
                 head.append(" (press Numerics to check this dtype)", style="dim")

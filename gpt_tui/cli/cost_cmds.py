@@ -18,7 +18,10 @@ def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callabl
     """--dtype here names the format asked about; the model itself opens in float32."""
     for action in p._actions:
         if "--dtype" in action.option_strings:
-            action.help = f"the format to ask about: {' | '.join(NUMERICS_FORMATS)}"
+            action.help = (
+                f"the format asked about: {' | '.join(NUMERICS_FORMATS)} (the model runs in "
+                "float32; the fp32 check runs a copy cast to it)"
+            )
     p.set_defaults(dtype="bfloat16")
     p.add_argument("--prompt", required=True)
     p.add_argument(
@@ -38,6 +41,21 @@ def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callabl
 
 
 def add_size_args(p: argparse.ArgumentParser, whole: Callable, real: Callable, fit: bool) -> None:
+    """--dtype here is the training step's autocast dtype, as train-step's and nanoGPT's
+    train.py `dtype`; --weights-dtype casts the weights themselves."""
+    for action in p._actions:
+        if "--dtype" in action.option_strings:
+            action.help = (
+                "the step's autocast dtype, as in mixed-precision training: float32 | bfloat16 "
+                "| float16 (weights, grads and optimizer state stay in --weights-dtype; "
+                "nanochat keeps its embeddings in bfloat16, as it does)"
+            )
+    p.add_argument(
+        "--weights-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="cast the weights themselves (and so grads and optimizer state); default float32",
+    )
     p.add_argument("--batch", type=whole(1), default=1, help="batch size B (default 1)")
     p.add_argument("--block", type=whole(1), required=True, help="sequence length T")
     if fit:
@@ -122,14 +140,25 @@ def _pct(x: float) -> str:
     return "0" if x == 0 else f"{x:.2%}" if x >= 1e-4 else f"{x:.1e}"
 
 
+def _autocast(args: argparse.Namespace) -> str | None:
+    """--dtype is the autocast dtype: the model opens in --weights-dtype instead."""
+    from ..engine.training.step import autocast_dtype
+
+    autocast_dtype(args.dtype)  # an unknown dtype is one line before the model opens
+    autocast, args.dtype = args.dtype, args.weights_dtype
+    return None if autocast == "float32" else autocast
+
+
 def cmd_memory(args: argparse.Namespace) -> int:
     from ..engine.analysis.memory import memory_report
 
+    autocast = _autocast(args)
     session = open_session(args)
     try:
         report = memory_report(
-            session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit
-        )
+            session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit,
+            autocast=autocast,
+        )  # fmt: skip
     finally:
         session.close()
     if args.json:
@@ -140,18 +169,18 @@ def cmd_memory(args: argparse.Namespace) -> int:
         f"Memory of a training step of {session.name}: batch {report.batch} x {report.block} "
         f"tokens, {report.optimizer}"
     )
-    for col in ("module", "params", "grads", "optimizer", "activations", "total"):
-        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     rows = sorted(report.modules, key=lambda m: -m.total)
+    fields = ["params", "grads", "optimizer", "activations"]
+    if any(m.weight_copies for m in rows):
+        fields.append("weight_copies")
+    for col in ("module", *(f.replace("_", " ") for f in fields), "total"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for m in rows:
-        table.add_row(
-            m.name or "(model)", _b(m.params), _b(m.grads), _b(m.optimizer),
-            _b(m.activations), _b(m.total),
-        )  # fmt: skip
-    sums = [sum(getattr(m, f) for m in rows) for f in ("params", "grads", "optimizer")]
-    acts = sum(m.activations for m in rows)
-    table.add_row("total", *map(_b, sums), _b(acts), _b(sum(sums) + acts), style="bold")
+        table.add_row(m.name or "(model)", *(_b(getattr(m, f)) for f in fields), _b(m.total))
+    sums = [sum(getattr(m, f) for m in rows) for f in fields]
+    table.add_row("total", *map(_b, sums), _b(sum(sums)), style="bold")
     console.print(table)
+    console.print(f"precision: {report.precision}")
     fit = report.fit
     console.print(
         f"activations measured at batch 1 x {report.block} and scaled by the batch "
@@ -161,6 +190,11 @@ def cmd_memory(args: argparse.Namespace) -> int:
         f"fit: peak = {nbytes(fit.fixed)} + B·({fit.per_token:.4g}·T {fit.per_token_sq:+.3g}·T²) "
         "bytes, from "
         + ", ".join(f"{b}x{t} = {nbytes(m)}" for b, t, m in fit.measured)
+        + (
+            " (a 1-token context: one length, the T and T² terms are not told apart)"
+            if fit.measured[0][1] == fit.measured[1][1]
+            else ""
+        )
         + f"; checked at {fit.check[0]}x{fit.check[1]} = {nbytes(fit.check[2])}: "
         f"off by {fit.check_error:.1%}"
     )
@@ -183,9 +217,10 @@ def _b(n: float) -> str:
 def cmd_cost(args: argparse.Namespace) -> int:
     from ..engine.analysis.flops import cost_report
 
+    autocast = _autocast(args)
     session = open_session(args)
-    try:
-        report = cost_report(session, args.batch, args.block)  # on meta: FLOPs, no times
+    try:  # on meta: FLOPs, no times
+        report = cost_report(session, args.batch, args.block, autocast=autocast)
     finally:
         session.close()
     if args.json:
@@ -277,6 +312,15 @@ def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console an
     note = ""
     if not chat and f.block != f.context:
         note = f"; it counts {f.context} tokens a row, this step ran {f.block}"
-    console.print(f"{label}: {f.mfu:.4%} ({f.mfu_basis}{note})")
+    console.print(f"{label}: {_log_pct(f.mfu)} ({f.mfu_basis}{note})")
     if f.model_mfu is not None:
-        console.print(f"  the model's own estimate_mfu({report.batch}, dt): {f.model_mfu:.4%}")
+        console.print(
+            f"  the model's own estimate_mfu({report.batch}, dt): {_log_pct(f.model_mfu)}"
+        )
+
+
+def _log_pct(x: float) -> str:
+    """A percentage to 2 decimals, as both families' logs print MFU, and the digits it
+    hides when that rounds to nothing (a CPU against a GPU's peak)."""
+    shown = f"{100 * x:.2f}%"
+    return shown if x >= 1e-4 or x == 0 else f"{shown} ({100 * x:.3g}%)"

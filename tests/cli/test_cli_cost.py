@@ -54,6 +54,27 @@ def test_memory_json_and_table() -> None:
     assert "forecast peak at batch 4 x 16" in out.stdout
 
 
+def test_memory_dtype_is_autocast_and_weights_dtype_casts() -> None:
+    def totals(*extra: str) -> dict[str, int]:
+        out = gpt_tui("memory", *TINY, "--block", "8", "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        modules = json.loads(out.stdout)["report"]["modules"]
+        return {f: sum(m[f] for m in modules) for f in ("params", "grads", "optimizer")}
+
+    fp32 = totals()
+    assert totals("--dtype", "bfloat16") == fp32  # autocast: fp32 master weights and state
+    cast = totals("--weights-dtype", "bfloat16")
+    assert all(cast[f] * 2 == fp32[f] for f in fp32)
+    out = gpt_tui("memory", *TINY, "--block", "8", "--dtype", "bfloat16")
+    assert "activations under bfloat16 autocast" in out.stdout and "weight copies" in out.stdout
+
+
+def test_memory_of_a_one_token_block_fits_two_lengths() -> None:
+    out = gpt_tui("memory", *TINY, "--block", "1")
+    assert out.returncode == 0, out.stderr
+    assert "from 1x1 = " in out.stdout and ", 1x2 = " in out.stdout
+
+
 def test_cost_json_agrees_with_the_formula() -> None:
     out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "16", "--json")
     assert out.returncode == 0, out.stderr
@@ -85,6 +106,7 @@ def test_cost_on_meta_says_not_measured_rather_than_zero_ms() -> None:
          "the largest batch that fits is"),
         (["memory", *TINY, "--block", "999"], "longer than the model's context"),
         (["cost", *TINY, "--block", "999"], "longer than the model's context"),
+        (["memory", *TINY, "--block", "8", "--dtype", "int8"], "autocast takes float16 or"),
         (["numerics", *TINY, "--prompt", "hi", "--dtype", "int8"], "unknown --dtype 'int8'"),
         (["numerics", "--config", "tiny", "--device", "meta", "--prompt", "hi"], "meta"),
         (["memory", "--config", "tiny", "--device", "meta", "--block", "8"], "meta"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ from .flops_formulas import (
     nanochat_formula,
     nanogpt_formula,
 )
-from .memory import make_optimizer
+from .memory import check_autocast, make_optimizer, training_precision
 
 if TYPE_CHECKING:
     from ..core.session import Session
@@ -234,10 +235,10 @@ class _Timer:
             h.remove()
 
 
-def _step_seconds(model: nn.Module, x: torch.Tensor) -> float:
+def _step_seconds(model: nn.Module, x: torch.Tensor, precision: AbstractContextManager) -> float:
     """Wall time of one training step (the second of two: the first warms up)."""
     device = model_device(model)
-    with restored(model):
+    with precision, restored(model):
         model.train()
         opts = make_optimizer(model, "adamw")
         targets = wants_targets(model, x)
@@ -305,9 +306,17 @@ def _formula(
     )  # fmt: skip
 
 
-def cost_report(session: Session, batch: int, block: int, *, timing: bool = True) -> CostReport:
+def cost_report(
+    session: Session,
+    batch: int,
+    block: int,
+    *,
+    timing: bool = True,
+    autocast: str | None = None,
+) -> CostReport:
     """FLOPs per module of a forward and a training step at (batch, block), each module's
-    forward time, the step's time and its MFU where the device's peak is known."""
+    forward time, the step's time (under `autocast`, as `memory.training_precision`) and
+    its MFU where the device's peak is known."""
     context = session.context_len
     if context is not None and block > context:
         raise CostError(f"--block {block} is longer than the model's context ({context})")
@@ -320,10 +329,11 @@ def cost_report(session: Session, batch: int, block: int, *, timing: bool = True
         train = sum(count_flops(model, x, train=True).values())
     ms: dict[str, float] = {}
     seconds = 0.0
+    amp = check_autocast(device, autocast)
     if timing and device.type != "meta":
         timer = _Timer(model)
         try:
-            with torch.no_grad():
+            with training_precision(model, amp, session.family), torch.no_grad():
                 model(x)  # warm-up
                 for _ in range(3):  # each module's fastest of three: a busy CPU adds noise
                     timer.marks.clear()
@@ -332,12 +342,12 @@ def cost_report(session: Session, batch: int, block: int, *, timing: bool = True
                         ms[name] = min(ms.get(name, t), t)
         finally:
             timer.close()
-        seconds = _step_seconds(model, x)
+        seconds = _step_seconds(model, x, training_precision(model, amp, session.family))
     names = [n for n, _ in model.named_modules()] + [OUTSIDE]
     modules = tuple(
         ModuleCost(n, forward[n], ms.get(n) if ms else None) for n in names if forward.get(n, 0)
     )
-    dtype = next(model.parameters()).dtype
+    dtype = amp or next(model.parameters()).dtype  # the matmuls run in the autocast dtype
     device_name, peak = device_peak(device, dtype)
     formula = _formula(session, batch, block, train / (batch * block), seconds, device_name)
     return CostReport(

@@ -265,13 +265,17 @@ def _flops(n: float) -> str:
 
 
 def _print_mfu(console, report) -> None:  # noqa: ANN001 - a rich Console and a CostReport
-    if report.mfu is None:
-        why = "not timed" if not report.step_seconds else f"no peak known for {report.device_name}"
-        console.print(f"MFU (measured FLOPs / step time / peak): unknown ({why} in {report.dtype})")
+    label = "MFU (measured FLOPs / step time / peak)"
+    if not report.step_seconds:
+        console.print(f"{label}: unknown (not timed on the {report.device} device)")
+    elif report.mfu is None:
+        console.print(
+            f"{label}: unknown (no peak known for {report.device_name} in {report.dtype})"
+        )
     else:
         console.print(
-            f"MFU (measured FLOPs / step time / peak): {report.mfu:.1%} of "
-            f"{report.device_name}'s {_flops(report.peak_flops or 0)}FLOP/s {report.dtype} peak"
+            f"{label}: {report.mfu:.1%} of {report.device_name}'s "
+            f"{_flops(report.peak_flops or 0)}FLOP/s {report.dtype} peak"
         )
 
 
@@ -302,11 +306,11 @@ def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console an
     _print_mfu(console, report)
     label = "nanochat's bf16_mfu" if chat else f"nanoGPT's estimate_mfu({report.batch}, dt)"
     if f.mfu is None:
-        why = (
-            "not timed"
-            if not report.step_seconds
-            else f"no bf16 peak known for {report.device_name}"
-        )
+        why = f"no bf16 peak known for {report.device_name}"
+        if not report.step_seconds:
+            why = f"not timed on the {report.device} device"
+        elif chat and report.device_name == "cpu":
+            why = "nanochat's log prints 0.00 off a GPU, where it takes the peak as inf"
         console.print(f"{label}: unknown ({why}; {f.mfu_basis})")
         return
     note = ""
@@ -320,7 +324,7 @@ def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console an
 
 
 def _log_pct(x: float) -> str:
-    """A percentage to 2 decimals, as both families' logs print MFU, and the digits it
-    hides when that rounds to nothing (a CPU against a GPU's peak)."""
+    """A percentage to 2 decimals, as both families' logs print MFU, and below 1% the
+    digits that hides (a CPU against a GPU's peak)."""
     shown = f"{100 * x:.2f}%"
-    return shown if x >= 1e-4 or x == 0 else f"{shown} ({100 * x:.3g}%)"
+    return shown if x >= 0.01 or x == 0 else f"{shown} ({100 * x:.3g}%)"

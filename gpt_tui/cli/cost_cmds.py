@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from ..errors import GptTuiError
 from ..formatting import nbytes
 from . import render
 from .common import open_session
 
 NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
 HEADS_SHOWN = 12  # the heads table's rows unless --all-heads
+
+
+class DtypeError(GptTuiError):
+    """--dtype and --weights-dtype that no training step combines."""
 
 
 def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
@@ -146,6 +151,11 @@ def _autocast(args: argparse.Namespace) -> str | None:
 
     autocast_dtype(args.dtype)  # an unknown dtype is one line before the model opens
     autocast, args.dtype = args.dtype, args.weights_dtype
+    if autocast not in ("float32", args.weights_dtype) and args.weights_dtype != "float32":
+        raise DtypeError(
+            f"--dtype {autocast} with --weights-dtype {args.weights_dtype}: autocast runs "
+            "from float32 weights (mixed precision) or in the weights' own dtype; give one of them"
+        )
     return None if autocast == "float32" else autocast
 
 

@@ -107,6 +107,8 @@ def test_cost_on_meta_says_not_measured_rather_than_zero_ms() -> None:
         (["memory", *TINY, "--block", "999"], "longer than the model's context"),
         (["cost", *TINY, "--block", "999"], "longer than the model's context"),
         (["memory", *TINY, "--block", "8", "--dtype", "int8"], "autocast takes float16 or"),
+        (["cost", *TINY, "--block", "8", "--dtype", "float16", "--weights-dtype", "bfloat16"],
+         "autocast runs from float32 weights"),
         (["numerics", *TINY, "--prompt", "hi", "--dtype", "int8"], "unknown --dtype 'int8'"),
         (["numerics", "--config", "tiny", "--device", "meta", "--prompt", "hi"], "meta"),
         (["memory", "--config", "tiny", "--device", "meta", "--block", "8"], "meta"),

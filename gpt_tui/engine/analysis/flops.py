@@ -12,9 +12,9 @@ T×T square even when causal (half of it is masked). The gap to the formulas:
 the attention backward recomputes q·kᵀ when the kernel does (+2·L·C·T per token; some
 kernels' counts do not), and norm gains and biases are in N but do no matmul (−6 each).
 
-nanoGPT's `estimate_flops`: per token, 6·N + 12·L·H·Q·T with N the parameters minus the
-position embedding; nanochat's: 6·(N − embeddings) + 12·L·H·Q·T. Embedding lookups do no
-FLOPs (nanoGPT's tied wte is in N because the head's matmul uses it).
+The families' own formulas (`flops_formulas`: nanoGPT's estimate_mfu at T = block_size,
+nanochat's estimate_flops with its sliding windows at T = sequence_len) are given at their
+own T, as their training logs use them, and at the step's T against the measured count.
 """
 
 from __future__ import annotations

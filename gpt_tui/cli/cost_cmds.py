@@ -6,18 +6,27 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from ..errors import GptTuiError
 from ..formatting import nbytes
 from . import render
 from .common import open_session
 
 NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
+HEADS_SHOWN = 12  # the heads table's rows unless --all-heads
+
+
+class DtypeError(GptTuiError):
+    """--dtype and --weights-dtype that no training step combines."""
 
 
 def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
     """--dtype here names the format asked about; the model itself opens in float32."""
     for action in p._actions:
         if "--dtype" in action.option_strings:
-            action.help = f"the format to ask about: {' | '.join(NUMERICS_FORMATS)}"
+            action.help = (
+                f"the format asked about: {' | '.join(NUMERICS_FORMATS)} (the model runs in "
+                "float32; the fp32 check runs a copy cast to it)"
+            )
     p.set_defaults(dtype="bfloat16")
     p.add_argument("--prompt", required=True)
     p.add_argument(
@@ -30,10 +39,28 @@ def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callabl
         help="also train N steps on the prompt and flag heads whose largest logit grows",
     )
     p.add_argument("--lr", type=real(0, above=True), default=1e-3, help="with --steps")
+    p.add_argument(
+        "--all-heads", action="store_true", help=f"list every head (default: the top {HEADS_SHOWN})"
+    )
     p.add_argument("--json", action="store_true")
 
 
 def add_size_args(p: argparse.ArgumentParser, whole: Callable, real: Callable, fit: bool) -> None:
+    """--dtype here is the training step's autocast dtype, as train-step's and nanoGPT's
+    train.py `dtype`; --weights-dtype casts the weights themselves."""
+    for action in p._actions:
+        if "--dtype" in action.option_strings:
+            action.help = (
+                "the step's autocast dtype, as in mixed-precision training: float32 | bfloat16 "
+                "| float16 (weights, grads and optimizer state stay in --weights-dtype; "
+                "nanochat keeps its embeddings in bfloat16, as it does)"
+            )
+    p.add_argument(
+        "--weights-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="cast the weights themselves (and so grads and optimizer state); default float32",
+    )
     p.add_argument("--batch", type=whole(1), default=1, help="batch size B (default 1)")
     p.add_argument("--block", type=whole(1), required=True, help="sequence length T")
     if fit:
@@ -80,13 +107,16 @@ def cmd_numerics(args: argparse.Namespace) -> int:
             _pct(f.subnormal),
         )  # fmt: skip
     console.print(table)
+    shown = len(report.heads) if args.all_heads else min(len(report.heads), HEADS_SHOWN)
     heads = render.table("Heads by largest pre-softmax logit")
     for col in ("layer", "head", "max logit", "entropy (nats)"):
         heads.add_column(col, justify="right", no_wrap=True)
-    for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0))[:12]:
+    for h in sorted(report.heads, key=lambda h: -(h.max_logit or 0))[:shown]:
         logit = "-" if h.max_logit is None else f"{h.max_logit:.3g}"
         heads.add_row(str(h.layer), str(h.head), logit, f"{h.entropy:.3f}")
     console.print(heads)
+    if shown < len(report.heads):
+        console.print(f"{shown} of {len(report.heads)} heads shown (--all-heads for all)")
     if report.softcap is not None:
         s = report.softcap
         console.print(
@@ -115,14 +145,30 @@ def _pct(x: float) -> str:
     return "0" if x == 0 else f"{x:.2%}" if x >= 1e-4 else f"{x:.1e}"
 
 
+def _autocast(args: argparse.Namespace) -> str | None:
+    """--dtype is the autocast dtype: the model opens in --weights-dtype instead."""
+    from ..engine.training.step import autocast_dtype
+
+    autocast_dtype(args.dtype)  # an unknown dtype is one line before the model opens
+    autocast, args.dtype = args.dtype, args.weights_dtype
+    if autocast not in ("float32", args.weights_dtype) and args.weights_dtype != "float32":
+        raise DtypeError(
+            f"--dtype {autocast} with --weights-dtype {args.weights_dtype}: autocast runs "
+            "from float32 weights (mixed precision) or in the weights' own dtype; give one of them"
+        )
+    return None if autocast == "float32" else autocast
+
+
 def cmd_memory(args: argparse.Namespace) -> int:
     from ..engine.analysis.memory import memory_report
 
+    autocast = _autocast(args)
     session = open_session(args)
     try:
         report = memory_report(
-            session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit
-        )
+            session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit,
+            autocast=autocast,
+        )  # fmt: skip
     finally:
         session.close()
     if args.json:
@@ -133,18 +179,18 @@ def cmd_memory(args: argparse.Namespace) -> int:
         f"Memory of a training step of {session.name}: batch {report.batch} x {report.block} "
         f"tokens, {report.optimizer}"
     )
-    for col in ("module", "params", "grads", "optimizer", "activations", "total"):
-        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     rows = sorted(report.modules, key=lambda m: -m.total)
+    fields = ["params", "grads", "optimizer", "activations"]
+    if any(m.weight_copies for m in rows):
+        fields.append("weight_copies")
+    for col in ("module", *(f.replace("_", " ") for f in fields), "total"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for m in rows:
-        table.add_row(
-            m.name or "(model)", _b(m.params), _b(m.grads), _b(m.optimizer),
-            _b(m.activations), _b(m.total),
-        )  # fmt: skip
-    sums = [sum(getattr(m, f) for m in rows) for f in ("params", "grads", "optimizer")]
-    acts = sum(m.activations for m in rows)
-    table.add_row("total", *map(_b, sums), _b(acts), _b(sum(sums) + acts), style="bold")
+        table.add_row(m.name or "(model)", *(_b(getattr(m, f)) for f in fields), _b(m.total))
+    sums = [sum(getattr(m, f) for m in rows) for f in fields]
+    table.add_row("total", *map(_b, sums), _b(sum(sums)), style="bold")
     console.print(table)
+    console.print(f"precision: {report.precision}")
     fit = report.fit
     console.print(
         f"activations measured at batch 1 x {report.block} and scaled by the batch "
@@ -154,6 +200,11 @@ def cmd_memory(args: argparse.Namespace) -> int:
         f"fit: peak = {nbytes(fit.fixed)} + B·({fit.per_token:.4g}·T {fit.per_token_sq:+.3g}·T²) "
         "bytes, from "
         + ", ".join(f"{b}x{t} = {nbytes(m)}" for b, t, m in fit.measured)
+        + (
+            " (a 1-token context: one length, the T and T² terms are not told apart)"
+            if fit.measured[0][1] == fit.measured[1][1]
+            else ""
+        )
         + f"; checked at {fit.check[0]}x{fit.check[1]} = {nbytes(fit.check[2])}: "
         f"off by {fit.check_error:.1%}"
     )
@@ -176,9 +227,10 @@ def _b(n: float) -> str:
 def cmd_cost(args: argparse.Namespace) -> int:
     from ..engine.analysis.flops import cost_report
 
+    autocast = _autocast(args)
     session = open_session(args)
-    try:
-        report = cost_report(session, args.batch, args.block)  # on meta: FLOPs, no times
+    try:  # on meta: FLOPs, no times
+        report = cost_report(session, args.batch, args.block, autocast=autocast)
     finally:
         session.close()
     if args.json:
@@ -194,7 +246,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     for m in sorted(report.modules, key=lambda m: -m.forward_flops):
         table.add_row(
             m.name or "(model)", _flops(m.forward_flops), f"{m.forward_flops / total:.1%}",
-            f"{m.forward_ms:.3f}",
+            "-" if m.forward_ms is None else f"{m.forward_ms:.3f}",
         )  # fmt: skip
     table.add_row("total", _flops(report.forward_flops), "100%", "", style="bold")
     console.print(table)
@@ -209,20 +261,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
         f"({_flops(report.train_flops / tokens)} per token){timed}"
     )
     if report.formula is not None:
-        f = report.formula
-        why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
-        console.print(
-            f"{f.name}: {_flops(f.per_token)} per token; measured {_flops(f.measured_per_token)} "
-            f"({f.difference:+.2%}): norm gains and biases {-6 * f.non_matmul:+,} "
-            f"(in N, no matmul), attention {f.attention_extra:+,.0f} ({why})"
-        )
-    if report.mfu is None:
-        console.print(f"MFU: unknown (no peak known for {report.device_name} in {report.dtype})")
+        _print_formula(console, report)
     else:
-        console.print(
-            f"MFU: {report.mfu:.1%} of {report.device_name}'s {_flops(report.peak_flops or 0)}"
-            f"FLOP/s {report.dtype} peak"
-        )
+        _print_mfu(console, report)
     return 0
 
 
@@ -231,3 +272,69 @@ def _flops(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} "
+
+
+def _print_mfu(console, report) -> None:  # noqa: ANN001 - a rich Console and a CostReport
+    label = "MFU (measured FLOPs / step time / peak)"
+    if not report.step_seconds:
+        console.print(f"{label}: unknown (not timed on the {report.device} device)")
+    elif report.mfu is None:
+        console.print(
+            f"{label}: unknown (no peak known for {report.device_name} in {report.dtype})"
+        )
+    else:
+        console.print(
+            f"{label}: {report.mfu:.1%} of {report.device_name}'s "
+            f"{_flops(report.peak_flops or 0)}FLOP/s {report.dtype} peak"
+        )
+
+
+def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console and a CostReport
+    """The family's formula at its own T, at the step's T against the count, and its MFU."""
+    f = report.formula
+    chat = f.name.startswith("nanochat")
+    t_name = "sequence_len" if chat else "block_size"
+    own = (
+        ""
+        if f.model_says is None
+        else f"; the model's own estimate_flops(): {_flops(f.model_says)}"
+    )
+    console.print(f"{f.name} (T = {t_name} {f.context}): {_flops(f.per_token)} per token{own}")
+    if f.model_error:
+        console.print(f"[yellow]note:[/] {f.model_error}")
+    parts = []
+    if f.non_matmul:
+        parts.append(f"norm gains and biases {-6 * f.non_matmul:+,} (in N, no matmul)")
+    if f.window_extra:
+        parts.append(f"windowed layers counted over all T {f.window_extra:+,.0f}")
+    why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
+    parts.append(f"attention {f.attention_extra:+,.0f} ({why})")
+    console.print(
+        f"  the same formula at this step's T = {f.block}: {_flops(f.at_block)}; measured "
+        f"{_flops(f.measured_per_token)} ({f.difference:+.2%}): " + ", ".join(parts)
+    )
+    _print_mfu(console, report)
+    label = "nanochat's bf16_mfu" if chat else f"nanoGPT's estimate_mfu({report.batch}, dt)"
+    if f.mfu is None:
+        why = f"no bf16 peak known for {report.device_name}"
+        if not report.step_seconds:
+            why = f"not timed on the {report.device} device"
+        elif chat and report.device_name == "cpu":
+            why = "nanochat's log prints 0.00 off a GPU, where it takes the peak as inf"
+        console.print(f"{label}: unknown ({why}; {f.mfu_basis})")
+        return
+    note = ""
+    if not chat and f.block != f.context:
+        note = f"; it counts {f.context} tokens a row, this step ran {f.block}"
+    console.print(f"{label}: {_log_pct(f.mfu)} ({f.mfu_basis}{note})")
+    if f.model_mfu is not None:
+        console.print(
+            f"  the model's own estimate_mfu({report.batch}, dt): {_log_pct(f.model_mfu)}"
+        )
+
+
+def _log_pct(x: float) -> str:
+    """A percentage to 2 decimals, as both families' logs print MFU, and below 1% the
+    digits that hides (a CPU against a GPU's peak)."""
+    shown = f"{100 * x:.2f}%"
+    return shown if x >= 0.01 or x == 0 else f"{shown} ({100 * x:.3g}%)"

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 def add_train_step_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:
     """The command's arguments; `whole` and `real` are the parser's checked number types.
     The model arguments' --seed seeds the batches too; --dtype is the autocast dtype."""
+    for action in p._actions:
+        if "--dtype" in action.option_strings:
+            action.help = (
+                "autocast dtype of the step: float32 | bfloat16 | float16 (weights stay float32)"
+            )
     p.add_argument("--data", metavar="FILE", help="a text file or a nanoGPT train.bin / val.bin")
     p.add_argument("--split", choices=["all", "val"], default="all", help="of a text file")
     p.add_argument("--prompt", help="the batch when there is no --data (default: the model's)")

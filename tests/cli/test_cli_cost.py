@@ -54,14 +54,48 @@ def test_memory_json_and_table() -> None:
     assert "forecast peak at batch 4 x 16" in out.stdout
 
 
+def test_memory_dtype_is_autocast_and_weights_dtype_casts() -> None:
+    def totals(*extra: str) -> dict[str, int]:
+        out = gpt_tui("memory", *TINY, "--block", "8", "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        modules = json.loads(out.stdout)["report"]["modules"]
+        return {f: sum(m[f] for m in modules) for f in ("params", "grads", "optimizer")}
+
+    fp32 = totals()
+    assert totals("--dtype", "bfloat16") == fp32  # autocast: fp32 master weights and state
+    cast = totals("--weights-dtype", "bfloat16")
+    assert all(cast[f] * 2 == fp32[f] for f in fp32)
+    out = gpt_tui("memory", *TINY, "--block", "8", "--dtype", "bfloat16")
+    assert "activations under bfloat16 autocast" in out.stdout and "weight copies" in out.stdout
+
+
+def test_memory_of_a_one_token_block_fits_two_lengths() -> None:
+    out = gpt_tui("memory", *TINY, "--block", "1")
+    assert out.returncode == 0, out.stderr
+    assert "from 1x1 = " in out.stdout and ", 1x2 = " in out.stdout
+
+
 def test_cost_json_agrees_with_the_formula() -> None:
     out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "16", "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert abs(data["report"]["formula"]["difference"]) < 0.05
     assert data["mfu"] is None  # the CPU's peak is unknown, never 0
-    out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "16")
-    assert "MFU: unknown" in out.stdout and "nanoGPT estimate_flops" in out.stdout
+    out = gpt_tui("cost", *TINY, "--batch", "2", "--block", "8")
+    assert "MFU (measured FLOPs / step time / peak): unknown" in out.stdout
+    # nanoGPT has no estimate_flops: its formula lives in estimate_mfu, at T = block_size
+    assert "nanoGPT estimate_mfu formula (T = block_size 16)" in out.stdout
+    assert "nanoGPT's estimate_mfu(2, dt): " in out.stdout
+    assert "it counts 16 tokens a row, this step ran 8" in out.stdout
+
+
+def test_cost_on_meta_says_not_measured_rather_than_zero_ms() -> None:
+    out = gpt_tui("cost", "--config", "tiny", "--device", "meta", "--block", "8")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "transformer.h.0.mlp.c_fc" in line]
+    assert rows and rows[0].split()[-1] == "-", rows
+    assert "0.000" not in out.stdout
+    assert "unknown (not timed" in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -72,6 +106,9 @@ def test_cost_json_agrees_with_the_formula() -> None:
          "the largest batch that fits is"),
         (["memory", *TINY, "--block", "999"], "longer than the model's context"),
         (["cost", *TINY, "--block", "999"], "longer than the model's context"),
+        (["memory", *TINY, "--block", "8", "--dtype", "int8"], "autocast takes float16 or"),
+        (["cost", *TINY, "--block", "8", "--dtype", "float16", "--weights-dtype", "bfloat16"],
+         "autocast runs from float32 weights"),
         (["numerics", *TINY, "--prompt", "hi", "--dtype", "int8"], "unknown --dtype 'int8'"),
         (["numerics", "--config", "tiny", "--device", "meta", "--prompt", "hi"], "meta"),
         (["memory", "--config", "tiny", "--device", "meta", "--block", "8"], "meta"),

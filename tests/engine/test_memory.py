@@ -96,3 +96,39 @@ def test_an_upstream_nanogpt_file_is_measured_with_logits_at_every_position() ->
     step = measure_step(model, 2, 16)
     head = next(m for m in step.modules if m.name == "lm_head")
     assert head.activations == 2 * 16 * 32 * 4
+
+
+def test_bf16_autocast_keeps_fp32_weights_grads_and_state_and_halves_the_head_input() -> None:
+    """--dtype bfloat16 is the autocast of mixed-precision training (nanoGPT's train.py
+    `dtype`), not a cast of the weights."""
+    model = EmbedLinear()
+    B, T = 3, 5
+    step = measure_step(model, B, T, "adamw", autocast=torch.bfloat16)
+    head = next(m for m in step.modules if m.name == "head")
+    assert head.params == (D * V + V) * 4  # fp32 master weights
+    assert head.grads == head.params and head.optimizer == 2 * head.params
+    assert head.activations == B * T * D * 2  # the input, in bf16, saved for the weight's grad
+    assert head.weight_copies == D * V * 2  # autocast's bf16 weight, saved for the input's grad
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_nanochat_stores_its_embeddings_in_bf16_and_puts_them_back() -> None:
+    session = Session.open(ModelSpec(config="tiny", arch="nanochat", device="cpu"))
+    model = session.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step = measure_step(model, 1, 8, autocast=torch.bfloat16, family="nanochat")
+    c = session.config
+    rows = {m.name: m for m in step.modules}
+    wte = c.table_rows * c.n_embd
+    assert rows["transformer.wte"].params == wte * 2  # bf16, as nanochat's init_weights casts
+    assert rows["transformer.wte"].optimizer == 2 * wte * 2  # AdamW's moments follow the param
+    assert rows["lm_head"].params == wte * 4  # a Linear: fp32 master weight
+    for k, v in model.state_dict().items():  # the fp32 embedding is back, bit for bit
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+
+
+def test_a_one_token_block_is_fitted_through_two_lengths() -> None:
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    fit, step = fit_memory(session.model, 1, context=session.context_len)
+    assert [t for _, t, _ in fit.measured] == [1, 2]
+    assert step.block == 1 and fit.check[:2] == (2, 1)

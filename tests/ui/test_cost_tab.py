@@ -29,6 +29,8 @@ async def test_cost_tab_shows_numerics_heads_memory_and_flops() -> None:
         assert view.numerics.dtype == "bfloat16"
         assert table.row_count == len(view.numerics.modules)
         assert "bf16: max 3.39e+38" in head() and "fp32 vs bf16" in head()
+        w = view.numerics.what_if
+        assert w is not None and f"fp32 vs bf16: {w.message}" in head()  # the CLI's sentence
 
         await pilot.click("#cost-dtype-float16")
         await settle(pilot)
@@ -63,7 +65,7 @@ async def test_cost_tab_shows_numerics_heads_memory_and_flops() -> None:
         await settle(pilot)
         cost = app.state.measures.cost
         assert cost is not None and table.row_count == len(cost.modules)
-        assert "MFU unknown" in head() and "nanoGPT estimate_flops" in head()
+        assert "MFU unknown" in head() and "nanoGPT estimate_mfu formula" in head()
 
         panel.query_one("#cost-block", Input).value = "x"
         await pilot.click("#cost-measure")

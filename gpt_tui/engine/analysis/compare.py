@@ -88,6 +88,8 @@ class Comparison:
     positions: tuple[int, ...]  # token positions compared (A's numbering)
     unmatched: tuple[str, ...] = ()  # A's probes with no counterpart in B
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # with `inputs`: ‖Δ‖/‖a‖ of every module's input, by A's name
+    input_rel: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -307,11 +309,17 @@ def _distances(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[flo
 
 
 def compare(
-    run_a: Run, run_b: Run, *, leaves: bool = False, tolerance: float | None = None
+    run_a: Run,
+    run_b: Run,
+    *,
+    leaves: bool = False,
+    tolerance: float | None = None,
+    inputs: bool = False,
 ) -> Comparison:
     """Probe-by-probe distances between two runs, and their first divergence.
 
-    `tolerance` overrides the relative tolerance the dtypes imply (see `TOLERANCES`).
+    `tolerance` overrides the relative tolerance the dtypes imply (see `TOLERANCES`);
+    `inputs` also measures every module's input (`Comparison.input_rel`).
     """
     positions = _positions(run_a, run_b)
     if run_a.kv_cache or run_b.kv_cache:
@@ -345,8 +353,12 @@ def compare(
     ]
     first = next((r for r in records if r.diverged), None)
     input_dist: dict[str, tuple[float, float, float]] = {}
-    if first is not None:  # inputs matter only there: the diverged module and its parents
-        wanted = [(a, b) for a, b in names if a == first.name or first.name.startswith(a + ".")]
+    if first is not None or inputs:  # by default only the diverged module and its parents
+        wanted = [
+            (a, b)
+            for a, b in names
+            if inputs or a == first.name or first.name.startswith(a + ".")  # type: ignore[union-attr]
+        ]
         in_names, in_pairs = [], []
         for a_name, b_name in wanted:
             in_a, in_b = cap_a.inputs.get(a_name), cap_b.inputs.get(b_name)
@@ -374,7 +386,13 @@ def compare(
             f"tolerance {tol:g} relative"
         )
     return Comparison(
-        tuple(records), divergence, tol, tuple(positions), tuple(unmatched), tuple(notes)
+        tuple(records),
+        divergence,
+        tol,
+        tuple(positions),
+        tuple(unmatched),
+        tuple(notes),
+        {name: d[1] for name, d in input_dist.items()} if inputs else {},
     )
 
 

@@ -12,16 +12,17 @@ T×T square even when causal (half of it is masked). The gap to the formulas:
 the attention backward recomputes q·kᵀ when the kernel does (+2·L·C·T per token; some
 kernels' counts do not), and norm gains and biases are in N but do no matmul (−6 each).
 
-nanoGPT's `estimate_flops`: per token, 6·N + 12·L·H·Q·T with N the parameters minus the
-position embedding; nanochat's: 6·(N − embeddings) + 12·L·H·Q·T. Embedding lookups do no
-FLOPs (nanoGPT's tied wte is in N because the head's matmul uses it).
+The families' own formulas (`flops_formulas`: nanoGPT's estimate_mfu at T = block_size,
+nanochat's estimate_flops with its sliding windows at T = sequence_len) are given at their
+own T, as their training logs use them, and at the step's T against the measured count.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,7 +33,14 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from ...errors import GptTuiError
 from ..core.model_access import model_device, output_logits
 from ..training.step import restored, training_logits, wants_targets
-from .memory import make_optimizer
+from .flops_formulas import (
+    NANOGPT_PEAK,
+    model_estimate_flops,
+    model_estimate_mfu,
+    nanochat_formula,
+    nanogpt_formula,
+)
+from .memory import check_autocast, make_optimizer, training_precision
 
 if TYPE_CHECKING:
     from ..core.session import Session
@@ -65,17 +73,28 @@ class CostError(GptTuiError):
 class ModuleCost:
     name: str
     forward_flops: int  # the module's own, children excluded
-    forward_ms: float  # own wall (CPU) or CUDA-event time of one forward
+    forward_ms: float | None  # own wall (CPU) or CUDA-event time of one forward; None: not timed
 
 
 @dataclass(frozen=True)
 class Formula:
-    name: str  # "nanoGPT estimate_flops" / "nanochat estimate_flops"
-    per_token: float  # training FLOPs per token
-    measured_per_token: float
-    difference: float  # (measured − formula) / formula
+    """The family's own formula next to the measured count, and its MFU as its log prints it."""
+
+    name: str  # "nanoGPT estimate_mfu formula" / "nanochat estimate_flops"
+    context: int  # the T the family's code uses: block_size / sequence_len
+    per_token: float  # training FLOPs per token at `context`, as the family computes them
+    block: int  # the measured step's T
+    at_block: float  # the same formula at `block`
+    measured_per_token: float  # FlopCounterMode's count at `block`
+    difference: float  # (measured − at_block) / at_block
     non_matmul: int  # norm gains and biases: in N, but no matmul (6 each per token)
+    window_extra: float  # the counter charges windowed layers the full T×T square
     attention_extra: float  # the rest of the gap per token: the attention kernel's own count
+    model_says: float | None  # the model object's own estimate_flops(), when it has one
+    model_error: str | None  # why calling it failed
+    mfu: float | None  # as the family's training log computes it; None: not timed / no peak
+    mfu_basis: str  # how: the tokens counted and the peak divided by
+    model_mfu: float | None  # the model object's own estimate_mfu(batch, dt) (nanoGPT's)
 
 
 @dataclass(frozen=True)
@@ -216,10 +235,10 @@ class _Timer:
             h.remove()
 
 
-def _step_seconds(model: nn.Module, x: torch.Tensor) -> float:
+def _step_seconds(model: nn.Module, x: torch.Tensor, precision: AbstractContextManager) -> float:
     """Wall time of one training step (the second of two: the first warms up)."""
     device = model_device(model)
-    with restored(model):
+    with precision, restored(model):
         model.train()
         opts = make_optimizer(model, "adamw")
         targets = wants_targets(model, x)
@@ -240,33 +259,6 @@ def _step_seconds(model: nn.Module, x: torch.Tensor) -> float:
     return seconds
 
 
-def nanogpt_formula(model: nn.Module, block: int) -> float | None:
-    """nanoGPT's estimate_flops per token: 6·N + 12·L·H·Q·T, N without the position embedding."""
-    c = getattr(model, "config", None)
-    if c is None or not all(hasattr(c, f) for f in ("n_layer", "n_head", "n_embd")):
-        return None
-    n = sum(p.numel() for p in model.parameters())
-    wpe = getattr(getattr(model, "transformer", None), "wpe", None)
-    if isinstance(wpe, nn.Embedding):
-        n -= wpe.weight.numel()
-    return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block
-
-
-def nanochat_formula(model: nn.Module, block: int) -> float | None:
-    """nanochat's estimate_flops per token: 6·(N − embeddings) + 12·L·H·Q·T."""
-    c = getattr(model, "config", None)
-    if c is None or not all(hasattr(c, f) for f in ("n_layer", "n_head", "n_embd")):
-        return None
-    seen: set[int] = set()
-    n = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            n += p.numel()
-    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
-    return 6 * (n - emb) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * block
-
-
 def non_matmul_params(model: nn.Module) -> int:
     """Parameters that no matmul uses: norm gains and biases (shared ones counted once)."""
     seen: set[int] = set()
@@ -280,9 +272,51 @@ def non_matmul_params(model: nn.Module) -> int:
     return n
 
 
-def cost_report(session: Session, batch: int, block: int, *, timing: bool = True) -> CostReport:
+def _formula(
+    session: Session, batch: int, block: int, measured: float, seconds: float, device_name: str
+) -> Formula | None:
+    """The family's formula against the measured FLOPs per token, and the family's MFU."""
+    model = session.model
+    chat = session.family == "nanochat"
+    fam = (nanochat_formula if chat else nanogpt_formula)(model, session.context_len)
+    if fam is None:
+        return None
+    at_block = fam.per_token(block)
+    nm = 0 if chat else non_matmul_params(model)  # nanochat's N has the Linear weights only
+    # the counter charges SDPA the full square: a windowed layer's formula term does not
+    full = replace(fam, windows=(None,) * len(fam.windows))
+    window_extra = full.per_token(block) - at_block
+    own, error = model_estimate_flops(model)
+    mfu, model_mfu = None, None
+    if chat:
+        peak = peak_for_name(device_name, torch.bfloat16)
+        basis = "estimate_flops · B·T / dt / the GPU's bf16 peak"
+        if seconds > 0 and peak:
+            mfu = fam.per_token() * batch * block / seconds / peak
+    else:
+        basis = f"(per token) · block_size {fam.context} · B / dt / A100 bf16 312 TFLOP/s"
+        if seconds > 0:
+            mfu = fam.per_token() * fam.context * batch / seconds / NANOGPT_PEAK
+            model_mfu, mfu_error = model_estimate_mfu(model, batch, seconds)
+            error = error or mfu_error
+    return Formula(
+        fam.name, fam.context, fam.per_token(), block, at_block, measured,
+        (measured - at_block) / at_block, nm, window_extra,
+        measured - at_block + 6 * nm - window_extra, own, error, mfu, basis, model_mfu,
+    )  # fmt: skip
+
+
+def cost_report(
+    session: Session,
+    batch: int,
+    block: int,
+    *,
+    timing: bool = True,
+    autocast: str | None = None,
+) -> CostReport:
     """FLOPs per module of a forward and a training step at (batch, block), each module's
-    forward time, the step's time and its MFU where the device's peak is known."""
+    forward time, the step's time (under `autocast`, as `memory.training_precision`) and
+    its MFU where the device's peak is known."""
     context = session.context_len
     if context is not None and block > context:
         raise CostError(f"--block {block} is longer than the model's context ({context})")
@@ -295,10 +329,11 @@ def cost_report(session: Session, batch: int, block: int, *, timing: bool = True
         train = sum(count_flops(model, x, train=True).values())
     ms: dict[str, float] = {}
     seconds = 0.0
+    amp = check_autocast(device, autocast)
     if timing and device.type != "meta":
         timer = _Timer(model)
         try:
-            with torch.no_grad():
+            with training_precision(model, amp, session.family), torch.no_grad():
                 model(x)  # warm-up
                 for _ in range(3):  # each module's fastest of three: a busy CPU adds noise
                     timer.marks.clear()
@@ -307,24 +342,14 @@ def cost_report(session: Session, batch: int, block: int, *, timing: bool = True
                         ms[name] = min(ms.get(name, t), t)
         finally:
             timer.close()
-        seconds = _step_seconds(model, x)
+        seconds = _step_seconds(model, x, training_precision(model, amp, session.family))
     names = [n for n, _ in model.named_modules()] + [OUTSIDE]
-    modules = tuple(ModuleCost(n, forward[n], ms.get(n, 0.0)) for n in names if forward.get(n, 0))
-    dtype = next(model.parameters()).dtype
-    device_name, peak = device_peak(device, dtype)
-    total_train = train
-    tokens = batch * block
-    formula = None
-    fam = session.family
-    estimate = (
-        nanochat_formula(model, block) if fam == "nanochat" else nanogpt_formula(model, block)
+    modules = tuple(
+        ModuleCost(n, forward[n], ms.get(n) if ms else None) for n in names if forward.get(n, 0)
     )
-    if estimate:
-        measured = total_train / tokens
-        name = "nanochat estimate_flops" if fam == "nanochat" else "nanoGPT estimate_flops"
-        nm = non_matmul_params(model)
-        extra = measured - estimate + 6 * nm
-        formula = Formula(name, estimate, measured, (measured - estimate) / estimate, nm, extra)
+    dtype = amp or next(model.parameters()).dtype  # the matmuls run in the autocast dtype
+    device_name, peak = device_peak(device, dtype)
+    formula = _formula(session, batch, block, train / (batch * block), seconds, device_name)
     return CostReport(
         str(device),
         device_name,
@@ -333,7 +358,7 @@ def cost_report(session: Session, batch: int, block: int, *, timing: bool = True
         block,
         modules,
         sum(forward.values()),
-        total_train,
+        train,
         seconds,
         peak,
         formula,

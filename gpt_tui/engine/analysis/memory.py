@@ -13,6 +13,14 @@ random tokens, with the weights put back afterwards, and measures:
 - the peak: `torch.cuda.max_memory_allocated` on CUDA; elsewhere the measured tensors
   (parameters + gradients + optimizer state + saved activations; workspace not counted).
 
+Precision is the training's, not a cast of the model: with `autocast` (nanoGPT's train.py
+`dtype`) the step runs under `torch.autocast`, so weights, gradients and optimizer state
+stay in the weights' dtype (fp32) and the activations are in the autocast dtype. nanochat
+instead keeps its Linear weights fp32, casts activations itself and stores its embeddings
+(wte, value embeddings) in the compute dtype unless that is fp16; a nanochat model's step
+does the same here. The low-precision copies autocast makes of the weights are held for
+backward: they are counted as `weight_copies`, which do not grow with the batch.
+
 `fit_memory` measures two small sizes and fits peak(B, T) = fixed + B·(a·T + b·T²) (the
 T² term is attention that keeps its weights), checks the fit against a third measured size,
 and forecasts any batch and length, or the largest batch that fits in a budget.
@@ -21,6 +29,8 @@ and forecasts any batch and length, or the largest batch that fits in a budget.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +40,7 @@ import torch.nn.functional as F
 
 from ...errors import GptTuiError
 from ..core.model_access import find_block_list, model_device
-from ..training.step import restored, training_logits, wants_targets
+from ..training.step import autocast_dtype, restored, training_logits, wants_targets
 
 if TYPE_CHECKING:
     from ..core.session import Session
@@ -51,10 +61,11 @@ class ModuleMemory:
     grads: int
     optimizer: int
     activations: int
+    weight_copies: int = 0  # autocast's low-precision copies of the weights, kept for backward
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer + self.activations
+        return self.params + self.grads + self.optimizer + self.activations + self.weight_copies
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,9 @@ class StepMemory:
 
     @property
     def fixed(self) -> int:
-        """What does not grow with the batch: parameters, gradients, optimizer state."""
-        return self.total("params") + self.total("grads") + self.total("optimizer")
+        """What does not grow with the batch: parameters, gradients, optimizer state and
+        autocast's weight copies."""
+        return sum(self.total(f) for f in ("params", "grads", "optimizer", "weight_copies"))
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class MemoryReport:
     forecast: float  # bytes at (batch, block)
     budget: float | None  # --fit, bytes
     largest_batch: int | None  # within the budget at `block`
+    precision: str = ""  # what the step holds in which dtype
 
 
 def _owner_of_params(model: nn.Module) -> dict[int, str]:
@@ -147,6 +160,8 @@ class _SavedTensors:
     def __init__(self, model: nn.Module) -> None:
         self.stack: list[str] = []
         self.saved: dict[str, int] = defaultdict(int)
+        self.copies: dict[str, int] = defaultdict(int)  # autocast's casts of parameters
+        self.param_ids = {id(p) for p in model.parameters()}
         self.seen: set[tuple[int, str]] = set()
         self.params = {self._key(p) for p in model.parameters()}
         self.handles: list[Any] = []
@@ -175,12 +190,43 @@ class _SavedTensors:
         key = self._key(t)
         if key not in self.params and key not in self.seen:
             self.seen.add(key)
-            self.saved[self.stack[-1] if self.stack else OUTSIDE] += t.untyped_storage().nbytes()
+            into = self.copies if self._is_weight_copy(t) else self.saved
+            into[self.stack[-1] if self.stack else OUTSIDE] += t.untyped_storage().nbytes()
         return t
+
+    def _is_weight_copy(self, t: torch.Tensor) -> bool:
+        """A cast of a parameter (autocast's, or a model's own `weight.to(x.dtype)`), or a
+        view of one (a Linear saves the transposed weight)."""
+        fn = (t._base if t._is_view() and t._base is not None else t).grad_fn
+        if fn is None or type(fn).__name__ != "ToCopyBackward0" or not fn.next_functions:
+            return False
+        source = fn.next_functions[0][0]
+        return id(getattr(source, "variable", None)) in self.param_ids
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+@contextmanager
+def training_precision(
+    model: nn.Module, autocast: torch.dtype | None, family: str | None
+) -> Iterator[None]:
+    """The step's precision as the family trains: autocast, and for nanochat its embeddings
+    stored in the compute dtype (not fp16). The weights' own tensors are put back after."""
+    cast: list[tuple[nn.Parameter, torch.Tensor]] = []
+    if autocast is not None and autocast != torch.float16 and family == "nanochat":
+        for m in model.modules():
+            if isinstance(m, nn.Embedding) and m.weight.dtype != autocast:
+                cast.append((m.weight, m.weight.data))
+                m.weight.data = m.weight.data.to(autocast)
+    device = model_device(model)
+    try:
+        with torch.autocast(device.type, autocast or torch.float32, enabled=bool(autocast)):
+            yield
+    finally:
+        for p, data in cast:
+            p.data = data
 
 
 def measure_step(
@@ -190,9 +236,12 @@ def measure_step(
     optimizer: str = "adamw",
     vocab_size: int | None = None,
     seed: int = 0,
+    autocast: torch.dtype | None = None,
+    family: str | None = None,
 ) -> StepMemory:
-    """One real training step at (batch, block) on random tokens; the weights, gradients
-    and mode are put back afterwards."""
+    """One real training step at (batch, block) on random tokens, in the precision the
+    family trains with (see `training_precision`); the weights, gradients and mode are put
+    back afterwards."""
     device = model_device(model)
     if vocab_size is None:
         emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
@@ -202,7 +251,7 @@ def measure_step(
     y = torch.randint(0, vocab_size, (batch, block), generator=gen).to(device)
     owners = _owner_of_params(model)
     cuda = device.type == "cuda"
-    with restored(model):
+    with training_precision(model, autocast, family), restored(model):
         model.train()
         for p in model.parameters():
             p.grad = None
@@ -230,7 +279,7 @@ def measure_step(
             ) from None
         finally:
             saved.close()
-        per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
         seen: set[int] = set()
         for p in model.parameters():
             if id(p) in seen:
@@ -244,6 +293,8 @@ def measure_step(
                 row[2] += sum(v.nbytes for v in state.values() if torch.is_tensor(v) and v.dim())
         for name, nbytes in saved.saved.items():
             per[name][3] += nbytes
+        for name, nbytes in saved.copies.items():
+            per[name][4] += nbytes
         for p in model.parameters():
             p.grad = None
     order = [n for n, _ in model.named_modules()] + [OUTSIDE]
@@ -269,21 +320,42 @@ def _solve(p1: tuple[int, int, int], p2: tuple[int, int, int], fixed: float) -> 
     return a, b
 
 
+def fit_lengths(block: int, context: int | None) -> tuple[int, int]:
+    """Two distinct lengths to fit through: half of `block` and `block`, or for a block of 1
+    lengths 1 and 2 (the same length twice when the context is 1 token)."""
+    if block >= 2:
+        return block // 2, block
+    return (1, 2) if context is None or context >= 2 else (1, 1)
+
+
 def fit_memory(
-    model: nn.Module, block: int, optimizer: str = "adamw", vocab_size: int | None = None
+    model: nn.Module,
+    block: int,
+    optimizer: str = "adamw",
+    vocab_size: int | None = None,
+    *,
+    context: int | None = None,
+    autocast: torch.dtype | None = None,
+    family: str | None = None,
 ) -> tuple[MemoryFit, StepMemory]:
-    """Measure (1, block/2) and (1, block), fit, and check at (2, block/2). Returns the fit
-    and the (1, block) step, whose modules are the per-module breakdown."""
-    half = max(1, block // 2)
-    small = measure_step(model, 1, half, optimizer, vocab_size)
-    full = measure_step(model, 1, block, optimizer, vocab_size) if block != half else small
-    check = measure_step(model, 2, half, optimizer, vocab_size)
+    """Measure (1, t1) and (1, t2) (`fit_lengths`), fit, and check at (2, t1). Returns the
+    fit and the (1, block) step, whose modules are the per-module breakdown."""
+    t1, t2 = fit_lengths(block, context)
+    steps: dict[tuple[int, int], StepMemory] = {}
+
+    def measured(b: int, t: int) -> StepMemory:
+        if (b, t) not in steps:
+            steps[b, t] = measure_step(model, b, t, optimizer, vocab_size, 0, autocast, family)
+        return steps[b, t]
+
+    small, large, check = measured(1, t1), measured(1, t2), measured(2, t1)
+    full = measured(1, block)
     fixed = float(full.fixed)
-    points = ((1, half, small.peak), (1, block, full.peak))
+    points = ((1, t1, small.peak), (1, t2, large.peak))
     a, b = _solve(points[0], points[1], fixed)
-    fit = MemoryFit(fixed, a, b, points, (2, half, check.peak), 0.0)
-    error = abs(fit.forecast(2, half) - check.peak) / max(check.peak, 1)
-    return MemoryFit(fixed, a, b, points, (2, half, check.peak), error), full
+    fit = MemoryFit(fixed, a, b, points, (2, t1, check.peak), 0.0)
+    error = abs(fit.forecast(2, t1) - check.peak) / max(check.peak, 1)
+    return MemoryFit(fixed, a, b, points, (2, t1, check.peak), error), full
 
 
 def memory_report(
@@ -293,6 +365,7 @@ def memory_report(
     *,
     optimizer: str = "adamw",
     budget_gib: float | None = None,
+    autocast: str | None = None,
 ) -> MemoryReport:
     """Per-module memory of a training step at (batch, block), and the forecast; raises a
     one-line error for a length beyond the context or a batch beyond the budget."""
@@ -305,10 +378,14 @@ def memory_report(
         raise MemoryError_(f"--block {block} is longer than the model's context ({context})")
     if budget_gib is not None and budget_gib <= 0:
         raise MemoryError_(f"--fit {budget_gib:g}: give a budget above 0 GiB")
+    amp = check_autocast(session.device, autocast)
     vocab = session.vocab_size
-    fit, step = fit_memory(session.model, block, optimizer, vocab)
+    fit, step = fit_memory(
+        session.model, block, optimizer, vocab, context=context, autocast=amp,
+        family=session.family,
+    )  # fmt: skip
     modules = tuple(
-        ModuleMemory(m.name, m.params, m.grads, m.optimizer, m.activations * batch)
+        ModuleMemory(m.name, m.params, m.grads, m.optimizer, m.activations * batch, m.weight_copies)
         for m in step.modules
     )
     forecast = fit.forecast(batch, block)
@@ -324,5 +401,32 @@ def memory_report(
             f"{where}: {fits} (or shorten --block)"
         )
     return MemoryReport(
-        str(session.device), optimizer, batch, block, step, modules, fit, forecast, budget, largest
+        str(session.device), optimizer, batch, block, step, modules, fit, forecast, budget,
+        largest, precision(session.model, amp, session.family),
+    )  # fmt: skip
+
+
+def check_autocast(device: torch.device, name: str | None) -> torch.dtype | None:
+    """The autocast dtype `name` names (None: float32, no autocast), checked on `device`."""
+    dtype = autocast_dtype(name)
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MemoryError_(f"--dtype bfloat16: {device} has no bfloat16; use float16")
+    return dtype
+
+
+def precision(model: nn.Module, autocast: torch.dtype | None, family: str | None) -> str:
+    """One line: what the step holds in which dtype."""
+    weights = _short(next(model.parameters()).dtype)
+    if autocast is None:
+        return f"weights, grads, optimizer state and activations in {weights} (no autocast)"
+    emb = ""
+    if family == "nanochat" and autocast != torch.float16:
+        emb = f" (embeddings {_short(autocast)}, as nanochat stores them)"
+    return (
+        f"weights, grads and optimizer state {weights}{emb}; activations under "
+        f"{_short(autocast)} autocast"
     )
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

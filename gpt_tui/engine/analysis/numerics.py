@@ -16,7 +16,8 @@ model's logit softcap is shown against the raw head output it squashes.
 
 "What if fp32": the same pass on a copy of the model in the dtype (fp8: fp32 weights and
 Linear inputs rounded through fp8, unscaled) is compared with the fp32 pass by the diff
-engine (`compare.compare`), which names the first module beyond the dtype's tolerance.
+engine (`compare.compare`); `numerics_blame` names the first module that amplified the
+error beyond the dtype's tolerance, or says the error grew gradually and where it crossed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ...errors import GptTuiError
 from ..core.model_copy import dtype_copy
 from .attention import AttentionCall, head_summaries, recompute_pattern
 from .compare import Comparison, Run, compare, tolerance_for
+from .numerics_blame import blame
 from .probes import PendingRecord, Probes
 
 if TYPE_CHECKING:
@@ -141,9 +143,10 @@ class WhatIf:
 
     dtype: str
     tolerance: float
-    first: str | None  # the module named by the diff engine, None if they agree
+    first: str | None  # the module that amplified the error (numerics_blame), None if none did
     message: str
     worst: tuple[tuple[str, float], ...]  # (probe, relative difference), largest first
+    crossed: str | None = None  # the first probe beyond the tolerance (blamed or not)
 
 
 @dataclass(frozen=True)
@@ -280,13 +283,16 @@ def what_if(
             for copied in (m for m in (base, other) if m is not model):
                 cancellable.enter_context(runner.cancellable_model(copied))
         result: Comparison = compare(
-            Run(base, list(ids)), Run(other, list(ids), label=name), leaves=True, tolerance=tol
+            Run(base, list(ids)),
+            Run(other, list(ids), label=name),
+            leaves=True,
+            tolerance=tol,
+            inputs=True,
         )
     ranked = sorted(((r.name, r.rel_diff) for r in result.records), key=lambda t: -_nan_last(t[1]))
     worst = ranked[:5]
-    div = result.first_divergence
-    message = div.message if div else f"agrees with fp32 within {tol:g} relative at every probe"
-    return WhatIf(name, tol, div.name if div else None, message, tuple(worst))
+    said = blame(result)
+    return WhatIf(name, tol, said.amplifier, said.message, tuple(worst), said.crossed)
 
 
 def numerics(

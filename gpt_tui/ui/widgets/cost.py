@@ -162,7 +162,7 @@ class CostPanel(Vertical):
                     f"{facts.smallest_normal:.3g} · on {report.prompt[:24]!r}\n")  # fmt: skip
         if report.what_if is not None:
             w = report.what_if
-            style = "bold red" if w.first else "green"
+            style = "bold red" if w.first else ("yellow" if w.crossed else "green")
             head.append(f"fp32 vs {fmt_short(w.dtype)}: {w.message}", style=style)
             if w.dtype != self.dtype:
                 head.append(" (press Numerics to check this dtype)", style="dim")
@@ -221,7 +221,7 @@ class CostPanel(Vertical):
             rows.append((
                 m.name or "(model)",
                 _bar(share, f"{_flops(m.forward_flops)} {share:.0%}"),
-                Text(f"{m.forward_ms:.2f}", justify="right"),
+                Text("-" if m.forward_ms is None else f"{m.forward_ms:.2f}", justify="right"),
             ))  # fmt: skip
         tokens = report.batch * report.block
         head = Text(f"forward {_flops(report.forward_flops)} · step {_flops(report.train_flops)} "
@@ -230,7 +230,10 @@ class CostPanel(Vertical):
         head.append("unknown" if report.mfu is None else f"{report.mfu:.1%}", style="bold yellow")
         if report.formula is not None:
             f = report.formula
-            head.append(f"\n{f.name}: {_flops(f.per_token)}/token ({f.difference:+.1%} measured)")
+            head.append(f"\n{f.name}: {_flops(f.per_token)}/token at T={f.context}")
+            if f.model_says is not None:
+                head.append(f" (the model's own: {_flops(f.model_says)})")
+            head.append(f"; at T={f.block} {_flops(f.at_block)}, {f.difference:+.1%} measured")
         return ("module", "forward FLOPs", "ms"), rows, head
 
 

@@ -62,6 +62,7 @@ def grad_hooks(
     output is its grad_output; its input is replaced by an alias (a view) that the module
     alone uses, whose gradient is its grad_input, however else the input is used.
     `target`'s grad_input is made NaN (--inject-grad-nan)."""
+
     def event(name: str, kind: str, go: torch.Tensor | None, gi: torch.Tensor | None) -> None:
         if check is not None:
             check()

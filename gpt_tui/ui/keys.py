@@ -39,7 +39,8 @@ KEY_BINDINGS: list[Binding] = [
         "e",
         "focus_text_box",
         "Edit",
-        "type in the tab's box: Code's break-at (expression when paused), Diff's B prompt",
+        "type in the tab's box: Code's break-at (expression when paused), Diff's B prompt, "
+        "Cost's batch",
     ),
     _key("G", "generate_n", "Gen+", "sample N tokens (N in the Generate tab)"),
     _key("a", "ablate", "Ablate", "toggle ablation of the selected MLP / attention head"),

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # The text box `e` goes to in each tab that has one (the others: the prompt bar). The
 # Code tab has two: where to break until a pass is paused at a line, then the expression.
-TEXT_BOXES = {"code": "#code-eval", "compare": "#compare-b-prompt"}
+TEXT_BOXES = {"code": "#code-eval", "compare": "#compare-b-prompt", "cost": "#cost-batch"}
 CODE_BREAK_BOX = "#code-break"
 
 

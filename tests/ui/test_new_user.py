@@ -123,7 +123,8 @@ async def test_q_with_nothing_to_lose_quits_at_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tab", "box"), [("7", "#code-break"), ("8", "#compare-b-prompt"), ("1", "#prompt")]
+    ("tab", "box"),
+    [("7", "#code-break"), ("8", "#compare-b-prompt"), ("9", "#cost-batch"), ("1", "#prompt")],
 )
 async def test_e_puts_the_keys_in_the_tabs_text_box(tab: str, box: str) -> None:
     """From the tab strip, `e` and then what the box's example says: the text lands in the

@@ -53,6 +53,7 @@ class CostPanel(Vertical):
     CostPanel #cost-views, CostPanel #cost-controls { height: 1; }
     CostPanel Button { width: auto; min-width: 0; margin-right: 1; }
     CostPanel Input { width: 7; margin-right: 1; }
+    CostPanel .cost-label { width: auto; color: $text-muted; margin-right: 1; }
     CostPanel #cost-head { height: auto; padding: 0 1; }
     CostPanel #cost-table { height: 1fr; }
     """
@@ -69,8 +70,11 @@ class CostPanel(Vertical):
         with Horizontal(id="cost-controls"):
             for short, name in FORMATS:
                 yield Button(short, id=f"cost-dtype-{name}", compact=True)
-            yield Input("1", placeholder="batch", id="cost-batch", compact=True)
-            yield Input("", placeholder="block", id="cost-block", compact=True)
+            # Labels of their own: a box's placeholder hides behind its value
+            yield Static("batch", classes="cost-label")
+            yield Input("1", placeholder="1", id="cost-batch", compact=True)
+            yield Static("block", classes="cost-label")
+            yield Input("", placeholder="T", id="cost-block", compact=True)
         yield Static("", id="cost-head")
         yield RowTable(id="cost-table")
 

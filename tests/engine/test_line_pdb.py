@@ -136,6 +136,25 @@ def test_a_temporary_breakpoint_stops_once_then_is_gone(dbg: Debugger) -> None:
     assert state.status == "finished"
 
 
+def test_a_condition_that_raises_stops_and_the_pause_carries_its_error(dbg: Debugger) -> None:
+    dbg.add_line_breakpoint("MLP.forward if nosuch > 1", temporary=True)
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.0.mlp"  # stopped, as pdb does
+    error = "NameError: name 'nosuch' is not defined"
+    assert state.hit.number == 1 and state.hit.error == error
+    assert f"error in breakpoint 1's condition: {error}" in state.message
+    # pdb keeps a temporary breakpoint whose condition raised; the listing has no error
+    (row,) = state.line_table
+    assert row.spec == "MLP.forward if nosuch > 1" and row.error is None
+    state = dbg.step_line("continue")  # block 1's MLP: it stops again, still raising
+    assert state.frame.module == "transformer.h.1.mlp" and state.hit.error == error
+    dbg.condition_line_breakpoint(1, "x.dim() == 3")
+    assert dbg.step_line("continue").status == "finished"
+    state = dbg.step_line("continue")  # a new pass: the condition holds, no error now
+    assert state.frame.module == "transformer.h.0.mlp" and state.hit.error is None
+    assert "condition" not in state.message
+
+
 def test_a_temporary_line_breakpoint_with_a_condition_stops_where_it_holds(
     dbg: Debugger,
 ) -> None:

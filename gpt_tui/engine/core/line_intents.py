@@ -147,9 +147,11 @@ class Lines:
         hit, frame = self._table.take_hit(), stepper.frame  # taken always: none left stale
         self._hit = hit if frame is not None and frame.reason == "breakpoint" else None
         note = ""
-        if self._hit is not None and self._hit.temporary:
+        if self._hit is not None and self._hit.error is not None:
+            note = f"; error in breakpoint {self._hit.number}'s condition: {self._hit.error}"
+        if self._hit is not None and self._hit.temporary and self._hit.error is None:
             stepper.set_line_breakpoints(stepper.lines.breakpoints.specs - {self._hit.spec})
-            note = f"; deleted temporary breakpoint {self._hit.number} at {self._hit.spec}"
+            note += f"; deleted temporary breakpoint {self._hit.number} at {self._hit.spec}"
         if stepper.frame is None or not self._displays:
             return note
         evaluations = _evaluate_all(stepper, self._displays)

@@ -321,8 +321,10 @@ class CodePane(Vertical):
             if frame.returned is not None:
                 head.append(f"  returned {frame.returned.repr}", style="green")
             if hit is not None and (hit.temporary or len(table) > 1):  # else listed below
-                gone = ", deleted (tbreak)" if hit.temporary else ""
+                gone = ", deleted (tbreak)" if hit.temporary and hit.error is None else ""
                 head.append(f"  breakpoint {hit.number}, hit {hit.hits}{gone}", style="red")
+            if hit is not None and hit.error is not None:  # stopped anyway, as pdb does
+                head.append(f"  error in its condition: {hit.error}", style="bold red")
             head.append("\n" + frame.stack_line, style="dim")
             where.update(head)
         marks_in = breakpoint_lines(line_breakpoints, frame) if frame else set()

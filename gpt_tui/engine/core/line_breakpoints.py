@@ -94,6 +94,10 @@ def _code_lines(path: str, mtime: float) -> frozenset[int]:
     return frozenset(lines)
 
 
+def _length(path: str) -> int:
+    return len(Path(path).read_text().splitlines())
+
+
 def _consts(code: CodeType) -> list[CodeType]:
     return [c for c in code.co_consts if isinstance(c, CodeType)]
 
@@ -345,6 +349,13 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
             hits = [p for p in paths if line in code[p]]
             if not hits:
                 near = [f"{Path(p).name}:{n}" for p in paths for n in _nearest(code[p], line)]
+                lengths = {_length(p) for p in paths}
+                if line > max(lengths):
+                    raise BreakpointError(
+                        f"breakpoint {spec!r}: {file_part} has "
+                        f"{' or '.join(map(str, sorted(lengths)))} lines; the last line with "
+                        f"code: {', '.join(near) or 'none'}"
+                    )
                 raise BreakpointError(
                     f"breakpoint {spec!r}: line {line} of {file_part} runs no code in a forward "
                     f"(a blank line, a comment, a docstring, a def or class line); the nearest "

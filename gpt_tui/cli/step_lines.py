@@ -200,7 +200,8 @@ def print_pause(state: DebugState, show: str | None) -> None:
     for evaluation in state.evaluations:
         shown = evaluation.error or _value_line(evaluation.value)
         console.print(f"[bold]>>>[/] {evaluation.expr}", highlight=False)
-        console.print(f"  {shown}", markup=False)
+        for line in shown.split("\n"):  # `where` is a line per frame
+            console.print(f"  {line}", markup=False)
     if show is not None and state.tensor_view is not None:
         _print_view(show, state.tensor_view)
 

@@ -348,7 +348,8 @@ def test_pdb_words_p_pp_whatis_where_and_display_at_a_line(dbg: Debugger) -> Non
     dbg.set_line_breakpoints(["MLP.forward"])
     dbg.display("x.shape")
     state = dbg.step_line("continue")
-    for expr in ("p x.shape", "pp x.shape", "whatis x", "whatis self", "whatis self.forward"):
+    words = ("p x.shape", "pp x.shape", "whatis x", "whatis self", "whatis self.forward")
+    for expr in (*words, "whatis self.c_fc.weight"):
         state = dbg.evaluate(expr)
     shown = [(e.expr, e.error, e.value.repr) for e in state.evaluations]
     assert shown == [
@@ -357,6 +358,11 @@ def test_pdb_words_p_pp_whatis_where_and_display_at_a_line(dbg: Debugger) -> Non
         ("whatis x", None, "torch.Tensor (1, 6, 32) float32 cpu"),
         ("whatis self", None, "gpt_tui.models.nanogpt.MLP"),
         ("whatis self.forward", None, "method MLP.forward"),
+        (
+            "whatis self.c_fc.weight",
+            None,
+            "torch.nn.parameter.Parameter (128, 32) float32 cpu, requires grad",
+        ),
     ]
     stack = state.frame.stack
     for word in ("where", "w", "bt"):

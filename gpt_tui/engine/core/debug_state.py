@@ -225,7 +225,7 @@ class Display:
     """A `display` expression at this line pause, as pdb's: its value or one-line error,
     and whether that differs from the last line pause's (`previous`, shown as pdb's old)."""
 
-    number: int  # its place in the list, from 1 (`undisplay N`)
+    number: int  # from 1 in the order added, never reused, as breakpoints' (`undisplay N`)
     expr: str
     evaluation: Evaluation | None  # None: not at a line pause
     changed: bool = False

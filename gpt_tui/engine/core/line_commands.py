@@ -81,7 +81,8 @@ def whatis(value: object) -> str:
     if isinstance(value, torch.Tensor):
         grad = ", requires grad" if value.requires_grad else ""
         dtype = str(value.dtype).removeprefix("torch.")
-        return f"torch.Tensor {tuple(value.shape)} {dtype} {value.device}{grad}"
+        kind = _qualified(type(value))  # torch.Tensor, or a Parameter's own type
+        return f"{kind} {tuple(value.shape)} {dtype} {value.device}{grad}"
     if inspect.isclass(value):
         return f"class {_qualified(value)}"
     if inspect.ismethod(value):

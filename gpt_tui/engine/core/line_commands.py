@@ -25,7 +25,7 @@ WHERE = frozenset({"where", "w", "bt"})
 _OTHER = (
     "a alias args b break c cl clear commands condition cont continue d debug disable down "
     "enable exit h help ignore interact j jump l list ll longlist n next q quit r restart "
-    "retval return run rv s source step tbreak u unalias undisplay unt until up"
+    "retval return run rv s source step tbreak u unalias unt until up"
 )
 OTHER = frozenset(_OTHER.split())
 SUPPORTED = (
@@ -63,7 +63,12 @@ def run_line_command(
         return Evaluation(text, Value(text, "value", "\n".join(listed) or "no display expressions"))
     if word in PRINT | {"whatis"} and not rest:
         return Evaluation(text, None, f"{word} takes an expression: {word} x.shape")
-    if word in OTHER | {"display"} and (not rest or not _is_python(text)):
+    # the Code tab's box runs these itself: here they came from step's --eval
+    if word == "display" and not _is_python(text):
+        return Evaluation(text, None, "display EXPR: give step --display EXPR")
+    if word == "undisplay":
+        return Evaluation(text, None, "undisplay: step's displays are its --display options")
+    if word in OTHER and (not rest or not _is_python(text)):
         return Evaluation(text, None, f"{word} is a pdb command not run here: {SUPPORTED}")
     return evaluate_in(frame, text)[0]
 

@@ -150,6 +150,7 @@ def test_a_condition_that_raises_stops_and_the_pause_carries_its_error(dbg: Debu
     error = "NameError: name 'nosuch' is not defined"
     assert state.hit.number == 1 and state.hit.error == error
     assert f"error in breakpoint 1's condition: {error}" in state.message
+    assert state.stepper_line.endswith(" · breakpoint 1: its condition raised NameError")
     # pdb keeps a temporary breakpoint whose condition raised; the listing has no error
     (row,) = state.line_table
     assert row.spec == "MLP.forward if nosuch > 1" and row.error is None

@@ -32,6 +32,7 @@ async def test_a_condition_that_raises_is_named_on_the_pause_line() -> None:
         error = "NameError: name 'nosuch' is not defined"
         assert f"error in its condition: {error}" in plain(pilot, "#code-where")
         assert f"error in breakpoint 1's condition: {error}" in app.state.message
+        assert "its condition raised NameError" in app.state.stepper_line  # the status bar's
 
 
 async def test_pdb_words_in_the_expression_box() -> None:

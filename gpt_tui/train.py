@@ -11,6 +11,7 @@ Saves are atomic (see io/checkpoints/save.py): a kill never loses the last check
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +27,11 @@ from .io.checkpoints.nanochat import latest_model_file
 from .io.checkpoints.save import atomic_torch_save
 from .io.tokenizers import CharTokenizer
 from .models import build_model, make_config
+from .models.config import config_to_dict
+
+
+class TrainResumeError(GptTuiError):
+    """--out holds a checkpoint of another model, which this run cannot resume."""
 
 
 class TrainDataError(GptTuiError):
@@ -126,25 +132,68 @@ def _save(model, s: TrainSettings, tokenizer, step: int, best_val: float, optimi
             old.unlink(missing_ok=True)
 
 
-def _resume_state(s: TrainSettings) -> tuple[dict | None, dict | None]:
+@dataclass
+class _Saved:
+    """What a previous run left in --out: the weights, the optimizer state of their step,
+    and the model config and settings that run recorded."""
+
+    state: dict
+    optim: dict
+    step: int
+    model_config: dict
+    settings: dict
+
+
+def _resume_state(s: TrainSettings) -> _Saved | None:
     """The saved model state dict and the optimizer state of the same step, if a previous
-    run left them; a checkpoint without its optimizer state is not resumed (None, None)."""
+    run left them; a checkpoint without its optimizer state is not resumed (None)."""
     out = Path(s.out)
     if (out / "ckpt.pt").exists():
         ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
         state, step = ckpt["model"], ckpt["iter_num"]
+        model_config, settings = ckpt.get("model_args", {}), ckpt.get("config", {})
     else:
         latest = latest_model_file(out) if out.is_dir() else None
         if latest is None:
-            return None, None
+            return None
         state = torch.load(latest, map_location="cpu", weights_only=True)
         step = int(latest.stem.removeprefix("model_"))
+        meta_path = out / f"meta_{step:06d}.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        model_config, settings = meta.get("model_config", {}), meta.get("train_config", {})
     for optim_path in (_optim_file(out, step), out / "optim.pt"):  # optim.pt: older versions
         if optim_path.exists():
             optim = torch.load(optim_path, map_location="cpu", weights_only=True)
             if optim["step"] == step:
-                return state, optim
-    return None, None
+                return _Saved(state, optim, step, dict(model_config), dict(settings or {}))
+    return None
+
+
+def _check_fits(model: torch.nn.Module, saved: _Saved, s: TrainSettings) -> None:
+    """A checkpoint of another model in --out is one line naming it and the way out,
+    not a state-dict error."""
+    mine = model.state_dict()
+    if set(mine) == set(saved.state) and all(mine[k].shape == saved.state[k].shape for k in mine):
+        return
+    then = saved.settings
+    now = config_to_dict(model.config)
+    changed = [
+        f"{k}={saved.model_config[k]} (not {now[k]})"
+        for k in now
+        if k in saved.model_config and saved.model_config[k] != now[k]
+    ]
+    kind = " ".join(filter(None, [then.get("preset"), then.get("arch")])) or "another model's"
+    at = f"step {saved.step}" + (f": {', '.join(changed)}" if changed else "")
+    if changed and all(c.startswith("vocab_size=") for c in changed):  # another text
+        fix = f"use the same --data ({then.get('data', 'the text it was trained on')})"
+    else:
+        flags = [f"--config {then['preset']}"] if then.get("preset") else []
+        flags += [f"--arch {then['arch']}"] if then.get("arch", s.arch) != s.arch else []
+        flags += [f"--set {k}={v}" for k, v in (then.get("overrides") or {}).items()]
+        fix = "use " + (" ".join(flags) or "the --config and --set it was trained with")
+    raise TrainResumeError(
+        f"{s.out} holds a {kind} checkpoint ({at}); {fix} to resume it, or another --out"
+    )
 
 
 def train(
@@ -153,7 +202,8 @@ def train(
     stop_at: int | None = None,
     on_save: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Train (or resume) and return the final train/val losses and wall time.
+    """Train (or resume) and return the final train/val losses (each estimated over
+    `eval_iters` batches), the wall time, the last step and the step resumed from.
 
     `stop_at` ends the run early after that step, saved, as an interruption would: running
     again with the same settings resumes it. Ctrl-C saves the last finished step too.
@@ -192,11 +242,12 @@ def train(
         betas=(0.9, 0.99),
     )
     start_step, best_val = 0, float("inf")
-    state, optim = _resume_state(s)
-    if state is not None:
-        model.load_state_dict(state)
-        optimizer.load_state_dict(optim["optimizer"])
-        start_step, best_val = optim["step"], optim["best_val_loss"]
+    saved = _resume_state(s)
+    if saved is not None:
+        _check_fits(model, saved, s)
+        model.load_state_dict(saved.state)
+        optimizer.load_state_dict(saved.optim["optimizer"])
+        start_step, best_val = saved.optim["step"], saved.optim["best_val_loss"]
 
     def save(step: int) -> None:
         _save(model, s, tokenizer, step, best_val, optimizer)
@@ -228,7 +279,10 @@ def train(
                 if done % s.eval_interval == 0 or done == s.steps:
                     val = estimate_loss(model, val_data, s, block)
                     best_val = min(best_val, val)
-                    bar.console.print(f"step {done}: train {train_loss:.4f}  val {val:.4f}")
+                    bar.console.print(
+                        f"step {done}: batch loss {train_loss:.4f}, val loss {val:.4f} "
+                        f"(estimated over {s.eval_iters} batches)"
+                    )
                     save(done)
                 elapsed = max(time.time() - t0, 1e-9)
                 tps = (done - start_step) * tokens_per_step / elapsed
@@ -248,6 +302,8 @@ def train(
         "val_loss": final_val,
         "seconds": time.time() - t0,
         "steps": s.steps,
+        "start_step": start_step,  # where this run resumed (0: from scratch)
+        "eval_batches": s.eval_iters,  # the final losses' estimate: the mean of so many
     }
 
 
@@ -258,7 +314,7 @@ def _progress(enabled: bool):
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("batch loss {task.fields[loss]:.4f}"),
         TextColumn("{task.fields[tps]:,.0f} tok/s"),
         TimeRemainingColumn(),
         disable=not enabled,

@@ -207,7 +207,10 @@ def test_train_logs_plain_lines(tmp_path):
     logged = [line for line in result.stdout.splitlines() if "val" in line]
     assert len(logged) == 3, result.stdout  # steps 2 and 4, and the closing line
     for line in logged[:2]:
-        assert re.fullmatch(r"step \d+: train \d\.\d{4}  val \d\.\d{4}", line), line
+        pattern = (
+            r"step \d+: batch loss \d\.\d{4}, val loss \d\.\d{4} \(estimated over 20 batches\)"
+        )
+        assert re.fullmatch(pattern, line), line
 
 
 def test_watchpoint_with_leaves_names_the_exact_linear(capsys):

@@ -69,3 +69,18 @@ def test_resumes_from_the_optim_pt_of_older_versions(tmp_path):
     steps_seen = []
     train(s, progress=False, on_save=steps_seen.append)
     assert steps_seen == [15, 20, 25, 30]  # resumed at 10, not restarted from 0
+
+
+def test_an_out_holding_another_family_is_refused_naming_the_way_to_resume(tmp_path):
+    import pytest
+
+    from gpt_tui.errors import GptTuiError
+    from gpt_tui.train import TrainResumeError
+
+    train(settings(tmp_path, "a", steps=2), progress=False)
+    with pytest.raises(TrainResumeError) as err:
+        train(settings(tmp_path, "a", arch="nanochat", steps=4), progress=False)
+    assert isinstance(err.value, GptTuiError) and "\n" not in str(err.value)
+    said = f"{tmp_path / 'a'} holds a nanogpt checkpoint (step 2); use --arch nanogpt --set"
+    assert str(err.value).startswith(said)
+    assert "--set n_layer=1" in str(err.value) and str(err.value).endswith("or another --out")

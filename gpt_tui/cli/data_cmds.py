@@ -87,8 +87,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_interval=args.eval_interval,
     )
     result = train(settings, progress=sys.stderr.isatty())
+    start, end = int(result["start_step"]), int(result["steps"])
+    if start >= end:
+        done = f"trained no steps: {args.out} is at step {start} already (--steps {end})"
+    else:
+        done = f"trained {render.plural(end - start, 'step')}"
+        done += f" ({start} → {end})" if start else ""
+        done += f" in {result['seconds']:.0f} s"
     print(
-        f"trained {render.plural(result['steps'], 'step')} in {result['seconds']:.0f} s: "
-        f"train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f} -> {args.out}"
+        f"{done}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f} "
+        f"(each estimated over {int(result['eval_batches'])} batches) -> {args.out}"
     )
     return 0

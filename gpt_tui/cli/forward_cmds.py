@@ -51,7 +51,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     for pattern in run.patterns.values():
         console.print(render.pattern_table(pattern, run.tokens))
     top = "  ".join(f"'{c.label}' {c.prob:.3f}" for c in run.next_tokens[:8])
-    console.print(f"[bold]next token[/]: {top}")
+    if top:  # none on the meta device, or from logits that are not finite (the note says)
+        console.print(f"[bold]next token[/]: {top}")
     if run.note:
         console.print(f"[yellow]note:[/] {run.note}")
     return 0

@@ -184,8 +184,11 @@ def print_pause(state: DebugState, show: str | None) -> None:
     console.print(f"  stack: {frame.stack_line}", markup=False, highlight=False)
     hit = state.hit
     if hit is not None:
-        gone = " · deleted" if hit.temporary else ""
+        gone = " · deleted" if hit.temporary and hit.error is None else ""
         console.print(f"  breakpoint {hit.line}{gone}", markup=False, highlight=False)
+    if hit is not None and hit.error is not None:  # pdb stops then too, and says so
+        text = f"  error in its condition: {hit.error} (stopped, as pdb does)"
+        console.print(text, markup=False, highlight=False)
     _print_source(frame)
     _print_locals(frame.locals)
     for display in state.displays:  # as pdb prints them: `display EXPR: VALUE  [old: OLD]`
@@ -197,7 +200,8 @@ def print_pause(state: DebugState, show: str | None) -> None:
     for evaluation in state.evaluations:
         shown = evaluation.error or _value_line(evaluation.value)
         console.print(f"[bold]>>>[/] {evaluation.expr}", highlight=False)
-        console.print(f"  {shown}", markup=False)
+        for line in shown.split("\n"):  # `where` is a line per frame
+            console.print(f"  {line}", markup=False)
     if show is not None and state.tensor_view is not None:
         _print_view(show, state.tensor_view)
 

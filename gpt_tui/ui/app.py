@@ -49,6 +49,7 @@ from .widgets.module_pane import ModulePane
 from .widgets.module_tree import ModuleTree
 from .widgets.prompt_bar import PromptBar
 from .widgets.status import StatusBar
+from .worker_titles import failed_title
 
 if TYPE_CHECKING:
     from ..engine.analysis.init_rules import ModelFacts
@@ -206,7 +207,7 @@ class GptTuiApp(App[int]):
             if worker.group == "open":
                 show_open_error(self, error)
                 return
-            self.notify(error, title=f"{worker.name} failed", severity="error", timeout=8)
+            self.notify(error, title=failed_title(worker.name), severity="error", timeout=8)
             self._tabs.failed(worker.name, error)
             if worker.name in ("stepper", "run") or self.paused_at is not None:
                 self._stepper.failed(error)

@@ -62,6 +62,7 @@ def help_sections() -> list[tuple[str, list[KeyRow]]]:
             + binding_rows(CodePane.BINDINGS)
             + binding_rows(TensorViewer.BINDINGS)
             + [("Enter", "Evaluate", "in the expression box: evaluate, like pdb's p")]
+            + [("whatis EXPR", "Whatis", "in the expression box: the type (pp, where too)")]
             + [("v EXPR", "View", "in the expression box: open EXPR's result in the viewer")]
             + [("g COL", "Go to", "in the expression box: scroll the viewer to COL or ROW,COL")]
             + [("display EXPR", "Display", "in the expression box: EXPR at every line pause")]

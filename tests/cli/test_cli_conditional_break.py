@@ -33,3 +33,17 @@ def test_a_condition_that_is_not_python_is_one_line(capsys) -> None:
     assert run(args) == 2
     err = capsys.readouterr().err.strip()
     assert "not a Python expression" in err and "\n" not in err
+
+
+def test_a_condition_that_raises_stops_and_says_so_in_text_and_json(capsys) -> None:
+    line = line_of(MODELS / "nanogpt.py", "y = F.scaled_dot_product_attention(")
+    spec = f"nanogpt.py:{line} if nosuch > 1"
+    args = ["step", "--config", "tiny", "--prompt", "ROMEO:", "--break-at", spec]
+    error = "NameError: name 'nosuch' is not defined"
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert f"breakpoint 1 break {spec} · hit 1\n" in out
+    assert f"error in its condition: {error} (stopped, as pdb does)" in out
+    assert run([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["breakpoint"]["error"] == error and data["frame"]["line"] == line

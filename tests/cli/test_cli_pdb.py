@@ -107,3 +107,22 @@ def test_mistakes_are_one_line_and_exit_2() -> None:
         assert result.returncode == 2, (args, result.stderr)
         err = result.stderr.strip().splitlines()
         assert len(err) == 1 and said in err[0], (args, err)
+
+
+def test_pdb_words_in_eval_print_as_pdb_does() -> None:
+    evals = ("pp x.shape", "whatis x", "where", "display", "list", "display x.std()")
+    args = [*TINY, "--break-at", "MLP.forward", "--display", "x.shape"]
+    data = step_json(*args[len(TINY) :], *(a for e in evals for a in ("--eval", e)))
+    shown = {e["expr"]: e.get("repr") or e["error"] for e in data["eval"]}
+    assert shown["pp x.shape"] == "torch.Size([1, 6, 32])"
+    assert shown["whatis x"] == "torch.Tensor (1, 6, 32) float32 cpu"
+    assert shown["where"].splitlines()[-1].startswith("> nanogpt.py:")
+    assert shown["display"] == "1 x.shape: torch.Size([1, 6, 32])"
+    assert shown["list"].startswith("list is a pdb command not run here")
+    assert shown["display x.std()"] == "display EXPR: give step --display EXPR"
+    lines = ANSI.sub("", gpt_tui(*args, "--eval", "where").stdout).splitlines()
+    at = lines.index(">>> where")
+    assert lines[at + 1].startswith("    nanogpt.py:") and "GPT.forward (model)" in lines[at + 1]
+    assert lines[at + 3].startswith("  > nanogpt.py:") and lines[at + 3].endswith(
+        "MLP.forward (transformer.h.0.mlp)"
+    )

@@ -96,3 +96,15 @@ def test_settrace_is_off_in_modules_that_cannot_reach_the_breakpoint() -> None:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def test_a_line_beyond_the_end_of_the_file_says_how_long_the_file_is() -> None:
+    lines = (MODELS / "nanogpt.py").read_text().splitlines()
+    files = model_files(nanogpt())
+    with pytest.raises(BreakpointError) as err:
+        resolve_breakpoints(["nanogpt.py:9999"], files)
+    assert f"nanogpt.py has {len(lines)} lines" in str(err.value)
+    assert "runs no code" not in str(err.value) and "\n" not in str(err.value)
+    blank = next(i + 1 for i, text in enumerate(lines) if not text.strip())
+    with pytest.raises(BreakpointError, match="runs no code"):  # a blank line inside it
+        resolve_breakpoints([f"nanogpt.py:{blank}"], files)

@@ -86,11 +86,18 @@ def test_displays_are_not_evaluated_at_a_module_pause(dbg: Debugger) -> None:
 def test_undisplay_by_number_by_expression_or_all(dbg: Debugger) -> None:
     for expr in ("x.shape", "x.dtype", "x.device"):
         dbg.display(expr)
-    state = dbg.undisplay(2)
-    assert [(d.number, d.expr) for d in state.displays] == [(1, "x.shape"), (2, "x.device")]
+    state = dbg.undisplay(2)  # the others keep their numbers, as breakpoints do
+    assert [(d.number, d.expr) for d in state.displays] == [(1, "x.shape"), (3, "x.device")]
+    with pytest.raises(DisplayError, match=r"undisplay 2: .*\(1 x.shape, 3 x.device\)"):
+        dbg.undisplay(2)
+    state = dbg.undisplay(3)
+    assert [(d.number, d.expr) for d in state.displays] == [(1, "x.shape")]
+    state = dbg.display("x.dtype")  # a new one takes a new number, never one given before
+    assert [(d.number, d.expr) for d in state.displays] == [(1, "x.shape"), (4, "x.dtype")]
     state = dbg.undisplay("x.shape")
-    assert [d.expr for d in state.displays] == ["x.device"]
+    assert [d.expr for d in state.displays] == ["x.dtype"]
     assert dbg.undisplay().displays == ()
+    assert [d.number for d in dbg.display("x.shape").displays] == [5]
 
 
 def test_a_cancel_interrupts_a_display_and_the_pass_stays_paused(dbg: Debugger) -> None:
@@ -134,6 +141,26 @@ def test_a_temporary_breakpoint_stops_once_then_is_gone(dbg: Debugger) -> None:
     assert state.message == "paused; deleted temporary breakpoint 1 at MLP.forward"
     state = dbg.step_line("continue")  # block 1's MLP runs the same line: no stop
     assert state.status == "finished"
+
+
+def test_a_condition_that_raises_stops_and_the_pause_carries_its_error(dbg: Debugger) -> None:
+    dbg.add_line_breakpoint("MLP.forward if nosuch > 1", temporary=True)
+    state = dbg.step_line("continue")
+    assert state.frame.module == "transformer.h.0.mlp"  # stopped, as pdb does
+    error = "NameError: name 'nosuch' is not defined"
+    assert state.hit.number == 1 and state.hit.error == error
+    assert f"error in breakpoint 1's condition: {error}" in state.message
+    assert state.stepper_line.endswith(" · breakpoint 1: its condition raised NameError")
+    # pdb keeps a temporary breakpoint whose condition raised; the listing has no error
+    (row,) = state.line_table
+    assert row.spec == "MLP.forward if nosuch > 1" and row.error is None
+    state = dbg.step_line("continue")  # block 1's MLP: it stops again, still raising
+    assert state.frame.module == "transformer.h.1.mlp" and state.hit.error == error
+    dbg.condition_line_breakpoint(1, "x.dim() == 3")
+    assert dbg.step_line("continue").status == "finished"
+    state = dbg.step_line("continue")  # a new pass: the condition holds, no error now
+    assert state.frame.module == "transformer.h.0.mlp" and state.hit.error is None
+    assert "condition" not in state.message
 
 
 def test_a_temporary_line_breakpoint_with_a_condition_stops_where_it_holds(
@@ -316,3 +343,59 @@ def test_t_stops_at_sample_next_by_itself_where_a_disabled_breakpoint_is(dbg: De
     state = dbg.step_token()
     assert state.stepper_line.endswith(" in sample_next · sampling (T stops here)")
     assert state.hit is None and state.line_table[0].hits == 0
+
+
+def test_pdb_words_p_pp_whatis_where_and_display_at_a_line(dbg: Debugger) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    dbg.display("x.shape")
+    state = dbg.step_line("continue")
+    words = ("p x.shape", "pp x.shape", "whatis x", "whatis self", "whatis self.forward")
+    for expr in (*words, "whatis self.c_fc.weight"):
+        state = dbg.evaluate(expr)
+    shown = [(e.expr, e.error, e.value.repr) for e in state.evaluations]
+    assert shown == [
+        ("p x.shape", None, "torch.Size([1, 6, 32])"),
+        ("pp x.shape", None, "torch.Size([1, 6, 32])"),
+        ("whatis x", None, "torch.Tensor (1, 6, 32) float32 cpu"),
+        ("whatis self", None, "gpt_tui.models.nanogpt.MLP"),
+        ("whatis self.forward", None, "method MLP.forward"),
+        (
+            "whatis self.c_fc.weight",
+            None,
+            "torch.nn.parameter.Parameter (128, 32) float32 cpu, requires grad",
+        ),
+    ]
+    stack = state.frame.stack
+    for word in ("where", "w", "bt"):
+        lines = dbg.evaluate(word).evaluations[-1].value.repr.splitlines()
+        assert len(lines) == len(stack) and lines[-1].startswith("> ")
+        assert lines[-1] == f"> {stack[-1].file}:{stack[-1].line} MLP.forward (transformer.h.0.mlp)"
+        assert lines[0].startswith(f"  {stack[0].file}:{stack[0].line} {stack[0].function}")
+    state = dbg.evaluate("display")
+    assert state.evaluations[-1].value.repr == "1 x.shape: torch.Size([1, 6, 32])"
+    assert "where → " in dbg.evaluate("where").message and "\n" not in state.message
+    dbg.undisplay()
+    assert dbg.evaluate("display").evaluations[-1].value.repr == "no display expressions"
+    assert dbg.evaluate("whatis nosuch").evaluations[-1].error == (
+        "NameError: name 'nosuch' is not defined"
+    )
+    assert dbg.state().status == "paused"
+
+
+def test_other_pdb_words_say_what_is_taken_but_a_variable_of_that_name_evaluates(
+    dbg: Debugger,
+) -> None:
+    dbg.set_line_breakpoints(["MLP.forward"])
+    dbg.step_line("continue")
+    for word in ("n", "next", "list", "l 90", "continue", "q", "help"):
+        error = dbg.evaluate(word).evaluations[-1].error
+        assert error.startswith(f"{word.split()[0]} is a pdb command not run here: type a ")
+        assert "whatis EXPR" in error and "\n" not in error
+    assert dbg.evaluate("p").evaluations[-1].error == "p takes an expression: p x.shape"
+    dbg.evaluate("!w = x.shape[-1]")  # a local named as pdb's where: Python wins
+    dbg.evaluate("!p = 7")
+    state = dbg.evaluate("w")
+    assert state.evaluations[-1].value.repr == "32"
+    assert [e.value.repr for e in dbg.evaluate("p + 1").evaluations[-1:]] == ["8"]
+    assert dbg.evaluate("nosuch").evaluations[-1].error == "NameError: name 'nosuch' is not defined"
+    assert dbg.state().status == "paused"

@@ -29,7 +29,7 @@ async def test_a_failing_train_tab_shows_one_error_and_does_not_loop() -> None:
         await press(pilot, "6")
         for _ in range(3):  # a loop would start the step again after each refresh
             await settle(pilot)
-        errors = [n for n in app._notifications if n.title == "training failed"]
+        errors = [n for n in app._notifications if n.title == "Training step failed"]
         assert len(calls) == 1 and len(errors) == 1
         assert "at least two tokens" in errors[0].message
         await press(pilot, "1", "6")  # coming back to the tab asks again, once

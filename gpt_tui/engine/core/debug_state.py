@@ -225,7 +225,7 @@ class Display:
     """A `display` expression at this line pause, as pdb's: its value or one-line error,
     and whether that differs from the last line pause's (`previous`, shown as pdb's old)."""
 
-    number: int  # its place in the list, from 1 (`undisplay N`)
+    number: int  # from 1 in the order added, never reused, as breakpoints' (`undisplay N`)
     expr: str
     evaluation: Evaluation | None  # None: not at a line pause
     changed: bool = False
@@ -337,6 +337,9 @@ class DebugState:
             text += f" ({module})" if module else ""
             if frame.reason != "breakpoint":
                 return text
+            if self.hit is not None and self.hit.error is not None:  # stopped anyway, as pdb
+                kind = self.hit.error.partition(":")[0]
+                return text + f" · breakpoint {self.hit.number}: its condition raised {kind}"
             # T stops at sampling's entry by itself: that stop is not a breakpoint of the user's.
             own = frame.function != "sample_next" or "sample_next" in self.line_breakpoints
             return text + (" · breakpoint" if own else " · sampling (T stops here)")

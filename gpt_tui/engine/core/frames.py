@@ -33,7 +33,7 @@ from .line_breakpoints import BreakpointError as BreakpointError  # re-exported
 from .line_breakpoints import Breakpoints, BreakpointTable, resolve_breakpoints
 from .line_tracer import make_backend
 from .line_values import Value as Value  # re-exported
-from .line_values import summarise
+from .line_values import one_line, summarise
 from .model_access import unwrap_model
 from .tensors import TensorView, view_tensor
 
@@ -135,13 +135,8 @@ def evaluate_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
     except ExpressionInterrupted:
         raise
     except BaseException as err:  # the user's code, even `exit()`: one line, still paused
-        return Evaluation(expr, None, _one_line(err)), None
+        return Evaluation(expr, None, one_line(err)), None
     return Evaluation(expr, summarise([(expr, result)])[0]), result
-
-
-def _one_line(err: BaseException) -> str:
-    first = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 def _execute_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
@@ -153,7 +148,7 @@ def _execute_in(frame: FrameType, expr: str) -> tuple[Evaluation, Any]:
     except ExpressionInterrupted:
         raise
     except BaseException as err:
-        return Evaluation(expr, None, _one_line(err)), None
+        return Evaluation(expr, None, one_line(err)), None
     _write_back(frame, local)
     assigned = [
         t.id

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import CodeType, FrameType
 
 from ...errors import GptTuiError
+from .line_values import one_line
 
 
 class BreakpointError(GptTuiError, ValueError):
@@ -93,6 +94,10 @@ def _code_lines(path: str, mtime: float) -> frozenset[int]:
     return frozenset(lines)
 
 
+def _length(path: str) -> int:
+    return len(Path(path).read_text().splitlines())
+
+
 def _consts(code: CodeType) -> list[CodeType]:
     return [c for c in code.co_consts if isinstance(c, CodeType)]
 
@@ -114,6 +119,9 @@ class BreakpointInfo:
     ignore: int = 0  # hits still to pass without stopping (pdb's ignore)
     hits: int = 0  # times reached (its condition tested), in every pass so far
     enabled: bool = True  # pdb's disable: listed, but neither stops nor counts hits
+    # at the stop it made (a pause's hit only): the error its condition raised there;
+    # pdb stops then too and says so
+    error: str | None = None
 
     @property
     def line(self) -> str:
@@ -242,8 +250,8 @@ class BreakpointTable:
         """bdb's `effective`: the breakpoints of the site reached, in number order, each
         counting a hit; the first whose condition holds (or raises) stops, unless it still
         has hits to ignore. A temporary one that stops is removed (not when its condition
-        raised: pdb keeps it then). A spec not in the table (T's own stop), or disabled
-        there, just stops."""
+        raised: pdb keeps it then; the hit carries the error). A spec not in the table
+        (T's own stop), or disabled there, just stops."""
         with self._lock:
             rows = self._rows
             order = sorted(candidates, key=lambda c: rows[c[0]].number if c[0] in rows else 0)
@@ -254,9 +262,9 @@ class BreakpointTable:
                     row = self._rows[spec] = replace(row, hits=row.hits + 1)
                 else:
                     row = None
-            held = _holds(condition, frame)
-            if held is None:  # the condition raised: stop, as pdb does
-                self._stopped(row, remove=False)
+            held, error = _holds(condition, frame)
+            if error is not None:  # the condition raised: stop, as pdb does, and say why
+                self._stopped(row if row is None else replace(row, error=error), remove=False)
                 return True
             if not held:
                 continue
@@ -275,14 +283,15 @@ class BreakpointTable:
                 self._rows.pop(row.spec, None)
 
 
-def _holds(condition: str | None, frame: FrameType) -> bool | None:
-    """A breakpoint's condition in `frame`: None if it raised."""
+def _holds(condition: str | None, frame: FrameType) -> tuple[bool, str | None]:
+    """A breakpoint's condition in `frame`, and the one-line error if it raised (it
+    holds then: pdb stops rather than miss a stop)."""
     if condition is None:
-        return True
+        return True, None
     try:
-        return bool(eval(condition, frame.f_globals, frame.f_locals))
-    except Exception:
-        return None
+        return bool(eval(condition, frame.f_globals, frame.f_locals)), None
+    except Exception as err:
+        return True, one_line(err)
 
 
 @dataclass(frozen=True)
@@ -303,7 +312,7 @@ class Breakpoints:
         candidates = [(spec, c) for s, spec, c in self.conditions if s == site]
         if table is not None:
             return table.stops(candidates, frame)
-        return any(_holds(c, frame) is not False for _, c in candidates) or not candidates
+        return any(_holds(c, frame)[0] for _, c in candidates) or not candidates
 
     def in_file(self, path: str) -> bool:
         """Whether any of them stops in the file at `path` (canonical)."""
@@ -340,6 +349,13 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
             hits = [p for p in paths if line in code[p]]
             if not hits:
                 near = [f"{Path(p).name}:{n}" for p in paths for n in _nearest(code[p], line)]
+                lengths = {_length(p) for p in paths}
+                if line > max(lengths):
+                    raise BreakpointError(
+                        f"breakpoint {spec!r}: {file_part} has "
+                        f"{' or '.join(map(str, sorted(lengths)))} lines; the last line with "
+                        f"code: {', '.join(near) or 'none'}"
+                    )
                 raise BreakpointError(
                     f"breakpoint {spec!r}: line {line} of {file_part} runs no code in a forward "
                     f"(a blank line, a comment, a docstring, a def or class line); the nearest "

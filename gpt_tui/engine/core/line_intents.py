@@ -22,6 +22,7 @@ from .frames import (
     view_in_frame,
 )
 from .line_breakpoints import BreakpointInfo, BreakpointTable
+from .line_commands import run_line_command
 
 if TYPE_CHECKING:
     from .session import Session
@@ -46,7 +47,8 @@ class Lines:
         self._table = BreakpointTable()
         self._evaluations: tuple[Evaluation, ...] = ()
         self._tensor_view: TensorView | None = None
-        self._displays: tuple[str, ...] = ()
+        self._displays: dict[str, int] = {}  # expr -> its number (never reused, as pdb's)
+        self._next_display = 1
         # at this pause: expr -> (its evaluation, the last line pause's if it changed)
         self._shown: dict[str, tuple[Evaluation, Evaluation | None]] = {}
         self._last: dict[str, Evaluation] = {}  # each display at the last line pause
@@ -54,7 +56,8 @@ class Lines:
 
     def view(self) -> LineView:
         displays = tuple(
-            Display(i + 1, expr, *self._display_now(expr)) for i, expr in enumerate(self._displays)
+            Display(number, expr, *self._display_now(expr))
+            for expr, number in self._displays.items()
         )
         return LineView(
             self._table.enabled,
@@ -147,12 +150,14 @@ class Lines:
         hit, frame = self._table.take_hit(), stepper.frame  # taken always: none left stale
         self._hit = hit if frame is not None and frame.reason == "breakpoint" else None
         note = ""
-        if self._hit is not None and self._hit.temporary:
+        if self._hit is not None and self._hit.error is not None:
+            note = f"; error in breakpoint {self._hit.number}'s condition: {self._hit.error}"
+        if self._hit is not None and self._hit.temporary and self._hit.error is None:
             stepper.set_line_breakpoints(stepper.lines.breakpoints.specs - {self._hit.spec})
-            note = f"; deleted temporary breakpoint {self._hit.number} at {self._hit.spec}"
+            note += f"; deleted temporary breakpoint {self._hit.number} at {self._hit.spec}"
         if stepper.frame is None or not self._displays:
             return note
-        evaluations = _evaluate_all(stepper, self._displays)
+        evaluations = _evaluate_all(stepper, list(self._displays))
         cut = False
         for ev in evaluations:
             if ev.error == "interrupted":  # no value: the last one stays the one to compare
@@ -182,7 +187,7 @@ class Lines:
                 raise DisplayError(
                     f"at most {MAX_DISPLAYS} display expressions; undisplay one first"
                 )
-            self._displays = (*self._displays, expr)
+            self._displays[expr], self._next_display = self._next_display, self._next_display + 1
         if stepper is None or stepper.frame is None:
             return f"display {expr}: shown at the next pause at a line", False
         (ev,) = _evaluate_all(stepper, [expr])
@@ -194,22 +199,20 @@ class Lines:
         return f"display {expr}: {shown}", cut
 
     def undisplay(self, which: str | int | None) -> str:
-        """pdb's `undisplay [EXPR]`, also by number; None or "" clears every one."""
+        """pdb's `undisplay [EXPR]`, also by number (the others keep theirs); None or ""
+        clears every one."""
         if which is None or str(which).strip() == "":
-            self._displays, self._shown = (), {}
+            self._displays, self._shown = {}, {}
             return "no display expressions"
         text = str(which).strip()
-        number = int(text) if text.isdigit() else None
-        if number is not None and 1 <= number <= len(self._displays):
-            expr = self._displays[number - 1]
-        elif text in self._displays:
-            expr = text
-        else:
-            listed = ", ".join(f"{i + 1} {e}" for i, e in enumerate(self._displays))
+        numbered = {str(n): e for e, n in self._displays.items()}
+        expr = numbered.get(text) or (text if text in self._displays else None)
+        if expr is None:
+            listed = ", ".join(f"{n} {e}" for e, n in self._displays.items())
             raise DisplayError(
                 f"undisplay {text}: no such display expression ({listed or 'none is set'})"
             )
-        self._displays = tuple(e for e in self._displays if e != expr)
+        del self._displays[expr]
         self._shown.pop(expr, None)
         self._last.pop(expr, None)
         return f"undisplay {expr}"
@@ -217,15 +220,23 @@ class Lines:
     # -- expressions and the tensor viewer ------------------------------------------------
 
     def evaluate(self, expr: str, stepper: ForwardStepper | None) -> tuple[str, bool]:
+        """An expression, `!STATEMENT` or one of pdb's words (line_commands.py) at the
+        paused line."""
         paused = _paused(stepper)
+        snapshot = paused.frame
+        assert snapshot is not None
+        displays = [(n, e, _shown_as(self._display_now(e)[0])) for e, n in self._displays.items()]
         try:
-            result = paused.evaluate(expr)
+            result = paused.in_frame(
+                lambda frame: run_line_command(frame, expr, snapshot, displays)
+            )
             if expr.lstrip().startswith("!") and result.error is None:
                 _reread(paused)  # the statement may have changed the locals shown
         except ExpressionInterrupted:  # a cancel or a quit stopped it
             result = Evaluation(expr, None, "interrupted")
         self._evaluations = (*self._evaluations, result)
         shown = result.error or (result.value.repr if result.value else "")
+        shown = " · ".join(shown.split("\n"))  # `where`'s lines: the message is one line
         interrupted = result.error == "interrupted"
         note = "; the pass is still paused" if interrupted else ""
         return f"{expr} → {shown}{note}", interrupted
@@ -275,6 +286,12 @@ def _reread(stepper: ForwardStepper) -> None:
     shown = stepper.frame
     if shown is not None:
         stepper.frame = stepper.in_frame(lambda frame: stepper.lines.reread(frame, shown))
+
+
+def _shown_as(evaluation: Evaluation | None) -> str:
+    if evaluation is None:
+        return "(at the next pause at a line)"
+    return evaluation.error or (evaluation.value.repr if evaluation.value else "")
 
 
 def _key(evaluation: Evaluation) -> str:

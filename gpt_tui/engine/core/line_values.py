@@ -41,6 +41,12 @@ class Value:
     inf: int | None = None
 
 
+def one_line(err: BaseException) -> str:
+    """`NameError: name 'x' is not defined`: an error the user's expression raised."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}".rstrip(": ")
+
+
 def short_repr(value: object) -> str:
     if isinstance(value, nn.Module):
         return f"<{type(value).__name__}>"

@@ -382,8 +382,15 @@ class Session:
             probes.flush()
             patterns = probes.patterns()
         candidates: tuple[Candidate, ...] = ()
-        if not meta:
-            last = last_position_logits(logits).float().cpu()
+        last = None if meta else last_position_logits(logits).float().cpu()
+        if last is not None and not bool(torch.isfinite(last).all()):
+            nan, inf = int(last.isnan().sum()), int(last.isinf().sum())
+            note = _join(
+                note,
+                f"the logits at the last position are not finite ({nan} NaN, {inf} Inf of "
+                f"{last.numel()}): no next token is ranked",
+            )
+        elif last is not None:
             probs = torch.softmax(last, dim=-1)
             top = torch.topk(probs, min(10, probs.numel()))
             candidates = tuple(

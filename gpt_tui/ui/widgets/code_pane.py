@@ -4,10 +4,11 @@ Where the pass stands and its stack, the paused function's source (current line,
 breakpoints, a cursor; `b` toggles a breakpoint at the cursor), the frame's locals
 (Enter on a tensor opens the viewer), the display expressions and the expressions
 evaluated at the pause, and a box to set a breakpoint by `FILE:LINE` or function name.
-The two boxes take pdb's commands: `display EXPR` / `undisplay [EXPR|N]` in the expression
-box, `tbreak SPEC`, `ignore N COUNT`, `clear N`, `disable N...`, `enable N...` and
-`condition N [EXPR]` in the break-at box. The pane never calls
-the engine: it posts messages and the app hands back the snapshot's parts through `show`.
+The two boxes take pdb's commands: `p`/`pp EXPR`, `whatis EXPR`, `where`, `display [EXPR]`
+and `undisplay [EXPR|N]` in the expression box (the engine's line_commands.py reads most),
+`tbreak SPEC`, `ignore N COUNT`, `clear N`, `disable N...`, `enable N...` and
+`condition N [EXPR]` in the break-at box. The pane never calls the engine: it posts
+messages and the app hands back the snapshot's parts through `show`.
 """
 
 from __future__ import annotations
@@ -321,8 +322,10 @@ class CodePane(Vertical):
             if frame.returned is not None:
                 head.append(f"  returned {frame.returned.repr}", style="green")
             if hit is not None and (hit.temporary or len(table) > 1):  # else listed below
-                gone = ", deleted (tbreak)" if hit.temporary else ""
+                gone = ", deleted (tbreak)" if hit.temporary and hit.error is None else ""
                 head.append(f"  breakpoint {hit.number}, hit {hit.hits}{gone}", style="red")
+            if hit is not None and hit.error is not None:  # stopped anyway, as pdb does
+                head.append(f"  error in its condition: {hit.error}", style="bold red")
             head.append("\n" + frame.stack_line, style="dim")
             where.update(head)
         marks_in = breakpoint_lines(line_breakpoints, frame) if frame else set()
@@ -416,9 +419,8 @@ class CodePane(Vertical):
         elif command == "undisplay":  # by number, by expression, or all of them
             which = int(rest) if rest.isdigit() else rest or None
             self.post_message(IntentRequested("display", "undisplay", (which,)))
-        else:  # pdb's `p expr` or the bare expression
-            expr = rest if command == "p" and rest else text
-            self.post_message(IntentRequested("evaluate", "evaluate", (expr,)))
+        else:  # an expression, !STATEMENT, or pdb's p, pp, whatis, where, bare display
+            self.post_message(IntentRequested("evaluate", "evaluate", (text,)))
 
     def _break_at(self, text: str) -> bool:
         """pdb's `tbreak SPEC`, `break SPEC`, `ignore N COUNT`, `clear N`, `disable N...`,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -123,23 +123,36 @@ class WatchHandle:
             if written.path is not None:
                 finding = dataclasses.replace(finding, report=str(written.path))
                 self._watch.finding = finding
+        # Under torchrun every rank would open its own app in one terminal: raise instead.
+        terminal = group is None and sys.stdin.isatty() and sys.stdout.isatty()
+        if self.on == "open" and terminal:
+            self._open(finding, batch)  # the summary follows, on the screen the app gives back
         print(self._prefix + finding.summary, file=sys.stderr)
         if written is not None and written.error is not None:
             print(f"{self._prefix}warning: {written.error}", file=sys.stderr)
-        # Under torchrun every rank would open its own app in one terminal: raise instead.
-        if self.on == "open" and group is None and sys.stdin.isatty() and sys.stdout.isatty():
-            idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
-            targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
-            inspect(self.model, idx, targets=targets[0] if targets else None)
-        elif self.on in ("raise", "open"):
-            if self.on == "open":
-                why = "no terminal" if group is None else "one terminal for every rank"
-                print(f"{self._prefix}{why}: raising instead of opening the debugger",
-                      file=sys.stderr)  # fmt: skip
+        if self.on == "open" and not terminal:
+            why = "no terminal" if group is None else "one terminal for every rank"
+            print(f"{self._prefix}{why}: raising instead of opening the debugger",
+                  file=sys.stderr)  # fmt: skip
+        if self.on in ("raise", "open"):
+            # After the app too: the step stops before the optimizer applies a NaN.
             error = NonFiniteError(finding)
             if written is not None and written.error is not None:
                 error.add_note(written.error)
             raise error
+
+    def _open(self, finding: Finding, batch: tuple[Any, ...]) -> None:
+        """The app on the model and the finding's batch, the finding its note on opening."""
+        tensors = [t for t in batch if isinstance(t, torch.Tensor)]
+        idx, targets = (tensors + [None, None])[:2]
+        note = f"gpt_tui.watch stopped your run: {finding.summary}"
+        try:
+            run_inspector(
+                self.model, idx, tokenizer=None, targets=targets, notes=(note,),
+                batch_name=f"your batch of {finding.when}", run=lambda app: app.run(),
+            )  # fmt: skip
+        except GptTuiError as err:  # the finding still raises, below
+            print(f"{self._prefix}cannot open the debugger: {err}", file=sys.stderr)
 
 
 @contextmanager
@@ -227,9 +240,12 @@ def run_inspector(
     tokenizer: Any,
     targets: torch.Tensor | None = None,
     run: Callable[[App], object],
+    notes: Sequence[str] = (),
+    batch_name: str = "your batch",
 ) -> None:
     """`inspect` without the terminal check: `run(app)` runs the app to its end (a test
-    drives it with Textual's Pilot)."""
+    drives it with Textual's Pilot). `notes` are shown as the app opens; `batch_name`
+    is what the Train tab calls the batch."""
     from .engine.core.live_session import live_session
     from .engine.core.session import ModelSpec
     from .io.batches import FixedBatch
@@ -238,13 +254,14 @@ def run_inspector(
     grad_mode, training = torch.is_grad_enabled(), model.training
     threads = set(threading.enumerate())
     session, prompt = live_session(model, idx, tokenizer=tokenizer)
+    session.notes.extend(notes)
 
     def setup(debugger: Debugger) -> None:
         if prompt:
             debugger.set_prompt(prompt)
         if idx is not None and targets is not None:  # the Train tab steps the user's batch
             x, y = (t if t.dim() == 2 else t[None] for t in (idx, targets))
-            debugger.set_batch(FixedBatch(x, y, session.decode_token, "your batch"))
+            debugger.set_batch(FixedBatch(x, y, session.decode_token, batch_name))
 
     try:
         run(GptTuiApp(ModelSpec(), session=session, setup=setup))

@@ -31,6 +31,10 @@ def step_json(view: TrainingView, health: Health) -> dict[str, Any]:
     report, batch = view.report, view.batch
     assert report is not None and batch is not None
     hit = report.first_nonfinite
+    first = None
+    if hit is not None:
+        held = [dataclasses.asdict(h) for h in hit.held]
+        first = dict(phase=hit.phase, where=hit.where, text=hit.text, held=held)
     return dict(
         batch=dict(
             rows=len(batch.rows),
@@ -53,10 +57,7 @@ def step_json(view: TrainingView, health: Health) -> dict[str, Any]:
         loss=report.loss,
         row_losses=report.row_losses,
         loss_note=report.loss_note,
-        first_nonfinite=None if hit is None else dict(
-            phase=hit.phase, where=hit.where, text=hit.text,
-            held=[dataclasses.asdict(h) for h in hit.held],
-        ),  # fmt: skip
+        first_nonfinite=first,
         phases=report.phases_run,
         backward=[
             dict(name=e.name, grad_output=_stats(e.grad_output), grad_input=_stats(e.grad_input))

@@ -51,6 +51,10 @@ def test_every_rank_names_the_same_first_finding(launched) -> None:
         "step 3: the first non-finite value is on rank 1 in forward at transformer.h.1.mlp"
     )
     assert all(r["report"]["error"] is None for r in results)  # "report" goes on
+    # the weight is named where it holds the NaN: on rank 1 (rank 0's weights are finite)
+    weight = {"name": "transformer.h.1.mlp.c_fc.weight", "nan": 1, "inf": 0}
+    assert [f["held"] for f in first] == [[], [weight]]
+    assert "c_fc.weight already held 1 NaN at this forward" in first[1]["summary"]
 
 
 def test_the_nan_reaching_rank_0_through_the_all_reduce_is_named_as_received(launched) -> None:

@@ -78,6 +78,14 @@ def test_raise_raises_on_every_rank_together_with_micro_steps(launched) -> None:
     assert [len(r["raise"]["losses"]) for r in results] == [8, 8]  # raised at step 3's end
 
 
+def test_on_open_under_torchrun_raises_on_every_rank_as_raise_does(launched) -> None:
+    _, results = launched
+    found = [r["open"]["finding"] for r in results]
+    assert where(found[0]) == where(found[1]) == (3, "forward", "transformer.h.1.mlp", 1, [1])
+    assert [r["open"]["error"] for r in results] == [f["summary"] for f in found]
+    assert [len(r["open"]["losses"]) for r in results] == [4, 4]  # no step after step 3
+
+
 def test_with_nothing_wrong_the_watch_changes_no_loss_under_ddp(launched) -> None:
     _, results = launched
     for r in results:

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .engine.training.watch import Finding, NonFiniteError, Watch
 from .engine.training.watch_ranks import rank_folder, write_ranks_case
-from .engine.training.watch_report import write_case
+from .engine.training.watch_report import run_tokenizer, write_case
 from .errors import GptTuiError
 
 if TYPE_CHECKING:
@@ -148,7 +148,8 @@ class WatchHandle:
         note = f"gpt_tui.watch stopped your run: {finding.summary}"
         try:
             run_inspector(
-                self.model, idx, tokenizer=None, targets=targets, notes=(note,),
+                self.model, idx, tokenizer=run_tokenizer(self._watch.model, self.tokenizer),
+                targets=targets, notes=(note,),
                 batch_name=f"your batch of {finding.when}", run=lambda app: app.run(),
             )  # fmt: skip
         except GptTuiError as err:  # the finding still raises, below

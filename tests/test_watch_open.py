@@ -35,8 +35,15 @@ def test_on_open_raises_after_q_and_no_step_runs_after_it(tmp_path: Path, termin
     note = toast(screen())
     assert "step 3: the first non-finite value is in forward" in note, note
     assert "c_fc.weight already held 1 NaN" in note, note
+    # the batch reads in the vocabulary given to watch (tokenizer=)
+    assert f"prompt › {(tmp_path / 'prompt').read_text()}" in screen()
     keys("6")  # the Train tab steps the finding's batch
     wait_for("the Train tab", lambda: "from your batch of step 3" in screen())
+    keys("w", "c")  # the NaN watch on, the step continued to its first non-finite value
+    wait_for("the step's finding", lambda: "first non-finite: forward at" in screen())
+    lines = screen().splitlines()
+    at = next(i for i, line in enumerate(lines) if "first non-finite: forward at" in line)
+    assert "c_fc.weight already held 1 NaN at this forward" in lines[at + 1], screen()
     assert not exit_file.exists()  # the run waits for the app
 
     keys("q")

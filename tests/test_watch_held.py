@@ -126,3 +126,22 @@ def test_the_weights_are_read_only_at_a_finding(monkeypatch) -> None:
             before_step=nan_at_step_3,
         )
     assert calls == [1]  # once, at the finding
+
+
+def test_every_non_finite_parameter_of_the_module_is_counted_the_first_named() -> None:
+    model = tiny_model()
+    mlp = model.transformer.h[1].mlp
+    with torch.no_grad():
+        mlp.c_fc.weight[0, :3] = float("nan")
+        mlp.c_fc.weight[1, 0] = float("-inf")
+        mlp.c_proj.weight[2, 2] = float("inf")
+    named = held_values.module_parameters(model, "transformer.h.1.mlp")
+    held = held_values.nonfinite_parameters(named)
+    assert [(h.name, h.nan, h.inf) for h in held] == [
+        (WEIGHT, 3, 1), ("transformer.h.1.mlp.c_proj.weight", 0, 1)
+    ]  # fmt: skip
+    assert held_values.held_text(held, "at this forward") == (
+        f"{WEIGHT} already held 3 NaN and 1 Inf at this forward "
+        "(and 1 more of the module's parameters)"
+    )
+    assert held_values.module_parameters(model, "no.such.module") == []

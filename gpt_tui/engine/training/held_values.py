@@ -66,6 +66,5 @@ def held_text(held: tuple[HeldValues, ...], when: str) -> str | None:
     first = held[0]
     text = f"{first.name} already held {first.counts} {when}"
     if len(held) > 1:
-        more = len(held) - 1
-        text += f" (and {more} more of the module's parameter{'s' if more > 1 else ''})"
+        text += f" (and {len(held) - 1} more of the module's parameters)"
     return text

@@ -174,7 +174,8 @@ def watch(
     names it; None: no report; a report that cannot be written is a warning), then acts on `on`:
     "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
     when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
-    debugger on the model and that batch when a terminal is present (else raises).
+    debugger on the model and that batch when a terminal is present (not under torchrun),
+    the finding its note, and raises as "raise" does once you quit (without one: at once).
     The hooks are removed when the block ends. `tokenizer` (a meta.pkl's path or a
     `CharTokenizer`) is saved with the case, so that its batch reads as text.
 

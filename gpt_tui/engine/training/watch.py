@@ -50,7 +50,8 @@ LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is
 
 
 class NonFiniteError(GptTuiError, FloatingPointError):
-    """Raised by `watch(..., on="raise")` at the first non-finite value."""
+    """Raised by `watch(..., on="raise")` at the first non-finite value (with `on="open"`,
+    once the app is closed)."""
 
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.summary)

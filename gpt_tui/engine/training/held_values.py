@@ -32,18 +32,18 @@ class HeldValues:
 def nonfinite_parameters(named: Iterable[tuple[str, torch.Tensor]]) -> tuple[HeldValues, ...]:
     """The floating-point tensors of `named` (name, parameter) that hold NaN or Inf, in its
     order. Counted on the parameters' device, read back in one transfer."""
-    named = [(n, p) for n, p in named if p.is_floating_point()]
-    if not named:
+    floats = [(n, p) for n, p in named if p.is_floating_point()]
+    if not floats:
         return ()
-    device = named[0][1].device
+    device = floats[0][1].device
     counts = torch.stack([
         torch.stack([p.detach().isnan().sum(), p.detach().isinf().sum()]).to(device)
-        for _, p in named
+        for _, p in floats
     ])  # fmt: skip
     rows = counts.tolist()  # the one host read
     return tuple(
         HeldValues(n, nan, inf)
-        for (n, _), (nan, inf) in zip(named, rows, strict=True)
+        for (n, _), (nan, inf) in zip(floats, rows, strict=True)
         if nan or inf
     )
 

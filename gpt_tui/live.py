@@ -75,6 +75,8 @@ class WatchHandle:
         self.report = None if report is None else Path(report)
         self.listener: Listener | None = None  # with listen=: gpt-tui attach's endpoint
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
+        # A finding made off the main thread, whose app opens once its error reaches `watch`.
+        self._deferred: tuple[Finding, tuple[Any, ...], str | None] | None = None
         for note in self._watch.notes:
             print(self._prefix + note, file=sys.stderr)
 
@@ -88,7 +90,13 @@ class WatchHandle:
         return self._watch.finding
 
     def close(self) -> None:
-        self._watch.close()
+        try:
+            self._watch.close()
+        finally:
+            if self._deferred is not None:  # its error was caught inside the block: say it
+                finding, _, warning = self._deferred
+                self._deferred = None
+                self._say(finding, warning)
 
     def health(self) -> dict[str, Any]:
         """The watch's figures, as `gpt-tui attach` shows them."""
@@ -123,23 +131,50 @@ class WatchHandle:
             if written.path is not None:
                 finding = dataclasses.replace(finding, report=str(written.path))
                 self._watch.finding = finding
+        warning = None if written is None else written.error
         # Under torchrun every rank would open its own app in one terminal: raise instead.
         terminal = group is None and sys.stdin.isatty() and sys.stdout.isatty()
         if self.on == "open" and terminal:
+            if threading.current_thread() is not threading.main_thread():
+                # A CUDA backward runs the hooks in autograd's device thread, and the app
+                # needs the main thread: the error goes there first, and `watch` opens it.
+                self._deferred = (finding, batch, warning)
+                raise self._error(finding, warning)
             self._open(finding, batch)  # the summary follows, on the screen the app gives back
-        print(self._prefix + finding.summary, file=sys.stderr)
-        if written is not None and written.error is not None:
-            print(f"{self._prefix}warning: {written.error}", file=sys.stderr)
+        self._say(finding, warning)
         if self.on == "open" and not terminal:
             why = "no terminal" if group is None else "one terminal for every rank"
             print(f"{self._prefix}{why}: raising instead of opening the debugger",
                   file=sys.stderr)  # fmt: skip
         if self.on in ("raise", "open"):
             # After the app too: the step stops before the optimizer applies a NaN.
-            error = NonFiniteError(finding)
-            if written is not None and written.error is not None:
-                error.add_note(written.error)
-            raise error
+            raise self._error(finding, warning)
+
+    def open_deferred(self) -> None:
+        """The app of a finding made off the main thread, once its error has reached the
+        loop's thread (`watch` calls it there), then the summary."""
+        if self._deferred is None:
+            return
+        finding, batch, warning = self._deferred
+        self._deferred = None
+        if threading.current_thread() is threading.main_thread():
+            self._open(finding, batch)
+        else:
+            print(f"{self._prefix}the debugger opens only in the main thread: not opened",
+                  file=sys.stderr)  # fmt: skip
+        self._say(finding, warning)
+
+    def _say(self, finding: Finding, warning: str | None) -> None:
+        print(self._prefix + finding.summary, file=sys.stderr)
+        if warning is not None:
+            print(f"{self._prefix}warning: {warning}", file=sys.stderr)
+
+    @staticmethod
+    def _error(finding: Finding, warning: str | None) -> NonFiniteError:
+        error = NonFiniteError(finding)
+        if warning is not None:
+            error.add_note(warning)
+        return error
 
     def _open(self, finding: Finding, batch: tuple[Any, ...]) -> None:
         """The app on the model and the finding's batch, the finding its note on opening."""
@@ -214,6 +249,9 @@ def watch(
                            **options) as listener:  # fmt: skip
             handle.listener = listener
             yield handle
+    except NonFiniteError:
+        handle.open_deferred()
+        raise
     finally:
         handle.close()
 

@@ -20,11 +20,17 @@ def toast(screen: str) -> str:
     return " ".join(line.rsplit("▌", 1)[1].strip() for line in screen.splitlines() if "▌" in line)
 
 
-def test_on_open_raises_after_q_and_no_step_runs_after_it(tmp_path: Path, terminal) -> None:
+@pytest.mark.parametrize("backward", ["main", "thread"])
+def test_on_open_raises_after_q_and_no_step_runs_after_it(
+    tmp_path: Path, terminal, backward: str
+) -> None:
+    """`thread`: backward's hooks run in another thread (as a CUDA backward's do, in
+    autograd's device thread); the app, which needs the main thread, opens there."""
     exit_file = tmp_path / "exit"
     shell = (
         f"GPT_TUI_HIDE_MEMORY=1 {shlex.quote(sys.executable)} {shlex.quote(str(SCRIPT))} "
-        f"{shlex.quote(str(tmp_path))} 2>&1; echo EXIT=$? > {shlex.quote(str(exit_file))}; "
+        f"{shlex.quote(str(tmp_path))} {backward} 2>&1; "
+        f"echo EXIT=$? > {shlex.quote(str(exit_file))}; "
         "sleep 120"  # keep the screen after the run ends, to read it
     )
     terminal.start(shell, 100, 50)  # tall: the summary and the traceback fit

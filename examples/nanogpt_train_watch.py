@@ -2,7 +2,10 @@
 far too high on purpose: the run diverges, and `gpt_tui.watch` names where the first
 non-finite value arose and saves a case that `gpt-tui train-step --case` reopens.
 
-    python examples/nanogpt_train_watch.py path/to/tinyshakespeare.txt [--lr 1000]
+    python examples/nanogpt_train_watch.py path/to/tinyshakespeare.txt [--lr 1000] [--on open]
+
+`--on open` opens the debugger on the model and the step's batch at the finding (in a
+terminal); quitting it stops the run as `raise` does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1000.0, help="too high on purpose")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--report", default="gpt-tui-report")
+    parser.add_argument("--on", choices=("raise", "report", "open"), default="raise")
     args = parser.parse_args()
 
     with open(args.text, encoding="utf-8") as f:
@@ -46,7 +50,9 @@ def main() -> int:
 
     try:
         vocabulary = CharTokenizer(chars)  # saved with the case: its batch reads as text
-        with gpt_tui.watch(model, optimizer=optimizer, report=args.report, tokenizer=vocabulary):
+        with gpt_tui.watch(
+            model, optimizer=optimizer, on=args.on, report=args.report, tokenizer=vocabulary
+        ):
             for step in range(args.steps):
                 x, y = get_batch()
                 _, loss = model(x, y)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .engine.training.watch import Finding, NonFiniteError, Watch
 from .engine.training.watch_ranks import rank_folder, write_ranks_case
-from .engine.training.watch_report import write_case
+from .engine.training.watch_report import run_tokenizer, write_case
 from .errors import GptTuiError
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class WatchHandle:
         self.report = None if report is None else Path(report)
         self.listener: Listener | None = None  # with listen=: gpt-tui attach's endpoint
         self._watch = Watch(model, self._found, optimizer=optimizer, every=every)
+        # A finding made off the main thread, whose app opens once its error reaches `watch`.
+        self._deferred: tuple[Finding, tuple[Any, ...], str | None] | None = None
         for note in self._watch.notes:
             print(self._prefix + note, file=sys.stderr)
 
@@ -88,7 +90,13 @@ class WatchHandle:
         return self._watch.finding
 
     def close(self) -> None:
-        self._watch.close()
+        try:
+            self._watch.close()
+        finally:
+            if self._deferred is not None:  # its error was caught inside the block: say it
+                finding, _, warning = self._deferred
+                self._deferred = None
+                self._say(finding, warning)
 
     def health(self) -> dict[str, Any]:
         """The watch's figures, as `gpt-tui attach` shows them."""
@@ -123,23 +131,64 @@ class WatchHandle:
             if written.path is not None:
                 finding = dataclasses.replace(finding, report=str(written.path))
                 self._watch.finding = finding
-        print(self._prefix + finding.summary, file=sys.stderr)
-        if written is not None and written.error is not None:
-            print(f"{self._prefix}warning: {written.error}", file=sys.stderr)
+        warning = None if written is None else written.error
         # Under torchrun every rank would open its own app in one terminal: raise instead.
-        if self.on == "open" and group is None and sys.stdin.isatty() and sys.stdout.isatty():
-            idx = next((t for t in batch if isinstance(t, torch.Tensor)), None)
-            targets = [t for t in batch if isinstance(t, torch.Tensor)][1:2]
-            inspect(self.model, idx, targets=targets[0] if targets else None)
-        elif self.on in ("raise", "open"):
-            if self.on == "open":
-                why = "no terminal" if group is None else "one terminal for every rank"
-                print(f"{self._prefix}{why}: raising instead of opening the debugger",
-                      file=sys.stderr)  # fmt: skip
-            error = NonFiniteError(finding)
-            if written is not None and written.error is not None:
-                error.add_note(written.error)
-            raise error
+        terminal = group is None and sys.stdin.isatty() and sys.stdout.isatty()
+        if self.on == "open" and terminal:
+            if threading.current_thread() is not threading.main_thread():
+                # A CUDA backward runs the hooks in autograd's device thread, and the app
+                # needs the main thread: the error goes there first, and `watch` opens it.
+                self._deferred = (finding, batch, warning)
+                raise self._error(finding, warning)
+            self._open(finding, batch)  # the summary follows, on the screen the app gives back
+        self._say(finding, warning)
+        if self.on == "open" and not terminal:
+            why = "no terminal" if group is None else "one terminal for every rank"
+            print(f"{self._prefix}{why}: raising instead of opening the debugger",
+                  file=sys.stderr)  # fmt: skip
+        if self.on in ("raise", "open"):
+            # After the app too: the step stops before the optimizer applies a NaN.
+            raise self._error(finding, warning)
+
+    def open_deferred(self) -> None:
+        """The app of a finding made off the main thread, once its error has reached the
+        loop's thread (`watch` calls it there), then the summary."""
+        if self._deferred is None:
+            return
+        finding, batch, warning = self._deferred
+        self._deferred = None
+        if threading.current_thread() is threading.main_thread():
+            self._open(finding, batch)
+        else:
+            print(f"{self._prefix}the debugger opens only in the main thread: not opened",
+                  file=sys.stderr)  # fmt: skip
+        self._say(finding, warning)
+
+    def _say(self, finding: Finding, warning: str | None) -> None:
+        print(self._prefix + finding.summary, file=sys.stderr)
+        if warning is not None:
+            print(f"{self._prefix}warning: {warning}", file=sys.stderr)
+
+    @staticmethod
+    def _error(finding: Finding, warning: str | None) -> NonFiniteError:
+        error = NonFiniteError(finding)
+        if warning is not None:
+            error.add_note(warning)
+        return error
+
+    def _open(self, finding: Finding, batch: tuple[Any, ...]) -> None:
+        """The app on the model and the finding's batch, the finding its note on opening."""
+        tensors = [t for t in batch if isinstance(t, torch.Tensor)]
+        idx, targets = (tensors + [None, None])[:2]
+        note = f"gpt_tui.watch stopped your run: {finding.summary}"
+        try:
+            run_inspector(
+                self.model, idx, tokenizer=run_tokenizer(self._watch.model, self.tokenizer),
+                targets=targets, notes=(note,),
+                batch_name=f"your batch of {finding.when}", run=lambda app: app.run(),
+            )  # fmt: skip
+        except GptTuiError as err:  # the finding still raises, below
+            print(f"{self._prefix}cannot open the debugger: {err}", file=sys.stderr)
 
 
 @contextmanager
@@ -160,7 +209,8 @@ def watch(
     names it; None: no report; a report that cannot be written is a warning), then acts on `on`:
     "raise" raises `NonFiniteError` from inside the step (before the optimizer's update
     when the NaN arose in forward, loss or backward), "report" goes on, "open" opens the
-    debugger on the model and that batch when a terminal is present (else raises).
+    debugger on the model and that batch when a terminal is present (not under torchrun),
+    the finding its note, and raises as "raise" does once you quit (without one: at once).
     The hooks are removed when the block ends. `tokenizer` (a meta.pkl's path or a
     `CharTokenizer`) is saved with the case, so that its batch reads as text.
 
@@ -199,6 +249,9 @@ def watch(
                            **options) as listener:  # fmt: skip
             handle.listener = listener
             yield handle
+    except NonFiniteError:
+        handle.open_deferred()
+        raise
     finally:
         handle.close()
 
@@ -227,9 +280,12 @@ def run_inspector(
     tokenizer: Any,
     targets: torch.Tensor | None = None,
     run: Callable[[App], object],
+    notes: Sequence[str] = (),
+    batch_name: str = "your batch",
 ) -> None:
     """`inspect` without the terminal check: `run(app)` runs the app to its end (a test
-    drives it with Textual's Pilot)."""
+    drives it with Textual's Pilot). `notes` are shown as the app opens; `batch_name`
+    is what the Train tab calls the batch."""
     from .engine.core.live_session import live_session
     from .engine.core.session import ModelSpec
     from .io.batches import FixedBatch
@@ -238,13 +294,14 @@ def run_inspector(
     grad_mode, training = torch.is_grad_enabled(), model.training
     threads = set(threading.enumerate())
     session, prompt = live_session(model, idx, tokenizer=tokenizer)
+    session.notes.extend(notes)
 
     def setup(debugger: Debugger) -> None:
         if prompt:
             debugger.set_prompt(prompt)
         if idx is not None and targets is not None:  # the Train tab steps the user's batch
             x, y = (t if t.dim() == 2 else t[None] for t in (idx, targets))
-            debugger.set_batch(FixedBatch(x, y, session.decode_token, "your batch"))
+            debugger.set_batch(FixedBatch(x, y, session.decode_token, batch_name))
 
     try:
         run(GptTuiApp(ModelSpec(), session=session, setup=setup))

@@ -51,6 +51,10 @@ def test_every_rank_names_the_same_first_finding(launched) -> None:
         "step 3: the first non-finite value is on rank 1 in forward at transformer.h.1.mlp"
     )
     assert all(r["report"]["error"] is None for r in results)  # "report" goes on
+    # the weight is named where it holds the NaN: on rank 1 (rank 0's weights are finite)
+    weight = {"name": "transformer.h.1.mlp.c_fc.weight", "nan": 1, "inf": 0}
+    assert [f["held"] for f in first] == [[], [weight]]
+    assert "c_fc.weight already held 1 NaN at this forward" in first[1]["summary"]
 
 
 def test_the_nan_reaching_rank_0_through_the_all_reduce_is_named_as_received(launched) -> None:
@@ -72,6 +76,14 @@ def test_raise_raises_on_every_rank_together_with_micro_steps(launched) -> None:
     assert [(f["micro_step"], f["micro_steps"]) for f in found] == [(1, 2), (1, 2)]
     assert "step 3, micro-step 1 of 2, forward" in errors[0]
     assert [len(r["raise"]["losses"]) for r in results] == [8, 8]  # raised at step 3's end
+
+
+def test_on_open_under_torchrun_raises_on_every_rank_as_raise_does(launched) -> None:
+    _, results = launched
+    found = [r["open"]["finding"] for r in results]
+    assert where(found[0]) == where(found[1]) == (3, "forward", "transformer.h.1.mlp", 1, [1])
+    assert [r["open"]["error"] for r in results] == [f["summary"] for f in found]
+    assert [len(r["open"]["losses"]) for r in results] == [4, 4]  # no step after step 3
 
 
 def test_with_nothing_wrong_the_watch_changes_no_loss_under_ddp(launched) -> None:

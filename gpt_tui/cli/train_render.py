@@ -3,6 +3,7 @@ the same as JSON."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,10 @@ def step_json(view: TrainingView, health: Health) -> dict[str, Any]:
     report, batch = view.report, view.batch
     assert report is not None and batch is not None
     hit = report.first_nonfinite
+    first = None
+    if hit is not None:
+        held = [dataclasses.asdict(h) for h in hit.held]
+        first = dict(phase=hit.phase, where=hit.where, text=hit.text, held=held)
     return dict(
         batch=dict(
             rows=len(batch.rows),
@@ -52,7 +57,7 @@ def step_json(view: TrainingView, health: Health) -> dict[str, Any]:
         loss=report.loss,
         row_losses=report.row_losses,
         loss_note=report.loss_note,
-        first_nonfinite=None if hit is None else dict(phase=hit.phase, where=hit.where),
+        first_nonfinite=first,
         phases=report.phases_run,
         backward=[
             dict(name=e.name, grad_output=_stats(e.grad_output), grad_input=_stats(e.grad_input))
@@ -123,7 +128,7 @@ def print_report(view: TrainingView) -> None:
         console.print(f"  {report.loss_note}", markup=False, style="yellow")
     hit = report.first_nonfinite
     console.print(
-        "first non-finite: " + ("none" if hit is None else f"{hit.phase} at {hit.where}"),
+        "first non-finite: " + ("none" if hit is None else hit.text),
         markup=False, style="bold red" if hit else None,
     )  # fmt: skip
     console.print(f"phases run: {' → '.join(report.phases_run)}", markup=False)
@@ -175,7 +180,6 @@ def print_health(health: Health) -> None:
         console.print(f"flag: {flag}", markup=False, style="yellow")
     if health.stopped is not None:
         console.print(
-            f"stopped at step {health.stopped_step}: non-finite in {health.stopped.phase} "
-            f"at {health.stopped.where}",
+            f"stopped at step {health.stopped_step}: non-finite in {health.stopped.text}",
             markup=False,
         )

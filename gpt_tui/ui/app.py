@@ -178,7 +178,9 @@ class GptTuiApp(App[int]):
         self.state = message.state
         self._update_detail()  # the prompt in the status line from the first frame on
         if info.notes:
-            self.notify("; ".join(info.notes), title="note")
+            note = "; ".join(info.notes)
+            # Long enough to read (a watch's finding, in gpt_tui.watch(on="open"), is long).
+            self.notify(note, title="note", timeout=max(5.0, len(note) / 15))
         tree = self.query_one(ModuleTree)
         tree.summary = info.summary
         tree.focus()

@@ -48,14 +48,21 @@ def test_json_has_the_schema_of_the_issue(capsys):
 
 def test_inject_grad_nan_with_watch_names_the_module_in_backward(capsys):
     out = train_json(capsys, "--inject-grad-nan", "transformer.h.1.attn", "--watch-nan")
-    assert out["first_nonfinite"] == {"phase": "backward", "where": "transformer.h.1.attn"}
+    assert out["first_nonfinite"] == {
+        "phase": "backward", "where": "transformer.h.1.attn",
+        "text": "backward at transformer.h.1.attn", "held": [],
+    }  # fmt: skip
     assert out["stopped"]["where"] == "transformer.h.1.attn"
     assert len(out["steps"]) == 1 and out["steps"][0]["nonfinite"] > 0
 
 
 def test_inject_nan_names_the_forward_module(capsys):
     out = train_json(capsys, "--inject-nan", "transformer.h.0.mlp", "--watch-nan")
-    assert out["first_nonfinite"] == {"phase": "forward", "where": "transformer.h.0.mlp"}
+    # the NaN is put into the output: no weight of the module holds one
+    assert out["first_nonfinite"] == {
+        "phase": "forward", "where": "transformer.h.0.mlp",
+        "text": "forward at transformer.h.0.mlp", "held": [],
+    }  # fmt: skip
     assert out["phases"] == ["forward", "loss"]
 
 

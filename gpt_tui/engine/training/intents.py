@@ -190,7 +190,7 @@ class Training:
         message = f"health: {len(health.steps)} steps"
         if where is not None:
             step = health.stopped_step
-            message += f"; non-finite at step {step}: {where.phase} {where.where}"
+            message += f"; non-finite at step {step}: {where.text}"
         return message
 
 
@@ -218,7 +218,7 @@ def _step_message(view: TrainingView) -> str:
     if report.first_nonfinite is not None and view.options.watch_nan:
         hit = report.first_nonfinite
         if watch_position(report, view.timeline) == view.position:
-            return f"non-finite: {hit.phase} at {hit.where}"
+            return f"non-finite: {hit.text}"
     module = view.current_module
     return view.phase_line + (f" · {module}" if module else "")
 

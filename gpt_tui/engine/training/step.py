@@ -44,6 +44,7 @@ from .backward_read import (
     grad_hooks,
     post_backward,
 )
+from .held_values import HeldValues, held_text, module_parameters, nonfinite_parameters
 from .snapshot import restored
 
 Phase = Literal["forward", "loss", "backward", "optimizer"]
@@ -73,6 +74,13 @@ class StepOptions:
 class NonFinite:
     phase: Phase
     where: str
+    held: tuple[HeldValues, ...] = ()  # at a forward one: the module's non-finite weights
+
+    @property
+    def text(self) -> str:
+        """`forward at transformer.h.1.mlp (….c_fc.weight already held 1 NaN …)`."""
+        held = held_text(self.held, "at this forward")
+        return f"{self.phase} at {self.where}" + (f" ({held})" if held else "")
 
 
 @dataclass(frozen=True)
@@ -392,8 +400,9 @@ class Stepper:
         self, forward: tuple[ProbeRecord, ...], loss: float, note: str | None
     ) -> NonFinite | None:
         where = forward_watch(forward)
-        if where is not None:
-            return NonFinite("forward", where)
+        if where is not None:  # one read, only now: does the module compute with a NaN weight?
+            held = nonfinite_parameters(module_parameters(unwrap_model(self.model), where))
+            return NonFinite("forward", where, held)
         if not math.isfinite(loss):
             return NonFinite("loss", note or "cross-entropy of finite logits")
         return None

@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from ...errors import GptTuiError
 from ..analysis.probe_points import find_probe_points, first_tensor
+from .held_values import HeldValues, held_text, module_parameters, nonfinite_parameters
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
 from .watch_finding import Finding, Phase
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
@@ -49,7 +50,8 @@ LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is
 
 
 class NonFiniteError(GptTuiError, FloatingPointError):
-    """Raised by `watch(..., on="raise")` at the first non-finite value."""
+    """Raised by `watch(..., on="raise")` at the first non-finite value (with `on="open"`,
+    once the app is closed)."""
 
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.summary)
@@ -401,7 +403,19 @@ class Watch:
         micro, f = replayed
         detail = f"{f.detail}; the compiled graph ran without the watch's hooks, an eager "
         detail += "replay of the micro-batch on a copy of the model named it"
-        self._found(f.phase, f.where, detail, micro, micro_steps)
+        self._found(f.phase, f.where, detail, micro, micro_steps, held=f.held)
+
+    def _held(self, phase: Phase, where: str, ranks: tuple[int, ...]) -> tuple[HeldValues, ...]:
+        """At a forward finding, the module's parameters that already hold NaN/Inf; at an
+        optimizer one, the parameter the update broke. One read, on this rank's values."""
+        if self.group is not None and self.group[0] not in ranks:
+            return ()  # this rank's weights are not where it arose
+        if phase == "forward":
+            return nonfinite_parameters(module_parameters(self.model, where))
+        if phase == "optimizer":
+            named = dict(self.model.named_parameters())
+            return nonfinite_parameters([(where, named[where])] if where in named else [])
+        return ()
 
     def _found(
         self,
@@ -412,12 +426,19 @@ class Watch:
         micro_steps: int | None,
         ranks: tuple[int, ...] = (),
         received: str | None = None,
+        held: tuple[HeldValues, ...] | None = None,
     ) -> None:
         if self.optimizer is None:
             micro, micro_steps = None, None
+        if held is None:
+            held = self._held(phase, where, ranks)
+            if phase == "forward" and held:
+                detail += "; " + (held_text(held, "at this forward") or "")
+            elif phase == "optimizer" and held:
+                detail = f"its gradient was finite; the update left {held[0].counts} in it"
         self.finding = Finding(
             self.step, phase, where, detail, None, micro, micro_steps,
-            ranks[0] if ranks else None, ranks, received,
+            ranks[0] if ranks else None, ranks, received, held,
         )  # fmt: skip
         batch = self.batch
         if micro is not None and micro < len(self._calls):

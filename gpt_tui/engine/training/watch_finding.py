@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .held_values import HeldValues
+
 Phase = Literal["forward", "loss", "backward", "gradients", "optimizer"]
 
 
@@ -26,6 +28,7 @@ class Finding:
     rank: int | None = None  # under torch.distributed: the (lowest) rank where it arose
     ranks: tuple[int, ...] = ()  # every rank where the same first value arose
     received: str | None = None  # how this rank got it from another one, if it did
+    held: tuple[HeldValues, ...] = ()  # the module's parameters already non-finite there
 
     @property
     def when(self) -> str:

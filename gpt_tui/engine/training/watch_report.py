@@ -121,6 +121,12 @@ def _find_meta(model: nn.Module) -> Path | None:
     return fits[0].resolve() if len(fits) == 1 else None
 
 
+def run_tokenizer(model: nn.Module, meta: Vocabulary) -> CharTokenizer | None:
+    """The run's char vocabulary: `meta` as given to watch, or the `data/*/meta.pkl` nanoGPT's
+    train.py would read; None when there is none (or it cannot be read)."""
+    return _vocabulary(model, meta)[0]
+
+
 def _vocabulary(model: nn.Module, meta: Vocabulary) -> tuple[CharTokenizer | None, dict]:
     """The run's char vocabulary and where it came from, for case.json."""
     from ...io.batches import read_meta

@@ -43,7 +43,7 @@ def head_text(view: TrainingView, ablations: tuple[str, ...], mode: str = "") ->
             )
         hit = report.first_nonfinite
         if hit is not None:
-            text.append(f"\nfirst non-finite: {hit.phase} at {hit.where}", style="bold red")
+            text.append(f"\nfirst non-finite: {hit.text}", style="bold red")
         elif report.loss_note:
             text.append(f"\n{report.loss_note}", style="yellow")
     else:
@@ -184,7 +184,7 @@ def health_text(health: Health | None, width: int, options: StepOptions) -> Text
     if health.stopped is not None:
         where = health.stopped
         text.append(
-            f"stopped at step {health.stopped_step}: {where.phase} at {where.where}\n",
+            f"stopped at step {health.stopped_step}: {where.text}\n",
             style="bold red",
         )
     text.rstrip()

@@ -189,3 +189,7 @@ async def test_v_expr_keeps_the_focus_in_the_expression_box(arch: str) -> None:
         assert state.status == "paused" and state.frame.where == paused.where
         assert state.evaluations[-1].expr == "x.mean()"
         assert state.evaluations[-1].value is not None
+        viewer = app.query_one(TensorViewer)
+        assert "shift+Tab: [ ] index" in str(viewer.render())  # its keys: one key away
+        await press(pilot, "shift+tab")
+        assert viewer.has_focus and "shift+Tab" not in str(viewer.render())

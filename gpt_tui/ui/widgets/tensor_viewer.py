@@ -169,6 +169,12 @@ class TensorViewer(Widget, can_focus=True):
         self.top = min(max(self.top + rows, 0), max(n_rows - 1, 0))
         self.left = min(max(self.left + cols, 0), max(n_cols - 1, 0))
 
+    def on_focus(self) -> None:
+        self.refresh()  # the hint of where its keys are
+
+    def on_blur(self) -> None:
+        self.refresh()
+
     def render(self) -> Text:
         view = self.view
         if view is None:
@@ -185,7 +191,9 @@ class TensorViewer(Widget, can_focus=True):
             text.append(f"hist {number(float(lo))} ", style="dim")
             text.append(bars, style="green")
             rows, columns = view.slice_shape
-            tail = f" {number(float(hi))}  {rows}×{columns}  g go to · [ ] index · arrows"
+            # Its keys work where the focus is: from the expression box, say how to get here
+            keys = "g go to · [ ] index · arrows" if self.has_focus else "shift+Tab: [ ] index"
+            tail = f" {number(float(hi))}  {rows}×{columns}  {keys}"
             used = len(f"hist {number(float(lo))} ") + len(bars)
             text.append(tail[: max(width - used, 0)] + "\n", style="dim")
         label_w = len(str(view.slice_shape[0] + view.row_start)) + 1

@@ -165,11 +165,18 @@ def print_report(view: TrainingView) -> None:
         console.print(report.scaler, markup=False)
 
 
+_MEMORY_KINDS = {"rss": "process RSS", "cuda_allocated": "CUDA allocated", "cuda_peak": "peak"}
+
+
 def print_health(health: Health) -> None:
     console = render.console()
     steps = render.table(f"health over {render.plural(len(health.steps), 'step')}")
-    for col in ("step", "loss", "grad norm", "max Δw/w", "NaN/Inf", "tok/s", "memory"):
+    # what the figures are (the whole process's RSS on a CPU: not the step's own memory,
+    # which `gpt-tui memory` measures)
+    kinds = [_MEMORY_KINDS.get(k, k) for k, _ in health.steps[0].memory] if health.steps else []
+    for col in ("step", "loss", "grad norm", "max Δw/w", "NaN/Inf", "tok/s"):
         steps.add_column(col, justify="right")
+    steps.add_column(" / ".join(kinds) or "memory", justify="right")
     for s in health.steps:
         memory = " ".join(render.fmt_count(v // 2**20) + "M" for _, v in s.memory)
         steps.add_row(str(s.step), f"{s.loss:.4f}", render.fmt_stat(s.grad_norm),

@@ -85,6 +85,7 @@ def test_text_output_fits_80_columns(capsys):
     assert run([*TINY, *PROMPT, "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "backward, in the order autograd ran it" in out and "health over 2 steps" in out
+    assert "process RSS" in out  # the whole process, not the step: gpt-tui memory is that
     assert "first non-finite: none" in out
     assert max(len(line) for line in out.splitlines()) <= 80
 

@@ -8,7 +8,7 @@ import difflib
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import compare_cmds, cost_cmds, patch_cmds, step_lines
+from . import compare_cmds, cost_args, cost_cmds, patch_cmds, step_lines
 from .app_cmd import cmd_app, cmd_config
 from .arg_types import EXIT_USAGE, SEED, Parser, real, whole
 from .attach_cmd import add_attach_args, cmd_attach
@@ -178,10 +178,10 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             "--top-p", type=real(0, above=True, high=1), default=None, help="with --token"
         )
     elif name == "numerics":
-        cost_cmds.add_numerics_args(p, whole, real)
+        cost_args.add_numerics_args(p, whole, real)
         return  # it adds --json
     elif name in ("memory", "cost"):
-        cost_cmds.add_size_args(p, whole, real, fit=name == "memory")
+        cost_args.add_size_args(p, whole, real, fit=name == "memory")
         return  # it adds --json
     elif name == "train-step":
         add_train_step_args(p, whole, real)

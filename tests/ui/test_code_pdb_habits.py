@@ -4,21 +4,8 @@ box; display numbers that stay fixed; a failed command titled in words."""
 
 from __future__ import annotations
 
-from textual.widgets import Input, Static
+from test_code_pdb import SIZE, plain, submit
 from ui_helpers import press, settle, tiny_app
-
-SIZE = (120, 40)
-
-
-async def submit(pilot, selector: str, text: str) -> None:
-    box = pilot.app.query_one(selector, Input)
-    box.focus()
-    box.value = text
-    await press(pilot, "enter")
-
-
-def plain(pilot, selector: str) -> str:
-    return str(pilot.app.query_one(selector, Static).render())
 
 
 async def test_a_condition_that_raises_is_named_on_the_pause_line() -> None:

@@ -218,13 +218,11 @@ class BreakpointTable:
         row = self.find(number)
         where = row.spec.partition(" if ")[0].strip()
         expr = (expr or "").strip()
-        try:
-            compile(expr or "True", "<condition>", "eval")
-        except SyntaxError as err:
-            raise BreakpointError(
-                f"condition {number} {expr}: not a Python expression ({err.msg}); write "
-                f"condition N EXPR, e.g. 'condition {number} i == 2'"
-            ) from None
+        _check_condition(
+            expr,
+            f"condition {number} {expr}: not a Python expression",
+            f"write condition N EXPR, e.g. 'condition {number} i == 2'",
+        )
         spec = f"{where} if {expr}" if expr else where
         with self._lock:
             other = self._rows.get(spec)
@@ -283,6 +281,14 @@ class BreakpointTable:
                 self._rows.pop(row.spec, None)
 
 
+def _check_condition(expr: str, problem: str, fix: str) -> None:
+    """One line naming the problem and the fix when a condition does not parse."""
+    try:
+        compile(expr or "True", "<condition>", "eval")
+    except SyntaxError as err:
+        raise BreakpointError(f"{problem} ({err.msg}); {fix}") from None
+
+
 def _holds(condition: str | None, frame: FrameType) -> tuple[bool, str | None]:
     """A breakpoint's condition in `frame`, and the one-line error if it raised (it
     holds then: pdb stops rather than miss a stop)."""
@@ -329,13 +335,11 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
     searched = ", ".join(Path(f).name for f in files) or "(no source file found)"
     for whole in sorted(specs):
         spec, _, condition = (part.strip() for part in whole.partition(" if "))
-        try:
-            compile(condition or "True", "<condition>", "eval")
-        except SyntaxError as err:
-            raise BreakpointError(
-                f"breakpoint {whole!r}: the condition {condition!r} is not a Python "
-                f"expression ({err.msg}); write FILE:LINE if EXPR, e.g. 'nanogpt.py:96 if i == 2'"
-            ) from None
+        _check_condition(
+            condition,
+            f"breakpoint {whole!r}: the condition {condition!r} is not a Python expression",
+            "write FILE:LINE if EXPR, e.g. 'nanogpt.py:96 if i == 2'",
+        )
         file_part, sep, line_part = spec.rpartition(":")
         if sep and line_part.isdigit():
             paths = [f for f in files if f == file_part or f.endswith("/" + file_part.lstrip("/"))]

@@ -156,7 +156,10 @@ def test_a_weight_zeroed_in_a_real_terminal_reaches_the_run(tmp_path: Path, term
         terminal.wait_for("the app on the run's copy", lambda: "prompt ›" in screen())
         terminal.keys("7", "e")  # the Code tab, its break-at box
         terminal.keys("-l", f"nanogpt.py:{_kernel_line()}")
-        terminal.keys("Enter", "Escape", "C")
+        terminal.keys("Enter")  # the user sees it listed, then runs to it
+        listed = f"1 break nanogpt.py:{_kernel_line()}"
+        terminal.wait_for("the breakpoint listed", lambda: listed in screen())
+        terminal.keys("Escape", "C")
         paused = f"paused at nanogpt.py:{_kernel_line()}"
         terminal.wait_for("the pause at the kernel", lambda: paused in screen())
         terminal.keys("e")  # paused at a line: the expression box

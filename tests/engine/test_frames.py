@@ -10,7 +10,7 @@ import pytest
 from test_probes import IDX, nanochat, nanogpt
 from test_user_models import FIXTURES, save_user_checkpoint
 
-from gpt_tui.engine.core.frames import BreakpointError, EvaluateError, model_files
+from gpt_tui.engine.core.frames import BreakpointError, EvaluateError, evaluate_in, model_files
 from gpt_tui.engine.core.line_tracer import tracing_here
 from gpt_tui.engine.core.session import ModelSpec, Session
 from gpt_tui.engine.core.stepping import ForwardStepper
@@ -121,20 +121,26 @@ def test_line_and_module_events_interleave_in_execution_order() -> None:
         ]
 
 
+def evaluate(stepper: ForwardStepper, expr: str):
+    """An expression at the pause, run in the forward thread as the expression box runs it."""
+    return stepper.in_frame(lambda frame: evaluate_in(frame, expr)[0])
+
+
 def test_expressions_run_in_the_paused_frame_and_an_error_stays_paused() -> None:
     with ForwardStepper(nanogpt(), IDX) as stepper:
         stepper.set_line_breakpoints(["MLP.forward"])
         stepper.continue_()
-        shape = stepper.evaluate("x.shape")
+
+        shape = evaluate(stepper, "x.shape")
         x_shape = list(local(stepper.frame, "x").shape)
         assert shape.error is None and shape.value.repr == f"torch.Size({x_shape})"
-        norm = stepper.evaluate("x.norm(dim=-1)")
+        norm = evaluate(stepper, "x.norm(dim=-1)")
         assert norm.value.kind == "tensor" and norm.value.shape == tuple(IDX.shape)
-        failed = stepper.evaluate("x.no_such_thing")
+        failed = evaluate(stepper, "x.no_such_thing")
         assert failed.value is None and "\n" not in failed.error
         assert failed.error.startswith("AttributeError")
         assert stepper.frame.function == "MLP.forward"  # still paused
-        assert stepper.evaluate("x.sum() * 0").value.max == 0
+        assert evaluate(stepper, "x.sum() * 0").value.max == 0
         stepper.step_line("continue")
         assert stepper.frame.function == "MLP.forward"
 
@@ -143,7 +149,7 @@ def test_expressions_need_a_line_pause() -> None:
     with ForwardStepper(nanogpt(), IDX, breakpoints=["*.mlp"]) as stepper:
         stepper.continue_()
         with pytest.raises(EvaluateError, match="pause at a line"):
-            stepper.evaluate("x")
+            evaluate(stepper, "x")
 
 
 @pytest.mark.parametrize(
@@ -212,7 +218,7 @@ def test_user_model_files_break_by_line_and_by_function(
             assert where is None or frame.line == where
             assert local(frame, tensor).kind == "tensor"
             width = local(frame, tensor).shape[-1]
-            assert stepper.evaluate(f"{tensor}.shape[-1]").value.repr == str(width)
+            assert evaluate(stepper, f"{tensor}.shape[-1]").value.repr == str(width)
             session.release(stepper)
     finally:
         session.close()

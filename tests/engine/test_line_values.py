@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_frames import line_of, local
+from test_frames import evaluate, line_of, local
 from test_probes import IDX, nanochat, nanogpt
 
 from gpt_tui.engine.core.frames import BreakpointError
@@ -33,8 +33,8 @@ def at_kernel() -> Iterator[ForwardStepper]:
 
 @pytest.mark.parametrize("expr", ["x.std()", "x.abs().max()", "q.norm(dim=-1).mean()"])
 def test_a_scalar_result_shows_its_value(at_kernel: ForwardStepper, expr: str) -> None:
-    value = at_kernel.evaluate(expr).value
-    exact = float(at_kernel.evaluate(f"float({expr})").value.repr)
+    value = evaluate(at_kernel, expr).value
+    exact = float(evaluate(at_kernel, f"float({expr})").value.repr)
     match = re.fullmatch(r"tensor\((\S+)\) float32 cpu", value.repr)
     assert match, value.repr
     assert float(match[1]) == pytest.approx(exact, rel=5e-3)
@@ -44,16 +44,16 @@ def test_a_scalar_result_shows_its_value(at_kernel: ForwardStepper, expr: str) -
 def test_small_tensors_show_their_values_and_big_ones_their_statistics(
     at_kernel: ForwardStepper,
 ) -> None:
-    one = at_kernel.evaluate("x[0, 0, :1]").value
-    first = float(at_kernel.evaluate("float(x[0, 0, 0])").value.repr)
+    one = evaluate(at_kernel, "x[0, 0, :1]").value
+    first = float(evaluate(at_kernel, "float(x[0, 0, 0])").value.repr)
     assert re.fullmatch(r"tensor\(\[(\S+)\]\) float32 cpu", one.repr)
     assert float(one.repr[8:].split("]")[0]) == pytest.approx(first, rel=5e-3)
-    assert at_kernel.evaluate("torch.arange(4).view(2, 2)").value.repr == (
+    assert evaluate(at_kernel, "torch.arange(4).view(2, 2)").value.repr == (
         "tensor([[0, 1], [2, 3]]) int64 cpu"
     )
-    assert at_kernel.evaluate("T > 0").value.repr == "True"
-    assert at_kernel.evaluate("torch.tensor(True)").value.repr == "tensor(True) bool cpu"
-    big = at_kernel.evaluate("q").value
+    assert evaluate(at_kernel, "T > 0").value.repr == "True"
+    assert evaluate(at_kernel, "torch.tensor(True)").value.repr == "tensor(True) bool cpu"
+    big = evaluate(at_kernel, "q").value
     shape = ", ".join(map(str, big.shape))
     assert big.repr.startswith(f"tensor[{shape}] float32 cpu μ {big.mean:.3g} σ {big.std:.3g} ")
     assert big.repr.endswith(f"[{big.min:.3g}, {big.max:.3g}]")
@@ -64,13 +64,13 @@ def test_a_tuple_of_tensors_shows_every_element_within_the_width(
     at_kernel: ForwardStepper,
 ) -> None:
     probs = "torch.softmax(x[0, -1], -1)"
-    shown = at_kernel.evaluate(f"{probs}.topk(5)").value.repr
-    indices = at_kernel.evaluate(f"{probs}.topk(5).indices.tolist()").value.repr
-    values = at_kernel.evaluate(f"{probs}.topk(5).values.tolist()").value.repr
+    shown = evaluate(at_kernel, f"{probs}.topk(5)").value.repr
+    indices = evaluate(at_kernel, f"{probs}.topk(5).indices.tolist()").value.repr
+    values = evaluate(at_kernel, f"{probs}.topk(5).values.tolist()").value.repr
     assert shown.startswith("topk(values=tensor([") and len(shown) <= 120
     assert f"indices=tensor({indices}) int64 cpu)" in shown
     assert f"{float(values.strip('[]').split(',')[0]):.3g}" in shown
-    pair = at_kernel.evaluate("(T, x[0, 0, :2], q)").value.repr
+    pair = evaluate(at_kernel, "(T, x[0, 0, :2], q)").value.repr
     assert pair.startswith(f"({IDX.shape[1]}, tensor([") and "tensor[1, " in pair
 
 

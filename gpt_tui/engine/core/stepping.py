@@ -46,11 +46,9 @@ from ..core.model_access import unwrap_model
 from .frames import (
     LINE_MOVES,
     EvaluateError,
-    Evaluation,
     ExpressionInterrupted,
     FrameSnapshot,
     LineTracer,
-    evaluate_in,
 )
 from .model_access import raised_in_user_code
 from .trace import ProbeRecord, StepEvent
@@ -191,10 +189,6 @@ class ForwardStepper:
             "continue": self.lines.set_continue,
         }[how]()
         return self._request(_Until(-1))
-
-    def evaluate(self, expr: str) -> Evaluation:
-        """pdb's `p expr` in the paused frame, run in the forward thread."""
-        return self.in_frame(lambda frame: evaluate_in(frame, expr)[0])
 
     def in_frame(self, task: Callable[[FrameType], _T]) -> _T:
         """Run `task(frame)` in the forward thread on the frame paused at; its exception

@@ -38,7 +38,7 @@ from .settings import UserSettings
 from .stepper_line import StepperLine
 from .tab_views import TEXT_BOXES, TabViews
 from .tabs import TABS
-from .type_ahead import open_box_now
+from .type_ahead import SubmitGate, open_box_now
 from .widgets.attention_heatmap import AttentionPanel
 from .widgets.code_pane import CodePane
 from .widgets.footer import KeyFooter
@@ -104,6 +104,7 @@ class GptTuiApp(App[int]):
         self._stepper = StepperLine(self, self._intents)  # the status field, and x
         self._waiting = KeyQueue(self)  # keys pressed while the model opens
         self._quit_guard = QuitGuard(self, self._intents)  # q asks before losing a pause
+        self._submits = SubmitGate(self)  # keys behind a box's Enter wait for its intent
         self._told_run_passes_breakpoints = False
         self._pressed = False  # a mouse button is down: the layout waits for its release
         self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
@@ -267,9 +268,12 @@ class GptTuiApp(App[int]):
         if self.info is None and not self.open_error and self._waiting.hold(event):
             return
         if isinstance(event, events.Key) and not event.is_forwarded:  # not bubbled back up
+            if self._submits.hold(event):
+                return
             self._quit_guard.key(event)
             if await open_box_now(self, event):
                 return
+            self._submits.submitting(event)
         char = keys.after_escape(event.key) if isinstance(event, events.Key) else None
         if char is None:
             pressed = isinstance(event, events.MouseDown) and not event.is_forwarded

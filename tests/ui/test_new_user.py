@@ -246,3 +246,18 @@ async def test_a_resized_terminal_lays_out_for_its_new_width() -> None:
         await settle(pilot)
         assert not app.query_one("#left").display
         assert on_screen(app).splitlines()[2].endswith(" Esc: modules ")  # at its right end
+
+
+async def test_keys_typed_behind_a_boxs_enter_act_after_it() -> None:
+    """A breakpoint typed, then Enter, Esc and C at once (a paste, or SSH delivering them
+    together): before, C's pass started before the box's breakpoint was set and ran by."""
+    from test_code_pane import kernel_line
+
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7", "e", *f"nanogpt.py:{kernel_line()}")
+        for key, char in (("enter", "\r"), ("escape", "\x1b"), ("C", "C")):
+            app.post_message(events.Key(key, char))  # in the app's queue at once
+        await settle(pilot)
+        assert app.state.frame is not None and app.state.frame.line == kernel_line()

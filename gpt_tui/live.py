@@ -28,7 +28,7 @@ import torch.nn as nn
 from .engine.training.watch import Finding, NonFiniteError, Watch
 from .engine.training.watch_ranks import rank_folder, write_ranks_case
 from .engine.training.watch_report import run_tokenizer, write_case
-from .errors import GptTuiError
+from .errors import GptTuiError, with_only
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -191,6 +191,7 @@ class WatchHandle:
             print(f"{self._prefix}cannot open the debugger: {err}", file=sys.stderr)
 
 
+@with_only("gpt_tui.watch")
 @contextmanager
 def watch(
     model: nn.Module,

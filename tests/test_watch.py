@@ -231,3 +231,42 @@ def test_train_step_case_mistakes_are_one_line(tmp_path: Path, capsys) -> None:
     assert len(err.splitlines()) == 1 and "case.json not found" in err
     assert run(["train-step", "--case", str(tmp_path), "--config", "tiny"]) == 2
     assert "drop --checkpoint, --config" in capsys.readouterr().err
+
+
+def test_a_bare_call_without_with_says_it_watched_nothing() -> None:
+    """`gpt_tui.watch(model)` on a line of its own would watch nothing, silently."""
+    model = tiny_model()
+    with pytest.warns(UserWarning, match=r"gpt_tui.watch\(\.\.\.\) did nothing") as said:
+        gpt_tui.watch(model, report=None)
+    assert said[0].filename == __file__  # the user's own line
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    optimizer = torch.optim.SGD(model.parameters())
+    with pytest.warns(UserWarning, match=r"gpt_tui.listen\(\.\.\.\) did nothing"):
+        gpt_tui.listen(model, optimizer=optimizer)
+
+
+def test_a_watch_entered_by_hand_keeps_watching_until_it_is_exited() -> None:
+    import gc
+    import warnings
+    import weakref
+
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # entered: no "did nothing" warning
+        context = gpt_tui.watch(model, optimizer=optimizer, report=None)
+        context.__enter__()
+        kept = weakref.ref(context)
+        del context
+        gc.collect()  # before, collecting the context closed the watch and its hooks
+    try:
+        with torch.no_grad():
+            model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+        x, y = batches(65, 1)[0]
+        with pytest.raises(gpt_tui.NonFiniteError, match="transformer.h.0.mlp"):
+            _, loss = model(x, y)
+            loss.backward()
+            optimizer.step()
+    finally:
+        kept().__exit__(None, None, None)
+    assert not model._forward_hooks and not model.transformer.h[0]._forward_hooks

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.training.watch import check_arguments
-from ..errors import GptTuiError
+from ..errors import GptTuiError, with_only
 from .serve import Listener, log
 from .wire import (
     bind_tcp,
@@ -82,6 +82,7 @@ def _check_endpoint(tcp: Any, host: Any, allow_remote: Any, path: Any) -> None:
         )
 
 
+@with_only("gpt_tui.listen")
 @contextmanager
 def listen(
     model: nn.Module,

@@ -145,3 +145,26 @@ def test_every_non_finite_parameter_of_the_module_is_counted_the_first_named() -
         "(and 1 more of the module's parameters)"
     )
     assert held_values.module_parameters(model, "no.such.module") == []
+
+
+def test_a_nan_in_the_token_embedding_is_a_lookup_not_a_finite_input() -> None:
+    """An embedding's input is token ids: "its input was finite" said nothing there."""
+
+    def nan_in_wte(step, m, x, y):
+        if step == 1:
+            with torch.no_grad():
+                m.transformer.wte.weight[x[0, 0], 3] = float("nan")
+        return x, y
+
+    with pytest.raises(gpt_tui.NonFiniteError) as raised:
+        train(
+            tiny_model(),
+            batches(65, 3),
+            watch=lambda m, opt: gpt_tui.watch(m, optimizer=opt, report=None),
+            before_step=nan_in_wte,
+        )
+    finding = raised.value.finding
+    assert (finding.step, finding.phase, finding.where) == (1, "forward", "transformer.wte")
+    assert "it looks up token ids" in str(raised.value)
+    assert "its input was finite" not in str(raised.value)
+    assert "transformer.wte.weight already held 1 NaN" in str(raised.value)

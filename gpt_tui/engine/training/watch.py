@@ -168,6 +168,7 @@ class Watch:
         points = [p for p in find_probe_points(self.model) if p.name in modules]
         # An embedding's input (token ids) takes no gradient: its backward is not read.
         self._first = next((p.name for p in points if p.kind != "embedding"), None)
+        self._lookups = {p.name for p in points if p.kind == "embedding"}
         self._handles = [
             model.register_forward_pre_hook(self._start_step, with_kwargs=True),
             model.register_forward_hook(self._model_output),
@@ -372,7 +373,10 @@ class Watch:
         micro, place = divmod(key, MICRO_STRIDE)
         forward, backward = self._names.get(micro, ([], []))
         if place < len(forward):
-            return micro, "forward", forward[place], "its input was finite"
+            name = forward[place]
+            # An embedding's input is token ids: what it returns comes from its weights.
+            why = "it looks up token ids" if name in self._lookups else "its input was finite"
+            return micro, "forward", name, why
         if place == len(forward):
             return micro, "loss", "loss", LOSS_WHY
         i = place - len(forward) - 1

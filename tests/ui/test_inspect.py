@@ -26,6 +26,7 @@ def test_inspect_opens_the_live_model_and_q_leaves_everything_as_it_was() -> Non
             await settle(pilot)
             seen["prompt"] = app.state.prompt
             seen["name"] = app.info.name
+            seen["notes"] = app.info.notes
             await press(pilot, "w", "r", "6")  # the NaN watch, a run, the Train tab
             seen["records"] = len(app.state.run.records)
             seen["batch"] = app.state.training.batch
@@ -38,7 +39,9 @@ def test_inspect_opens_the_live_model_and_q_leaves_everything_as_it_was() -> Non
         )
         assert not torch.is_grad_enabled()
     assert seen["name"] == "GPT (live)" and seen["records"] > 0
-    assert len(seen["prompt"]) == 6 and seen["returned"] == 0
+    # No tokenizer= for a 65-token model: read as shakespeare_char, and said so.
+    assert seen["prompt"] == "First " and seen["returned"] == 0
+    assert any("shakespeare_char" in note for note in seen["notes"])
     batch = seen["batch"]  # the Train tab steps the user's own batch, both rows
     assert batch.source == "your batch" and len(batch.rows) == 2
     assert batch.rows[1].input_ids == (1, 2, 3, 4, 5, 6)

@@ -274,6 +274,18 @@ def inspect(
     run_inspector(model, idx, tokenizer=tokenizer, targets=targets, run=lambda app: app.run())
 
 
+def _inspect_tokenizer(model: nn.Module, tokenizer: Any) -> Any:
+    """A meta.pkl path read as its char vocabulary; none given: the `data/*/meta.pkl` of the
+    model's size that nanoGPT's train.py reads from this folder, if there is one."""
+    from .io.batches import read_meta
+
+    if tokenizer is None:
+        return run_tokenizer(model, None)
+    if not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    return read_meta(Path(tokenizer))  # a file it cannot read: one line naming it
+
+
 def run_inspector(
     model: nn.Module,
     idx: torch.Tensor | None,
@@ -294,7 +306,7 @@ def run_inspector(
 
     grad_mode, training = torch.is_grad_enabled(), model.training
     threads = set(threading.enumerate())
-    session, prompt = live_session(model, idx, tokenizer=tokenizer)
+    session, prompt = live_session(model, idx, tokenizer=_inspect_tokenizer(model, tokenizer))
     session.notes.extend(notes)
 
     def setup(debugger: Debugger) -> None:

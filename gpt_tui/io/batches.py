@@ -121,8 +121,9 @@ def token_piece(text: str) -> str:
 
 def read_meta(path: Path) -> CharTokenizer:
     """nanoGPT's meta.pkl as a char tokenizer, through the safe unpickler."""
+    data = safe_pickle.load(path)  # its errors name the file already
     try:
-        return CharTokenizer.from_meta(safe_pickle.load(path), source=str(path))
+        return CharTokenizer.from_meta(data, source=str(path))
     except GptTuiError as err:
         raise BatchError(f"{path}: {err}") from None
 

@@ -16,6 +16,7 @@ from gpt_tui.io.batches import (
     open_source,
     prompt_batch,
 )
+from gpt_tui.io.safe_pickle import UnsafePickleError
 from gpt_tui.io.tokenizers import CharTokenizer
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 4
@@ -59,7 +60,7 @@ def test_meta_pkl_is_read_through_the_safe_unpickler(tmp_path):
             return (print, ("pwned",))
 
     (tmp_path / "meta.pkl").write_bytes(pickle.dumps({"itos": Evil()}))
-    with pytest.raises(BatchError, match="meta.pkl"):
+    with pytest.raises(UnsafePickleError, match="meta.pkl wants to run code"):
         open_source(str(path), no_tokenizer, lambda i: "?")
 
 

@@ -53,3 +53,34 @@ def test_inspect_opens_the_live_model_and_q_leaves_everything_as_it_was() -> Non
         not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks) for m in model.modules()
     )
     assert set(threading.enumerate()) <= threads
+
+
+def test_inspect_reads_a_meta_pkl_path_and_a_wrong_one_is_one_line(tmp_path, monkeypatch) -> None:
+    import pickle
+
+    import pytest
+
+    from gpt_tui.errors import GptTuiError
+
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?' \n-"))
+    chars = (chars + [chr(0x100 + i) for i in range(65)])[:65]
+    meta = tmp_path / "data" / "mine" / "meta.pkl"
+    meta.parent.mkdir(parents=True)
+    meta.write_bytes(pickle.dumps({"vocab_size": 65, "itos": dict(enumerate(chars)),
+                                   "stoi": {c: i for i, c in enumerate(chars)}}))  # fmt: skip
+    idx = torch.tensor([[chars.index(c) for c in "Hi"]])
+    seen = {}
+
+    async def drive(app) -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            seen["prompt"] = app.state.prompt
+            await pilot.press("q")
+
+    for given in (str(meta), None):  # the path, then found as train.py finds it
+        monkeypatch.chdir(tmp_path)
+        run_inspector(model, idx, tokenizer=given, run=lambda a: asyncio.run(drive(a)))
+        assert seen.pop("prompt") == "Hi"
+    with pytest.raises(GptTuiError, match=r"^nope.pkl: no such file"):
+        run_inspector(model, idx, tokenizer="nope.pkl", run=lambda a: None)

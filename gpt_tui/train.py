@@ -241,13 +241,14 @@ def train(
         lr=s.learning_rate,
         betas=(0.9, 0.99),
     )
-    start_step, best_val = 0, float("inf")
+    start_step, best_val, planned = 0, float("inf"), 0
     saved = _resume_state(s)
     if saved is not None:
         _check_fits(model, saved, s)
         model.load_state_dict(saved.state)
         optimizer.load_state_dict(saved.optim["optimizer"])
         start_step, best_val = saved.optim["step"], saved.optim["best_val_loss"]
+        planned = int(saved.settings.get("steps") or 0)  # the --steps it was started with
 
     def save(step: int) -> None:
         _save(model, s, tokenizer, step, best_val, optimizer)
@@ -303,6 +304,7 @@ def train(
         "seconds": time.time() - t0,
         "steps": s.steps,
         "start_step": start_step,  # where this run resumed (0: from scratch)
+        "planned_steps": planned,  # the resumed run's own --steps (0: from scratch, unknown)
         "eval_batches": s.eval_iters,  # the final losses' estimate: the mean of so many
     }
 

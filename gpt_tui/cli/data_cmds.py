@@ -96,9 +96,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         done += f" in {result['seconds']:.0f} s"
         planned = int(result.get("planned_steps", 0))
         if start and planned and planned != end:  # learning_rate() spans --steps
-            done += (
-                f" (the learning rate now warms up and decays over {end} steps, where the run "
-                f"began with --steps {planned})"
+            print(
+                f"note: the learning rate now warms up and decays over {end} steps; the run "
+                f"began with --steps {planned}"
             )
     print(
         f"{done}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f} "

@@ -48,10 +48,12 @@ def test_a_resumed_run_counts_the_steps_it_took_and_labels_its_losses(here, caps
 
     assert run(train_args(data, 8)) == 0
     out = capsys.readouterr().out
-    last = out.splitlines()[-1]
+    *_, note, last = out.splitlines()
     assert last.startswith("trained 3 steps (5 → 8) in ")
     # Its learning rate's schedule spans --steps: longer now than the run it resumes.
-    assert "now warms up and decays over 8 steps, where the run began with --steps 5" in last
+    assert note == (
+        "note: the learning rate now warms up and decays over 8 steps; the run began with --steps 5"
+    )
     assert "step 5:" not in out  # only the steps this run took are logged
 
     assert run(train_args(data, 8)) == 0

@@ -136,3 +136,26 @@ def test_a_statement_at_a_pause_changes_the_pass_that_goes_on(dbg: Debugger) -> 
     fresh = dbg.run().run
     assert zeroed is not None and fresh is not None
     assert zeroed.next_tokens != fresh.next_tokens  # the zeroed pass was run to its end
+
+
+def test_an_ablation_at_a_line_pause_comes_back_to_the_same_line_with_new_values(
+    dbg: Debugger,
+) -> None:
+    """The paused pass is re-run so that its values see the ablation; before, it came back
+    only to the module event before the line, and the Code tab lost its place."""
+    dbg.set_line_breakpoints(["CausalSelfAttention.forward"])
+    dbg.step_line("continue")
+    dbg.step("continue")  # the breakpoint's next hit: the second block's attention
+    for _ in range(4):  # past the line that splits q, k and v into heads
+        before = dbg.step_line("next")
+    assert before.frame.module == "transformer.h.1.attn"
+    q_before = dbg.evaluate("float(q.abs().sum())").evaluations[-1].value.repr
+    after = dbg.toggle_ablation("transformer.h.0.mlp", "mlp")  # upstream of the pause
+    assert after.status == "paused" and after.frame is not None
+    assert (after.frame.where, after.frame.module) == (before.frame.where, before.frame.module)
+    assert after.event.index == before.event.index
+    q_after = dbg.evaluate("float(q.abs().sum())").evaluations[-1].value.repr
+    assert q_after != q_before  # the values at the line are the ablated pass's
+    state = dbg.toggle_ablation("transformer.h.0.mlp", "mlp")  # and back again
+    assert state.frame.where == before.frame.where
+    assert dbg.evaluate("float(q.abs().sum())").evaluations[-1].value.repr == q_before

@@ -15,6 +15,7 @@ from .views import run_from_trace, stepped_run
 if TYPE_CHECKING:
     from ..generation.intents import Generation
     from ..generation.sampling import GenerationSession
+    from .frames import FrameSnapshot
     from .line_intents import Lines
     from .runner import MoveRunner
     from .session import Session
@@ -213,21 +214,24 @@ class SteppedPass:
         self._token_pass = False
 
     def replay(self, mid: int, runner: MoveRunner, probes: Probes, lines: Lines) -> None:
-        """Re-run the paused pass to the event it was at, with the current probes and
-        interventions (hooks added later see a replaced output only if they run after
-        it, so a pass made before an ablation changed would show the old values)."""
+        """Re-run the paused pass to the event it was at (and on to the line, when it was
+        paused at one), with the current probes and interventions (hooks added later see a
+        replaced output only if they run after it, so a pass made before an ablation
+        changed would show the old values)."""
         old = self._stepper
         if self._token_pass:  # the generation moved on inside it: no replay, unwind it
             self.end("aborted", lines)
             return
         if old is None or old.current is None:
             return
-        target = old.current
+        target, at_line = old.current, old.frame
         self.end("idle", lines)
         names = [target.name]
         while "." in names[-1]:  # a leaf no longer probed: stop at its parent module
             names.append(names[-1].rsplit(".", 1)[0])
-        for name in names:
+        tries = [(target.name, at_line)] if at_line is not None else []
+        tries += [(name, None) for name in names]  # the line not met again: its module
+        for name, line in tries:
             stepper = self._new_stepper(probes, None, lines)
             lines.count_hits(stepper, False)  # those on the way were counted the first time
             event = None
@@ -236,10 +240,35 @@ class SteppedPass:
                 event = stepper.step_into()
                 if event is None or (event.name, event.phase) == (name, target.phase):
                     break
-            if event is not None and not stepper.aborted:
+            there = event is not None and (
+                line is None or _back_to_line(stepper, runner, mid, line, event)
+            )
+            if there and not stepper.aborted:
                 lines.count_hits(stepper, True)
                 self._record_pause(stepper, probes.prompt, lines)
                 return
             self.end("idle", lines)
             if stepper.aborted:
                 return
+
+
+def _stack(frame: FrameSnapshot) -> list[tuple[str, int, str, str | None]]:
+    return [(e.file, e.line, e.function, e.module) for e in frame.stack]
+
+
+def _back_to_line(
+    stepper: ForwardStepper, runner: MoveRunner, mid: int, at: FrameSnapshot, event: StepEvent
+) -> bool:
+    """From `event`, the module event a line pause came after, line steps to that line
+    with the same calls around it (the modules in the stack pin which block of a loop it
+    was in); False if the pass moves past another module event or ends first."""
+    where = _stack(at)
+    while not stepper.aborted and not stepper.finished:
+        runner.arm(stepper, mid)
+        stepper.step_line("into")
+        current, frame = stepper.current, stepper.frame
+        if current is None or current.index != event.index:
+            return False
+        if frame is not None and _stack(frame) == where:
+            return True
+    return False

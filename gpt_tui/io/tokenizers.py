@@ -96,12 +96,22 @@ def _check_ids(ids: Sequence[int], vocab_size: int) -> None:
         )
 
 
+# nanoGPT's shakespeare_char vocabulary (data/shakespeare_char/prepare.py): what a 65-token
+# model without its meta.pkl most likely reads.
+SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SHAKESPEARE_GUESS = (
+    "no vocabulary found: its 65 tokens are read as nanoGPT's shakespeare_char characters "
+    "(give the run's meta.pkl if yours differ)"
+)
+
+
 @dataclass
 class CharTokenizer:
     """One token per character, ids in sorted character order (as nanoGPT's prepare.py)."""
 
     chars: list[str]
     name: str = "char"
+    reason: str = ""  # set when the vocabulary is a guess: why, shown to the user
 
     def __post_init__(self) -> None:
         self.stoi = {ch: i for i, ch in enumerate(self.chars)}
@@ -209,7 +219,8 @@ class ByteTokenizer:
             shown = ", ".join(f"0x{b:02X}" for b in bad[:8])
             raise TokenizerError(
                 f"bytes {shown} are outside this model's {self.model_vocab}-token vocabulary "
-                "(raw bytes are used because no vocabulary was found)"
+                "(raw bytes are used because no vocabulary was found: give the run's "
+                "meta.pkl or tokenizer file)"
             )
         return ids
 
@@ -452,7 +463,7 @@ def gpt2_unavailable_reason() -> str:
 
 def describe_tokenizer(tok: Tokenizer, source: str | None = None) -> str:
     """One line for the status bar and `doctor`: which tokenizer, its size, where it came
-    from; for raw bytes, why, and how to get BPE."""
+    from; for raw bytes or a guessed vocabulary, why (and how to get BPE)."""
     text = f"{tok.name}, {tok.vocab_size:,} tokens"
     if source and source != "default":
         text += f", from {source}"
@@ -461,6 +472,8 @@ def describe_tokenizer(tok: Tokenizer, source: str | None = None) -> str:
         text += f": {reason}" if reason else ": raw bytes"
         if tok.vocab_size >= 50257 and GET_BPE_HINT not in text:
             text += f"; {GET_BPE_HINT}"
+    elif reason:  # a guessed vocabulary
+        text += f": {reason}"
     return text
 
 
@@ -468,10 +481,13 @@ def default_tokenizer(config: Any) -> Tokenizer:
     """The best tokenizer for a model whose own vocabulary file was not found.
 
     `config` is a model config (or a vocabulary size). GPT-2-sized vocabularies (50257, and
-    nanoGPT's padded 50304) get GPT-2 BPE when available offline; anything else raw bytes.
-    A `ByteTokenizer` carries the reason in `.reason`.
+    nanoGPT's padded 50304) get GPT-2 BPE when available offline; 65 tokens, nanoGPT's
+    shakespeare_char characters (said in `.reason`: a guess); anything else raw bytes, with
+    the reason in `.reason`.
     """
     vocab = config if isinstance(config, int) else int(config.vocab_size)
+    if vocab == len(SHAKESPEARE_CHARS):
+        return CharTokenizer(list(SHAKESPEARE_CHARS), reason=SHAKESPEARE_GUESS)
     if vocab in (50257, 50304):
         bpe = gpt2_tokenizer()
         if bpe is not None:

@@ -166,6 +166,14 @@ def test_no_vocabulary_falls_back_to_bytes_with_a_note(tmp_path, char_tok):
     assert "raw bytes" in loaded.info["tokenizer_note"]
 
 
+def test_no_vocabulary_for_65_tokens_reads_shakespeare_char_with_a_note(tmp_path) -> None:
+    """As --config, inspect and watch read a 65-token model: the same text everywhere."""
+    ckpt = _ckpt_without_meta(tmp_path, 65, None)
+    loaded = load_checkpoint(ckpt)
+    assert loaded.tokenizer.decode(loaded.tokenizer.encode("ROMEO:")) == "ROMEO:"
+    assert "shakespeare_char" in loaded.info["tokenizer_note"]
+
+
 def test_wrong_size_meta_is_an_error_when_given_and_a_note_when_found(tmp_path, char_tok):
     ckpt = _ckpt_without_meta(tmp_path, 8, None)
     (tmp_path / "meta.pkl").write_bytes(pickle.dumps(char_tok.to_meta()))  # too many chars

@@ -19,6 +19,7 @@ from gpt_tui.io.tokenizers import (
     Tokenizer,
     TokenizerError,
     default_tokenizer,
+    describe_tokenizer,
     printable,
 )
 from gpt_tui.models import make_config
@@ -113,8 +114,12 @@ def test_default_tokenizer_never_waits_for_the_network(tmp_path, monkeypatch):
     assert time.monotonic() - start < 2.0
     assert isinstance(tok, ByteTokenizer) and tok.vocab_size == 50257
     assert "not cached" in tok.reason
-    small = default_tokenizer(make_config("tiny"))
-    assert isinstance(small, ByteTokenizer) and small.vocab_size == 65
+    small = default_tokenizer(make_config("tiny"))  # 65 tokens: shakespeare_char, said so
+    assert isinstance(small, CharTokenizer) and small.vocab_size == 65
+    assert small.decode(small.encode("ROMEO:")) == "ROMEO:"
+    assert "shakespeare_char" in small.reason and "shakespeare_char" in describe_tokenizer(small)
+    other = default_tokenizer(100)
+    assert isinstance(other, ByteTokenizer) and "no vocabulary found" in other.reason
 
 
 def test_gpt2_bpe_from_the_tiktoken_cache(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import torch.nn as nn
 from ...errors import GptTuiError
 from ..generation.sampling import decode_ids
 from .model_access import find_block_list, model_device, unwrap_model
-from .session import SHAKESPEARE_CHARS, Session
+from .session import Session
 
 
 class LiveModelError(GptTuiError, ValueError):
@@ -40,7 +40,7 @@ def live_session(
     model: nn.Module, idx: torch.Tensor | None = None, *, tokenizer: Any = None
 ) -> tuple[Session, str | None]:
     """The session, and the prompt: the first row of `idx` decoded (None without idx)."""
-    from ...io.tokenizers import CharTokenizer, default_tokenizer
+    from ...io.tokenizers import default_tokenizer
 
     model = unwrap_model(model)
     if not isinstance(model, nn.Module) or find_block_list(model) is None:
@@ -50,17 +50,9 @@ def live_session(
         )
     notes = []
     if tokenizer is None:
-        vocab = _vocab_size(model)
-        if vocab == len(SHAKESPEARE_CHARS):
-            tokenizer = CharTokenizer(list(SHAKESPEARE_CHARS))
-            notes.append(
-                "no tokenizer= given: the 65 tokens are read as nanoGPT's shakespeare_char "
-                "characters; if yours differ, pass tokenizer='data/<dataset>/meta.pkl'"
-            )
-        else:
-            tokenizer = default_tokenizer(vocab)
-            if getattr(tokenizer, "reason", ""):  # raw bytes: say why and how to do better
-                notes.append(f"{tokenizer.reason} (pass tokenizer= to read text)")
+        tokenizer = default_tokenizer(_vocab_size(model))
+        if getattr(tokenizer, "reason", ""):  # a guess, or raw bytes: say so and the way out
+            notes.append(f"{tokenizer.reason}; pass tokenizer='data/<dataset>/meta.pkl'")
     prompt = None
     if idx is not None:
         if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() not in (1, 2):

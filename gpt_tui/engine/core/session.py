@@ -53,8 +53,6 @@ class SessionError(GptTuiError):
     """The model the user asked for cannot be opened; the message says why and what to do."""
 
 
-# nanoGPT's shakespeare_char vocabulary: what a 65-token random model most likely means.
-SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 DEFAULT_SAMPLE = "shakespeare-nanogpt"
 
@@ -229,7 +227,7 @@ class Session:
         config = make_config(spec.config, spec.arch, overrides)
         model = build_model(config, device, dtype, seed=spec.seed, progress=progress)
         notes = []
-        from ...io.tokenizers import CharTokenizer, default_tokenizer
+        from ...io.tokenizers import SHAKESPEARE_CHARS, CharTokenizer, default_tokenizer
 
         if spec.tokenizer:
             from ...io.checkpoints.vocab import choose_tokenizer

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..engine.core.trace import FINITE_ONLY
 from ..formatting import short_shape
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ def stats_table(title: str, records: Iterable[ProbeRecord]) -> Table:
             "zero": "-" if r.device == "meta" else f"{st.zero_frac:.0%}",
         }
         out.add_row(*(values[c] for c in cols))
+        if not st.finite and r.device != "meta":
+            out.caption = f"rows with NaN or Inf: {FINITE_ONLY}"
     return out
 
 

@@ -35,6 +35,10 @@ def test_nan_logits_rank_no_next_token_and_say_why(tmp_path, capsys) -> None:
     vocab = len(set(TEXT))
     said = f"the logits at the last position are not finite ({vocab} NaN, 0 Inf of {vocab})"
     assert f"note: {said}: no next token is ranked" in " ".join(out.split())
+    # What a NaN row's mean, min and max are is said under the table.
+    assert "rows with NaN or Inf: their mean, std, rms, min and max are over the finite" in (
+        " ".join(out.split())
+    )
     assert run([*args, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["next_tokens"] == [] and said in data["note"]
@@ -45,3 +49,4 @@ def test_finite_logits_still_rank_next_tokens(tmp_path, capsys) -> None:
     assert run(["trace", "--checkpoint", path, "--prompt", "ROMEO:"]) == 0
     out = capsys.readouterr().out
     assert "next token: '" in out and "not finite" not in out
+    assert "rows with NaN or Inf" not in out

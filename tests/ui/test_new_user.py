@@ -261,3 +261,19 @@ async def test_keys_typed_behind_a_boxs_enter_act_after_it() -> None:
             app.post_message(events.Key(key, char))  # in the app's queue at once
         await settle(pilot)
         assert app.state.frame is not None and app.state.frame.line == kernel_line()
+
+
+async def test_a_run_with_nan_rows_says_what_their_moments_are() -> None:
+    """A row holding Inf showed a finite max with nothing to say it left the Inf out."""
+    from gpt_tui.engine.analysis.interventions import Interventions, inject_nonfinite
+    from gpt_tui.engine.core.trace import FINITE_ONLY
+
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "r", "1")
+        note = app.query_one("#stats-finite")
+        assert not note.display
+        Interventions(app.debugger.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
+        await press(pilot, "r")
+        assert note.display and FINITE_ONLY in str(note.render())

@@ -50,8 +50,8 @@ class TensorView:
     col_start: int
     values: np.ndarray  # float32 (rows shown, columns shown) of the slice
     slice_shape: tuple[int, int]  # the whole slice's (rows, columns)
-    row_norms: np.ndarray  # L2 norm of every row of the whole slice
-    col_norms: np.ndarray  # L2 norm of every column of the whole slice
+    row_norms: np.ndarray  # L2 norm of every row of the whole slice (NaN/inf: it holds one)
+    col_norms: np.ndarray  # L2 norm of every column of the whole slice (the same)
     hist_counts: np.ndarray  # int64 counts over the finite values of the whole tensor
     hist_edges: np.ndarray  # bins + 1 edges
 
@@ -131,9 +131,10 @@ def view_tensor(
     cols = max(1, min(n_cols - col_start, max_cells))
     rows = max(1, min(n_rows - row_start, max_cells // cols))
     window = plane[row_start : row_start + rows, col_start : col_start + cols]
-    finite_plane = torch.where(torch.isfinite(plane), plane, 0.0)
-    row_norms = torch.linalg.vector_norm(finite_plane, dim=1)
-    col_norms = torch.linalg.vector_norm(finite_plane, dim=0)
+    # A row or column holding NaN has a NaN norm (Inf: inf), so the norms point at it;
+    # over its finite values only, an all-NaN column read as a column of zeros.
+    row_norms = torch.linalg.vector_norm(plane, dim=1)
+    col_norms = torch.linalg.vector_norm(plane, dim=0)
     flat = x.float().reshape(-1)
     finite = flat[torch.isfinite(flat)]
     lo, hi = (finite.min(), finite.max()) if finite.numel() else (flat.new_zeros(()),) * 2

@@ -20,9 +20,14 @@ ProbeKind = Literal[
 ]
 
 
+# What the moments of a tensor holding NaN or Inf are: said wherever such a row is shown.
+FINITE_ONLY = "their mean, std, rms, min and max are over the finite values only"
+
+
 @dataclass(frozen=True)
 class TensorStats:
-    """Statistics of one tensor, computed in fp32 over all its elements."""
+    """Statistics of one tensor, computed in fp32: the counts over all its elements, the
+    moments and extremes over its finite ones (`FINITE_ONLY`)."""
 
     mean: float
     std: float

@@ -20,6 +20,7 @@ from textual.reactive import reactive
 from textual.widgets import Label, Sparkline, Static
 
 from ... import formatting as fmt
+from ...engine.core.trace import FINITE_ONLY
 from .tables import RowTable
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ class StatsPanel(Vertical):
             yield Label("", id="stats-spark-range")
         yield Static("", id="stats-tokens")
         yield Static("", id="stats-delta")
+        yield Static("", id="stats-finite")  # what the moments of a NaN/Inf row are
         # No cell padding: every column is sized to its widest cell plus one space, so
         # that name, shape, NaN, Inf, mean, std, min and max fit in 80 columns.
         yield RowTable(id="stats-table", cell_padding=0)
@@ -230,6 +232,9 @@ class StatsPanel(Vertical):
             table.add_column(Text(label, justify=justify), width=width)
         for i, row in enumerate(rows):
             table.add_row(*row, key=str(i))
+        finite_note = self.query_one("#stats-finite", Static)
+        finite_note.display = any(not r.stats.finite for r in run.records)
+        finite_note.update(Text(f"red rows hold NaN or Inf: {FINITE_ONLY}", style="dim"))
         if paused_row is not None:
             table.move_cursor(row=paused_row, animate=False)
 

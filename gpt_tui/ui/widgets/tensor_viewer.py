@@ -212,9 +212,15 @@ class TensorViewer(Widget, can_focus=True):
             for x in row:
                 text.append(f"{number(float(x)):>{CELL - 1}}", style=cell_style(float(x), scale))
                 text.append(" ")
-            text.append(f"{number(float(view.row_norms[r])):>{CELL}}\n", style="cyan")
+            norm = float(view.row_norms[r])
+            text.append(f"{number(norm):>{CELL}}\n", style=_norm_style(norm))
         cols = view.col_norms[c0 : c0 + values.shape[1]]
         text.append(f"{'‖·‖':>{label_w - 1}} ", style="dim")
         for x in cols:
-            text.append(f"{number(float(x)):>{CELL - 1}} ", style="cyan")
+            text.append(f"{number(float(x)):>{CELL - 1}} ", style=_norm_style(float(x)))
         return text
+
+
+def _norm_style(norm: float) -> str:
+    """A norm is NaN or inf when its row or column holds one: red, as those values are."""
+    return "cyan" if math.isfinite(norm) else "bold red"

@@ -24,6 +24,14 @@ def short_name(name: str) -> str:
     return name.removeprefix("transformer.")
 
 
+def tied_name(name: str, other: str) -> str:
+    """The other name of a shared tensor, without the last part both have: `lm_head` for
+    `transformer.wte.weight` tied with `lm_head.weight` (at 80 columns the rest was cut)."""
+    mine, theirs = name.rsplit(".", 1), other.rsplit(".", 1)
+    same_kind = len(mine) == len(theirs) == 2 and mine[1] == theirs[1]
+    return short_name(theirs[0] if same_kind else other)
+
+
 class ParamTable(RowTable):
     """One row per parameter tensor; a shared tensor's second name is marked, not counted."""
 
@@ -78,14 +86,15 @@ class ParamTable(RowTable):
     def _row(self, row: ParamRow, total: int) -> tuple:
         counted = row.name not in self._duplicates
         share = row.numel / total if total and counted else 0.0
-        tied = Text(f"⇄ {short_name(row.tied_with)}", style="magenta") if row.tied_with else ""
+        name = Text(short_name(row.name), style="" if counted else "dim")
+        if row.tied_with:  # in the name's own column: a column of its own was cut at 80
+            name.append(f" ⇄ {tied_name(row.name, row.tied_with)}", style="magenta")
         return (
-            Text(short_name(row.name), style="" if counted else "dim"),
+            name,
             Text(f"{row.numel:,}", justify="right", style="" if counted else "dim"),
             Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="green"),
             Text(fmt.nbytes(row.nbytes), justify="right"),
             Text(fmt.shape(row.shape), style="cyan"),
-            tied,
         )
 
     def _fill(self) -> None:
@@ -94,8 +103,8 @@ class ParamTable(RowTable):
         if self.show_init:
             self.fill(("name", "std now", "init", "rule"), self._init_rows())
             return
-        # The numbers first: name, params and share fit in 80 columns; shape after.
-        columns = ("name", "params", "share", "bytes", "shape", "tied with")
+        # The numbers first: name, params and share fit in 80 columns; shape last.
+        columns = ("name", "params", "share", "bytes", "shape")
         summary = self.summary
         self.fill(columns, self._size_rows(summary) if summary is not None else [])
 
@@ -128,7 +137,6 @@ class ParamTable(RowTable):
                 Text(fmt.bar(1.0, SHARE_WIDTH) + " 100%", style="bold green"),
                 Text(fmt.nbytes(summary.total_bytes), justify="right", style="bold"),
                 "",
-                "",
             )
         )
         # Its own row, the count in the params column: in the last column it was clipped.
@@ -139,7 +147,6 @@ class ParamTable(RowTable):
                 Text("non-embedding", style="dim"),
                 Text(f"{n:,}", justify="right", style="dim"),
                 Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="dim green"),
-                "",
                 "",
                 "",
             )
@@ -159,7 +166,6 @@ class ParamTable(RowTable):
             Text(f"{n:,}", justify="right", style="bold cyan"),
             Text(fmt.bar(share, SHARE_WIDTH) + f" {share * 100:4.1f}%", style="cyan"),
             Text(fmt.nbytes(nbytes), justify="right", style="cyan"),
-            "",
             "",
         )
 

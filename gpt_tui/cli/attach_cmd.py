@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from ..listener.wire import WireError, receive, receive_blob, send
+from .arg_types import whole
 from .attach_checks import DEFAULT_DEVICE, check_attach_args
 from .attach_endpoint import connect, find_endpoint
 from .common import UserError
@@ -46,7 +47,9 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         default=[],
         help="also run the last batch forward, or a training step on a copy (repeatable)",
     )
-    p.add_argument("--rank", type=int, metavar="N", help="under torchrun: the rank to attach to")
+    p.add_argument(
+        "--rank", type=whole(0), metavar="N", help="under torchrun: the rank to attach to"
+    )
     p.add_argument(
         "--token",
         help="a TCP endpoint's token (default: $GPT_TUI_ATTACH_TOKEN, which ps does not "
@@ -65,9 +68,7 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         help="with --app: send the weights you changed in the copy back to the run, which "
         "applies them before it goes on (default: read-only)",
     )
-    p.add_argument(
-        "--device", help=f"with --app: where the copy opens (default {DEFAULT_DEVICE})"
-    )
+    p.add_argument("--device", help=f"with --app: where the copy opens (default {DEFAULT_DEVICE})")
     p.add_argument("--meta", metavar="PATH", help="with --app: the run's nanoGPT meta.pkl")
     p.add_argument("--tokenizer", metavar="PATH", help="with --app: the run's tokenizer")
     p.add_argument("--json", action="store_true")

@@ -178,13 +178,15 @@ def test_a_rank_of_a_run_not_under_torchrun_names_that_run(runtime: Path, capsys
 def test_a_rank_that_is_not_there_names_the_ranks_that_are(runtime: Path, capsys) -> None:
     from gpt_tui.listener import socket_folder
 
-    pid = os.getpid()
+    pid, other = os.getpid(), os.getppid()  # two live processes: a torchrun rank's, a run's
     servers = [_listen(socket_folder(), f"{pid}.rank{r}.sock") for r in (0, 1)]
+    servers.append(_listen(socket_folder(), f"{other}.sock"))
     try:
         assert run(["attach", "--rank", "2"]) == 2
         line = one_line(capsys.readouterr().err)
         assert "no rank 2 is listening" in line
         assert "the torchrun ranks there are 0, 1 (gpt-tui attach --rank 0)" in line
+        assert line.endswith(f"; not under torchrun: pid {other}")
         assert all(map(nobody_connected, servers))
     finally:
         for server in servers:

@@ -86,17 +86,18 @@ def _rank(path: Path) -> int | None:
 
 def _no_such_rank(rank: int, endpoints: list[Path], where: str) -> UserError:
     """Runs listen, but none as rank `rank`: say what does listen and how to attach to it."""
-    plain = [p.name.split(".")[0] for p in endpoints if _rank(p) is None]
+    plain = list(dict.fromkeys(p.name.split(".")[0] for p in endpoints if _rank(p) is None))
     ranks = sorted({r for r in map(_rank, endpoints) if r is not None})
     if plain and not ranks:
-        pids = ", ".join(plain)
-        one = len(plain) == 1
-        return UserError(
-            f"the run listening {where} (pid {pids}) {'is' if one else 'are'} not under torchrun "
-            f"and {'has' if one else 'have'} no rank {rank}: attach without --rank "
-            f"(gpt-tui attach {plain[0]})"
+        runs = (
+            f"run listening {where} (pid {plain[0]}) is not under torchrun and has"
+            if len(plain) == 1
+            else f"runs listening {where} (pids {', '.join(plain)}) are not under torchrun and have"
         )
-    also = f"; and pid {', '.join(plain)}, not under torchrun" if plain else ""
+        return UserError(
+            f"the {runs} no rank {rank}: attach without --rank (gpt-tui attach {plain[0]})"
+        )
+    also = f"; not under torchrun: pid {', '.join(plain)}" if plain else ""
     return UserError(
         f"no rank {rank} is listening {where}: the torchrun ranks there are "
         f"{', '.join(map(str, ranks))} (gpt-tui attach --rank {ranks[0]}){also}"

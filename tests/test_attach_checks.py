@@ -76,6 +76,7 @@ def one_line(err: str) -> str:
         (["--allow-changes"], "--allow-changes sends what you change in the app: give --app"),
         (["--wait", "0"], "--wait 0: give a number of seconds above 0"),
         (["--rank", "1"], "--rank chooses among the runs listening in"),
+        (["--token", "abc"], "--token is for a HOST:PORT endpoint"),
     ],
 )
 def test_a_mistake_is_said_before_the_run_is_paused(

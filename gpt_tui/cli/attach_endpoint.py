@@ -130,6 +130,11 @@ def _by_pid(pid: str, rank: int | None, folder: Path) -> Endpoint:
 
 def find_endpoint(target: str | None, rank: int | None, token: str | None) -> Endpoint:
     folder = socket_folder()
+    if token is not None and (target is None or _host_port(target) is None):
+        raise UserError(
+            "--token is for a HOST:PORT endpoint (a local run's token is read from its file, "
+            "a Unix socket needs none): give HOST:PORT, or drop --token"
+        )
     if target is None:
         endpoints = _listening(folder)
         found = [p for p in endpoints if rank is None or _rank(p) == rank]

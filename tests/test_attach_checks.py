@@ -150,6 +150,12 @@ def test_the_app_without_a_terminal_is_one_line() -> None:
     assert "gpt-tui summary, trace or step" in line and "gpt-tui serve" in line
 
 
+def test_the_app_refuses_a_missing_vocabulary_before_its_screen(capsys) -> None:
+    for flag, said in (("--tokenizer", "no such file or folder"), ("--meta", "no such file")):
+        assert run(["--config", "tiny", flag, "/nonexistent/vocab"]) == 2
+        assert one_line(capsys.readouterr().err).endswith(f"{flag} /nonexistent/vocab: {said}")
+
+
 def _listen(folder: Path, name: str) -> socket.socket:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(folder / name))

@@ -69,7 +69,7 @@ def one_line(err: str) -> str:
         (["--app", "--tokenizer", "/nonexistent"], "--tokenizer /nonexistent: no such file or"),
         (["--app", "--meta", "README"], "--meta: README is neither JSON, a pickle nor"),
         (["--app", "--meta", "m.pkl", "--tokenizer", "t"], "--meta and --tokenizer both name"),
-        (["--app", "--device", "cuda:7"], "--device cuda:7: "),
+        (["--app", "--device", "cuda:99"], "--device cuda:99: "),  # no GPU, or not 100
         (["--app", "--device", "tpu"], "unknown --device 'tpu'"),
         (["--meta", "m.pkl"], "--meta says how the app opens the run's copy: give --app too"),
         (["--device", "cpu"], "--device says how the app opens the run's copy: give --app too"),
@@ -99,9 +99,8 @@ def test_a_good_meta_passes_the_checks_and_attach_connects(
     path, server = listening
     meta = tmp_path / "meta.pkl"
     chars = sorted(set("hello world"))
-    stoi = {c: i for i, c in enumerate(chars)}
-    meta.write_bytes(pickle.dumps({"vocab_size": len(chars), "itos": dict(enumerate(chars)),
-                                   "stoi": stoi}))  # fmt: skip
+    vocabulary = {"vocab_size": len(chars), "itos": dict(enumerate(chars))}
+    meta.write_bytes(pickle.dumps({**vocabulary, "stoi": {c: i for i, c in enumerate(chars)}}))
     server.setblocking(True)
     refuse = threading.Thread(target=lambda: _refuse_one(server))
     refuse.start()

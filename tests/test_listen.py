@@ -293,7 +293,7 @@ def test_several_ranks_listening_ask_for_a_rank(monkeypatch, capsys) -> None:
         err = capsys.readouterr().err
         assert "2 runs are listening" in err and "give a rank (gpt-tui attach --rank N)" in err
         assert run(["attach", "--rank", "2"]) == 2
-        assert "no run is listening" in capsys.readouterr().err
+        assert "no rank 2 is listening" in capsys.readouterr().err
     finally:
         for server in servers:
             server.close()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .common import model_spec
+from .common import UserError, model_spec
 
 if TYPE_CHECKING:
     from ..config_file import AppConfig
@@ -33,6 +34,10 @@ def cmd_app(args: argparse.Namespace) -> int:
     config, warnings = load_config(actions=ACTION_IDS)
     spec = with_config_defaults(model_spec(args), config)
     check_spec(spec)  # quick mistakes go to stderr with status 2, before the screen opens
+    require_terminal(
+        "gpt-tui (the inspector)",
+        "in a script or a pipe use gpt-tui summary, trace or step; in a browser, gpt-tui serve",
+    )
     setup = _prompt_setup(args.prompt) if getattr(args, "prompt", None) else None
     app = GptTuiApp(
         spec, setup=setup, config=config, config_warnings=warnings, config_file=config_path()
@@ -42,6 +47,26 @@ def cmd_app(args: argparse.Namespace) -> int:
         print(f"gpt-tui: error: {app.open_error}", file=sys.stderr)
         return 2
     return app.return_code or 0
+
+
+def require_terminal(what: str, instead: str) -> None:
+    """The app reads keys from stdin and draws on stderr (Textual's terminal driver): without
+    a terminal there it would draw into a pipe and wait for keys that never come. A driver
+    named in TEXTUAL_DRIVER (`gpt-tui serve`'s web driver, which talks through pipes) needs
+    none."""
+    if os.environ.get("TEXTUAL_DRIVER") or all(map(_is_terminal, (sys.__stdin__, sys.__stderr__))):
+        return
+    raise UserError(
+        f"{what} needs an interactive terminal (keys on stdin, the screen on stderr) and this "
+        f"process has none: {instead}"
+    )
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream is not None and os.isatty(stream.fileno())
+    except (OSError, ValueError):  # closed, or no file behind it
+        return False
 
 
 def _prompt_setup(prompt: str) -> Callable[[Any], None]:
@@ -128,7 +153,8 @@ def case_app(
 
     # the run's own model file: this user's code, which the run itself is running
     checkpoint, model_file = case_checkpoint(case), case_model_file(case, trust=True)
-    meta = meta or case_vocabulary(case)
+    if meta is None and tokenizer is None:  # the user's --meta / --tokenizer wins
+        meta = case_vocabulary(case)
     spec = ModelSpec(
         checkpoint=checkpoint, model_file=model_file, device=device, meta=meta, tokenizer=tokenizer
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import shutil
 import socket
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from ..listener.wire import WireError, receive, receive_blob, send
+from .arg_types import whole
+from .attach_checks import DEFAULT_DEVICE, check_attach_args
 from .attach_endpoint import connect, find_endpoint
 from .common import UserError
 
@@ -46,7 +47,9 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         default=[],
         help="also run the last batch forward, or a training step on a copy (repeatable)",
     )
-    p.add_argument("--rank", type=int, metavar="N", help="under torchrun: the rank to attach to")
+    p.add_argument(
+        "--rank", type=whole(0), metavar="N", help="under torchrun: the rank to attach to"
+    )
     p.add_argument(
         "--token",
         help="a TCP endpoint's token (default: $GPT_TUI_ATTACH_TOKEN, which ps does not "
@@ -65,14 +68,14 @@ def add_attach_args(p: argparse.ArgumentParser) -> None:
         help="with --app: send the weights you changed in the copy back to the run, which "
         "applies them before it goes on (default: read-only)",
     )
-    p.add_argument("--device", default="cpu", help="with --app: where the copy opens")
+    p.add_argument("--device", help=f"with --app: where the copy opens (default {DEFAULT_DEVICE})")
     p.add_argument("--meta", metavar="PATH", help="with --app: the run's nanoGPT meta.pkl")
     p.add_argument("--tokenizer", metavar="PATH", help="with --app: the run's tokenizer")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    return run_attach(args, run=lambda app: app.run())
+    return run_attach(args)
 
 
 class _Client:
@@ -86,13 +89,13 @@ class _Client:
         return receive(self.reader)
 
 
-def run_attach(args: argparse.Namespace, run: Callable[[App], object]) -> int:
+def run_attach(args: argparse.Namespace, run: Callable[[App], object] | None = None) -> int:
     """The command, with `run(app)` running the app of --app to its end (a test drives it
-    with Pilot)."""
-    if not (math.isfinite(args.wait) and args.wait > 0):
-        raise UserError(f"--wait {args.wait:g}: give a number of seconds above 0")
-    if args.allow_changes and not args.app:
-        raise UserError("--allow-changes sends what you change in the app: give --app too")
+    with Pilot); by default the app runs in this process's terminal, which must be one.
+    Everything checkable without the run is checked before connecting: that pauses it."""
+    check_attach_args(args)
+    if run is None:
+        run = _in_terminal(args.app)
     endpoint = find_endpoint(args.target, args.rank, args.token)
     conn, reader = connect(endpoint, args.wait)
     client = _Client(conn, reader)
@@ -138,6 +141,18 @@ def run_attach(args: argparse.Namespace, run: Callable[[App], object]) -> int:
         print(line)
     print("detached: the run goes on")
     return 0
+
+
+def _in_terminal(app: bool) -> Callable[[App], object]:
+    if app:
+        from .app_cmd import require_terminal
+
+        require_terminal(
+            "gpt-tui attach --app",
+            "to read the run without one, gpt-tui attach --do forward --do train-step "
+            "(add --json for a script)",
+        )
+    return lambda app: app.run()
 
 
 def health_lines(health: dict[str, Any]) -> list[str]:
@@ -227,7 +242,7 @@ def _open_app(
     tracker = ChangeTracker() if track else None
     app = case_app(
         read_case(folder),
-        args.device,
+        args.device or DEFAULT_DEVICE,
         meta=args.meta,
         tokenizer=args.tokenizer,
         notice="\n".join(health_lines(health)),

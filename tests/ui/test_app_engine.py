@@ -215,6 +215,7 @@ def test_the_app_command_exits_2_when_the_model_cannot_open(monkeypatch, capsys)
         self.open_error = "rand.pt is not a PyTorch checkpoint"
 
     monkeypatch.setattr(GptTuiApp, "run", run_and_fail)
+    monkeypatch.setattr("gpt_tui.cli.app_cmd.require_terminal", lambda what, instead: None)
     from gpt_tui.cli.parser import build_parser
 
     args = build_parser()[0].parse_args(["--config", "tiny"])

@@ -159,6 +159,8 @@ def check_spec(spec: ModelSpec) -> OpenPlan:
     for flag, value in (("--meta", spec.meta), ("--model-file", spec.model_file)):
         if value and not Path(value).expanduser().is_file():
             raise SessionError(f"{flag} {value}: no such file")
+    if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists():  # a file or folder
+        raise SessionError(f"--tokenizer {spec.tokenizer}: no such file or folder")
     if spec.config:
         make_config(spec.config, spec.arch, overrides)  # raises ConfigError
         return OpenPlan("config", device, dtype, overrides)

@@ -53,7 +53,6 @@ class SessionError(GptTuiError):
     """The model the user asked for cannot be opened; the message says why and what to do."""
 
 
-
 DEFAULT_SAMPLE = "shakespeare-nanogpt"
 
 

@@ -129,7 +129,9 @@ class WatchHandle:
                 if failed:
                     print(f"{self._prefix}warning: {failed}", file=sys.stderr)
             if written.path is not None:
-                finding = dataclasses.replace(finding, report=str(written.path))
+                finding = dataclasses.replace(
+                    finding, report=str(written.path), command=written.command
+                )
                 self._watch.finding = finding
         warning = None if written is None else written.error
         # Under torchrun every rank would open its own app in one terminal: raise instead.

@@ -91,9 +91,17 @@ def _vocabulary_note(case: dict[str, Any], args: argparse.Namespace) -> str | No
     )
 
 
+def _case_notes(case: dict[str, Any], hit: Any) -> str | None:
+    """The line saying the reopened step found something else than the saved finding."""
+    from ..engine.training.watch_case import case_mismatch
+
+    return case_mismatch(case, *((None, None) if hit is None else (hit.phase, hit.where)))
+
+
 def cmd_train_step(args: argparse.Namespace) -> int:
     from ..engine.debugger import Debugger
     from ..engine.training.step import StepOptions, autocast_dtype
+    from ..engine.training.watch_case import case_weights
 
     autocast = None if args.dtype == "float32" else args.dtype
     autocast_dtype(autocast)
@@ -129,14 +137,20 @@ def cmd_train_step(args: argparse.Namespace) -> int:
             notes.append(_vocabulary_note(case, args))
         view = debugger.train_step("continue").training
         assert view is not None and view.report is not None
+        if case is not None:
+            notes.append(_case_notes(case, view.report.first_nonfinite))
         done: list[HealthStep] = []
         interrupted = False
         try:  # the step's report streams out first; Ctrl-C keeps the steps taken so far
             if not args.json:
                 if case is not None:
                     print(f"the saved case: {case.get('summary', case['folder'])}")
+                    print(case_weights(case))
                 for note in filter(None, notes):
-                    render.console().print(f"[yellow]note:[/] {note}", highlight=False)
+                    # one line each, as grep and tail see it: the terminal wraps it
+                    render.console().print(
+                        f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True
+                    )
                 print_report(view)
                 sys.stdout.flush()
             if args.keep:
@@ -158,6 +172,7 @@ def cmd_train_step(args: argparse.Namespace) -> int:
         data = step_json(view, result)
         if case is not None:
             data["case"] = case.get("finding")
+            data["case_weights"] = case_weights(case)
         render.print_json({**data, "notes": list(filter(None, notes)), "interrupted": interrupted})
     else:
         print_health(result)

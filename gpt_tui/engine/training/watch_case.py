@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 CASE_FILE = "case.json"
 LATEST = "latest"  # a text file in the report folder: the newest case's folder name
 TOKENIZER_FILE = "tokenizer.json"
+# Which weights a case holds (case.json's "weights"): a finding in forward, loss, backward or
+# the gradients is made before the optimizer's step; an optimizer one after the update.
+STEP_START, AFTER_UPDATE = "step_start", "after_update"
+NO_COPY = (
+    "a watch keeps no copy of the weights from before a step, which would cost a copy on every step"
+)
 
 
 class CaseError(GptTuiError, ValueError):
@@ -107,6 +113,11 @@ def read_case(folder: str | Path) -> dict[str, Any]:
             raise CaseError(f"{path}: {key!r} is {_kind(case[key])}; it must be a string")
     if not isinstance(case.get("finding", {}), dict):
         raise CaseError(f"{path}: 'finding' is {_kind(case['finding'])}; it must be an object")
+    if case.get("weights") not in (None, STEP_START, AFTER_UPDATE):
+        raise CaseError(
+            f"{path}: 'weights' is {case['weights']!r}; it must be {STEP_START!r} or "
+            f"{AFTER_UPDATE!r}"
+        )
     tokenizer = case.get("tokenizer")
     if tokenizer is not None:
         if not isinstance(tokenizer, dict):
@@ -143,6 +154,61 @@ def case_vocabulary(case: dict[str, Any]) -> str | None:
     name = tokenizer.get("file")
     path = Path(case["folder"]) / name if name else None
     return str(path) if path is not None and path.is_file() else None
+
+
+def case_weights(case: dict[str, Any]) -> str:
+    """Which weights the case holds, in words (older cases: told by the finding's phase)."""
+    finding = case.get("finding") or {}
+    step = finding.get("step", "?")
+    when = case.get("weights")
+    if when is None:
+        when = AFTER_UPDATE if finding.get("phase") == "optimizer" else STEP_START
+    if when == AFTER_UPDATE:
+        return (
+            f"the case holds the weights after step {step}'s update made them non-finite, "
+            f"not as the step began ({NO_COPY})"
+        )
+    return f"the case holds the weights as they were when step {step} began"
+
+
+def _same_place(saved_phase: str, saved_where: str, phase: str, where: str) -> bool:
+    """Whether the step run again found what the watch found (the training step names a
+    parameter's gradient or update in words, the watch names the parameter)."""
+    if saved_phase == "loss":
+        return phase == "loss"
+    if saved_phase in ("forward", "backward"):
+        return (phase, where) == (saved_phase, saved_where)
+    wanted = {"gradients": "backward", "optimizer": "optimizer"}.get(saved_phase)
+    return phase == wanted and where.endswith(f" {saved_where}")
+
+
+def case_mismatch(case: dict[str, Any], phase: str | None, where: str | None) -> str | None:
+    """One line when the reopened step's first non-finite value (`phase` at `where`, None for
+    none) is not the saved finding: both, and why they may differ; None when they agree."""
+    finding = case.get("finding") or {}
+    saved_phase, saved_where = finding.get("phase"), finding.get("where")
+    if not isinstance(saved_phase, str) or not isinstance(saved_where, str):
+        return None  # a case that names no finding: nothing to compare with
+    if (
+        phase is not None
+        and where is not None
+        and _same_place(saved_phase, saved_where, phase, where)
+    ):
+        return None
+    found = "no non-finite value" if phase is None else f"{phase} at {where}"
+    saved = f"{saved_phase} at {saved_where}"
+    if case.get("weights", AFTER_UPDATE if saved_phase == "optimizer" else None) == AFTER_UPDATE:
+        why = (
+            "the case holds the weights after the update that broke them, so the step run "
+            "again meets them at their first use (the update itself is not replayed)"
+        )
+    else:
+        why = "the step runs again with train-step's own optimizer (--lr, --clip) and dropout off"
+        micro, steps = finding.get("micro_step"), finding.get("micro_steps")
+        if isinstance(steps, int) and steps > 1:
+            why += f", on micro-step {micro}'s batch alone (your loop accumulated {steps})"
+        why += ", not inside your loop"
+    return f"the reopened step found {found}, not the saved finding ({saved}): {why}"
 
 
 def case_checkpoint(case: dict[str, Any]) -> str:

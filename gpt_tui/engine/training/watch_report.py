@@ -4,9 +4,10 @@ Each finding gets its own folder inside the report folder, `REPORT/step3-forward
 (numbered `.2`, `.3` when the name is taken), and `REPORT/latest` names the newest. A case
 is written whole into a fresh `.writing-*` folder beside it and renamed into place, so a
 reader (or a kill at any moment) sees one finding's set or none. The folder holds:
-- the weights as they were when the step began: `ckpt.pt` in nanoGPT's format (our
-  nanoGPT family and models from the user's own file) or nanochat's `model_<step>.pt` +
-  `meta_<step>.json` (our nanochat family);
+- the weights: `ckpt.pt` in nanoGPT's format (our nanoGPT family and models from the
+  user's own file) or nanochat's `model_<step>.pt` + `meta_<step>.json` (our nanochat
+  family), as they were when the step began; for an optimizer finding, as the update left
+  them (case.json's "weights" says which: the watch copies no weights before a step);
 - `batch.pt`: the step's inputs (token ids, targets), as plain tensors;
 - `optimizer.pt`: the optimizer's state, when the watch was given one;
 - `tokenizer.json`: the char vocabulary, when the run's meta.pkl (or tokenizer) was given
@@ -41,7 +42,15 @@ from ...errors import GptTuiError
 from ...io.checkpoints.save import atomic_torch_save, atomic_write_text, fsync_dir
 from ..core.model_access import unwrap_model
 from .watch import Finding
-from .watch_case import CASE_FILE, LATEST, TOKENIZER_FILE, sha256_file
+from .watch_case import (
+    AFTER_UPDATE,
+    CASE_FILE,
+    LATEST,
+    NO_COPY,
+    STEP_START,
+    TOKENIZER_FILE,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -55,10 +64,12 @@ _WRITING = ".writing-"
 
 @dataclasses.dataclass(frozen=True)
 class CaseWritten:
-    """What `write_case` did: the case's folder, or why it could not be written."""
+    """What `write_case` did: the case's folder and the command that opens it, or why it
+    could not be written."""
 
     path: Path | None
     error: str | None
+    command: str | None = None
 
 
 def _model_args(config: Any) -> dict[str, Any]:
@@ -171,6 +182,7 @@ def _fill(
     return {
         "finding": dataclasses.asdict(finding),
         "summary": finding.summary,
+        "weights": AFTER_UPDATE if finding.phase == "optimizer" else STEP_START,
         "checkpoint": Path(checkpoint).name if checkpoint != str(out) else ".",
         "model_file": user_file,
         "model_file_sha256": sha256_file(user_file) if user_file else None,
@@ -181,8 +193,9 @@ def _fill(
     }
 
 
-def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) -> None:
-    """case.json and README.md, naming the folder the case is about to be renamed to."""
+def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) -> str:
+    """case.json and README.md, naming the folder the case is about to be renamed to;
+    returns the command that opens it."""
     case = {**case, "folder": str(final)}
     case["finding"] = {**case["finding"], "report": str(final)}
     command = "gpt-tui train-step --case " + shlex.quote(str(final))
@@ -190,33 +203,40 @@ def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) ->
         command += " --trust-case-code"
     case["command"] = command
     atomic_write_text(out / CASE_FILE, json.dumps(case, indent=2) + "\n")
-    when = (
-        "the weights just after the update that made them non-finite"
-        if finding.phase == "optimizer"
-        else "the weights as they were when the step began"
-    )
+    if case["weights"] == AFTER_UPDATE:
+        when = f"the weights as the update left them (`{case['checkpoint']}`; not as the step "
+        when += f"began: {NO_COPY})"
+        opening = (
+            "Open this case (it runs a step on the weights the update broke, so it finds "
+            "where they are first used, not the update itself):"
+        )
+    else:
+        when = f"the weights as they were when the step began (`{case['checkpoint']}`)"
+        opening = "Open this case on the same finding:"
     trust = (
         f"\n`--trust-case-code` imports your model file, `{case['model_file']}`: give it only "
         "for a case whose file you trust (the case refuses a file changed since).\n"
         if case["model_file"]
         else ""
     )
-    optim = "the optimizer's state (`optimizer.pt`), " if case["optimizer"] else ""
+    after = ", after the update" if case["weights"] == AFTER_UPDATE else ""
+    optim = f"the optimizer's state (`optimizer.pt`{after}), " if case["optimizer"] else ""
     if (case["tokenizer"] or {}).get("file"):
         optim += f"the vocabulary (`{TOKENIZER_FILE}`), "
     readme = f"""# gpt-tui report: a non-finite value at step {finding.step}
 
 {finding.summary.split("; case saved")[0]}.
 
-Open this case on the same finding:
+{opening}
 
     {command}
 {trust}
-The folder holds {when} (`{case["checkpoint"]}`), the step's batch
+The folder holds {when}, the step's batch
 (`batch.pt`), {optim}and `{CASE_FILE}`. Every file loads with
 `torch.load(..., weights_only=True)`.
 """
     atomic_write_text(out / "README.md", readme)
+    return command
 
 
 def _remove_abandoned(root: Path) -> None:
@@ -262,7 +282,7 @@ def write_case(
             final = root / (base if n == 1 else f"{base}.{n}")
             if final.exists():
                 continue
-            _describe(tmp, final, case, finding)
+            command = _describe(tmp, final, case, finding)
             fsync_dir(tmp)
             try:
                 tmp.rename(final)  # atomic; fails if another writer took the name
@@ -273,7 +293,7 @@ def write_case(
             tmp = None
             fsync_dir(root)
             atomic_write_text(root / LATEST, final.name + "\n")
-            return CaseWritten(final, None)
+            return CaseWritten(final, None, command)
         raise OSError(f"no free case name {base}.N left")
     except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]

@@ -26,6 +26,7 @@ from gpt_tui.engine.training.watch_case import (
     read_case,
 )
 
+SCALE = 1e6  # the loss's: gradients large enough for an update to overflow
 MISMATCH = (
     "the reopened step found forward at transformer.wte, not the saved finding "
     "(optimizer at transformer.wte.weight): the case holds the weights after the update "
@@ -217,3 +218,38 @@ def test_doctor_shows_no_validation_loss_for_a_case(tmp_path: Path, capsys) -> N
     assert run(["doctor", "--checkpoint", ckpt, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["iter num"] == 3 and "best val loss" not in data
+
+
+def test_an_update_that_overflows_with_finite_settings_names_no_setting() -> None:
+    """lr 1e38 times a gradient over 3.4 is past fp32's largest value: Inf."""
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e38)
+    x, y = batches(65, 1)[0]
+    watching = gpt_tui.watch(model, optimizer=optimizer, report=None)
+    with pytest.raises(gpt_tui.NonFiniteError) as raised, watching:
+        _, loss = model(x, y)
+        (loss * SCALE).backward()
+        optimizer.step()
+    finding = raised.value.finding
+    assert finding.phase == "optimizer" and "the update left" in finding.detail
+    assert "its group's" not in finding.detail
+
+
+def test_a_non_finite_setting_of_the_broken_parameters_group_is_named(tmp_path: Path) -> None:
+    model = tiny_model()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay}, {"params": rest, "eps": 0.0, "betas": (0.9, float("nan"))}]
+    )
+    x, y = batches(65, 1)[0]
+    watching = gpt_tui.watch(model, optimizer=optimizer, report=None)
+    with pytest.raises(gpt_tui.NonFiniteError) as raised, watching:
+        _, loss = model(x, y)
+        (loss * SCALE).backward()
+        optimizer.step()
+    finding = raised.value.finding
+    assert finding.phase == "optimizer" and finding.where in {
+        n for n, p in model.named_parameters() if p.dim() < 2
+    }
+    assert finding.detail.endswith("; its group's betas is (0.9, nan)"), finding.detail

@@ -33,6 +33,7 @@ The first non-finite value is named in the phase it arose in:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -409,6 +410,26 @@ class Watch:
         detail += "replay of the micro-batch on a copy of the model named it"
         self._found(f.phase, f.where, detail, micro, micro_steps, held=f.held)
 
+    def _group_settings(self, where: str) -> str:
+        """The non-finite settings (lr, eps, betas, ...) of the broken parameter's group,
+        read at the finding only: `; its group's lr is inf`, or nothing."""
+        param = dict(self.model.named_parameters()).get(where)
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        group = next((g for g in groups if any(p is param for p in g["params"])), {})
+        bad = []
+        for key, value in group.items():
+            if key == "params":
+                continue
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            numbers = [
+                float(v)
+                for v in values
+                if isinstance(v, float) or (isinstance(v, torch.Tensor) and v.numel() == 1)
+            ]
+            if not all(map(math.isfinite, numbers)):
+                bad.append(f"{key} is {numbers[0] if len(numbers) == 1 else tuple(numbers)}")
+        return "; its group's " + ", ".join(bad) if bad else ""
+
     def _held(self, phase: Phase, where: str, ranks: tuple[int, ...]) -> tuple[HeldValues, ...]:
         """At a forward finding, the module's parameters that already hold NaN/Inf; at an
         optimizer one, the parameter the update broke. One read, on this rank's values."""
@@ -440,6 +461,8 @@ class Watch:
                 detail += "; " + (held_text(held, "at this forward") or "")
             elif phase == "optimizer" and held:
                 detail = f"its gradient was finite; the update left {held[0].counts} in it"
+            if phase == "optimizer":
+                detail += self._group_settings(where)
         self.finding = Finding(
             self.step, phase, where, detail, None, micro, micro_steps,
             ranks[0] if ranks else None, ranks, received, held,

@@ -202,6 +202,7 @@ def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) ->
     if case["model_file"]:
         command += " --trust-case-code"
     case["command"] = command
+    case["finding"]["command"] = command
     atomic_write_text(out / CASE_FILE, json.dumps(case, indent=2) + "\n")
     if case["weights"] == AFTER_UPDATE:
         when = f"the weights as the update left them (`{case['checkpoint']}`; not as the step "

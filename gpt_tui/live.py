@@ -121,9 +121,11 @@ class WatchHandle:
         if self.report is not None:
             # Under torchrun every rank writes its own case, and rank 0 the top case.json.
             folder = self.report if group is None else rank_folder(self.report, group[0])
+            before = self._watch.before_update if finding.phase == "optimizer" else None
             written = write_case(
-                folder, self._watch.model, finding, batch, self.optimizer, meta=self.tokenizer
-            )
+                folder, self._watch.model, finding, batch, self.optimizer,
+                meta=self.tokenizer, before=before,
+            )  # fmt: skip
             if group is not None and group[0] == 0:
                 failed = write_ranks_case(self.report, finding, group[1])
                 if failed:

@@ -33,7 +33,6 @@ The first non-finite value is named in the phase it arose in:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +45,7 @@ from .held_values import HeldValues, held_text, module_parameters, nonfinite_par
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
 from .watch_finding import Finding, Phase
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
+from .watch_update import BeforeUpdate, copy_before_update, nonfinite_settings, update_will_break
 
 LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is 0/0"
 
@@ -155,6 +155,8 @@ class Watch:
         self.step = _steps_taken(optimizer) if optimizer is not None else -1
         self.micro, self.micro_steps = -1, None if optimizer is not None else 1
         self.finding: Finding | None = None
+        # The update's inputs, copied only before an update a non-finite setting will break.
+        self.before_update: BeforeUpdate | None = None
         self.batch: tuple[Any, ...] = ()
         self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # this step's
         self._names: dict[int, tuple[list[str], list[str]]] = {}  # per micro-step
@@ -273,6 +275,8 @@ class Watch:
             return
         grads = _sums([p.grad for p in self._params], self._params[0])
         key = first_bad(~torch.isfinite(grads))
+        if update_will_break(optimizer):  # host numbers only: no cost on a sound step
+            self.before_update = copy_before_update(self.model, optimizer)
         if self.group is None:
             index = int(key)  # one host read per checked step
             if index != NO_KEY:
@@ -306,6 +310,8 @@ class Watch:
             if self.checked and self._params:
                 self._check_update()
         finally:
+            if self.finding is None:
+                self.before_update = None
             self.step += 1
             self.micro_steps = self.micro + 1 if self.micro >= 0 else self.micro_steps
             self.micro = -1
@@ -416,18 +422,7 @@ class Watch:
         param = dict(self.model.named_parameters()).get(where)
         groups = self.optimizer.param_groups if self.optimizer is not None else []
         group = next((g for g in groups if any(p is param for p in g["params"])), {})
-        bad = []
-        for key, value in group.items():
-            if key == "params":
-                continue
-            values = value if isinstance(value, (tuple, list)) else (value,)
-            numbers = [
-                float(v)
-                for v in values
-                if isinstance(v, float) or (isinstance(v, torch.Tensor) and v.numel() == 1)
-            ]
-            if not all(map(math.isfinite, numbers)):
-                bad.append(f"{key} is {numbers[0] if len(numbers) == 1 else tuple(numbers)}")
+        bad = nonfinite_settings(group)
         return "; its group's " + ", ".join(bad) if bad else ""
 
     def _held(self, phase: Phase, where: str, ranks: tuple[int, ...]) -> tuple[HeldValues, ...]:

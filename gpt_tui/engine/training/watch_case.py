@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 CASE_FILE = "case.json"
 LATEST = "latest"  # a text file in the report folder: the newest case's folder name
 TOKENIZER_FILE = "tokenizer.json"
+GRADS_FILE = "grads.pt"  # an optimizer finding's gradients, when its weights are the step's
 # Which weights a case holds (case.json's "weights"): a finding in forward, loss, backward or
 # the gradients is made before the optimizer's step; an optimizer one after the update.
 STEP_START, AFTER_UPDATE = "step_start", "after_update"
@@ -163,6 +164,11 @@ def case_weights(case: dict[str, Any]) -> str:
     when = case.get("weights")
     if when is None:
         when = AFTER_UPDATE if finding.get("phase") == "optimizer" else STEP_START
+    if finding.get("phase") == "optimizer" and when == STEP_START:
+        return (
+            f"the case holds the weights as they were when step {step} began, with the "
+            "gradients and optimizer state the update took: the update is applied again"
+        )
     if when == AFTER_UPDATE:
         return (
             f"the case holds the weights after step {step}'s update made them non-finite, "
@@ -179,7 +185,7 @@ def _same_place(saved_phase: str, saved_where: str, phase: str, where: str) -> b
     if saved_phase in ("forward", "backward"):
         return (phase, where) == (saved_phase, saved_where)
     wanted = {"gradients": "backward", "optimizer": "optimizer"}.get(saved_phase)
-    return phase == wanted and where.endswith(f" {saved_where}")
+    return phase == wanted and (where == saved_where or where.endswith(f" {saved_where}"))
 
 
 def case_mismatch(case: dict[str, Any], phase: str | None, where: str | None) -> str | None:
@@ -252,6 +258,63 @@ def case_batch(case: dict[str, Any], context: int | None = None) -> list[torch.T
             f"of {context}: not this model's batch"
         )
     return inputs
+
+
+def _update_inputs(case: dict[str, Any]) -> tuple[type, list[list[str]], dict, dict]:
+    """The case's optimizer class (one of torch.optim's: no other code runs), its groups by
+    parameter name, its state and the gradients, checked."""
+    update = case.get("update")
+    out = Path(case["folder"])
+    name = update.get("optimizer_class") if isinstance(update, dict) else None
+    cls = getattr(torch.optim, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise CaseError(
+            f"{out}: its optimizer {name!r} is not one of torch.optim's, so its update "
+            "cannot be applied again here"
+        )
+    groups = update.get("groups")
+    if not (isinstance(groups, list) and all(isinstance(g, list) for g in groups)):
+        raise CaseError(f"{out}: 'update' names no parameter groups: not a case watch wrote")
+    _inside(out / CASE_FILE, update, "grads")
+    grads = _case_file(out / update["grads"], "gradients")
+    grads = grads.get("grads") if isinstance(grads, dict) else None
+    if not isinstance(grads, dict) or not all(isinstance(g, torch.Tensor) for g in grads.values()):
+        raise CaseError(f"{out / update['grads']} holds no gradients by parameter name")
+    state = (
+        _case_file(out / case["optimizer"], "optimizer state") if case.get("optimizer") else None
+    )
+    if not isinstance(state, dict):
+        raise CaseError(f"{out}: the case has no optimizer state to apply the update with")
+    return cls, groups, state, grads
+
+
+def replay_update(case: dict[str, Any], model: torch.nn.Module) -> Finding | None:
+    """An optimizer case holding the weights from before the update: the update applied
+    again, with the case's optimizer (class, settings and state) and gradients, under a
+    watch; the finding it gets. The model's weights are put back after."""
+    from .snapshot import restored
+
+    cls, groups, state, grads = _update_inputs(case)
+    params = dict(model.named_parameters())
+    missing = sorted({n for g in groups for n in g} - set(params))
+    if missing:
+        raise CaseError(f"{case['folder']}: the case's optimizer steps {missing[0]}, which "
+                        "this model does not have")  # fmt: skip
+    found: list[Finding] = []
+    with torch.inference_mode(False), restored(model, False, None):
+        optimizer = cls([{"params": [params[n] for n in g]} for g in groups])
+        try:
+            optimizer.load_state_dict(state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CaseError(f"{case['folder']}: its optimizer state does not load: {err}") from None
+        for n, p in params.items():
+            p.grad = grads[n].to(p.device, p.dtype) if n in grads else None
+        watch = Watch(model, lambda f, _: found.append(f), optimizer=optimizer, distributed=False)
+        try:
+            optimizer.step()
+        finally:
+            watch.close()
+    return found[0] if found else None
 
 
 def replay_case(

@@ -32,6 +32,7 @@ import shlex
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ from .watch import Finding
 from .watch_case import (
     AFTER_UPDATE,
     CASE_FILE,
+    GRADS_FILE,
     LATEST,
     NO_COPY,
     STEP_START,
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from ...io.tokenizers import CharTokenizer
+    from .watch_update import BeforeUpdate
 
     Vocabulary: TypeAlias = str | Path | CharTokenizer | None  # a meta.pkl, or the tokenizer
 
@@ -160,6 +163,21 @@ def _folder_name(finding: Finding) -> str:
     return f"step{finding.step}-{finding.phase}-{where.removeprefix('transformer.')}"
 
 
+@contextlib.contextmanager
+def _weights_before(model: nn.Module, before: BeforeUpdate | None) -> Iterator[None]:
+    """The model holding the weights copied before the update, for as long as it is saved
+    (the tensors are swapped, not copied), then its own again."""
+    named = [(n, p) for n, p in model.named_parameters() if before and n in before.weights]
+    own = [p.data for _, p in named]
+    try:
+        for n, p in named:
+            p.data = before.weights[n]  # type: ignore[union-attr]
+        yield
+    finally:
+        for (_, p), data in zip(named, own, strict=True):
+            p.data = data
+
+
 def _fill(
     out: Path,
     model: nn.Module,
@@ -167,22 +185,36 @@ def _fill(
     batch: tuple[Any, ...],
     optimizer: torch.optim.Optimizer | None,
     meta: Vocabulary,
+    before: BeforeUpdate | None,
 ) -> dict[str, Any]:
     """Write the case's files, case.json aside, into `out`; returns case.json's fields."""
     model = unwrap_model(model)
     tensors = [t.detach().cpu() for t in batch if isinstance(t, torch.Tensor)]
     atomic_torch_save({"inputs": tensors}, out / "batch.pt")
     if optimizer is not None:
-        atomic_torch_save(optimizer.state_dict(), out / "optimizer.pt")
+        state = before.optimizer_state if before is not None else optimizer.state_dict()
+        atomic_torch_save(state, out / "optimizer.pt")
+    update = None
+    if before is not None:
+        grads = {n: g.cpu() for n, g in before.grads.items()}
+        atomic_torch_save({"grads": grads}, out / GRADS_FILE)
+        update = {
+            "grads": GRADS_FILE,
+            "optimizer_class": before.optimizer_class,
+            "groups": before.groups,
+        }
     tokenizer, vocabulary = _vocabulary(model, meta)
     if tokenizer is not None:
         atomic_write_text(out / TOKENIZER_FILE, json.dumps(tokenizer.to_json()) + "\n")
-    checkpoint = _save_weights(out, model, finding.step)
+    with _weights_before(model, before):
+        checkpoint = _save_weights(out, model, finding.step)
     user_file = _user_file(model)
+    after = finding.phase == "optimizer" and before is None
     return {
         "finding": dataclasses.asdict(finding),
         "summary": finding.summary,
-        "weights": AFTER_UPDATE if finding.phase == "optimizer" else STEP_START,
+        "weights": AFTER_UPDATE if after else STEP_START,
+        "update": update,
         "checkpoint": Path(checkpoint).name if checkpoint != str(out) else ".",
         "model_file": user_file,
         "model_file_sha256": sha256_file(user_file) if user_file else None,
@@ -264,6 +296,7 @@ def write_case(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     meta: Vocabulary = None,
+    before: BeforeUpdate | None = None,
 ) -> CaseWritten:
     """Write the finding's case as a new folder inside the report folder `folder` and
     point `latest` at it. Never raises for a file-system failure: the result holds the
@@ -277,7 +310,7 @@ def write_case(
         _remove_abandoned(root)
         prefix = f"{_WRITING}{socket.gethostname()}-{os.getpid()}-"
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-        case = _fill(tmp, model, finding, batch, optimizer, meta)
+        case = _fill(tmp, model, finding, batch, optimizer, meta, before)
         base = _folder_name(finding)
         for n in range(1, 10_000):
             final = root / (base if n == 1 else f"{base}.{n}")

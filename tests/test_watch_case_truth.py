@@ -34,7 +34,7 @@ MISMATCH = (
 )
 
 
-def lr_inf_at_step_3(report: Path, accumulate: int, on: str = "report") -> gpt_tui.Finding:
+def lr_inf_at_step_3(report: Path | None, accumulate: int, on: str = "report") -> gpt_tui.Finding:
     """A loop whose learning rate becomes inf at step 3, `accumulate` micro-steps a step."""
     model = tiny_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -64,19 +64,71 @@ def train_step(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_an_optimizer_case_says_it_holds_the_broken_weights_and_that_it_reopens_elsewhere(
+def test_an_update_an_inf_lr_breaks_is_saved_before_it_and_applied_again(
     tmp_path: Path, accumulate: int
 ) -> None:
     report = tmp_path / "report"
     finding = lr_inf_at_step_3(report, accumulate)
-    assert (finding.step, finding.phase, finding.where) == (
-        3,
-        "optimizer",
-        "transformer.wte.weight",
-    )
+    where = "transformer.wte.weight"
+    assert (finding.step, finding.phase, finding.where) == (3, "optimizer", where)
+    assert finding.detail.endswith("; its group's lr is inf")
     folder = Path(finding.report)
     case = json.loads((folder / "case.json").read_text())
-    assert case["weights"] == AFTER_UPDATE
+    assert case["weights"] == STEP_START
+    assert case["update"] == {
+        "grads": "grads.pt", "optimizer_class": "AdamW", "groups": [[n for n, _ in
+        tiny_model().named_parameters()]],
+    }  # fmt: skip
+    readme = (folder / "README.md").read_text()
+    assert "the weights as they were when the step began (`ckpt.pt`)" in readme
+    # the saved weights are the step's own: finite, and the optimizer state is step 3's
+    ckpt = torch.load(folder / "ckpt.pt", weights_only=True)
+    assert all(t.isfinite().all() for t in ckpt["model"].values())
+    state = torch.load(folder / "optimizer.pt", weights_only=True)
+    assert state["param_groups"][0]["lr"] == float("inf")
+    assert all(int(s["step"]) == 3 for s in state["state"].values())
+
+    code, out = train_step("--case", str(report))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == (
+        "the case holds the weights as they were when step 3 began, with the gradients and "
+        "optimizer state the update took: the update is applied again"
+    )
+    # the same update on the same inputs: the same parameter, the same counts
+    assert lines[2] == (
+        "the update applied again (the case's AdamW, its state and gradients): optimizer at "
+        f"{where} ({finding.detail})"
+    )
+    assert "not the saved finding" not in out
+
+    code, out = train_step("--case", str(report), "--json")
+    data = json.loads(out)
+    assert data["case_weights"] == lines[1]
+    assert data["case_update"]["finding"] == {"phase": "optimizer", "where": where}
+
+
+def overflowing_update(report: Path) -> gpt_tui.Finding:
+    """An SGD update that overflows fp32 with finite settings: nothing warns before it."""
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e38)
+    x, y = batches(65, 1)[0]
+    with gpt_tui.watch(model, optimizer=optimizer, report=report, on="report") as watch:
+        _, loss = model(x, y)
+        (loss * SCALE).backward()
+        optimizer.step()
+    assert watch.finding is not None
+    return watch.finding
+
+
+def test_an_update_that_broke_weights_unannounced_keeps_them_and_says_so(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    finding = overflowing_update(report)
+    assert (finding.phase, finding.where) == ("optimizer", "transformer.wte.weight")
+    folder = Path(finding.report)
+    case = json.loads((folder / "case.json").read_text())
+    assert case["weights"] == AFTER_UPDATE and case["update"] is None
+    assert not (folder / "grads.pt").exists()
     readme = (folder / "README.md").read_text()
     assert "the weights as the update left them (`ckpt.pt`; not as the step began" in readme
     assert "when the step began (" not in readme and "on the same finding" not in readme
@@ -90,9 +142,9 @@ def test_an_optimizer_case_says_it_holds_the_broken_weights_and_that_it_reopens_
     assert code == 0
     lines = out.splitlines()
     assert lines[1] == (
-        "the case holds the weights after step 3's update made them non-finite, not as the "
-        "step began (a watch keeps no copy of the weights from before a step, which would "
-        "cost a copy on every step)"
+        "the case holds the weights after step 0's update made them non-finite, not as the "
+        "step began (the watch copies the weights before an update only when a setting that "
+        "is not finite (an lr of inf) shows it will break them, not on every step)"
     )
     note = [line for line in lines if "not the saved finding" in line]
     assert len(note) == 1 and note[0].startswith("note: " + MISMATCH), out
@@ -100,9 +152,32 @@ def test_an_optimizer_case_says_it_holds_the_broken_weights_and_that_it_reopens_
 
     code, out = train_step("--case", str(report), "--json")
     data = json.loads(out)
-    assert data["case_weights"] == lines[1]
+    assert data["case_weights"] == lines[1] and data["case_update"] is None
     assert data["first_nonfinite"]["phase"] == "forward"
     assert any(n.startswith(MISMATCH) for n in data["notes"])
+
+
+def test_a_sound_run_copies_no_weights_before_its_updates(monkeypatch) -> None:
+    from gpt_tui.engine.training import watch_update
+
+    copies = []
+    real = watch_update.copy_before_update
+    monkeypatch.setattr(
+        "gpt_tui.engine.training.watch.copy_before_update",
+        lambda *a: copies.append(1) or real(*a),
+    )
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    with gpt_tui.watch(model, optimizer=optimizer, report=None):
+        for x, y in batches(65, 4):
+            _, loss = model(x, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert copies == []
+    with pytest.raises(gpt_tui.NonFiniteError):
+        lr_inf_at_step_3(None, 1, on="raise")
+    assert copies == [1]  # the one step whose lr was inf
 
 
 def test_a_case_that_reopens_on_its_finding_says_its_weights_and_no_mismatch(
@@ -210,14 +285,14 @@ def test_a_case_naming_weights_of_no_known_kind_is_one_error(tmp_path: Path) -> 
 
 
 def test_doctor_shows_no_validation_loss_for_a_case(tmp_path: Path, capsys) -> None:
-    finding = lr_inf_at_step_3(tmp_path / "report", 1)
+    finding = overflowing_update(tmp_path / "report")
     ckpt = str(Path(finding.report) / "ckpt.pt")
     assert run(["doctor", "--checkpoint", ckpt]) == 0
     out = capsys.readouterr().out
     assert "iter num" in out and "best val loss" not in out
     assert run(["doctor", "--checkpoint", ckpt, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["iter num"] == 3 and "best val loss" not in data
+    assert data["iter num"] == 0 and "best val loss" not in data
 
 
 def test_an_update_that_overflows_with_finite_settings_names_no_setting() -> None:
@@ -253,3 +328,37 @@ def test_a_non_finite_setting_of_the_broken_parameters_group_is_named(tmp_path: 
         n for n, p in model.named_parameters() if p.dim() < 2
     }
     assert finding.detail.endswith("; its group's betas is (0.9, nan)"), finding.detail
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optimizer_class": "os"}, "its optimizer 'os' is not one of torch.optim's"),
+        ({"grads": "../../grads.pt"}, "outside the case folder"),
+        ({"groups": "all"}, "'update' names no parameter groups"),
+        ({"groups": [["no.such.weight"]]}, "steps no.such.weight, which this model does"),
+    ],
+)
+def test_a_damaged_update_is_one_line(tmp_path: Path, change: dict, message: str) -> None:
+    report = tmp_path / "report"
+    lr_inf_at_step_3(report, 1)
+    folder = Path(read_case(report)["folder"])
+    data = json.loads((folder / "case.json").read_text())
+    data["update"] = {**data["update"], **change}
+    (folder / "case.json").write_text(json.dumps(data))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert run(["train-step", "--case", str(report)]) == 2
+    said = err.getvalue().strip()
+    assert len(said.splitlines()) == 1 and message in said, said
+
+
+def test_gradients_that_are_not_tensors_are_refused(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    lr_inf_at_step_3(report, 1)
+    folder = Path(read_case(report)["folder"])
+    torch.save({"grads": {"transformer.wte.weight": 3}}, folder / "grads.pt")
+    with pytest.raises(CaseError, match="holds no gradients by parameter name"):
+        from gpt_tui.engine.training.watch_case import replay_update
+
+        replay_update(read_case(report), tiny_model())

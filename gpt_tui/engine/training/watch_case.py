@@ -29,7 +29,8 @@ GRADS_FILE = "grads.pt"  # an optimizer finding's gradients, when its weights ar
 # the gradients is made before the optimizer's step; an optimizer one after the update.
 STEP_START, AFTER_UPDATE = "step_start", "after_update"
 NO_COPY = (
-    "a watch keeps no copy of the weights from before a step, which would cost a copy on every step"
+    "the watch copies the weights before an update only when a setting that is not finite "
+    "(an lr of inf) shows it will break them, not on every step"
 )
 
 

@@ -81,6 +81,8 @@ def test_an_update_an_inf_lr_breaks_is_saved_before_it_and_applied_again(
     }  # fmt: skip
     readme = (folder / "README.md").read_text()
     assert "the weights as they were when the step began (`ckpt.pt`)" in readme
+    assert "the gradients the update took (`grads.pt`)" in readme
+    assert "on the same finding (it applies the update again)" in readme
     # the saved weights are the step's own: finite, and the optimizer state is step 3's
     ckpt = torch.load(folder / "ckpt.pt", weights_only=True)
     assert all(t.isfinite().all() for t in ckpt["model"].values())

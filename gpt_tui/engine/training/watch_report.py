@@ -246,6 +246,8 @@ def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) ->
     else:
         when = f"the weights as they were when the step began (`{case['checkpoint']}`)"
         opening = "Open this case on the same finding:"
+        if case["update"]:
+            opening = "Open this case on the same finding (it applies the update again):"
     trust = (
         f"\n`--trust-case-code` imports your model file, `{case['model_file']}`: give it only "
         "for a case whose file you trust (the case refuses a file changed since).\n"
@@ -254,6 +256,8 @@ def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) ->
     )
     after = ", after the update" if case["weights"] == AFTER_UPDATE else ""
     optim = f"the optimizer's state (`optimizer.pt`{after}), " if case["optimizer"] else ""
+    if case["update"]:
+        optim += f"the gradients the update took (`{GRADS_FILE}`), "
     if (case["tokenizer"] or {}).get("file"):
         optim += f"the vocabulary (`{TOKENIZER_FILE}`), "
     readme = f"""# gpt-tui report: a non-finite value at step {finding.step}

@@ -7,9 +7,12 @@ reader (or a kill at any moment) sees one finding's set or none. The folder hold
 - the weights: `ckpt.pt` in nanoGPT's format (our nanoGPT family and models from the
   user's own file) or nanochat's `model_<step>.pt` + `meta_<step>.json` (our nanochat
   family), as they were when the step began; for an optimizer finding, as the update left
-  them (case.json's "weights" says which: the watch copies no weights before a step);
+  them, unless the watch copied them before it (watch_update.py); case.json's "weights"
+  says which;
 - `batch.pt`: the step's inputs (token ids, targets), as plain tensors;
-- `optimizer.pt`: the optimizer's state, when the watch was given one;
+- `optimizer.pt`: the optimizer's state, when the watch was given one (from before the
+  update when the weights are);
+- `grads.pt`: the gradients the update took, when the weights are from before it;
 - `tokenizer.json`: the char vocabulary, when the run's meta.pkl (or tokenizer) was given
   or found;
 - `case.json`: the finding, how to open the case, and the sha256 of the user's model file

@@ -146,7 +146,8 @@ def test_an_update_that_broke_weights_unannounced_keeps_them_and_says_so(tmp_pat
     assert lines[1] == (
         "the case holds the weights after step 0's update made them non-finite, not as the "
         "step began (the watch copies the weights before an update only when a setting that "
-        "is not finite (an lr of inf) shows it will break them, not on every step)"
+        "is not finite (an lr of inf) shows it will break them, and the optimizer is one of "
+        "torch.optim's; not on every step)"
     )
     note = [line for line in lines if "not the saved finding" in line]
     assert len(note) == 1 and note[0].startswith("note: " + MISMATCH), out
@@ -364,3 +365,23 @@ def test_gradients_that_are_not_tensors_are_refused(tmp_path: Path) -> None:
         from gpt_tui.engine.training.watch_case import replay_update
 
         replay_update(read_case(report), tiny_model())
+
+
+def test_an_optimizer_of_its_own_gets_no_copy_and_a_case_of_the_broken_weights(
+    tmp_path: Path,
+) -> None:
+    """A case applies an update again only with torch.optim's classes: copying the weights
+    for any other would cost a copy for nothing."""
+
+    class MyAdamW(torch.optim.AdamW):
+        pass
+
+    model = tiny_model()
+    optimizer = MyAdamW(model.parameters(), lr=float("inf"))
+    x, y = batches(65, 1)[0]
+    with gpt_tui.watch(model, optimizer=optimizer, report=tmp_path, on="report") as watch:
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+    assert watch.finding is not None and watch.finding.phase == "optimizer"
+    assert read_case(tmp_path)["weights"] == AFTER_UPDATE

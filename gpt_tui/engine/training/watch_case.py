@@ -30,7 +30,8 @@ GRADS_FILE = "grads.pt"  # an optimizer finding's gradients, when its weights ar
 STEP_START, AFTER_UPDATE = "step_start", "after_update"
 NO_COPY = (
     "the watch copies the weights before an update only when a setting that is not finite "
-    "(an lr of inf) shows it will break them, not on every step"
+    "(an lr of inf) shows it will break them, and the optimizer is one of torch.optim's; "
+    "not on every step"
 )
 
 

@@ -61,5 +61,8 @@ def copy_before_update(model: nn.Module, optimizer: torch.optim.Optimizer) -> Be
 
 
 def update_will_break(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether a group's plain-number setting is not finite (no tensor is read)."""
+    """Whether a group's plain-number setting is not finite (no tensor is read), for an
+    optimizer of torch.optim's, the only ones a case applies again (no other code runs)."""
+    if getattr(torch.optim, type(optimizer).__name__, None) is not type(optimizer):
+        return False
     return any(nonfinite_settings(g, tensors=False) for g in optimizer.param_groups)

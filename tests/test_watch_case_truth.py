@@ -24,6 +24,7 @@ from gpt_tui.engine.training.watch_case import (
     CaseError,
     case_mismatch,
     read_case,
+    replay_case,
 )
 
 SCALE = 1e6  # the loss's: gradients large enough for an update to overflow
@@ -103,6 +104,9 @@ def test_an_update_an_inf_lr_breaks_is_saved_before_it_and_applied_again(
         f"{where} ({finding.detail})"
     )
     assert "not the saved finding" not in out
+    again, session = replay_case(report)
+    session.close()
+    assert (again.phase, again.where, again.detail) == ("optimizer", where, finding.detail)
 
     code, out = train_step("--case", str(report), "--json")
     data = json.loads(out)

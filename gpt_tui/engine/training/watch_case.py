@@ -322,8 +322,9 @@ def replay_update(case: dict[str, Any], model: torch.nn.Module) -> Finding | Non
 def replay_case(
     folder: str | Path, device: str = "cpu", *, trust_code: bool = False
 ) -> tuple[Finding | None, Session]:
-    """Open the case's model and run its step again under a watch: the finding it gets
-    (the saved one, when the case reproduces) and the session, for the caller to close.
+    """Open the case's model and run its step again under a watch (and the update, for an
+    optimizer case that holds the weights from before it): the finding it gets (the saved
+    one, when the case reproduces) and the session, for the caller to close.
     A case that names a model file runs it only with `trust_code`."""
     from ..core.session import ModelSpec, Session
 
@@ -362,4 +363,10 @@ def replay_case(
         watch.close()
         model.train(training)
         model.zero_grad(set_to_none=True)
+    if not found and case.get("update") and case.get("weights") == STEP_START:
+        try:  # an optimizer case holding the weights from before its update: apply it again
+            found = [f for f in [replay_update(case, model)] if f is not None]
+        except BaseException:
+            session.close()
+            raise
     return (found[0] if found else None), session

@@ -135,6 +135,7 @@ class WatchHandle:
                     finding, report=str(written.path), command=written.command
                 )
                 self._watch.finding = finding
+        self._watch.before_update = None  # the case has it: its memory goes back to the run
         warning = None if written is None else written.error
         # Under torchrun every rank would open its own app in one terminal: raise instead.
         terminal = group is None and sys.stdin.isatty() and sys.stdout.isatty()

@@ -28,7 +28,9 @@ The first non-finite value is named in the phase it arose in:
   update while every watched module's gradient was (or that another rank's gradients
   made non-finite in the all-reduce);
 - optimizer (given `optimizer=`): a parameter that its update made non-finite while its
-  gradient was finite.
+  gradient was finite. Before an update that a non-finite setting (an lr of inf) will break,
+  and only then, the weights, gradients and optimizer state are copied for the case
+  (watch_update.py).
 """
 
 from __future__ import annotations

@@ -62,7 +62,6 @@ def main() -> int:
                 print(f"step {step}: loss {loss.item():.4f}")
     except gpt_tui.NonFiniteError as err:
         print(f"stopped: {err}", file=sys.stderr)
-        print(f"open it: gpt-tui train-step --case {args.report}", file=sys.stderr)
         return 1
     print("no non-finite value: try a higher --lr")
     return 0

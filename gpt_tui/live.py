@@ -121,16 +121,21 @@ class WatchHandle:
         if self.report is not None:
             # Under torchrun every rank writes its own case, and rank 0 the top case.json.
             folder = self.report if group is None else rank_folder(self.report, group[0])
+            before = self._watch.before_update if finding.phase == "optimizer" else None
             written = write_case(
-                folder, self._watch.model, finding, batch, self.optimizer, meta=self.tokenizer
-            )
+                folder, self._watch.model, finding, batch, self.optimizer,
+                meta=self.tokenizer, before=before,
+            )  # fmt: skip
             if group is not None and group[0] == 0:
                 failed = write_ranks_case(self.report, finding, group[1])
                 if failed:
                     print(f"{self._prefix}warning: {failed}", file=sys.stderr)
             if written.path is not None:
-                finding = dataclasses.replace(finding, report=str(written.path))
+                finding = dataclasses.replace(
+                    finding, report=str(written.path), command=written.command
+                )
                 self._watch.finding = finding
+        self._watch.before_update = None  # the case has it: its memory goes back to the run
         warning = None if written is None else written.error
         # Under torchrun every rank would open its own app in one terminal: raise instead.
         terminal = group is None and sys.stdin.isatty() and sys.stdout.isatty()

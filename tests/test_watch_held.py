@@ -104,7 +104,9 @@ def test_an_update_that_breaks_a_weight_says_how_many_values_it_left() -> None:
     finding = raised.value.finding
     assert finding.phase == "optimizer" and finding.held[0].name == finding.where
     held = finding.held[0]
-    assert finding.detail == f"its gradient was finite; the update left {held.counts} in it"
+    assert finding.detail == (
+        f"its gradient was finite; the update left {held.counts} in it; its group's lr is inf"
+    )
     assert held.nan + held.inf > 0
 
 

@@ -91,9 +91,33 @@ def _vocabulary_note(case: dict[str, Any], args: argparse.Namespace) -> str | No
     )
 
 
+def _case_notes(case: dict[str, Any], hit: Any) -> str | None:
+    """The line saying the reopened step (or update) found something else than the saved
+    finding."""
+    from ..engine.training.watch_case import case_mismatch
+
+    return case_mismatch(case, *((None, None) if hit is None else (hit.phase, hit.where)))
+
+
+def _replay_update(case: dict[str, Any] | None, session: Any) -> tuple[str, Any] | None:
+    """An optimizer case that holds the weights from before its update: that update applied
+    again, in words, and its finding."""
+    from ..engine.training.watch_case import STEP_START, replay_update
+
+    if case is None or not case.get("update") or case.get("weights") != STEP_START:
+        return None
+    found = replay_update(case, session.model)
+    what = "no non-finite value" if found is None else f"{found.phase} at {found.where}"
+    if found is not None:
+        what += f" ({found.detail})"
+    name = case["update"].get("optimizer_class")
+    return f"the update applied again (the case's {name}, its state and gradients): {what}", found
+
+
 def cmd_train_step(args: argparse.Namespace) -> int:
     from ..engine.debugger import Debugger
     from ..engine.training.step import StepOptions, autocast_dtype
+    from ..engine.training.watch_case import case_weights
 
     autocast = None if args.dtype == "float32" else args.dtype
     autocast_dtype(autocast)
@@ -127,16 +151,26 @@ def cmd_train_step(args: argparse.Namespace) -> int:
             notes.append(f"--block {args.block} cropped to the model's context of {context}")
         if case is not None:
             notes.append(_vocabulary_note(case, args))
+        update = _replay_update(case, session)
         view = debugger.train_step("continue").training
         assert view is not None and view.report is not None
+        if case is not None:
+            hit = update[1] if update is not None else view.report.first_nonfinite
+            notes.append(_case_notes(case, hit))
         done: list[HealthStep] = []
         interrupted = False
         try:  # the step's report streams out first; Ctrl-C keeps the steps taken so far
             if not args.json:
                 if case is not None:
                     print(f"the saved case: {case.get('summary', case['folder'])}")
+                    print(case_weights(case))
+                    if update is not None:
+                        print(update[0])
                 for note in filter(None, notes):
-                    render.console().print(f"[yellow]note:[/] {note}", highlight=False)
+                    # one line each, as grep and tail see it: the terminal wraps it
+                    render.console().print(
+                        f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True
+                    )
                 print_report(view)
                 sys.stdout.flush()
             if args.keep:
@@ -158,6 +192,12 @@ def cmd_train_step(args: argparse.Namespace) -> int:
         data = step_json(view, result)
         if case is not None:
             data["case"] = case.get("finding")
+            data["case_weights"] = case_weights(case)
+            found = update[1] if update is not None else None
+            data["case_update"] = None if update is None else {
+                "text": update[0],
+                "finding": None if found is None else {"phase": found.phase, "where": found.where},
+            }  # fmt: skip
         render.print_json({**data, "notes": list(filter(None, notes)), "interrupted": interrupted})
     else:
         print_health(result)

@@ -6,6 +6,7 @@ person reads.
 
 from __future__ import annotations
 
+import math
 import platform
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -183,6 +184,10 @@ def diagnose(session: Session) -> list[Finding]:
             findings.append(Finding(key.replace("_", " "), str(info[key]), str(info[key])))
     for key in ("iter_num", "step", "best_val_loss", "val_loss"):
         value = info.get(key)
+        # Not a loss but "none measured": train.py's inf before its first evaluation, a
+        # watch case's nan (a case is one step of a run: it has no validation loss).
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
         if value is not None:
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             findings.append(Finding(key.replace("_", " "), value, shown))

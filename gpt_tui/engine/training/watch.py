@@ -28,7 +28,9 @@ The first non-finite value is named in the phase it arose in:
   update while every watched module's gradient was (or that another rank's gradients
   made non-finite in the all-reduce);
 - optimizer (given `optimizer=`): a parameter that its update made non-finite while its
-  gradient was finite.
+  gradient was finite. Before an update that a non-finite setting (an lr of inf) will break,
+  and only then, the weights, gradients and optimizer state are copied for the case
+  (watch_update.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .held_values import HeldValues, held_text, module_parameters, nonfinite_par
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
 from .watch_finding import Finding, Phase
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
+from .watch_update import BeforeUpdate, copy_before_update, nonfinite_settings, update_will_break
 
 LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is 0/0"
 
@@ -154,6 +157,8 @@ class Watch:
         self.step = _steps_taken(optimizer) if optimizer is not None else -1
         self.micro, self.micro_steps = -1, None if optimizer is not None else 1
         self.finding: Finding | None = None
+        # The update's inputs, copied only before an update a non-finite setting will break.
+        self.before_update: BeforeUpdate | None = None
         self.batch: tuple[Any, ...] = ()
         self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # this step's
         self._names: dict[int, tuple[list[str], list[str]]] = {}  # per micro-step
@@ -272,6 +277,8 @@ class Watch:
             return
         grads = _sums([p.grad for p in self._params], self._params[0])
         key = first_bad(~torch.isfinite(grads))
+        if update_will_break(optimizer):  # host numbers only: no cost on a sound step
+            self.before_update = copy_before_update(self.model, optimizer)
         if self.group is None:
             index = int(key)  # one host read per checked step
             if index != NO_KEY:
@@ -305,6 +312,8 @@ class Watch:
             if self.checked and self._params:
                 self._check_update()
         finally:
+            if self.finding is None:
+                self.before_update = None
             self.step += 1
             self.micro_steps = self.micro + 1 if self.micro >= 0 else self.micro_steps
             self.micro = -1
@@ -409,6 +418,15 @@ class Watch:
         detail += "replay of the micro-batch on a copy of the model named it"
         self._found(f.phase, f.where, detail, micro, micro_steps, held=f.held)
 
+    def _group_settings(self, where: str) -> str:
+        """The non-finite settings (lr, eps, betas, ...) of the broken parameter's group,
+        read at the finding only: `; its group's lr is inf`, or nothing."""
+        param = dict(self.model.named_parameters()).get(where)
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        group = next((g for g in groups if any(p is param for p in g["params"])), {})
+        bad = nonfinite_settings(group)
+        return "; its group's " + ", ".join(bad) if bad else ""
+
     def _held(self, phase: Phase, where: str, ranks: tuple[int, ...]) -> tuple[HeldValues, ...]:
         """At a forward finding, the module's parameters that already hold NaN/Inf; at an
         optimizer one, the parameter the update broke. One read, on this rank's values."""
@@ -440,6 +458,8 @@ class Watch:
                 detail += "; " + (held_text(held, "at this forward") or "")
             elif phase == "optimizer" and held:
                 detail = f"its gradient was finite; the update left {held[0].counts} in it"
+            if phase == "optimizer":
+                detail += self._group_settings(where)
         self.finding = Finding(
             self.step, phase, where, detail, None, micro, micro_steps,
             ranks[0] if ranks else None, ranks, received, held,

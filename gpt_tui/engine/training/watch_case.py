@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 CASE_FILE = "case.json"
 LATEST = "latest"  # a text file in the report folder: the newest case's folder name
 TOKENIZER_FILE = "tokenizer.json"
+GRADS_FILE = "grads.pt"  # an optimizer finding's gradients, when its weights are the step's
+# Which weights a case holds (case.json's "weights"): a finding in forward, loss, backward or
+# the gradients is made before the optimizer's step; an optimizer one after the update.
+STEP_START, AFTER_UPDATE = "step_start", "after_update"
+NO_COPY = (
+    "the watch copies the weights before an update only when a setting that is not finite "
+    "(an lr of inf) shows it will break them, and the optimizer is one of torch.optim's; "
+    "not on every step"
+)
 
 
 class CaseError(GptTuiError, ValueError):
@@ -107,6 +116,11 @@ def read_case(folder: str | Path) -> dict[str, Any]:
             raise CaseError(f"{path}: {key!r} is {_kind(case[key])}; it must be a string")
     if not isinstance(case.get("finding", {}), dict):
         raise CaseError(f"{path}: 'finding' is {_kind(case['finding'])}; it must be an object")
+    if case.get("weights") not in (None, STEP_START, AFTER_UPDATE):
+        raise CaseError(
+            f"{path}: 'weights' is {case['weights']!r}; it must be {STEP_START!r} or "
+            f"{AFTER_UPDATE!r}"
+        )
     tokenizer = case.get("tokenizer")
     if tokenizer is not None:
         if not isinstance(tokenizer, dict):
@@ -143,6 +157,66 @@ def case_vocabulary(case: dict[str, Any]) -> str | None:
     name = tokenizer.get("file")
     path = Path(case["folder"]) / name if name else None
     return str(path) if path is not None and path.is_file() else None
+
+
+def case_weights(case: dict[str, Any]) -> str:
+    """Which weights the case holds, in words (older cases: told by the finding's phase)."""
+    finding = case.get("finding") or {}
+    step = finding.get("step", "?")
+    when = case.get("weights")
+    if when is None:
+        when = AFTER_UPDATE if finding.get("phase") == "optimizer" else STEP_START
+    if finding.get("phase") == "optimizer" and when == STEP_START:
+        return (
+            f"the case holds the weights as they were when step {step} began, with the "
+            "gradients and optimizer state the update took: the update is applied again"
+        )
+    if when == AFTER_UPDATE:
+        return (
+            f"the case holds the weights after step {step}'s update made them non-finite, "
+            f"not as the step began ({NO_COPY})"
+        )
+    return f"the case holds the weights as they were when step {step} began"
+
+
+def _same_place(saved_phase: str, saved_where: str, phase: str, where: str) -> bool:
+    """Whether the step run again found what the watch found (the training step names a
+    parameter's gradient or update in words, the watch names the parameter)."""
+    if saved_phase == "loss":
+        return phase == "loss"
+    if saved_phase in ("forward", "backward"):
+        return (phase, where) == (saved_phase, saved_where)
+    wanted = {"gradients": "backward", "optimizer": "optimizer"}.get(saved_phase)
+    return phase == wanted and (where == saved_where or where.endswith(f" {saved_where}"))
+
+
+def case_mismatch(case: dict[str, Any], phase: str | None, where: str | None) -> str | None:
+    """One line when the reopened step's first non-finite value (`phase` at `where`, None for
+    none) is not the saved finding: both, and why they may differ; None when they agree."""
+    finding = case.get("finding") or {}
+    saved_phase, saved_where = finding.get("phase"), finding.get("where")
+    if not isinstance(saved_phase, str) or not isinstance(saved_where, str):
+        return None  # a case that names no finding: nothing to compare with
+    if (
+        phase is not None
+        and where is not None
+        and _same_place(saved_phase, saved_where, phase, where)
+    ):
+        return None
+    found = "no non-finite value" if phase is None else f"{phase} at {where}"
+    saved = f"{saved_phase} at {saved_where}"
+    if case.get("weights", AFTER_UPDATE if saved_phase == "optimizer" else None) == AFTER_UPDATE:
+        why = (
+            "the case holds the weights after the update that broke them, so the step run "
+            "again meets them at their first use (the update itself is not replayed)"
+        )
+    else:
+        why = "the step runs again with train-step's own optimizer (--lr, --clip) and dropout off"
+        micro, steps = finding.get("micro_step"), finding.get("micro_steps")
+        if isinstance(steps, int) and steps > 1:
+            why += f", on micro-step {micro}'s batch alone (your loop accumulated {steps})"
+        why += ", not inside your loop"
+    return f"the reopened step found {found}, not the saved finding ({saved}): {why}"
 
 
 def case_checkpoint(case: dict[str, Any]) -> str:
@@ -188,11 +262,69 @@ def case_batch(case: dict[str, Any], context: int | None = None) -> list[torch.T
     return inputs
 
 
+def _update_inputs(case: dict[str, Any]) -> tuple[type, list[list[str]], dict, dict]:
+    """The case's optimizer class (one of torch.optim's: no other code runs), its groups by
+    parameter name, its state and the gradients, checked."""
+    update = case.get("update")
+    out = Path(case["folder"])
+    name = update.get("optimizer_class") if isinstance(update, dict) else None
+    cls = getattr(torch.optim, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise CaseError(
+            f"{out}: its optimizer {name!r} is not one of torch.optim's, so its update "
+            "cannot be applied again here"
+        )
+    groups = update.get("groups")
+    if not (isinstance(groups, list) and all(isinstance(g, list) for g in groups)):
+        raise CaseError(f"{out}: 'update' names no parameter groups: not a case watch wrote")
+    _inside(out / CASE_FILE, update, "grads")
+    grads = _case_file(out / update["grads"], "gradients")
+    grads = grads.get("grads") if isinstance(grads, dict) else None
+    if not isinstance(grads, dict) or not all(isinstance(g, torch.Tensor) for g in grads.values()):
+        raise CaseError(f"{out / update['grads']} holds no gradients by parameter name")
+    state = (
+        _case_file(out / case["optimizer"], "optimizer state") if case.get("optimizer") else None
+    )
+    if not isinstance(state, dict):
+        raise CaseError(f"{out}: the case has no optimizer state to apply the update with")
+    return cls, groups, state, grads
+
+
+def replay_update(case: dict[str, Any], model: torch.nn.Module) -> Finding | None:
+    """An optimizer case holding the weights from before the update: the update applied
+    again, with the case's optimizer (class, settings and state) and gradients, under a
+    watch; the finding it gets. The model's weights are put back after."""
+    from .snapshot import restored
+
+    cls, groups, state, grads = _update_inputs(case)
+    params = dict(model.named_parameters())
+    missing = sorted({n for g in groups for n in g} - set(params))
+    if missing:
+        raise CaseError(f"{case['folder']}: the case's optimizer steps {missing[0]}, which "
+                        "this model does not have")  # fmt: skip
+    found: list[Finding] = []
+    with torch.inference_mode(False), restored(model, False, None):
+        optimizer = cls([{"params": [params[n] for n in g]} for g in groups])
+        try:
+            optimizer.load_state_dict(state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CaseError(f"{case['folder']}: its optimizer state does not load: {err}") from None
+        for n, p in params.items():
+            p.grad = grads[n].to(p.device, p.dtype) if n in grads else None
+        watch = Watch(model, lambda f, _: found.append(f), optimizer=optimizer, distributed=False)
+        try:
+            optimizer.step()
+        finally:
+            watch.close()
+    return found[0] if found else None
+
+
 def replay_case(
     folder: str | Path, device: str = "cpu", *, trust_code: bool = False
 ) -> tuple[Finding | None, Session]:
-    """Open the case's model and run its step again under a watch: the finding it gets
-    (the saved one, when the case reproduces) and the session, for the caller to close.
+    """Open the case's model and run its step again under a watch (and the update, for an
+    optimizer case that holds the weights from before it): the finding it gets (the saved
+    one, when the case reproduces) and the session, for the caller to close.
     A case that names a model file runs it only with `trust_code`."""
     from ..core.session import ModelSpec, Session
 
@@ -231,4 +363,10 @@ def replay_case(
         watch.close()
         model.train(training)
         model.zero_grad(set_to_none=True)
+    if not found and case.get("update") and case.get("weights") == STEP_START:
+        try:  # an optimizer case holding the weights from before its update: apply it again
+            found = [f for f in [replay_update(case, model)] if f is not None]
+        except BaseException:
+            session.close()
+            raise
     return (found[0] if found else None), session

@@ -29,6 +29,7 @@ class Finding:
     ranks: tuple[int, ...] = ()  # every rank where the same first value arose
     received: str | None = None  # how this rank got it from another one, if it did
     held: tuple[HeldValues, ...] = ()  # the module's parameters already non-finite there
+    command: str | None = None  # the command that reopens the saved case, as typed
 
     @property
     def when(self) -> str:
@@ -49,7 +50,10 @@ class Finding:
             text += f"{self.phase}, {where}"
         else:
             text = f"{self.when}: the first non-finite value is{on} in {self.phase} at {where}"
-        return text + (f"; case saved to {self.report}" if self.report else "")
+        if self.report:
+            text += f"; case saved to {self.report}"
+            text += f", open it with: {self.command}" if self.command else ""
+        return text
 
 
 def ranks_text(ranks: tuple[int, ...]) -> str:

@@ -4,11 +4,15 @@ Each finding gets its own folder inside the report folder, `REPORT/step3-forward
 (numbered `.2`, `.3` when the name is taken), and `REPORT/latest` names the newest. A case
 is written whole into a fresh `.writing-*` folder beside it and renamed into place, so a
 reader (or a kill at any moment) sees one finding's set or none. The folder holds:
-- the weights as they were when the step began: `ckpt.pt` in nanoGPT's format (our
-  nanoGPT family and models from the user's own file) or nanochat's `model_<step>.pt` +
-  `meta_<step>.json` (our nanochat family);
+- the weights: `ckpt.pt` in nanoGPT's format (our nanoGPT family and models from the
+  user's own file) or nanochat's `model_<step>.pt` + `meta_<step>.json` (our nanochat
+  family), as they were when the step began; for an optimizer finding, as the update left
+  them, unless the watch copied them before it (watch_update.py); case.json's "weights"
+  says which;
 - `batch.pt`: the step's inputs (token ids, targets), as plain tensors;
-- `optimizer.pt`: the optimizer's state, when the watch was given one;
+- `optimizer.pt`: the optimizer's state, when the watch was given one (from before the
+  update when the weights are);
+- `grads.pt`: the gradients the update took, when the weights are from before it;
 - `tokenizer.json`: the char vocabulary, when the run's meta.pkl (or tokenizer) was given
   or found;
 - `case.json`: the finding, how to open the case, and the sha256 of the user's model file
@@ -31,6 +35,7 @@ import shlex
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +46,22 @@ from ...errors import GptTuiError
 from ...io.checkpoints.save import atomic_torch_save, atomic_write_text, fsync_dir
 from ..core.model_access import unwrap_model
 from .watch import Finding
-from .watch_case import CASE_FILE, LATEST, TOKENIZER_FILE, sha256_file
+from .watch_case import (
+    AFTER_UPDATE,
+    CASE_FILE,
+    GRADS_FILE,
+    LATEST,
+    NO_COPY,
+    STEP_START,
+    TOKENIZER_FILE,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     from ...io.tokenizers import CharTokenizer
+    from .watch_update import BeforeUpdate
 
     Vocabulary: TypeAlias = str | Path | CharTokenizer | None  # a meta.pkl, or the tokenizer
 
@@ -55,10 +70,12 @@ _WRITING = ".writing-"
 
 @dataclasses.dataclass(frozen=True)
 class CaseWritten:
-    """What `write_case` did: the case's folder, or why it could not be written."""
+    """What `write_case` did: the case's folder and the command that opens it, or why it
+    could not be written."""
 
     path: Path | None
     error: str | None
+    command: str | None = None
 
 
 def _model_args(config: Any) -> dict[str, Any]:
@@ -149,6 +166,21 @@ def _folder_name(finding: Finding) -> str:
     return f"step{finding.step}-{finding.phase}-{where.removeprefix('transformer.')}"
 
 
+@contextlib.contextmanager
+def _weights_before(model: nn.Module, before: BeforeUpdate | None) -> Iterator[None]:
+    """The model holding the weights copied before the update, for as long as it is saved
+    (the tensors are swapped, not copied), then its own again."""
+    named = [(n, p) for n, p in model.named_parameters() if before and n in before.weights]
+    own = [p.data for _, p in named]
+    try:
+        for n, p in named:
+            p.data = before.weights[n]  # type: ignore[union-attr]
+        yield
+    finally:
+        for (_, p), data in zip(named, own, strict=True):
+            p.data = data
+
+
 def _fill(
     out: Path,
     model: nn.Module,
@@ -156,21 +188,36 @@ def _fill(
     batch: tuple[Any, ...],
     optimizer: torch.optim.Optimizer | None,
     meta: Vocabulary,
+    before: BeforeUpdate | None,
 ) -> dict[str, Any]:
     """Write the case's files, case.json aside, into `out`; returns case.json's fields."""
     model = unwrap_model(model)
     tensors = [t.detach().cpu() for t in batch if isinstance(t, torch.Tensor)]
     atomic_torch_save({"inputs": tensors}, out / "batch.pt")
     if optimizer is not None:
-        atomic_torch_save(optimizer.state_dict(), out / "optimizer.pt")
+        state = before.optimizer_state if before is not None else optimizer.state_dict()
+        atomic_torch_save(state, out / "optimizer.pt")
+    update = None
+    if before is not None:
+        grads = {n: g.cpu() for n, g in before.grads.items()}
+        atomic_torch_save({"grads": grads}, out / GRADS_FILE)
+        update = {
+            "grads": GRADS_FILE,
+            "optimizer_class": before.optimizer_class,
+            "groups": before.groups,
+        }
     tokenizer, vocabulary = _vocabulary(model, meta)
     if tokenizer is not None:
         atomic_write_text(out / TOKENIZER_FILE, json.dumps(tokenizer.to_json()) + "\n")
-    checkpoint = _save_weights(out, model, finding.step)
+    with _weights_before(model, before):
+        checkpoint = _save_weights(out, model, finding.step)
     user_file = _user_file(model)
+    after = finding.phase == "optimizer" and before is None
     return {
         "finding": dataclasses.asdict(finding),
         "summary": finding.summary,
+        "weights": AFTER_UPDATE if after else STEP_START,
+        "update": update,
         "checkpoint": Path(checkpoint).name if checkpoint != str(out) else ".",
         "model_file": user_file,
         "model_file_sha256": sha256_file(user_file) if user_file else None,
@@ -181,42 +228,55 @@ def _fill(
     }
 
 
-def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) -> None:
-    """case.json and README.md, naming the folder the case is about to be renamed to."""
+def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) -> str:
+    """case.json and README.md, naming the folder the case is about to be renamed to;
+    returns the command that opens it."""
     case = {**case, "folder": str(final)}
     case["finding"] = {**case["finding"], "report": str(final)}
     command = "gpt-tui train-step --case " + shlex.quote(str(final))
     if case["model_file"]:
         command += " --trust-case-code"
     case["command"] = command
+    case["finding"]["command"] = command
     atomic_write_text(out / CASE_FILE, json.dumps(case, indent=2) + "\n")
-    when = (
-        "the weights just after the update that made them non-finite"
-        if finding.phase == "optimizer"
-        else "the weights as they were when the step began"
-    )
+    if case["weights"] == AFTER_UPDATE:
+        when = f"the weights as the update left them (`{case['checkpoint']}`; not as the step "
+        when += f"began: {NO_COPY})"
+        opening = (
+            "Open this case (it runs a step on the weights the update broke, so it finds "
+            "where they are first used, not the update itself):"
+        )
+    else:
+        when = f"the weights as they were when the step began (`{case['checkpoint']}`)"
+        opening = "Open this case on the same finding:"
+        if case["update"]:
+            opening = "Open this case on the same finding (it applies the update again):"
     trust = (
         f"\n`--trust-case-code` imports your model file, `{case['model_file']}`: give it only "
         "for a case whose file you trust (the case refuses a file changed since).\n"
         if case["model_file"]
         else ""
     )
-    optim = "the optimizer's state (`optimizer.pt`), " if case["optimizer"] else ""
+    after = ", after the update" if case["weights"] == AFTER_UPDATE else ""
+    optim = f"the optimizer's state (`optimizer.pt`{after}), " if case["optimizer"] else ""
+    if case["update"]:
+        optim += f"the gradients the update took (`{GRADS_FILE}`), "
     if (case["tokenizer"] or {}).get("file"):
         optim += f"the vocabulary (`{TOKENIZER_FILE}`), "
     readme = f"""# gpt-tui report: a non-finite value at step {finding.step}
 
 {finding.summary.split("; case saved")[0]}.
 
-Open this case on the same finding:
+{opening}
 
     {command}
 {trust}
-The folder holds {when} (`{case["checkpoint"]}`), the step's batch
+The folder holds {when}, the step's batch
 (`batch.pt`), {optim}and `{CASE_FILE}`. Every file loads with
 `torch.load(..., weights_only=True)`.
 """
     atomic_write_text(out / "README.md", readme)
+    return command
 
 
 def _remove_abandoned(root: Path) -> None:
@@ -243,6 +303,7 @@ def write_case(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     meta: Vocabulary = None,
+    before: BeforeUpdate | None = None,
 ) -> CaseWritten:
     """Write the finding's case as a new folder inside the report folder `folder` and
     point `latest` at it. Never raises for a file-system failure: the result holds the
@@ -256,13 +317,13 @@ def write_case(
         _remove_abandoned(root)
         prefix = f"{_WRITING}{socket.gethostname()}-{os.getpid()}-"
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-        case = _fill(tmp, model, finding, batch, optimizer, meta)
+        case = _fill(tmp, model, finding, batch, optimizer, meta, before)
         base = _folder_name(finding)
         for n in range(1, 10_000):
             final = root / (base if n == 1 else f"{base}.{n}")
             if final.exists():
                 continue
-            _describe(tmp, final, case, finding)
+            command = _describe(tmp, final, case, finding)
             fsync_dir(tmp)
             try:
                 tmp.rename(final)  # atomic; fails if another writer took the name
@@ -273,7 +334,7 @@ def write_case(
             tmp = None
             fsync_dir(root)
             atomic_write_text(root / LATEST, final.name + "\n")
-            return CaseWritten(final, None)
+            return CaseWritten(final, None, command)
         raise OSError(f"no free case name {base}.N left")
     except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0]

@@ -44,8 +44,14 @@ class NoTerminalError(GptTuiError):
     """The debugger needs an interactive terminal, and this process has none."""
 
 
+def has_terminal() -> bool:
+    """Textual reads keys from stdin and draws on stderr: stdout may be piped (`| tee log`)."""
+    err = sys.__stderr__
+    return sys.stdin.isatty() and err is not None and err.isatty()
+
+
 def _require_terminal(what: str) -> None:
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not has_terminal():
         raise NoTerminalError(
             f"{what} opens the debugger, which needs an interactive terminal, and this "
             "process has none (a batch job or a pipe): use gpt_tui.watch(model, "
@@ -138,7 +144,7 @@ class WatchHandle:
         self._watch.before_update = None  # the case has it: its memory goes back to the run
         warning = None if written is None else written.error
         # Under torchrun every rank would open its own app in one terminal: raise instead.
-        terminal = group is None and sys.stdin.isatty() and sys.stdout.isatty()
+        terminal = group is None and has_terminal()
         if self.on == "open" and terminal:
             if threading.current_thread() is not threading.main_thread():
                 # A CUDA backward runs the hooks in autograd's device thread, and the app

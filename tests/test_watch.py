@@ -270,3 +270,24 @@ def test_a_watch_entered_by_hand_keeps_watching_until_it_is_exited() -> None:
     finally:
         kept().__exit__(None, None, None)
     assert not model._forward_hooks and not model.transformer.h[0]._forward_hooks
+
+
+def test_the_terminal_is_where_textual_reads_and_draws(monkeypatch) -> None:
+    """stdin and stderr: `python train.py | tee log` has one (stdout piped), `2> log`
+    has none."""
+    from gpt_tui import live
+
+    class Tty:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.setattr(sys, "stdin", Tty(True))
+    monkeypatch.setattr(sys, "stdout", Tty(False))  # | tee log
+    monkeypatch.setattr(sys, "__stderr__", Tty(True))
+    assert live.has_terminal()
+    monkeypatch.setattr(sys, "stdout", Tty(True))
+    monkeypatch.setattr(sys, "__stderr__", Tty(False))  # 2> log
+    assert not live.has_terminal()

@@ -229,17 +229,54 @@ def displays_text(displays: tuple[Display, ...], table: tuple[BreakpointInfo, ..
     return text
 
 
-def evaluations_text(evaluations: tuple[Evaluation, ...]) -> Text:
+def evaluation_text(ev: Evaluation) -> Text:
     text = Text()
-    for ev in evaluations[-MAX_EVALS:]:
-        text.append(f"{ev.expr} → ", style="bold")
-        if ev.error is not None:
-            text.append(ev.error, style="red")
-        elif ev.value is not None:
-            text.append(ev.value.repr)
-        text.append("\n")
-    text.rstrip()
+    text.append(f"{ev.expr} → ", style="bold")
+    if ev.error is not None:
+        text.append(ev.error, style="red")
+    elif ev.value is not None:
+        text.append(ev.value.repr)
     return text
+
+
+class EvaluationLines(Static):
+    """The newest evaluations, oldest first, in the rows the pane can spare: the newest
+    always shows (its head when it alone is taller), the older fill the rows left above
+    it, and one cut short ends in `…`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self.evaluations: tuple[Evaluation, ...] = ()
+
+    def show(self, evaluations: tuple[Evaluation, ...]) -> None:
+        self.evaluations = evaluations[-MAX_EVALS:]
+        self.display = bool(evaluations)
+        self.refresh(layout=True)
+
+    def rows(self) -> int:
+        """3 rows at 24 lines, more on a taller screen."""
+        return max(3, (self.app.size.height - 16) // 3)
+
+    def fitted(self, width: int) -> Text:
+        width, room, shown = max(width, 10), self.rows(), []
+        for ev in reversed(self.evaluations):
+            if room <= 0:
+                break
+            lines = list(evaluation_text(ev).wrap(self.app.console, width))
+            if len(lines) > room:
+                lines = lines[:room]
+                lines[-1].rstrip()
+                lines[-1] = lines[-1][: width - 1]
+                lines[-1].append("…", style="dim")
+            shown[:0] = lines
+            room -= len(lines)
+        return Text("\n").join(shown)
+
+    def render(self) -> Text:
+        return self.fitted(self.content_size.width or self.app.size.width)
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
+        return len(self.fitted(width).split("\n")) if self.evaluations else 0
 
 
 class CodePane(Vertical):
@@ -285,7 +322,7 @@ class CodePane(Vertical):
         yield VariablesTable(id="code-vars")
         yield TensorViewer(id="code-viewer")
         yield Static("", id="code-displays")
-        yield Static("", id="code-evals")
+        yield EvaluationLines(id="code-evals")
         with Horizontal(id="code-inputs"):
             yield Input(
                 placeholder=EVAL_HINT,
@@ -336,9 +373,7 @@ class CodePane(Vertical):
         shown = self.query_one("#code-displays", Static)
         shown.update(displays_text(displays, table))
         shown.display = bool(displays or table)
-        evals = self.query_one("#code-evals", Static)
-        evals.update(evaluations_text(evaluations))
-        evals.display = bool(evaluations)
+        self.query_one(EvaluationLines).show(evaluations)
         viewer = self.query_one(TensorViewer)
         viewer.view = tensor_view
         if tensor_view is None and viewer.display:

@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from ... import formatting as fmt
-from ..messages import IntentRequested
+from ..messages import IntentFailed, IntentRequested
 from .tables import RowTable
 from .train_parts import batch_text, current_text, head_text, health_text
 
@@ -84,6 +84,14 @@ class TrainPanel(Vertical):
 
     def action_health(self) -> None:
         self.post_message(IntentRequested("training", "train_health", (HEALTH_STEPS,)))
+
+    def on_intent_failed(self, event: IntentFailed) -> None:
+        """The step failed (a batch it could not make, as from a one-token prompt): said
+        here at once, in place of "loading the batch…", with what to do."""
+        if event.worker == "training":
+            head = Text(f"Training step failed: {event.error}", style="bold red")
+            head.append("\np changes the prompt (the batch) · s tries the step again", style="dim")
+            self.query_one("#train-head", Static).update(head)
 
     def watch_ablations(self) -> None:
         self.watch_view(self.view)

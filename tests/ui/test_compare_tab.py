@@ -203,9 +203,7 @@ async def test_enter_in_a_box_runs_its_form() -> None:
         await press(pilot, *"JULIE:", "enter")
         view = app.state.compare
         assert view is not None and view.kind == "diff" and "JULIE:" in view.label
-        assert panel.query_one("#compare-table", RowTable).row_count == len(
-            view.comparison.records
-        )
+        assert panel.query_one("#compare-table", RowTable).row_count == len(view.comparison.records)
         panel.query_one("#compare-b-prompt", Input).value = ""
         panel.query_one("#compare-answer", Input).focus()
         await press(pilot, "A", "enter")

@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
@@ -159,7 +160,7 @@ class KvLine(Static):
     def render(self) -> Text:
         return self._text(self.content_size.width or self.app.size.width)
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(self._text(width).wrap(self.app.console, max(width, 1)))
 
 

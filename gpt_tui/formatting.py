@@ -85,20 +85,43 @@ _PROMPT_UNESCAPES = {v: k for k, v in _PROMPT_ESCAPES.items()}
 
 
 def escape_prompt(text: str) -> str:
-    r"""A prompt as one line: a backslash, newline and tab written as \\, \n, \t."""
-    return "".join(_PROMPT_ESCAPES.get(ch, ch) for ch in text)
+    r"""A prompt as one line: a backslash, newline and tab written as \\, \n, \t, any other
+    character a terminal cannot show (a control character) as \xNN, \uNNNN or \UNNNNNNNN."""
+    return "".join(_PROMPT_ESCAPES.get(ch, ch if ch.isprintable() else _code(ch)) for ch in text)
+
+
+def _code(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+_HEX_ESCAPES = {"\\x": 2, "\\u": 4, "\\U": 8}  # the digits each takes
 
 
 def unescape_prompt(line: str) -> str:
-    r"""The prompt a line means: \n a newline, \t a tab, \\ a backslash; any other
-    backslash stays as typed."""
+    r"""The prompt a line means: \n a newline, \t a tab, \\ a backslash, \xNN, \uNNNN and
+    \UNNNNNNNN the character of that code; any other backslash stays as typed."""
     out, i = [], 0
     while i < len(line):
         pair = line[i : i + 2]
+        digits = line[i + 2 : i + 2 + _HEX_ESCAPES.get(pair, 0)]
         if pair in _PROMPT_UNESCAPES:
             out.append(_PROMPT_UNESCAPES[pair])
             i += 2
+        elif pair in _HEX_ESCAPES and (code := _code_point(digits, _HEX_ESCAPES[pair])) is not None:
+            out.append(chr(code))
+            i += 2 + len(digits)
         else:
             out.append(line[i])
             i += 1
     return "".join(out)
+
+
+def _code_point(digits: str, count: int) -> int | None:
+    """The code `count` hex digits write, or None (too few, not hex, beyond Unicode)."""
+    if len(digits) != count or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        return None
+    code = int(digits, 16)
+    return code if code <= 0x10FFFF else None

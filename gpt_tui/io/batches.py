@@ -194,7 +194,10 @@ def prompt_batch(ids: Sequence[int], block: int | None = None) -> Batch:
     if block is not None:
         ids = ids[-(block + 1) :]
     if len(ids) < 2:
-        raise BatchError("a batch from the prompt needs at least two tokens (a longer prompt)")
+        have = f"it has {len(ids)}" if ids else "it is empty"
+        raise BatchError(
+            f"a batch from the prompt needs at least two tokens and {have}: give a longer prompt"
+        )
     both = torch.tensor([ids], dtype=torch.long)
     return Batch(both[:, :-1].clone(), both[:, 1:].clone(), "the prompt", ())
 

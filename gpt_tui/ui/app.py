@@ -105,7 +105,6 @@ class GptTuiApp(App[int]):
         self._waiting = KeyQueue(self)  # keys pressed while the model opens
         self._quit_guard = QuitGuard(self, self._intents)  # q asks before losing a pause
         self._submits = SubmitGate(self)  # keys behind a box's Enter wait for its intent
-        self._told_run_passes_breakpoints = False
         self._pressed = False  # a mouse button is down: the layout waits for its release
         self.facts: ModelFacts | None = None  # init rows, mode: read once the model is open
 
@@ -335,11 +334,9 @@ class GptTuiApp(App[int]):
     # -- the forward pass and stepping ----------------------------------------------------
 
     def action_run(self) -> None:
-        breakpoints = len(self.state.breakpoints) if self.state else 0
-        if breakpoints and not self._told_run_passes_breakpoints:
-            self._told_run_passes_breakpoints = True  # said once: r stays the whole pass
-            s = "s" if breakpoints > 1 else ""
-            self.notify(f"r runs the whole pass; c stops at the {breakpoints} breakpoint{s}")
+        note = self._stepper.run_note()  # once: r runs past the breakpoints, the NaN watch
+        if note is not None:
+            self.notify(note)
         self._intents.call("run", "run")
 
     def _step(self, how: str) -> None:

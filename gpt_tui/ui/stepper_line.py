@@ -30,6 +30,7 @@ class StepperLine:
         self._intents = intents
         self._abort_move: int | None = None  # a step move asked to abort while running
         self._error: str | None = None  # the last failure, until the next stepper move
+        self._told_run_passes: set[str] = set()  # the kinds of stop r said it runs past
 
     @property
     def stepping(self) -> bool:
@@ -69,3 +70,15 @@ class StepperLine:
                 self.show()
             return
         self._intents.call("abort", "abort")
+
+    def run_note(self) -> str | None:
+        """What r (the whole pass) runs past that c would stop at, said once per kind
+        (breakpoints, the NaN watch): r stays the whole pass."""
+        state = self._app.state
+        passes = state.run_passes if state is not None else {}
+        if not set(passes) - self._told_run_passes:
+            return None
+        self._told_run_passes |= set(passes)
+        assert state is not None
+        them = "them" if len(passes) > 1 or len(state.breakpoints) > 1 else "it"
+        return f"r runs the whole pass, past {' and '.join(passes.values())}; c stops at {them}"

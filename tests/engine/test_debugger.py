@@ -269,3 +269,15 @@ def test_generate_reports_progress_after_each_token(dbg: Debugger) -> None:
     assert all(
         s.generation.steps == final.generation.steps[: len(s.generation.steps)] for s in seen
     )
+
+
+def test_run_passes_names_the_stops_a_whole_run_does_not_make(dbg: Debugger) -> None:
+    assert dbg.state().run_passes == {}
+    state = dbg.set_watch(True)
+    assert state.run_passes == {"watch": "the NaN/Inf watch"}
+    dbg.toggle_breakpoint("transformer.h.0.mlp")
+    state = dbg.toggle_breakpoint("transformer.h.1.mlp")
+    assert state.run_passes == {"breakpoints": "the 2 breakpoints", "watch": "the NaN/Inf watch"}
+    state = dbg.run()
+    assert state.status != "paused" and state.run is not None  # r runs past them all
+    assert dbg.step("continue").reason == "breakpoint"  # c stops at them

@@ -32,6 +32,10 @@ async def test_a_failing_train_tab_shows_one_error_and_does_not_loop() -> None:
         errors = [n for n in app._notifications if n.title == "Training step failed"]
         assert len(calls) == 1 and len(errors) == 1
         assert "at least two tokens" in errors[0].message
+        # said in the tab too, at once, with the fix (no "loading the batch…" left up)
+        head = str(app.query_one("#train-head").render())
+        assert "Training step failed: a batch from the prompt needs at least two" in head
+        assert "it has 1: give a longer prompt" in head and "p changes the prompt" in head
         await press(pilot, "1", "6")  # coming back to the tab asks again, once
         assert len(calls) == 2
         await pilot.press("q")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input, Static
 from ui_helpers import press, settle, tiny_app
 
@@ -193,3 +194,32 @@ async def test_v_expr_keeps_the_focus_in_the_expression_box(arch: str) -> None:
         assert "shift+Tab: [ ] index" in str(viewer.render())  # its keys: one key away
         await press(pilot, "shift+tab")
         assert viewer.has_focus and "shift+Tab" not in str(viewer.render())
+
+
+def visible(widget) -> str:
+    """What a widget shows on screen, row by row (not what its content would be)."""
+    strips = widget.render_lines(widget.outer_size.region)
+    return "\n".join("".join(seg.text for seg in strip).rstrip() for strip in strips)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_newest_evaluation_is_on_screen_after_a_long_one(size) -> None:
+    """A three-line reply (clear 1 is a pdb word the box does not run), then two short
+    results: each short one shows the moment it comes, the long one cut short above."""
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "7")
+        await submit(pilot, "#code-break", f"nanogpt.py:{kernel_line()}")
+        await press(pilot, "escape", "C")
+        assert app.state.status == "paused"
+        evals = app.query_one("#code-evals")
+        await submit(pilot, "#code-eval", "clear 1")
+        assert "break-at box" in visible(evals)  # the end of its reply
+        for expr in ("x.sum()", "x.mean()"):
+            await submit(pilot, "#code-eval", expr)
+            repr_ = app.state.evaluations[-1].value.repr
+            assert f"{expr} → {repr_}" in visible(evals), visible(evals)
+        assert "x.sum() →" in visible(evals)
+        if size == (80, 24):  # clear 1's reply, cut short (at 120x40 all of it fits)
+            assert visible(evals).splitlines()[0].endswith("…"), visible(evals)

@@ -189,3 +189,22 @@ async def test_key_8_focuses_the_diff_table_not_a_text_box() -> None:
         assert app.focused is panel.query_one("#compare-table", RowTable)
         await press(pilot, "N", "S")  # keys, not text in the B prompt
         assert panel.query_one("#compare-b-prompt", Input).value == ""
+
+
+async def test_enter_in_a_box_runs_its_form() -> None:
+    """Enter in B's boxes diffs (as the Cost and Code tabs' boxes run on Enter); in the
+    answer box without B's prompt it attributes."""
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "8", "e")
+        panel = app.query_one(ComparePanel)
+        assert app.focused is panel.query_one("#compare-b-prompt", Input)
+        await press(pilot, *"JULIE:", "enter")
+        view = app.state.compare
+        assert view is not None and view.kind == "diff" and "JULIE:" in view.label
+        assert panel.query_one("#compare-table", RowTable).row_count == len(view.comparison.records)
+        panel.query_one("#compare-b-prompt", Input).value = ""
+        panel.query_one("#compare-answer", Input).focus()
+        await press(pilot, "A", "enter")
+        assert app.state.compare.kind == "attribute"

@@ -206,10 +206,27 @@ async def test_r_says_once_that_it_passes_the_breakpoints_by() -> None:
         select(app, "transformer.h.1.mlp")
         await press(pilot, "b", "r", "r")
         said = [n.message for n in app._notifications if n.message.startswith("r runs")]
-        assert said == ["r runs the whole pass; c stops at the 1 breakpoint"]
+        assert said == ["r runs the whole pass, past the breakpoint; c stops at it"]
         assert app.state.status != "paused"  # r still runs the whole pass
         await press(pilot, "c")
         assert app.paused_at == "transformer.h.1.mlp"
+
+
+async def test_r_says_once_that_it_runs_past_the_nan_watch() -> None:
+    app = tiny_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "w", "r", "r")
+        said = [n.message for n in app._notifications if n.message.startswith("r runs")]
+        assert said == ["r runs the whole pass, past the NaN/Inf watch; c stops at it"]
+        assert app.state.watch_nonfinite and app.state.status != "paused"
+        await press(pilot, "escape")
+        select(app, "transformer.h.1.mlp")
+        await press(pilot, "b", "r")  # a breakpoint too: said once more, for both
+        said = [n.message for n in app._notifications if n.message.startswith("r runs")]
+        assert said[1:] == [
+            "r runs the whole pass, past the breakpoint and the NaN/Inf watch; c stops at them"
+        ]
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import math
 
+import pytest
 from textual.widgets import Static
 from ui_helpers import press, settle, tiny_app
 
 from gpt_tui.engine.training.step import StepOptions, train_step
 from gpt_tui.io.batches import prompt_batch
 from gpt_tui.ui.widgets.train import HEALTH_STEPS, TrainPanel
+from gpt_tui.ui.widgets.train_parts import clip_names
 
 
 def text_of(app, selector: str) -> str:
@@ -72,3 +74,31 @@ async def test_continue_stops_at_the_gradient_watchpoint_and_health_draws_curves
         assert health.steps[-1].loss < health.steps[0].loss  # it learns the one batch
         curves = text_of(app, "#train-health")
         assert curves.startswith("loss") and "‖grad‖" in curves and "Δw/w h.0" in curves
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_health_names_the_layers_it_has_no_line_for(size) -> None:
+    """Five layers' Δw/w curves: at 80x24 three lines, then `+2 more` naming the rest; at
+    120x40 all of them. No layer goes unsaid."""
+    app = tiny_app(overrides=["n_layer=4"])
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await press(pilot, "6", "h")
+        layers = [k for k, _ in app.query_one(TrainPanel).view.health.steps[0].layer_ratios]
+        assert layers == ["other", "h.0", "h.1", "h.2", "h.3"]
+        curves = text_of(app, "#train-health").splitlines()
+        drawn = [
+            line.split()[1] for line in curves if line.startswith("Δw/w") and "more" not in line
+        ]
+        health = app.query_one("#train-health")
+        assert health.region.height >= len(curves)  # every line on screen
+        if size == (80, 24):
+            assert drawn == ["other", "h.0", "h.1"]
+            assert "Δw/w +2 more (h.2, h.3: a taller terminal shows them)" in curves
+        else:
+            assert drawn == layers and not any("more" in line for line in curves)
+
+
+def test_the_more_line_cuts_long_lists_of_names() -> None:
+    assert clip_names(["h.10", "h.11", "h.12"], 40) == "h.10, h.11, h.12"
+    assert clip_names([f"h.{i}" for i in range(10, 40)], 20) == "h.10, h.11, h.12, …"

@@ -248,7 +248,10 @@ async def test_stats_shows_one_tensor_once_with_its_other_names() -> None:
         assert table_names(panel)[4] == "→ lm_head=logits"
 
 
-async def test_generate_pane_shows_kv_shapes_and_memory_per_layer() -> None:
+@pytest.mark.parametrize("width", [120, 60])
+async def test_generate_pane_shows_kv_shapes_and_memory_per_layer(width: int) -> None:
+    """At 60 columns the line breaks between its ` · ` parts, never inside one (it broke
+    `512.0 KiB, 0` / `B used`)."""
     chars = "\n !$&',-.3:;?" + string.ascii_uppercase + string.ascii_lowercase
     model = build_model(make_config("tiny"), "cpu")  # 2 layers, 32 wide
     session = GenerationSession(model, CharTokenizer(chars), [30, 27], seed=0)
@@ -263,15 +266,24 @@ async def test_generate_pane_shows_kv_shapes_and_memory_per_layer() -> None:
         GenerationSettings(), candidates, kept,
     )  # fmt: skip
     panel = GeneratePanel()
-    async with Host(panel).run_test(size=(120, 30)) as pilot:
+    async with Host(panel).run_test(size=(width, 30)) as pilot:
         panel.view = view
         await pilot.pause()
-        kv = str(panel.query_one("#gen-kv", Static).render())
+        kv_widget = panel.query_one("#gen-kv", Static)
+        shown = [
+            "".join(seg.text for seg in strip).rstrip()
+            for strip in kv_widget.render_lines(kv_widget.outer_size.region)
+        ]
+        kv = " · ".join(shown)  # the line as one, wherever it broke
         shape = fmt.short_shape(kv_shape)
         each = fmt.nbytes(layers[0][2])
         used, size = session.cache_fill
         assert f"{used}/{size} · L0–{cfg.n_layer - 1} K {shape} V {shape} {each} each" in kv
-        assert f" · {fmt.nbytes(layers[0][2] * cfg.n_layer)}, " in kv
+        total = fmt.nbytes(layers[0][2] * cfg.n_layer)
+        assert f" · {total}, " in kv and kv.endswith(" used")
+        assert len(shown) == (1 if width == 120 else 2)
+        if width == 60:
+            assert shown[1].startswith(f"{total}, ") and shown[1].endswith(" used")
 
 
 async def test_attention_legend_names_the_visible_rows_and_the_scale() -> None:
@@ -369,3 +381,38 @@ def test_alias_names_are_short_for_children_and_siblings() -> None:
     block = record("transformer.h.0", 1)
     aliases = ("transformer.h.0.resid_post", "transformer.h.1.resid_pre")
     assert row_name(block, paused=True, aliases=aliases) == "→ h.0=resid_post=h.1.resid_pre"
+
+
+def test_the_prompt_escapes_round_trip_and_show_control_characters() -> None:
+    for prompt in ("ROMEO:\nJULIET:\t", "8+\x0145", "a\\x01b", "\u200b\U000e0001", "ok ünï"):
+        assert fmt.unescape_prompt(fmt.escape_prompt(prompt)) == prompt
+    assert fmt.escape_prompt("8+\x0145") == "8+\\x0145"
+    assert fmt.escape_prompt("ünï 日本") == "ünï 日本"  # printable: as it is
+    assert fmt.unescape_prompt("C:\\xfiles \\x4") == "C:\\xfiles \\x4"  # not an escape: kept
+
+
+async def test_the_status_line_and_the_prompt_box_write_a_prompt_alike() -> None:
+    """A control character reads `\\x01` in both (the status used repr, the box showed
+    it raw, so they disagreed)."""
+    from textual.widgets import Input
+
+    from gpt_tui.ui.widgets.prompt_bar import PromptBar
+
+    class Both(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StatusBar()
+            yield PromptBar()
+
+    model = build_model(make_config("tiny"), "meta")
+    info = ModelInfo(
+        "tiny", "nanogpt", "config tiny", "cpu", "float32", summarize(model, "nanogpt"),
+        2, 2, 2, 32, 16, 65, (), "ROMEO:",
+    )  # fmt: skip
+    app = Both()
+    async with app.run_test(size=(80, 6)) as pilot:
+        bar, prompt = app.query_one(StatusBar), app.query_one(PromptBar)
+        bar.info = info
+        bar.prompt = prompt.prompt = "8+\x0145\n"
+        await pilot.pause()
+        assert "prompt '8+\\x0145\\n'" in status_lines(bar)[1]
+        assert app.query_one("#prompt", Input).value == "8+\\x0145\\n"

@@ -318,6 +318,17 @@ class DebugState:
         return shapes
 
     @property
+    def run_passes(self) -> dict[str, str]:
+        """The stops a whole recorded pass runs past and a stepped pass's continue makes,
+        by kind: `{"breakpoints": "the 2 breakpoints", "watch": "the NaN/Inf watch"}`."""
+        passes, n = {}, len(self.breakpoints)
+        if n:
+            passes["breakpoints"] = f"the {n} breakpoints" if n > 1 else "the breakpoint"
+        if self.watch_nonfinite:
+            passes["watch"] = "the NaN/Inf watch"
+        return passes
+
+    @property
     def paused_at(self) -> str | None:
         """The module the pass is paused at (at a line: the module running that line)."""
         if self.status != "paused":

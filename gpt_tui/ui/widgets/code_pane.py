@@ -33,6 +33,7 @@ from ...engine.core.line_breakpoints import BreakpointInfo
 from ...engine.core.line_values import SMALL_NUMEL, Value
 from ...engine.core.tensors import TensorView
 from ..messages import IntentFailed, IntentRequested
+from .code_evals import EvaluationLines
 from .tables import RowTable
 from .tensor_viewer import TensorViewer, number
 
@@ -43,7 +44,6 @@ NOT_PAUSED = (
     "C runs to it, N to the first line; [b]display[/] EXPR in the expression box shows EXPR "
     "at each pause."
 )
-MAX_EVALS = 3  # the newest evaluations shown
 BREAK_HINT = "break at: {example}, {function} · tbreak SPEC · ignore N COUNT · disable N"
 EVAL_HINT = "q.shape · v EXPR: view · display EXPR · g col"
 
@@ -229,19 +229,6 @@ def displays_text(displays: tuple[Display, ...], table: tuple[BreakpointInfo, ..
     return text
 
 
-def evaluations_text(evaluations: tuple[Evaluation, ...]) -> Text:
-    text = Text()
-    for ev in evaluations[-MAX_EVALS:]:
-        text.append(f"{ev.expr} → ", style="bold")
-        if ev.error is not None:
-            text.append(ev.error, style="red")
-        elif ev.value is not None:
-            text.append(ev.value.repr)
-        text.append("\n")
-    text.rstrip()
-    return text
-
-
 class CodePane(Vertical):
     """Fed with `show(frame, line_breakpoints, evaluations, tensor_view, displays, table,
     hit)`."""
@@ -285,7 +272,7 @@ class CodePane(Vertical):
         yield VariablesTable(id="code-vars")
         yield TensorViewer(id="code-viewer")
         yield Static("", id="code-displays")
-        yield Static("", id="code-evals")
+        yield EvaluationLines(id="code-evals")
         with Horizontal(id="code-inputs"):
             yield Input(
                 placeholder=EVAL_HINT,
@@ -336,9 +323,7 @@ class CodePane(Vertical):
         shown = self.query_one("#code-displays", Static)
         shown.update(displays_text(displays, table))
         shown.display = bool(displays or table)
-        evals = self.query_one("#code-evals", Static)
-        evals.update(evaluations_text(evaluations))
-        evals.display = bool(evaluations)
+        self.query_one(EvaluationLines).show(evaluations)
         viewer = self.query_one(TensorViewer)
         viewer.view = tensor_view
         if tensor_view is None and viewer.display:

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 BAR_WIDTH = 16
 WHATS = ("resid_pre", "attn", "mlp", "heads")
+B_BOXES = ("compare-b-prompt", "compare-b-dtype", "compare-b-checkpoint", "compare-b-model-file")
 HINT = (
     "B is A with the changes above · Diff: probe by probe · Patch: the prompt (clean) into "
-    "B's prompt (corrupted) · Attribute: which parts write the answer's logit"
+    "B's prompt (corrupted) · Attribute: which parts write the answer's logit · Enter: "
+    "Diff in B's boxes, Patch in the others (Attribute without B's prompt)"
 )
 
 
@@ -109,7 +111,19 @@ class ComparePanel(Vertical):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        kind = (event.button.id or "").removeprefix("compare-")
+        self._run((event.button.id or "").removeprefix("compare-"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter runs the form its box belongs to, as a click on its button would."""
+        event.stop()
+        if event.input.id in B_BOXES:
+            self._run("diff")
+        elif event.input.id == "compare-what" or self._text("b-prompt"):
+            self._run("patch")
+        else:  # the answer tokens alone: which parts write the answer's logit
+            self._run("attribute")
+
+    def _run(self, kind: str) -> None:
         request = self.request(kind)
         if request is not None:
             self.post_message(IntentRequested("compare", *request))

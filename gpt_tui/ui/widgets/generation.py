@@ -14,6 +14,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Label, Static
 
@@ -78,30 +79,34 @@ def generated_text(view: GenerationView) -> Text:
     return text
 
 
-def kv_text(view: GenerationView, heads: tuple[int, int, int] | None = None) -> Text:
+def kv_text(
+    view: GenerationView, heads: tuple[int, int, int] | None = None, width: int = 0
+) -> Text:
     """The KV cache: its fill, then each layer's key and value shapes and memory, layers
     of one shape together: `KV ▌ 7/128 · L0–3 K 1×4×128×32 V 1×4×128×32 128.0 KiB each ·
     512.0 KiB, 28.0 KiB used`. Without a cache (a model from --model-file), the keys and
-    values each layer recomputes per step, from `heads`: (n_layer, n_kv_head, head size)."""
-    text = Text()
+    values each layer recomputes per step, from `heads`: (n_layer, n_kv_head, head size).
+    Given a `width`, a line breaks between the ` · ` parts, never inside one."""
+    parts: list[Text] = []
     if view.cache_fill is None:
         if heads is None:
-            return text
+            return Text()
         n_layer, n_kv, hs = heads
         step = view.step
         t = step.context_len if step is not None else None
         shape = fmt.short_shape((1, n_kv, t, hs)) if t else f"1×{n_kv}×T×{hs}"
-        text.append("KV ", style="dim")
-        text.append("no cache: each step recomputes every position", style="yellow")
-        text.append(f" · L0–{n_layer - 1} K ", style="dim")
-        text.append(shape, style="cyan")
-        text.append(" V ", style="dim")
-        text.append(shape, style="cyan")
-        return text
+        head = Text("KV ", style="dim")
+        head.append("no cache: each step recomputes every position", style="yellow")
+        layer = Text(f"L0–{n_layer - 1} K ", style="dim")
+        layer.append(shape, style="cyan")
+        layer.append(" V ", style="dim")
+        layer.append(shape, style="cyan")
+        return _join_parts([head, layer], width)
     used, size = view.cache_fill
-    text.append("KV ", style="dim")
-    text.append(fmt.bar(used / size if size else 0, 8), style="magenta")
-    text.append(f" {used}/{size}")
+    head = Text("KV ", style="dim")
+    head.append(fmt.bar(used / size if size else 0, 8), style="magenta")
+    head.append(f" {used}/{size}")
+    parts.append(head)
     layers = view.cache_layers
     groups: list[tuple[int, int, tuple]] = []  # first layer, last layer, (k, v, bytes)
     for i, layer in enumerate(layers):
@@ -110,16 +115,53 @@ def kv_text(view: GenerationView, heads: tuple[int, int, int] | None = None) -> 
         else:
             groups.append((i, i, layer))
     for first, last, (k, v, nbytes) in groups:
-        text.append(f" · L{first}" + (f"–{last}" if last > first else ""), style="bold")
-        text.append(" K ", style="dim")
-        text.append(fmt.short_shape(k), style="cyan")
-        text.append(" V ", style="dim")
-        text.append(fmt.short_shape(v), style="cyan")
-        text.append(f" {fmt.nbytes(nbytes)}" + (" each" if last > first else ""))
+        part = Text(f"L{first}" + (f"–{last}" if last > first else ""), style="bold")
+        part.append(" K ", style="dim")
+        part.append(fmt.short_shape(k), style="cyan")
+        part.append(" V ", style="dim")
+        part.append(fmt.short_shape(v), style="cyan")
+        part.append(f" {fmt.nbytes(nbytes)}" + (" each" if last > first else ""))
+        parts.append(part)
     total = sum(nbytes for _, _, nbytes in layers)
     if total:
-        text.append(f" · {fmt.nbytes(total)}, {fmt.nbytes(total * used / size)} used")
+        parts.append(Text(f"{fmt.nbytes(total)}, {fmt.nbytes(total * used / size)} used"))
+    return _join_parts(parts, width)
+
+
+def _join_parts(parts: list[Text], width: int) -> Text:
+    """`a · b · c`, a part that would cross `width` (if given) starting a new line."""
+    text, line = Text(), 0
+    for part in parts:
+        if line and width and line + 3 + part.cell_len > width:
+            text.append("\n")
+            line = 0
+        elif line:
+            text.append(" · ")
+            line += 3
+        text.append_text(part)
+        line += part.cell_len
     return text
+
+
+class KvLine(Static):
+    """The KV line, laid out for the width it has (see `kv_text`)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self._args: tuple[GenerationView, tuple[int, int, int] | None] | None = None
+
+    def show(self, view: GenerationView, heads: tuple[int, int, int] | None) -> None:
+        self._args = (view, heads)
+        self.refresh(layout=True)
+
+    def _text(self, width: int) -> Text:
+        return kv_text(*self._args, width=width) if self._args is not None else Text()
+
+    def render(self) -> Text:
+        return self._text(self.content_size.width or self.app.size.width)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._text(width).wrap(self.app.console, max(width, 1)))
 
 
 def token_text(label: str) -> str:
@@ -206,7 +248,7 @@ class GeneratePanel(Vertical):
         with VerticalScroll(id="gen-text-scroll"):
             yield Static("press g to generate one token, G for N tokens", id="gen-text")
         yield Static("", id="gen-step-line")
-        yield Static("", id="gen-kv")
+        yield KvLine(id="gen-kv")
         yield Static("", id="gen-lens")
         yield Static("", id="gen-why")
         table = RowTable(id="gen-candidates")
@@ -339,7 +381,7 @@ class GeneratePanel(Vertical):
         text.update(generated_text(view))
         self.query_one("#gen-text-scroll", VerticalScroll).scroll_end(animate=False)
         step = view.step
-        self.query_one("#gen-kv", Static).update(kv_text(view, self.heads))
+        self.query_one(KvLine).show(view, self.heads)
         info = Text()
         # Bars are relative to the most likely candidate; the number is the probability.
         top = max((c.prob for c in view.next_candidates), default=0.0)

@@ -1,6 +1,7 @@
 """The prompt at the bottom: one line, where \\n, \\t and \\\\ stand for a newline, a tab
-and a backslash. Enter asks for the typed prompt; leaving the box without Enter shows the
-prompt in use again, so the box never claims a prompt the runs do not read."""
+and a backslash, and \\xNN for a control character (as the status line writes it). Enter
+asks for the typed prompt; leaving the box without Enter shows the prompt in use again, so
+the box never claims a prompt the runs do not read."""
 
 from __future__ import annotations
 

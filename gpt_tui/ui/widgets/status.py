@@ -67,7 +67,7 @@ class StatusBar(Widget):
 
     def show_state(self, state: DebugState, busy: bool) -> None:
         """The compact marks and the prompt from a snapshot."""
-        self.prompt = state.prompt  # shown as a repr: a newline reads \n
+        self.prompt = state.prompt  # shown escaped, as in the prompt box: a newline reads \n
         self.breakpoints = len(state.breakpoints)
         self.watch = state.watch_nonfinite
         self.leaves = state.leaves
@@ -122,7 +122,8 @@ class StatusBar(Widget):
             [
                 (" stepper ", "dim", 1),
                 (state, style, KEEP),
-                (f"  prompt {self.prompt!r}" if self.info else "", "dim", KEEP),
+                # as the prompt box writes it: \n, \t, \\, a control character as \xNN
+                (f"  prompt '{fmt.escape_prompt(self.prompt)}'" if self.info else "", "dim", KEEP),
             ],
             max(1, width - marks.cell_len - 1),
         )

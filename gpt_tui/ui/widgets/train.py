@@ -21,9 +21,9 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from ... import formatting as fmt
-from ..messages import IntentRequested
+from ..messages import IntentFailed, IntentRequested
 from .tables import RowTable
-from .train_parts import batch_text, current_text, head_text, health_text
+from .train_parts import MAX_LAYER_LINES, batch_text, current_text, head_text, health_text
 
 if TYPE_CHECKING:
     from ...engine.analysis.init_rules import ModeFacts
@@ -42,7 +42,7 @@ class TrainPanel(Vertical):
     TrainPanel > #train-batch { height: auto; max-height: 6; padding: 0 1; }
     TrainPanel > #train-current { height: auto; padding: 0 1; background: $boost; }
     TrainPanel > #train-grads { height: 1fr; }
-    TrainPanel > #train-health { height: auto; max-height: 9; padding: 0 1; }
+    TrainPanel > #train-health { height: auto; padding: 0 1; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -85,6 +85,14 @@ class TrainPanel(Vertical):
     def action_health(self) -> None:
         self.post_message(IntentRequested("training", "train_health", (HEALTH_STEPS,)))
 
+    def on_intent_failed(self, event: IntentFailed) -> None:
+        """The step failed (a batch it could not make, as from a one-token prompt): said
+        here at once, in place of "loading the batch…", with what to do."""
+        if event.worker == "training":
+            head = Text(f"Training step failed: {event.error}", style="bold red")
+            head.append("\np changes the prompt (the batch) · s tries the step again", style="dim")
+            self.query_one("#train-head", Static).update(head)
+
     def watch_ablations(self) -> None:
         self.watch_view(self.view)
 
@@ -103,7 +111,9 @@ class TrainPanel(Vertical):
         self.query_one("#train-batch", Static).update(batch_text(view.batch, width))
         self.query_one("#train-current", Static).update(current_text(view))
         health = self.query_one("#train-health", Static)
-        health.update(health_text(view.health, width, view.options))
+        layers = max(MAX_LAYER_LINES, (self.app.size.height - 24) // 2)  # more when tall
+        health.styles.max_height = layers + 5  # loss, ‖grad‖ and the flags
+        health.update(health_text(view.health, width, view.options, layers))
         health.display = view.health is not None and bool(view.health.steps)
         self._fill_table(view)
 

@@ -159,8 +159,17 @@ def app_flag(flag: str, options: StepOptions) -> str:
     )
 
 
-def health_text(health: Health | None, width: int, options: StepOptions) -> Text:
-    """Sparklines of loss, grad norm and the largest update ratio per layer (log10)."""
+def clip_names(names: list[str], width: int) -> str:
+    """`h.3, h.4, …`: the names that fit in `width`."""
+    text = ", ".join(names)
+    return text if len(text) <= width else text[: width - 1].rpartition(",")[0] + ", …"
+
+
+def health_text(
+    health: Health | None, width: int, options: StepOptions, max_layers: int = MAX_LAYER_LINES
+) -> Text:
+    """Sparklines of loss, grad norm and the largest update ratio per layer (log10), in
+    `max_layers` lines: when there are more layers, the last says `+N more` and names them."""
     text = Text()
     if health is None or not health.steps:
         return text
@@ -174,11 +183,18 @@ def health_text(health: Health | None, width: int, options: StepOptions) -> Text
 
     line("loss", [s.loss for s in steps], f"{steps[0].loss:.3f}→{steps[-1].loss:.3f}")
     line("‖grad‖", [s.grad_norm for s in steps], fmt.num(steps[-1].grad_norm).strip())
-    layers = [k for k, _ in steps[0].layer_ratios][:MAX_LAYER_LINES]
-    for layer in layers:
+    layers = [k for k, _ in steps[0].layer_ratios]
+    shown = layers if len(layers) <= max_layers else layers[: max(max_layers - 1, 1)]
+    for layer in shown:
         values = [dict(s.layer_ratios).get(layer, math.nan) for s in steps]
         logs = [math.log10(v) if v > 0 else math.nan for v in values]
         line(f"Δw/w {layer}", logs, f"{values[-1]:.1e}")
+    rest = layers[len(shown) :]
+    if rest:  # in the line the last of them would take
+        names = clip_names(rest, max(width - 50, 8))
+        text.append(
+            f"Δw/w +{len(rest)} more ({names}: a taller terminal shows them)\n", style="dim"
+        )
     for flag in health.flags:
         text.append(f"⚑ {app_flag(flag, options)}\n", style="yellow")
     if health.stopped is not None:

@@ -25,6 +25,7 @@ from .errors import GptTuiError
 from .io.checkpoints import save_nanochat_checkpoint, save_nanogpt_checkpoint
 from .io.checkpoints.nanochat import latest_model_file
 from .io.checkpoints.save import atomic_torch_save
+from .io.paths import check_file, check_out_folder
 from .io.tokenizers import CharTokenizer
 from .models import build_model, make_config
 from .models.config import config_to_dict
@@ -42,7 +43,7 @@ class TrainDataError(GptTuiError):
 class TrainSettings:
     data: str
     arch: str = "nanogpt"
-    preset: str | None = None
+    preset: str | None = "mini"  # None: the family's bare defaults (GPT-2 sized for nanogpt)
     overrides: dict[str, Any] | None = None
     steps: int = 2000
     out: str = "out"
@@ -209,10 +210,13 @@ def train(
     again with the same settings resumes it. Ctrl-C saves the last finished step too.
     `on_save(step)` is called after each save is complete on disk.
     """
+    check_out_folder(s.out)  # before any work: a file there would fail at the first save
     try:
-        text = Path(s.data).read_text(encoding="utf-8")
+        text = check_file(s.data, "--data", "a text file").read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise TrainDataError(f"--data {s.data} is not UTF-8 text: give a text file") from None
+    except OSError as err:  # unreadable (permissions, a device): what the system says
+        raise TrainDataError(f"--data {s.data}: {err.strerror or err}") from None
     if not text:
         raise TrainDataError(f"--data {s.data} is empty: give a text file to train on")
     tokenizer = CharTokenizer.from_text(text)
@@ -261,6 +265,9 @@ def train(
     bar = _progress(progress)
     done = start_step
     with bar:
+        if start_step < s.steps:  # before the first step, which can take long: never looks hung
+            line = _describe(s, config, model, start_step)
+            bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
         task = bar.add_task(
             "training", total=s.steps, completed=start_step, loss=float("nan"), tps=0.0
         )
@@ -307,6 +314,20 @@ def train(
         "planned_steps": planned,  # the resumed run's own --steps (0: from scratch, unknown)
         "eval_batches": s.eval_iters,  # the final losses' estimate: the mean of so many
     }
+
+
+def _describe(s: TrainSettings, config, model: torch.nn.Module, start_step: int) -> str:
+    """One line: the preset, family, size, context, batch and device, and the steps."""
+    what = " ".join(filter(None, [s.preset, config.family]))
+    if s.overrides:
+        what += " with " + ", ".join(f"{k}={v}" for k, v in s.overrides.items())
+    n_params = sum(p.numel() for p in model.parameters())
+    many = f"{s.steps:,} step" + ("s" if s.steps != 1 else "")
+    steps = f"steps {start_step} → {s.steps}" if start_step else many
+    return (
+        f"training {what}: {n_params:,} parameters, context {config.context_len}, "
+        f"batch {s.batch_size}, on {s.device}; {steps} -> {s.out}"
+    )
 
 
 def _progress(enabled: bool):

@@ -81,6 +81,7 @@ def test_an_out_holding_another_family_is_refused_naming_the_way_to_resume(tmp_p
     with pytest.raises(TrainResumeError) as err:
         train(settings(tmp_path, "a", arch="nanochat", steps=4), progress=False)
     assert isinstance(err.value, GptTuiError) and "\n" not in str(err.value)
-    said = f"{tmp_path / 'a'} holds a nanogpt checkpoint (step 2); use --arch nanogpt --set"
+    said = f"{tmp_path / 'a'} holds a mini nanogpt checkpoint (step 2); use --config mini --arch"
+    said += " nanogpt --set"
     assert str(err.value).startswith(said)
     assert "--set n_layer=1" in str(err.value) and str(err.value).endswith("or another --out")

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..engine.core.session import Session
 
 NUMERICS_FORMATS = ("bfloat16", "float16", "float8_e4m3fn", "float8_e5m2")
 HEADS_SHOWN = 12  # the heads table's rows unless --all-heads
+
+
+def memory_work(session: Session, batch: int, block: int) -> str:
+    """What `memory` does while the screen would stay blank: the steps it measures."""
+    from ..engine.analysis.memory import fit_lengths
+
+    t1, t2 = fit_lengths(block, session.context_len)
+    sizes = dict.fromkeys([(1, t1), (1, t2), (2, t1), (1, block)])  # as fit_memory measures
+    return (
+        f"measuring {len(sizes)} training steps of {session.name} on {session.device} "
+        f"({', '.join(f'{b} x {t}' for b, t in sizes)}) to forecast batch {batch} x {block}…"
+    )
+
+
+def cost_work(session: Session, batch: int, block: int) -> str:
+    """What `cost` does meanwhile: FLOPs are counted, and off meta, passes are timed."""
+    if session.device.type == "meta":
+        return f"counting the FLOPs of {session.name} at batch {batch} x {block}…"
+    return (
+        f"timing 4 forward passes and a training step of {session.name} at batch {batch} x "
+        f"{block} on {session.device}…"
+    )
 
 
 def add_numerics_args(p: argparse.ArgumentParser, whole: Callable, real: Callable) -> None:

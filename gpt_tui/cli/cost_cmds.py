@@ -9,7 +9,8 @@ from ..errors import GptTuiError
 from ..formatting import nbytes
 from . import render
 from .common import open_session
-from .cost_args import HEADS_SHOWN
+from .cost_args import HEADS_SHOWN, cost_work, memory_work
+from .open_progress import working
 
 
 class DtypeError(GptTuiError):
@@ -110,10 +111,11 @@ def cmd_memory(args: argparse.Namespace) -> int:
     autocast = _autocast(args)
     session = open_session(args)
     try:
-        report = memory_report(
-            session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit,
-            autocast=autocast,
-        )  # fmt: skip
+        with working(memory_work(session, args.batch, args.block)):
+            report = memory_report(
+                session, args.batch, args.block, optimizer=args.optimizer, budget_gib=args.fit,
+                autocast=autocast,
+            )  # fmt: skip
     finally:
         session.close()
     if args.json:
@@ -175,7 +177,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
     autocast = _autocast(args)
     session = open_session(args)
     try:  # on meta: FLOPs, no times
-        report = cost_report(session, args.batch, args.block, autocast=autocast)
+        with working(cost_work(session, args.batch, args.block)):
+            report = cost_report(session, args.batch, args.block, autocast=autocast)
     finally:
         session.close()
     if args.json:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from ..io.paths import check_file
 from . import render
 from .common import UserError, open_session, require_weights
 
@@ -14,7 +14,7 @@ SPLIT_WORDS = {"val": "the last 10%", "train": "the first 90%", "all": "all"}
 
 def read_text(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return check_file(path, "--data", "a text file").read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"--data {path} is not UTF-8 text") from None
     except OSError as err:

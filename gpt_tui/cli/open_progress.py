@@ -38,3 +38,18 @@ def open_progress(stream=None) -> Iterator[ProgressFn | None]:
 
     with bars:
         yield show
+
+
+@contextlib.contextmanager
+def working(message: str, stream=None) -> Iterator[None]:
+    """`message` beside a spinner on stderr while a long measurement runs, on a terminal only.
+    It is transient: once done, the report (or a one-line error) is all that stays."""
+    stream = stream if stream is not None else sys.stderr
+    if not stream.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    with Console(file=stream).status(Text(message)):
+        yield

@@ -201,10 +201,16 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "train":
         p.add_argument("--data", required=True, help="a UTF-8 text file")
         p.add_argument("--arch", choices=["nanogpt", "nanochat"])
-        p.add_argument("--config", metavar="PRESET")
+        p.add_argument(
+            "--config",
+            metavar="PRESET",
+            default="mini",
+            help="the model's shape (default mini: 4 layers, 128 wide, context 128, for a CPU; "
+            "small is nanoGPT's shakespeare-char, for a GPU; `gpt-tui configs` lists them)",
+        )
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--steps", type=whole(1), default=2000)
-        p.add_argument("--out", required=True, help="output folder")
+        p.add_argument("--out", required=True, help="output folder (made if missing)")
         p.add_argument("--seed", type=SEED, default=1337)
         p.add_argument("--device", default="cpu")
         p.add_argument("--batch-size", type=whole(1), default=32)

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import GptTuiError
 from . import safe_pickle
+from .paths import check_file
 from .tokenizers import CharTokenizer, visible_controls
 
 IGNORE = -1  # nanoGPT / nanochat's ignore_index: a target that is not scored
@@ -180,9 +181,9 @@ def open_source(
 ) -> BatchSource:
     """A text file or a nanoGPT `.bin` (by its suffix); `vocab_size`, the model's, is what
     a `.bin`'s meta.pkl must have."""
-    path = Path(data)
-    if not path.is_file():
-        raise BatchError(f"--data {data}: no such file (give a text file or a nanoGPT .bin)")
+    # A nanoGPT data folder (data/shakespeare_char) holds the .bin files and input.txt.
+    inside = ("train.bin", "val.bin", "input.txt")
+    path = check_file(data, "--data", "a text file or a nanoGPT .bin", inside, BatchError)
     if path.suffix == ".bin":
         return bin_source(path, Path(meta) if meta else None, decode, vocab_size)
     return text_source(path, encode, decode, split)

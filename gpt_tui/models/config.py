@@ -88,6 +88,15 @@ PRESETS: dict[str, Preset] = {
             ),
         ),
         Preset(
+            "mini",
+            "four layers, 128 wide: trains on a CPU (train's default)",
+            _both(
+                dict(n_layer=4, n_head=4, n_embd=128, vocab_size=65),
+                dict(block_size=128, bias=False, dropout=0.0),
+                dict(sequence_len=128, n_kv_head=4),
+            ),
+        ),
+        Preset(
             "small",
             "nanoGPT's shakespeare-char shape",
             _both(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 
@@ -123,3 +125,46 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert needle in err, err
+
+
+def on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal, as a user at a shell does: (status, stdout,
+    everything drawn on stderr, spinner frames included)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpt_tui", *args],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "200"},  # a line of its own, not wrapped at 80
+    )
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    return proc.wait(timeout=300), out, drawn.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("memory", "measuring 3 training steps of tiny on cpu (1 x 4, 1 x 8, 2 x 4) to forecast "
+                   "batch 4 x 8…"),
+        ("cost", "timing 4 forward passes and a training step of tiny at batch 4 x 8 on cpu…"),
+    ],
+)  # fmt: skip
+def test_a_slow_measurement_says_what_it_does_on_a_terminal_only(command: str, says: str) -> None:
+    args = [command, *TINY, "--batch", "4", "--block", "8"]
+    code, out, drawn = on_a_terminal(*args)
+    assert code == 0, drawn
+    assert says in drawn and f"{command.title()} of" not in drawn
+    assert out.lstrip().startswith(("Memory of", "FLOPs of"))  # the report, on stdout
+    piped = gpt_tui(*args)  # stderr piped: nothing is drawn, scripts keep a clean stderr
+    assert piped.returncode == 0 and piped.stderr == ""

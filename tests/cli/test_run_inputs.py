@@ -74,7 +74,7 @@ def test_a_block_past_the_context_says_it_was_cropped(capsys):
 
 @pytest.mark.parametrize(
     ("size", "needles"),
-    [(0, ["is empty"]), (600, ["too short to train a context of 1024", "--set block_size=N"])],
+    [(0, ["is empty"]), (600, ["too short to train a context of 128", "--set block_size=N"])],
 )
 def test_train_on_a_text_too_short_for_its_context_is_one_line(tmp_path, size, needles):
     data = tmp_path / "short.txt"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ...errors import GptTuiError
+from ...io.paths import check_file
 from ...models import DTYPES, build_model, make_config
 from ...models.config import parse_overrides
 from ...models.progress import OpenProgress as OpenProgress  # for the UI's type hints
@@ -155,9 +156,11 @@ def check_spec(spec: ModelSpec) -> OpenPlan:
         raise SessionError("--model-file needs --checkpoint with the weights to load into it")
     if overrides and spec.model_file:
         raise SessionError("--set does not apply to --model-file: the file's own config is used")
-    for flag, value in (("--meta", spec.meta), ("--model-file", spec.model_file)):
-        if value and not Path(value).expanduser().is_file():
-            raise SessionError(f"{flag} {value}: no such file")
+    if spec.meta:
+        check_file(spec.meta, "--meta", "a meta.pkl", ("meta.pkl",), SessionError)
+    if spec.model_file:
+        py = ("model.py", "gpt.py", "nanochat/gpt.py")  # nanoGPT's, nanochat's, a checkout
+        check_file(spec.model_file, "--model-file", "a .py file", py, SessionError)
     if spec.tokenizer and not Path(spec.tokenizer).expanduser().exists():  # a file or folder
         raise SessionError(f"--tokenizer {spec.tokenizer}: no such file or folder")
     if spec.config:

@@ -94,7 +94,7 @@ def test_user_model_files_break_by_line_and_by_function(
         "--checkpoint",
         str(ckpt),
         "--prompt",
-        "\x01\x05",
+        "RO",
     ]
     line = line_of(FIXTURES / file, marker)
     data = step_json(capsys, *model, "--break-at", f"{file}:{line}", "--eval", "q.dim()")

@@ -124,7 +124,7 @@ def test_train_step_runs_on_either_style_of_model_file(tmp_path, name):
     ckpt = checkpoint(FIXTURES / name, ARGS[name], tmp_path)
     result = gpt_tui(
         "train-step", "--model-file", str(FIXTURES / name), "--checkpoint", str(ckpt),
-        "--prompt", "0123456789:;<=>?@", "--steps", "1", "--json",
+        "--prompt", "ROMEO: What light through yonder", "--steps", "1", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["loss"] > 0

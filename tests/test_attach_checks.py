@@ -150,7 +150,10 @@ def test_the_app_without_a_terminal_is_one_line() -> None:
 
 
 def test_the_app_refuses_a_missing_vocabulary_before_its_screen(capsys) -> None:
-    for flag, said in (("--tokenizer", "no such file or folder"), ("--meta", "no such file")):
+    for flag, said in (
+        ("--tokenizer", "no such file or folder"),
+        ("--meta", "no such file (give a meta.pkl)"),
+    ):
         assert run(["--config", "tiny", flag, "/nonexistent/vocab"]) == 2
         assert one_line(capsys.readouterr().err).endswith(f"{flag} /nonexistent/vocab: {said}")
 

@@ -302,17 +302,22 @@ def test_doctor_shows_no_validation_loss_for_a_case(tmp_path: Path, capsys) -> N
     assert data["iter num"] == 0 and "best val loss" not in data
 
 
-def test_an_update_that_overflows_with_finite_settings_names_no_setting() -> None:
-    """lr 1e38 times a gradient over 3.4 is past fp32's largest value: Inf."""
-    model = tiny_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e38)
+def one_watched_step(model, optimizer) -> gpt_tui.NonFiniteError:
+    """One scaled step of `model` under the watch: the error its update raises."""
     x, y = batches(65, 1)[0]
     watching = gpt_tui.watch(model, optimizer=optimizer, report=None)
     with pytest.raises(gpt_tui.NonFiniteError) as raised, watching:
         _, loss = model(x, y)
         (loss * SCALE).backward()
         optimizer.step()
-    finding = raised.value.finding
+    return raised.value
+
+
+def test_an_update_that_overflows_with_finite_settings_names_no_setting() -> None:
+    """lr 1e38 times a gradient over 3.4 is past fp32's largest value: Inf."""
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e38)
+    finding = one_watched_step(model, optimizer).finding
     assert finding.phase == "optimizer" and "the update left" in finding.detail
     assert "its group's" not in finding.detail
 
@@ -324,13 +329,7 @@ def test_a_non_finite_setting_of_the_broken_parameters_group_is_named(tmp_path: 
     optimizer = torch.optim.AdamW(
         [{"params": decay}, {"params": rest, "eps": 0.0, "betas": (0.9, float("nan"))}]
     )
-    x, y = batches(65, 1)[0]
-    watching = gpt_tui.watch(model, optimizer=optimizer, report=None)
-    with pytest.raises(gpt_tui.NonFiniteError) as raised, watching:
-        _, loss = model(x, y)
-        (loss * SCALE).backward()
-        optimizer.step()
-    finding = raised.value.finding
+    finding = one_watched_step(model, optimizer).finding
     assert finding.phase == "optimizer" and finding.where in {
         n for n, p in model.named_parameters() if p.dim() < 2
     }

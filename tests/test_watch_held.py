@@ -35,6 +35,19 @@ def users_model() -> torch.nn.Module:
     return module.GPT(config)
 
 
+def tiny_finding(n_batches: int, before_step=None, lr: float = 1e-3) -> gpt_tui.NonFiniteError:
+    """The error a watched tiny model's loop raises (no report written)."""
+    with pytest.raises(gpt_tui.NonFiniteError) as raised:
+        train(
+            tiny_model(),
+            batches(65, n_batches),
+            watch=lambda m, opt: gpt_tui.watch(m, optimizer=opt, report=None),
+            before_step=before_step,
+            lr=lr,
+        )
+    return raised.value
+
+
 def nan_at_step_3(step, m, x, y):
     if step == 3:
         with torch.no_grad():
@@ -81,27 +94,13 @@ def test_an_output_made_non_finite_with_finite_weights_names_no_weight() -> None
                 m.transformer.h[1].mlp.c_fc.weight.fill_(3e38)
         return x, y
 
-    with pytest.raises(gpt_tui.NonFiniteError) as raised:
-        train(
-            tiny_model(),
-            batches(65, 3),
-            watch=lambda m, opt: gpt_tui.watch(m, optimizer=opt, report=None),
-            before_step=inf_input,
-        )
-    finding = raised.value.finding
+    finding = tiny_finding(3, inf_input).finding
     assert (finding.phase, finding.where) == ("forward", "transformer.h.1.mlp")
     assert finding.held == () and "already held" not in finding.summary
 
 
 def test_an_update_that_breaks_a_weight_says_how_many_values_it_left() -> None:
-    with pytest.raises(gpt_tui.NonFiniteError) as raised:
-        train(
-            tiny_model(),
-            batches(65, 2),
-            watch=lambda m, opt: gpt_tui.watch(m, optimizer=opt, report=None),
-            lr=float("inf"),
-        )
-    finding = raised.value.finding
+    finding = tiny_finding(2, lr=float("inf")).finding
     assert finding.phase == "optimizer" and finding.held[0].name == finding.where
     held = finding.held[0]
     assert finding.detail == (
@@ -158,15 +157,9 @@ def test_a_nan_in_the_token_embedding_is_a_lookup_not_a_finite_input() -> None:
                 m.transformer.wte.weight[x[0, 0], 3] = float("nan")
         return x, y
 
-    with pytest.raises(gpt_tui.NonFiniteError) as raised:
-        train(
-            tiny_model(),
-            batches(65, 3),
-            watch=lambda m, opt: gpt_tui.watch(m, optimizer=opt, report=None),
-            before_step=nan_in_wte,
-        )
-    finding = raised.value.finding
+    error = tiny_finding(3, nan_in_wte)
+    finding = error.finding
     assert (finding.step, finding.phase, finding.where) == (1, "forward", "transformer.wte")
-    assert "it looks up token ids" in str(raised.value)
-    assert "its input was finite" not in str(raised.value)
-    assert "transformer.wte.weight already held 1 NaN" in str(raised.value)
+    assert "it looks up token ids" in str(error)
+    assert "its input was finite" not in str(error)
+    assert "transformer.wte.weight already held 1 NaN" in str(error)

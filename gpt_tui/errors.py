@@ -41,6 +41,14 @@ def describe_bug(err: BaseException) -> str:
     return f"internal error: {describe_error(err)} (please report it at {ISSUES_URL})"
 
 
+def tell(line: str) -> None:
+    """`line` on stderr in one write. A torchrun job's ranks share one pipe, and `print`
+    writes its newline apart when unbuffered (PYTHONUNBUFFERED=1), so two ranks' lines ran
+    together on one line and the next rank's line started on an empty one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 # Entered and not yet exited `with_only` blocks: kept alive, so a block entered by hand
 # (`gpt_tui.watch(model).__enter__()`) is not closed when its object is collected, and
 # closed at exit while the modules it needs are still there.

@@ -28,7 +28,7 @@ import torch.nn as nn
 from .engine.training.watch import Finding, NonFiniteError, Watch
 from .engine.training.watch_ranks import rank_folder, write_ranks_case
 from .engine.training.watch_report import run_tokenizer, write_case
-from .errors import GptTuiError, with_only
+from .errors import GptTuiError, tell, with_only
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -84,7 +84,7 @@ class WatchHandle:
         # A finding made off the main thread, whose app opens once its error reaches `watch`.
         self._deferred: tuple[Finding, tuple[Any, ...], str | None] | None = None
         for note in self._watch.notes:
-            print(self._prefix + note, file=sys.stderr)
+            tell(self._prefix + note)
 
     @property
     def _prefix(self) -> str:
@@ -135,7 +135,7 @@ class WatchHandle:
             if group is not None and group[0] == 0:
                 failed = write_ranks_case(self.report, finding, group[1])
                 if failed:
-                    print(f"{self._prefix}warning: {failed}", file=sys.stderr)
+                    tell(f"{self._prefix}warning: {failed}")
             if written.path is not None:
                 finding = dataclasses.replace(
                     finding, report=str(written.path), command=written.command
@@ -155,8 +155,7 @@ class WatchHandle:
         self._say(finding, warning)
         if self.on == "open" and not terminal:
             why = "no terminal" if group is None else "one terminal for every rank"
-            print(f"{self._prefix}{why}: raising instead of opening the debugger",
-                  file=sys.stderr)  # fmt: skip
+            tell(f"{self._prefix}{why}: raising instead of opening the debugger")
         if self.on in ("raise", "open"):
             # After the app too: the step stops before the optimizer applies a NaN.
             raise self._error(finding, warning)
@@ -171,14 +170,13 @@ class WatchHandle:
         if threading.current_thread() is threading.main_thread():
             self._open(finding, batch)
         else:
-            print(f"{self._prefix}the debugger opens only in the main thread: not opened",
-                  file=sys.stderr)  # fmt: skip
+            tell(f"{self._prefix}the debugger opens only in the main thread: not opened")
         self._say(finding, warning)
 
     def _say(self, finding: Finding, warning: str | None) -> None:
-        print(self._prefix + finding.summary, file=sys.stderr)
+        tell(self._prefix + finding.summary)
         if warning is not None:
-            print(f"{self._prefix}warning: {warning}", file=sys.stderr)
+            tell(f"{self._prefix}warning: {warning}")
 
     @staticmethod
     def _error(finding: Finding, warning: str | None) -> NonFiniteError:
@@ -199,7 +197,7 @@ class WatchHandle:
                 batch_name=f"your batch of {finding.when}", run=lambda app: app.run(),
             )  # fmt: skip
         except GptTuiError as err:  # the finding still raises, below
-            print(f"{self._prefix}cannot open the debugger: {err}", file=sys.stderr)
+            tell(f"{self._prefix}cannot open the debugger: {err}")
 
 
 @with_only("gpt_tui.watch")

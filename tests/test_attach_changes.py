@@ -341,12 +341,16 @@ def test_changes_sent_to_one_rank_reach_every_rank(
     try:
         for line in proc.stdout:
             lines.append(line)
-            if sum("listening on" in seen for seen in lines) == 2:
+            if sum(seen.count("listening on") for seen in lines) == 2:
                 break
         if endpoint == "unix":
             rank1 = re.search(r"listening on (\S+\.rank1\.sock)", "".join(lines))
             assert rank1 is not None, lines
-            conn, reader = _raw_attach(Path(rank1[1]))
+            try:
+                conn, reader = _raw_attach(Path(rank1[1]))
+            except OSError:
+                proc.kill()
+                raise AssertionError("".join(lines + proc.stdout.readlines())) from None
         else:  # each rank's token file, beside its pid
             (record,) = (runtime / "gpt-tui" / "runs").glob("*.rank1.tcp")
             data = json.loads(record.read_text())

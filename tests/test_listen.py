@@ -252,7 +252,7 @@ def test_attach_to_one_rank_under_torchrun_holds_every_rank_at_that_step(
     try:
         for line in proc.stdout:  # both ranks listen before the attach
             lines.append(line)
-            if sum("listening on" in seen for seen in lines) == 2:
+            if sum(seen.count("listening on") for seen in lines) == 2:
                 break
         assert "--rank 1)" in "".join(lines)
         assert run(["attach", "--rank", "1", "--json"]) == 0

@@ -127,3 +127,23 @@ def test_rank_0s_top_case_that_cannot_be_written_says_so_and_never_raises(tmp_pa
     assert write_ranks_case(tmp_path / "report", finding, 2) is None
     top = json.loads((tmp_path / "report" / "case.json").read_text())
     assert top["command"] == f"gpt-tui train-step --case {tmp_path / 'report' / 'rank1'}"
+
+
+def test_a_ranks_line_reaches_the_shared_pipe_in_one_write(monkeypatch) -> None:
+    """Ranks share torchrun's pipe; with PYTHONUNBUFFERED `print` wrote the newline apart,
+    and two ranks' "listening on" lines came out as one (a CI failure)."""
+    from gpt_tui.errors import tell
+
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            writes.append("<flush>")
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    tell("[rank 1] gpt_tui.watch: step 3: a NaN")
+    assert writes == ["[rank 1] gpt_tui.watch: step 3: a NaN\n", "<flush>"]

@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import socket
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.training.watch_compile import inner_module
-from ..errors import GptTuiError
+from ..errors import GptTuiError, tell
 from . import answers
 from .wire import (
     HANDSHAKE_SECONDS,
@@ -36,7 +35,7 @@ Call = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 def log(line: str) -> None:
-    print(f"gpt-tui listen: {line}", file=sys.stderr, flush=True)
+    tell(f"gpt-tui listen: {line}")
 
 
 def _hang_up(conn: socket.socket) -> None:

@@ -388,3 +388,41 @@ def test_an_optimizer_of_its_own_gets_no_copy_and_a_case_of_the_broken_weights(
         optimizer.step()
     assert watch.finding is not None and watch.finding.phase == "optimizer"
     assert read_case(tmp_path)["weights"] == AFTER_UPDATE
+
+
+@pytest.mark.parametrize("names_kept", [True, False])
+def test_a_case_of_nanogpts_two_group_optimizer_replays(tmp_path: Path, names_kept: bool) -> None:
+    """nanoGPT's configure_optimizers makes a decay and a no-decay group; replay_case made
+    one AdamW group and failed to load the state (ValueError). A case written before the
+    group names were kept loads the model's parameters in order, cut to the groups' sizes."""
+    model = tiny_model()
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3,
+    )  # fmt: skip
+    report = tmp_path / "report"
+    with (
+        pytest.raises(gpt_tui.NonFiniteError),
+        gpt_tui.watch(model, optimizer=optimizer, report=report),
+    ):
+        for step, (x, y) in enumerate(batches(65, 4)):
+            if step == 2:
+                with torch.no_grad():
+                    model.transformer.h[1].mlp.c_fc.weight[5, 7] = float("nan")
+            _, loss = model(x, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    case_file = read_case(report)["folder"] + "/case.json"
+    case = json.loads(Path(case_file).read_text())
+    assert [len(g) for g in case["optimizer_groups"]] == [
+        len(g["params"]) for g in optimizer.param_groups
+    ]
+    if not names_kept:
+        del case["optimizer_groups"]
+        Path(case_file).write_text(json.dumps(case))
+    found, session = replay_case(report)
+    session.close()
+    assert found is not None
+    assert (found.step, found.phase, found.where) == (2, "forward", "transformer.h.1.mlp")

@@ -319,6 +319,41 @@ def replay_update(case: dict[str, Any], model: torch.nn.Module) -> Finding | Non
     return found[0] if found else None
 
 
+def _counting_optimizer(
+    case: dict[str, Any], model: torch.nn.Module
+) -> torch.optim.Optimizer | None:
+    """An optimizer for the replay's watch, which numbers the step from its state; it never
+    steps. AdamW over the case's groups of parameters by name (a case written before the
+    names were kept: the model's parameters in order, cut to the state's group sizes), so
+    a state of several groups (nanoGPT's decay and no-decay) loads."""
+    if not case.get("optimizer"):
+        return None
+    out = Path(case["folder"])
+    state = _case_file(out / case["optimizer"], "optimizer state")
+    saved = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(saved, list) or not all(isinstance(g, dict) for g in saved):
+        raise CaseError(f"{out / case['optimizer']} holds no optimizer state")
+    params = dict(model.named_parameters())
+    names = case.get("optimizer_groups")
+    if isinstance(names, list) and all(isinstance(g, list) for g in names):
+        missing = sorted({n for g in names for n in g} - set(params))
+        if missing:
+            raise CaseError(f"{out}: the case's optimizer holds {missing[0] or 'a parameter'}"
+                            ", which this model does not have")  # fmt: skip
+        groups = [[params[n] for n in g] for g in names]
+    else:
+        order, groups = list(params.values()), []
+        for g in saved:
+            size = len(g.get("params", []))
+            groups, order = groups + [order[:size]], order[size:]
+    try:
+        optimizer = torch.optim.AdamW([{"params": g} for g in groups])
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CaseError(f"{out}: its optimizer state does not load: {err}") from None
+    return optimizer
+
+
 def replay_case(
     folder: str | Path, device: str = "cpu", *, trust_code: bool = False
 ) -> tuple[Finding | None, Session]:
@@ -329,7 +364,6 @@ def replay_case(
     from ..core.session import ModelSpec, Session
 
     case = read_case(folder)
-    out = Path(case["folder"])
     spec = ModelSpec(
         checkpoint=case_checkpoint(case),
         model_file=case_model_file(case, trust_code),
@@ -343,10 +377,11 @@ def replay_case(
         session.close()
         raise
     model = session.model
-    optimizer = None
-    if case.get("optimizer"):
-        optimizer = torch.optim.AdamW(model.parameters())
-        optimizer.load_state_dict(_case_file(out / case["optimizer"], "optimizer state"))
+    try:
+        optimizer = _counting_optimizer(case, model)
+    except BaseException:
+        session.close()
+        raise
     found: list[Finding] = []
     watch = Watch(model, lambda f, _: found.append(f), optimizer=optimizer)
     training = model.training

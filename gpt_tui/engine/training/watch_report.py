@@ -56,12 +56,12 @@ from .watch_case import (
     TOKENIZER_FILE,
     sha256_file,
 )
+from .watch_update import BeforeUpdate, group_names
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     from ...io.tokenizers import CharTokenizer
-    from .watch_update import BeforeUpdate
 
     Vocabulary: TypeAlias = str | Path | CharTokenizer | None  # a meta.pkl, or the tokenizer
 
@@ -224,6 +224,7 @@ def _fill(
         "model_class": type(model).__name__,
         "batch": "batch.pt",
         "optimizer": "optimizer.pt" if optimizer is not None else None,
+        "optimizer_groups": group_names(model, optimizer) if optimizer is not None else None,
         "tokenizer": vocabulary or None,
     }
 

@@ -55,9 +55,15 @@ def copy_before_update(model: nn.Module, optimizer: torch.optim.Optimizer) -> Be
         weights = {n: p.detach().clone() for n, p in named}
         grads = {n: p.grad.detach().clone() for n, p in named if p.grad is not None}
     state = copy.deepcopy(optimizer.state_dict())  # tensors cloned: the update changes them
-    names = {id(p): n for n, p in named}
-    groups = [[names.get(id(p), "") for p in g["params"]] for g in optimizer.param_groups]
+    groups = group_names(model, optimizer)
     return BeforeUpdate(weights, grads, state, type(optimizer).__name__, groups)
+
+
+def group_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """Each of the optimizer's groups as its parameters' names in `model`, in order ("" for
+    one the model does not have): what a saved state's numbered parameters are."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names.get(id(p), "") for p in g["params"]] for g in optimizer.param_groups]
 
 
 def update_will_break(optimizer: torch.optim.Optimizer) -> bool:

@@ -183,13 +183,16 @@ class GptTuiApp(App[int]):
             self.notify(note, title="note", timeout=max(5.0, len(note) / 15))
         tree = self.query_one(ModuleTree)
         tree.summary = info.summary
-        tree.focus()
         if self.show_memory:
             self._update_memory()
             self.set_interval(MEMORY_INTERVAL, self._update_memory)
         await self._tabs.mount(self.query_one(TabbedContent).active)
+        # The first focus is set here, at once, not deferred: a key that arrives while
+        # this handler awaits (Esc, pressed as the first frame shows) acts after it.
         if self.size.width < NARROW_WIDTH:  # the tree steps aside so every tab name shows
             await self.action_show_tab(self.query_one(TabbedContent).active)
+        else:
+            self.screen.set_focus(tree)
         self._render(message.state)
         self.refresh_bindings()
         self.run_worker(self._fetch_facts(message.debugger), group="facts", exit_on_error=False)

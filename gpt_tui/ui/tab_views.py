@@ -69,7 +69,9 @@ class TabViews:
         self._failed.discard(TAB_BY_ID[tab].view or "")
         await self.mount(tab)
         self._app.query_one(TabbedContent).active = tab
-        self._app.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus).focus()
+        # At once, as Esc leaves it: the keys typed next act in the tab.
+        widget = self._app.query_one(f"#{tab}", TabPane).query_one(TAB_BY_ID[tab].focus)
+        self._app.screen.set_focus(widget)
 
     def text_box(self, tab: str) -> Input | None:
         """The tab's own text box, None if it has none (or is not built)."""

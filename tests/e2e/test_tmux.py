@@ -24,19 +24,13 @@ def test_open_run_step_and_quit_in_tmux(tmp_path: Path, terminal) -> None:
 
     wait_for("the model to load", lambda: "27.33K params" in screen())
 
-    # At 80 columns the shown tab may take the width, the tree stepping aside (its hint
-    # says so); Esc brings it back. The tree fills in a moment after the header on a busy
-    # machine: wait, don't race. (Module names: class names need a wide tree.)
-    # The shown tab's focus can land after an Esc pressed early: press it again, as a user
-    # would, until the tree is there.
-    def tree_shown() -> bool:
-        if "lm_head" in screen():
-            return True
-        if "Esc: modules" in screen():
-            keys("Escape")
-        return False
-
-    wait_for("the module tree", tree_shown)
+    # At 80 columns the shown tab takes the width, the tree stepping aside (its hint says
+    # so); one Esc brings it back, even pressed as the first frame shows. The tree fills
+    # in a moment after the header on a busy machine: wait, don't race. (Module names:
+    # class names need a wide tree.)
+    wait_for("the tree's hint", lambda: "Esc: modules" in screen())
+    keys("Escape")
+    wait_for("the module tree", lambda: "lm_head" in screen())
     text = screen()
     assert "tiny nanogpt · cpu · float32" in text
     assert "transformer" in text

@@ -294,3 +294,28 @@ async def test_a_run_with_nan_rows_says_what_their_moments_are() -> None:
         Interventions(app.debugger.session.model).add(inject_nonfinite("transformer.h.0.mlp"))
         await press(pilot, "r")
         assert note.display and FINITE_ONLY in str(note.render())
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_an_esc_pressed_as_the_first_frame_shows_brings_the_tree(size, monkeypatch) -> None:
+    """The start-up focus was deferred: an Esc arriving while the app laid out its first
+    screen was handled first, then the shown tab took the focus and hid the tree again
+    (a flaky tmux test). The Esc is posted from inside that window: the tab's mount."""
+    from gpt_tui.ui.tab_views import TabViews
+
+    mount = TabViews.mount
+    posted: list[str] = []
+
+    async def mount_then_esc(self, tab: str) -> None:
+        await mount(self, tab)
+        if not posted:
+            posted.append(tab)
+            self._app.post_message(events.Key("escape", "\x1b"))
+
+    monkeypatch.setattr(TabViews, "mount", mount_then_esc)
+    app = tiny_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        assert posted
+        assert app.focused is app.query_one("#tree") and app.query_one("#left").display
+        assert "Esc: modules" not in on_screen(app)

@@ -113,6 +113,9 @@ def load(path: str | Path, what: str | None = None) -> Any:
         data = path.read_bytes()
     except FileNotFoundError:
         raise SafePickleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        message = f"{path} is a folder, not a file: give the pickle file in it"
+        raise SafePickleError(message) from None
     except OSError as e:
         raise SafePickleError(f"cannot read {path}: {e.strerror or e}") from None
     return loads(data, what)

@@ -124,3 +124,10 @@ def test_tiktoken_class_is_a_stand_in():
     obj = safe_pickle.loads(data)
     assert isinstance(obj, safe_pickle.EncodingState)
     assert obj.state == {"name": "evil"}
+
+
+def test_a_folder_given_for_a_pickle_is_named_as_a_folder(tmp_path) -> None:
+    with pytest.raises(
+        safe_pickle.SafePickleError, match="is a folder, not a file: give the pickle file in it"
+    ):
+        safe_pickle.load(tmp_path)

@@ -51,5 +51,8 @@ def working(message: str, stream=None) -> Iterator[None]:
     from rich.console import Console
     from rich.text import Text
 
-    with Console(file=stream).status(Text(message)):
+    console = Console(file=stream)
+    text = Text(message)
+    text.truncate(console.width - 2, overflow="ellipsis")  # one line beside the spinner
+    with console.status(text):
         yield

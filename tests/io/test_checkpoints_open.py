@@ -125,3 +125,17 @@ def test_cli_progress_draws_on_a_terminal_only() -> None:
         progress(OpenProgress("building", 1, 1))
     assert "reading" in screen.getvalue() and "building" in screen.getvalue()
     assert piped.getvalue() == ""
+
+
+def test_the_cli_working_line_is_cut_to_one_line_of_the_terminal(monkeypatch) -> None:
+    """The memory forecast's line wrapped at 80 columns and left its first half behind."""
+    from gpt_tui.cli.open_progress import working
+
+    monkeypatch.setenv("COLUMNS", "80")
+    screen = Terminal()
+    message = "measuring 3 training steps of gpt2 on cpu " + "x" * 60 + " THE END"
+    with working(message, screen):
+        pass
+    drawn = screen.getvalue()
+    assert "measuring 3 training steps" in drawn and "…" in drawn
+    assert "THE END" not in drawn

@@ -109,7 +109,7 @@ def _feed_train(widget: Widget, ctx: TabContext) -> None:
         return
     widget.ablations = state.ablations
     widget.mode = ctx.facts.mode if ctx.facts is not None else None
-    if state.training is not None and widget.view is not state.training:
+    if widget.view is not state.training:  # None too: a new prompt's step is not made yet
         widget.view = state.training
 
 

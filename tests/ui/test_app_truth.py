@@ -43,6 +43,25 @@ async def test_a_failing_train_tab_shows_one_error_and_does_not_loop() -> None:
     assert app.return_code == 0
 
 
+async def test_a_failed_step_hides_the_last_batchs_step_and_a_good_one_shows_it() -> None:
+    """The one-token prompt's error sat above the previous prompt's batch and gradients."""
+    app = tiny_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "6")
+        parts = ["#train-batch", "#train-current", "#train-grads"]
+        assert all(app.query_one(p).display for p in parts)
+        assert "ROMEO" in str(app.query_one("#train-batch").render())
+        await press(pilot, "p", "ctrl+u", "A", "enter", "6")
+        await settle(pilot)
+        assert "Training step failed" in str(app.query_one("#train-head").render())
+        assert not any(app.query_one(p).display for p in parts + ["#train-health"])
+        await press(pilot, "p", "ctrl+u", *"JULIET:", "enter", "6")
+        await settle(pilot)
+        assert all(app.query_one(p).display for p in parts)
+        assert "JULIET" in str(app.query_one("#train-batch").render())
+
+
 async def test_q_during_an_endless_expression_leaves_at_once(monkeypatch) -> None:
     started = threading.Event()
     signal = types.ModuleType("_app_truth_signal")

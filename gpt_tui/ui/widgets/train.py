@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 BAR_WIDTH = 10
 HEALTH_STEPS = 20
+LOADING = "the training step: loading the batch…"
 
 
 class TrainPanel(Vertical):
@@ -68,9 +69,10 @@ class TrainPanel(Vertical):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._shown: list[tuple[str, float, float | None]] | None = None  # the table's rows
+        self._failed = False  # the head says the step failed, until a step is shown
 
     def compose(self) -> ComposeResult:
-        yield Static("the training step: loading the batch…", id="train-head")
+        yield Static(LOADING, id="train-head")
         yield Static(id="train-batch")
         yield Static(id="train-current")
         # The sparklines above the table: the table scrolls, they stay in view at 80x24.
@@ -92,6 +94,7 @@ class TrainPanel(Vertical):
             head = Text(f"Training step failed: {event.error}", style="bold red")
             head.append("\np changes the prompt (the batch) · s tries the step again", style="dim")
             self.query_one("#train-head", Static).update(head)
+            self._failed = True
 
     def watch_ablations(self) -> None:
         self.watch_view(self.view)
@@ -103,8 +106,17 @@ class TrainPanel(Vertical):
         self.watch_view(self.view)
 
     def watch_view(self, view: TrainingView | None) -> None:
-        if view is None or not self.is_mounted:
+        """The step's parts, or none: with no view (a new prompt, a failed step) an older
+        batch's step is not left up under the head."""
+        if not self.is_mounted:
             return
+        for part in ("#train-batch", "#train-current", "#train-health", "#train-grads"):
+            self.query_one(part).display = view is not None
+        if view is None:
+            if not self._failed:
+                self.query_one("#train-head", Static).update(LOADING)
+            return
+        self._failed = False
         width = max(40, self.size.width - 2)
         mode = self.mode.line(view.options.train_mode) if self.mode is not None else ""
         self.query_one("#train-head", Static).update(head_text(view, self.ablations, mode))

@@ -46,7 +46,8 @@ def loop(model, data, scale, *, report=None, outside=False) -> gpt_tui.NonFinite
                 logits, _ = model(x)
                 loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
             else:
-                _, loss = model(x, y)
+                out = model(x, y)  # nanoGPT's (logits, loss), nanochat's bare loss
+                loss = out[1] if isinstance(out, tuple) else out
             if step == 2 and scale is not None:
                 loss = scale(loss)
             loss.backward()
@@ -88,8 +89,9 @@ def test_a_loss_multiplied_by_nan_is_named_at_the_loss_and_its_case_says_it_cann
     ]
 
 
-def test_a_loss_divided_by_zero_is_named_as_scaled_by_inf() -> None:
-    error = loop(tiny_model(), batches(65, 4), lambda loss: loss / 0)
+@pytest.mark.parametrize("arch", ["nanogpt", "nanochat"])
+def test_a_loss_divided_by_zero_is_named_as_scaled_by_inf(arch: str) -> None:
+    error = loop(tiny_model(arch=arch), batches(65, 4), lambda loss: loss / 0)
     finding = error.finding
     assert (finding.step, finding.phase, finding.where) == (2, "loss", "loss")
     assert "the gradient into it inf (a loss divided by 0" in finding.detail

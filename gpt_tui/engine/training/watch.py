@@ -422,7 +422,9 @@ class Watch:
         micro, f = replayed
         detail = f"{f.detail}; the compiled graph ran without the watch's hooks, an eager "
         detail += "replay of the micro-batch on a copy of the model named it"
-        self._found(f.phase, f.where, detail, micro, micro_steps, held=f.held)
+        self._found(
+            f.phase, f.where, detail, micro, micro_steps, held=f.held, unreplayable=f.unreplayable
+        )
 
     def _group_settings(self, where: str) -> str:
         """The non-finite settings (lr, eps, betas, ...) of the broken parameter's group,

@@ -165,3 +165,43 @@ def test_a_models_loss_whose_own_backward_breaks_is_named_in_backward() -> None:
     assert finding.detail == (
         "the gradient into it was finite; what its backward passed into lm_head was not"
     )
+
+
+def test_a_micro_steps_loss_made_nan_is_named_in_its_micro_step() -> None:
+    """Gradient accumulation: micro-step 2 of 4 of step 1 backs up `loss * nan`; the others'
+    gradients into the loss (1/4) are finite."""
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    data = iter(batches(65, 8))
+    with (
+        pytest.raises(gpt_tui.NonFiniteError) as raised,
+        gpt_tui.watch(model, optimizer=optimizer, report=None),
+    ):
+        for step in range(2):
+            for micro in range(4):
+                _, loss = model(*next(data))
+                loss = loss / 4
+                ((loss * math.nan) if (step, micro) == (1, 2) else loss).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    finding = raised.value.finding
+    assert (finding.step, finding.micro_step, finding.micro_steps) == (1, 2, 4)
+    assert (finding.phase, finding.where) == ("loss", "loss")
+    assert str(raised.value).startswith(
+        "step 1, micro-step 2 of 4: the first non-finite value is in loss at loss (the loss "
+        "backward() started from was NaN"
+    )
+
+
+def test_without_an_optimizer_each_forward_is_a_step_and_the_start_is_named() -> None:
+    model = tiny_model()
+    with (
+        pytest.raises(gpt_tui.NonFiniteError) as raised,
+        gpt_tui.watch(model, report=None),
+    ):
+        for step, (x, y) in enumerate(batches(65, 3)):
+            _, loss = model(x, y)
+            (loss / 0 if step == 1 else loss).backward()
+    finding = raised.value.finding
+    assert (finding.step, finding.phase, finding.where) == (1, "loss", "loss")
+    assert "the gradient into it inf" in finding.detail

@@ -106,17 +106,22 @@ def name_place(
 
 def _into_loss_text(value: float | None) -> str:
     """Why backward's start is named when the gradient into the model's (finite) loss was
-    not finite: `value` is that gradient as this process holds it."""
+    not finite: `value` is that gradient as this process holds it (under torchrun, finite
+    on a rank that did not make it: then the text names no mistake)."""
     if value is not None and math.isnan(value):
         return (
             "the loss backward() started from was NaN: the model's loss was finite, the "
             "gradient into it NaN (loss * nan after the model returned it?)"
         )
-    what = f"{value}" if value is not None and math.isinf(value) else "not finite"
+    if value is not None and math.isinf(value):
+        return (
+            "the loss backward() started from was scaled by a factor that is not finite: the "
+            f"model's loss was finite, the gradient into it {value} (a loss divided by 0, as "
+            "by a gradient-accumulation count of 0?)"
+        )
     return (
-        f"the loss backward() started from was scaled by a factor that is not finite: the "
-        f"model's loss was finite, the gradient into it {what} (a loss divided by 0, as by a "
-        "gradient-accumulation count of 0?)"
+        "the model's loss was finite, the gradient into it not: the loss backward() started "
+        "from was made from it and was not finite (loss * nan, loss / 0?)"
     )
 
 

@@ -8,8 +8,8 @@ model file (on A's checkpoint unless B names its own), or KV-cached decoding.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,13 +107,14 @@ class Comparison:
     def diff(self, prompt: str, b: BSpec, leaves: bool, runner: MoveRunner, mid: int) -> str:
         """Diff `prompt`'s run against run B, probe by probe; the message to show."""
         a = self._session
-        ids_a, _ = a.prompt_ids(prompt)
+        ids_a, crop_a = a.prompt_ids(prompt)
         opened, model_b = self._open_b(b, runner.check(mid))
         try:
             source = opened or a
-            ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else prompt)
+            ids_b, crop_b = source.prompt_ids(b.prompt if b.prompt is not None else prompt)
+            crops = _crop_notes(crop_a, crop_b)
             own = model_b is not a.model  # A's blocks check already
-            with runner.cancellable_model(model_b) if own else nullcontext():
+            with runner.cancellable_model(model_b) if own else nullcontext(), _cropped(crops):
                 result = compare(
                     Run(a.model, ids_a, tokens=_labels(a, ids_a)),
                     Run(
@@ -128,6 +129,7 @@ class Comparison:
         finally:
             if opened is not None:
                 opened.close()
+        result = dataclasses.replace(result, notes=(*crops, *result.notes))
         self._view = CompareView("diff", b.label, comparison=result)
         first = result.first_divergence
         return first.message if first else "no divergence"
@@ -193,6 +195,25 @@ def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
     if b.overrides:
         changes.update(overrides=[*base.overrides, *b.overrides])
     return dataclasses.replace(base, **changes)
+
+
+def _crop_notes(a: str | None, b: str | None) -> tuple[str, ...]:
+    """The runs' crop notes (as trace and generate give them): once when they crop alike."""
+    if a == b:
+        return (a,) if a else ()
+    return tuple(f"{run}'s {note}" for run, note in (("A", a), ("B", b)) if note)
+
+
+@contextmanager
+def _cropped(crops: tuple[str, ...]) -> Iterator[None]:
+    """A comparison's error says what the crop changed: two prompts, one a prefix of the
+    other, may no longer be after their first tokens are cropped."""
+    try:
+        yield
+    except CompareError as err:
+        if not crops:
+            raise
+        raise CompareError(f"{err} ({'; '.join(crops)})") from None
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

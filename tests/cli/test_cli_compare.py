@@ -148,6 +148,31 @@ def test_diff_prompts_that_differ_in_length_after_the_crop_say_so(capsys):
     )
 
 
+def test_patch_and_attribute_crop_a_long_prompt_with_the_note_trace_gives(capsys):
+    """They refused a prompt over the context ("give a shorter prompt") while trace, diff
+    and the app's own patch and attribute crop it."""
+    base = ["--config", "tiny", "--device", "cpu", "--prompt", LONG]
+    code, out, _ = gpt_tui(capsys, "patch", *base, "--b-prompt", LONG[:-1] + "X", "--answer",
+                           " ", "--wrong", "R", "--json")  # fmt: skip
+    assert code == 0
+    cropped = "prompt of 18 tokens cropped from the left to the last 16"
+    data = json.loads(out)
+    assert len(data["cols"]) == 16 and [cropped in n for n in data["notes"]] == [True]
+    code, out, _ = gpt_tui(capsys, "patch", *base, "--b-prompt", LONG[:-1] + "XY", "--answer", " ",
+                           "--wrong", "R", "--json")  # fmt: skip
+    assert code == 0
+    assert [n.split(" cropped")[0] for n in json.loads(out)["notes"]] == [
+        "the clean run's prompt of 18 tokens",
+        "the corrupted run's prompt of 19 tokens",
+    ]
+    code, _, err = gpt_tui(capsys, "patch", *base, "--b-prompt", "X" + LONG, "--answer", " ",
+                           "--wrong", "R")  # fmt: skip
+    assert_one_line_error(code, err, "nothing to recover", "the corrupted run's prompt of 19")
+    code, out, _ = gpt_tui(capsys, "attribute", *base, "--answer", " ", "--wrong", "R")
+    assert code == 0
+    assert any(line.startswith("note: " + cropped) for line in out.splitlines())
+
+
 SAMPLE = ["--sample", "shakespeare-nanogpt", "--device", "cpu"]
 PATCH = ["--prompt", "KING HENRY", "--b-prompt", "KING RICHA", "--answer", " ", "--wrong", "R"]
 

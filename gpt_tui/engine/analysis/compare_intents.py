@@ -22,7 +22,7 @@ from ..core.model_access import crop_to_context
 from ..core.model_copy import dtype_copy
 from .attribution import attribute
 from .compare import CompareError, Run, compare
-from .patching import Patcher, What, one_token
+from .patching import Patcher, PatchError, What, one_token
 
 if TYPE_CHECKING:
     from ..core.runner import MoveRunner
@@ -137,16 +137,19 @@ class Comparison:
     def patch(self, prompt: str, corrupted: str, answer: str, wrong: str, what: What) -> str:
         """Patch `prompt`'s run (clean) into `corrupted`, for every layer and position."""
         s = self._session
-        clean, _ = s.prompt_ids(prompt)
-        bad, _ = s.prompt_ids(corrupted)
+        clean, crop_clean = s.prompt_ids(prompt)
+        bad, crop_bad = s.prompt_ids(corrupted)
+        crops = _crop_notes(crop_clean, crop_bad, ("the clean run", "the corrupted run"))
         ids = [
             one_token(s.tokenizer, s.vocab_size, t, w)
             for t, w in ((answer, "answer"), (wrong, "wrong"))
         ]
-        sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
+        with _cropped(crops):
+            sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
         label = f"{what}: {prompt!r} into {corrupted!r}"
-        self._view = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
-        return f"patched {what} at {len(sweep.values)} layers"
+        tokens = _labels(s, clean)
+        self._view = CompareView("patch", label, sweep=sweep, tokens=tokens, notes=crops)
+        return "; ".join((f"patched {what} at {len(sweep.values)} layers", *crops))
 
     def attribute(
         self,
@@ -160,12 +163,14 @@ class Comparison:
         s = self._session
         gen = generation
         if gen is not None:  # what the next step's forward sees, without a cache
-            ids = crop_to_context(gen.ids, gen.context_len)[0]
+            ids, crop = crop_to_context(gen.ids, gen.context_len)[0], None
         else:
-            ids = s.prompt_ids(prompt)[0]
+            ids, crop = s.prompt_ids(prompt)
         a = _token_id(s, answer, "answer")
         w = None if wrong is None or wrong == "" else _token_id(s, wrong, "wrong")
         result = attribute(s.model, ids, a, w, position)
+        if crop:  # as trace and generate say it: the positions are the cropped prompt's
+            result = dataclasses.replace(result, notes=(crop, *result.notes))
         label = f"logit({_name(s, answer)})" + (
             f" - logit({_name(s, wrong)})" if w is not None else ""
         )
@@ -197,11 +202,13 @@ def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
     return dataclasses.replace(base, **changes)
 
 
-def _crop_notes(a: str | None, b: str | None) -> tuple[str, ...]:
+def _crop_notes(
+    a: str | None, b: str | None, runs: tuple[str, str] = ("A", "B")
+) -> tuple[str, ...]:
     """The runs' crop notes (as trace and generate give them): once when they crop alike."""
     if a == b:
         return (a,) if a else ()
-    return tuple(f"{run}'s {note}" for run, note in (("A", a), ("B", b)) if note)
+    return tuple(f"{run}'s {note}" for run, note in zip(runs, (a, b), strict=True) if note)
 
 
 @contextmanager
@@ -210,10 +217,10 @@ def _cropped(crops: tuple[str, ...]) -> Iterator[None]:
     other, may no longer be after their first tokens are cropped."""
     try:
         yield
-    except CompareError as err:
+    except (CompareError, PatchError) as err:
         if not crops:
             raise
-        raise CompareError(f"{err} ({'; '.join(crops)})") from None
+        raise type(err)(f"{err} ({'; '.join(crops)})") from None
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

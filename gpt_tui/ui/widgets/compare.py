@@ -154,6 +154,8 @@ class ComparePanel(Vertical):
             table.clear(columns=True)
             return
         head.append(f"\n{view.label}", style="dim")
+        for note in view.notes:
+            head.append(f"\nnote: {note}", style="yellow")
         self.query_one("#compare-head", Static).update(head)
 
     def _show_sweep(self, sweep: PatchSweep, tokens: tuple[str, ...]) -> Text:

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError, describe_error
+from ...io.tokenizers import WHITESPACE_GLYPHS
 from ..core.model_access import model_device, output_logits, unwrap_model
 from .probe_points import find_probe_points, first_tensor
 
@@ -100,14 +101,27 @@ def _sites(model: nn.Module) -> _Sites:
     return _Sites(*found)  # type: ignore[arg-type]
 
 
+GLYPH_CHARACTERS = {glyph: char for char, glyph in WHITESPACE_GLYPHS.items()}
+
+
 def one_token(tokenizer: Any, vocab_size: int, text: str, what: str) -> int:
-    """The id of the one token `text` is, or a one-line error saying what it is instead."""
+    """The id of the one token `text` is, or a one-line error saying what it is instead.
+    A glyph the tables draw for whitespace (␣ ⏎ ⇥ ␍), alone and not a token itself, is
+    read as that character: what a user copies from a table."""
     from ..generation.sampling import token_label
 
-    try:
-        ids = tokenizer.encode(text)
-    except GptTuiError as err:
-        raise PatchError(f"{what} {text!r}: {describe_error(err)}") from None
+    def encode(text: str) -> list[int] | GptTuiError:
+        try:
+            return tokenizer.encode(text)
+        except GptTuiError as err:
+            return err
+
+    ids = encode(text)
+    if text in GLYPH_CHARACTERS and (isinstance(ids, GptTuiError) or len(ids) != 1):
+        text = GLYPH_CHARACTERS[text]
+        ids = encode(text)
+    if isinstance(ids, GptTuiError):
+        raise PatchError(f"{what} {text!r}: {describe_error(ids)}") from None
     if len(ids) != 1:
         parts = ", ".join(repr(token_label(tokenizer, i)) for i in ids[:6])
         raise PatchError(

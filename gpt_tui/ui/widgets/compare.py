@@ -13,7 +13,6 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Static
 
 from ... import formatting as fmt
-from ...io.tokenizers import WHITESPACE_GLYPHS
 from ..messages import IntentRequested
 from .attention_heatmap import AttentionHeatmap
 from .attention_pictures import ramp, rgb
@@ -34,7 +33,6 @@ HINT = (
     "Diff in B's boxes, Patch in the others (Attribute without B's prompt) · B's prompt and "
     "the tokens as typed: a space is one, \\n a newline, ␣ alone a space"
 )
-GLYPH_CHARACTERS = {glyph: char for char, glyph in WHITESPACE_GLYPHS.items()}
 
 
 class ComparePanel(Vertical):
@@ -83,10 +81,9 @@ class ComparePanel(Vertical):
 
     def _typed(self, name: str) -> str:
         """A prompt or token box as meant: never stripped (a space is a token), with the
-        prompt bar's escapes (\\n, \\t, \\xNN), and a glyph the tables draw for a space or
-        a newline, alone in the box, read as that character."""
-        value = fmt.unescape_prompt(self.query_one(f"#compare-{name}", Input).value)
-        return GLYPH_CHARACTERS.get(value, value)
+        prompt bar's escapes (\\n, \\t, \\xNN). (The engine reads a token box's ␣ or ⏎
+        alone as the character the tables draw with it.)"""
+        return fmt.unescape_prompt(self.query_one(f"#compare-{name}", Input).value)
 
     def request(self, kind: str) -> tuple[str, tuple] | None:
         """The Debugger call for a button, or None after saying what is missing."""

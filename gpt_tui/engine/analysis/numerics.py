@@ -18,6 +18,8 @@ model's logit softcap is shown against the raw head output it squashes.
 Linear inputs rounded through fp8, unscaled) is compared with the fp32 pass by the diff
 engine (`compare.compare`); `numerics_blame` names the first module that amplified the
 error beyond the dtype's tolerance, or says the error grew gradually and where it crossed.
+A model file that names its own compute dtype (nanochat's `COMPUTE_DTYPE`) runs its copy
+with that name set to the dtype, as nanochat's own bf16 runs do (core/compute_dtype.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
+from ..core.compute_dtype import own_compute_dtype
 from ..core.model_copy import dtype_copy
 from .attention import AttentionCall, head_summaries, recompute_pattern
 from .compare import Comparison, Run, compare, tolerance_for
@@ -271,7 +274,8 @@ def what_if(
     check = runner.check(mid) if runner is not None else lambda: None
     fp32 = next(model.parameters()).dtype == torch.float32
     base = model if fp32 else dtype_copy(model, torch.float32, check)
-    if name.startswith("float8"):
+    fp8 = name.startswith("float8")
+    if fp8:
         other = _Fp8Rounding(base, dtype, check).model
         tol = torch.finfo(dtype).eps  # one ulp relative: fp8 keeps 2-3 mantissa bits
     else:
@@ -279,6 +283,9 @@ def what_if(
         tol = tolerance_for(dtype)
     other.eval()
     with ExitStack() as cancellable:
+        # a model file with its own compute dtype (nanochat's) runs each copy in that copy's
+        cancellable.enter_context(own_compute_dtype(base, torch.float32))
+        cancellable.enter_context(own_compute_dtype(other, torch.float32 if fp8 else dtype))
         if runner is not None:  # the model itself has the runner's checks already
             for copied in (m for m in (base, other) if m is not model):
                 cancellable.enter_context(runner.cancellable_model(copied))

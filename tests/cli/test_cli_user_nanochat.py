@@ -101,3 +101,25 @@ def test_attribute_splits_value_embeddings_passed_by_position(checkpoints):
     assert "L1 value embeds" in parts and "L0 value embeds" not in parts  # the last layer's
     assert parts["L1 value embeds"] != 0
     assert math.isclose(data["sum"], data["logit_diff"], rel_tol=1e-4, abs_tol=1e-5)
+
+
+def test_the_cost_tab_runs_the_file_in_bf16_and_names_its_failure(checkpoints):
+    from gpt_tui.engine.core.runner import ModelRaisedError
+    from gpt_tui.engine.core.session import ModelSpec, Session
+    from gpt_tui.engine.debugger import Debugger
+
+    for gpt_file, dtype, works in ((GPT_FILE, "bfloat16", True), (OLD_GPT_FILE, "float16", False)):
+        spec = ModelSpec(model_file=str(gpt_file), checkpoint=str(checkpoints[gpt_file]))
+        session = Session.open(spec)
+        debugger = Debugger(session)
+        try:
+            debugger.set_prompt("To be, or")
+            if works:
+                state = debugger.measure("numerics", dtype)
+                assert state.measures.numerics.what_if.dtype == dtype
+            else:
+                with pytest.raises(ModelRaisedError, match="raised AssertionError at gpt.py:"):
+                    debugger.measure("numerics", dtype)
+        finally:
+            debugger.close(wait=True)
+            session.close()

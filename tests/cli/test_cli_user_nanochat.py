@@ -123,3 +123,12 @@ def test_the_cost_tab_runs_the_file_in_bf16_and_names_its_failure(checkpoints):
         finally:
             debugger.close(wait=True)
             session.close()
+
+
+def test_diff_against_the_file_in_bf16_runs_it_as_nanochat_does(checkpoints):
+    args = ["diff", "--prompt", "To be, or", "--b-dtype", "bfloat16", "--json"]
+    out = gpt_tui(GPT_FILE, checkpoints[GPT_FILE], *args)
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)["records"]
+    assert records and all(r["cosine"] > 0.999 for r in records)
+    assert any(r["max_abs_diff"] > 0 for r in records)  # B really is bf16

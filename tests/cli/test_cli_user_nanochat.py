@@ -57,8 +57,10 @@ def test_numerics_runs_the_file_in_its_own_compute_dtype(checkpoints, dtype):
         "--json",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    what_if = json.loads(out.stdout)["report"]["what_if"]
+    report = json.loads(out.stdout)["report"]
+    what_if = report["what_if"]
     assert what_if["dtype"] == dtype
+    assert f"COMPUTE_DTYPE was {dtype} in that pass" in report["note"]
     # the copy really ran in the dtype: its rounding shows, within the dtype's tolerance
     assert 0 < what_if["worst"][0][1] < what_if["tolerance"] * 10
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..core.compute_dtype import own_compute_dtype
+from ..core.compute_dtype import has_own_compute_dtype, own_compute_dtype
 from ..core.model_copy import dtype_copy
 from .attention import AttentionCall, head_summaries, recompute_pattern
 from .compare import Comparison, Run, compare, tolerance_for
@@ -361,6 +361,9 @@ def numerics(
         capped = next((m.absmax for m in modules if m.kind == "model"), float("nan"))
         softcap = Softcap(cap, raw_absmax[0], capped, raw_absmax[1])
     check = what_if(model, ids, dtype, runner, mid) if fp32_check else None
+    if check is not None and not dtype.startswith("float8") and has_own_compute_dtype(model):
+        said = f"the model file's COMPUTE_DTYPE was {dtype} in that pass"
+        note = _join(note, f"{said}, as NANOCHAT_DTYPE={dtype} sets it")
     text = prompt if isinstance(prompt, str) else session.decode(ids)
     return NumericsReport(
         text, len(ids), dtype, tuple(facts), tuple(modules), heads, softcap, check, note

@@ -27,6 +27,11 @@ def _module_of(model: nn.Module) -> object | None:
     return module if isinstance(getattr(module, NAME, None), torch.dtype) else None
 
 
+def has_own_compute_dtype(model: nn.Module) -> bool:
+    """The model's module names its compute dtype (`own_compute_dtype` sets it)."""
+    return _module_of(model) is not None
+
+
 @contextmanager
 def own_compute_dtype(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """While open, each pass of `model` runs with its module's `COMPUTE_DTYPE` = `dtype`."""

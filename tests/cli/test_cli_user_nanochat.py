@@ -42,9 +42,13 @@ def checkpoints(tmp_path_factory) -> dict[Path, Path]:
     return out
 
 
-def gpt_tui(gpt_file: Path, ckpt: Path, *args: str) -> subprocess.CompletedProcess:
+def gpt_tui(
+    gpt_file: Path, ckpt: Path, *args: str, nanochat_dtype: str | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("NANOCHAT_DTYPE", None)
+    if nanochat_dtype:
+        env["NANOCHAT_DTYPE"] = nanochat_dtype  # what nanochat picks on a bf16 GPU
     cmd = [sys.executable, "-m", "gpt_tui", *args, "--model-file", str(gpt_file)]
     cmd += ["--checkpoint", str(ckpt), "--device", "cpu"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -63,6 +67,20 @@ def test_numerics_runs_the_file_in_its_own_compute_dtype(checkpoints, dtype):
     assert f"COMPUTE_DTYPE was {dtype} in that pass" in report["note"]
     # the copy really ran in the dtype: its rounding shows, within the dtype's tolerance
     assert 0 < what_if["worst"][0][1] < what_if["tolerance"] * 10
+
+
+def test_a_file_that_computes_in_bf16_still_gets_a_true_fp32_pass(checkpoints):
+    args = ["numerics", "--prompt", "To be, or", "--dtype", "bfloat16", "--json"]
+    reports = [
+        json.loads(gpt_tui(GPT_FILE, checkpoints[GPT_FILE], *args, nanochat_dtype=env).stdout)
+        for env in (None, "bfloat16")
+    ]
+    # the fp32 side is an fp32 copy run with COMPUTE_DTYPE fp32: the same answer either way
+    # (but for the rotary tables, which the file built in bf16 and the copy widens)
+    default, bf16 = (r["report"]["what_if"] for r in reports)
+    assert [n for n, _ in default["worst"]] == [n for n, _ in bf16["worst"]]
+    assert [v for _, v in default["worst"]] == pytest.approx([v for _, v in bf16["worst"]], 0.01)
+    assert "computes in torch.bfloat16 (its COMPUTE_DTYPE)" in reports[1]["report"]["note"]
 
 
 def test_a_failure_in_the_models_own_code_is_one_line(checkpoints):

@@ -27,9 +27,10 @@ def _module_of(model: nn.Module) -> object | None:
     return module if isinstance(getattr(module, NAME, None), torch.dtype) else None
 
 
-def has_own_compute_dtype(model: nn.Module) -> bool:
-    """The model's module names its compute dtype (`own_compute_dtype` sets it)."""
-    return _module_of(model) is not None
+def compute_dtype_of(model: nn.Module) -> torch.dtype | None:
+    """The compute dtype the model's module names now (None: it names none)."""
+    module = _module_of(model)
+    return getattr(module, NAME) if module is not None else None
 
 
 @contextmanager

@@ -147,3 +147,52 @@ def test_a_ranks_line_reaches_the_shared_pipe_in_one_write(monkeypatch) -> None:
     monkeypatch.setattr(sys, "stderr", Recorder())
     tell("[rank 1] gpt_tui.watch: step 3: a NaN")
     assert writes == ["[rank 1] gpt_tui.watch: step 3: a NaN\n", "<flush>"]
+
+
+START_SCRIPT = """
+import dataclasses, json, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+import gpt_tui
+from gpt_tui.models import build_model, make_config
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+model.train()
+ddp = DDP(model)
+optimizer = torch.optim.AdamW(ddp.parameters())
+gen = torch.Generator().manual_seed(100 + rank)
+with gpt_tui.watch(ddp, optimizer=optimizer, on="report", report=None) as handle:
+    for step in range(4):
+        x, y = (torch.randint(65, (2, 16), generator=gen) for _ in range(2))
+        _, loss = ddp(x, y)
+        (loss * float("nan") if (rank, step) == (1, 2) else loss).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+finding = handle.finding
+result = {**dataclasses.asdict(finding), "summary": finding.summary}
+Path(sys.argv[1], f"start{rank}.json").write_text(json.dumps(result))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_a_loss_made_nan_on_one_rank_is_named_at_its_start_on_every_rank(tmp_path: Path) -> None:
+    script = tmp_path / "start.py"
+    script.write_text(START_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(free_port()), str(script), str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = [json.loads((tmp_path / f"start{r}.json").read_text()) for r in (0, 1)]
+    assert where(found[0]) == where(found[1]) == (2, "loss", "loss", 1, [1])
+    assert found[1]["detail"].startswith("the loss backward() started from was NaN")
+    assert found[0]["summary"].startswith(
+        "rank 0 received non-finite gradients from the all-reduce of step 2; the first "
+        "non-finite value was on rank 1, step 2, loss, loss (the model's loss was finite, the "
+        "gradient into it not"
+    )
+    assert found[0]["unreplayable"] == found[1]["unreplayable"] is not None

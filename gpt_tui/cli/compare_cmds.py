@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import render
 from .common import model_spec, open_session, require_weights
-from .patch_cmds import add_attribute_args, add_patch_args, prompt_ids
+from .patch_cmds import add_attribute_args, add_patch_args
 
 if TYPE_CHECKING:
     from ..engine.analysis.compare import Comparison
@@ -68,7 +68,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
     debugger = Debugger(a)  # the app's own intent: one path, one answer
     try:
         require_weights(a, "diff")
-        prompt_ids(a, args.prompt, "A's prompt")
         debugger.set_prompt(args.prompt)
         state = debugger.compare_runs(run_b(args), leaves=args.leaves)
         assert state.compare is not None and state.compare.comparison is not None

@@ -15,10 +15,9 @@ HEADS_SHOWN = 12  # the heads table's rows unless --all-heads
 
 def memory_work(session: Session, batch: int, block: int) -> str:
     """What `memory` does while the screen would stay blank: the steps it measures."""
-    from ..engine.analysis.memory import fit_lengths
+    from ..engine.analysis.memory import fit_sizes
 
-    t1, t2 = fit_lengths(block, session.context_len)
-    sizes = dict.fromkeys([(1, t1), (1, t2), (2, t1), (1, block)])  # as fit_memory measures
+    sizes = dict.fromkeys(fit_sizes(block, session.context_len))  # each measured once
     return (
         f"measuring {len(sizes)} training steps of {session.name} on {session.device} "
         f"({', '.join(f'{b} x {t}' for b, t in sizes)}) to forecast batch {batch} x {block}…"

@@ -146,13 +146,15 @@ def cmd_memory(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"precision: {report.precision}")
     fit = report.fit
+    fixed = [f"{m.name or '(model)'} {nbytes(m.batch_free)}" for m in rows if m.batch_free]
     console.print(
-        f"activations measured at batch 1 x {report.block} and scaled by the batch "
-        f"(peak from {report.step.peak_source})"
-    )
+        f"activations measured at batches 1 and 2 x {report.block}; what grows with the batch "
+        "is scaled by it" + (f", not what does not ({', '.join(fixed)})" if fixed else "")
+        + f"; peak from {report.step.peak_source}"
+    )  # fmt: skip
     console.print(
-        f"fit: peak = {nbytes(fit.fixed)} + B·({fit.per_token:.4g}·T {fit.per_token_sq:+.3g}·T²) "
-        "bytes, from "
+        f"fit: peak = {nbytes(fit.fixed)} + {fit.shared_per_token:.4g}·T + "
+        f"B·({fit.per_token:.4g}·T {fit.per_token_sq:+.3g}·T²) bytes, from "
         + ", ".join(f"{b}x{t} = {nbytes(m)}" for b, t, m in fit.measured)
         + (
             " (a 1-token context: one length, the T and T² terms are not told apart)"

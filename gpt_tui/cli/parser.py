@@ -34,7 +34,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field (repeatable)",
+        help="override a config field (repeatable); nanochat: era=latest for today's gpt.py",
     )
     g.add_argument("--checkpoint", metavar="PATH", help="a nanoGPT / nanochat / GPT-2 checkpoint")
     g.add_argument("--meta", metavar="PATH", help="nanoGPT meta.pkl with the char vocabulary")
@@ -208,7 +208,10 @@ def _add_command_args(name: str, p: argparse.ArgumentParser) -> None:
             help="the model's shape (default mini: 4 layers, 128 wide, context 128, for a CPU; "
             "small is nanoGPT's shakespeare-char, for a GPU; `gpt-tui configs` lists them)",
         )
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a config field (repeatable); nanochat: era=latest for today's gpt.py",
+        )  # fmt: skip
         p.add_argument("--steps", type=whole(1), default=2000)
         p.add_argument("--out", required=True, help="output folder (made if missing)")
         p.add_argument("--seed", type=SEED, default=1337)

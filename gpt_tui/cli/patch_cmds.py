@@ -13,11 +13,10 @@ if TYPE_CHECKING:
     from ..engine.core.session import Session
 
 
-def prompt_ids(session: Session, prompt: str, which: str) -> list[int]:
-    ids, note = session.prompt_ids(prompt)
-    if note:
-        raise UserError(f"{which}: {note}; give a shorter prompt")
-    return ids
+def prompt_ids(session: Session, prompt: str) -> list[int]:
+    """The ids the engine runs: cropped to the context as trace does (the engine's result
+    notes the crop)."""
+    return session.prompt_ids(prompt)[0]
 
 
 def single_token(session: Session, text: str, flag: str) -> int:
@@ -49,14 +48,14 @@ def cmd_patch(args: argparse.Namespace) -> int:
     debugger = Debugger(session)  # the app's own intent: one path, one answer
     try:
         require_weights(session, "patch")
-        clean = prompt_ids(session, args.prompt, "the clean prompt")
-        prompt_ids(session, args.b_prompt, "the corrupted prompt")
+        clean = prompt_ids(session, args.prompt)
+        prompt_ids(session, args.b_prompt)  # an empty or unencodable prompt is one line
         single_token(session, args.answer, "--answer")
         single_token(session, args.wrong, "--wrong")
         debugger.set_prompt(args.prompt)
         state = debugger.patch_runs(args.b_prompt, args.answer, args.wrong, args.what)
         assert state.compare is not None and state.compare.sweep is not None
-        sweep = state.compare.sweep
+        sweep, notes = state.compare.sweep, state.compare.notes
     finally:
         debugger.close(wait=True)
     rows = [f"layer {i}" for i in sweep.layers]
@@ -73,6 +72,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
                 values=[list(r) for r in sweep.values],
                 clean_logit_diff=sweep.clean_diff,
                 corrupted_logit_diff=sweep.corrupted_diff,
+                notes=list(notes),
             )
         )
         return 0
@@ -94,6 +94,8 @@ def cmd_patch(args: argparse.Namespace) -> int:
         markup=False,
     )
     console.print("100 = clean, 0 = corrupted" if color else "1 = clean, 0 = corrupted")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     return 0
 
 
@@ -135,7 +137,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     debugger = Debugger(session)  # the app's own intent: one path, one answer
     try:
         require_weights(session, "attribute")
-        ids = prompt_ids(session, args.prompt, "the prompt")
+        ids = prompt_ids(session, args.prompt)
         answer = single_token(session, args.answer, "--answer")
         wrong = None if args.wrong is None else single_token(session, args.wrong, "--wrong")
         if wrong == answer:

@@ -43,7 +43,7 @@ class Tokenizer(Protocol):
 
 
 # Characters that would be invisible or break a one-line label.
-_VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥", "\r": "␍"}
+WHITESPACE_GLYPHS = {"\n": "⏎", " ": "␣", "\t": "⇥", "\r": "␍"}
 
 
 def printable(text: str) -> str:
@@ -51,8 +51,8 @@ def printable(text: str) -> str:
     control character below U+0100 is written as a byte that is not text is, `<0x10>`."""
     out = []
     for ch in text:
-        if ch in _VISIBLE:
-            out.append(_VISIBLE[ch])
+        if ch in WHITESPACE_GLYPHS:
+            out.append(WHITESPACE_GLYPHS[ch])
         elif not ch.isprintable() and ord(ch) < 0x100:
             out.append(f"<0x{ord(ch):02X}>")
         elif not ch.isprintable():

@@ -180,6 +180,36 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any], source: str)
     return updated
 
 
+# nanochat's eras, oldest first, for `--set era=NAME` (`latest`: the last): the settings
+# that make our nanochat the model the gpt.py of that era builds. Each era keeps the
+# features of the one before; `gpt_tui.io.nanochat_eras` reads them off a checkpoint.
+NANOCHAT_ERAS: tuple[str, ...] = ("classic", "lambdas", "value-embeds", "autoresearch", "smear")
+
+
+def nanochat_era_settings(era: str, vocab_size: int, sequence_len: int) -> dict[str, Any]:
+    """The NanoChatConfig fields of nanochat's gpt.py in `era`."""
+    era = NANOCHAT_ERAS[-1] if era == "latest" else era
+    if era not in NANOCHAT_ERAS:
+        raise ConfigError(
+            f"era={era!r}: one of {', '.join(NANOCHAT_ERAS)}, or latest ({NANOCHAT_ERAS[-1]})"
+        )
+    rank = NANOCHAT_ERAS.index(era)
+    settings: dict[str, Any] = {}
+    if rank >= 1:  # January 2026: residual lambdas, the vocabulary padded to 64, windows
+        padded = math.ceil(vocab_size / 64) * 64
+        settings |= {"padded_vocab_size": padded, "resid_x0_lambdas": True}
+        settings |= {"window_pattern": "SSSL"}
+    if rank >= 2:  # January 2026: value embeddings
+        settings |= {"value_embeds": True, "ve_gate_channels": 32, "ve_gate_scale": 2.0}
+    if rank >= 3:  # 2026-03-09
+        settings |= {"ve_gate_channels": 12, "ve_gate_scale": 3.0, "qk_scale": 1.15}
+        settings |= {"rope_base": 100000.0, "short_window": math.ceil(sequence_len / 384) * 128}
+    if rank >= 4:  # 2026-03-14 on
+        settings |= {"smear": True, "backout": True, "qk_scale": 1.2}
+        settings |= {"short_window": math.ceil(sequence_len / 512) * 128}
+    return settings
+
+
 def make_config(
     preset: str | None = None,
     family: str | None = None,
@@ -210,14 +240,23 @@ def make_config(
     family = family or "nanogpt"
     cls = CONFIG_CLASSES[family]
     defaults = {f.name: f.default for f in user_fields(cls)}
-    for key, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    era = overrides.pop("era", None)
+    if era is not None and family != "nanochat":
+        raise ConfigError(f"era={era!r} is a nanochat setting: add --arch nanochat")
+    given: dict[str, Any] = {}
+    for key, value in overrides.items():
         if key not in defaults:
+            extra = ", era" if family == "nanochat" else ""
             raise ConfigError(
                 f"unknown config field {key!r} for the {family} family"
-                f"{_suggest(key, list(defaults))}; fields: {', '.join(defaults)}"
+                f"{_suggest(key, list(defaults))}; fields: {', '.join(defaults)}{extra}"
             )
-        settings[key] = _parse_value(key, value, defaults[key]) if isinstance(value, str) else value
-    config = cls(**settings)
+        given[key] = _parse_value(key, value, defaults[key]) if isinstance(value, str) else value
+    if era is not None:  # the era's settings over the preset's; a field given too wins
+        shape = {**defaults, **settings, **given}
+        settings |= nanochat_era_settings(str(era), shape["vocab_size"], shape["sequence_len"])
+    config = cls(**(settings | given))
     validate(config)
     return config
 

@@ -112,6 +112,67 @@ def test_diff_mistakes_are_one_line(capsys, extra, needles):
     assert_one_line_error(code, err, *needles)
 
 
+LONG = "abcdefghijklmnopqr"  # 18 characters; tiny's context is 16 tokens
+
+
+def test_diff_crops_a_long_prompt_with_the_note_trace_gives(capsys):
+    code, out, _ = gpt_tui(capsys, "trace", "--config", "tiny", "--prompt", LONG)
+    assert code == 0
+    note = next(line for line in out.splitlines() if line.startswith("note:"))
+    assert "18 tokens cropped from the left to the last 16" in note
+    args = ["diff", "--config", "tiny", "--device", "cpu", "--prompt", LONG]
+    code, out, _ = gpt_tui(capsys, *args, "--b-dtype", "bfloat16")
+    assert code == 0
+    assert note in out.splitlines()  # once: A and B crop alike
+    code, out, _ = gpt_tui(capsys, *args, "--b-kv-cache", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["notes"] == [note.removeprefix("note: ")]
+    assert data["positions"] == [15] and data["first_divergence"] is None
+    # the crops differ: each is named, and the runs compare the windows they ran
+    code, out, _ = gpt_tui(capsys, *args, "--b-prompt", LONG[:-1], "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert [n.split(" cropped")[0] for n in data["notes"]] == [
+        "A's prompt of 18 tokens",
+        "B's prompt of 17 tokens",
+    ]
+    assert data["first_divergence"]["token_position"] == 0
+
+
+def test_diff_prompts_that_differ_in_length_after_the_crop_say_so(capsys):
+    args = ["diff", "--config", "tiny", "--device", "cpu", "--prompt", LONG]
+    code, _, err = gpt_tui(capsys, *args, "--b-prompt", LONG[:10])
+    assert_one_line_error(
+        code, err, "run A has 16 tokens and run B 10", "A's prompt of 18 tokens cropped"
+    )
+
+
+def test_patch_and_attribute_crop_a_long_prompt_with_the_note_trace_gives(capsys):
+    """They refused a prompt over the context ("give a shorter prompt") while trace, diff
+    and the app's own patch and attribute crop it."""
+    base = ["--config", "tiny", "--device", "cpu", "--prompt", LONG]
+    code, out, _ = gpt_tui(capsys, "patch", *base, "--b-prompt", LONG[:-1] + "X", "--answer",
+                           " ", "--wrong", "R", "--json")  # fmt: skip
+    assert code == 0
+    cropped = "prompt of 18 tokens cropped from the left to the last 16"
+    data = json.loads(out)
+    assert len(data["cols"]) == 16 and [cropped in n for n in data["notes"]] == [True]
+    code, out, _ = gpt_tui(capsys, "patch", *base, "--b-prompt", LONG[:-1] + "XY", "--answer", " ",
+                           "--wrong", "R", "--json")  # fmt: skip
+    assert code == 0
+    assert [n.split(" cropped")[0] for n in json.loads(out)["notes"]] == [
+        "the clean run's prompt of 18 tokens",
+        "the corrupted run's prompt of 19 tokens",
+    ]
+    code, _, err = gpt_tui(capsys, "patch", *base, "--b-prompt", "X" + LONG, "--answer", " ",
+                           "--wrong", "R")  # fmt: skip
+    assert_one_line_error(code, err, "nothing to recover", "the corrupted run's prompt of 19")
+    code, out, _ = gpt_tui(capsys, "attribute", *base, "--answer", " ", "--wrong", "R")
+    assert code == 0
+    assert any(line.startswith("note: " + cropped) for line in out.splitlines())
+
+
 SAMPLE = ["--sample", "shakespeare-nanogpt", "--device", "cpu"]
 PATCH = ["--prompt", "KING HENRY", "--b-prompt", "KING RICHA", "--answer", " ", "--wrong", "R"]
 

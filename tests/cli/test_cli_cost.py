@@ -56,6 +56,22 @@ def test_memory_json_and_table() -> None:
     assert "forecast peak at batch 4 x 16" in out.stdout
 
 
+def test_memory_does_not_scale_the_position_ids_wpe_saves_by_the_batch() -> None:
+    def wpe(batch: str) -> dict:
+        out = gpt_tui("memory", *TINY, "--batch", batch, "--block", "16", "--json")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)["report"]
+        total = sum(
+            m[f]
+            for m in report["modules"]
+            for f in ("params", "grads", "optimizer", "activations", "weight_copies")
+        )
+        assert total == pytest.approx(report["forecast"], abs=1)  # rows add up to the forecast
+        return next(m for m in report["modules"] if m["name"] == "transformer.wpe")
+
+    assert wpe("1")["activations"] == wpe("64")["activations"] == 16 * 8  # (T,) int64
+
+
 def test_memory_dtype_is_autocast_and_weights_dtype_casts() -> None:
     def totals(*extra: str) -> dict[str, int]:
         out = gpt_tui("memory", *TINY, "--block", "8", "--json", *extra)
@@ -155,8 +171,8 @@ def on_a_terminal(*args: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("command", "says"),
     [
-        ("memory", "measuring 3 training steps of tiny on cpu (1 x 4, 1 x 8, 2 x 4) to forecast "
-                   "batch 4 x 8…"),
+        ("memory", "measuring 4 training steps of tiny on cpu (1 x 4, 1 x 8, 2 x 8, 2 x 4) to "
+                   "forecast batch 4 x 8…"),
         ("cost", "timing 4 forward passes and a training step of tiny at batch 4 x 8 on cpu…"),
     ],
 )  # fmt: skip

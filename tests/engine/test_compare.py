@@ -184,6 +184,24 @@ def test_a_b_model_file_needs_weights_when_a_is_random():
         debugger.close()
 
 
+def test_the_apps_diff_of_a_prompt_beyond_the_context_carries_the_crop_note():
+    from gpt_tui.engine.analysis.compare_intents import BSpec
+    from gpt_tui.engine.core.session import ModelSpec, Session
+    from gpt_tui.engine.debugger import Debugger
+
+    debugger = Debugger(Session.open(ModelSpec(config="tiny", device="cpu")))
+    try:
+        debugger.set_prompt("abcdefghijklmnopqr")  # 18 tokens, a 16-token context
+        result = debugger.compare_runs(BSpec(dtype="bfloat16")).compare.comparison
+        assert result.positions == tuple(range(16))
+        assert result.notes[0] == (
+            "prompt of 18 tokens cropped from the left to the last 16 tokens "
+            "(the context length), as nanoGPT does"
+        )
+    finally:
+        debugger.close()
+
+
 def test_runs_on_different_tokens_say_so_before_any_module():
     model = ours("nanochat")
     other = [*IDS[:3], 40, *IDS[4:]]

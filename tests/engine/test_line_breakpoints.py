@@ -54,6 +54,13 @@ def test_a_condition_that_is_not_python_is_one_line_naming_the_fix() -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("spec", ["MLP.forward if ", "MLP.forward if", "nanogpt.py:96 if   "])
+def test_an_if_with_nothing_after_it_says_so(spec: str) -> None:
+    """'MLP.forward if ' was said to match no line or function."""
+    with pytest.raises(BreakpointError, match="nothing follows 'if'"):
+        resolve_breakpoints([spec], model_files(nanogpt()))
+
+
 def scope_of(model, spec: str):
     files = model_files(model)
     bps = resolve_breakpoints([spec], files)

@@ -66,9 +66,29 @@ def test_largest_batch_is_the_last_that_fits() -> None:
     fit, n = report.fit, report.largest_batch
     assert n is not None and n > 2
     assert fit.forecast(n, 16) <= 0.001 * 2**30 < fit.forecast(n + 1, 16)
-    # activations of the asked batch are the batch-1 measurement times the batch
-    one = {m.name: m.activations for m in report.step.modules}
-    assert all(m.activations == 2 * one[m.name] for m in report.modules)
+    # what grows with the batch is scaled by it; the position ids wpe saves are not
+    one = {m.name: m for m in report.step.modules}
+    for m in report.modules:
+        free = one[m.name].batch_free
+        assert m.activations == free + 2 * (one[m.name].activations - free)
+    assert one["transformer.wpe"].batch_free == one["transformer.wpe"].activations == 16 * 8
+
+
+def test_each_row_at_the_asked_batch_is_what_a_step_at_that_batch_saves() -> None:
+    """nanoGPT's wpe saves a (T,) position index, the same at any batch: scaling every
+    module's batch-1 activations by the batch overstated it 64 times at batch 64."""
+    session = Session.open(ModelSpec(config="tiny", device="cpu"))
+    batch, block = 5, 8
+    report = memory_report(session, batch, block)
+    truth = measure_step(session.model, batch, block)
+    assert {m.name: m.activations for m in report.modules} == {
+        m.name: m.activations for m in truth.modules
+    }
+    wpe = next(m for m in report.modules if m.name == "transformer.wpe")
+    assert wpe.activations == block * 8  # int64 positions, not batch x that
+    # the forecast is the sum of the rows (CPU: the peak is the measured tensors)
+    assert report.forecast == pytest.approx(sum(m.total for m in report.modules), abs=1)
+    assert report.forecast == pytest.approx(truth.peak, abs=1)
 
 
 def test_a_batch_beyond_the_budget_and_a_block_beyond_the_context_are_errors() -> None:
@@ -130,5 +150,5 @@ def test_nanochat_stores_its_embeddings_in_bf16_and_puts_them_back() -> None:
 def test_a_one_token_block_is_fitted_through_two_lengths() -> None:
     session = Session.open(ModelSpec(config="tiny", device="cpu"))
     fit, step = fit_memory(session.model, 1, context=session.context_len)
-    assert [t for _, t, _ in fit.measured] == [1, 2]
-    assert step.block == 1 and fit.check[:2] == (2, 1)
+    assert [(b, t) for b, t, _ in fit.measured] == [(1, 1), (1, 2), (2, 1)]
+    assert step.block == 1 and fit.check[:2] == (2, 2)

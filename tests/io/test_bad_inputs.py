@@ -72,6 +72,11 @@ def huge_safetensors_header(d: Path) -> list[str]:
     return ["--checkpoint", str(d / "model.safetensors")]
 
 
+def folder_of_one_stray_file(d: Path) -> list[str]:
+    (d / "notes.pt").write_text("hello")
+    return ["--checkpoint", str(d)]
+
+
 def model_file(source: str) -> Callable[[Path], list[str]]:
     def setup(d: Path) -> list[str]:
         (d / "mine.py").write_text(source)
@@ -93,6 +98,10 @@ CASES = {
     "missing class": (model_file("X = 1\n"), "no nn.Module class"),
     "missing import": (model_file("import not_installed_anywhere\n"), "not_installed_anywhere"),
     "sys.exit at import": (model_file("import sys\nsys.exit(3)\n"), "called sys.exit(3)"),
+    "a folder of one stray .pt": (
+        folder_of_one_stray_file,
+        "holds no ckpt.pt, so its one .pt file was read: notes.pt is not a PyTorch checkpoint",
+    ),
     "safetensors header of 10**12": (huge_safetensors_header, "header claims 1,000,000,000,000"),
 }
 

@@ -282,3 +282,43 @@ def test_window_pattern_validation() -> None:
         make_config("tiny", "nanochat", dict(window_pattern="SXL"))
     with pytest.raises(ConfigError, match="padded_vocab_size"):
         make_config("tiny", "nanochat", dict(padded_vocab_size=10))
+
+
+@pytest.mark.parametrize("era", ["classic", "lambdas", "value-embeds", "autoresearch", "smear"])
+def test_set_era_builds_what_that_eras_checkpoint_reads_back_as(era: str) -> None:
+    """`--set era=NAME` gives the model whose keys the era detection reads back as the same
+    settings: one flag for what took eleven `--set`s to match today's gpt.py."""
+    from gpt_tui.io.nanochat_eras import infer_era_fields, split_model_config
+
+    config = make_config("small", "nanochat", {"era": era, "n_layer": "4"})
+    state = build_model(config, "meta").state_dict()
+    model_config, _ = split_model_config(config)
+    read = {**config_to_dict(make_config("small", "nanochat", {"n_layer": "4"}))}
+    read |= infer_era_fields(model_config, state, "ckpt") | model_config
+    assert read == config_to_dict(config)
+    if era != "classic":
+        assert era_name(config).startswith({"lambdas": "residual", "value-embeds": "value",
+                                            "autoresearch": "autoresearch",
+                                            "smear": "smear"}[era])  # fmt: skip
+
+
+def test_set_era_latest_is_the_newest_and_a_field_given_too_wins() -> None:
+    latest = make_config("tiny", "nanochat", {"era": "latest"})
+    assert latest == make_config("tiny", "nanochat", {"era": "smear"})
+    assert (latest.short_window, latest.padded_vocab_size, latest.qk_scale) == (128, 128, 1.2)
+    mine = make_config("tiny", "nanochat", {"era": "latest", "qk_scale": "1.0"})
+    assert mine.qk_scale == 1.0 and mine.smear
+    wide = make_config("tiny", "nanochat", {"era": "lambdas", "vocab_size": "200"})
+    assert wide.padded_vocab_size == 256  # padded from the vocabulary given
+
+
+@pytest.mark.parametrize(
+    ("family", "era", "message"),
+    [("nanochat", "newest", "era='newest': one of classic, lambdas, value-embeds, autoresearch, "
+      "smear, or latest (smear)"),
+     ("nanogpt", "latest", "era='latest' is a nanochat setting: add --arch nanochat")],
+)  # fmt: skip
+def test_an_unknown_era_or_one_for_nanogpt_is_one_line(family: str, era: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_config("tiny", family, {"era": era})
+    assert str(err.value) == message

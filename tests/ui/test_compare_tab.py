@@ -208,3 +208,27 @@ async def test_enter_in_a_box_runs_its_form() -> None:
         panel.query_one("#compare-answer", Input).focus()
         await press(pilot, "A", "enter")
         assert app.state.compare.kind == "attribute"
+
+
+async def test_the_token_boxes_take_a_space_a_newline_and_escapes_as_meant() -> None:
+    """The boxes were stripped: a space answer (the docs' own example) was refused, and
+    B's prompt read \\n as two characters where the prompt bar reads a newline."""
+    debugger = Debugger(Session.open(ModelSpec(config="tiny", device="cpu")))
+    debugger.set_prompt("ROMEO:")
+    app = Host(debugger)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            panel = app.query_one(ComparePanel)
+            boxes = {
+                name: panel.query_one(f"#compare-{name}", Input)
+                for name in ("answer", "wrong", "b-prompt")
+            }
+            for typed, meant in ((" ", " "), ("␣", " "), ("\\n", "\n"), ("⏎", "\n"), ("a␣", "a␣")):
+                boxes["answer"].value, boxes["wrong"].value = typed, "R"
+                assert panel.request("attribute") == ("attribute_logit", (meant, "R"))
+            boxes["answer"].value, boxes["b-prompt"].value = " ", "JULIET:\\n "
+            assert panel.request("patch") == ("patch_runs", ("JULIET:\n ", " ", "R", "resid_pre"))
+            await ask(pilot, "#compare-attribute")
+            assert not app.errors and debugger.state().compare.attribution is not None
+    finally:
+        debugger.close()

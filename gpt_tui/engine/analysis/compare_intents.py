@@ -8,8 +8,8 @@ model file (on A's checkpoint unless B names its own), or KV-cached decoding.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from ..core.model_access import crop_to_context
 from ..core.model_copy import dtype_copy
 from .attribution import attribute
 from .compare import CompareError, Run, compare
-from .patching import Patcher, What, one_token
+from .patching import Patcher, PatchError, What, one_token
 
 if TYPE_CHECKING:
     from ..core.runner import MoveRunner
@@ -108,17 +108,19 @@ class Comparison:
     def diff(self, prompt: str, b: BSpec, leaves: bool, runner: MoveRunner, mid: int) -> str:
         """Diff `prompt`'s run against run B, probe by probe; the message to show."""
         a = self._session
-        ids_a, _ = a.prompt_ids(prompt)
+        ids_a, crop_a = a.prompt_ids(prompt)
         opened, model_b = self._open_b(b, runner.check(mid))
         try:
             source = opened or a
-            ids_b, _ = source.prompt_ids(b.prompt if b.prompt is not None else prompt)
+            ids_b, crop_b = source.prompt_ids(b.prompt if b.prompt is not None else prompt)
+            crops = _crop_notes(crop_a, crop_b)
             own = model_b is not a.model  # A's blocks check already
             # B is A's model copied in b.dtype: a nanochat gpt.py runs it in its own dtype
             dtype = next(model_b.parameters()).dtype if own and opened is None else None
             with (
                 runner.cancellable_model(model_b) if own else nullcontext(),
                 own_compute_dtype(model_b, dtype) if dtype is not None else nullcontext(),
+                _cropped(crops),
             ):
                 result = compare(
                     Run(a.model, ids_a, tokens=_labels(a, ids_a)),
@@ -134,6 +136,7 @@ class Comparison:
         finally:
             if opened is not None:
                 opened.close()
+        result = dataclasses.replace(result, notes=(*crops, *result.notes))
         self._view = CompareView("diff", b.label, comparison=result)
         first = result.first_divergence
         return first.message if first else "no divergence"
@@ -141,16 +144,19 @@ class Comparison:
     def patch(self, prompt: str, corrupted: str, answer: str, wrong: str, what: What) -> str:
         """Patch `prompt`'s run (clean) into `corrupted`, for every layer and position."""
         s = self._session
-        clean, _ = s.prompt_ids(prompt)
-        bad, _ = s.prompt_ids(corrupted)
+        clean, crop_clean = s.prompt_ids(prompt)
+        bad, crop_bad = s.prompt_ids(corrupted)
+        crops = _crop_notes(crop_clean, crop_bad, ("the clean run", "the corrupted run"))
         ids = [
             one_token(s.tokenizer, s.vocab_size, t, w)
             for t, w in ((answer, "answer"), (wrong, "wrong"))
         ]
-        sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
+        with _cropped(crops):
+            sweep = Patcher(s.model, clean, bad, *ids, whats=[what]).sweep(what)
         label = f"{what}: {prompt!r} into {corrupted!r}"
-        self._view = CompareView("patch", label, sweep=sweep, tokens=_labels(s, clean))
-        return f"patched {what} at {len(sweep.values)} layers"
+        tokens = _labels(s, clean)
+        self._view = CompareView("patch", label, sweep=sweep, tokens=tokens, notes=crops)
+        return "; ".join((f"patched {what} at {len(sweep.values)} layers", *crops))
 
     def attribute(
         self,
@@ -164,12 +170,14 @@ class Comparison:
         s = self._session
         gen = generation
         if gen is not None:  # what the next step's forward sees, without a cache
-            ids = crop_to_context(gen.ids, gen.context_len)[0]
+            ids, crop = crop_to_context(gen.ids, gen.context_len)[0], None
         else:
-            ids = s.prompt_ids(prompt)[0]
+            ids, crop = s.prompt_ids(prompt)
         a = _token_id(s, answer, "answer")
         w = None if wrong is None or wrong == "" else _token_id(s, wrong, "wrong")
         result = attribute(s.model, ids, a, w, position)
+        if crop:  # as trace and generate say it: the positions are the cropped prompt's
+            result = dataclasses.replace(result, notes=(crop, *result.notes))
         label = f"logit({_name(s, answer)})" + (
             f" - logit({_name(s, wrong)})" if w is not None else ""
         )
@@ -199,6 +207,27 @@ def b_model_spec(a: Session, b: BSpec) -> ModelSpec:
     if b.overrides:
         changes.update(overrides=[*base.overrides, *b.overrides])
     return dataclasses.replace(base, **changes)
+
+
+def _crop_notes(
+    a: str | None, b: str | None, runs: tuple[str, str] = ("A", "B")
+) -> tuple[str, ...]:
+    """The runs' crop notes (as trace and generate give them): once when they crop alike."""
+    if a == b:
+        return (a,) if a else ()
+    return tuple(f"{run}'s {note}" for run, note in zip(runs, (a, b), strict=True) if note)
+
+
+@contextmanager
+def _cropped(crops: tuple[str, ...]) -> Iterator[None]:
+    """A comparison's error says what the crop changed: two prompts, one a prefix of the
+    other, may no longer be after their first tokens are cropped."""
+    try:
+        yield
+    except (CompareError, PatchError) as err:
+        if not crops:
+            raise
+        raise type(err)(f"{err} ({'; '.join(crops)})") from None
 
 
 def _token_id(session: Session, token: str | int, what: str) -> int:

@@ -4,6 +4,11 @@ The text is cut into non-overlapping context-sized windows; every position of ev
 is predicted (targets = inputs shifted by one) and the windows tile the text, so every token
 but the very first is scored exactly once. Splits follow nanoGPT's prepare.py: the first
 90% of the text is train, the last 10% val.
+
+A model is called as a training step calls it (`wants_targets`): nanoGPT's forward gives
+every position's logits only when given targets (else the last position's alone), while
+nanochat's gives them without (and the loss alone with). The loss is always ours, from the
+logits, so both families and our own are scored the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch.nn.functional as F
 
 from ...errors import GptTuiError
 from ..core.model_access import output_logits
+from ..training.step import wants_targets
 
 Split = Literal["train", "val", "all"]
 
@@ -66,6 +72,7 @@ def evaluate(
     data = torch.tensor(ids, dtype=torch.long)
     starts = list(range(0, len(ids) - 1, context))
     total_nats, total_tokens = 0.0, 0
+    targets: bool | None = None
     for b in range(0, len(starts), batch_size):
         batch_starts = starts[b : b + batch_size]
         # Windows are equal length except possibly the last, so score it on its own.
@@ -75,7 +82,15 @@ def evaluate(
         for length, group in groups.items():
             x = torch.stack([data[s : s + length] for s in group]).to(device)  # (B, T)
             y = torch.stack([data[s + 1 : s + 1 + length] for s in group]).to(device)  # (B, T)
-            logits = output_logits(model(x)).float()  # (B, T, V)
+            if targets is None:
+                targets = wants_targets(model, x)
+            logits = output_logits(model(x, targets=y) if targets else model(x)).float()
+            if logits.dim() != 3 or logits.shape[:2] != x.shape:
+                called = "model(x, targets=y)" if targets else "model(x)"
+                raise EvalError(
+                    f"eval needs logits for every position, {tuple(x.shape)} + (V,); "
+                    f"{called} returned {tuple(logits.shape)}"
+                )
             nats = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
             )

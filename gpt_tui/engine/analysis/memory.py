@@ -21,9 +21,14 @@ instead keeps its Linear weights fp32, casts activations itself and stores its e
 does the same here. The low-precision copies autocast makes of the weights are held for
 backward: they are counted as `weight_copies`, which do not grow with the batch.
 
-`fit_memory` measures two small sizes and fits peak(B, T) = fixed + B·(a·T + b·T²) (the
-T² term is attention that keeps its weights), checks the fit against a third measured size,
-and forecasts any batch and length, or the largest batch that fits in a budget.
+Not every saved tensor grows with the batch: nanoGPT's wpe saves its (T,) position ids, a
+sliced mask buffer is one storage whatever the batch. So `fit_memory` measures the report's
+length at batches 1 and 2: per module, what the second batch row added grows with the batch
+(`activations - batch_free` per row) and the rest (`batch_free`) does not. With a second
+length it fits peak(B, T) = fixed + s·T + B·(a·T + b·T²) (s·T: the activations that do not
+grow with the batch; the T² term is attention that keeps its weights), checks the fit
+against one more measured size, and forecasts any batch and length, or the largest batch
+that fits in a budget.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -62,10 +67,16 @@ class ModuleMemory:
     optimizer: int
     activations: int
     weight_copies: int = 0  # autocast's low-precision copies of the weights, kept for backward
+    batch_free: int = 0  # of the activations, bytes that do not grow with the batch
 
     @property
     def total(self) -> int:
         return self.params + self.grads + self.optimizer + self.activations + self.weight_copies
+
+    def at_batch(self, batch: int) -> ModuleMemory:
+        """This row (measured at batch 1) at `batch`: only what grows with it is scaled."""
+        per_row = self.activations - self.batch_free
+        return replace(self, activations=self.batch_free + batch * per_row)
 
 
 @dataclass(frozen=True)
@@ -90,24 +101,32 @@ class StepMemory:
 
 @dataclass(frozen=True)
 class MemoryFit:
-    """peak(B, T) = fixed + B·(per_token·T + per_token_sq·T²), from two measured steps."""
+    """peak(B, T) = fixed + shared_per_token·T + B·(per_token·T + per_token_sq·T²), from
+    three measured steps (two lengths at batch 1, one of them at batch 2 too)."""
 
     fixed: float
     per_token: float
     per_token_sq: float
     measured: tuple[tuple[int, int, int], ...]  # (batch, block, peak) the fit came from
-    check: tuple[int, int, int]  # a third measured (batch, block, peak)
+    check: tuple[int, int, int]  # one more measured (batch, block, peak)
     check_error: float  # |forecast − measured| / measured at the check
+    shared_per_token: float = 0.0  # activations that do not grow with the batch, per token
 
     def forecast(self, batch: int, block: int) -> float:
-        return self.fixed + batch * (self.per_token * block + self.per_token_sq * block * block)
+        return self._base(block) + batch * self._per_row(block)
 
     def largest_batch(self, budget: float, block: int) -> int:
         """The largest batch whose forecast peak is within `budget` bytes (0: none)."""
-        per_row = self.per_token * block + self.per_token_sq * block * block
+        base, per_row = self._base(block), self._per_row(block)
         if per_row <= 0:
-            return 0 if self.fixed > budget else 2**31
-        return max(0, int((budget - self.fixed) // per_row))
+            return 0 if base > budget else 2**31
+        return max(0, int((budget - base) // per_row))
+
+    def _base(self, block: int) -> float:
+        return self.fixed + self.shared_per_token * block
+
+    def _per_row(self, block: int) -> float:
+        return self.per_token * block + self.per_token_sq * block * block
 
 
 @dataclass(frozen=True)
@@ -116,8 +135,8 @@ class MemoryReport:
     optimizer: str
     batch: int
     block: int
-    step: StepMemory  # measured at batch 1, length `block`
-    modules: tuple[ModuleMemory, ...]  # at the asked batch: activations scaled by it
+    step: StepMemory  # measured at batch 1, length `block` (batch_free from batch 2)
+    modules: tuple[ModuleMemory, ...]  # at the asked batch: what grows with it scaled by it
     fit: MemoryFit
     forecast: float  # bytes at (batch, block)
     budget: float | None  # --fit, bytes
@@ -308,16 +327,12 @@ def measure_step(
     )
 
 
-def _solve(p1: tuple[int, int, int], p2: tuple[int, int, int], fixed: float) -> tuple[float, float]:
-    """a, b with peak − fixed = B·(a·T + b·T²) through two points (b = 0 if one T)."""
-    (b1, t1, m1), (b2, t2, m2) = p1, p2
-    y1, y2 = (m1 - fixed) / b1, (m2 - fixed) / b2
+def _solve(t1: int, r1: float, t2: int, r2: float) -> tuple[float, float]:
+    """a, b with a·T + b·T² = r through (t1, r1) and (t2, r2) (b = 0 if one T)."""
     if t1 == t2:
-        return (y1 + y2) / (2 * t1), 0.0
+        return (r1 + r2) / (2 * t1), 0.0
     det = t1 * t2 * t2 - t2 * t1 * t1
-    a = (y1 * t2 * t2 - y2 * t1 * t1) / det
-    b = (t1 * y2 - t2 * y1) / det
-    return a, b
+    return (r1 * t2 * t2 - r2 * t1 * t1) / det, (t1 * r2 - t2 * r1) / det
 
 
 def fit_lengths(block: int, context: int | None) -> tuple[int, int]:
@@ -326,6 +341,26 @@ def fit_lengths(block: int, context: int | None) -> tuple[int, int]:
     if block >= 2:
         return block // 2, block
     return (1, 2) if context is None or context >= 2 else (1, 1)
+
+
+def fit_sizes(block: int, context: int | None) -> tuple[tuple[int, int], ...]:
+    """The (batch, length) steps `fit_memory` measures, in order: both lengths at batch 1,
+    `block` at batch 2 (what grows with the batch), and the check: batch 2 at the other
+    length (batch 3 when there is one length)."""
+    t1, t2 = fit_lengths(block, context)
+    other = t1 if block == t2 else t2
+    check = (2, other) if other != block else (3, block)
+    return (1, t1), (1, t2), (2, block), check
+
+
+def _with_batch_free(one: StepMemory, two: StepMemory) -> StepMemory:
+    """`one` (batch 1) with each module's batch_free: what batch 2 did not double."""
+    at_two = {m.name: m.activations for m in two.modules}
+    rows = []
+    for m in one.modules:
+        grown = at_two.get(m.name, 0) - m.activations  # one more batch row's bytes
+        rows.append(replace(m, batch_free=min(m.activations, max(0, m.activations - grown))))
+    return replace(one, modules=tuple(rows))
 
 
 def fit_memory(
@@ -338,9 +373,9 @@ def fit_memory(
     autocast: torch.dtype | None = None,
     family: str | None = None,
 ) -> tuple[MemoryFit, StepMemory]:
-    """Measure (1, t1) and (1, t2) (`fit_lengths`), fit, and check at (2, t1). Returns the
-    fit and the (1, block) step, whose modules are the per-module breakdown."""
-    t1, t2 = fit_lengths(block, context)
+    """Measure the `fit_sizes`, fit, and check. Returns the fit and the (1, block) step,
+    whose modules (with their batch_free) are the per-module breakdown."""
+    (_, t1), (_, t2), (_, tb), (cb, ct) = fit_sizes(block, context)
     steps: dict[tuple[int, int], StepMemory] = {}
 
     def measured(b: int, t: int) -> StepMemory:
@@ -348,14 +383,18 @@ def fit_memory(
             steps[b, t] = measure_step(model, b, t, optimizer, vocab_size, 0, autocast, family)
         return steps[b, t]
 
-    small, large, check = measured(1, t1), measured(1, t2), measured(2, t1)
-    full = measured(1, block)
-    fixed = float(full.fixed)
-    points = ((1, t1, small.peak), (1, t2, large.peak))
-    a, b = _solve(points[0], points[1], fixed)
-    fit = MemoryFit(fixed, a, b, points, (2, t1, check.peak), 0.0)
-    error = abs(fit.forecast(2, t1) - check.peak) / max(check.peak, 1)
-    return MemoryFit(fixed, a, b, points, (2, t1, check.peak), error), full
+    one, two = measured(1, tb), measured(2, tb)
+    full = _with_batch_free(one, two)
+    fixed = float(one.fixed)
+    per_row = two.peak - one.peak  # at tb: what one more batch row adds
+    shared = (one.peak - fixed - per_row) / tb  # per token, grown with T but not with B
+    other = t1 if tb == t2 else t2  # the length measured at batch 1 only
+    a, b = _solve(tb, per_row, other, measured(1, other).peak - fixed - shared * other)
+    points = ((1, t1, measured(1, t1).peak), (1, t2, measured(1, t2).peak), (2, tb, two.peak))
+    check = measured(cb, ct)
+    fit = MemoryFit(fixed, a, b, points, (cb, ct, check.peak), 0.0, shared)
+    error = abs(fit.forecast(cb, ct) - check.peak) / max(check.peak, 1)
+    return replace(fit, check_error=error), full
 
 
 def memory_report(
@@ -384,10 +423,7 @@ def memory_report(
         session.model, block, optimizer, vocab, context=context, autocast=amp,
         family=session.family,
     )  # fmt: skip
-    modules = tuple(
-        ModuleMemory(m.name, m.params, m.grads, m.optimizer, m.activations * batch, m.weight_copies)
-        for m in step.modules
-    )
+    modules = tuple(m.at_batch(batch) for m in step.modules)
     forecast = fit.forecast(batch, block)
     budget = budget_gib * GIB if budget_gib is not None else None
     if budget is None and session.device.type == "cuda":

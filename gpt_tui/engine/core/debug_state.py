@@ -124,6 +124,7 @@ class CompareView:
     sweep: PatchSweep | None = None
     attribution: Attribution | None = None
     tokens: tuple[str, ...] = ()  # the prompt's token labels, for columns and positions
+    notes: tuple[str, ...] = ()  # about the runs a sweep compared (a prompt cropped)
 
 
 @dataclass(frozen=True)

@@ -334,7 +334,12 @@ def resolve_breakpoints(specs: Iterable[str], files: tuple[str, ...]) -> Breakpo
     specs = frozenset(s.strip() for s in specs)
     searched = ", ".join(Path(f).name for f in files) or "(no source file found)"
     for whole in sorted(specs):
-        spec, _, condition = (part.strip() for part in whole.partition(" if "))
+        spec, sep, condition = (part.strip() for part in f"{whole} ".partition(" if "))
+        if sep and not condition:
+            raise BreakpointError(
+                f"breakpoint {whole!r}: nothing follows 'if': write FILE:LINE if EXPR, e.g. "
+                "'nanogpt.py:96 if i == 2', or leave the 'if' out"
+            )
         _check_condition(
             condition,
             f"breakpoint {whole!r}: the condition {condition!r} is not a Python expression",

@@ -21,9 +21,14 @@ The first non-finite value is named in the phase it arose in:
 - forward: the first module, in forward order, whose output is not finite while its input
   was;
 - loss: the model's scalar output (its loss) while the logits were finite, e.g. a batch
-  whose targets are all ignored (0/0);
+  whose targets are all ignored (0/0); or backward's start: the gradient into the model's
+  loss not finite while the loss was (the loop called backward() on `loss * nan` or
+  `loss / 0`), or, backward not coming through the model's loss, the gradient into its
+  output (the first module backward reaches) already not finite (a loss computed outside
+  the model that was not finite). A case cannot replay either: it says so;
 - backward: the first module, in backward order, whose grad_input is not finite while its
-  grad_output was;
+  grad_output was (or the model's loss, whose backward made the gradient into its output
+  not finite while the gradient into the loss was finite);
 - gradients (given `optimizer=`): a parameter's gradient that is not finite before the
   update while every watched module's gradient was (or that another rank's gradients
   made non-finite in the all-reduce);
@@ -45,11 +50,9 @@ from ...errors import GptTuiError
 from ..analysis.probe_points import find_probe_points, first_tensor
 from .held_values import HeldValues, held_text, module_parameters, nonfinite_parameters
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
-from .watch_finding import Finding, Phase
+from .watch_finding import NO_NAMES, Finding, MicroNames, Phase, name_place
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
 from .watch_update import BeforeUpdate, copy_before_update, nonfinite_settings, update_will_break
-
-LOSS_WHY = "the logits were finite; are all the targets ignored (-1)? then it is 0/0"
 
 
 class NonFiniteError(GptTuiError, FloatingPointError):
@@ -161,11 +164,12 @@ class Watch:
         self.before_update: BeforeUpdate | None = None
         self.batch: tuple[Any, ...] = ()
         self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # this step's
-        self._names: dict[int, tuple[list[str], list[str]]] = {}  # per micro-step
+        self._names: dict[int, MicroNames] = {}  # per micro-step
         self._key: torch.Tensor | None = None  # under a process group: the step's first
         self._forward: list[Flags] = []
         self._backward: list[Flags] = []
         self._loss: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
+        self._into_loss: list[torch.Tensor | None] = []  # the gradient into the model's loss
         self._pending = False  # flags recorded and not yet folded
         self._params = [p for g in optimizer.param_groups for p in g["params"]] if optimizer else []
         self._param_names = {id(p): n for n, p in self.model.named_parameters()}
@@ -227,7 +231,7 @@ class Watch:
         self.batch = (*args, *kwargs.values())
         if self.active:
             self._calls.append((args, kwargs))
-        self._forward, self._backward, self._loss = [], [], None
+        self._forward, self._backward, self._loss, self._into_loss = [], [], None, []
 
     def _forward_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -268,6 +272,9 @@ class Watch:
         if losses:
             self._loss = (_finite(logits[0]) if logits else None, _finite(losses[0]))
             self._pending = True
+            if losses[0].requires_grad:  # backward's start, when it comes through this loss
+                into = self._into_loss  # this micro-step's, whenever its backward runs
+                losses[0].register_hook(lambda g: into.append(_finite(g)))
 
     def _before_optimizer(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
         if not self.checked or not self._params:
@@ -291,14 +298,15 @@ class Watch:
         first = min(keys)
         if first != NO_KEY:
             ranks = tuple(r for r, k in enumerate(keys) if k == first)
-            micro, phase, where, detail = self._decode(first)
+            micro, phase, where, detail, unreplayable = self._decode(first)
             received = None
             if rank not in ranks and grads_bad[rank] != NO_KEY:
                 received = (
                     f"rank {rank} received non-finite gradients from the all-reduce of "
                     f"step {self.step}"
                 )
-            self._found(phase, where, detail, micro, self.micro + 1, ranks, received)
+            self._found(phase, where, detail, micro, self.micro + 1, ranks, received,
+                        unreplayable=unreplayable)  # fmt: skip
             return
         bad = tuple(r for r, g in enumerate(grads_bad) if g != NO_KEY)
         if bad:
@@ -340,8 +348,10 @@ class Watch:
     def _check(self) -> None:
         self._pending = False
         key = self._micro_key()
-        names = [n for n, _, _ in self._forward], [n for n, _, _ in self._backward]
-        self._names[self.micro] = names
+        self._names[self.micro] = MicroNames(
+            [n for n, _, _ in self._forward], [n for n, _, _ in self._backward],
+            self._into_loss[0] if self._into_loss else None, self._loss is not None,
+        )  # fmt: skip
         if key is None:
             return
         if self.group is not None:  # kept on the device until the step's exchange
@@ -349,8 +359,8 @@ class Watch:
             return
         found = int(key)  # the one host read of this micro-step
         if found != NO_KEY:
-            micro, phase, where, detail = self._decode(found)
-            self._found(phase, where, detail, micro, self.micro_steps)
+            micro, phase, where, detail, unreplayable = self._decode(found)
+            self._found(phase, where, detail, micro, self.micro_steps, unreplayable=unreplayable)
         elif self.compiled and not self._forward and self._loss and self._loss[1] is not None:
             self._replay_if_nan(self._loss[1])
 
@@ -361,9 +371,14 @@ class Watch:
 
     def _micro_key(self) -> torch.Tensor | None:
         """The first place of this micro-step, in forward, loss, backward order, where a
-        flag turned non-finite while the one before it was finite; NO_KEY for none."""
+        flag turned non-finite while the one before it was finite; NO_KEY for none. Between
+        the loss and the modules' backward: the gradient into the model's loss, then into
+        the first module backward reaches (the model's output)."""
         entries = [(a, b) for _, a, b in self._forward]
         entries.append(self._loss or (None, None))
+        into_loss = self._into_loss[0] if self._into_loss else None
+        into_output = self._backward[0][1] if self._backward else None
+        entries += [(None, into_loss), (into_loss, into_output)]
         entries += [(a, b) for _, a, b in self._backward]
         flags = [f for pair in entries for f in pair]
         present = [f for f in flags if f is not None]
@@ -378,19 +393,10 @@ class Watch:
         pairs = finite[torch.tensor(order, device=finite.device)].view(-1, 2)
         return first_bad(pairs[:, 0] & ~pairs[:, 1], max(self.micro, 0) * MICRO_STRIDE)
 
-    def _decode(self, key: int) -> tuple[int, Phase, str, str]:
+    def _decode(self, key: int) -> tuple[int, Phase, str, str, str | None]:
+        """(micro-step, phase, where, detail, why a case cannot replay it) of a key."""
         micro, place = divmod(key, MICRO_STRIDE)
-        forward, backward = self._names.get(micro, ([], []))
-        if place < len(forward):
-            name = forward[place]
-            # An embedding's input is token ids: what it returns comes from its weights.
-            why = "it looks up token ids" if name in self._lookups else "its input was finite"
-            return micro, "forward", name, why
-        if place == len(forward):
-            return micro, "loss", "loss", LOSS_WHY
-        i = place - len(forward) - 1
-        name = backward[i] if i < len(backward) else f"module {i} of the backward order"
-        return micro, "backward", name, "its grad_output was finite"
+        return micro, *name_place(place, self._names.get(micro, NO_NAMES), self._lookups)
 
     def _param_name(self, index: int) -> str:
         param = self._params[index] if index < len(self._params) else None
@@ -416,7 +422,9 @@ class Watch:
         micro, f = replayed
         detail = f"{f.detail}; the compiled graph ran without the watch's hooks, an eager "
         detail += "replay of the micro-batch on a copy of the model named it"
-        self._found(f.phase, f.where, detail, micro, micro_steps, held=f.held)
+        self._found(
+            f.phase, f.where, detail, micro, micro_steps, held=f.held, unreplayable=f.unreplayable
+        )
 
     def _group_settings(self, where: str) -> str:
         """The non-finite settings (lr, eps, betas, ...) of the broken parameter's group,
@@ -449,6 +457,7 @@ class Watch:
         ranks: tuple[int, ...] = (),
         received: str | None = None,
         held: tuple[HeldValues, ...] | None = None,
+        unreplayable: str | None = None,
     ) -> None:
         if self.optimizer is None:
             micro, micro_steps = None, None
@@ -462,7 +471,7 @@ class Watch:
                 detail += self._group_settings(where)
         self.finding = Finding(
             self.step, phase, where, detail, None, micro, micro_steps,
-            ranks[0] if ranks else None, ranks, received, held,
+            ranks[0] if ranks else None, ranks, received, held, None, unreplayable,
         )  # fmt: skip
         batch = self.batch
         if micro is not None and micro < len(self._calls):

@@ -205,7 +205,9 @@ def case_mismatch(case: dict[str, Any], phase: str | None, where: str | None) ->
         return None
     found = "no non-finite value" if phase is None else f"{phase} at {where}"
     saved = f"{saved_phase} at {saved_where}"
-    if case.get("weights", AFTER_UPDATE if saved_phase == "optimizer" else None) == AFTER_UPDATE:
+    if isinstance(finding.get("unreplayable"), str):
+        why = finding["unreplayable"]
+    elif case.get("weights", AFTER_UPDATE if saved_phase == "optimizer" else None) == AFTER_UPDATE:
         why = (
             "the case holds the weights after the update that broke them, so the step run "
             "again meets them at their first use (the update itself is not replayed)"
@@ -247,7 +249,11 @@ def case_batch(case: dict[str, Any], context: int | None = None) -> list[torch.T
             f"{path} holds {_kind(data)}, not a case's batch ({{'inputs': [ids, targets]}})"
         )
     if len(inputs) < 2:
-        raise CaseError(f"{path}: the saved batch has no targets (model(x, y) takes two)")
+        raise CaseError(
+            f"{path}: the saved batch has no targets: your loop called the model on its inputs "
+            "alone (its loss computed outside the model), and a step run again needs "
+            "model(x, y)"
+        )
     x, y = inputs[:2]
     if x.dim() != 2 or x.shape != y.shape or x.is_floating_point() or y.is_floating_point():
         raise CaseError(

@@ -226,6 +226,7 @@ def _fill(
         "optimizer": "optimizer.pt" if optimizer is not None else None,
         "optimizer_groups": group_names(model, optimizer) if optimizer is not None else None,
         "tokenizer": vocabulary or None,
+        "note": finding.unreplayable,  # why the case cannot reproduce its finding
     }
 
 
@@ -252,6 +253,11 @@ def _describe(out: Path, final: Path, case: dict[str, Any], finding: Finding) ->
         opening = "Open this case on the same finding:"
         if case["update"]:
             opening = "Open this case on the same finding (it applies the update again):"
+    if finding.unreplayable:
+        opening = (
+            f"This case cannot reproduce its finding: {finding.unreplayable}. Open it on the "
+            "step's weights and batch:"
+        )
     trust = (
         f"\n`--trust-case-code` imports your model file, `{case['model_file']}`: give it only "
         "for a case whose file you trust (the case refuses a file changed since).\n"

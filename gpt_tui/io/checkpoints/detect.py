@@ -64,8 +64,13 @@ def parse_folder(folder: Path) -> Parsed:
     if (folder / "ckpt.pt").is_file():
         return parse_file(folder / "ckpt.pt")
     weights = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in _WEIGHT_SUFFIXES)
-    if len(weights) == 1:
-        return parse_file(weights[0])
+    if len(weights) == 1:  # a guess: the folder's one weights file, named if it fails
+        try:
+            return parse_file(weights[0])
+        except CheckpointError as err:
+            raise type(err)(
+                f"{folder} holds no ckpt.pt, so its one {weights[0].suffix} file was read: {err}"
+            ) from None
     found = f" (found {', '.join(f.name for f in weights[:5])}: which one?)" if weights else ""
     raise CheckpointError(
         f"{folder} holds no checkpoint gpt-tui recognises{found}: looked for ckpt.pt, "

@@ -13,6 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Static
 
 from ... import formatting as fmt
+from ...io.tokenizers import WHITESPACE_GLYPHS
 from ..messages import IntentRequested
 from .attention_heatmap import AttentionHeatmap
 from .attention_pictures import ramp, rgb
@@ -30,8 +31,10 @@ B_BOXES = ("compare-b-prompt", "compare-b-dtype", "compare-b-checkpoint", "compa
 HINT = (
     "B is A with the changes above · Diff: probe by probe · Patch: the prompt (clean) into "
     "B's prompt (corrupted) · Attribute: which parts write the answer's logit · Enter: "
-    "Diff in B's boxes, Patch in the others (Attribute without B's prompt)"
+    "Diff in B's boxes, Patch in the others (Attribute without B's prompt) · B's prompt and "
+    "the tokens as typed: a space is one, \\n a newline, ␣ alone a space"
 )
+GLYPH_CHARACTERS = {glyph: char for char, glyph in WHITESPACE_GLYPHS.items()}
 
 
 class ComparePanel(Vertical):
@@ -78,12 +81,19 @@ class ComparePanel(Vertical):
     def _text(self, name: str) -> str:
         return self.query_one(f"#compare-{name}", Input).value.strip()
 
+    def _typed(self, name: str) -> str:
+        """A prompt or token box as meant: never stripped (a space is a token), with the
+        prompt bar's escapes (\\n, \\t, \\xNN), and a glyph the tables draw for a space or
+        a newline, alone in the box, read as that character."""
+        value = fmt.unescape_prompt(self.query_one(f"#compare-{name}", Input).value)
+        return GLYPH_CHARACTERS.get(value, value)
+
     def request(self, kind: str) -> tuple[str, tuple] | None:
         """The Debugger call for a button, or None after saying what is missing."""
         from ...engine.analysis.compare_intents import BSpec
 
-        prompt = self.query_one("#compare-b-prompt", Input).value
-        answer, wrong = self._text("answer"), self._text("wrong")
+        prompt = self._typed("b-prompt")
+        answer, wrong = self._typed("answer"), self._typed("wrong")
         if kind == "diff":
             spec = BSpec(
                 prompt=prompt or None,
@@ -118,7 +128,7 @@ class ComparePanel(Vertical):
         event.stop()
         if event.input.id in B_BOXES:
             self._run("diff")
-        elif event.input.id == "compare-what" or self._text("b-prompt"):
+        elif event.input.id == "compare-what" or self._typed("b-prompt"):
             self._run("patch")
         else:  # the answer tokens alone: which parts write the answer's logit
             self._run("attribute")
@@ -144,6 +154,8 @@ class ComparePanel(Vertical):
             table.clear(columns=True)
             return
         head.append(f"\n{view.label}", style="dim")
+        for note in view.notes:
+            head.append(f"\nnote: {note}", style="yellow")
         self.query_one("#compare-head", Static).update(head)
 
     def _show_sweep(self, sweep: PatchSweep, tokens: tuple[str, ...]) -> Text:

@@ -23,6 +23,8 @@ def cmd_numerics(args: argparse.Namespace) -> int:
     target = args.dtype
     check_format(target)  # an unknown format is one line before the model opens
     args.dtype = "float32"  # the values are fp32; the format is what they are asked about
+    from ..engine.core.runner import model_raised
+
     session = open_session(args)
     try:
         report = numerics(session, args.prompt, target, fp32_check=not args.no_fp32_check)
@@ -31,6 +33,11 @@ def cmd_numerics(args: argparse.Namespace) -> int:
             from ..engine.analysis.logit_growth import head_logit_growth
 
             growth = head_logit_growth(session, args.prompt, args.steps, args.lr)
+    except Exception as err:  # the user's model code failing is theirs to fix, not our bug
+        raised = model_raised(err, session.model)
+        if raised is None:
+            raise
+        raise raised from err
     finally:
         session.close()
     if args.json:

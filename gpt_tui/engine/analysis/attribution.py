@@ -15,8 +15,10 @@ difference; `Attribution.total` and `.logit_diff` show that they do.
 - nanochat's later eras: `resid_lambdas` scale everything before block i (the parts are
   scaled alike), `x0_lambdas` add the normed embedding x0 again (one part, "x0 lambdas"),
   value embeddings enter through v (split from each head's share by running the attention
-  again without them: attention weights do not depend on v), backout subtracts a multiple
-  of the residual after the middle layer (the parts are scaled alike).
+  again without them: attention weights do not depend on v; the attention's `ve` argument,
+  by keyword or by position, so a nanochat gpt.py splits as the built-in model does),
+  backout subtracts a multiple of the residual after the middle layer (the parts are
+  scaled alike).
 
 What a block adds beyond its attention and MLP (or anything else the reading above does
 not know) lands in "remainder", with a note saying where.
@@ -24,6 +26,7 @@ not know) lands in "remainder", with a note saying where.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -302,14 +305,18 @@ def _value_embedding_part(
     """What value embeddings add to the heads' output at t: the attention run again without
     them, the difference taken (the attention weights do not depend on v)."""
     args, kwargs = call
-    if kwargs.get("ve") is None:
+    try:  # by name: nanochat's Block passes ve by position, gpt-tui's by keyword
+        bound = inspect.signature(attn.forward).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    if bound.arguments.get("ve") is None:
         return None
     kept: list[torch.Tensor] = []
     handle = proj.register_forward_pre_hook(lambda _m, a: kept.append(a[0]))
     try:
-        with_ve = first_tensor(args)
-        attn(with_ve, *args[1:], **{**kwargs, "ve": kwargs["ve"]})
-        attn(with_ve, *args[1:], **{**kwargs, "ve": None})
+        attn(*bound.args, **bound.kwargs)
+        bound.arguments["ve"] = None
+        attn(*bound.args, **bound.kwargs)
     finally:
         handle.remove()
     return (kept[0][0, t] - kept[1][0, t]).float()

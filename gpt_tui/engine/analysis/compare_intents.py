@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch.nn as nn
 
 from ...errors import GptTuiError, describe_error
+from ..core.compute_dtype import own_compute_dtype
 from ..core.debug_state import CompareView
 from ..core.model_access import crop_to_context
 from ..core.model_copy import dtype_copy
@@ -114,7 +115,13 @@ class Comparison:
             ids_b, crop_b = source.prompt_ids(b.prompt if b.prompt is not None else prompt)
             crops = _crop_notes(crop_a, crop_b)
             own = model_b is not a.model  # A's blocks check already
-            with runner.cancellable_model(model_b) if own else nullcontext(), _cropped(crops):
+            # B is A's model copied in b.dtype: a nanochat gpt.py runs it in its own dtype
+            dtype = next(model_b.parameters()).dtype if own and opened is None else None
+            with (
+                runner.cancellable_model(model_b) if own else nullcontext(),
+                own_compute_dtype(model_b, dtype) if dtype is not None else nullcontext(),
+                _cropped(crops),
+            ):
                 result = compare(
                     Run(a.model, ids_a, tokens=_labels(a, ids_a)),
                     Run(

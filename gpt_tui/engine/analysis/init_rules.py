@@ -4,6 +4,8 @@
 init that set it: nanoGPT draws N(0, 0.02) and its residual projections (`c_proj`)
 N(0, 0.02/√(2·n_layer)); nanochat draws embeddings N(0, 1), every other Linear
 N(0, 1/√fan_in · min(1, √(fan_out/fan_in))), and zeroes the head and the output projections.
+A model from the user's own file (--model-file) has its own init code, which gpt-tui does
+not read: its rules are "unknown", even when its family is nanoGPT's or nanochat's.
 `mode_facts` says whether the model is in train or eval mode, where dropout sits and with
 what probability, and what eval mode turns off. `break_example` names a line of the model's
 own code worth a breakpoint (its attention kernel call). Plain rows, for `gpt-tui init`,
@@ -22,6 +24,7 @@ from torch import nn
 
 from ..core.frames import model_files
 from ..core.line_breakpoints import break_examples
+from ..core.model_access import user_model_source
 
 NANOGPT_STD = 0.02
 
@@ -115,7 +118,9 @@ def _stats(p: torch.Tensor) -> tuple[float | None, float | None]:
 
 
 def init_rows(model: nn.Module, family: str) -> list[InitRow]:
-    """Every parameter (a tied one once, under its first name) with its init rule."""
+    """Every parameter (a tied one once, under its first name) with its init rule; a model
+    from the user's own file gets "unknown": its code sets its init, not gpt-tui's rules."""
+    source = user_model_source(model)
     config = getattr(model, "config", None)
     n_layer = int(getattr(config, "n_layer", 1) or 1)
     owners = {
@@ -125,7 +130,10 @@ def init_rows(model: nn.Module, family: str) -> list[InitRow]:
     }
     rows = []
     for name, p in model.named_parameters():
-        init, init_std, rule = _family_rule(family, name, owners[name], p, n_layer)
+        if source is None:
+            init, init_std, rule = _family_rule(family, name, owners[name], p, n_layer)
+        else:
+            init, init_std, rule = "unknown", math.nan, f"set by {source.name}'s own code"
         std, mean = _stats(p)
         rows.append(InitRow(name, tuple(p.shape), std, mean, init, init_std, rule))
     return rows

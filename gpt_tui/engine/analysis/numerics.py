@@ -18,6 +18,8 @@ model's logit softcap is shown against the raw head output it squashes.
 Linear inputs rounded through fp8, unscaled) is compared with the fp32 pass by the diff
 engine (`compare.compare`); `numerics_blame` names the first module that amplified the
 error beyond the dtype's tolerance, or says the error grew gradually and where it crossed.
+A model file that names its own compute dtype (nanochat's `COMPUTE_DTYPE`) runs its copy
+with that name set to the dtype, as nanochat's own bf16 runs do (core/compute_dtype.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
+from ..core.compute_dtype import compute_dtype_of, own_compute_dtype
 from ..core.model_copy import dtype_copy
 from .attention import AttentionCall, head_summaries, recompute_pattern
 from .compare import Comparison, Run, compare, tolerance_for
@@ -269,9 +272,11 @@ def what_if(
     them being made (within a tensor) and run (within a block)."""
     dtype = check_format(name)
     check = runner.check(mid) if runner is not None else lambda: None
-    fp32 = next(model.parameters()).dtype == torch.float32
+    own = compute_dtype_of(model)  # nanochat on a bf16 GPU computes in bf16 with fp32 weights
+    fp32 = next(model.parameters()).dtype == torch.float32 and own in (None, torch.float32)
     base = model if fp32 else dtype_copy(model, torch.float32, check)
-    if name.startswith("float8"):
+    fp8 = name.startswith("float8")
+    if fp8:
         other = _Fp8Rounding(base, dtype, check).model
         tol = torch.finfo(dtype).eps  # one ulp relative: fp8 keeps 2-3 mantissa bits
     else:
@@ -279,6 +284,14 @@ def what_if(
         tol = tolerance_for(dtype)
     other.eval()
     with ExitStack() as cancellable:
+        # a model file with its own compute dtype (nanochat's) runs a copy cast to a dtype in
+        # that dtype; the model itself (and its fp8 copy, kept as it is) as the session does
+        if base is not model:
+            cancellable.enter_context(own_compute_dtype(base, torch.float32))
+            if fp8:
+                cancellable.enter_context(own_compute_dtype(other, torch.float32))
+        if not fp8:
+            cancellable.enter_context(own_compute_dtype(other, dtype))
         if runner is not None:  # the model itself has the runner's checks already
             for copied in (m for m in (base, other) if m is not model):
                 cancellable.enter_context(runner.cancellable_model(copied))
@@ -311,8 +324,11 @@ def numerics(
     ids, note = session.prompt_ids(prompt)
     model = session.model
     held = next(model.parameters()).dtype
+    own = compute_dtype_of(model)
     if held != torch.float32:  # the values asked about are then already rounded
         note = _join(note, f"the model runs in {str(held).removeprefix('torch.')}, not fp32")
+    elif own not in (None, torch.float32):  # its activations, though its weights are fp32
+        note = _join(note, f"the model file computes in {own} (its COMPUTE_DTYPE), not fp32")
     facts = [format_facts(n) for n in FORMATS]
     cap = float(getattr(session.config, "softcap", 0) or 0)
     kept: list[tuple[PendingRecord, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
@@ -354,6 +370,9 @@ def numerics(
         capped = next((m.absmax for m in modules if m.kind == "model"), float("nan"))
         softcap = Softcap(cap, raw_absmax[0], capped, raw_absmax[1])
     check = what_if(model, ids, dtype, runner, mid) if fp32_check else None
+    if check is not None and not dtype.startswith("float8") and own is not None:
+        said = f"the model file's COMPUTE_DTYPE was {dtype} in that pass"
+        note = _join(note, f"{said}, as NANOCHAT_DTYPE={dtype} sets it")
     text = prompt if isinstance(prompt, str) else session.decode(ids)
     return NumericsReport(
         text, len(ids), dtype, tuple(facts), tuple(modules), heads, softcap, check, note

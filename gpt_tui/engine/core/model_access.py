@@ -202,15 +202,23 @@ def _softcap_of(model: nn.Module) -> float:
     return 0.0
 
 
-def raised_in_user_code(err: BaseException, model: torch.nn.Module) -> str | None:
-    """`file:line` of the innermost frame of `err` in the model's own source folder, when
-    the model is not one of gpt-tui's families (their failures are gpt-tui's bugs)."""
+def user_model_source(model: torch.nn.Module) -> Path | None:
+    """The file of the model's class when it is the user's code, not one of gpt-tui's."""
     try:
         source = Path(inspect.getfile(type(unwrap_model(model)))).resolve()
     except (TypeError, OSError):
         return None
     if Path(__file__).resolve().parents[2] in source.parents:  # gpt_tui/
         return None  # gpt_tui's own model
+    return source
+
+
+def raised_in_user_code(err: BaseException, model: torch.nn.Module) -> str | None:
+    """`file:line` of the innermost frame of `err` in the model's own source folder, when
+    the model is not one of gpt-tui's families (their failures are gpt-tui's bugs)."""
+    source = user_model_source(model)
+    if source is None:
+        return None
     where = None
     tb = err.__traceback__
     while tb is not None:

@@ -43,6 +43,18 @@ class ModelRaisedError(GptTuiError):
     """The user's own model code raised (an assert on the prompt length, a shape check)."""
 
 
+def model_raised(err: BaseException, model: torch.nn.Module) -> ModelRaisedError | None:
+    """`err` as one line naming where in the user's own model code it was raised (None
+    when it was not raised there: then it is a bug of gpt-tui's)."""
+    where = raised_in_user_code(err, model)
+    if where is None:
+        return None
+    first = (str(err).strip().splitlines() or [""])[0]
+    return ModelRaisedError(
+        f"your model raised {type(err).__name__} at {where}: {first or '(no message)'}"
+    )
+
+
 class MoveCancelled(BaseException):
     """Raised in a cancelled move's forward by a block pre-hook; never leaves the Debugger."""
 
@@ -119,13 +131,10 @@ class MoveRunner:
             try:
                 return body(mid)
             except Exception as err:
-                where = raised_in_user_code(err, self.session.model)
-                if where is None:
+                raised = model_raised(err, self.session.model)
+                if raised is None:
                     raise
-                first = (str(err).strip().splitlines() or [""])[0]
-                raise ModelRaisedError(
-                    f"your model raised {type(err).__name__} at {where}: {first or '(no message)'}"
-                ) from err
+                raise raised from err
             except MoveCancelled:
                 self.clear_cancel()  # what follows (a view, a snapshot) may run freely
                 return self._snapshot(mid, f"{what} cancelled", True)

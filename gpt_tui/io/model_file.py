@@ -26,6 +26,7 @@ import torch.nn as nn
 from ..models.config import ConfigError
 from .checkpoints import LoadedCheckpoint, read_raw_checkpoint
 from .checkpoints.raw import RawCheckpoint
+from .compute_dtype import NAME, ComputeDtypeHold, compute_dtype_of
 from .nanochat_eras import fit_user_config
 from .user_import import ModelFileError, captured_output, import_model_file, where
 
@@ -267,6 +268,18 @@ def build_user_model(
         ) from None
     model = unwrap_compiled(model)
     load_user_weights(model, state_dict, source)
+    own = compute_dtype_of(model)
+    if own is not None and own != dtype and dtype.is_floating_point:
+        # a file that computes in its module's COMPUTE_DTYPE (nanochat's) computes in
+        # `dtype` here, rotary tables and all: held for each pass of this model
+        model.to(dtype=dtype)
+        ComputeDtypeHold(model, dtype)
+        if notes is not None:
+            name = str(dtype).removeprefix("torch.")
+            notes.append(f"{found.path.name} computes in {name} here: its {NAME} is "
+                         f"{name} in each of this model's passes, as NANOCHAT_DTYPE={name} "
+                         "would set it")  # fmt: skip
+        return model.eval()
     kept = _to_dtype(model, dtype)
     if kept and notes is not None:
         dtypes = sorted({str(model.get_buffer(n).dtype).removeprefix("torch.") for n in kept})

@@ -152,3 +152,18 @@ def test_diff_against_the_file_in_bf16_runs_it_as_nanochat_does(checkpoints):
     records = json.loads(out.stdout)["records"]
     assert records and all(r["cosine"] > 0.999 for r in records)
     assert any(r["max_abs_diff"] > 0 for r in records)  # B really is bf16
+
+
+@pytest.mark.parametrize(("dtype", "nanochat_dtype"), [("bfloat16", None), ("float32", "bfloat16")])
+def test_a_session_in_a_dtype_computes_in_it(checkpoints, dtype, nanochat_dtype):
+    """`--dtype bfloat16` cast only the weights: the file cast its activations back to its
+    COMPUTE_DTYPE (fp32 on a CPU), so the run was not bf16. And a float32 session of a
+    file that computes in bf16 (NANOCHAT_DTYPE) ran bf16 activations."""
+    ckpt = checkpoints[GPT_FILE]
+    out = gpt_tui(GPT_FILE, ckpt, "trace", "--prompt", "To be", "--dtype", dtype, "--json",
+                  nanochat_dtype=nanochat_dtype)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    blocks = [r for r in json.loads(out.stdout)["records"] if r["name"].endswith("resid_post")]
+    assert blocks and {r["dtype"] for r in blocks} == {dtype}
+    out = gpt_tui(GPT_FILE, ckpt, "doctor", "--dtype", dtype, nanochat_dtype=nanochat_dtype)
+    assert f"computes in {dtype} here" in out.stdout, out.stdout + out.stderr

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch.nn as nn
 
 from ...errors import GptTuiError, describe_error
-from ..core.compute_dtype import own_compute_dtype
+from ...io.compute_dtype import own_compute_dtype
 from ..core.debug_state import CompareView
 from ..core.model_access import crop_to_context
 from ..core.model_copy import dtype_copy

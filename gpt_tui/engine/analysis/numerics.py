@@ -19,7 +19,7 @@ Linear inputs rounded through fp8, unscaled) is compared with the fp32 pass by t
 engine (`compare.compare`); `numerics_blame` names the first module that amplified the
 error beyond the dtype's tolerance, or says the error grew gradually and where it crossed.
 A model file that names its own compute dtype (nanochat's `COMPUTE_DTYPE`) runs its copy
-with that name set to the dtype, as nanochat's own bf16 runs do (core/compute_dtype.py).
+with that name set to the dtype, as nanochat's own bf16 runs do (io/compute_dtype.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import GptTuiError
-from ..core.compute_dtype import compute_dtype_of, own_compute_dtype
+from ...io.compute_dtype import compute_dtype_of, own_compute_dtype
 from ..core.model_copy import dtype_copy
 from .attention import AttentionCall, head_summaries, recompute_pattern
 from .compare import Comparison, Run, compare, tolerance_for

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from gpt_tui.engine.core.compute_dtype import own_compute_dtype
+from gpt_tui.io.compute_dtype import own_compute_dtype
 
 
 @pytest.fixture

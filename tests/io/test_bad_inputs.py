@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,7 +39,10 @@ def truncated(d: Path) -> list[str]:
 
 
 def random_bytes(d: Path) -> list[str]:
-    (d / "ckpt.pt").write_bytes(os.urandom(4096))
+    # Seeded: one draw in 256 puts "{" at byte 8 and reads as a damaged safetensors file.
+    data = bytes(random.Random(0).getrandbits(8) for _ in range(4096))
+    assert data[8:9] != b"{" and not data.startswith(b"PK")
+    (d / "ckpt.pt").write_bytes(data)
     return ["--checkpoint", str(d / "ckpt.pt")]
 
 

@@ -187,14 +187,12 @@ def test_a_sound_run_copies_no_weights_before_its_updates(monkeypatch) -> None:
     assert copies == [1]  # the one step whose lr was inf
 
 
-def test_a_case_that_reopens_on_its_finding_says_its_weights_and_no_mismatch(
-    tmp_path: Path,
-) -> None:
-    model = tiny_model()
-    optimizer = torch.optim.AdamW(model.parameters())
-    report = tmp_path / "report"
-    watching = gpt_tui.watch(model, optimizer=optimizer, report=report)
-    with pytest.raises(gpt_tui.NonFiniteError), watching:
+def nan_weight_at_step_2(model, optimizer, report: Path) -> None:
+    """A watched loop whose h.1 MLP weight turns NaN at step 2: a forward case in `report`."""
+    with (
+        pytest.raises(gpt_tui.NonFiniteError),
+        gpt_tui.watch(model, optimizer=optimizer, report=report),
+    ):
         for step, (x, y) in enumerate(batches(65, 4)):
             if step == 2:
                 with torch.no_grad():
@@ -203,6 +201,15 @@ def test_a_case_that_reopens_on_its_finding_says_its_weights_and_no_mismatch(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+
+
+def test_a_case_that_reopens_on_its_finding_says_its_weights_and_no_mismatch(
+    tmp_path: Path,
+) -> None:
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    report = tmp_path / "report"
+    nan_weight_at_step_2(model, optimizer, report)
     assert read_case(report)["weights"] == STEP_START
     code, out = train_step("--case", str(report))
     assert code == 0
@@ -402,18 +409,7 @@ def test_a_case_of_nanogpts_two_group_optimizer_replays(tmp_path: Path, names_ke
          {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3,
     )  # fmt: skip
     report = tmp_path / "report"
-    with (
-        pytest.raises(gpt_tui.NonFiniteError),
-        gpt_tui.watch(model, optimizer=optimizer, report=report),
-    ):
-        for step, (x, y) in enumerate(batches(65, 4)):
-            if step == 2:
-                with torch.no_grad():
-                    model.transformer.h[1].mlp.c_fc.weight[5, 7] = float("nan")
-            _, loss = model(x, y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    nan_weight_at_step_2(model, optimizer, report)
     case_file = read_case(report)["folder"] + "/case.json"
     case = json.loads(Path(case_file).read_text())
     assert [len(g) for g in case["optimizer_groups"]] == [

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..engine.training.watch import check_arguments
+from ..engine.training.watch_arguments import check_arguments
 from ..errors import GptTuiError, with_only
 from .serve import Listener, log
 from .wire import (

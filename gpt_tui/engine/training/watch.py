@@ -28,7 +28,10 @@ The first non-finite value is named in the phase it arose in:
   the model that was not finite). A case cannot replay either: it says so;
 - backward: the first module, in backward order, whose grad_input is not finite while its
   grad_output was (or the model's loss, whose backward made the gradient into its output
-  not finite while the gradient into the loss was finite);
+  not finite while the gradient into the loss was finite); or whose output received a
+  gradient that is not finite while the next module, reading it, sent a finite one back (a
+  loss taken on an intermediate activation: each module reads its input through a view of
+  its own, so what it sends back is its own gradient, without what others add);
 - gradients (given `optimizer=`): a parameter's gradient that is not finite before the
   update while every watched module's gradient was (or that another rank's gradients
   made non-finite in the all-reduce);
@@ -49,8 +52,9 @@ import torch.nn as nn
 from ...errors import GptTuiError
 from ..analysis.probe_points import find_probe_points, first_tensor
 from .held_values import HeldValues, held_text, module_parameters, nonfinite_parameters
+from .watch_arguments import WatchArgumentError, check_arguments
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
-from .watch_finding import NO_NAMES, Finding, MicroNames, Phase, name_place
+from .watch_finding import NO_NAMES, BackwardPlace, Finding, MicroNames, Phase, name_place
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
 from .watch_update import BeforeUpdate, copy_before_update, nonfinite_settings, update_will_break
 
@@ -62,45 +66,6 @@ class NonFiniteError(GptTuiError, FloatingPointError):
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.summary)
         self.finding = finding
-
-
-class WatchArgumentError(GptTuiError, TypeError):
-    """`watch()` was given something it cannot watch; the message names it and the fix."""
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"a {type(value).__name__}"
-
-
-def check_arguments(model: Any, optimizer: Any, every: Any) -> None:
-    """One clear error for a model, optimizer or `every` that cannot be watched."""
-    if isinstance(model, type):
-        raise WatchArgumentError(
-            f"watch({model.__name__}): that is a class; give the torch.nn.Module your loop "
-            "trains, the model itself (gpt_tui.watch(model, optimizer=optimizer))"
-        )
-    if not isinstance(model, nn.Module):
-        raise WatchArgumentError(
-            f"watch({_short(model)}): give the torch.nn.Module your loop trains, "
-            f"not a {type(model).__name__} (gpt_tui.watch(model, optimizer=optimizer))"
-        )
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise WatchArgumentError(
-            f"optimizer={_short(optimizer)}: give the torch.optim.Optimizer your loop "
-            f"steps, not a {type(optimizer).__name__} "
-            "(e.g. optimizer=torch.optim.AdamW(model.parameters()))"
-        )
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise WatchArgumentError(f"every={every!r}: check every N >= 1 steps (an int)")
-    if optimizer is not None:
-        mine = {id(p) for p in model.parameters()}
-        theirs = [p for group in optimizer.param_groups for p in group["params"]]
-        if theirs and not any(id(p) in mine for p in theirs):
-            raise WatchArgumentError(
-                f"the optimizer's {len(theirs)} parameters are none of this model's: give "
-                "the optimizer made from this model (torch.optim.AdamW(model.parameters()))"
-            )
 
 
 def _finite(value: Any) -> torch.Tensor | None:
@@ -131,6 +96,7 @@ def _steps_taken(optimizer: torch.optim.Optimizer) -> int:
 
 
 Flags = tuple[str, torch.Tensor | None, torch.Tensor | None]
+FlagPair = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
 class Watch:
@@ -168,6 +134,11 @@ class Watch:
         self._key: torch.Tensor | None = None  # under a process group: the step's first
         self._forward: list[Flags] = []
         self._backward: list[Flags] = []
+        # Chain links of this micro-step: a module -> the module whose output is its input.
+        self._links: dict[str, str] = {}
+        # The last module's output, and the module it ran in; the modules running now.
+        self._last_out: tuple[str, torch.Tensor, str] | None = None
+        self._open: list[str] = []
         self._loss: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
         self._into_loss: list[torch.Tensor | None] = []  # the gradient into the model's loss
         self._pending = False  # flags recorded and not yet folded
@@ -183,8 +154,11 @@ class Watch:
             model.register_forward_hook(self._model_output),
         ]
         for p in points:
-            hook = self._forward_hook(p.name)
-            self._handles.append(modules[p.name].register_forward_hook(hook))
+            module = modules[p.name]
+            if p.kind != "embedding" and not self.compiled:
+                pre = self._own_input(p.name)
+                self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._forward_hook(p.name)))
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer))
             self._handles.append(optimizer.register_step_post_hook(self._after_optimizer))
@@ -232,6 +206,29 @@ class Watch:
         if self.active:
             self._calls.append((args, kwargs))
         self._forward, self._backward, self._loss, self._into_loss = [], [], None, []
+        self._links, self._last_out, self._open = {}, None, []
+
+    def _own_input(self, name: str) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+            if not self.active:
+                return None
+            enclosing = self._open[-1] if self._open else ""
+            self._open.append(name)
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor) or not x.requires_grad:
+                return None
+            last = self._last_out
+            # The module before it in the chain: the one whose output it reads, or the one
+            # that ran just before it inside the same module (or the model): nanochat
+            # norms the last block's output for the head, and mixes x0 into a block's input.
+            if last is not None and (last[1] is x or last[2] == enclosing):
+                self._links[name] = last[0]
+            # The module gets a view of its own: the gradient into it is then what this
+            # module's backward sends, without what other users of the tensor (a loss taken
+            # on an intermediate activation) add to it.
+            return (x.view_as(x), *args[1:]), kwargs
+
+        return hook
 
     def _forward_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -240,9 +237,13 @@ class Watch:
             x, y = first_tensor(args), first_tensor(output)
             self._forward.append((name, _finite(x), _finite(y)))
             self._pending = True
+            if self._open and self._open[-1] == name:
+                self._open.pop()
+            enclosing = self._open[-1] if self._open else ""
+            self._last_out = (name, y, enclosing) if y is not None else None
             # Backward through tensor hooks, cheaper than full backward hooks: the gradient
-            # of the output is the module's grad_output, the gradient of its input its
-            # grad_input (a block's, an attention's or an MLP's input feeds it alone).
+            # of the output is the module's grad_output, the gradient of its own view of its
+            # input (`_own_input`) its grad_input.
             if y is not None and y.requires_grad and x is not None and x.requires_grad:
                 grads: list[torch.Tensor | None] = [None]
                 y.register_hook(lambda g: grads.__setitem__(0, _finite(g)))
@@ -347,9 +348,11 @@ class Watch:
 
     def _check(self) -> None:
         self._pending = False
-        key = self._micro_key()
+        self._last_out = None
+        places, pairs = self._backward_places()
+        key = self._micro_key(pairs)
         self._names[self.micro] = MicroNames(
-            [n for n, _, _ in self._forward], [n for n, _, _ in self._backward],
+            [n for n, _, _ in self._forward], places,
             self._into_loss[0] if self._into_loss else None, self._loss is not None,
         )  # fmt: skip
         if key is None:
@@ -369,7 +372,25 @@ class Watch:
         if not bool(torch.isfinite(loss)):
             self._replay("loss", "loss", "the loss is not finite", self.micro_steps)
 
-    def _micro_key(self) -> torch.Tensor | None:
+    def _backward_places(self) -> tuple[list[BackwardPlace], list[FlagPair]]:
+        """The backward order's places and their (before, after) flags: each module's own
+        backward (grad_output, grad_input) and, before a module whose output is the input of
+        one backward has passed, that link (what the next module sent, the gradient its
+        output received): not finite only there, the gradient came from outside the chain."""
+        sent: dict[str, torch.Tensor | None] = {}  # module -> what its backward sent
+        places: list[BackwardPlace] = []
+        pairs: list[FlagPair] = []
+        for name, grad_output, grad_input in self._backward:
+            consumers = [n for n, m in self._links.items() if m == name and n in sent]
+            for consumer in consumers:
+                places.append((name, consumer))
+                pairs.append((sent[consumer], grad_output))
+            places.append((name, None))
+            pairs.append((grad_output, grad_input))
+            sent[name] = grad_input
+        return places, pairs
+
+    def _micro_key(self, backward: list[FlagPair]) -> torch.Tensor | None:
         """The first place of this micro-step, in forward, loss, backward order, where a
         flag turned non-finite while the one before it was finite; NO_KEY for none. Between
         the loss and the modules' backward: the gradient into the model's loss, then into
@@ -379,7 +400,7 @@ class Watch:
         into_loss = self._into_loss[0] if self._into_loss else None
         into_output = self._backward[0][1] if self._backward else None
         entries += [(None, into_loss), (into_loss, into_output)]
-        entries += [(a, b) for _, a, b in self._backward]
+        entries += backward
         flags = [f for pair in entries for f in pair]
         present = [f for f in flags if f is not None]
         if not present:

@@ -61,12 +61,18 @@ class Finding:
         return text
 
 
+# A place in backward order: (module, None) for the module's own backward; (module, next)
+# for the gradient its output received, against what `next`, reading that output, sent.
+BackwardPlace = tuple[str, str | None]
+
+
 class MicroNames(NamedTuple):
-    """What a micro-step's key is decoded with: its modules in forward and backward order,
-    the gradient into the model's loss (None: none came) and whether the model returned one."""
+    """What a micro-step's key is decoded with: its modules in forward order, its places in
+    backward order, the gradient into the model's loss (None: none came) and whether the
+    model returned one."""
 
     forward: list[str]
-    backward: list[str]
+    backward: list[BackwardPlace]
     into_loss: torch.Tensor | None
     model_loss: bool
 
@@ -93,15 +99,27 @@ def name_place(
     if place == 1:  # one host read, at the finding only: NaN or Inf tells which mistake
         value = float(names.into_loss) if names.into_loss is not None else None
         return "loss", "loss", _into_loss_text(value), UNREPLAYABLE_LOSS
-    output = backward[0] if backward else "the model's output"
+    output = backward[0][0] if backward else "the model's output"
     if place == 2 and names.into_loss is not None:
         why = f"the gradient into it was finite; what its backward passed into {output} was not"
         return "backward", "loss", why, None
     if place == 2:
         return "loss", output, _into_output_text(output, names.model_loss), UNREPLAYABLE_OUTSIDE
     i = place - 3
-    name = backward[i] if i < len(backward) else f"module {i} of the backward order"
+    name, after = backward[i] if i < len(backward) else (f"module {i} of the backward order", None)
+    if after is not None:
+        return "backward", name, _from_outside_text(after), None
     return "backward", name, "its grad_output was finite", None
+
+
+def _from_outside_text(after: str) -> str:
+    """Why a module's output is named when the gradient it received was not finite while
+    the module reading it sent a finite one back."""
+    return (
+        f"the gradient into its output was not finite while {after}, the next module, sent a "
+        "finite one back: it came from between them, from code outside the watched modules "
+        "or a loss taken on this activation (an auxiliary loss, in the model or your loop?)"
+    )
 
 
 def _into_loss_text(value: float | None) -> str:

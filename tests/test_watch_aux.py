@@ -1,0 +1,95 @@
+"""A gradient that enters the model from outside its watched modules: a loss the loop (or
+the model) takes on an intermediate activation. Its gradient lands on a module's output
+while the next module, which reads that output, sends a finite one back; the watch names
+the module whose output received it, not the next one and not a parameter's gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import pytest
+import torch
+from test_watch import batches, tiny_model
+
+import gpt_tui
+
+Aux = Callable[[torch.Tensor], torch.Tensor]
+
+
+def nan_gradient(h: torch.Tensor) -> torch.Tensor:
+    """A loss whose gradient is NaN where h < 0 (sqrt's derivative there)."""
+    return torch.sqrt(h).mean() * 1e-3
+
+
+def finite_aux(h: torch.Tensor) -> torch.Tensor:
+    return h.pow(2).mean() * 1e-2
+
+
+def train(model, where: str, aux: Aux, *, at_step: int | None, watched: bool) -> list[float]:
+    """Three steps of a loop that adds `aux(output of module `where`)` to the model's loss
+    at `at_step` (None: every step); the losses, or NonFiniteError from the watch."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    kept: dict[str, torch.Tensor] = {}
+    module = dict(model.named_modules())[where]
+    module.register_forward_hook(lambda m, args, out: kept.__setitem__("h", out))
+    losses = []
+    with gpt_tui.watch(model, optimizer=optimizer) if watched else nullcontext():
+        for step, (x, y) in enumerate(batches(model.config.vocab_size, 3)):
+            out = model(x, y)  # nanoGPT's (logits, loss), nanochat's bare loss
+            loss = out[1] if isinstance(out, tuple) else out
+            if at_step is None or step == at_step:
+                loss = loss + aux(kept["h"])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize(
+    ("arch", "where", "after"),
+    [
+        ("nanogpt", "transformer.h.0", "transformer.h.1"),  # the next block reads it
+        ("nanogpt", "transformer.h.1", "transformer.ln_f"),
+        ("nanogpt", "transformer.h.1.attn", "transformer.h.1.mlp"),  # the residual between
+        ("nanochat", "transformer.h.0", "transformer.h.1"),  # x0 mixed in between
+        ("nanochat", "transformer.h.1", "lm_head"),  # the final norm between
+    ],
+)
+def test_a_nan_gradient_from_a_loss_on_an_activation_is_named_where_it_entered(
+    tmp_path, monkeypatch, arch: str, where: str, after: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the case folder
+    model = tiny_model(arch=arch)
+    with pytest.raises(gpt_tui.NonFiniteError) as raised:
+        train(model, where, nan_gradient, at_step=1, watched=True)
+    finding = raised.value.finding
+    assert (finding.step, finding.phase, finding.where) == (1, "backward", where)
+    assert finding.detail.startswith(
+        f"the gradient into its output was not finite while {after}, the next module, sent "
+        "a finite one back"
+    )
+    assert "a loss taken on this activation" in finding.detail
+    assert all(p.isfinite().all() for p in model.parameters())  # raised before the update
+
+
+@pytest.mark.parametrize("arch", ["nanogpt", "nanochat"])
+def test_a_finite_loss_on_an_activation_trains_the_same_watched_or_not(arch: str) -> None:
+    # The watch gives each module a view of its input; the gradients must not change.
+    plain = train(tiny_model(arch=arch), "transformer.h.0", finite_aux, at_step=None,
+                  watched=False)  # fmt: skip
+    watched = train(tiny_model(arch=arch), "transformer.h.0", finite_aux, at_step=None,
+                    watched=True)  # fmt: skip
+    assert watched == plain  # bit for bit
+
+
+def test_a_nan_made_inside_a_block_by_a_loss_on_its_mlp_names_the_block(tmp_path, monkeypatch):
+    # Nothing inside the block reads the MLP's output but the residual sum: no watched
+    # module sits between, so the block's own backward is where it arose.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gpt_tui.NonFiniteError) as raised:
+        train(tiny_model(), "transformer.h.0.mlp", nan_gradient, at_step=0, watched=True)
+    finding = raised.value.finding
+    assert (finding.phase, finding.where) == ("backward", "transformer.h.0")
+    assert finding.detail == "its grad_output was finite"

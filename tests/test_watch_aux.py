@@ -5,6 +5,7 @@ the module whose output received it, not the next one and not a parameter's grad
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -93,3 +94,22 @@ def test_a_nan_made_inside_a_block_by_a_loss_on_its_mlp_names_the_block(tmp_path
     finding = raised.value.finding
     assert (finding.phase, finding.where) == ("backward", "transformer.h.0")
     assert finding.detail == "its grad_output was finite"
+
+
+@pytest.mark.parametrize("arch", ["nanogpt", "nanochat"])
+def test_the_watch_keeps_no_module_output_alive(arch: str) -> None:
+    # Its links between modules must not hold a head's logits (nanochat returns only the
+    # loss: (B, T, vocab) would outlive the forward) past the loop's last reference.
+    alive = {}
+    for watched in (False, True):
+        model = tiny_model(arch=arch)
+        optimizer = torch.optim.AdamW(model.parameters())
+        outputs: list[weakref.ref] = []
+        keep = outputs.append
+        model.lm_head.register_forward_hook(lambda m, a, out, keep=keep: keep(weakref.ref(out)))
+        x, y = batches(model.config.vocab_size, 1)[0]
+        with gpt_tui.watch(model, optimizer=optimizer) if watched else nullcontext():
+            out = model(x, y)
+            del out
+            alive[watched] = outputs[0]() is not None
+    assert alive[True] == alive[False] is False

@@ -43,6 +43,7 @@ The first non-finite value is named in the phase it arose in:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -137,7 +138,8 @@ class Watch:
         # Chain links of this micro-step: a module -> the module whose output is its input.
         self._links: dict[str, str] = {}
         # The last module's output, and the module it ran in; the modules running now.
-        self._last_out: tuple[str, torch.Tensor, str] | None = None
+        # (Weakly: a head's logits must not outlive the user's last reference to them.)
+        self._last_out: tuple[str, weakref.ref[torch.Tensor], str] | None = None
         self._open: list[str] = []
         self._loss: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
         self._into_loss: list[torch.Tensor | None] = []  # the gradient into the model's loss
@@ -221,7 +223,7 @@ class Watch:
             # The module before it in the chain: the one whose output it reads, or the one
             # that ran just before it inside the same module (or the model): nanochat
             # norms the last block's output for the head, and mixes x0 into a block's input.
-            if last is not None and (last[1] is x or last[2] == enclosing):
+            if last is not None and (last[1]() is x or last[2] == enclosing):
                 self._links[name] = last[0]
             # The module gets a view of its own: the gradient into it is then what this
             # module's backward sends, without what other users of the tensor (a loss taken
@@ -240,7 +242,7 @@ class Watch:
             if self._open and self._open[-1] == name:
                 self._open.pop()
             enclosing = self._open[-1] if self._open else ""
-            self._last_out = (name, y, enclosing) if y is not None else None
+            self._last_out = (name, weakref.ref(y), enclosing) if y is not None else None
             # Backward through tensor hooks, cheaper than full backward hooks: the gradient
             # of the output is the module's grad_output, the gradient of its own view of its
             # input (`_own_input`) its grad_input.
@@ -265,6 +267,7 @@ class Watch:
     def _model_output(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not self.active:
             return
+        self._last_out = None  # the links are made
         # (logits, loss) as nanoGPT returns, or nanochat's bare loss when given targets.
         items = output if isinstance(output, tuple) else (output,)
         tensors = [t for t in items if isinstance(t, torch.Tensor)]
@@ -348,7 +351,6 @@ class Watch:
 
     def _check(self) -> None:
         self._pending = False
-        self._last_out = None
         places, pairs = self._backward_places()
         key = self._micro_key(pairs)
         self._names[self.micro] = MicroNames(

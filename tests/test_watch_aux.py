@@ -5,6 +5,7 @@ the module whose output received it, not the next one and not a parameter's grad
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -14,6 +15,7 @@ import torch
 from test_watch import batches, tiny_model
 
 import gpt_tui
+from gpt_tui.cli import run
 
 Aux = Callable[[torch.Tensor], torch.Tensor]
 
@@ -113,3 +115,20 @@ def test_the_watch_keeps_no_module_output_alive(arch: str) -> None:
             del out
             alive[watched] = outputs[0]() is not None
     assert alive[True] == alive[False] is False
+
+
+def test_the_case_of_such_a_finding_says_why_the_step_run_again_does_not_meet_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gpt_tui.NonFiniteError) as raised:
+        train(tiny_model(), "transformer.h.0", nan_gradient, at_step=1, watched=True)
+    assert run(["train-step", "--case", raised.value.finding.report, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["first_nonfinite"] is None  # the model's own loss alone is finite
+    assert any(
+        note.startswith("the reopened step found no non-finite value, not the saved finding "
+                        "(backward at transformer.h.0)")
+        and note.endswith("a loss your loop took on an activation is not part of it")
+        for note in report["notes"]
+    )  # fmt: skip

@@ -17,6 +17,7 @@ import torch
 
 from ...errors import GptTuiError
 from .watch import Finding, Watch
+from .watch_finding import FROM_OUTSIDE
 
 if TYPE_CHECKING:
     from ..core.session import Session
@@ -218,6 +219,8 @@ def case_mismatch(case: dict[str, Any], phase: str | None, where: str | None) ->
         if isinstance(steps, int) and steps > 1:
             why += f", on micro-step {micro}'s batch alone (your loop accumulated {steps})"
         why += ", not inside your loop"
+        if str(finding.get("detail", "")).startswith(FROM_OUTSIDE):
+            why += ": a loss your loop took on an activation is not part of it"
     return f"the reopened step found {found}, not the saved finding ({saved}): {why}"
 
 

@@ -116,10 +116,13 @@ def _from_outside_text(after: str) -> str:
     """Why a module's output is named when the gradient it received was not finite while
     the module reading it sent a finite one back."""
     return (
-        f"the gradient into its output was not finite while {after}, the next module, sent a "
-        "finite one back: it came from between them, from code outside the watched modules "
-        "or a loss taken on this activation (an auxiliary loss, in the model or your loop?)"
+        f"{FROM_OUTSIDE} while {after}, the next module, sent a finite one back: it came from "
+        "between them, from code outside the watched modules or a loss taken on this "
+        "activation (an auxiliary loss, in the model or your loop?)"
     )
+
+
+FROM_OUTSIDE = "the gradient into its output was not finite"
 
 
 def _into_loss_text(value: float | None) -> str:

@@ -132,3 +132,42 @@ def test_the_case_of_such_a_finding_says_why_the_step_run_again_does_not_meet_it
         and note.endswith("a loss your loop took on an activation is not part of it")
         for note in report["notes"]
     )  # fmt: skip
+
+
+def z_loss_loop(model, bad_step: int | None, watched: bool) -> list[float]:
+    """nanoGPT's (logits, loss) plus a z-loss-like term on the returned logits, whose
+    gradient is NaN at `bad_step` (the square root of a negative)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    with gpt_tui.watch(model, optimizer=optimizer) if watched else nullcontext():
+        for step, (x, y) in enumerate(batches(model.config.vocab_size, 3)):
+            logits, loss = model(x, y)
+            shift = 100.0 if step == bad_step else 0.0
+            loss = loss + 1e-4 * torch.sqrt(logits.pow(2).mean() - shift)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    return losses
+
+
+def test_a_term_the_loop_takes_from_the_returned_logits_is_named_not_the_models_loss(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(gpt_tui.NonFiniteError) as raised:
+        z_loss_loop(tiny_model(), bad_step=1, watched=True)
+    finding = raised.value.finding
+    assert (finding.step, finding.phase, finding.where) == (1, "loss", "lm_head")
+    assert finding.detail.startswith(
+        "the gradient your loop sent into the logits the model returned (lm_head) was not "
+        "finite while the model's loss sent a finite one"
+    )
+    assert "backward at loss" not in str(raised.value)
+    assert finding.unreplayable.startswith("your loop added a term computed from the logits")
+
+
+def test_a_finite_term_on_the_returned_logits_trains_the_same_watched_or_not() -> None:
+    assert z_loss_loop(tiny_model(), None, watched=True) == z_loss_loop(
+        tiny_model(), None, watched=False
+    )

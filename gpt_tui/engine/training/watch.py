@@ -25,7 +25,9 @@ The first non-finite value is named in the phase it arose in:
   loss not finite while the loss was (the loop called backward() on `loss * nan` or
   `loss / 0`), or, backward not coming through the model's loss, the gradient into its
   output (the first module backward reaches) already not finite (a loss computed outside
-  the model that was not finite). A case cannot replay either: it says so;
+  the model that was not finite), or the gradient the loop sent into the logits returned
+  beside a loss not finite while the loss's was (a z-loss term: the returned logits are a
+  view of their own). A case cannot replay these: it says so;
 - backward: the first module, in backward order, whose grad_input is not finite while its
   grad_output was (or the model's loss, whose backward made the gradient into its output
   not finite while the gradient into the loss was finite); or whose output received a
@@ -143,6 +145,8 @@ class Watch:
         self._open: list[str] = []
         self._loss: tuple[torch.Tensor | None, torch.Tensor | None] | None = None
         self._into_loss: list[torch.Tensor | None] = []  # the gradient into the model's loss
+        # The gradient the loop sent into the logits the model returned beside its loss.
+        self._into_returned: list[torch.Tensor | None] = []
         self._pending = False  # flags recorded and not yet folded
         self._params = [p for g in optimizer.param_groups for p in g["params"]] if optimizer else []
         self._param_names = {id(p): n for n, p in self.model.named_parameters()}
@@ -208,6 +212,7 @@ class Watch:
         if self.active:
             self._calls.append((args, kwargs))
         self._forward, self._backward, self._loss, self._into_loss = [], [], None, []
+        self._into_returned = []
         self._links, self._last_out, self._open = {}, None, []
 
     def _own_input(self, name: str) -> Callable[..., Any]:
@@ -264,9 +269,9 @@ class Watch:
         if name == self._first:  # backward has reached the first module: the end
             self._check()
 
-    def _model_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+    def _model_output(self, module: nn.Module, args: tuple, output: Any) -> Any:
         if not self.active:
-            return
+            return None
         self._last_out = None  # the links are made
         # (logits, loss) as nanoGPT returns, or nanochat's bare loss when given targets.
         items = output if isinstance(output, tuple) else (output,)
@@ -279,6 +284,20 @@ class Watch:
             if losses[0].requires_grad:  # backward's start, when it comes through this loss
                 into = self._into_loss  # this micro-step's, whenever its backward runs
                 losses[0].register_hook(lambda g: into.append(_finite(g)))
+            if logits and logits[0].requires_grad and isinstance(output, tuple):
+                return self._returned_logits(output, logits[0])
+        return None
+
+    def _returned_logits(self, output: tuple, logits: torch.Tensor) -> tuple | None:
+        """The model's output with its logits as a view of their own: what the loop's loss
+        takes from them (an auxiliary z-loss) then sends its gradient there, apart from
+        what the model's own loss sends into the same logits."""
+        if self.compiled:
+            return None
+        returned = logits.view_as(logits)
+        into = self._into_returned
+        returned.register_hook(lambda g: into.append(_finite(g)))
+        return tuple(returned if item is logits else item for item in output)
 
     def _before_optimizer(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
         if not self.checked or not self._params:
@@ -395,13 +414,15 @@ class Watch:
     def _micro_key(self, backward: list[FlagPair]) -> torch.Tensor | None:
         """The first place of this micro-step, in forward, loss, backward order, where a
         flag turned non-finite while the one before it was finite; NO_KEY for none. Between
-        the loss and the modules' backward: the gradient into the model's loss, then into
-        the first module backward reaches (the model's output)."""
+        the loss and the modules' backward: the gradient into the model's loss, into the
+        logits it returned beside it, then into the first module backward reaches (the
+        model's output)."""
         entries = [(a, b) for _, a, b in self._forward]
         entries.append(self._loss or (None, None))
         into_loss = self._into_loss[0] if self._into_loss else None
         into_output = self._backward[0][1] if self._backward else None
-        entries += [(None, into_loss), (into_loss, into_output)]
+        into_returned = self._into_returned[0] if self._into_returned else None
+        entries += [(None, into_loss), (None, into_returned), (into_loss, into_output)]
         entries += backward
         flags = [f for pair in entries for f in pair]
         present = [f for f in flags if f is not None]

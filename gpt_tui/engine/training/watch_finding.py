@@ -85,8 +85,9 @@ def name_place(
     place: int, names: MicroNames, lookups: set[str]
 ) -> tuple[Phase, str, str, str | None]:
     """(phase, where, detail, why a case cannot replay it) of a place in a micro-step's
-    order: its forward modules, the loss, the gradient into the loss, then into the model's
-    output, then its backward modules (`lookups`: the embeddings, which take token ids)."""
+    order: its forward modules, the loss, the gradient into the loss, into the logits the
+    model returned beside it, then into the model's output, then its backward modules
+    (`lookups`: the embeddings, which take token ids)."""
     forward, backward = names.forward, names.backward
     if place < len(forward):
         name = forward[place]
@@ -100,6 +101,11 @@ def name_place(
         value = float(names.into_loss) if names.into_loss is not None else None
         return "loss", "loss", _into_loss_text(value), UNREPLAYABLE_LOSS
     output = backward[0][0] if backward else "the model's output"
+    if place == 2 and names.into_loss is not None:  # the model's loss took part
+        return "loss", output, _into_returned_text(output), UNREPLAYABLE_AUX
+    if place == 2:  # the loop's loss alone, from the logits the model returned
+        return "loss", output, _into_output_text(output, names.model_loss), UNREPLAYABLE_OUTSIDE
+    place -= 1
     if place == 2 and names.into_loss is not None:
         why = f"the gradient into it was finite; what its backward passed into {output} was not"
         return "backward", "loss", why, None
@@ -146,6 +152,16 @@ def _into_loss_text(value: float | None) -> str:
     )
 
 
+def _into_returned_text(output: str) -> str:
+    """Why the model's output is named when what the loop took from the logits the model
+    returned beside its (finite) loss sent a gradient into them that was not finite."""
+    return (
+        f"the gradient your loop sent into the logits the model returned ({output}) was not "
+        "finite while the model's loss sent a finite one: a term your loop computed from the "
+        "logits (an auxiliary loss, a z-loss?) was not finite"
+    )
+
+
 def _into_output_text(output: str, model_loss: bool) -> str:
     """Why backward's start is named when the gradient into the model's output was already
     not finite and backward did not come through the model's own loss."""
@@ -161,6 +177,11 @@ UNREPLAYABLE_LOSS = (
     "backward() started from a value your loop made from the model's loss after the model "
     "returned it (loss * nan, loss / 0); the step run again calls backward() on the model's "
     "own loss of the saved batch, so it cannot find this again"
+)
+UNREPLAYABLE_AUX = (
+    "your loop added a term computed from the logits to the model's loss; the step run "
+    "again calls backward() on the model's own loss of the saved batch, so it cannot find "
+    "this again"
 )
 UNREPLAYABLE_OUTSIDE = (
     "your loop computed the loss backward() started from outside the model; the step run "

@@ -166,3 +166,19 @@ async def test_params_i_shows_each_parameters_std_and_init_rule(arch) -> None:
         assert by_name["mode"][2] == "eval"
         await press(pilot, "i")
         assert [str(c.label) for c in table.columns.values()][:2] == ["name", "params"]
+
+
+async def test_c_right_after_a_breakpoint_is_entered_runs_to_it() -> None:
+    # The hint says "C runs to it": after Enter in the break-at box, C is a key, not text.
+    app = tiny_app("nanogpt")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "7", "e")
+        box = app.query_one("#code-break", Input)
+        assert app.focused is box
+        await press(pilot, *"CausalSelfAttention.forward", "enter", "C")
+        assert box.value == ""
+        assert app.state.line_breakpoints == {"CausalSelfAttention.forward"}
+        frame = app.state.frame
+        assert app.state.status == "paused" and frame is not None
+        assert frame.function == "CausalSelfAttention.forward"

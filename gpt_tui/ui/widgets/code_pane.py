@@ -381,6 +381,8 @@ class CodePane(Vertical):
             self._expression(text)
         elif not self._break_at(text):
             return  # a mistake, said in one line: the text stays to be fixed
+        else:  # the source takes the keys: C runs to the breakpoint, as the hint says
+            self.query_one(SourceView).focus()
         event.input.value = ""
 
     def on_intent_failed(self, event: IntentFailed) -> None:
@@ -391,6 +393,7 @@ class CodePane(Vertical):
         if event.worker == "line_breakpoint" and sent and not box.value:
             box.value = sent
             box.cursor_position = len(sent)
+            box.focus()
 
     def _expression(self, text: str) -> None:
         command, _, rest = text.partition(" ")

@@ -14,7 +14,6 @@ the Params tab and the Train tab.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,26 +162,16 @@ def mode_facts(model: nn.Module) -> ModeFacts:
     return ModeFacts(model.training, tuple(dropout), tuple(changes))
 
 
+def _own_files(model: nn.Module) -> tuple[str, ...]:
+    """The model's source files, none of torch's own (a bare nn.Linear has no code of its own)."""
+    torch_dir = Path(torch.__file__).resolve().parent
+    return tuple(f for f in model_files(model) if not Path(f).is_relative_to(torch_dir))
+
+
 def break_example(model: nn.Module) -> str:
-    """`nanochat.py:185`: the model's attention kernel call, in the file of the model's own
-    classes (the root first), for the break-at box's example; `forward` without one."""
-    seen: set[str] = set()
-    for module in model.modules():
-        try:
-            file = inspect.getsourcefile(type(module))
-        except TypeError:  # a built-in class
-            continue
-        if file is None or file in seen or "torch" in Path(file).parts:
-            continue
-        seen.add(file)
-        try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except OSError:
-            continue
-        for number, text in enumerate(lines, 1):
-            if "scaled_dot_product_attention(" in text and not text.lstrip().startswith("#"):
-                return f"{Path(file).name}:{number}"
-    return "forward"
+    """`nanochat.py:185`: the model's attention kernel call (torch's or FlashAttention's),
+    in its own file first, for the break-at box's example; `forward` without one."""
+    return break_examples(_own_files(model))[0] or "forward"
 
 
 @dataclass(frozen=True)
@@ -196,6 +185,6 @@ class ModelFacts:
 
 
 def model_facts(model: nn.Module, family: str) -> ModelFacts:
-    function = break_examples(model_files(model))[1] or "forward"
+    at, function = break_examples(_own_files(model))
     rows = tuple(init_rows(model, family))
-    return ModelFacts(rows, mode_facts(model), break_example(model), function)
+    return ModelFacts(rows, mode_facts(model), at or "forward", function or "forward")

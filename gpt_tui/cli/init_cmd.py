@@ -9,16 +9,18 @@ from .common import open_session
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..engine.analysis.init_rules import model_facts
+    from ..engine.analysis.init_rules import model_facts, rule_set
 
     session = open_session(args)
     facts = model_facts(session.model, session.family)
     rows, mode = facts.init, facts.mode
+    rules = rule_set(session.model, session.family)
     if args.json:
         render.print_json(
             dict(
                 name=session.name,
                 family=session.family,
+                rules=rules,
                 parameters=rows,
                 mode=mode.mode,
                 dropout=[dict(where=w, p=p) for w, p in mode.dropout],
@@ -46,6 +48,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         table.add_row(*cells)
     console = render.console()
     console.print(table)
+    console.print(f"rules: {rules}", markup=False)
     console.print(f"mode: {mode.line()}")
     for change in mode.changes:
         console.print(f"  {change}")

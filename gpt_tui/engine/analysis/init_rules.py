@@ -231,7 +231,7 @@ def _own_files(model: nn.Module) -> tuple[str, ...]:
 
 
 def break_example(model: nn.Module) -> str:
-    """`nanochat.py:185`: the model's attention kernel call (torch's or FlashAttention's),
+    """`nanochat.py:206`: the model's attention kernel call (torch's or FlashAttention's),
     in its own file first, for the break-at box's example; `forward` without one."""
     return break_examples(_own_files(model))[0] or "forward"
 

@@ -104,10 +104,10 @@ class NanoChatConfig:
 
 
 SMEAR_CHANNELS = 24  # the smear gate reads this many leading channels of the embedding
-# The smear/backout era's init (nanochat's gpt.py from 2026-03-14): per-layer lambdas from
-# layer 0 to the last, gate weights U(0, 0.02), backout_lambda 0.2.
-RESID_LAMBDA_RAMP = (1.15, 1.05)
-X0_LAMBDA_RAMP = (0.20, 0.05)
+# The smear/backout era's init (nanochat's gpt.py from 2026-03-14): wte and lm_head stds,
+# c_fc's std as a share of q/k/v's, lambdas from layer 0 to the last, gates U(0, high).
+WTE_INIT_STD, HEAD_INIT_STD, C_FC_INIT_SCALE = 0.8, 0.001, 0.4
+RESID_LAMBDA_RAMP, X0_LAMBDA_RAMP = (1.15, 1.05), (0.20, 0.05)
 GATE_INIT_HIGH = 0.02
 BACKOUT_INIT = 0.2
 
@@ -304,14 +304,15 @@ class GPT(nn.Module):
         N(0, 0.001), q/k/v and value embeddings U(±√3/√C) (std 1/√C), c_fc at 0.4x that,
         projections zero, resid/x0 lambdas ramped from layer 0 to the last, gates U(0, 0.02)."""
         c = self.config
-        nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=0.8)
-        nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.001)
+        nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=WTE_INIT_STD)
+        nn.init.normal_(self.lm_head.weight, mean=0.0, std=HEAD_INIT_STD)
         bound = 3**0.5 * c.n_embd**-0.5
         for block in self.transformer.h:
             for linear in (block.attn.c_q, block.attn.c_k, block.attn.c_v):
                 nn.init.uniform_(linear.weight, -bound, bound)
             nn.init.zeros_(block.attn.c_proj.weight)
-            nn.init.uniform_(block.mlp.c_fc.weight, -0.4 * bound, 0.4 * bound)
+            fc = C_FC_INIT_SCALE * bound
+            nn.init.uniform_(block.mlp.c_fc.weight, -fc, fc)
             nn.init.zeros_(block.mlp.c_proj.weight)
         if c.resid_x0_lambdas:
             self.resid_lambdas.copy_(layer_ramp(*RESID_LAMBDA_RAMP, c.n_layer))

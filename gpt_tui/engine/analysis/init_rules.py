@@ -27,9 +27,13 @@ from torch import nn
 
 from ...models.nanochat import (
     BACKOUT_INIT,
+    C_FC_INIT_SCALE,
     GATE_INIT_HIGH,
+    HEAD_INIT_STD,
     RESID_LAMBDA_RAMP,
+    WTE_INIT_STD,
     X0_LAMBDA_RAMP,
+    NanoChatConfig,
     layer_ramp,
 )
 from ..core.frames import model_files
@@ -126,19 +130,24 @@ def _family_rule(family: str, name: str, module: nn.Module, p: torch.Tensor, con
     return "unknown", math.nan, "not a rule of the nanoGPT or nanochat init"
 
 
-def _smear_era_rule(name: str, config) -> Rule:
+def _smear_era_rule(name: str, config: NanoChatConfig) -> Rule:
     """nanochat's init_weights from the smear/backout era (2026-03-14) on."""
     std = config.n_embd**-0.5
     bound = 3**0.5 * std
     gate = GATE_INIT_HIGH * UNIFORM_01
     if name == "lm_head.weight":
-        return "N(0, 0.001)", 0.001, "head small: the first logits are near uniform"
+        return (
+            f"N(0, {HEAD_INIT_STD:g})",
+            HEAD_INIT_STD,
+            "head small: the first logits are near uniform",
+        )
     if name.endswith(("attn.c_proj.weight", "mlp.c_proj.weight")):
         return "zeros", 0.0, "output zeroed: each block starts as identity"
     if name == "transformer.wte.weight":
-        return "N(0, 0.8)", 0.8, "token embedding N(0, 0.8)"
+        return f"N(0, {WTE_INIT_STD:g})", WTE_INIT_STD, f"token embedding N(0, {WTE_INIT_STD:g})"
     if name.endswith("mlp.c_fc.weight"):
-        return f"U(±{0.4 * bound:.3g})", 0.4 * std, f"uniform, std 0.4/√n_embd = {0.4 * std:.3g}"
+        k = C_FC_INIT_SCALE
+        return f"U(±{k * bound:.3g})", k * std, f"uniform, std {k:g}/√n_embd = {k * std:.3g}"
     if name.endswith(("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight")):
         return f"U(±{bound:.3g})", std, f"uniform, std 1/√n_embd = {std:.3g}"
     if name.startswith("value_embeds."):

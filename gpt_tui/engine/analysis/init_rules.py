@@ -91,7 +91,9 @@ Rule = tuple[str, float, str]  # (init, init_std, rule)
 UNIFORM_01 = 12**-0.5  # the std of U(0, 1); U(a, b) has (b - a) times it
 
 
-def _family_rule(family: str, name: str, module: nn.Module, p: torch.Tensor, config) -> Rule:
+def _family_rule(
+    family: str, name: str, module: nn.Module, p: torch.Tensor, config: object
+) -> Rule:
     """(init, init_std, rule) for one parameter of a nanoGPT or nanochat model."""
     leaf = name.rsplit(".", 1)[-1]
     is_linear, is_embedding = isinstance(module, nn.Linear), isinstance(module, nn.Embedding)

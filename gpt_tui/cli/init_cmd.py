@@ -9,21 +9,25 @@ from .common import open_session
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..engine.analysis.init_rules import init_rows, mode_facts
+    from ..engine.analysis.init_rules import model_facts, rule_set
 
     session = open_session(args)
-    rows = init_rows(session.model, session.family)
-    mode = mode_facts(session.model)
+    facts = model_facts(session.model, session.family)
+    rows, mode = facts.init, facts.mode
+    rules = rule_set(session.model, session.family)
     if args.json:
         render.print_json(
             dict(
                 name=session.name,
                 family=session.family,
+                rules=rules,
                 parameters=rows,
                 mode=mode.mode,
                 dropout=[dict(where=w, p=p) for w, p in mode.dropout],
                 dropout_on=mode.dropout_on,
                 changes=list(mode.changes),
+                break_example=facts.break_example,
+                break_function=facts.break_function,
             )
         )
         return 0
@@ -44,7 +48,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         table.add_row(*cells)
     console = render.console()
     console.print(table)
+    console.print(f"rules: {rules}", markup=False)
     console.print(f"mode: {mode.line()}")
     for change in mode.changes:
         console.print(f"  {change}")
+    console.print(
+        f"break at (Code tab): {facts.break_example} or {facts.break_function}",
+        markup=False,
+    )
     return 0

@@ -122,7 +122,7 @@ def _init_constants(model: torch.nn.Module) -> None:
     if config.smear:
         torch.nn.init.zeros_(model.smear_lambda)
     if config.backout:
-        torch.nn.init.constant_(model.backout_lambda, 0.2)
+        torch.nn.init.constant_(model.backout_lambda, nanochat.BACKOUT_INIT)
 
 
 __all__ = [

@@ -8,7 +8,8 @@ Notable features (classic era, October 2025):
 - ReLU² MLP, 4x wide
 - no biases anywhere; untied `lm_head`
 - logits squashed by a softcap: softcap * tanh(logits / softcap), computed in fp32
-- `init_weights()` zeroes `lm_head` and every output projection
+- `init_weights()` zeroes `lm_head` and every output projection (from the smear/backout
+  era on, nanochat's later init: `lm_head` N(0, 0.001), uniform draws, ramped lambdas)
 
 Added by later eras, each behind a config field that defaults off:
 - `padded_vocab_size`: embedding and head rows padded (to a multiple of 64); the logits
@@ -91,12 +92,30 @@ class NanoChatConfig:
             return None
         return self.short_window or self.sequence_len // 2
 
+    @property
+    def smear_era_init(self) -> bool:
+        """nanochat's init changed with the smear/backout era (uniform draws, a 0.4x c_fc,
+        ramped lambdas); the eras before it keep October 2025's."""
+        return self.smear or self.backout
+
     def has_value_embeds(self, layer_idx: int) -> bool:
         """Value embeddings sit on alternating layers, always including the last one."""
         return self.value_embeds and layer_idx % 2 == (self.n_layer - 1) % 2
 
 
 SMEAR_CHANNELS = 24  # the smear gate reads this many leading channels of the embedding
+# The smear/backout era's init (nanochat's gpt.py from 2026-03-14): wte and lm_head stds,
+# c_fc's std as a share of q/k/v's, lambdas from layer 0 to the last, gates U(0, high).
+WTE_INIT_STD, HEAD_INIT_STD, C_FC_INIT_SCALE = 0.8, 0.001, 0.4
+RESID_LAMBDA_RAMP, X0_LAMBDA_RAMP = (1.15, 1.05), (0.20, 0.05)
+GATE_INIT_HIGH = 0.02
+BACKOUT_INIT = 0.2
+
+
+def layer_ramp(first: float, last: float, n_layer: int) -> torch.Tensor:
+    """(n_layer,) values going linearly from `first` at layer 0 to `last` at the last layer."""
+    steps = torch.arange(n_layer, dtype=torch.float32) / max(n_layer - 1, 1)
+    return first + (last - first) * steps
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -244,7 +263,7 @@ class GPT(nn.Module):
             self.smear_gate = nn.Linear(SMEAR_CHANNELS, 1, bias=False)
             self.smear_lambda = nn.Parameter(torch.zeros(1))  # (1,)
         if config.backout:
-            self.backout_lambda = nn.Parameter(torch.full((1,), 0.2))  # (1,)
+            self.backout_lambda = nn.Parameter(torch.full((1,), BACKOUT_INIT))  # (1,)
         if config.value_embeds:
             kv_dim = config.n_kv_head * config.head_dim
             self.value_embeds = nn.ModuleDict(
@@ -261,10 +280,12 @@ class GPT(nn.Module):
             self.init_weights()
 
     def init_weights(self) -> None:
-        """nanochat init: embeddings N(0, 1), Linear scaled to fan-in, head and projections zero.
-
-        The later eras' scalars keep their neutral values (lambdas 1 and 0, smear off).
-        """
+        """nanochat's init of the model's era: `_init_smear_era` from smear/backout on; before
+        it, October 2025's: embeddings N(0, 1), Linear scaled to fan-in, head and projections
+        zero, the later scalars at their neutral values (lambdas 1 and 0, smear off)."""
+        if self.config.smear_era_init:
+            self._init_smear_era()
+            return
         for module in self.modules():
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=1.0)
@@ -276,6 +297,37 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
+
+    @torch.no_grad()
+    def _init_smear_era(self) -> None:
+        """As nanochat's gpt.py of the smear/backout era draws it: wte N(0, 0.8), lm_head
+        N(0, 0.001), q/k/v and value embeddings U(±√3/√C) (std 1/√C), c_fc at 0.4x that,
+        projections zero, resid/x0 lambdas ramped from layer 0 to the last, gates U(0, 0.02)."""
+        c = self.config
+        nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=WTE_INIT_STD)
+        nn.init.normal_(self.lm_head.weight, mean=0.0, std=HEAD_INIT_STD)
+        bound = 3**0.5 * c.n_embd**-0.5
+        for block in self.transformer.h:
+            for linear in (block.attn.c_q, block.attn.c_k, block.attn.c_v):
+                nn.init.uniform_(linear.weight, -bound, bound)
+            nn.init.zeros_(block.attn.c_proj.weight)
+            fc = C_FC_INIT_SCALE * bound
+            nn.init.uniform_(block.mlp.c_fc.weight, -fc, fc)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+        if c.resid_x0_lambdas:
+            self.resid_lambdas.copy_(layer_ramp(*RESID_LAMBDA_RAMP, c.n_layer))
+            self.x0_lambdas.copy_(layer_ramp(*X0_LAMBDA_RAMP, c.n_layer))
+        if c.smear:
+            nn.init.zeros_(self.smear_lambda)
+            nn.init.uniform_(self.smear_gate.weight, 0.0, GATE_INIT_HIGH)
+        if c.backout:
+            nn.init.constant_(self.backout_lambda, BACKOUT_INIT)
+        if c.value_embeds:
+            for table in self.value_embeds.values():
+                nn.init.uniform_(table.weight, -bound, bound)
+            for block in self.transformer.h:
+                if hasattr(block.attn, "ve_gate"):
+                    nn.init.uniform_(block.attn.ve_gate.weight, 0.0, GATE_INIT_HIGH)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameters; `non_embedding` leaves out the lookup tables (`wte`, value embeddings),

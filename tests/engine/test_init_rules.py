@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_tui.engine.analysis.init_rules import break_example, init_rows, mode_facts
+from gpt_tui.engine.analysis.init_rules import break_example, init_rows, mode_facts, rule_set
 from gpt_tui.models.config import make_config
 from gpt_tui.models.nanochat import GPT as NanoChat
 from gpt_tui.models.nanogpt import GPT as NanoGPT
@@ -69,3 +69,40 @@ def test_break_example_is_the_attention_call_of_the_models_own_file() -> None:
         source = Path(__import__("inspect").getsourcefile(type(model))).read_text()
         assert "scaled_dot_product_attention(" in source.splitlines()[int(line) - 1]
     assert break_example(torch.nn.Linear(2, 2)) == "forward"
+
+
+@pytest.mark.parametrize("era", ["classic", "lambdas", "value-embeds", "autoresearch", "latest"])
+def test_a_fresh_nanochat_of_each_era_has_every_parameter_within_its_rule(era) -> None:
+    model = fresh("nanochat", era=era)
+    rows = init_rows(model, "nanochat")
+    for row in rows:
+        assert row.init != "unknown", row.name
+        if row.std is None:  # one element: its value is the rule's constant
+            continue
+        # a sample std strays about 1/√(2n) of itself: the gates have 12 to 24 weights
+        n = math.prod(row.shape)
+        assert row.std == pytest.approx(
+            row.init_std, rel=max(0.1, 3 / math.sqrt(2 * n)), abs=1e-6
+        ), row.name
+    late = era == "latest"
+    assert rule_set(model, "nanochat").endswith("smear/backout era (2026-03-14 on)") == late
+    by_name = {r.name: r for r in rows}
+    assert by_name["transformer.wte.weight"].init == ("N(0, 0.8)" if late else "N(0, 1)")
+    assert by_name["lm_head.weight"].init == ("N(0, 0.001)" if late else "zeros")
+    fc = by_name["transformer.h.0.mlp.c_fc.weight"]  # n_embd 128
+    assert fc.init_std == pytest.approx(0.4 / math.sqrt(128) if late else 1 / math.sqrt(128))
+
+
+def test_the_latest_eras_lambdas_ramp_across_the_layers() -> None:
+    model = fresh("nanochat", era="latest")
+    assert model.resid_lambdas.tolist() == pytest.approx(
+        [1.15, 1.15 - 0.1 / 3, 1.15 - 0.2 / 3, 1.05]
+    )
+    assert model.x0_lambdas.tolist() == pytest.approx([0.20, 0.15, 0.10, 0.05])
+    assert model.backout_lambda.item() == pytest.approx(0.2) and model.smear_lambda.item() == 0
+    gates = torch.cat(
+        [model.smear_gate.weight.flatten(), model.transformer.h[3].attn.ve_gate.weight.flatten()]
+    )
+    assert gates.min() >= 0 and gates.max() <= 0.02
+    fc = model.transformer.h[0].mlp.c_fc.weight
+    assert fc.abs().max() <= 0.4 * math.sqrt(3 / 128)  # uniform, bounded at 0.4·√3/√n_embd

@@ -44,10 +44,18 @@ def _function_nodes(path: str) -> list[tuple[str, ast.FunctionDef | ast.AsyncFun
     return found
 
 
+# Attention kernels a model's code calls: torch's, and FlashAttention's API (nanochat's
+# gpt.py calls `flash_attn.flash_attn_func` of its flash_attention.py since 2026).
+ATTENTION_KERNELS = frozenset(
+    {"scaled_dot_product_attention", "flash_attn_func", "flash_attn_with_kvcache"}
+)
+
+
 def break_examples(files: tuple[str, ...]) -> tuple[str, str]:
     """A `FILE:LINE` and a function of the model's own code to show as examples: the
-    attention kernel call and the function that makes it (the first file first), else
-    the first `forward` and its first statement. ("", "") without a function."""
+    attention kernel call and the function that makes it (the first file, the model's,
+    before the files beside it), else the first `forward` and its first statement.
+    ("", "") without a function."""
     fallback: tuple[str, str] = ("", "")
     for path in files:
         try:
@@ -58,7 +66,7 @@ def break_examples(files: tuple[str, ...]) -> tuple[str, str]:
             calls = [
                 n.lineno
                 for n in ast.walk(node)
-                if isinstance(n, ast.Call) and _called(n) == "scaled_dot_product_attention"
+                if isinstance(n, ast.Call) and _called(n) in ATTENTION_KERNELS
             ]
             if calls:
                 return f"{Path(path).name}:{min(calls)}", qual

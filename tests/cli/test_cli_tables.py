@@ -94,6 +94,7 @@ def test_memory_at_80_keeps_every_number_whole():
     args = ["memory", *TINY, "--device", "cpu", "--batch", "8", "--block", "16"]
     lines = lines_at_80(*args)
     data = json.loads(gpt_tui(*args, "--json", columns=None).stdout)["report"]
+
     def cells(name: str) -> list[str]:
         return next(line[len(name) :].split() for line in lines if line.startswith(name + " "))
 

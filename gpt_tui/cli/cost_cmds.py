@@ -275,16 +275,10 @@ def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console an
     console.print(f"{f.name} (T = {t_name} {f.context}): {_flops(f.per_token)} per token{own}")
     if f.model_error:
         console.print(f"[yellow]note:[/] {f.model_error}")
-    parts = []
-    if f.non_matmul:
-        parts.append(f"norm gains and biases {-6 * f.non_matmul:+,} (in N, no matmul)")
-    if f.window_extra:
-        parts.append(f"windowed layers counted over all T {f.window_extra:+,.0f}")
-    why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
-    parts.append(f"attention {f.attention_extra:+,.0f} ({why})")
+    parts = ", ".join(f"{p.label} {p.per_token:+,.0f}" for p in f.parts) or "no gap"
     console.print(
         f"  the same formula at this step's T = {f.block}: {_flops(f.at_block)}; measured "
-        f"{_flops(f.measured_per_token)} ({f.difference:+.2%}): " + ", ".join(parts)
+        f"{_flops(f.measured_per_token)} ({f.difference:+.2%}) per token: {parts}"
     )
     _print_mfu(console, report)
     label = "nanochat's bf16_mfu" if chat else f"nanoGPT's estimate_mfu({report.batch}, dt)"

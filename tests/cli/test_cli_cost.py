@@ -198,3 +198,23 @@ def test_a_slow_measurement_says_what_it_does_on_a_terminal_only(command: str, s
     assert out.lstrip().startswith(("Memory of", "FLOPs of"))  # the report, on stdout
     piped = gpt_tui(*args)  # stderr piped: nothing is drawn, scripts keep a clean stderr
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_cost_names_each_part_of_the_gap_to_nanochats_formula() -> None:
+    """A trial read the smear gate's −9 as part of `attention +2,039`: by hand the gate, a
+    Linear(24, 1) on T−1 of T tokens, is 6·24·(T−1)/T − 6·24 = −9 a token at T = 16, and the
+    attention backward's q·kᵀ recompute 2·L·C·T = 2·2·32·16 = 2,048."""
+    args = ["cost", *TINY, "--arch", "nanochat", "--set", "era=smear", "--batch", "4",
+            "--block", "16"]  # fmt: skip
+    out = gpt_tui(*args)
+    assert out.returncode == 0, out.stderr
+    T = 16
+    smear = 6 * 24 * (T - 1) / T - 6 * 24
+    assert smear == -9
+    assert (
+        f"per token: smear_gate on 15 of 16 tokens a row {smear:+,.0f}, attention backward "
+        f"recomputes q·kᵀ {2 * 2 * 32 * T:+,}" in out.stdout
+    )
+    formula = json.loads(gpt_tui(*args, "--json").stdout)["report"]["formula"]
+    assert [p["per_token"] for p in formula["parts"]] == [-9, 2048]
+    assert formula["attention_extra"] == 2048

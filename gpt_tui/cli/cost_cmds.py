@@ -137,18 +137,25 @@ def cmd_memory(args: argparse.Namespace) -> int:
     fields = ["params", "grads", "optimizer", "activations"]
     if any(m.weight_copies for m in rows):
         fields.append("weight_copies")
-    for col in ("module", *(f.replace("_", " ") for f in fields), "total"):
+    is_narrow = render.narrow()  # 80 columns: short headers, names and units
+    size = _short_b if is_narrow else _b
+    heads = [_NARROW_HEADS[f] if is_narrow else f.replace("_", " ") for f in fields]
+    for col in ("module", *heads, "total"):
         table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for m in rows:
-        table.add_row(m.name or "(model)", *(_b(getattr(m, f)) for f in fields), _b(m.total))
+        name = m.name.removeprefix("transformer.") if is_narrow else m.name
+        table.add_row(name or "(model)", *(size(getattr(m, f)) for f in fields), size(m.total))
     sums = [sum(getattr(m, f) for m in rows) for f in fields]
-    table.add_row("total", *map(_b, sums), _b(sum(sums)), style="bold")
+    table.add_row("total", *map(size, sums), size(sum(sums)), style="bold")
     console.print(table)
+    if is_narrow:
+        copies = "; w copies: autocast's weight copies" if "weight_copies" in fields else ""
+        console.print(f"K/M/G: KiB/MiB/GiB; optim: optimizer state{copies}")
     console.print(f"precision: {report.precision}")
     fit = report.fit
     fixed = [f"{m.name or '(model)'} {nbytes(m.batch_free)}" for m in rows if m.batch_free]
     console.print(
-        f"activations measured at batches 1 and 2 x {report.block}; what grows with the batch "
+        f"activations measured at batches 2 and 3 x {report.block}; what grows with the batch "
         "is scaled by it" + (f", not what does not ({', '.join(fixed)})" if fixed else "")
         + f"; peak from {report.step.peak_source}"
     )  # fmt: skip
@@ -178,6 +185,15 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 def _b(n: float) -> str:
     return "-" if n == 0 else nbytes(n)
+
+
+_NARROW_HEADS = dict(params="params", grads="grads", optimizer="optim", activations="acts",
+                     weight_copies="w copies")  # fmt: skip
+
+
+def _short_b(n: float) -> str:
+    """nbytes without the "iB" (the table's note says K is KiB), to fit 80 columns."""
+    return "-" if n == 0 else nbytes(n).removesuffix("iB").replace(" ", "")
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -259,16 +275,10 @@ def _print_formula(console, report) -> None:  # noqa: ANN001 - a rich Console an
     console.print(f"{f.name} (T = {t_name} {f.context}): {_flops(f.per_token)} per token{own}")
     if f.model_error:
         console.print(f"[yellow]note:[/] {f.model_error}")
-    parts = []
-    if f.non_matmul:
-        parts.append(f"norm gains and biases {-6 * f.non_matmul:+,} (in N, no matmul)")
-    if f.window_extra:
-        parts.append(f"windowed layers counted over all T {f.window_extra:+,.0f}")
-    why = "the backward recomputes q·kᵀ" if f.attention_extra > 0 else "the kernel's count"
-    parts.append(f"attention {f.attention_extra:+,.0f} ({why})")
+    parts = ", ".join(f"{p.label} {p.per_token:+,.0f}" for p in f.parts) or "no gap"
     console.print(
         f"  the same formula at this step's T = {f.block}: {_flops(f.at_block)}; measured "
-        f"{_flops(f.measured_per_token)} ({f.difference:+.2%}): " + ", ".join(parts)
+        f"{_flops(f.measured_per_token)} ({f.difference:+.2%}) per token: {parts}"
     )
     _print_mfu(console, report)
     label = "nanochat's bf16_mfu" if chat else f"nanoGPT's estimate_mfu({report.batch}, dt)"

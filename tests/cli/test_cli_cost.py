@@ -90,7 +90,21 @@ def test_memory_dtype_is_autocast_and_weights_dtype_casts() -> None:
 def test_memory_of_a_one_token_block_fits_two_lengths() -> None:
     out = gpt_tui("memory", *TINY, "--block", "1")
     assert out.returncode == 0, out.stderr
-    assert "from 1x1 = " in out.stdout and ", 1x2 = " in out.stdout
+    assert "from 2x1 = " in out.stdout and ", 2x2 = " in out.stdout
+
+
+@pytest.mark.parametrize("era", ["classic", "smear"])
+def test_nanochat_memory_rows_add_up_to_the_forecast(era: str) -> None:
+    """The smear gate's copy of the normed x exists from batch 2 on: rows grown from batch 1
+    missed it (a trial's 872.6 KiB of rows under an 884.6 KiB forecast)."""
+    for extra in ([], ["--dtype", "bfloat16"]):
+        out = gpt_tui("memory", *TINY, "--arch", "nanochat", "--set", f"era={era}",
+                      "--batch", "4", "--block", "16", "--json", *extra)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)["report"]
+        fields = ("params", "grads", "optimizer", "activations", "weight_copies")
+        rows = sum(m[f] for m in report["modules"] for f in fields)
+        assert round(report["forecast"]) == rows
 
 
 def test_cost_json_agrees_with_the_formula() -> None:
@@ -171,7 +185,7 @@ def on_a_terminal(*args: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("command", "says"),
     [
-        ("memory", "measuring 4 training steps of tiny on cpu (1 x 4, 1 x 8, 2 x 8, 2 x 4) to "
+        ("memory", "measuring 4 training steps of tiny on cpu (2 x 4, 2 x 8, 3 x 8, 3 x 4) to "
                    "forecast batch 4 x 8…"),
         ("cost", "timing 4 forward passes and a training step of tiny at batch 4 x 8 on cpu…"),
     ],
@@ -184,3 +198,23 @@ def test_a_slow_measurement_says_what_it_does_on_a_terminal_only(command: str, s
     assert out.lstrip().startswith(("Memory of", "FLOPs of"))  # the report, on stdout
     piped = gpt_tui(*args)  # stderr piped: nothing is drawn, scripts keep a clean stderr
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_cost_names_each_part_of_the_gap_to_nanochats_formula() -> None:
+    """A trial read the smear gate's −9 as part of `attention +2,039`: by hand the gate, a
+    Linear(24, 1) on T−1 of T tokens, is 6·24·(T−1)/T − 6·24 = −9 a token at T = 16, and the
+    attention backward's q·kᵀ recompute 2·L·C·T = 2·2·32·16 = 2,048."""
+    args = ["cost", *TINY, "--arch", "nanochat", "--set", "era=smear", "--batch", "4",
+            "--block", "16"]  # fmt: skip
+    out = gpt_tui(*args)
+    assert out.returncode == 0, out.stderr
+    T = 16
+    smear = 6 * 24 * (T - 1) / T - 6 * 24
+    assert smear == -9
+    assert (
+        f"per token: smear_gate on 15 of 16 tokens a row {smear:+,.0f}, attention backward "
+        f"recomputes q·kᵀ {2 * 2 * 32 * T:+,}" in out.stdout
+    )
+    formula = json.loads(gpt_tui(*args, "--json").stdout)["report"]["formula"]
+    assert [p["per_token"] for p in formula["parts"]] == [-9, 2048]
+    assert formula["attention_extra"] == 2048

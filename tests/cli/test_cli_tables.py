@@ -86,3 +86,24 @@ def test_eval_and_doctor_at_80(tmp_path):
     for topic in ("model", "architecture", "parameters", "attention", "tokenizer"):
         assert topic in topics
     assert any("captured (ok)" in line for line in lines)
+
+
+def test_memory_at_80_keeps_every_number_whole():
+    """Five columns of "256.5 KiB" beside "transformer.h.0.attn.c_attn" were cut to "256.5 K…"
+    at 80 columns; the narrow table drops "transformer." and the "iB" its note explains."""
+    args = ["memory", *TINY, "--device", "cpu", "--batch", "8", "--block", "16"]
+    lines = lines_at_80(*args)
+    data = json.loads(gpt_tui(*args, "--json", columns=None).stdout)["report"]
+
+    def cells(name: str) -> list[str]:
+        return next(line[len(name) :].split() for line in lines if line.startswith(name + " "))
+
+    for m in data["modules"]:
+        row = cells(m["name"].removeprefix("transformer.") or "(model)")
+        assert len(row) == 5 and all(re.fullmatch(r"-|\d+B|\d+\.\dK", c) for c in row), row
+    total = cells("total")
+    assert total[0] == f"{sum(m['params'] for m in data['modules']) / 1024:.1f}K"
+    assert any(line.startswith("K/M/G: KiB/MiB/GiB; optim: optimizer state") for line in lines)
+    lines = lines_at_80(*args, "--dtype", "bfloat16")  # six columns: weight copies too
+    assert any(line.split()[:2] == ["h.0.mlp.c_fc", "16.0K"] for line in lines)
+    assert any("w copies" in line for line in lines)

@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gpt_tui.engine.analysis.flops import cost_report, count_flops, device_peak, peak_for_name
+from gpt_tui.engine.analysis.flops import (
+    cost_report,
+    count_flops,
+    count_step,
+    device_peak,
+    peak_for_name,
+)
 from gpt_tui.engine.core.session import ModelSpec, Session
 
 
@@ -26,9 +32,10 @@ def test_a_linear_costs_two_flops_per_multiply_add() -> None:
     x = torch.zeros(B, T, dtype=torch.long)
     forward = count_flops(model, x)
     assert forward == {"proj": 2 * B * T * d_in * d_out}
-    train = count_flops(model, x, train=True)
+    train = count_step(model, x)
     # backward: the grad of the input and of the weight, each as large as the forward
-    assert sum(train.values()) == 3 * 2 * B * T * d_in * d_out
+    assert train.total == 3 * 2 * B * T * d_in * d_out
+    assert train.forward == forward
 
 
 def _non_matmul_params(model: nn.Module) -> int:
@@ -53,6 +60,10 @@ def test_nanogpt_formula_and_the_measured_count_differ_by_known_terms() -> None:
     assert f.measured_per_token == expected
     assert f.non_matmul == _non_matmul_params(session.model)
     assert f.attention_extra == 2 * c.n_layer * c.n_embd * T
+    assert [(p.label, p.per_token) for p in f.parts] == [
+        ("norm gains and biases (in N, no matmul)", -6 * _non_matmul_params(session.model)),
+        ("attention backward recomputes q·kᵀ", 2 * c.n_layer * c.n_embd * T),
+    ]
     assert abs(f.difference) < 0.05
     assert report.train_flops == f.measured_per_token * B * T
 
@@ -162,3 +173,23 @@ def test_on_the_meta_device_flops_are_counted_and_nothing_is_timed() -> None:
     assert meta.forward_flops == cpu.forward_flops > 0
     assert meta.step_seconds == 0 and all(m.forward_ms is None for m in meta.modules)
     assert meta.mfu is None
+
+
+def test_the_gap_to_nanochats_formula_is_named_part_by_part() -> None:
+    """A trial read `attention +2,039 (the backward recomputes q·kᵀ)`: the −9 in it was the
+    smear gate, a Linear(24, 1) that reads only the T−1 tokens with a previous one."""
+    session = Session.open(ModelSpec(config="tiny", arch="nanochat", device="cpu",
+                                     overrides=["era=smear", "n_kv_head=1"]))  # fmt: skip
+    B, T = 4, 16
+    c = session.config
+    f = cost_report(session, B, T, timing=False).formula
+    assert f is not None
+    smear = 6 * 24 * B * (T - 1) / (B * T) - 6 * 24  # 6·weights·tokens, per token: -9
+    recompute = 2 * c.n_layer * c.n_embd * T  # 2·2·32·16
+    assert (smear, recompute) == (-9, 2048)
+    assert [(p.label, p.per_token) for p in f.parts] == [
+        ("smear_gate on 15 of 16 tokens a row", smear),
+        ("attention backward recomputes q·kᵀ", recompute),
+    ]
+    assert f.attention_extra == recompute
+    assert f.measured_per_token == f.at_block + smear + recompute

@@ -66,6 +66,9 @@ async def test_cost_tab_shows_numerics_heads_memory_and_flops() -> None:
         cost = app.state.measures.cost
         assert cost is not None and table.row_count == len(cost.modules)
         assert "MFU unknown" in head() and "nanoGPT estimate_mfu formula" in head()
+        assert cost.formula is not None and cost.formula.parts  # the CLI's rows, each
+        for part in cost.formula.parts:
+            assert f"{part.label} {part.per_token:+,.0f}/token" in head()
 
         panel.query_one("#cost-block", Input).value = "x"
         await pilot.click("#cost-measure")

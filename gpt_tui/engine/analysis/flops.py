@@ -8,9 +8,12 @@ torch's counter charges the code between submodules (the attention kernel betwee
 c_proj, dropout) to a neighbouring submodule, so the training step is counted as a whole.
 On the CPU the counter has no formula for the CPU flash-attention kernel, so one is given
 here from torch's own SDPA counts. Like nanoGPT's formula, SDPA is counted over the full
-T×T square even when causal (half of it is masked). The gap to the formulas:
-the attention backward recomputes q·kᵀ when the kernel does (+2·L·C·T per token; some
-kernels' counts do not), and norm gains and biases are in N but do no matmul (−6 each).
+T×T square even when causal (half of it is masked). The gap to the formulas is split into
+named parts (`Formula.parts`): the attention backward recomputes q·kᵀ when the kernel does
+(+2·L·C·T per token; some kernels' counts do not), norm gains and biases are in N but do no
+matmul (−6 each), a Linear that runs on fewer tokens than the batch has (nanochat's smear
+gate: T−1 a row) does 6 per weight per token it skips less, and windowed layers are
+counted over the full square.
 
 The families' own formulas (`flops_formulas`: nanoGPT's estimate_mfu at T = block_size,
 nanochat's estimate_flops with its sliding windows at T = sequence_len) are given at their
@@ -77,6 +80,23 @@ class ModuleCost:
 
 
 @dataclass(frozen=True)
+class GapPart:
+    """One named part of the gap between the measured count and the formula."""
+
+    label: str  # what it is: "smear_gate on 15 of 16 tokens a row"
+    per_token: float  # FLOPs per token it adds (+) or takes away (−)
+
+
+@dataclass(frozen=True)
+class StepCount:
+    """One training step (forward, cross-entropy, backward) under the counter."""
+
+    total: int
+    forward: dict[str, int]  # own FLOPs per module in the step's forward (train mode)
+    ops: dict[str, int]  # the step's FLOPs per aten op, forward and backward
+
+
+@dataclass(frozen=True)
 class Formula:
     """The family's own formula next to the measured count, and its MFU as its log prints it."""
 
@@ -89,7 +109,8 @@ class Formula:
     difference: float  # (measured − at_block) / at_block
     non_matmul: int  # norm gains and biases: in N, but no matmul (6 each per token)
     window_extra: float  # the counter charges windowed layers the full T×T square
-    attention_extra: float  # the rest of the gap per token: the attention kernel's own count
+    attention_extra: float  # per token: the attention backward's recompute of q·kᵀ
+    parts: tuple[GapPart, ...]  # measured − at_block per token, part by part; they add up
     model_says: float | None  # the model object's own estimate_flops(), when it has one
     model_error: str | None  # why calling it failed
     mfu: float | None  # as the family's training log computes it; None: not timed / no peak
@@ -174,18 +195,51 @@ def _self_counts(counts: dict[str, int], root: str) -> dict[str, int]:
     return {k: n for k, n in own.items() if n}
 
 
-def count_flops(model: nn.Module, x: torch.Tensor, train: bool = False) -> dict[str, int]:
-    """Own FLOPs per module path of one forward (and backward, with `train`), on x."""
-    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
-    targets = train and wants_targets(model, x)
-    with counter:
-        if train:
-            logits = training_logits(model, x, torch.zeros_like(x), targets)
-            F.cross_entropy(logits.float().flatten(0, -2), x.flatten()).backward()
-        else:
-            output_logits(model(x))
+def _own_counts(counter: FlopCounterMode, model: nn.Module) -> dict[str, int]:
     counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return _self_counts(counts, type(model).__name__)
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Own FLOPs per module path of one forward on x."""
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    with counter:
+        output_logits(model(x))
+    return _own_counts(counter, model)
+
+
+def count_step(model: nn.Module, x: torch.Tensor) -> StepCount:
+    """The FLOPs of one training step on x: in all, per module in its forward, per op."""
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=_custom_mapping())
+    targets = wants_targets(model, x)
+    with counter:
+        logits = training_logits(model, x, torch.zeros_like(x), targets)
+        forward = _own_counts(counter, model)  # the backward's attribution is not reliable
+        F.cross_entropy(logits.float().flatten(0, -2), x.flatten()).backward()
+    ops = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return StepCount(sum(ops.values()), forward, ops)
+
+
+def qk_recompute(ops: dict[str, int]) -> int:
+    """What the attention kernels' backward counts beyond twice their forward: the q·kᵀ
+    (and softmax) they recompute rather than keep."""
+    sdpa = {op: n for op, n in ops.items() if "scaled_dot_product" in op}
+    backward = sum(n for op, n in sdpa.items() if op.endswith("backward"))
+    return backward - 2 * (sum(sdpa.values()) - backward)
+
+
+def short_linears(model: nn.Module, step: StepCount, batch: int, block: int) -> list[GapPart]:
+    """Each Linear whose forward ran on other than B·T rows (nanochat's smear gate reads the
+    T−1 tokens that have a previous one): 6 per weight per token off the formula's 6·N."""
+    parts = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.Linear):
+            continue
+        rows = step.forward.get(name, 0) / (2 * m.weight.numel())
+        if rows != batch * block:
+            per_token = 6 * m.weight.numel() * (rows - batch * block) / (batch * block)
+            parts.append(GapPart(f"{name} on {rows / batch:g} of {block} tokens a row", per_token))
+    return parts
 
 
 class _Timer:
@@ -273,7 +327,7 @@ def non_matmul_params(model: nn.Module) -> int:
 
 
 def _formula(
-    session: Session, batch: int, block: int, measured: float, seconds: float, device_name: str
+    session: Session, batch: int, block: int, step: StepCount, seconds: float, device_name: str
 ) -> Formula | None:
     """The family's formula against the measured FLOPs per token, and the family's MFU."""
     model = session.model
@@ -286,6 +340,17 @@ def _formula(
     # the counter charges SDPA the full square: a windowed layer's formula term does not
     full = replace(fam, windows=(None,) * len(fam.windows))
     window_extra = full.per_token(block) - at_block
+    measured = step.total / (batch * block)
+    recompute = qk_recompute(step.ops) / (batch * block)
+    parts = [GapPart("norm gains and biases (in N, no matmul)", -6 * nm)] if nm else []
+    if window_extra:
+        parts.append(GapPart("windowed layers counted over all T", window_extra))
+    parts += short_linears(model, step, batch, block)
+    if recompute:
+        parts.append(GapPart("attention backward recomputes q·kᵀ", recompute))
+    rest = measured - at_block - sum(p.per_token for p in parts)
+    if abs(rest) > 1e-6 * max(at_block, 1):
+        parts.append(GapPart("other (not in the formula)", rest))
     own, error = model_estimate_flops(model)
     mfu, model_mfu = None, None
     if chat:
@@ -301,8 +366,8 @@ def _formula(
             error = error or mfu_error
     return Formula(
         fam.name, fam.context, fam.per_token(), block, at_block, measured,
-        (measured - at_block) / at_block, nm, window_extra,
-        measured - at_block + 6 * nm - window_extra, own, error, mfu, basis, model_mfu,
+        (measured - at_block) / at_block, nm, window_extra, recompute, tuple(parts), own,
+        error, mfu, basis, model_mfu,
     )  # fmt: skip
 
 
@@ -326,7 +391,7 @@ def cost_report(
     with restored(model):
         model.eval()
         forward = count_flops(model, x)
-        train = sum(count_flops(model, x, train=True).values())
+        step = count_step(model, x)
     ms: dict[str, float] = {}
     seconds = 0.0
     amp = check_autocast(device, autocast)
@@ -349,7 +414,7 @@ def cost_report(
     )
     dtype = amp or next(model.parameters()).dtype  # the matmuls run in the autocast dtype
     device_name, peak = device_peak(device, dtype)
-    formula = _formula(session, batch, block, train / (batch * block), seconds, device_name)
+    formula = _formula(session, batch, block, step, seconds, device_name)
     return CostReport(
         str(device),
         device_name,
@@ -358,7 +423,7 @@ def cost_report(
         block,
         modules,
         sum(forward.values()),
-        train,
+        step.total,
         seconds,
         peak,
         formula,

@@ -23,12 +23,15 @@ backward: they are counted as `weight_copies`, which do not grow with the batch.
 
 Not every saved tensor grows with the batch: nanoGPT's wpe saves its (T,) position ids, a
 sliced mask buffer is one storage whatever the batch. So `fit_memory` measures the report's
-length at batches 1 and 2: per module, what the second batch row added grows with the batch
-(`activations - batch_free` per row) and the rest (`batch_free`) does not. With a second
-length it fits peak(B, T) = fixed + s·T + B·(a·T + b·T²) (s·T: the activations that do not
-grow with the batch; the T² term is attention that keeps its weights), checks the fit
-against one more measured size, and forecasts any batch and length, or the largest batch
-that fits in a budget.
+length at batches 2 and 3: per module, what the third batch row added grows with the batch
+and the rest does not (`batch_free`, the row's value at batch 0 of that line). Batch 1 is
+not measured: with one row PyTorch's reshapes are views it copies at any larger batch
+(nanochat's smear gate reads a view of the normed x at batch 1, a copy of it from batch 2),
+so the second row can add more than the first. With a second length it fits
+peak(B, T) = fixed + s·T + B·(a·T + b·T²) (s·T: the activations that do not grow with the
+batch; the T² term is attention that keeps its weights), checks the fit against one more
+measured size, and forecasts any batch and length, or the largest batch that fits in a
+budget. At the report's length the rows add up to the forecast.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class ModuleMemory:
         return self.params + self.grads + self.optimizer + self.activations + self.weight_copies
 
     def at_batch(self, batch: int) -> ModuleMemory:
-        """This row (measured at batch 1) at `batch`: only what grows with it is scaled."""
+        """This row (at batch 1) at `batch`: only what grows with it is scaled."""
         per_row = self.activations - self.batch_free
         return replace(self, activations=self.batch_free + batch * per_row)
 
@@ -102,7 +105,7 @@ class StepMemory:
 @dataclass(frozen=True)
 class MemoryFit:
     """peak(B, T) = fixed + shared_per_token·T + B·(per_token·T + per_token_sq·T²), from
-    three measured steps (two lengths at batch 1, one of them at batch 2 too)."""
+    three measured steps (two lengths at batch 2, one of them at batch 3 too)."""
 
     fixed: float
     per_token: float
@@ -135,7 +138,7 @@ class MemoryReport:
     optimizer: str
     batch: int
     block: int
-    step: StepMemory  # measured at batch 1, length `block` (batch_free from batch 2)
+    step: StepMemory  # batch 1 on the line through batches 2 and 3 at length `block`
     modules: tuple[ModuleMemory, ...]  # at the asked batch: what grows with it scaled by it
     fit: MemoryFit
     forecast: float  # bytes at (batch, block)
@@ -344,23 +347,26 @@ def fit_lengths(block: int, context: int | None) -> tuple[int, int]:
 
 
 def fit_sizes(block: int, context: int | None) -> tuple[tuple[int, int], ...]:
-    """The (batch, length) steps `fit_memory` measures, in order: both lengths at batch 1,
-    `block` at batch 2 (what grows with the batch), and the check: batch 2 at the other
-    length (batch 3 when there is one length)."""
+    """The (batch, length) steps `fit_memory` measures, in order: both lengths at batch 2,
+    `block` at batch 3 (what grows with the batch), and the check: batch 3 at the other
+    length (batch 4 when there is one length)."""
     t1, t2 = fit_lengths(block, context)
     other = t1 if block == t2 else t2
-    check = (2, other) if other != block else (3, block)
-    return (1, t1), (1, t2), (2, block), check
+    check = (3, other) if other != block else (4, block)
+    return (2, t1), (2, t2), (3, block), check
 
 
-def _with_batch_free(one: StepMemory, two: StepMemory) -> StepMemory:
-    """`one` (batch 1) with each module's batch_free: what batch 2 did not double."""
-    at_two = {m.name: m.activations for m in two.modules}
+def batch_line(two: StepMemory, three: StepMemory) -> StepMemory:
+    """The rows at batch 1 on the line through batches 2 and 3: per module, one batch row's
+    activations (what batch 3 added) and batch_free (batch 2's less two such rows)."""
+    at = [{m.name: m for m in s.modules} for s in (two, three)]
     rows = []
-    for m in one.modules:
-        grown = at_two.get(m.name, 0) - m.activations  # one more batch row's bytes
-        rows.append(replace(m, batch_free=min(m.activations, max(0, m.activations - grown))))
-    return replace(one, modules=tuple(rows))
+    for name in dict.fromkeys([*at[0], *at[1]]):  # a module saving only at batch 3 too
+        m = at[0].get(name) or replace(at[1][name], activations=0)
+        per_row = at[1].get(name, replace(m, activations=0)).activations - m.activations
+        rows.append(replace(m, activations=m.activations - per_row,
+                            batch_free=m.activations - 2 * per_row))  # fmt: skip
+    return StepMemory(1, two.block, tuple(rows), 2 * two.peak - three.peak, two.peak_source)
 
 
 def fit_memory(
@@ -373,8 +379,8 @@ def fit_memory(
     autocast: torch.dtype | None = None,
     family: str | None = None,
 ) -> tuple[MemoryFit, StepMemory]:
-    """Measure the `fit_sizes`, fit, and check. Returns the fit and the (1, block) step,
-    whose modules (with their batch_free) are the per-module breakdown."""
+    """Measure the `fit_sizes`, fit, and check. Returns the fit and the `batch_line` at
+    `block`, whose modules (with their batch_free) are the per-module breakdown."""
     (_, t1), (_, t2), (_, tb), (cb, ct) = fit_sizes(block, context)
     steps: dict[tuple[int, int], StepMemory] = {}
 
@@ -383,18 +389,18 @@ def fit_memory(
             steps[b, t] = measure_step(model, b, t, optimizer, vocab_size, 0, autocast, family)
         return steps[b, t]
 
-    one, two = measured(1, tb), measured(2, tb)
-    full = _with_batch_free(one, two)
-    fixed = float(one.fixed)
-    per_row = two.peak - one.peak  # at tb: what one more batch row adds
-    shared = (one.peak - fixed - per_row) / tb  # per token, grown with T but not with B
-    other = t1 if tb == t2 else t2  # the length measured at batch 1 only
-    a, b = _solve(tb, per_row, other, measured(1, other).peak - fixed - shared * other)
-    points = ((1, t1, measured(1, t1).peak), (1, t2, measured(1, t2).peak), (2, tb, two.peak))
+    two, three = measured(2, tb), measured(3, tb)
+    line = batch_line(two, three)
+    fixed = float(two.fixed)
+    per_row = three.peak - two.peak  # at tb: what one more batch row adds
+    shared = (two.peak - fixed - 2 * per_row) / tb  # per token, grown with T but not with B
+    other = t1 if tb == t2 else t2  # the length measured at batch 2 only
+    a, b = _solve(tb, per_row, other, (measured(2, other).peak - fixed - shared * other) / 2)
+    points = ((2, t1, measured(2, t1).peak), (2, t2, measured(2, t2).peak), (3, tb, three.peak))
     check = measured(cb, ct)
     fit = MemoryFit(fixed, a, b, points, (cb, ct, check.peak), 0.0, shared)
     error = abs(fit.forecast(cb, ct) - check.peak) / max(check.peak, 1)
-    return replace(fit, check_error=error), full
+    return replace(fit, check_error=error), line
 
 
 def memory_report(

@@ -238,6 +238,8 @@ class CostPanel(Vertical):
             if f.model_says is not None:
                 head.append(f" (the model's own: {_flops(f.model_says)})")
             head.append(f"; at T={f.block} {_flops(f.at_block)}, {f.difference:+.1%} measured")
+            for part in f.parts:  # the gap, part by part, as `gpt-tui cost` prints it
+                head.append(f"\n  {part.label} {part.per_token:+,.0f}/token")
         return ("module", "forward FLOPs", "ms"), rows, head
 
 

@@ -11,7 +11,7 @@ from .common import open_session
 def cmd_init(args: argparse.Namespace) -> int:
     from ..engine.analysis.init_rules import init_rows, mode_facts
 
-    session = open_session(args)
+    session = open_session(args, reads_text=False)
     rows = init_rows(session.model, session.family)
     mode = mode_facts(session.model)
     if args.json:

@@ -21,7 +21,7 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 
-from ..config_file import write_atomically
+from ..config_file import config_path, export_dir_problem, write_atomically
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -156,10 +156,15 @@ def copy_focused(app: GptTuiApp) -> None:
     app.notify(f"{what}: {shown}" + (f"\n{note}" if note else ""), title="copied", timeout=6)
 
 
-def export_screen(app: GptTuiApp, folder: Path) -> None:
-    """E: the screen as SVG, and the table in focus as CSV and JSON; the paths said."""
+def export_screen(app: GptTuiApp, folder: Path, config_file: Path | None = None) -> None:
+    """E: the screen as SVG, and the table in focus as CSV and JSON; the paths said.
+    `config_file`: where export_dir is set, named when the folder cannot take the files."""
     from textual.widgets import TabbedContent
 
+    problem = export_dir_problem(folder, config_file or config_path())
+    if problem:
+        app.notify(f"export failed: {problem}", severity="error", timeout=10)
+        return
     stem = export_name(folder, app.query_one(TabbedContent).active or "screen")
     try:
         paths = [write_svg(app.export_screenshot(), stem)]

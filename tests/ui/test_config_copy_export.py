@@ -133,3 +133,16 @@ async def test_e_exports_the_screen_and_the_focused_table(tmp_path: Path) -> Non
     assert lines[0] == header and len(lines) == rows + 1
     records = json.loads(next(out.glob("*.json")).read_text())
     assert len(records) == rows and records[0]["name"] == lines[1][0]
+
+
+async def test_e_into_a_missing_export_dir_names_the_setting_and_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexist" / "x"
+    app = app_with(tmp_path, f'export_dir = "{missing}"\n')
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await settle(pilot)
+        await press(pilot, "2", "E")
+        notes = [n.message for n in app._notifications]
+    file = tmp_path / "gpt-tui" / "config.toml"
+    said = f"export failed: export_dir '{missing}' does not exist: create it, or change export_dir"
+    assert [n for n in notes if n.startswith("export failed")] == [f"{said} in {file}"]
+    assert not missing.exists()

@@ -126,8 +126,9 @@ def table_records(table: DataTable) -> list[dict[str, Any]]:
 
 
 def _csv_cell(value: object) -> object:
-    if isinstance(value, list):  # a shape
-        return "x".join(map(str, value))
+    if isinstance(value, list):  # a shape as 1x6x32, names space-separated
+        joiner = "x" if all(isinstance(v, int) for v in value) else " "
+        return joiner.join(map(str, value))
     return "" if value is None else value
 
 

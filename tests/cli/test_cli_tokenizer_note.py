@@ -97,3 +97,14 @@ def test_eval_names_the_file_with_characters_outside_the_vocabulary(folders, tmp
     assert run(["eval", "--data", str(odd), "--checkpoint", str(folders["own"])]) == 2
     err = capsys.readouterr().err
     assert f"gpt-tui: error: --data {odd}: characters not in the model's 65-character" in err
+
+
+def test_trace_generate_and_step_json_carry_it(folders, capsys):
+    where = ["--checkpoint", str(folders["none"]), "--json"]
+    for command in ("trace", "generate"):
+        out, err = _run(capsys, *COMMANDS[command], *where)
+        assert json.loads(out)["tokenizer_note"].startswith(GUESS) and GUESS in err
+    out, _ = _run(capsys, "step", "--prompt", "ROMEO:", "--break-at", "MLP.forward", *where)
+    assert any(GUESS in n for n in json.loads(out)["notes"])
+    out, _ = _run(capsys, *COMMANDS["trace"], "--checkpoint", str(folders["own"]), "--json")
+    assert json.loads(out)["tokenizer_note"] is None

@@ -136,13 +136,15 @@ def theme_warning(theme: str | None, themes: Iterable[str], path: Path | str) ->
 
 def export_dir_problem(folder: Path, path: Path | str) -> str | None:
     """Why exports cannot be written to `folder` (the export_dir setting), with the fix."""
-    if not folder.is_dir():
-        why = "is a file, not a folder" if folder.exists() else "does not exist"
+    if not folder.exists():
+        why, fix = "does not exist", "create it"
+    elif not folder.is_dir():
+        why, fix = "is a file, not a folder", "name a folder"
     elif not os.access(folder, os.W_OK | os.X_OK):
-        why = "is not writable"
+        why, fix = "is not writable", "make it writable"
     else:
         return None
-    return f"export_dir {str(folder)!r} {why}: create it, or change export_dir in {path}"
+    return f"export_dir {str(folder)!r} {why}: {fix}, or change export_dir in {path}"
 
 
 def _check(key: str, value: object, actions: frozenset[str] | None) -> str | None:

@@ -63,3 +63,10 @@ def test_an_export_dir_that_does_not_exist_is_named_with_the_fix(tmp_path: Path)
     )
     missing.mkdir(parents=True)
     assert config(tmp_path, f'export_dir = "{missing}"\n') == []
+
+
+def test_an_export_dir_that_is_a_file_says_so(tmp_path: Path) -> None:
+    file = tmp_path / "exports.txt"
+    file.write_text("")
+    (warning,) = config(tmp_path, f'export_dir = "{file}"\n')
+    assert f"export_dir '{file}' is a file, not a folder: name a folder, or change" in warning

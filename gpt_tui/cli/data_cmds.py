@@ -58,7 +58,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.json:
         render.print_json(
-            dict(model=session.name, source=session.source, data=args.data, **result.__dict__)
+            dict(
+                model=session.name,
+                source=session.source,
+                data=args.data,
+                **result.__dict__,
+                tokenizer_note=session.tokenizer_note or None,  # also said on stderr
+            )
         )
     else:
         # A terminal wraps a long path at its width; piped, each line stays whole.

@@ -69,6 +69,8 @@ def test_eval_and_train_step_say_it_and_json_carries_it(folders, capsys):
     data = str(folders["own"].parent / "text.txt")
     out, err = _run(capsys, "eval", "--data", data, "--checkpoint", str(folders["none"]))
     assert GUESS in err
+    out, _ = _run(capsys, "eval", "--data", data, "--checkpoint", str(folders["none"]), "--json")
+    assert json.loads(out)["tokenizer_note"].startswith(GUESS)
     args = ["train-step", "--data", data, "--block", "8", "--checkpoint", str(folders["junk"])]
     out, err = _run(capsys, *args, "--json")
     assert err.count(GUESS) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +45,13 @@ def config_path() -> Path:
 
 
 def load_config(
-    path: Path | None = None, actions: frozenset[str] | None = None
+    path: Path | None = None,
+    actions: frozenset[str] | None = None,
+    default_keys: Mapping[str, str] | None = None,
 ) -> tuple[AppConfig, list[str]]:
     """The config and one warning line per mistake (the key and the file named); a missing
-    file is the defaults. `actions`: the key ids `[keys]` may name (None: not checked)."""
+    file is the defaults. `actions`: the key ids `[keys]` may name (None: not checked);
+    `default_keys`: each action's own key, which a rebound one must not take."""
     path = path or config_path()
     if tomllib is None:
         if not path.exists():
@@ -80,7 +84,67 @@ def load_config(
             warnings.append(f'{path}: keys.{action}: give the key as a string, e.g. "R"; ignored')
         else:
             good_keys[action] = binding
+    warnings += _key_clashes(good_keys, default_keys or {}, path)
     return AppConfig(**values, keys=good_keys), warnings  # type: ignore[arg-type]
+
+
+def _split_keys(binding: str) -> list[str]:
+    return [k.strip() for k in binding.split(",") if k.strip()]
+
+
+def _key_clashes(keys: dict[str, str], defaults: Mapping[str, str], path: Path) -> list[str]:
+    """One key for two actions would leave one of them silently unreachable: a rebinding
+    that shares a key with another action is ignored (both, when both are rebound), and
+    said. Dropping one can free or take a default key, so this runs until nothing clashes."""
+    warnings: list[str] = []
+    while True:
+        owners: dict[str, list[str]] = {}
+        for action in sorted({*defaults, *keys}):
+            for key in _split_keys(keys.get(action) or defaults.get(action, "")):
+                owners.setdefault(key, []).append(action)
+        clash = next(
+            ((k, a) for k, a in owners.items() if len(a) > 1 and any(x in keys for x in a)),
+            None,
+        )
+        if clash is None:
+            return warnings
+        key, actions = clash
+        mine = [a for a in actions if a in keys]
+        others = [a for a in actions if a not in keys]
+        for action in mine:
+            del keys[action]
+        names = " and ".join(f"keys.{a}" for a in mine)
+        if others:
+            warnings.append(
+                f"{path}: {names}: {key!r} is already the key of {others[0]}; ignored "
+                f"(pick a free key, or rebind {others[0]} too)"
+            )
+        else:
+            warnings.append(
+                f"{path}: {names} both use {key!r}; both ignored (give each action its own key)"
+            )
+
+
+def theme_warning(theme: str | None, themes: Iterable[str], path: Path | str) -> str | None:
+    """The warning for a theme the app does not have (`themes`: the ones it has)."""
+    names = sorted(themes)
+    if not theme or theme in names:
+        return None
+    shown = ", ".join(names[:6])
+    return f"{path}: theme: {theme!r} is not a Textual theme ({shown}, …); the default is used"
+
+
+def export_dir_problem(folder: Path, path: Path | str) -> str | None:
+    """Why exports cannot be written to `folder` (the export_dir setting), with the fix."""
+    if not folder.exists():
+        why, fix = "does not exist", "create it"
+    elif not folder.is_dir():
+        why, fix = "is a file, not a folder", "name a folder"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        why, fix = "is not writable", "make it writable"
+    else:
+        return None
+    return f"export_dir {str(folder)!r} {why}: {fix}, or change export_dir in {path}"
 
 
 def _check(key: str, value: object, actions: frozenset[str] | None) -> str | None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import UserError, model_spec
@@ -29,9 +30,9 @@ def cmd_app(args: argparse.Namespace) -> int:
     from ..config_file import config_path, load_config
     from ..engine.core.session import check_spec
     from ..ui.app import GptTuiApp
-    from ..ui.keys import ACTION_IDS
+    from ..ui.keys import ACTION_IDS, DEFAULT_KEYS
 
-    config, warnings = load_config(actions=ACTION_IDS)
+    config, warnings = load_config(actions=ACTION_IDS, default_keys=DEFAULT_KEYS)
     spec = with_config_defaults(model_spec(args), config)
     check_spec(spec)  # quick mistakes go to stderr with status 2, before the screen opens
     require_terminal(
@@ -83,14 +84,20 @@ def _prompt_setup(prompt: str) -> Callable[[Any], None]:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from ..config_file import config_path, load_config
-    from ..ui.keys import ACTION_IDS
+    from textual.theme import BUILTIN_THEMES
+
+    from ..config_file import config_path, export_dir_problem, load_config, theme_warning
+    from ..ui.keys import ACTION_IDS, DEFAULT_KEYS
 
     path = config_path()
     if args.path:
         print(path)
         return 0
-    config, warnings = load_config(path, actions=ACTION_IDS)
+    config, warnings = load_config(path, actions=ACTION_IDS, default_keys=DEFAULT_KEYS)
+    # What the app says as it starts, said here too: a bad theme, an export_dir E cannot use.
+    folder = Path(config.export_dir).expanduser() if config.export_dir else None
+    bad_dir = export_dir_problem(folder, path) if folder else None
+    warnings += filter(None, [theme_warning(config.theme, BUILTIN_THEMES, path), bad_dir])
     print(f"{path}" + ("" if path.exists() else " (absent: the defaults apply)"))
     for key in ("theme", "device", "dtype", "export_dir"):
         value = getattr(config, key)

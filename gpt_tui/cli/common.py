@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import GptTuiError
@@ -36,12 +38,17 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
     )
 
 
-def open_session(args: argparse.Namespace) -> Session:
+def open_session(args: argparse.Namespace, reads_text: bool = True) -> Session:
+    """The command's model; one note on stderr when text is read through a guessed or
+    fallback tokenizer (`reads_text` False: the command shows no text, or says it itself)."""
     from ..engine.core.session import Session
     from .open_progress import open_progress
 
     with open_progress() as progress:
-        return Session.open(model_spec(args), progress)
+        session = Session.open(model_spec(args), progress)
+    if reads_text and session.tokenizer_note:
+        print(f"gpt-tui: note: {session.tokenizer_note}", file=sys.stderr)
+    return session
 
 
 def open_debugger(args: argparse.Namespace, prompt: str) -> Debugger:
@@ -60,3 +67,8 @@ def open_debugger(args: argparse.Namespace, prompt: str) -> Debugger:
 def require_weights(session: Session, what: str) -> None:
     if session.device.type == "meta":
         raise UserError(f"{what} needs real weights; --device meta has none (use cpu or cuda)")
+
+
+def json_notes(session: Session, notes: Iterable[str | None]) -> list[str]:
+    """A --json output's notes: the tokenizer note (said on stderr too) first."""
+    return [n for n in (session.tokenizer_note, *notes) if n]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import render
-from .common import model_spec, open_session, require_weights
+from .common import json_notes, model_spec, open_session, require_weights
 from .patch_cmds import add_attribute_args, add_patch_args
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     finally:
         debugger.close(wait=True)
     if args.json:
-        render.print_json(diff_json(result))
+        render.print_json({**diff_json(result), "notes": json_notes(a, result.notes)})
         return 0
     from ..engine.analysis.compare_intents import b_model_spec
 

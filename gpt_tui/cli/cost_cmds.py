@@ -116,7 +116,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
     from ..engine.analysis.memory import memory_report
 
     autocast = _autocast(args)
-    session = open_session(args)
+    session = open_session(args, reads_text=False)
     try:
         with working(memory_work(session, args.batch, args.block)):
             report = memory_report(
@@ -200,7 +200,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from ..engine.analysis.flops import cost_report
 
     autocast = _autocast(args)
-    session = open_session(args)
+    session = open_session(args, reads_text=False)
     try:  # on meta: FLOPs, no times
         with working(cost_work(session, args.batch, args.block)):
             report = cost_report(session, args.batch, args.block, autocast=autocast)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..io.paths import check_file
+from ..io.tokenizers import TokenizerError
 from . import render
 from .common import UserError, open_session, require_weights
 
@@ -30,7 +31,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     session = open_session(args)
     require_weights(session, "eval")
     part = split_text(text, args.split)
-    ids = session.encode(part)
+    try:
+        ids = session.encode(part)
+    except TokenizerError as err:  # the tokenizer knows the text, not the file it came from
+        raise UserError(f"--data {args.data}: {err}") from None
     if len(ids) < 2:
         fix = "use --split all or a longer file" if args.split != "all" else "use a longer file"
         raise UserError(
@@ -54,7 +58,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.json:
         render.print_json(
-            dict(model=session.name, source=session.source, data=args.data, **result.__dict__)
+            dict(
+                model=session.name,
+                source=session.source,
+                data=args.data,
+                **result.__dict__,
+                tokenizer_note=session.tokenizer_note or None,  # also said on stderr
+            )
         )
     else:
         # A terminal wraps a long path at its width; piped, each line stays whole.

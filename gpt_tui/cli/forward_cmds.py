@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..io.tokenizers import visible_controls
 from . import render, step_lines
-from .common import UserError, open_debugger, require_weights
+from .common import UserError, json_notes, open_debugger, require_weights
 
 if TYPE_CHECKING:
     from ..engine.core.debug_state import DebugState
@@ -42,6 +42,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 attention={str(k): v for k, v in run.patterns.items()},
                 next_tokens=run.next_tokens,
                 note=run.note,
+                tokenizer_note=session.tokenizer_note or None,  # also said on stderr
             )
         )
         return 0
@@ -106,6 +107,8 @@ def cmd_step(args: argparse.Namespace) -> int:
         else:
             state = debugger.step("continue")  # the app's `c`
         stops = step_lines.stops(debugger, state, args)
+        if args.json and stops:  # the tokenizer's note once, with the first stop's
+            stops[0] = (stops[0][0], json_notes(session, stops[0][1]))
     finally:
         debugger.close()
     if args.json and args.stops > 1:
@@ -228,6 +231,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.json:
         text = view.text if view is not None else args.prompt
         data = dict(model=session.name, prompt=args.prompt, steps=steps, text=text)
+        data["tokenizer_note"] = session.tokenizer_note or None  # also said on stderr
         render.print_json({**data, "interrupted": interrupted})
     elif steps:
         print()

@@ -11,7 +11,7 @@ from .common import open_session
 def cmd_init(args: argparse.Namespace) -> int:
     from ..engine.analysis.init_rules import model_facts, rule_set
 
-    session = open_session(args)
+    session = open_session(args, reads_text=False)
     facts = model_facts(session.model, session.family)
     rows, mode = facts.init, facts.mode
     rules = rule_set(session.model, session.family)

@@ -62,7 +62,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from rich.tree import Tree
 
-    session = open_session(args)
+    session = open_session(args, reads_text=False)
     summary = session.summary()
     if args.json:
         render.print_json(
@@ -149,7 +149,7 @@ def _parameter_table(summary, narrow: bool):
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..engine.analysis.doctor import diagnose
 
-    session = open_session(args)
+    session = open_session(args, reads_text=False)
     findings = diagnose(session)
     if args.json:
         render.print_json({f.topic: f.value for f in findings})

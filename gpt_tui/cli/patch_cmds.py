@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from . import render
-from .common import UserError, open_session, require_weights
+from .common import UserError, json_notes, open_session, require_weights
 
 if TYPE_CHECKING:
     from ..engine.core.session import Session
@@ -72,7 +72,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
                 values=[list(r) for r in sweep.values],
                 clean_logit_diff=sweep.clean_diff,
                 corrupted_logit_diff=sweep.corrupted_diff,
-                notes=list(notes),
+                notes=json_notes(session, notes),
             )
         )
         return 0
@@ -158,7 +158,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                 components=[
                     dict(name=c.name, kind=c.kind, value=c.value) for c in result.components
                 ],
-                notes=list(result.notes),
+                notes=json_notes(session, result.notes),
             )
         )
         return 0

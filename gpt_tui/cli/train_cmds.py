@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import render
-from .common import open_session, require_weights
+from .common import json_notes, open_session, require_weights
 from .train_render import print_health, print_report, step_json
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def cmd_train_step(args: argparse.Namespace) -> int:
                 "text": update[0],
                 "finding": None if found is None else {"phase": found.phase, "where": found.where},
             }  # fmt: skip
-        render.print_json({**data, "notes": list(filter(None, notes)), "interrupted": interrupted})
+        render.print_json({**data, "notes": json_notes(session, notes), "interrupted": interrupted})
     else:
         print_health(result)
     if interrupted:

@@ -476,7 +476,7 @@ class GptTuiApp(App[int]):
         copy_focused(self)
 
     def action_export(self) -> None:
-        export_screen(self, self.settings.export_dir)
+        export_screen(self, self.settings.export_dir, self.settings.file)
 
     # -- help and quit -------------------------------------------------------------------
 

@@ -15,13 +15,14 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static, Tree
 
-from ..config_file import write_atomically
+from ..config_file import config_path, export_dir_problem, write_atomically
+from ..engine.core.trace import to_jsonable
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -113,15 +114,32 @@ def export_name(folder: Path, what: str) -> Path:
     return folder / f"gpt-tui-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def write_table(table: DataTable, stem: Path) -> list[Path]:
-    """The table as `stem.csv` and `stem.json` (a list of {column: cell})."""
+def table_records(table: DataTable) -> list[dict[str, Any]]:
+    """The table's rows as {column: value}: the data behind them when the pane gives it
+    (full module paths, numbers as numbers), else the cells' text."""
+    data = getattr(table, "records", None)
+    if data is not None and len(data) == table.row_count:
+        return [to_jsonable(record) for record in data]
     header, rows = table_rows(table)
+    keys = [h or f"column {i}" for i, h in enumerate(header)]
+    return [dict(zip(keys, row, strict=False)) for row in rows]
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, list):  # a shape as 1x6x32, names space-separated
+        joiner = "x" if all(isinstance(v, int) for v in value) else " "
+        return joiner.join(map(str, value))
+    return "" if value is None else value
+
+
+def write_table(table: DataTable, stem: Path) -> list[Path]:
+    """The table as `stem.csv` and `stem.json` (a list of {column: value})."""
+    records = table_records(table)
+    header = list(dict.fromkeys(key for record in records for key in record))
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
-    writer.writerows(rows)
-    keys = [h or f"column {i}" for i, h in enumerate(header)]
-    records = [dict(zip(keys, row, strict=False)) for row in rows]
+    writer.writerows([_csv_cell(record.get(key)) for key in header] for record in records)
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
     write_atomically(csv_path, out.getvalue())
     write_atomically(json_path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
@@ -156,10 +174,15 @@ def copy_focused(app: GptTuiApp) -> None:
     app.notify(f"{what}: {shown}" + (f"\n{note}" if note else ""), title="copied", timeout=6)
 
 
-def export_screen(app: GptTuiApp, folder: Path) -> None:
-    """E: the screen as SVG, and the table in focus as CSV and JSON; the paths said."""
+def export_screen(app: GptTuiApp, folder: Path, config_file: Path | None = None) -> None:
+    """E: the screen as SVG, and the table in focus as CSV and JSON; the paths said.
+    `config_file`: where export_dir is set, named when the folder cannot take the files."""
     from textual.widgets import TabbedContent
 
+    problem = export_dir_problem(folder, config_file or config_path())
+    if problem:
+        app.notify(f"export failed: {problem}", severity="error", timeout=10)
+        return
     stem = export_name(folder, app.query_one(TabbedContent).active or "screen")
     try:
         paths = [write_svg(app.export_screenshot(), stem)]

@@ -146,3 +146,4 @@ def after_escape(key: str) -> str | None:
 
 # The ids a config file's [keys] table may rebind.
 ACTION_IDS = frozenset(b.id for b in BINDINGS if b.id)
+DEFAULT_KEYS = {b.id: b.key for b in BINDINGS if b.id}  # what a rebound key must not take

@@ -10,7 +10,7 @@ from pathlib import Path
 from textual.app import App
 from textual.theme import Theme
 
-from ..config_file import AppConfig, save_setting
+from ..config_file import AppConfig, save_setting, theme_warning
 
 
 class UserSettings:
@@ -32,9 +32,9 @@ class UserSettings:
         self._app = app
         config, file = self.config, self.file or "config.toml"
         warnings = list(self.warnings)
-        if config.theme and config.theme not in app.available_themes:
-            names = ", ".join(sorted(app.available_themes)[:6])
-            warnings.append(f"{file}: theme: {config.theme!r} is not a Textual theme ({names}, …)")
+        bad_theme = theme_warning(config.theme, app.available_themes, file)
+        if bad_theme:
+            warnings.append(bad_theme)
         elif config.theme:
             app.theme = config.theme
         if config.keys:

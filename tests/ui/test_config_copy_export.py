@@ -130,6 +130,46 @@ async def test_e_exports_the_screen_and_the_focused_table(tmp_path: Path) -> Non
     assert svg.read_text().startswith("<svg")
     (csv_file,) = out.glob("*.csv")
     lines = list(csv.reader(csv_file.open()))
-    assert lines[0] == header and len(lines) == rows + 1
+    assert header == ["name", "params", "share", "bytes", "shape"]  # on the screen
+    assert lines[0] == [*header, "tied_with"] and len(lines) == rows + 1
+    # The exported data is not the screen's text: full module paths, numbers as numbers.
+    assert lines[1][:2] == ["transformer.wte.weight", "2080"] and lines[1][4] == "65x32"
     records = json.loads(next(out.glob("*.json")).read_text())
-    assert len(records) == rows and records[0]["name"] == lines[1][0]
+    assert len(records) == rows and records[0]["name"] == "transformer.wte.weight"
+    assert records[0]["params"] == 2080 and records[0]["shape"] == [65, 32]
+    assert isinstance(records[0]["share"], float) and isinstance(records[0]["bytes"], int)
+
+
+async def test_e_exports_the_stats_with_full_names_and_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "exports"
+    out.mkdir()
+    app = app_with(tmp_path, f'export_dir = "{out}"\n')
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await press(pilot, "r", "1")
+        app.query_one("#stats-table", DataTable).focus()
+        await press(pilot, "E")
+        run = app.state.run
+        shown = [str(row[0]) for row in map(app.query_one("#stats-table").get_row_at, [0, 2])]
+    assert shown == ["wte", "h.0.resid_pre"]  # the screen keeps its short names
+    records = json.loads(next(out.glob("gpt-tui-stats-*.json")).read_text())
+    first = run.records[0]
+    assert records[0]["name"] == first.name == "transformer.wte"
+    assert records[0]["mean"] == first.stats.mean and records[0]["nan"] == 0
+    assert records[2]["name"] == "transformer.h.0.resid_pre"
+    lines = list(csv.reader(next(out.glob("gpt-tui-stats-*.csv")).open()))
+    assert lines[0][:4] == ["name", "phase", "same_tensor_as", "shape"]
+    assert lines[1][0] == "transformer.wte" and float(lines[1][6]) == first.stats.mean
+
+
+async def test_e_into_a_missing_export_dir_names_the_setting_and_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexist" / "x"
+    app = app_with(tmp_path, f'export_dir = "{missing}"\n')
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await settle(pilot)
+        await press(pilot, "2", "E")
+        notes = [n.message for n in app._notifications]
+    file = tmp_path / "gpt-tui" / "config.toml"
+    said = f"export failed: export_dir '{missing}' does not exist: create it, or change export_dir"
+    assert [n for n in notes if n.startswith("export failed")] == [f"{said} in {file}"]
+    assert not missing.exists()

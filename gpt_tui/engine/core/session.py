@@ -301,6 +301,16 @@ class Session:
     # -- what the panes show -------------------------------------------------------------
 
     @property
+    def tokenizer_note(self) -> str:
+        """Which tokenizer reads text and why, when it is a guess or a fallback; else ""."""
+        from ...io.checkpoints.vocab import tokenizer_note
+
+        info = self.info
+        return tokenizer_note(
+            self.tokenizer, info.get("tokenizer_source"), str(info.get("tokenizer_note") or "")
+        )
+
+    @property
     def config(self) -> Any:
         return getattr(self.model, "config", None)
 

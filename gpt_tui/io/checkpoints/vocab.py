@@ -9,7 +9,13 @@ from typing import Any
 
 from .. import safe_pickle
 from ..tokenizer_files import load_tokenizer_path
-from ..tokenizers import Tokenizer, TokenizerError, default_tokenizer
+from ..tokenizers import (
+    ByteTokenizer,
+    Tokenizer,
+    TokenizerError,
+    default_tokenizer,
+    describe_tokenizer,
+)
 from .reading import CheckpointError, UnsafeCheckpointError
 
 
@@ -62,3 +68,13 @@ def choose_tokenizer(
     info["tokenizer"] = tok.name
     info["tokenizer_vocab_size"] = tok.vocab_size
     return tok
+
+
+def tokenizer_note(tok: Tokenizer, source: str | None, problem: str = "") -> str:
+    """One line when the text is read through a guessed or fallback tokenizer: which one
+    and why (`problem`: what the loader tried and could not use); "" for the model's own."""
+    reason = getattr(tok, "reason", "")
+    if not (problem or reason or isinstance(tok, ByteTokenizer)):
+        return ""
+    tried = problem.replace(reason, "").strip("; ") if reason else problem
+    return "; ".join(filter(None, [f"tokenizer {describe_tokenizer(tok, source)}", tried]))

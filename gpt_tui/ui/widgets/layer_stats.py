@@ -112,6 +112,23 @@ def token_strip(tokens: tuple[str, ...], ids: tuple[int, ...]) -> Text:
     return text
 
 
+def _export_record(
+    r: ProbeRecord, aliases: tuple[str, ...], prev: TensorStats | None, comparing: bool
+) -> dict[str, object]:
+    """A row as E exports it: full module paths, the numbers themselves (and, while the
+    Δ columns show, each change from the previous run; None where that run lacks the row)."""
+    s = r.stats
+    record: dict[str, object] = dict(
+        name=r.name, phase=r.phase, same_tensor_as=list(aliases), shape=list(r.shape),
+        nan=s.nan_count, inf=s.inf_count,
+        **{f: getattr(s, f) for f in STAT_FIELDS}, zero_frac=s.zero_frac,
+    )  # fmt: skip
+    if comparing:
+        for f in STAT_FIELDS:
+            record[f"delta_{f}"] = None if prev is None else getattr(s, f) - getattr(prev, f)
+    return record
+
+
 def _cell(value: float, bad: bool = False) -> Text:
     style = "bold red" if bad or not math.isfinite(value) else ""
     return Text(fmt.num(value), justify="right", style=style)
@@ -192,11 +209,13 @@ class StatsPanel(Vertical):
         shown = merge_aliases(run.records)
         paused_row = None
         rows = []
+        records = []
         for n, row in enumerate(shown):
             r = run.records[row.index]
             s = r.stats
+            prev = before.get((r.name, r.phase)) if compare is not None else None
+            records.append(_export_record(r, row.aliases, prev, compare is not None))
             if compare is not None:
-                prev = before.get((r.name, r.phase))
                 values = [
                     _delta(getattr(s, f), getattr(prev, f) if prev else None) for f in STAT_FIELDS
                 ]
@@ -232,6 +251,7 @@ class StatsPanel(Vertical):
             table.add_column(Text(label, justify=justify), width=width)
         for i, row in enumerate(rows):
             table.add_row(*row, key=str(i))
+        table.records = records
         finite_note = self.query_one("#stats-finite", Static)
         finite_note.display = any(not r.stats.finite for r in run.records)
         finite_note.update(Text(f"red rows hold NaN or Inf: {FINITE_ONLY}", style="dim"))

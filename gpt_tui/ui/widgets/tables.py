@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import events
@@ -24,16 +24,29 @@ class RowTable(DataTable):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("cursor_type", "row")
         super().__init__(**kwargs)
+        # The data behind each row (full names, numbers), which E exports in place of the
+        # cells' display text; None when the pane gives none.
+        self.records: list[dict[str, Any]] | None = None
 
-    def fill(self, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    def clear(self, columns: bool = False) -> RowTable:
+        self.records = None
+        return super().clear(columns)
+
+    def fill(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[object]],
+        records: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         """Replace the columns and rows, each column as wide as its widest cell. The stock
         table measures new rows when it next idles, and when its size then comes out the
         same nothing repaints it: a screen painted in between kept every column as narrow
-        as its label."""
+        as its label. `records`: the data behind the rows, one per row, for export."""
         self.clear(columns=True)
         for i, label in enumerate(columns):
             self.add_column(label, width=max([_width(label), *(_width(r[i]) for r in rows)]))
         self.add_rows(rows)
+        self.records = list(records) if records is not None else None
 
     def on_resize(self, event: events.Resize) -> None:
         # A layout change (the tree rail folding away, a scrollbar appearing) or a table

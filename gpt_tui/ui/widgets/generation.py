@@ -252,7 +252,7 @@ class GeneratePanel(Vertical):
         yield Static("", id="gen-lens")
         yield Static("", id="gen-why")
         table = RowTable(id="gen-candidates")
-        table.add_columns("#", "token", "id", "prob", "", "logit")
+        table.add_columns("#", "next token", "id", "prob", "", "logit")
         yield table
 
     def on_mount(self) -> None:

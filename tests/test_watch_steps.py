@@ -208,3 +208,42 @@ def test_a_gradient_made_non_finite_outside_every_module_is_named_before_the_upd
     assert (finding.step, finding.phase) == (0, "gradients")
     assert finding.where == "transformer.h.0.attn.c_attn.weight"
     assert weight.isfinite().all()  # raised before the update
+
+
+def forwards_then_nan(counts: list[int], tmp_path: Path) -> gpt_tui.NonFiniteError:
+    """Steps taking `counts[i]` forwards each; the last forward of the last step meets a
+    NaN written into a weight just before it. The watch's error."""
+    model = tiny_model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    with (
+        pytest.raises(gpt_tui.NonFiniteError) as raised,
+        gpt_tui.watch(model, optimizer=optimizer, report=tmp_path / "r"),
+    ):
+        for step, n in enumerate(counts):
+            for micro in range(n):
+                if step == len(counts) - 1 and micro == n - 1:
+                    with torch.no_grad():
+                        model.transformer.h[1].mlp.c_fc.weight[0, 0] = float("nan")
+                _, loss = model(*batch(gen))
+                (loss / n).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("counts", "when"),
+    [
+        ([2, 2, 2, 2], "step 3, micro-step 1 of 2"),  # a steady count: said
+        ([1, 1, 1, 2], "step 3, micro-step 1"),  # one more forward than before: no "of 1"
+        ([1, 2, 1, 1], "step 3"),  # counts that varied: the first forward, no guess
+        ([2, 1, 2, 2], "step 3, micro-step 1"),
+    ],
+)
+def test_a_finding_inside_a_step_says_of_n_only_when_the_loops_count_is_steady(
+    tmp_path: Path, counts: list[int], when: str
+) -> None:
+    finding = forwards_then_nan(counts, tmp_path).finding
+    assert (finding.step, finding.phase) == (3, "forward")
+    assert finding.when == when

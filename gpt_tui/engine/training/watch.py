@@ -128,6 +128,7 @@ class Watch:
         self.notes: list[str] = [recompile()] if self.compiled else []
         self.step = _steps_taken(optimizer) if optimizer is not None else -1
         self.micro, self.micro_steps = -1, None if optimizer is not None else 1
+        self._counts: set[int] = set()  # the forwards per step the loop has taken so far
         self.finding: Finding | None = None
         # The update's inputs, copied only before an update a non-finite setting will break.
         self.before_update: BeforeUpdate | None = None
@@ -312,7 +313,7 @@ class Watch:
         if self.group is None:
             index = int(key)  # one host read per checked step
             if index != NO_KEY:
-                self._gradients_found(index, self.micro_steps)
+                self._gradients_found(index, self.micro + 1)
             return
         rank, world = self.group
         mine = self._key if self._key is not None else key.new_tensor(NO_KEY)
@@ -347,6 +348,8 @@ class Watch:
                 self.before_update = None
             self.step += 1
             self.micro_steps = self.micro + 1 if self.micro >= 0 else self.micro_steps
+            if self.micro >= 0:
+                self._counts.add(self.micro + 1)
             self.micro = -1
 
     # -- reading the flags: one host transfer (or one collective) per checked step --------
@@ -384,14 +387,15 @@ class Watch:
         found = int(key)  # the one host read of this micro-step
         if found != NO_KEY:
             micro, phase, where, detail, unreplayable = self._decode(found)
-            self._found(phase, where, detail, micro, self.micro_steps, unreplayable=unreplayable)
+            count = self._count_for(micro)
+            self._found(phase, where, detail, micro, count, unreplayable=unreplayable)
         elif self.compiled and not self._forward and self._loss and self._loss[1] is not None:
             self._replay_if_nan(self._loss[1])
 
     def _replay_if_nan(self, loss: torch.Tensor) -> None:
         """A compiled step whose hooks did not run: replay it when its loss is not finite."""
         if not bool(torch.isfinite(loss)):
-            self._replay("loss", "loss", "the loss is not finite", self.micro_steps)
+            self._replay("loss", "loss", "the loss is not finite", self._count_for(self.micro))
 
     def _backward_places(self) -> tuple[list[BackwardPlace], list[FlagPair]]:
         """The backward order's places and their (before, after) flags: each module's own
@@ -445,6 +449,12 @@ class Watch:
     def _param_name(self, index: int) -> str:
         param = self._params[index] if index < len(self._params) else None
         return self._param_names.get(id(param), f"parameter {index} of the optimizer")
+
+    def _count_for(self, micro: int) -> int | None:
+        """The micro-steps per step to say beside a finding inside a step, before its end
+        is known: the loop's count while it has not varied, never one `micro` exceeds."""
+        n = self.micro_steps if len(self._counts) <= 1 else None
+        return None if n is None or micro >= n else n
 
     def _gradients_found(self, index: int, micro_steps: int | None) -> None:
         why = "its gradient is not finite after backward while every watched module's was"

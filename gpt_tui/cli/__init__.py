@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import GptTuiError, describe_bug, describe_error
+from .common import drop_notes, say_notes
 from .parser import EXIT_USAGE, parse_args
 
 __all__ = ["main", "run"]
@@ -29,8 +30,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as done:  # --help, or a mistake already printed as one line
         return done.code if isinstance(done.code, int) else 0
+    drop_notes()  # a command run before in this process (tests) said its own
     try:
-        return args.func(args)
+        code = args.func(args)
     except BrokenPipeError:  # `gpt-tui summary | head`: the reader left, nothing to say
         _drop_stdout()
         return 0
@@ -48,6 +50,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"gpt-tui: {describe_bug(err)}", file=sys.stderr)
         return 1
+    say_notes()  # only when it ran to its end: a mistake stays one line
+    return code
 
 
 def _drop_stdout() -> None:

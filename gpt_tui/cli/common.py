@@ -38,16 +38,34 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
     )
 
 
+# Notes said on stderr once the command has run (`say_notes`): a mistake it meets on the
+# way is then still the one line it prints.
+_NOTES: list[str] = []
+
+
+def say_notes() -> None:
+    """Print the notes the command left, once each, and forget them."""
+    notes = list(dict.fromkeys(_NOTES))
+    _NOTES.clear()
+    for note in notes:
+        print(f"gpt-tui: note: {note}", file=sys.stderr)
+
+
+def drop_notes() -> None:
+    _NOTES.clear()
+
+
 def open_session(args: argparse.Namespace, reads_text: bool = True) -> Session:
-    """The command's model; one note on stderr when text is read through a guessed or
-    fallback tokenizer (`reads_text` False: the command shows no text, or says it itself)."""
+    """The command's model; one note on stderr, when the command has run, when text is
+    read through a guessed or fallback tokenizer (`reads_text` False: the command shows no
+    text, or says it itself)."""
     from ..engine.core.session import Session
     from .open_progress import open_progress
 
     with open_progress() as progress:
         session = Session.open(model_spec(args), progress)
     if reads_text and session.tokenizer_note:
-        print(f"gpt-tui: note: {session.tokenizer_note}", file=sys.stderr)
+        _NOTES.append(session.tokenizer_note)
     return session
 
 

@@ -8,7 +8,7 @@ import difflib
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import compare_cmds, cost_args, cost_cmds, patch_cmds, step_lines
+from . import compare_cmds, cost_args, cost_cmds, numerics_cmd, patch_cmds, step_lines
 from .app_cmd import cmd_app, cmd_config
 from .arg_types import EXIT_USAGE, SEED, Parser, real, whole
 from .attach_cmd import add_attach_args, cmd_attach
@@ -83,7 +83,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, bool]] = {
     "diff": (compare_cmds.cmd_diff, "Compare two runs probe by probe: where they part ways.", True),
     "patch": (patch_cmds.cmd_patch, "Patch a clean run into a corrupted one, per layer.", True),
     "attribute": (patch_cmds.cmd_attribute, "Which heads and MLPs write a token's logit.", True),
-    "numerics": (cost_cmds.cmd_numerics, "What bf16/fp16/fp8 would do to each module.", True),
+    "numerics": (numerics_cmd.cmd_numerics, "What bf16/fp16/fp8 would do to each module.", True),
     "memory": (cost_cmds.cmd_memory, "Memory of a training step per module; what fits.", True),
     "cost": (cost_cmds.cmd_cost, "FLOPs and time per module, and the MFU.", True),
 }

@@ -123,7 +123,9 @@ def cmd_train_step(args: argparse.Namespace) -> int:
     autocast_dtype(autocast)
     case = _open_case(args) if args.case else None
     # --dtype is the autocast dtype here: the weights stay float32, as in mixed precision.
-    session = open_session(argparse.Namespace(**{**vars(args), "dtype": "float32"}))
+    # A case says itself how it reads its batch (its tokenizer, or why none).
+    as_float32 = argparse.Namespace(**{**vars(args), "dtype": "float32"})
+    session = open_session(as_float32, reads_text=case is None)
     debugger = Debugger(session, seed=args.seed)
     try:
         require_weights(session, "train-step")

@@ -110,3 +110,13 @@ def test_trace_generate_and_step_json_carry_it(folders, capsys):
     assert any(GUESS in n for n in json.loads(out)["notes"])
     out, _ = _run(capsys, *COMMANDS["trace"], "--checkpoint", str(folders["own"]), "--json")
     assert json.loads(out)["tokenizer_note"] is None
+
+
+def test_a_mistake_met_after_the_model_opens_is_still_one_line(folders, capsys) -> None:
+    # The note is said once the command has run: a prompt the guessed vocabulary cannot
+    # read stops it with the one line of the mistake alone.
+    code = run(["trace", "--checkpoint", str(folders["none"]), "--prompt", "ROMEO: \u20ac"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("gpt-tui: error: ")
+    assert GUESS not in err

@@ -57,7 +57,8 @@ from ..analysis.probe_points import find_probe_points, first_tensor
 from .held_values import HeldValues, held_text, module_parameters, nonfinite_parameters
 from .watch_arguments import WatchArgumentError, check_arguments
 from .watch_compile import inner_module, is_compiled, recompile, replay_eagerly
-from .watch_finding import NO_NAMES, BackwardPlace, Finding, MicroNames, Phase, name_place
+from .watch_finding import NO_NAMES, Finding, MicroNames, Phase, name_place
+from .watch_places import Flags, backward_places, micro_key
 from .watch_ranks import MICRO_STRIDE, NO_KEY, exchange, first_bad, process_group
 from .watch_update import BeforeUpdate, copy_before_update, nonfinite_settings, update_will_break
 
@@ -81,6 +82,11 @@ def _finite(value: Any) -> torch.Tensor | None:
     return t.detach().sum(dtype=torch.float32)
 
 
+def _first(flags: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """A micro-step's one flag of a kind (the gradient into its loss, ...), if it came."""
+    return flags[0] if flags else None
+
+
 def _sums(tensors: list[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
     """The fp32 sums of the tensors, stacked on the device (None counts as 0: finite)."""
     zero = like.new_zeros((), dtype=torch.float32)
@@ -96,10 +102,6 @@ def _steps_taken(optimizer: torch.optim.Optimizer) -> int:
         if isinstance(step, (int, float, torch.Tensor)):
             return int(step)
     return 0
-
-
-Flags = tuple[str, torch.Tensor | None, torch.Tensor | None]
-FlagPair = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
 class Watch:
@@ -373,11 +375,19 @@ class Watch:
 
     def _check(self) -> None:
         self._pending = False
-        places, pairs = self._backward_places()
-        key = self._micro_key(pairs)
+        places, pairs = backward_places(self._backward, self._links)
+        key = micro_key(
+            [(a, b) for _, a, b in self._forward],
+            [self._loss or (None, None),
+             (None, _first(self._into_loss)),  # the gradient into the model's loss,
+             (None, _first(self._into_returned)),  # into the logits returned beside it,
+             (_first(self._into_loss), self._backward[0][1] if self._backward else None),
+             *pairs],  # then into the model's output, then the modules' backward
+            max(self.micro, 0) * MICRO_STRIDE,
+        )  # fmt: skip
         self._names[self.micro] = MicroNames(
             [n for n, _, _ in self._forward], places,
-            self._into_loss[0] if self._into_loss else None, self._loss is not None,
+            _first(self._into_loss), self._loss is not None,
         )  # fmt: skip
         if key is None:
             return
@@ -396,50 +406,6 @@ class Watch:
         """A compiled step whose hooks did not run: replay it when its loss is not finite."""
         if not bool(torch.isfinite(loss)):
             self._replay("loss", "loss", "the loss is not finite", self._count_for(self.micro))
-
-    def _backward_places(self) -> tuple[list[BackwardPlace], list[FlagPair]]:
-        """The backward order's places and their (before, after) flags: each module's own
-        backward (grad_output, grad_input) and, before a module whose output is the input of
-        one backward has passed, that link (what the next module sent, the gradient its
-        output received): not finite only there, the gradient came from outside the chain."""
-        sent: dict[str, torch.Tensor | None] = {}  # module -> what its backward sent
-        places: list[BackwardPlace] = []
-        pairs: list[FlagPair] = []
-        for name, grad_output, grad_input in self._backward:
-            consumers = [n for n, m in self._links.items() if m == name and n in sent]
-            for consumer in consumers:
-                places.append((name, consumer))
-                pairs.append((sent[consumer], grad_output))
-            places.append((name, None))
-            pairs.append((grad_output, grad_input))
-            sent[name] = grad_input
-        return places, pairs
-
-    def _micro_key(self, backward: list[FlagPair]) -> torch.Tensor | None:
-        """The first place of this micro-step, in forward, loss, backward order, where a
-        flag turned non-finite while the one before it was finite; NO_KEY for none. Between
-        the loss and the modules' backward: the gradient into the model's loss, into the
-        logits it returned beside it, then into the first module backward reaches (the
-        model's output)."""
-        entries = [(a, b) for _, a, b in self._forward]
-        entries.append(self._loss or (None, None))
-        into_loss = self._into_loss[0] if self._into_loss else None
-        into_output = self._backward[0][1] if self._backward else None
-        into_returned = self._into_returned[0] if self._into_returned else None
-        entries += [(None, into_loss), (None, into_returned), (into_loss, into_output)]
-        entries += backward
-        flags = [f for pair in entries for f in pair]
-        present = [f for f in flags if f is not None]
-        if not present:
-            return None
-        finite = torch.isfinite(torch.stack(present))
-        finite = torch.cat([finite, finite.new_ones(1)])  # the last: a missing flag
-        order, k = [], 0
-        for f in flags:
-            order.append(len(present) if f is None else k)
-            k += f is not None
-        pairs = finite[torch.tensor(order, device=finite.device)].view(-1, 2)
-        return first_bad(pairs[:, 0] & ~pairs[:, 1], max(self.micro, 0) * MICRO_STRIDE)
 
     def _decode(self, key: int) -> tuple[int, Phase, str, str, str | None]:
         """(micro-step, phase, where, detail, why a case cannot replay it) of a key."""

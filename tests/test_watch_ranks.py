@@ -210,3 +210,24 @@ def test_on_report_after_a_finding_every_rank_exits_cleanly(tmp_path: Path) -> N
         assert done.returncode == 0, done.stderr[-3000:]
         assert "step 5: loss nan" in done.stdout
         assert "terminate called" not in done.stderr
+
+
+def test_a_block_ending_normally_under_a_group_ends_with_one_barrier(monkeypatch) -> None:
+    # The barrier is what lets gloo's worker drop DDP's last work before the script exits;
+    # a block left by an exception (every rank raising together, or one rank failing) has none.
+    import gpt_tui
+    from gpt_tui.engine.training import watch as watch_module
+    from gpt_tui.models import build_model, make_config
+
+    barriers: list[int] = []
+    monkeypatch.setattr(watch_module, "process_group", lambda: (0, 2))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: barriers.append(1))
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with gpt_tui.watch(model, optimizer=optimizer, on="report", report=None):
+        pass
+    assert barriers == [1]
+    with pytest.raises(KeyError), gpt_tui.watch(model, optimizer=optimizer, report=None):
+        raise KeyError("the loop failed")
+    assert barriers == [1]

@@ -104,6 +104,22 @@ class WatchHandle:
                 self._deferred = None
                 self._say(finding, warning)
 
+    def leave_together(self) -> None:
+        """Under a process group, the ranks leave a block that ended normally through one
+        barrier. DDP's all-reduce launched in backward holds a Python object (the context
+        torch stashes for backward); gloo's worker drops it after the work ends, taking the
+        GIL. Were the script to exit first, that thread would meet interpreter shutdown and
+        abort the process ("terminate called without an active exception"). Waiting in the
+        barrier releases the GIL to it. The watch's exchange after each checked update did
+        the same, but after a finding under on="report" there is none."""
+        dist = torch.distributed
+        if self._watch.group is None or not dist.is_initialized():
+            return
+        try:
+            dist.barrier()
+        except RuntimeError as err:  # a peer gone: its own error says why, not ours
+            tell(f"{self._prefix}warning: the ranks could not leave the watch together: {err}")
+
     def health(self) -> dict[str, Any]:
         """The watch's figures, as `gpt-tui attach` shows them."""
         w = self._watch
@@ -248,6 +264,7 @@ def watch(
     try:
         if listen is False:
             yield handle
+            handle.leave_together()
             return
         if optimizer is None:
             raise GptTuiError("watch(..., listen=True) needs optimizer=: its step is where "
@@ -259,6 +276,7 @@ def watch(
                            **options) as listener:  # fmt: skip
             handle.listener = listener
             yield handle
+        handle.leave_together()
     except NonFiniteError:
         handle.open_deferred()
         raise

@@ -196,3 +196,38 @@ def test_a_loss_made_nan_on_one_rank_is_named_at_its_start_on_every_rank(tmp_pat
         "gradient into it not"
     )
     assert found[0]["unreplayable"] == found[1]["unreplayable"] is not None
+
+
+def test_on_report_after_a_finding_every_rank_exits_cleanly(tmp_path: Path) -> None:
+    # After the finding the watch stops its per-step exchange; without the barrier it then
+    # runs on leaving, DDP's last work was left to a gloo thread at exit (SIGABRT).
+    example = Path(__file__).parents[1] / "examples" / "ddp_train_watch.py"
+    for _ in range(3):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        command += ["--master_port", str(free_port()), str(SCRIPT.parent / "hold_gil.py")]
+        command += [str(example), "--break-rank", "1", "--micro-steps", "4", "--on", "report"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "step 5: loss nan" in done.stdout
+        assert "terminate called" not in done.stderr
+
+
+def test_a_block_ending_normally_under_a_group_ends_with_one_barrier(monkeypatch) -> None:
+    # The barrier is what lets gloo's worker drop DDP's last work before the script exits;
+    # a block left by an exception (every rank raising together, or one rank failing) has none.
+    import gpt_tui
+    from gpt_tui.engine.training import watch as watch_module
+    from gpt_tui.models import build_model, make_config
+
+    barriers: list[int] = []
+    monkeypatch.setattr(watch_module, "process_group", lambda: (0, 2))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: barriers.append(1))
+    model = build_model(make_config("tiny", "nanogpt"), "cpu", seed=0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with gpt_tui.watch(model, optimizer=optimizer, on="report", report=None):
+        pass
+    assert barriers == [1]
+    with pytest.raises(KeyError), gpt_tui.watch(model, optimizer=optimizer, report=None):
+        raise KeyError("the loop failed")
+    assert barriers == [1]

@@ -238,7 +238,7 @@ class Watch:
             # on an intermediate activation) add to it.
             return (x.view_as(x), *args[1:]), kwargs
 
-        return hook
+        return torch.compiler.disable(hook)  # as `_forward_hook`, for a model compiled later
 
     def _forward_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 OnFinding = Literal["raise", "report", "open"]
 LISTEN_OPTIONS = {"path", "tcp", "host", "allow_remote", "every"}
+LEAVE_GRACE_S = 0.05  # after the barrier that ends a watched block under torchrun
 
 
 class NoTerminalError(GptTuiError):
@@ -119,6 +121,10 @@ class WatchHandle:
             dist.barrier()
         except RuntimeError as err:  # a peer gone: its own error says why, not ours
             tell(f"{self._prefix}warning: the ranks could not leave the watch together: {err}")
+            return
+        # The barrier may run on another gloo worker than the last all-reduce: a short
+        # wait with the GIL released lets that one finish too (it needs microseconds).
+        time.sleep(LEAVE_GRACE_S)
 
     def health(self) -> dict[str, Any]:
         """The watch's figures, as `gpt-tui attach` shows them."""
